@@ -1,0 +1,7 @@
+package hostprep
+
+import "syscall"
+
+func detachedProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setsid: true}
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package hostprep
+
+import "syscall"
+
+func detachedProcAttr() *syscall.SysProcAttr { return nil }

@@ -1,0 +1,26 @@
+// Package policy compiles Kubernetes NetworkPolicies (networking/v1) into the
+// plain map entries the Starlab datapath enforces. It is pure Go: no kernel
+// calls, no API server. The agent gathers pods, namespaces, nodes and
+// policies, calls Compile, and writes the Result into the BPF maps
+// (sl_ipcache, sl_policy, sl_cidr_policy, sl_endpoints flags) one-to-one.
+//
+// A policy's path through the package reads top to bottom:
+//
+//	objects (Input) -> identities (Allocator) -> rules (per local endpoint
+//	and direction) -> map entries (PolicyEntry, CIDREntry, IPCacheEntry).
+//
+// Semantics follow networking/v1 exactly: default deny per direction once a
+// policy selects a pod for it, union of all selecting policies, peers ORed,
+// podSelector and namespaceSelector inside one peer ANDed, named ports
+// resolved on the destination pod, endPort ranges as aligned port prefixes,
+// ipBlock with except matched against raw IPs (pod IPs included).
+//
+// The compiler fails closed: a policy it cannot represent exactly is reported
+// in Result.Problems and every local endpoint it selects gets
+// EndpointPolicyError (the datapath then drops everything for that endpoint
+// with reason POLICY_UNREPRESENTABLE). It never emits an entry that would
+// allow traffic the NetworkPolicy objects deny.
+//
+// Result.Decide evaluates the compiled entries the way the BPF programs do,
+// so tests can check semantics end-to-end on the compiled form.
+package policy

@@ -1,0 +1,221 @@
+package policy
+
+import (
+	"net/netip"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// Directions (key field dir of sl_policy and sl_cidr_policy).
+const (
+	DirIngress uint8 = 1
+	DirEgress  uint8 = 2
+)
+
+// Actions (sl_policy_val.action).
+const (
+	ActionAllow  uint8 = 1
+	ActionExcept uint8 = 2 // sl_cidr_policy only: this prefix is excepted, no allow from this map
+)
+
+// IP protocol numbers used in map keys. ProtoAny (0) is the wildcard.
+const (
+	ProtoAny  uint8 = 0
+	ProtoTCP  uint8 = 6
+	ProtoUDP  uint8 = 17
+	ProtoSCTP uint8 = 132
+)
+
+// Reserved identities (sl_ipcache values, sl_policy peer_id).
+const (
+	IdentityAny        uint32 = 0 // wildcard peer in policy keys
+	IdentityHost       uint32 = 1 // the local node
+	IdentityWorld      uint32 = 2 // anything not in the ipcache
+	IdentityUnmanaged  uint32 = 3
+	IdentityRemoteNode uint32 = 6
+	// FirstPodIdentity is the lowest identity handed out for a namespace + pod label set.
+	FirstPodIdentity uint32 = 256
+)
+
+// Endpoint flags (sl_endpoint.flags).
+const (
+	EndpointIngressEnforced uint32 = 1
+	EndpointEgressEnforced  uint32 = 2
+	EndpointPolicyError     uint32 = 4
+)
+
+// PolicyKey mirrors the sl_policy LPM key. The BPF prefix length is
+// 80 + PortPrefixLen (ep_id, peer_id, dir, proto are always covered).
+// Port is in host order; the agent converts it to network order.
+type PolicyKey struct {
+	EpID          uint32
+	PeerID        uint32 // 0 = any peer
+	Dir           uint8
+	Proto         uint8  // 0 = any protocol (then PortPrefixLen is 0)
+	Port          uint16 // host order; the bits beyond PortPrefixLen are zero
+	PortPrefixLen uint8  // 0..16
+}
+
+// PolicyValue mirrors struct sl_policy_val (used by both policy maps).
+type PolicyValue struct {
+	Action   uint8
+	Rule     uint16 // index of the ingress/egress rule inside the policy
+	PolicyID uint32 // key of Result.Policies; 0 = none
+}
+
+// PolicyEntry is one sl_policy element.
+type PolicyEntry struct {
+	Key   PolicyKey
+	Value PolicyValue
+}
+
+// CIDRKey mirrors the sl_cidr_policy LPM key. The BPF prefix length is
+// 64 + IP.Bits(). Port 0 means any port; Proto 0 any protocol.
+type CIDRKey struct {
+	EpID  uint32
+	Dir   uint8
+	Proto uint8
+	Port  uint16 // host order; 0 = any port
+	IP    netip.Prefix
+}
+
+// CIDREntry is one sl_cidr_policy element.
+type CIDREntry struct {
+	Key   CIDRKey
+	Value PolicyValue
+}
+
+// IPCacheEntry is one sl_ipcache element. Flags is reserved (always 0 today).
+type IPCacheEntry struct {
+	Prefix   netip.Prefix
+	Identity uint32
+	Flags    uint32
+}
+
+// PodRef names a pod.
+type PodRef struct {
+	Namespace string
+	Name      string
+}
+
+func (r PodRef) String() string { return r.Namespace + "/" + r.Name }
+
+// PolicyRef names a NetworkPolicy and carries its numeric id (>= 1).
+type PolicyRef struct {
+	ID        uint32
+	Namespace string
+	Name      string
+}
+
+func (r PolicyRef) String() string { return r.Namespace + "/" + r.Name }
+
+// ContainerPort is a port a pod's container declares (for named ports).
+type ContainerPort struct {
+	Name     string
+	Port     uint16
+	Protocol uint8 // ProtoTCP, ProtoUDP or ProtoSCTP
+}
+
+// Pod is what the compiler needs to know about a pod. Use PodFromK8s to
+// build it from a corev1.Pod.
+type Pod struct {
+	Name        string
+	Namespace   string
+	Labels      map[string]string
+	IP          netip.Addr // invalid when the pod has no IP (yet, or any more)
+	Node        string
+	HostNetwork bool // host-network pods get no identity and no ipcache entry
+	Ports       []ContainerPort
+}
+
+// Ref returns the pod's namespace/name.
+func (p *Pod) Ref() PodRef { return PodRef{Namespace: p.Namespace, Name: p.Name} }
+
+// Namespace is a namespace and its labels. The label
+// kubernetes.io/metadata.name is added by the compiler when missing (the API
+// server always sets it).
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Node is a cluster node and its addresses. The local node's addresses map to
+// IdentityHost, every other node's to IdentityRemoteNode.
+type Node struct {
+	Name string
+	IPs  []netip.Addr
+}
+
+// Input is everything Compile needs. Slices may be in any order; the result
+// does not depend on it.
+type Input struct {
+	Pods       []Pod
+	Namespaces []Namespace
+	Nodes      []Node
+	Policies   []*networkingv1.NetworkPolicy
+	// LocalNode is the name of the node the agent runs on.
+	LocalNode string
+	// LocalEndpoints maps each pod on this node that has a datapath endpoint
+	// to its ep_id (the host veth ifindex).
+	LocalEndpoints map[PodRef]uint32
+	// Alloc keeps identities and policy ids stable across compilations. Nil
+	// means a fresh allocator: numbering is then a pure function of the input.
+	Alloc *Allocator
+}
+
+// Identity describes a pod identity: one namespace plus one pod label set.
+type Identity struct {
+	ID        uint32
+	Namespace string
+	Labels    map[string]string
+}
+
+// Endpoint is the compiled state of one local endpoint.
+type Endpoint struct {
+	EpID     uint32
+	Pod      PodRef
+	Identity uint32 // for sl_endpoints.identity
+	Flags    uint32 // EndpointIngressEnforced | EndpointEgressEnforced | EndpointPolicyError
+	// Policy holds the sl_policy entries, sorted by key.
+	Policy []PolicyEntry
+	// CIDR holds the sl_cidr_policy entries, sorted by key.
+	CIDR []CIDREntry
+	// IngressPolicies and EgressPolicies list the policies selecting the
+	// endpoint per direction (sorted by namespace/name), for "denied_by".
+	IngressPolicies []PolicyRef
+	EgressPolicies  []PolicyRef
+}
+
+// Problem is something the compiler could not represent. When Policy is set,
+// every local endpoint the policy selects has EndpointPolicyError. When only
+// Endpoint is set, the problem concerns that endpoint alone.
+type Problem struct {
+	Policy   *PolicyRef
+	Endpoint *PodRef
+	Message  string
+}
+
+func (p Problem) String() string {
+	switch {
+	case p.Policy != nil:
+		return "networkpolicy " + p.Policy.String() + ": " + p.Message
+	case p.Endpoint != nil:
+		return "endpoint " + p.Endpoint.String() + ": " + p.Message
+	}
+	return p.Message
+}
+
+// Result is the compiled form of an Input.
+type Result struct {
+	// IPCache holds one /32 per pod IP (pod identity) and per node IP (host
+	// or remote-node), sorted by prefix. ipBlock CIDRs need no entries.
+	IPCache []IPCacheEntry
+	// Endpoints is keyed by ep_id.
+	Endpoints map[uint32]*Endpoint
+	// Policies is the policy table: id (>= 1) -> namespace/name.
+	Policies map[uint32]PolicyRef
+	// Identities describes every pod identity in use.
+	Identities map[uint32]Identity
+	// Problems lists what could not be represented (fail closed).
+	Problems []Problem
+}

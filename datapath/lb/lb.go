@@ -1,0 +1,304 @@
+// Package lb translates Kubernetes Services and EndpointSlices into the service load-balancer map
+// entries of the datapath (sl_services, sl_backends): pure Go, no kernel.
+//
+// Translate turns one Service plus its EndpointSlices into frontends. Table keeps the programmed
+// state of every Service, assigns stable service IDs and turns each Service or EndpointSlice event
+// into a minimal Changes set (diff-based: only entries that differ are written, deleted services
+// are removed). Changes.Apply writes them in an order that never exposes a count larger than the
+// backends present.
+//
+// Values here are in host order (netip.Addr, uint16 ports); converting to the network-byte-order
+// map structs is the map writer's job.
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// Scope of a service frontend (sl_services key scope).
+const (
+	ScopeClusterIP uint8 = 0
+	ScopeNodePort  uint8 = 1
+)
+
+// Service flags (sl_services value flags).
+const (
+	FlagAffinity uint16 = 1 // SL_SVC_AFFINITY: sessionAffinity ClientIP
+	FlagLocal    uint16 = 2 // SL_SVC_LOCAL: traffic policy Local, backends are node-local only
+)
+
+// IP protocol numbers used in keys.
+const (
+	ProtoTCP uint8 = 6
+	ProtoUDP uint8 = 17
+)
+
+// Annotations understood on Services.
+const (
+	// AnnotationServiceProxyName: when set, the Service belongs to another proxy and is skipped
+	// (same rule as kube-proxy).
+	AnnotationServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	// AnnotationNodePort: "false" programs no NodePort frontends for the Service. Must parse as a bool.
+	AnnotationNodePort = "starlab.dev/nodeport"
+)
+
+// ServiceKey is a frontend: a ClusterIP (scope 0) or a NodePort (scope 1, VIP 0.0.0.0 = any local
+// node address).
+type ServiceKey struct {
+	VIP   netip.Addr
+	Port  uint16
+	Proto uint8
+	Scope uint8
+}
+
+func (k ServiceKey) String() string {
+	s := "clusterip"
+	if k.Scope == ScopeNodePort {
+		s = "nodeport"
+	}
+	return fmt.Sprintf("%s %s:%d/%s", s, k.VIP, k.Port, protoName(k.Proto))
+}
+
+// ServiceValue is the sl_services value.
+type ServiceValue struct {
+	ID    uint32
+	Count uint16
+	Flags uint16
+}
+
+// BackendKey is the sl_backends key.
+type BackendKey struct {
+	ID   uint32
+	Slot uint32
+}
+
+// Backend is the sl_backends value.
+type Backend struct {
+	IP   netip.Addr
+	Port uint16
+}
+
+func (b Backend) String() string { return netip.AddrPortFrom(b.IP, b.Port).String() }
+
+// Frontend is one translated service port on one address.
+type Frontend struct {
+	Namespace, Name string // the Service
+	PortName        string
+	Key             ServiceKey
+	Flags           uint16
+	Backends        []Backend // sorted, deduplicated
+}
+
+// id is the stable name of the frontend used for service ID assignment.
+func (f Frontend) id() string {
+	return fmt.Sprintf("%s/%s/%s/%d/%d/%d", f.Namespace, f.Name, f.Key.VIP, f.Key.Port, f.Key.Proto, f.Key.Scope)
+}
+
+// InputError is a problem with a Service or EndpointSlice the agent should log and report as a
+// Kubernetes Event on Object (kind "Service" or "EndpointSlice").
+type InputError struct {
+	Kind, Namespace, Name string
+	Reason                string // short CamelCase reason for the Event
+	Msg                   string
+}
+
+func (e *InputError) Error() string {
+	return fmt.Sprintf("%s %s/%s: %s", e.Kind, e.Namespace, e.Name, e.Msg)
+}
+
+// ErrUnknownService marks an EndpointSlice whose Service is not known (yet).
+var ErrUnknownService = errors.New("endpointslice for unknown service")
+
+func svcErr(svc *corev1.Service, reason, format string, args ...any) error {
+	return &InputError{Kind: "Service", Namespace: svc.Namespace, Name: svc.Name, Reason: reason, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Translate computes the frontends of svc given its EndpointSlices, as seen by node nodeName
+// (used for Local traffic policies). The frontends returned are valid to program even when the
+// error is non-nil: a port that cannot be resolved is programmed with no backends (fail closed:
+// clients are refused) and the problem is reported in the error (an *InputError or a join of them).
+func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeName string) ([]Frontend, error) {
+	if svc == nil {
+		return nil, errors.New("translate: nil service")
+	}
+	if svc.Annotations[AnnotationServiceProxyName] != "" {
+		return nil, nil
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil, nil
+	}
+	var errs []error
+	nodePorts := true
+	if v, ok := svc.Annotations[AnnotationNodePort]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, svcErr(svc, "InvalidAnnotation", "annotation %s=%q is not a boolean: set it to \"true\" or \"false\"", AnnotationNodePort, v))
+		} else {
+			nodePorts = b
+		}
+	}
+
+	var vips []netip.Addr
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	for _, s := range ips {
+		if s == corev1.ClusterIPNone || s == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			errs = append(errs, svcErr(svc, "InvalidClusterIP", "clusterIP %q is not an IP address", s))
+			continue
+		}
+		if a.Is4() {
+			vips = append(vips, a)
+		}
+	}
+	for _, s := range svc.Spec.ExternalIPs {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+			vips = append(vips, a)
+		} else {
+			errs = append(errs, svcErr(svc, "InvalidExternalIP", "externalIP %q is not an IPv4 address", s))
+		}
+	}
+
+	var flags uint16
+	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		flags |= FlagAffinity
+	}
+	internalLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	externalLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+	wantNodePort := nodePorts && (svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer)
+
+	var out []Frontend
+	for _, sp := range svc.Spec.Ports {
+		proto, err := protoNumber(sp.Protocol)
+		if err != nil {
+			errs = append(errs, svcErr(svc, "UnsupportedProtocol", "port %q: %v", sp.Name, err))
+			continue
+		}
+		all, local, perr := backendsFor(svc, sp, slices, nodeName)
+		if perr != nil {
+			errs = append(errs, perr)
+		}
+		mk := func(key ServiceKey, isLocal bool) Frontend {
+			f := Frontend{Namespace: svc.Namespace, Name: svc.Name, PortName: sp.Name, Key: key, Flags: flags, Backends: all}
+			if isLocal {
+				f.Flags |= FlagLocal
+				f.Backends = local
+			}
+			return f
+		}
+		if len(vips) > 0 {
+			for _, vip := range vips {
+				out = append(out, mk(ServiceKey{VIP: vip, Port: uint16(sp.Port), Proto: proto, Scope: ScopeClusterIP}, internalLocal))
+			}
+		}
+		if wantNodePort && sp.NodePort != 0 {
+			out = append(out, mk(ServiceKey{VIP: netip.IPv4Unspecified(), Port: uint16(sp.NodePort), Proto: proto, Scope: ScopeNodePort}, externalLocal))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// backendsFor resolves one service port against the slices: all ready endpoints and the local ones.
+func backendsFor(svc *corev1.Service, sp corev1.ServicePort, slices []*discoveryv1.EndpointSlice, nodeName string) (all, local []Backend, err error) {
+	seen := map[Backend]bool{}
+	var unmatched []string
+	for _, sl := range slices {
+		if sl == nil || sl.AddressType != discoveryv1.AddressTypeIPv4 {
+			continue
+		}
+		var port uint16
+		found := false
+		for _, p := range sl.Ports {
+			name := ""
+			if p.Name != nil {
+				name = *p.Name
+			}
+			pr := corev1.ProtocolTCP
+			if p.Protocol != nil {
+				pr = *p.Protocol
+			}
+			if name == sp.Name && pr == sp.Protocol && p.Port != nil {
+				port, found = uint16(*p.Port), true
+				break
+			}
+		}
+		if !found {
+			if len(sl.Endpoints) > 0 {
+				unmatched = append(unmatched, sl.Name)
+			}
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			if ep.Conditions.Terminating != nil && *ep.Conditions.Terminating {
+				continue
+			}
+			isLocal := ep.NodeName != nil && *ep.NodeName == nodeName
+			for _, a := range ep.Addresses {
+				ip, perr := netip.ParseAddr(a)
+				if perr != nil || !ip.Is4() {
+					continue
+				}
+				b := Backend{IP: ip, Port: port}
+				if seen[b] {
+					continue
+				}
+				seen[b] = true
+				all = append(all, b)
+				if isLocal {
+					local = append(local, b)
+				}
+			}
+		}
+	}
+	sortBackends(all)
+	sortBackends(local)
+	if len(unmatched) > 0 && len(all) == 0 {
+		err = svcErr(svc, "PortNotInEndpoints", "service port %q (%s) matches no port of EndpointSlice(s) %v: name the Service port and the target port alike; the port refuses connections until fixed", sp.Name, sp.Protocol, unmatched)
+	}
+	return all, local, err
+}
+
+func sortBackends(b []Backend) {
+	sort.Slice(b, func(i, j int) bool {
+		if c := b[i].IP.Compare(b[j].IP); c != 0 {
+			return c < 0
+		}
+		return b[i].Port < b[j].Port
+	})
+}
+
+func protoNumber(p corev1.Protocol) (uint8, error) {
+	switch p {
+	case corev1.ProtocolTCP, "":
+		return ProtoTCP, nil
+	case corev1.ProtocolUDP:
+		return ProtoUDP, nil
+	default:
+		return 0, fmt.Errorf("protocol %s is not supported: use TCP or UDP", p)
+	}
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "TCP"
+	case ProtoUDP:
+		return "UDP"
+	}
+	return strconv.Itoa(int(p))
+}

@@ -1,0 +1,383 @@
+package lb_test
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/starlab-dev/starlab/datapath/lb"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+type svcOpt func(*corev1.Service)
+
+func service(opts ...svcOpt) *corev1.Service {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web"},
+		Spec: corev1.ServiceSpec{
+			Type:       corev1.ServiceTypeClusterIP,
+			ClusterIP:  "10.96.0.10",
+			ClusterIPs: []string{"10.96.0.10"},
+			Ports:      []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}},
+		},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+type ep struct {
+	ip, node    string
+	ready       *bool
+	terminating bool
+}
+
+func slice(name, svc, portName string, port int32, proto corev1.Protocol, eps ...ep) *discoveryv1.EndpointSlice {
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "demo", Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr(portName), Port: ptr(port), Protocol: ptr(proto)}},
+	}
+	for _, e := range eps {
+		d := discoveryv1.Endpoint{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{Ready: e.ready}}
+		if e.terminating {
+			d.Conditions.Terminating = ptr(true)
+		}
+		if e.node != "" {
+			d.NodeName = ptr(e.node)
+		}
+		sl.Endpoints = append(sl.Endpoints, d)
+	}
+	return sl
+}
+
+func be(s string) lb.Backend {
+	ap := netip.MustParseAddrPort(s)
+	return lb.Backend{IP: ap.Addr(), Port: ap.Port()}
+}
+
+func cip(port uint16, proto uint8) lb.ServiceKey {
+	return lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: port, Proto: proto, Scope: lb.ScopeClusterIP}
+}
+
+func np(port uint16, proto uint8) lb.ServiceKey {
+	return lb.ServiceKey{VIP: netip.IPv4Unspecified(), Port: port, Proto: proto, Scope: lb.ScopeNodePort}
+}
+
+type want struct {
+	key      lb.ServiceKey
+	flags    uint16
+	backends []string
+}
+
+func TestTranslate(t *testing.T) {
+	tcp := corev1.ProtocolTCP
+	webSlice := slice("web-a", "web", "http", 8080, tcp,
+		ep{ip: "10.244.1.5", node: "n1"}, ep{ip: "10.244.2.7", node: "n2", ready: ptr(true)},
+		ep{ip: "10.244.1.9", node: "n1", ready: ptr(false)}, ep{ip: "10.244.2.8", node: "n2", terminating: true, ready: ptr(false)})
+	tests := []struct {
+		name    string
+		svc     *corev1.Service
+		slices  []*discoveryv1.EndpointSlice
+		want    []want
+		wantErr string
+	}{
+		{
+			name:   "clusterip only ready endpoints sorted",
+			svc:    service(),
+			slices: []*discoveryv1.EndpointSlice{webSlice},
+			want:   []want{{cip(80, lb.ProtoTCP), 0, []string{"10.244.1.5:8080", "10.244.2.7:8080"}}},
+		},
+		{
+			name:   "no endpoints programs count 0",
+			svc:    service(),
+			slices: nil,
+			want:   []want{{cip(80, lb.ProtoTCP), 0, nil}},
+		},
+		{
+			name: "udp and port matching by name",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53}, {Name: "dns-tcp", Protocol: tcp, Port: 53}}
+			}),
+			slices: []*discoveryv1.EndpointSlice{{
+				ObjectMeta:  metav1.ObjectMeta{Namespace: "demo", Name: "dns-x"},
+				AddressType: discoveryv1.AddressTypeIPv4,
+				Ports: []discoveryv1.EndpointPort{
+					{Name: ptr("dns-tcp"), Port: ptr(int32(5353)), Protocol: ptr(tcp)},
+					{Name: ptr("dns"), Port: ptr(int32(5354)), Protocol: ptr(corev1.ProtocolUDP)},
+				},
+				Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.3"}}},
+			}},
+			want: []want{
+				{cip(53, lb.ProtoUDP), 0, []string{"10.244.1.3:5354"}},
+				{cip(53, lb.ProtoTCP), 0, []string{"10.244.1.3:5353"}},
+			},
+		},
+		{
+			name: "nodeport with session affinity",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort = 30080
+				s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+			}),
+			slices: []*discoveryv1.EndpointSlice{webSlice},
+			want: []want{
+				{cip(80, lb.ProtoTCP), lb.FlagAffinity, []string{"10.244.1.5:8080", "10.244.2.7:8080"}},
+				{np(30080, lb.ProtoTCP), lb.FlagAffinity, []string{"10.244.1.5:8080", "10.244.2.7:8080"}},
+			},
+		},
+		{
+			name: "externalTrafficPolicy Local filters nodeport to local endpoints",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort = 30080
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			}),
+			slices: []*discoveryv1.EndpointSlice{webSlice},
+			want: []want{
+				{cip(80, lb.ProtoTCP), 0, []string{"10.244.1.5:8080", "10.244.2.7:8080"}},
+				{np(30080, lb.ProtoTCP), lb.FlagLocal, []string{"10.244.1.5:8080"}},
+			},
+		},
+		{
+			name: "internalTrafficPolicy Local filters clusterip",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyLocal)
+			}),
+			slices: []*discoveryv1.EndpointSlice{webSlice},
+			want:   []want{{cip(80, lb.ProtoTCP), lb.FlagLocal, []string{"10.244.1.5:8080"}}},
+		},
+		{
+			name:    "port missing from endpoints fails closed with error",
+			svc:     service(),
+			slices:  []*discoveryv1.EndpointSlice{slice("web-b", "web", "metrics", 9090, tcp, ep{ip: "10.244.1.5"})},
+			want:    []want{{cip(80, lb.ProtoTCP), 0, nil}},
+			wantErr: "matches no port of EndpointSlice(s) [web-b]",
+		},
+		{
+			name: "malformed annotation keeps default",
+			svc: service(func(s *corev1.Service) {
+				s.Annotations = map[string]string{lb.AnnotationNodePort: "maybe"}
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort = 30081
+			}),
+			slices: []*discoveryv1.EndpointSlice{webSlice},
+			want: []want{
+				{cip(80, lb.ProtoTCP), 0, []string{"10.244.1.5:8080", "10.244.2.7:8080"}},
+				{np(30081, lb.ProtoTCP), 0, []string{"10.244.1.5:8080", "10.244.2.7:8080"}},
+			},
+			wantErr: `annotation starlab.dev/nodeport="maybe" is not a boolean`,
+		},
+		{
+			name: "nodeport annotation false",
+			svc: service(func(s *corev1.Service) {
+				s.Annotations = map[string]string{lb.AnnotationNodePort: "false"}
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort = 30081
+			}),
+			want: []want{{cip(80, lb.ProtoTCP), 0, nil}},
+		},
+		{
+			name: "headless has no frontends",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ClusterIPNone, []string{corev1.ClusterIPNone}
+			}),
+			slices: []*discoveryv1.EndpointSlice{webSlice},
+		},
+		{
+			name:   "other proxy's service skipped",
+			svc:    service(func(s *corev1.Service) { s.Annotations = map[string]string{lb.AnnotationServiceProxyName: "other"} }),
+			slices: []*discoveryv1.EndpointSlice{webSlice},
+		},
+		{
+			name: "sctp rejected",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{{Name: "s", Protocol: corev1.ProtocolSCTP, Port: 9}}
+			}),
+			wantErr: "protocol SCTP is not supported",
+		},
+		{
+			name: "duplicate endpoints across slices deduplicated",
+			svc:  service(),
+			slices: []*discoveryv1.EndpointSlice{webSlice,
+				slice("web-c", "web", "http", 8080, tcp, ep{ip: "10.244.2.7", node: "n2"}, ep{ip: "10.244.3.1", node: "n3"})},
+			want: []want{{cip(80, lb.ProtoTCP), 0, []string{"10.244.1.5:8080", "10.244.2.7:8080", "10.244.3.1:8080"}}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := lb.Translate(tc.svc, tc.slices, "n1")
+			if tc.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.wantErr)
+				var ie *lb.InputError
+				assert.True(t, errors.As(err, &ie), "error is an *InputError for the event")
+			} else {
+				require.NoError(t, err)
+			}
+			var gotW []want
+			for _, f := range got {
+				w := want{key: f.Key, flags: f.Flags}
+				for _, b := range f.Backends {
+					w.backends = append(w.backends, b.String())
+				}
+				gotW = append(gotW, w)
+			}
+			assert.Equal(t, tc.want, gotW)
+		})
+	}
+}
+
+func TestTranslateNilDoesNotPanic(t *testing.T) {
+	_, err := lb.Translate(nil, nil, "n1")
+	require.Error(t, err)
+}
+
+// recorder is a real in-memory map model: it applies Changes like the kernel maps would.
+type recorder struct {
+	svcs     map[lb.ServiceKey]lb.ServiceValue
+	backends map[lb.BackendKey]lb.Backend
+}
+
+func newRecorder() *recorder {
+	return &recorder{svcs: map[lb.ServiceKey]lb.ServiceValue{}, backends: map[lb.BackendKey]lb.Backend{}}
+}
+
+func (r *recorder) UpsertBackends(m map[lb.BackendKey]lb.Backend) error {
+	for k, v := range m {
+		r.backends[k] = v
+	}
+	return nil
+}
+
+func (r *recorder) UpsertServices(m map[lb.ServiceKey]lb.ServiceValue) error {
+	for k, v := range m {
+		r.svcs[k] = v
+	}
+	return nil
+}
+
+func (r *recorder) DeleteServices(ks []lb.ServiceKey) error {
+	for _, k := range ks {
+		delete(r.svcs, k)
+	}
+	return nil
+}
+
+func (r *recorder) DeleteBackends(ks []lb.BackendKey) error {
+	for _, k := range ks {
+		delete(r.backends, k)
+	}
+	return nil
+}
+
+// resolve returns the backends the datapath would pick from for key.
+func (r *recorder) resolve(t *testing.T, key lb.ServiceKey) []string {
+	t.Helper()
+	v, ok := r.svcs[key]
+	require.True(t, ok, "service %s programmed", key)
+	var out []string
+	for i := uint32(0); i < uint32(v.Count); i++ {
+		b, ok := r.backends[lb.BackendKey{ID: v.ID, Slot: i}]
+		require.True(t, ok, "slot %d of %s present", i, key)
+		out = append(out, b.String())
+	}
+	return out
+}
+
+func TestTableDiffs(t *testing.T) {
+	tcp := corev1.ProtocolTCP
+	tab := lb.NewTable("n1")
+	rec := newRecorder()
+	apply := func(c lb.Changes) lb.Changes {
+		t.Helper()
+		require.NoError(t, c.Apply(rec))
+		return c
+	}
+
+	// Slice before its Service: kept, reported.
+	c, err := tab.UpsertSlice(slice("web-a", "web", "http", 8080, tcp, ep{ip: "10.244.1.5"}))
+	require.ErrorIs(t, err, lb.ErrUnknownService)
+	assert.True(t, apply(c).Empty())
+
+	c, err = tab.UpsertService(service(func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeNodePort
+		s.Spec.Ports[0].NodePort = 30080
+	}))
+	require.NoError(t, err)
+	apply(c)
+	assert.Equal(t, []string{"10.244.1.5:8080"}, rec.resolve(t, cip(80, lb.ProtoTCP)))
+	assert.Equal(t, []string{"10.244.1.5:8080"}, rec.resolve(t, np(30080, lb.ProtoTCP)))
+	assert.Equal(t, 2, tab.Len())
+
+	// Scale up: only the new slot and the count change.
+	c, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, tcp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.2.9"}))
+	require.NoError(t, err)
+	assert.Len(t, c.UpsertBackends, 2, "one new slot per frontend")
+	assert.Len(t, c.UpsertServices, 2)
+	apply(c)
+	assert.Equal(t, []string{"10.244.1.5:8080", "10.244.2.9:8080"}, rec.resolve(t, cip(80, lb.ProtoTCP)))
+
+	// Same input again: nothing to write.
+	c, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, tcp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.2.9"}))
+	require.NoError(t, err)
+	assert.True(t, c.Empty())
+
+	// Scale down to zero: count 0, stale slots deleted.
+	c, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, tcp))
+	require.NoError(t, err)
+	apply(c)
+	assert.Empty(t, rec.resolve(t, cip(80, lb.ProtoTCP)))
+	assert.Empty(t, rec.backends)
+
+	// Another service cannot take the same frontend.
+	other := service(func(s *corev1.Service) { s.Name = "clash" })
+	c, err = tab.UpsertService(other)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "already used by Service demo/web")
+	apply(c)
+
+	// Delete: every entry removed.
+	apply(tab.DeleteService("demo", "web"))
+	apply(tab.DeleteService("demo", "clash"))
+	assert.Empty(t, rec.svcs)
+	assert.Empty(t, rec.backends)
+	assert.Equal(t, 0, tab.Len())
+
+	c, err = tab.DeleteSlice("demo", "web-a")
+	require.NoError(t, err)
+	assert.True(t, c.Empty())
+
+	// Slice without service label.
+	bad := slice("x", "", "http", 80, tcp)
+	_, err = tab.UpsertSlice(bad)
+	var ie *lb.InputError
+	require.ErrorAs(t, err, &ie)
+	assert.Equal(t, "EndpointSlice", ie.Kind)
+}
+
+func BenchmarkTableScale(b *testing.B) {
+	tcp := corev1.ProtocolTCP
+	tab := lb.NewTable("n1")
+	_, _ = tab.UpsertService(service())
+	var eps []ep
+	for i := 0; i < 100; i++ {
+		eps = append(eps, ep{ip: netip.AddrFrom4([4]byte{10, 244, byte(i / 250), byte(1 + i%250)}).String()})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		n := 50 + i%50
+		if _, err := tab.UpsertSlice(slice("web-a", "web", "http", 8080, tcp, eps[:n]...)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,96 @@
+package policy
+
+import "net/netip"
+
+// Decide evaluates the compiled entries for one packet the way the BPF
+// programs do: an unknown endpoint or one with EndpointPolicyError is denied;
+// a direction that is not enforced is allowed; otherwise the peer's identity
+// comes from the ipcache (longest prefix, IdentityWorld on a miss), sl_policy
+// is looked up as (peer,proto), (peer,0), (0,proto), (0,0) with the longest
+// port prefix winning inside each lookup, then sl_cidr_policy as
+// (proto,port), (proto,0), (0,0) with the longest IP prefix winning; the
+// first hit decides (an except hit denies). policyID is the allowing policy,
+// 0 when denied or not enforced.
+func (r *Result) Decide(ep uint32, dir uint8, peerIP netip.Addr, proto uint8, port uint16) (allowed bool, policyID uint32) {
+	e := r.Endpoints[ep]
+	if e == nil || e.Flags&EndpointPolicyError != 0 {
+		return false, 0
+	}
+	enforced := EndpointIngressEnforced
+	if dir == DirEgress {
+		enforced = EndpointEgressEnforced
+	}
+	if e.Flags&enforced == 0 {
+		return true, 0
+	}
+	peer := r.lookupIdentity(peerIP)
+	for _, l := range [...]struct {
+		peer  uint32
+		proto uint8
+	}{{peer, proto}, {peer, ProtoAny}, {IdentityAny, proto}, {IdentityAny, ProtoAny}} {
+		if v, ok := e.lookupPolicy(dir, l.peer, l.proto, port); ok {
+			return v.Action == ActionAllow, v.PolicyID
+		}
+	}
+	for _, l := range [...]struct {
+		proto uint8
+		port  uint16
+	}{{proto, port}, {proto, 0}, {ProtoAny, 0}} {
+		if v, ok := e.lookupCIDR(dir, l.proto, l.port, peerIP); ok {
+			if v.Action == ActionAllow {
+				return true, v.PolicyID
+			}
+			return false, 0
+		}
+	}
+	return false, 0
+}
+
+// lookupIdentity is the sl_ipcache LPM lookup.
+func (r *Result) lookupIdentity(ip netip.Addr) uint32 {
+	best, id := -1, IdentityWorld
+	for _, c := range r.IPCache {
+		if c.Prefix.Bits() > best && c.Prefix.Contains(ip) {
+			best, id = c.Prefix.Bits(), c.Identity
+		}
+	}
+	return id
+}
+
+// lookupPolicy is one sl_policy LPM lookup: fixed ep/peer/dir/proto, longest
+// port prefix containing port.
+func (e *Endpoint) lookupPolicy(dir uint8, peer uint32, proto uint8, port uint16) (PolicyValue, bool) {
+	best := -1
+	var val PolicyValue
+	for _, p := range e.Policy {
+		k := p.Key
+		if k.Dir != dir || k.PeerID != peer || k.Proto != proto || int(k.PortPrefixLen) <= best {
+			continue
+		}
+		mask := uint16(0xffff) << (16 - uint(k.PortPrefixLen))
+		if k.PortPrefixLen == 0 {
+			mask = 0
+		}
+		if port&mask == k.Port&mask {
+			best, val = int(k.PortPrefixLen), p.Value
+		}
+	}
+	return val, best >= 0
+}
+
+// lookupCIDR is one sl_cidr_policy LPM lookup: fixed ep/dir/proto/port,
+// longest IP prefix containing ip.
+func (e *Endpoint) lookupCIDR(dir, proto uint8, port uint16, ip netip.Addr) (PolicyValue, bool) {
+	best := -1
+	var val PolicyValue
+	for _, c := range e.CIDR {
+		k := c.Key
+		if k.Dir != dir || k.Proto != proto || k.Port != port || k.IP.Bits() <= best {
+			continue
+		}
+		if k.IP.Contains(ip) {
+			best, val = k.IP.Bits(), c.Value
+		}
+	}
+	return val, best >= 0
+}

@@ -2,18 +2,29 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin
+OUT := out
 export CGO_ENABLED := 0
 BINARIES := starlab starlab-agent starlab-cni starlab-observer starlab-demo
+# Debian packages the build, tests and benchmarks need (Docker and debootstrap are also ensured by `starlab up`).
+APT_PACKAGES := docker.io debootstrap clang-16 llvm-16 libbpf-dev iproute2 iptables jq iperf3 chromium ca-certificates
 
-.PHONY: all build lab down test test-unit test-datapath test-e2e bench generate check-generate vet fmt clean
+.PHONY: all deps build lab down test test-unit test-datapath test-e2e bench generate check-generate vet fmt clean
 
 all: build
 
+# Install missing Debian packages (as root, Debian only); a no-op when everything is present.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then echo "missing packages:$$missing (install them as root with apt-get)"; exit 1; fi; \
+	  echo "installing:$$missing"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/ $(foreach b,$(BINARIES),$(if $(wildcard cmd/$(b)),./cmd/$(b)))
+	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
-lab: build
+lab: deps build
 	$(BIN)/starlab up
 
 down: build
@@ -21,12 +32,31 @@ down: build
 
 vet:
 	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
-fmt:
-	gofmt -l -w $$(git ls-files '*.go')
+generate:
+	$(GO) generate ./datapath/...
 
-# Unit tests: pure Go, no root, no cluster.
+# The committed BPF objects must be what `make generate` produces from bpf/.
+check-generate: generate
+	@git diff --exit-code -- datapath || { echo "generated BPF objects are stale: run 'make generate' and commit"; exit 1; }
+
+# Layer 1: pure Go unit tests (no root, no cluster).
 test-unit:
 	$(GO) test -count=1 ./...
 
-test: vet test-unit
+# Layer 2: datapath tests: root, network namespaces, real BPF programs, real packets.
+test-datapath:
+	$(GO) test -count=1 -p 1 -tags datapath ./datapath/... ./internal/cni/...
+
+# Layer 3: end-to-end on real kind clusters (node image cached under /var/cache/starlab).
+test-e2e: build
+	$(GO) test -count=1 -p 1 -tags e2e -timeout 75m ./internal/lab/... ./scenarios/...
+
+test: deps vet check-generate test-unit test-datapath test-e2e
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -tags datapath ./datapath/... ./internal/flow/... ./internal/observer/...
+
+clean:
+	rm -rf $(BIN) $(OUT)

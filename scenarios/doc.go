@@ -1,0 +1,36 @@
+// Package scenarios holds the Gherkin step definitions (godog) that drive a real Starlab lab, and the
+// helpers they share. The features live in ../features/*.feature.
+//
+// # Adding steps for a new feature (the hook)
+//
+// Each area keeps its steps in its own file, scenarios/<area>_steps.go, with one entry point:
+//
+//	func registerXSteps(sc *godog.ScenarioContext, w *World)
+//
+// and adds one line for it to [stepRegistrars] in suite.go. Nothing else is needed: both `go test
+// ./scenarios` (TestMain in suite_test.go, scenarios as subtests) and `starlab test` (in-process, no
+// testing.T) call [InitializeScenario], which builds a fresh [World] per scenario and calls every
+// registrar. Step functions take a context.Context first and use godog.T(ctx) with testify:
+//
+//	func registerXSteps(sc *godog.ScenarioContext, w *World) {
+//		sc.Step(`^pod "([^"]*)" can reach "([^"]*)"$`, func(ctx context.Context, from, to string) error {
+//			res, err := w.Env.Probe(ctx, PodRef{Namespace: "stars", Selector: "role=" + from}, to, "tcp")
+//			require.NoError(godog.T(ctx), err)
+//			assert.True(godog.T(ctx), res.Reachable, "probe %s -> %s: %s", from, to, res.Error)
+//			return nil
+//		})
+//	}
+//
+// # Shared helpers (on *Env, shared by all scenarios of one run)
+//
+//   - Apply / Delete: server-side apply of YAML manifests (files, embedded manifests.FS paths, or bytes);
+//     they return the highest resourceVersion written, to hand to WaitProgrammed.
+//   - WaitProgrammed(ctx, rv): every node's annotation starlab.dev/policy-revision >= rv and the observer
+//     reports every node connected; polls with a deadline, never a fixed sleep.
+//   - Probe(ctx, from, target, protocol): a real connection from inside a demo probe pod (its /probe
+//     endpoint, reached by a client-go port-forward, so the test's own access is not subject to policy).
+//   - Observe(ctx, query): flows from the observer API (port-forward), as internal/flow values.
+//   - World.Report: where the report bundle (junit, cucumber json, flows NDJSON, object dumps) goes.
+//
+// Per-scenario cleanup: register it with World.Cleanup(func(ctx) error); it runs after the scenario.
+package scenarios

@@ -1,0 +1,105 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cucumber/godog"
+)
+
+// stepRegistrars lists every area's step registration. Add one line per scenarios/<area>_steps.go.
+func stepRegistrars() []func(*godog.ScenarioContext, *World) {
+	return []func(*godog.ScenarioContext, *World){
+		registerCommonSteps,
+		registerStarsSteps,
+	}
+}
+
+// InitializeScenario returns the godog scenario initializer for env: a fresh World per scenario,
+// every area's steps, and the per-scenario cleanups.
+func InitializeScenario(env *Env) func(*godog.ScenarioContext) {
+	return func(sc *godog.ScenarioContext) {
+		w := newWorld(env)
+		sc.After(func(ctx context.Context, s *godog.Scenario, err error) (context.Context, error) {
+			if cerr := w.runCleanups(ctx); cerr != nil {
+				return ctx, fmt.Errorf("cleanup after scenario %q: %w", s.Name, cerr)
+			}
+			return ctx, nil
+		})
+		for _, register := range stepRegistrars() {
+			register(sc, w)
+		}
+	}
+}
+
+// SuiteOptions selects what RunSuite runs and where it reports.
+type SuiteOptions struct {
+	// Paths are feature files or directories (read from FS when FS is set).
+	Paths []string
+	// FS, when set, is where Paths are read from (e.g. the embedded features).
+	FS fs.FS
+	// Tags is a godog tag expression (e.g. "@stars && ~@slow").
+	Tags string
+	// JUnitFile and CucumberFile default to <Env.ReportDir>/junit.xml and cucumber.json.
+	JUnitFile, CucumberFile string
+	// Output receives the pretty progress (default os.Stdout).
+	Output io.Writer
+	// TestingT runs scenarios as subtests of t (go test); nil runs them in-process (starlab test).
+	TestingT *testing.T
+	// StopOnFailure stops at the first failing scenario.
+	StopOnFailure bool
+}
+
+// RunSuite runs the features against env and returns godog's exit status (0 = all passed).
+func RunSuite(ctx context.Context, env *Env, opts SuiteOptions) (int, error) {
+	if len(opts.Paths) == 0 {
+		return 1, fmt.Errorf("no feature paths given: pass feature files or a directory such as features/")
+	}
+	if err := os.MkdirAll(env.ReportDir, 0o755); err != nil {
+		return 1, fmt.Errorf("create report dir %s: %w", env.ReportDir, err)
+	}
+	junit := opts.JUnitFile
+	if junit == "" {
+		junit = filepath.Join(env.ReportDir, "junit.xml")
+	}
+	cucumber := opts.CucumberFile
+	if cucumber == "" {
+		cucumber = filepath.Join(env.ReportDir, "cucumber.json")
+	}
+	for _, f := range []string{junit, cucumber} {
+		if strings.Contains(f, ",") {
+			return 1, fmt.Errorf("report file %q contains a comma, which godog's format list cannot carry: choose another path", f)
+		}
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			return 1, fmt.Errorf("create directory for %s: %w", f, err)
+		}
+	}
+	out := opts.Output
+	if out == nil {
+		out = os.Stdout
+	}
+	suite := godog.TestSuite{
+		Name:                "starlab",
+		ScenarioInitializer: InitializeScenario(env),
+		Options: &godog.Options{
+			TestingT:       opts.TestingT,
+			Strict:         true,
+			Paths:          opts.Paths,
+			FS:             opts.FS,
+			Tags:           opts.Tags,
+			StopOnFailure:  opts.StopOnFailure,
+			Output:         out,
+			DefaultContext: ctx,
+			Format:         "pretty,junit:" + junit + ",cucumber:" + cucumber,
+		},
+	}
+	status := suite.Run()
+	env.Log.Info("scenario reports written", "junit", junit, "cucumber", cucumber, "bundle", env.ReportDir)
+	return status, nil
+}

@@ -1,0 +1,85 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Env is the lab a whole run of scenarios shares: clients, where the report bundle goes, and the
+// helpers (Apply, Delete, WaitProgrammed, Probe, Observe). It is safe for use by one scenario at a time.
+type Env struct {
+	// LabName is the kind cluster name of the lab.
+	LabName string
+	// Kubeconfig is the path of a kubeconfig file for the lab.
+	Kubeconfig string
+	// RESTConfig and Client talk to the lab's API server.
+	RESTConfig *rest.Config
+	Client     kubernetes.Interface
+	// ReportDir is where the report bundle is written (junit, cucumber json, flows, object dumps).
+	ReportDir string
+	// Log receives progress lines.
+	Log *slog.Logger
+}
+
+// NewEnv connects to the lab whose kubeconfig is at kubeconfig and writes reports under reportDir.
+func NewEnv(labName, kubeconfig, reportDir string, log *slog.Logger) (*Env, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", kubeconfig, err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Env{LabName: labName, Kubeconfig: kubeconfig, RESTConfig: cfg, Client: client, ReportDir: reportDir, Log: log}, nil
+}
+
+// World is the state of one scenario: the shared Env plus what the scenario's steps remember
+// between steps and the cleanups to run after it.
+type World struct {
+	Env *Env
+	// Values lets a steps file keep its own per-scenario state under its own key.
+	Values   map[string]any
+	cleanups []func(context.Context) error
+}
+
+func newWorld(env *Env) *World {
+	return &World{Env: env, Values: map[string]any{}}
+}
+
+// Cleanup registers fn to run after the scenario, last registered first.
+func (w *World) Cleanup(fn func(context.Context) error) {
+	w.cleanups = append(w.cleanups, fn)
+}
+
+func (w *World) runCleanups(ctx context.Context) error {
+	var errs []error
+	for i := len(w.cleanups) - 1; i >= 0; i-- {
+		if err := w.cleanups[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	w.cleanups = nil
+	return errors.Join(errs...)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		return nil, fmt.Errorf("no kubeconfig given: set STARLAB_KUBECONFIG or let the suite create a lab")
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	return cfg, nil
+}

@@ -1,0 +1,232 @@
+// Package flow is Starlab's flow model: the Hubble-like Flow record the agents emit and the observer
+// merges, the filters users query it with (Hubble semantics), NDJSON encoding, a bounded ring store with
+// follow subscriptions, a time-ordered merge of several streams, and the streaming HTTP handler.
+package flow
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Verdict is what the datapath did with the packet.
+type Verdict string
+
+// Verdicts (Hubble names).
+const (
+	VerdictForwarded  Verdict = "FORWARDED"
+	VerdictDropped    Verdict = "DROPPED"
+	VerdictError      Verdict = "ERROR"
+	VerdictAudit      Verdict = "AUDIT"
+	VerdictRedirected Verdict = "REDIRECTED"
+	VerdictTraced     Verdict = "TRACED"
+	VerdictTranslated Verdict = "TRANSLATED"
+)
+
+// Verdicts lists every valid verdict.
+var verdicts = []string{
+	string(VerdictForwarded), string(VerdictDropped), string(VerdictError), string(VerdictAudit),
+	string(VerdictRedirected), string(VerdictTraced), string(VerdictTranslated),
+}
+
+// EventType is the kind of datapath event that produced the flow.
+type EventType string
+
+// Event types (ARCHITECTURE.md "Flow events").
+const (
+	EventNew   EventType = "NEW"
+	EventDrop  EventType = "DROP"
+	EventClose EventType = "CLOSE"
+)
+
+var eventTypes = []string{string(EventNew), string(EventDrop), string(EventClose)}
+
+// TrafficDirection is the direction relative to the endpoint whose policy applies.
+type TrafficDirection string
+
+// Traffic directions (Hubble names).
+const (
+	DirectionIngress TrafficDirection = "INGRESS"
+	DirectionEgress  TrafficDirection = "EGRESS"
+	DirectionUnknown TrafficDirection = "TRAFFIC_DIRECTION_UNKNOWN"
+)
+
+var directions = []string{string(DirectionIngress), string(DirectionEgress), string(DirectionUnknown)}
+
+// Observation points (trace_observation_point).
+const (
+	ObsFromEndpoint = "FROM_ENDPOINT"
+	ObsToEndpoint   = "TO_ENDPOINT"
+	ObsFromNetwork  = "FROM_NETWORK"
+)
+
+// Drop reasons (drop_reason_desc), ARCHITECTURE.md "Flow events".
+const (
+	DropPolicyDenied           = "POLICY_DENIED"
+	DropServiceBackendNotFound = "SERVICE_BACKEND_NOT_FOUND"
+	DropInvalidSourceIP        = "INVALID_SOURCE_IP"
+	DropCTMapInsertionFailed   = "CT_MAP_INSERTION_FAILED"
+	DropPolicyUnrepresentable  = "POLICY_UNREPRESENTABLE"
+	DropUnknownEndpoint        = "UNKNOWN_ENDPOINT"
+	DropInvalidPacket          = "INVALID_PACKET"
+)
+
+var dropReasons = []string{
+	DropPolicyDenied, DropServiceBackendNotFound, DropInvalidSourceIP, DropCTMapInsertionFailed,
+	DropPolicyUnrepresentable, DropUnknownEndpoint, DropInvalidPacket,
+}
+
+// Protocols (l4.protocol).
+const (
+	ProtoTCP    = "TCP"
+	ProtoUDP    = "UDP"
+	ProtoICMPv4 = "ICMPv4"
+	ProtoSCTP   = "SCTP"
+)
+
+var protocols = []string{ProtoTCP, ProtoUDP, ProtoICMPv4, ProtoSCTP}
+
+// Policy kinds in allowed_by / denied_by.
+const (
+	PolicyKindNetworkPolicy = "NetworkPolicy"
+	PolicyKindDefaultDeny   = "DefaultDeny"
+)
+
+// Flow is one observed network event.
+type Flow struct {
+	Time                  time.Time        `json:"time"`
+	UUID                  string           `json:"uuid"`
+	Verdict               Verdict          `json:"verdict"`
+	DropReasonDesc        string           `json:"drop_reason_desc,omitempty"`
+	EventType             EventType        `json:"event_type"`
+	IP                    IP               `json:"ip"`
+	L4                    L4               `json:"l4"`
+	Source                Endpoint         `json:"source"`
+	Destination           Endpoint         `json:"destination"`
+	NodeName              string           `json:"node_name"`
+	SourceService         *Service         `json:"source_service,omitempty"`
+	DestinationService    *Service         `json:"destination_service,omitempty"`
+	TrafficDirection      TrafficDirection `json:"traffic_direction"`
+	IsReply               bool             `json:"is_reply"`
+	TraceObservationPoint string           `json:"trace_observation_point,omitempty"`
+	AllowedBy             []Policy         `json:"allowed_by,omitempty"`
+	DeniedBy              []Policy         `json:"denied_by,omitempty"`
+	Packets               uint64           `json:"packets,omitempty"`
+	Bytes                 uint64           `json:"bytes,omitempty"`
+}
+
+// IP is the layer-3 part of a flow. OrigDestination is the address dialled before service translation.
+type IP struct {
+	Source          string `json:"source"`
+	Destination     string `json:"destination"`
+	OrigDestination string `json:"orig_destination,omitempty"`
+}
+
+// L4 is the layer-4 part of a flow.
+type L4 struct {
+	Protocol            string    `json:"protocol"`
+	SourcePort          uint16    `json:"source_port,omitempty"`
+	DestinationPort     uint16    `json:"destination_port,omitempty"`
+	OrigDestinationPort uint16    `json:"orig_destination_port,omitempty"`
+	Flags               *TCPFlags `json:"flags,omitempty"`
+}
+
+// TCPFlags are the TCP flags seen on the packet (Hubble spelling).
+type TCPFlags struct {
+	FIN bool `json:"FIN,omitempty"`
+	SYN bool `json:"SYN,omitempty"`
+	RST bool `json:"RST,omitempty"`
+	PSH bool `json:"PSH,omitempty"`
+	ACK bool `json:"ACK,omitempty"`
+	URG bool `json:"URG,omitempty"`
+	ECE bool `json:"ECE,omitempty"`
+	CWR bool `json:"CWR,omitempty"`
+}
+
+// String renders the set flags as "SYN, ACK".
+func (f *TCPFlags) String() string {
+	if f == nil {
+		return ""
+	}
+	var s []string
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{f.SYN, "SYN"}, {f.FIN, "FIN"}, {f.RST, "RST"}, {f.PSH, "PSH"}, {f.ACK, "ACK"}, {f.URG, "URG"}, {f.ECE, "ECE"}, {f.CWR, "CWR"}} {
+		if x.on {
+			s = append(s, x.name)
+		}
+	}
+	return strings.Join(s, ", ")
+}
+
+// Endpoint is one side of a flow.
+type Endpoint struct {
+	Identity  uint32    `json:"identity"`
+	Namespace string    `json:"namespace,omitempty"`
+	PodName   string    `json:"pod_name,omitempty"`
+	Labels    []string  `json:"labels,omitempty"`
+	Workload  *Workload `json:"workload,omitempty"`
+	IP        string    `json:"ip,omitempty"`
+}
+
+// Workload is the controller owning a pod (Deployment, StatefulSet, DaemonSet, ...).
+type Workload struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+}
+
+// Service names a Kubernetes Service.
+type Service struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+}
+
+// Policy names the rule that decided a flow.
+type Policy struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+}
+
+// String renders a policy as kind/namespace/name.
+func (p Policy) String() string {
+	if p.Name == "" {
+		return p.Kind
+	}
+	return p.Kind + "/" + p.Namespace + "/" + p.Name
+}
+
+// String renders an endpoint as namespace/pod, or its IP when it is not a pod.
+func (e Endpoint) String() string {
+	if e.PodName != "" {
+		return e.Namespace + "/" + e.PodName
+	}
+	if e.IP != "" {
+		return e.IP
+	}
+	return fmt.Sprintf("identity:%d", e.Identity)
+}
+
+// Reserved identities (ARCHITECTURE.md "Maps").
+const (
+	IdentityHost       = 1
+	IdentityWorld      = 2
+	IdentityUnmanaged  = 3
+	IdentityRemoteNode = 6
+)
+
+// ReservedIdentityName names a reserved identity ("host", "world", ...) or returns "".
+func ReservedIdentityName(id uint32) string {
+	switch id {
+	case IdentityHost:
+		return "host"
+	case IdentityWorld:
+		return "world"
+	case IdentityUnmanaged:
+		return "unmanaged"
+	case IdentityRemoteNode:
+		return "remote-node"
+	}
+	return ""
+}

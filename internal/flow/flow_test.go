@@ -1,0 +1,444 @@
+package flow
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// sample is a denied TCP connection from stars/client to management-ui's backend on port 6379.
+func sample() *Flow {
+	return &Flow{
+		Time:           t0,
+		UUID:           "u1",
+		Verdict:        VerdictDropped,
+		EventType:      EventDrop,
+		DropReasonDesc: DropPolicyDenied,
+		IP:             IP{Source: "10.244.1.5", Destination: "10.244.2.7", OrigDestination: "10.96.0.10"},
+		L4:             L4{Protocol: ProtoTCP, SourcePort: 40000, DestinationPort: 6379, OrigDestinationPort: 80, Flags: &TCPFlags{SYN: true}},
+		Source: Endpoint{Identity: 256, Namespace: "client", PodName: "client-7d9f", Labels: []string{"role=client", "k8s:tier=edge"},
+			Workload: &Workload{Name: "client", Kind: "Deployment"}, IP: "10.244.1.5"},
+		Destination:           Endpoint{Identity: 300, Namespace: "stars", PodName: "backend-abc", Labels: []string{"role=backend"}, IP: "10.244.2.7"},
+		NodeName:              "starlab-worker2",
+		DestinationService:    &Service{Name: "backend", Namespace: "stars"},
+		TrafficDirection:      DirectionIngress,
+		TraceObservationPoint: ObsToEndpoint,
+		DeniedBy:              []Policy{{Kind: PolicyKindDefaultDeny}, {Kind: PolicyKindNetworkPolicy, Namespace: "stars", Name: "default-deny"}},
+	}
+}
+
+func TestFilterMatch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		filter Filter
+		want   bool
+	}{
+		{"empty matches", Filter{}, true},
+		{"source pod ns/prefix", Filter{SourcePod: []string{"client/client-"}}, true},
+		{"source pod prefix any ns", Filter{SourcePod: []string{"client"}}, true},
+		{"source pod wrong ns", Filter{SourcePod: []string{"stars/client"}}, false},
+		{"destination pod", Filter{DestinationPod: []string{"stars/backend"}}, true},
+		{"pod either side", Filter{Pod: []string{"backend"}}, true},
+		{"pod values ORed", Filter{SourcePod: []string{"nope", "client"}}, true},
+		{"namespace source", Filter{SourceNamespace: []string{"client"}}, true},
+		{"namespace dest mismatch", Filter{DestinationNamespace: []string{"client"}}, false},
+		{"namespace either", Filter{Namespace: []string{"stars"}}, true},
+		{"label eq", Filter{SourceLabel: []string{"role=client"}}, true},
+		{"label k8s: prefix", Filter{SourceLabel: []string{"tier=edge"}}, true},
+		{"label neq", Filter{SourceLabel: []string{"role!=client"}}, false},
+		{"label in", Filter{DestinationLabel: []string{"role in (frontend,backend)"}}, true},
+		{"label notin", Filter{DestinationLabel: []string{"role notin (backend)"}}, false},
+		{"label exists", Filter{Label: []string{"tier"}}, true},
+		{"label not exists", Filter{SourceLabel: []string{"!tier"}}, false},
+		{"label AND inside selector", Filter{SourceLabel: []string{"role=client,tier=core"}}, false},
+		{"service dest ns/name", Filter{DestinationService: []string{"stars/backend"}}, true},
+		{"service any side", Filter{Service: []string{"backend"}}, true},
+		{"service source missing", Filter{SourceService: []string{"backend"}}, false},
+		{"ip exact", Filter{SourceIP: []string{"10.244.1.5"}}, true},
+		{"ip cidr", Filter{DestinationIP: []string{"10.244.2.0/24"}}, true},
+		{"ip cidr miss", Filter{DestinationIP: []string{"10.244.1.0/24"}}, false},
+		{"ip either", Filter{IP: []string{"10.244.1.0/24"}}, true},
+		{"port dest", Filter{DestinationPort: []uint16{6379}}, true},
+		{"port either", Filter{Port: []uint16{40000}}, true},
+		{"port miss", Filter{Port: []uint16{80}}, false},
+		{"protocol", Filter{Protocol: []string{"tcp"}}, true},
+		{"protocol miss", Filter{Protocol: []string{"UDP"}}, false},
+		{"verdict", Filter{Verdict: []Verdict{VerdictDropped}}, true},
+		{"verdict miss", Filter{Verdict: []Verdict{VerdictForwarded}}, false},
+		{"drop reason", Filter{DropReason: []string{DropPolicyDenied}}, true},
+		{"direction", Filter{TrafficDirection: []TrafficDirection{DirectionEgress}}, false},
+		{"node", Filter{NodeName: []string{"starlab-worker2"}}, true},
+		{"identity", Filter{DestinationIdentity: []uint32{300}}, true},
+		{"identity either miss", Filter{Identity: []uint32{2}}, false},
+		{"event type", Filter{EventType: []EventType{EventDrop}}, true},
+		{"fields ANDed all match", Filter{SourceNamespace: []string{"client"}, Verdict: []Verdict{VerdictDropped}, DestinationPort: []uint16{6379}}, true},
+		{"fields ANDed one fails", Filter{SourceNamespace: []string{"client"}, Verdict: []Verdict{VerdictForwarded}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := NewMatcher([]Filter{tc.filter}, nil)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, m.Match(sample()))
+		})
+	}
+}
+
+func TestMatcherAllowDeny(t *testing.T) {
+	f := sample()
+	for _, tc := range []struct {
+		name        string
+		allow, deny []Filter
+		want        bool
+	}{
+		{"no filters", nil, nil, true},
+		{"allow list ORed", []Filter{{Verdict: []Verdict{VerdictForwarded}}, {Namespace: []string{"stars"}}}, nil, true},
+		{"allow list none", []Filter{{Verdict: []Verdict{VerdictForwarded}}, {Namespace: []string{"kube-system"}}}, nil, false},
+		{"deny wins", []Filter{{Namespace: []string{"stars"}}}, []Filter{{Verdict: []Verdict{VerdictDropped}}}, false},
+		{"deny not matching", nil, []Filter{{Verdict: []Verdict{VerdictForwarded}}}, true},
+		{"deny list ORed", nil, []Filter{{Port: []uint16{1}}, {DestinationPort: []uint16{6379}}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := NewMatcher(tc.allow, tc.deny)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, m.Match(f))
+		})
+	}
+}
+
+func TestFilterCompileErrors(t *testing.T) {
+	for _, tc := range []struct {
+		filter Filter
+		want   string
+	}{
+		{Filter{Verdict: []Verdict{"NOPE"}}, "use one of FORWARDED"},
+		{Filter{DropReason: []string{"X"}}, "POLICY_DENIED"},
+		{Filter{SourceIP: []string{"10.0.0.300"}}, "use an address"},
+		{Filter{SourceLabel: []string{"a in ("}}, "label selector"},
+		{Filter{Pod: []string{"ns/"}}, "[namespace/]pod-name-prefix"},
+		{Filter{Protocol: []string{"gre"}}, "TCP, UDP"},
+	} {
+		_, err := NewMatcher([]Filter{tc.filter}, nil)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+}
+
+func TestParseQueryURL(t *testing.T) {
+	v := url.Values{}
+	v.Add("from-namespace", "client")
+	v.Add("verdict", "dropped")
+	v.Add("to-port", "6379")
+	v.Add("not-to-pod", "stars/frontend")
+	v.Set("last", "5")
+	v.Set("since", "1m")
+	q, err := ParseQuery(v, t0)
+	require.NoError(t, err)
+	require.Len(t, q.Allow, 1)
+	assert.Equal(t, []string{"client"}, q.Allow[0].SourceNamespace)
+	assert.Equal(t, []Verdict{VerdictDropped}, q.Allow[0].Verdict)
+	assert.Equal(t, []uint16{6379}, q.Allow[0].DestinationPort)
+	require.Len(t, q.Deny, 1)
+	assert.Equal(t, []string{"stars/frontend"}, q.Deny[0].DestinationPod)
+	assert.Equal(t, 5, q.Last)
+	assert.Equal(t, t0.Add(-time.Minute), q.Since)
+
+	// Values round-trips through ParseQuery.
+	q2, err := ParseQuery(q.Values(), t0)
+	require.NoError(t, err)
+	assert.Equal(t, q.Allow, q2.Allow)
+	assert.Equal(t, q.Deny, q2.Deny)
+	assert.Equal(t, q.Last, q2.Last)
+	assert.True(t, q.Since.Equal(q2.Since))
+
+	for _, tc := range []struct {
+		query, want string
+	}{
+		{"verdict=FOO", "query parameter verdict: verdict \"FOO\": use one of FORWARDED"},
+		{"bogus=1", "unknown query parameter \"bogus\""},
+		{"last=-1", "last=\"-1\""},
+		{"follow=maybe", "follow=\"maybe\""},
+		{"since=yesterday", "query parameter since"},
+		{"follow=true&until=1m", "until cannot be combined with follow"},
+		{"to-port=0", "use a number from 1 to 65535"},
+		{"allow=%7Bnope", "JSON flow filter"},
+		{"traffic-direction=sideways", "use ingress or egress"},
+	} {
+		v, err := url.ParseQuery(tc.query)
+		require.NoError(t, err)
+		_, err = ParseQuery(v, t0)
+		require.Error(t, err, tc.query)
+		assert.Contains(t, err.Error(), tc.want, tc.query)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	parse := func(args ...string) (Query, error) {
+		fl := &Flags{}
+		fs := pflag.NewFlagSet("observe", pflag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		fl.Register(fs)
+		if err := fs.Parse(args); err != nil {
+			return Query{}, err
+		}
+		return fl.Query(t0)
+	}
+	q, err := parse("--from-pod", "client/client", "--verdict", "DROPPED", "--verdict", "forwarded", "--not", "--to-namespace", "kube-system", "-n", "stars")
+	require.NoError(t, err)
+	require.Len(t, q.Allow, 1)
+	assert.Equal(t, []string{"client/client"}, q.Allow[0].SourcePod)
+	assert.Equal(t, []Verdict{VerdictDropped, VerdictForwarded}, q.Allow[0].Verdict)
+	assert.Equal(t, []string{"stars"}, q.Allow[0].Namespace)
+	require.Len(t, q.Deny, 1)
+	assert.Equal(t, []string{"kube-system"}, q.Deny[0].DestinationNamespace)
+	assert.Equal(t, 20, q.Last, "default like hubble observe")
+
+	q, err = parse("--follow")
+	require.NoError(t, err)
+	assert.True(t, q.NoHistory)
+
+	q, err = parse("--follow", "--last", "3")
+	require.NoError(t, err)
+	assert.False(t, q.NoHistory)
+	assert.Equal(t, 3, q.Last)
+
+	_, err = parse("--verdict", "nope")
+	require.ErrorContains(t, err, `"--verdict"`)
+	require.ErrorContains(t, err, "FORWARDED, DROPPED")
+	_, err = parse("--verdict", "DROPPED", "--not")
+	require.ErrorContains(t, err, "--not must be followed by a filter flag")
+	_, err = parse("-A", "--from-namespace", "x")
+	require.ErrorContains(t, err, "--all-namespaces cannot be combined")
+	_, err = parse("--follow", "--until", "1m")
+	require.ErrorContains(t, err, "--until cannot be combined with --follow")
+	_, err = parse("--since", "later")
+	require.ErrorContains(t, err, "--since")
+}
+
+func TestNDJSONRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	enc := NewEncoder(&buf)
+	a := sample()
+	b := sample()
+	b.UUID, b.Verdict, b.DropReasonDesc, b.DeniedBy = "u2", VerdictForwarded, "", nil
+	b.AllowedBy = []Policy{{Kind: PolicyKindNetworkPolicy, Namespace: "stars", Name: "allow-client"}}
+	require.NoError(t, enc.Encode(a))
+	require.NoError(t, enc.Encode(b))
+	assert.Equal(t, 2, strings.Count(buf.String(), "\n"))
+	// Hubble field names on the wire.
+	var raw map[string]any
+	line, _, _ := strings.Cut(buf.String(), "\n")
+	require.NoError(t, json.Unmarshal([]byte(line), &raw))
+	for _, k := range []string{"time", "uuid", "verdict", "drop_reason_desc", "event_type", "ip", "l4", "source", "destination",
+		"node_name", "destination_service", "traffic_direction", "is_reply", "trace_observation_point", "denied_by"} {
+		assert.Contains(t, raw, k)
+	}
+	assert.Equal(t, "10.96.0.10", raw["ip"].(map[string]any)["orig_destination"])
+
+	dec := NewDecoder(strings.NewReader("\n" + buf.String() + "\n"))
+	got1, err := dec.Decode()
+	require.NoError(t, err)
+	got2, err := dec.Decode()
+	require.NoError(t, err)
+	_, err = dec.Decode()
+	require.ErrorIs(t, err, io.EOF)
+	assert.Equal(t, a, got1)
+	assert.Equal(t, b, got2)
+
+	_, err = NewDecoder(strings.NewReader("{}\n[1]\n")).Decode()
+	require.NoError(t, err)
+	d := NewDecoder(strings.NewReader("{}\n[1]\n"))
+	_, _ = d.Decode()
+	_, err = d.Decode()
+	require.ErrorContains(t, err, "ndjson line 2")
+}
+
+func TestStoreRingAndLast(t *testing.T) {
+	s := NewStore(3)
+	for i := range 5 {
+		f := sample()
+		f.Time = t0.Add(time.Duration(i) * time.Second)
+		f.UUID = string(rune('a' + i))
+		s.Add(f)
+	}
+	assert.Equal(t, 3, s.Len())
+	assert.Equal(t, uint64(5), s.Total())
+	uuids := func(fs []*Flow) string {
+		var b strings.Builder
+		for _, f := range fs {
+			b.WriteString(f.UUID)
+		}
+		return b.String()
+	}
+	assert.Equal(t, "cde", uuids(s.Snapshot(nil, 0)))
+	assert.Equal(t, "de", uuids(s.Snapshot(nil, 2)))
+	m, err := Query{Since: t0.Add(3 * time.Second)}.Matcher()
+	require.NoError(t, err)
+	assert.Equal(t, "de", uuids(s.Snapshot(m, 0)))
+}
+
+func TestStoreSlowSubscriber(t *testing.T) {
+	s := NewStore(100)
+	slow := s.Subscribe(nil, 2)
+	defer slow.Close()
+	fast := s.Subscribe(nil, 100)
+	defer fast.Close()
+	done := make(chan struct{})
+	go func() {
+		for range 10 {
+			s.Add(sample()) // must not block on the slow subscriber
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Add blocked on a slow subscriber")
+	}
+	assert.Equal(t, uint64(8), slow.Lost())
+	assert.Equal(t, uint64(0), fast.Lost())
+	assert.Equal(t, uint64(8), s.Lost())
+	assert.Len(t, slow.C(), 2)
+	assert.Len(t, fast.C(), 10)
+	slow.Close()
+	assert.Equal(t, 1, s.Subscribers())
+}
+
+func TestStoreQueryFollowNoGap(t *testing.T) {
+	s := NewStore(1000)
+	for range 5 {
+		s.Add(sample())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan *Flow, 100)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.Query(ctx, Query{Follow: true, Last: 2}, func(f *Flow) error { got <- f; return nil }, nil)
+	}()
+	// Two buffered, then every new one.
+	for range 2 {
+		<-got
+	}
+	require.Eventually(t, func() bool { return s.Subscribers() == 1 }, 2*time.Second, time.Millisecond)
+	for range 3 {
+		s.Add(sample())
+	}
+	for range 3 {
+		select {
+		case <-got:
+		case <-time.After(2 * time.Second):
+			t.Fatal("followed flow not delivered")
+		}
+	}
+	cancel()
+	require.ErrorIs(t, <-errc, context.Canceled)
+	assert.Equal(t, 0, s.Subscribers())
+}
+
+func feed(fs ...*Flow) <-chan *Flow {
+	c := make(chan *Flow, len(fs))
+	for _, f := range fs {
+		c <- f
+	}
+	close(c)
+	return c
+}
+
+func at(sec int, node string) *Flow {
+	f := sample()
+	f.Time = t0.Add(time.Duration(sec) * time.Second)
+	f.NodeName = node
+	return f
+}
+
+func TestMergeStrictOrder(t *testing.T) {
+	out := Merge(context.Background(), 0,
+		feed(at(1, "a"), at(4, "a"), at(7, "a")),
+		feed(at(2, "b"), at(3, "b"), at(9, "b")),
+		feed(),
+		feed(at(0, "c"), at(8, "c")),
+	)
+	var got []int
+	for f := range out {
+		got = append(got, int(f.Time.Sub(t0)/time.Second))
+	}
+	assert.Equal(t, []int{0, 1, 2, 3, 4, 7, 8, 9}, got)
+}
+
+func TestMergeWindowQuietStream(t *testing.T) {
+	quiet := make(chan *Flow) // never sends, never closes
+	busy := make(chan *Flow, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := Merge(ctx, 50*time.Millisecond, quiet, busy)
+	busy <- &Flow{Time: time.Now(), UUID: "x"}
+	select {
+	case f := <-out:
+		assert.Equal(t, "x", f.UUID)
+	case <-time.After(2 * time.Second):
+		t.Fatal("a quiet stream stalled the merge")
+	}
+	// Old timestamps (a backlog) pass at once, in order.
+	start := time.Now()
+	busy <- &Flow{Time: start.Add(-time.Hour), UUID: "old"}
+	f := <-out
+	assert.Equal(t, "old", f.UUID)
+	assert.Less(t, time.Since(start), time.Second)
+}
+
+func TestHandler(t *testing.T) {
+	s := NewStore(100)
+	a := sample()
+	b := sample()
+	b.UUID, b.Verdict, b.DropReasonDesc = "u2", VerdictForwarded, ""
+	s.Add(a)
+	s.Add(b)
+	srv := httptest.NewServer(Handler(s, nil))
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "?verdict=FORWARDED")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, ContentType, resp.Header.Get("Content-Type"))
+	dec := NewDecoder(resp.Body)
+	f, err := dec.Decode()
+	require.NoError(t, err)
+	assert.Equal(t, "u2", f.UUID)
+	_, err = dec.Decode()
+	require.ErrorIs(t, err, io.EOF)
+
+	resp2, err := http.Get(srv.URL + "?verdict=nope")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp2.Body)
+	resp2.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp2.StatusCode)
+	assert.Contains(t, string(body), "use one of FORWARDED")
+
+	// Follow: a new flow arrives on the open stream (flushed).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"?follow=true&no-history=true", nil)
+	resp3, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp3.Body.Close()
+	require.Eventually(t, func() bool { return s.Subscribers() == 1 }, 2*time.Second, time.Millisecond)
+	c := sample()
+	c.UUID = "live"
+	s.Add(c)
+	line, err := bufio.NewReader(resp3.Body).ReadString('\n')
+	require.NoError(t, err)
+	assert.Contains(t, line, `"uuid":"live"`)
+}

@@ -1,0 +1,75 @@
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Source answers flow queries; *Store is one.
+type Source interface {
+	Query(ctx context.Context, q Query, emit func(*Flow) error, flush func()) error
+}
+
+// ContentType is the media type of a flow stream.
+const ContentType = "application/x-ndjson"
+
+// Handler serves `GET ?follow=&last=&since=&until=&<filters>` from src as NDJSON, flushing after the
+// buffered flows and whenever the followed stream is idle. Bad parameters get 400 with the reason.
+func Handler(src Source, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "use GET", http.StatusMethodNotAllowed)
+			return
+		}
+		q, err := ParseQuery(r.URL.Query(), time.Now())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", ContentType)
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodHead {
+			return
+		}
+		rc := http.NewResponseController(w)
+		enc := NewEncoder(w)
+		n := 0
+		err = src.Query(r.Context(), q, func(f *Flow) error {
+			n++
+			return enc.Encode(f)
+		}, func() { _ = rc.Flush() })
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			log.Debug("flow stream ended", "remote", r.RemoteAddr, "flows", n, "err", err)
+		}
+	})
+}
+
+// ReadStream sends each flow decoded from an NDJSON stream to out until EOF (it returns nil), a decode
+// error, or ctx ends. It does not close out.
+func ReadStream(ctx context.Context, dec *Decoder, out chan<- *Flow) error {
+	for {
+		f, err := dec.Decode()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read flow stream: %w", err)
+		}
+		select {
+		case out <- f:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

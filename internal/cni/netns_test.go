@@ -1,3 +1,5 @@
+//go:build datapath
+
 package cni_test
 
 import (

@@ -1,0 +1,232 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// gen draws small choices from fuzz bytes (zeros once they run out).
+type gen struct {
+	data []byte
+}
+
+func (g *gen) n(max int) int {
+	if len(g.data) == 0 || max <= 1 {
+		return 0
+	}
+	b := g.data[0]
+	g.data = g.data[1:]
+	return int(b) % max
+}
+
+func (g *gen) pick(opts ...string) string { return opts[g.n(len(opts))] }
+
+var (
+	fuzzNamespaces = []string{"a", "b", "c"}
+	fuzzCIDRs      = []string{"10.0.0.0/24", "10.0.0.0/30", "10.0.0.4/31", "10.0.0.2/32", "0.0.0.0/0", "172.18.0.0/16", "10.0.0.0/29", "10.0.0.8/29", "10.0.0.6/32", "fd00::/8"}
+	fuzzPorts      = []uint16{53, 80, 81, 82, 83, 8080, 1}
+	fuzzNodeIPs    = []netip.Addr{netip.MustParseAddr("172.18.0.2"), netip.MustParseAddr("172.18.0.3")}
+)
+
+func (g *gen) labels(keys ...string) map[string]string {
+	m := map[string]string{}
+	for _, k := range keys {
+		if v := g.pick("", "x", "y"); v != "" {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func (g *gen) selector(keys ...string) *metav1.LabelSelector {
+	switch g.n(6) {
+	case 0:
+		return nil
+	case 1:
+		return &metav1.LabelSelector{}
+	case 2, 3:
+		return &metav1.LabelSelector{MatchLabels: g.labels(keys...)}
+	default:
+		ops := []metav1.LabelSelectorOperator{metav1.LabelSelectorOpIn, metav1.LabelSelectorOpNotIn, metav1.LabelSelectorOpExists, metav1.LabelSelectorOpDoesNotExist}
+		op := ops[g.n(len(ops))]
+		req := metav1.LabelSelectorRequirement{Key: keys[g.n(len(keys))], Operator: op}
+		if op == metav1.LabelSelectorOpIn || op == metav1.LabelSelectorOpNotIn {
+			req.Values = []string{g.pick("x", "y")}
+			if g.n(2) == 1 {
+				req.Values = append(req.Values, "y")
+			}
+		}
+		return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{req}}
+	}
+}
+
+func (g *gen) peers() []networkingv1.NetworkPolicyPeer {
+	var out []networkingv1.NetworkPolicyPeer
+	for range g.n(3) {
+		switch g.n(4) {
+		case 0:
+			out = append(out, networkingv1.NetworkPolicyPeer{PodSelector: g.selector("app", "tier")})
+		case 1:
+			out = append(out, networkingv1.NetworkPolicyPeer{NamespaceSelector: g.selector("team")})
+		case 2:
+			out = append(out, networkingv1.NetworkPolicyPeer{PodSelector: g.selector("app", "tier"), NamespaceSelector: g.selector("team")})
+		default:
+			b := &networkingv1.IPBlock{CIDR: fuzzCIDRs[g.n(len(fuzzCIDRs))]}
+			for range g.n(3) {
+				b.Except = append(b.Except, fuzzCIDRs[g.n(len(fuzzCIDRs))])
+			}
+			out = append(out, networkingv1.NetworkPolicyPeer{IPBlock: b})
+		}
+	}
+	return out
+}
+
+func (g *gen) ports() []networkingv1.NetworkPolicyPort {
+	var out []networkingv1.NetworkPolicyPort
+	for range g.n(3) {
+		var p networkingv1.NetworkPolicyPort
+		if pr := g.pick("", "TCP", "UDP", "SCTP"); pr != "" {
+			proto := corev1.Protocol(pr)
+			p.Protocol = &proto
+		}
+		switch g.n(4) {
+		case 0:
+		case 1:
+			v := intstr.FromString(g.pick("http", "dns"))
+			p.Port = &v
+		default:
+			v := intstr.FromInt32(int32(fuzzPorts[g.n(len(fuzzPorts))]))
+			p.Port = &v
+			if g.n(3) == 0 {
+				e := v.IntVal + int32(g.n(4))
+				p.EndPort = &e
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// fuzzInput builds a small cluster: namespaces, pods with labels and named
+// ports, node IPs, and up to four policies.
+func fuzzInput(g *gen) Input {
+	in := Input{
+		Nodes: []Node{
+			{Name: "local", IPs: fuzzNodeIPs[:1]},
+			{Name: "remote", IPs: fuzzNodeIPs[1:]},
+		},
+		LocalNode:      "local",
+		LocalEndpoints: map[PodRef]uint32{},
+	}
+	for _, ns := range fuzzNamespaces {
+		in.Namespaces = append(in.Namespaces, Namespace{Name: ns, Labels: g.labels("team")})
+	}
+	for i := range 1 + g.n(6) {
+		p := Pod{
+			Name:      fmt.Sprintf("p%d", i),
+			Namespace: fuzzNamespaces[g.n(len(fuzzNamespaces))],
+			Labels:    g.labels("app", "tier"),
+			IP:        netip.AddrFrom4([4]byte{10, 0, 0, byte(1 + i)}),
+			Node:      g.pick("local", "remote"),
+		}
+		for range g.n(3) {
+			p.Ports = append(p.Ports, ContainerPort{
+				Name:     g.pick("http", "dns"),
+				Port:     fuzzPorts[g.n(len(fuzzPorts))],
+				Protocol: []uint8{ProtoTCP, ProtoUDP}[g.n(2)],
+			})
+		}
+		switch g.n(8) {
+		case 0:
+			p.HostNetwork = true
+			p.IP = fuzzNodeIPs[0]
+			if p.Node == "remote" {
+				p.IP = fuzzNodeIPs[1]
+			}
+		case 1:
+			p.IP = netip.Addr{} // pending
+		}
+		in.Pods = append(in.Pods, p)
+		if p.Node == "local" && !p.HostNetwork && p.IP.IsValid() {
+			in.LocalEndpoints[p.Ref()] = uint32(100 + i)
+		}
+	}
+	for i := range g.n(5) {
+		np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{
+			Namespace: fuzzNamespaces[g.n(len(fuzzNamespaces))], Name: fmt.Sprintf("np%d", i),
+		}}
+		if s := g.selector("app", "tier"); s != nil {
+			np.Spec.PodSelector = *s
+		}
+		switch g.n(4) {
+		case 1:
+			np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+		case 2:
+			np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+		case 3:
+			np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
+		}
+		for range g.n(3) {
+			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: g.peers(), Ports: g.ports()})
+		}
+		for range g.n(3) {
+			np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: g.peers(), Ports: g.ports()})
+		}
+		in.Policies = append(in.Policies, np)
+	}
+	return in
+}
+
+// FuzzCompile compiles random clusters and policies and probes every local
+// endpoint in both directions against pod IPs, node IPs, non-pod cluster IPs
+// and the world, on TCP, UDP and SCTP. The compiled form must never allow
+// what the naive evaluator of the objects denies, and must agree with it
+// exactly on endpoints without a reported problem.
+func FuzzCompile(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{5, 1, 1, 1, 0, 0, 1, 0, 2, 1, 2, 2, 3, 3, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+	f.Add([]byte("stars: default deny then allow ui and backend"))
+	f.Add([]byte{3, 0, 2, 1, 4, 5, 2, 2, 1, 3, 3, 3, 3, 2, 1, 0, 2, 2, 3, 1, 2, 3, 2, 1, 0, 9, 9, 9, 4, 2, 2, 3, 3, 3, 1, 1, 0, 2})
+	f.Add([]byte("ipBlock except overlaps pods: 10.0.0.0/24 except 10.0.0.0/30, named port http on egress"))
+	f.Add([]byte{255, 254, 253, 252, 251, 250, 249, 248, 247, 246, 245, 244, 243, 242, 241, 240, 239, 238, 237, 236, 235, 234, 233, 232, 231, 230, 229, 228, 227, 226, 225})
+	f.Add([]byte("endPort ranges 80-83 to pods and ipBlocks with UDP and SCTP; matchExpressions In NotIn Exists DoesNotExist; namespaceSelector team"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		input := fuzzInput(&gen{data: data})
+		res, err := Compile(input)
+		if err != nil {
+			t.Fatalf("compile: %v", err)
+		}
+		peers := []netip.Addr{netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("10.0.0.200"), netip.MustParseAddr("172.18.0.9")}
+		peers = append(peers, fuzzNodeIPs...)
+		for _, p := range input.Pods {
+			if p.IP.IsValid() && !p.HostNetwork {
+				peers = append(peers, p.IP)
+			}
+		}
+		for podRef, epID := range input.LocalEndpoints {
+			exact := res.Endpoints[epID].Flags&EndpointPolicyError == 0
+			for _, dir := range []uint8{DirIngress, DirEgress} {
+				for _, ip := range peers {
+					for _, proto := range []uint8{ProtoTCP, ProtoUDP, ProtoSCTP} {
+						for _, port := range append([]uint16{84, 9999}, fuzzPorts...) {
+							got, _ := res.Decide(epID, dir, ip, proto, port)
+							want := naiveDecide(input, podRef, dir, ip, proto, port)
+							if got && !want {
+								t.Fatalf("compiled allows what the objects deny: %s dir %d peer %s proto %d port %d\nproblems: %v\nendpoint: %+v", podRef, dir, ip, proto, port, res.Problems, res.Endpoints[epID])
+							}
+							if exact && got != want {
+								t.Fatalf("compiled %v, objects %v (no problem reported): %s dir %d peer %s proto %d port %d\nendpoint: %+v", got, want, podRef, dir, ip, proto, port, res.Endpoints[epID])
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}

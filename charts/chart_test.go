@@ -1,0 +1,202 @@
+package charts_test
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	sigyaml "sigs.k8s.io/yaml"
+
+	"github.com/starlab-dev/starlab/charts"
+)
+
+func loadChart(t *testing.T) *chart.Chart {
+	t.Helper()
+	var files []*loader.BufferedFile
+	err := fs.WalkDir(charts.Starlab, "starlab", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(charts.Starlab, path)
+		if err != nil {
+			return err
+		}
+		files = append(files, &loader.BufferedFile{Name: strings.TrimPrefix(path, "starlab/"), Data: b})
+		return nil
+	})
+	require.NoError(t, err)
+	c, err := loader.LoadFiles(files)
+	require.NoError(t, err)
+	return c
+}
+
+// writeChart copies the embedded chart to disk: helm's linter reads a directory.
+func writeChart(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "starlab")
+	err := fs.WalkDir(charts.Starlab, "starlab", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, strings.TrimPrefix(path, "starlab"))
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		b, err := fs.ReadFile(charts.Starlab, path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o644)
+	})
+	require.NoError(t, err)
+	return dir
+}
+
+func TestLint(t *testing.T) {
+	dir := writeChart(t)
+	for name, vals := range map[string]map[string]any{
+		"defaults":   nil,
+		"lab values": {"agent": map[string]any{"image": "localhost/starlab/starlab-agent:abc123", "apiServer": map[string]any{"host": "172.18.0.2", "port": 6443}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := lint.AllWithKubeVersion(dir, vals, "kube-system", nil)
+			for _, m := range l.Messages {
+				assert.Less(t, m.Severity, support.WarningSev, "lint: %s", m)
+			}
+		})
+	}
+	l := lint.AllWithKubeVersion(dir, map[string]any{"agent": map[string]any{"listenPort": "x"}}, "kube-system", nil)
+	assert.GreaterOrEqual(t, l.HighestSeverity, support.ErrorSev, "schema rejects a bad port")
+}
+
+func render(t *testing.T, vals map[string]any) map[string][]byte {
+	t.Helper()
+	c := loadChart(t)
+	cfg := &action.Configuration{}
+	inst := action.NewInstall(cfg)
+	inst.DryRun, inst.ClientOnly, inst.Replace = true, true, true
+	inst.ReleaseName, inst.Namespace = "starlab", "kube-system"
+	inst.KubeVersion = &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}
+	rel, err := inst.Run(c, vals)
+	require.NoError(t, err)
+	objs := map[string][]byte{}
+	for _, doc := range strings.Split(rel.Manifest, "\n---") {
+		doc = strings.TrimSpace(doc)
+		if doc == "" {
+			continue
+		}
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		require.NoError(t, sigyaml.Unmarshal([]byte(doc), &meta), doc)
+		objs[meta.Kind+"/"+meta.Metadata.Name] = []byte(doc)
+	}
+	return objs
+}
+
+func TestRender(t *testing.T) {
+	objs := render(t, map[string]any{"agent": map[string]any{
+		"image":     "localhost/starlab/starlab-agent:abc123",
+		"apiServer": map[string]any{"host": "172.18.0.2", "port": 6443},
+	}})
+	for _, k := range []string{"ServiceAccount/starlab-agent", "ClusterRole/starlab-agent", "ClusterRoleBinding/starlab-agent", "DaemonSet/starlab-agent"} {
+		require.Contains(t, objs, k)
+	}
+
+	var ds appsv1.DaemonSet
+	require.NoError(t, sigyaml.UnmarshalStrict(objs["DaemonSet/starlab-agent"], &ds))
+	assert.Equal(t, "kube-system", ds.Namespace)
+	pod := ds.Spec.Template.Spec
+	assert.True(t, pod.HostNetwork)
+	assert.False(t, pod.HostPID)
+	assert.Equal(t, "starlab-agent", ds.Spec.Template.Labels["app.kubernetes.io/name"])
+	require.Len(t, pod.Containers, 1)
+	c := pod.Containers[0]
+	assert.Equal(t, "localhost/starlab/starlab-agent:abc123", c.Image)
+	assert.Equal(t, corev1.PullNever, c.ImagePullPolicy)
+	require.NotNil(t, c.SecurityContext.Privileged)
+	assert.True(t, *c.SecurityContext.Privileged)
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	assert.Equal(t, "172.18.0.2", env["KUBERNETES_SERVICE_HOST"])
+	assert.Equal(t, "6443", env["KUBERNETES_SERVICE_PORT"])
+	assert.Contains(t, env, "NODE_NAME")
+
+	tol := false
+	for _, tl := range pod.Tolerations {
+		if tl.Operator == corev1.TolerationOpExists && tl.Key == "" {
+			tol = true
+		}
+	}
+	assert.True(t, tol, "tolerates control-plane and not-ready taints")
+
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m
+	}
+	require.Contains(t, mounts, "/sys/fs/bpf")
+	assert.Equal(t, corev1.MountPropagationBidirectional, *mounts["/sys/fs/bpf"].MountPropagation)
+	for _, p := range []string{"/host/opt/cni/bin", "/host/etc/cni/net.d", "/var/run/starlab", "/var/lib/starlab", "/lib/modules"} {
+		assert.Contains(t, mounts, p)
+	}
+	assert.True(t, mounts["/lib/modules"].ReadOnly)
+	hostPaths := map[string]bool{}
+	for _, v := range pod.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.HostPath.Path] = true
+		}
+	}
+	for _, p := range []string{"/sys/fs/bpf", "/opt/cni/bin", "/etc/cni/net.d", "/var/run/starlab", "/var/lib/starlab", "/lib/modules"} {
+		assert.True(t, hostPaths[p], "hostPath %s", p)
+	}
+
+	var cr rbacv1.ClusterRole
+	require.NoError(t, sigyaml.UnmarshalStrict(objs["ClusterRole/starlab-agent"], &cr))
+	can := map[string]map[string]bool{}
+	for _, r := range cr.Rules {
+		for _, res := range r.Resources {
+			if can[res] == nil {
+				can[res] = map[string]bool{}
+			}
+			for _, v := range r.Verbs {
+				can[res][v] = true
+			}
+		}
+	}
+	for res, verbs := range map[string][]string{
+		"nodes": {"get", "list", "watch", "patch"}, "pods": {"list", "watch"}, "namespaces": {"list", "watch"},
+		"services": {"list", "watch"}, "endpointslices": {"list", "watch"}, "networkpolicies": {"list", "watch"},
+		"events": {"create"}, "daemonsets": {"get"},
+	} {
+		for _, v := range verbs {
+			assert.True(t, can[res][v], "%s %s", v, res)
+		}
+	}
+}
+
+func TestRenderDefaultsKeepInClusterAPIServer(t *testing.T) {
+	objs := render(t, nil)
+	var ds appsv1.DaemonSet
+	require.NoError(t, sigyaml.UnmarshalStrict(objs["DaemonSet/starlab-agent"], &ds))
+	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
+		assert.NotEqual(t, "KUBERNETES_SERVICE_HOST", e.Name)
+	}
+}

@@ -323,7 +323,12 @@ func TestTableDiffs(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, c.UpsertBackends, 2, "one new slot per frontend")
 	assert.Len(t, c.UpsertServices, 2)
+	assert.ElementsMatch(t, []lb.ServiceKey{cip(80, lb.ProtoTCP), np(30080, lb.ProtoTCP)}, c.Touched)
 	apply(c)
+	v, bs, ok := tab.Frontend(cip(80, lb.ProtoTCP))
+	require.True(t, ok)
+	assert.Equal(t, uint16(2), v.Count)
+	assert.Len(t, bs, 2)
 	assert.Equal(t, []string{"10.244.1.5:8080", "10.244.2.9:8080"}, rec.resolve(t, cip(80, lb.ProtoTCP)))
 
 	// Same input again: nothing to write.

@@ -15,6 +15,9 @@ type Changes struct {
 	UpsertServices map[ServiceKey]ServiceValue
 	DeleteServices []ServiceKey
 	DeleteBackends []BackendKey
+	// Touched lists the frontends whose value or backends changed (not the deleted ones), for writers
+	// that rewrite a whole frontend at once (Table.Frontend gives its programmed state).
+	Touched []ServiceKey
 }
 
 // Empty reports whether there is nothing to write.
@@ -37,6 +40,7 @@ func (c *Changes) merge(o Changes) {
 	}
 	c.DeleteServices = append(c.DeleteServices, o.DeleteServices...)
 	c.DeleteBackends = append(c.DeleteBackends, o.DeleteBackends...)
+	c.Touched = append(c.Touched, o.Touched...)
 }
 
 // Writer writes service map entries (implemented over datapath/maps by the agent).
@@ -104,6 +108,27 @@ func NewTable(nodeName string) *Table {
 		ids:      map[string]uint32{},
 		nextID:   1,
 	}
+}
+
+func backendsChanged(a, b []Backend) bool {
+	if len(a) != len(b) {
+		return true
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// Frontend returns the programmed value and backends of key.
+func (t *Table) Frontend(key ServiceKey) (ServiceValue, []Backend, bool) {
+	p, ok := t.front[key]
+	if !ok {
+		return ServiceValue{}, nil, false
+	}
+	return ServiceValue{ID: p.id, Count: uint16(len(p.backends)), Flags: p.flags}, p.backends, true
 }
 
 // Len returns the number of programmed frontends.
@@ -251,6 +276,9 @@ func (t *Table) sync(k string) (Changes, error) {
 		val := ServiceValue{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags}
 		if old == nil || old.id != id || old.flags != f.Flags || len(old.backends) != len(f.Backends) {
 			c.UpsertServices[f.Key] = val
+			c.Touched = append(c.Touched, f.Key)
+		} else if backendsChanged(old.backends, f.Backends) {
+			c.Touched = append(c.Touched, f.Key)
 		}
 		t.front[f.Key] = &programmed{owner: k, id: id, flags: f.Flags, backends: f.Backends}
 	}

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Connection tracking: one LRU entry per direction and hook scope. On allow
+ * the forward entry and the reply entry (keyed as the reply will be seen at
+ * the hook it crosses) are created together; each carries the NAT to apply.
+ */
+#ifndef SL_CONNTRACK_H
+#define SL_CONNTRACK_H
+
+#include "sl_maps.h"
+#include "sl_parse.h"
+#include "sl_events.h"
+#include "sl_csum.h"
+
+static __always_inline void sl_ct_key_of(struct sl_ct_key *k, const struct sl_pkt *p, __u8 scope)
+{
+	k->saddr = p->saddr;
+	k->daddr = p->daddr;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->scope = scope;
+	k->pad = 0;
+}
+
+/*
+ * Look up the entry for this packet. A bare SYN that hits a forward entry of
+ * a closed connection (port reuse) deletes it so the flow is evaluated again.
+ */
+static __always_inline struct sl_ct_entry *sl_ct_lookup(const struct sl_ct_key *k,
+							const struct sl_pkt *p)
+{
+	struct sl_ct_entry *e = bpf_map_lookup_elem(&sl_ct, k);
+
+	if (!e)
+		return 0;
+	if (p->proto == IPPROTO_TCP &&
+	    (p->tcp_flags & (SL_TCP_SYN | SL_TCP_ACK)) == SL_TCP_SYN &&
+	    (e->flags & SL_CT_SEEN_CLOSE) && !(e->flags & SL_CT_REPLY)) {
+		bpf_map_delete_elem(&sl_ct, k);
+		return 0;
+	}
+	return e;
+}
+
+/*
+ * Apply the entry to the packet: counters, NAT rewrites, CLOSE event on the
+ * first FIN/RST of the connection (both directions are marked). Returns 0 or a
+ * negative error (rewrite failed).
+ */
+static __always_inline int sl_ct_apply(struct __sk_buff *skb, const struct sl_cfg *cfg,
+				       struct sl_pkt *p, struct sl_ct_entry *e,
+				       struct sl_trace *t)
+{
+	__u16 flags = e->flags;
+
+	e->last_seen_ns = bpf_ktime_get_boot_ns();
+	__sync_fetch_and_add(&e->packets, 1);
+	__sync_fetch_and_add(&e->bytes, p->len);
+
+	t->is_reply = !!(flags & SL_CT_REPLY);
+	t->policy_id = e->policy_id;
+	t->rule = e->rule;
+	t->src_identity = e->src_identity;
+	t->dst_identity = e->dst_identity;
+	t->orig_daddr = p->daddr;
+	t->orig_dport = p->dport;
+
+	if (flags & SL_CT_DNAT) {
+		if (sl_rewrite(skb, p, 0, e->nat_addr, e->nat_port) < 0)
+			return -1;
+	}
+	if (flags & SL_CT_REVNAT) {
+		if (sl_rewrite(skb, p, 1, e->nat_addr, e->nat_port) < 0)
+			return -1;
+	}
+	if (flags & SL_CT_SNAT) {
+		if (sl_rewrite(skb, p, (flags & SL_CT_REPLY) ? 0 : 1, e->snat_addr, e->snat_port) < 0)
+			return -1;
+	}
+
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (SL_TCP_FIN | SL_TCP_RST)) &&
+	    !(flags & SL_CT_SEEN_CLOSE)) {
+		struct sl_ct_entry *pair;
+		__u64 packets = e->packets, bytes = e->bytes;
+		int emit = 1;
+
+		e->flags |= SL_CT_SEEN_CLOSE;
+		pair = bpf_map_lookup_elem(&sl_ct, &e->pair);
+		if (pair) {
+			if (pair->flags & SL_CT_SEEN_CLOSE)
+				emit = 0;
+			pair->flags |= SL_CT_SEEN_CLOSE;
+			packets += pair->packets;
+			bytes += pair->bytes;
+		}
+		if (emit && cfg->event_level != SL_EVENTS_NONE)
+			sl_emit(cfg, p, t, SL_EVENT_CLOSE, SL_VERDICT_FORWARDED, 0, packets, bytes);
+	}
+	return 0;
+}
+
+/*
+ * Create the forward entry (replacing any) and the reply entry. An existing
+ * reply entry is kept (another hook of the same flow, e.g. NodePort, created
+ * it with the NAT the reply needs); it is only marked as a reply.
+ * Returns 0, or -1 when the forward entry could not be inserted.
+ */
+static __always_inline int sl_ct_create(const struct sl_ct_key *fk, struct sl_ct_entry *fwd,
+					const struct sl_ct_key *rk, struct sl_ct_entry *rev)
+{
+	__builtin_memcpy(&fwd->pair, rk, sizeof(*rk));
+	__builtin_memcpy(&rev->pair, fk, sizeof(*fk));
+	if (bpf_map_update_elem(&sl_ct, fk, fwd, BPF_ANY) < 0)
+		return -1;
+	if (bpf_map_update_elem(&sl_ct, rk, rev, BPF_NOEXIST) < 0) {
+		struct sl_ct_entry *old = bpf_map_lookup_elem(&sl_ct, rk);
+
+		if (!old) {
+			bpf_map_delete_elem(&sl_ct, fk);
+			return -1;
+		}
+		old->flags |= SL_CT_REPLY;
+		old->flags &= ~SL_CT_SEEN_CLOSE;
+	}
+	sl_count(SL_CNT_CT_NEW);
+	return 0;
+}
+
+/* Initialise a pair of entries for a new flow (timestamps, identities, policy). */
+static __always_inline void sl_ct_init(struct sl_ct_entry *fwd, struct sl_ct_entry *rev,
+				       const struct sl_pkt *p, const struct sl_trace *t)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	__builtin_memset(fwd, 0, sizeof(*fwd));
+	__builtin_memset(rev, 0, sizeof(*rev));
+	fwd->created_ns = now;
+	fwd->last_seen_ns = now;
+	fwd->packets = 1;
+	fwd->bytes = p->len;
+	fwd->policy_id = t->policy_id;
+	fwd->rule = t->rule;
+	fwd->orig_daddr = t->orig_daddr;
+	fwd->orig_dport = t->orig_dport;
+	fwd->src_identity = t->src_identity;
+	fwd->dst_identity = t->dst_identity;
+	rev->created_ns = now;
+	rev->last_seen_ns = now;
+	rev->flags = SL_CT_REPLY;
+	rev->policy_id = t->policy_id;
+	rev->rule = t->rule;
+	rev->orig_daddr = t->orig_daddr;
+	rev->orig_dport = t->orig_dport;
+	rev->src_identity = t->dst_identity;
+	rev->dst_identity = t->src_identity;
+}
+
+#endif /* SL_CONNTRACK_H */

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Load balancing: service lookup (ClusterIP, NodePort), per-connection
+ * backend choice, NodePort SNAT port choice and FIB-based forwarding.
+ */
+#ifndef SL_LB_H
+#define SL_LB_H
+
+#include "sl_maps.h"
+#include "sl_parse.h"
+
+enum sl_lb_result {
+	SL_LB_NONE = 0,       /* not a service */
+	SL_LB_BACKEND = 1,    /* *be holds the chosen backend */
+	SL_LB_NO_BACKEND = 2, /* service without (usable) backends */
+};
+
+static __always_inline __u32 sl_hash32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x7feb352d;
+	h ^= h >> 15;
+	h *= 0x846ca68b;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline __u32 sl_flow_hash(const struct sl_pkt *p, int client_only)
+{
+	__u32 h = sl_hash32(p->saddr);
+
+	if (client_only)
+		return h;
+	h = sl_hash32(h ^ p->daddr);
+	h = sl_hash32(h ^ (((__u32)p->sport << 16) | p->dport));
+	return sl_hash32(h ^ p->proto);
+}
+
+/*
+ * Find the service for (vip, dport, proto, scope) and choose the backend for
+ * this connection: hash of the 5-tuple (client IP only with affinity) modulo
+ * the backend count.
+ */
+static __always_inline int sl_lb_select(const struct sl_pkt *p, __u32 vip, __u8 scope,
+					struct sl_svc_val *svc_out, struct sl_backend *be)
+{
+	struct sl_svc_key sk = { .vip = vip, .port = p->dport, .proto = p->proto, .scope = scope };
+	struct sl_backend_key bk = {};
+	struct sl_svc_val *svc;
+	struct sl_backend *b;
+
+	svc = bpf_map_lookup_elem(&sl_services, &sk);
+	if (!svc)
+		return SL_LB_NONE;
+	*svc_out = *svc;
+	if (svc->count == 0)
+		return SL_LB_NO_BACKEND;
+	bk.svc_id = svc->svc_id;
+	bk.slot = sl_flow_hash(p, svc->flags & SL_SVC_AFFINITY) % svc->count;
+	b = bpf_map_lookup_elem(&sl_backends, &bk);
+	if (!b || !b->ip)
+		return SL_LB_NO_BACKEND;
+	*be = *b;
+	return SL_LB_BACKEND;
+}
+
+/*
+ * Service lookup as seen from a pod: ClusterIP first, then NodePort when the
+ * destination is a node address (this node from sl_config, or any node known
+ * to the ipcache as host / remote-node).
+ */
+static __always_inline int sl_lb_from_pod(const struct sl_cfg *cfg, const struct sl_pkt *p,
+					  struct sl_svc_val *svc, struct sl_backend *be)
+{
+	int r;
+	__u32 id;
+
+	if (!sl_has_ports(p->proto))
+		return SL_LB_NONE;
+	r = sl_lb_select(p, p->daddr, SL_SCOPE_CLUSTERIP, svc, be);
+	if (r != SL_LB_NONE)
+		return r;
+	if (!sl_is_node_ip(cfg, p->daddr)) {
+		id = sl_identity_of(p->daddr);
+		if (id != SL_ID_HOST && id != SL_ID_REMOTE_NODE)
+			return SL_LB_NONE;
+	}
+	return sl_lb_select(p, 0, SL_SCOPE_NODEPORT, svc, be);
+}
+
+/*
+ * Pick the SNAT source port for a NodePort flow to a remote backend: the
+ * client's port unless another flow already uses (backend, node ip, port).
+ * Returns 0 when no port was free.
+ */
+static __always_inline __be16 sl_snat_port(const struct sl_pkt *p, const struct sl_backend *be,
+					   __u32 node_ip)
+{
+	struct sl_ct_key rk = {
+		.saddr = be->ip,
+		.daddr = node_ip,
+		.sport = be->port,
+		.proto = p->proto,
+		.scope = SL_CT_NETDEV,
+	};
+	__u16 port = bpf_ntohs(p->sport);
+
+	for (int i = 0; i < 16; i++) {
+		rk.dport = bpf_htons(port);
+		if (!bpf_map_lookup_elem(&sl_ct, &rk))
+			return rk.dport;
+		port = 32768 + (sl_hash32(port + i) % 28232);
+	}
+	return 0;
+}
+
+/*
+ * Forward the packet ourselves: FIB lookup from ingress device iif, rewrite
+ * the MACs and redirect out of the resulting device. Used for NodePort
+ * packets whose source is a node address (the stack would drop them as
+ * martians). Returns a TC action.
+ */
+static __always_inline int sl_fib_redirect(struct __sk_buff *skb, const struct sl_pkt *p, __u32 iif)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.family = AF_INET;
+	fib.l4_protocol = p->proto;
+	fib.sport = p->sport;
+	fib.dport = p->dport;
+	fib.ipv4_src = p->saddr;
+	fib.ipv4_dst = p->daddr;
+	fib.ifindex = iif;
+
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst };
+
+		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	}
+	sl_count(SL_CNT_FIB_FAIL);
+	return TC_ACT_SHOT;
+}
+
+#endif /* SL_LB_H */

@@ -1,0 +1,121 @@
+package maps
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
+)
+
+// EventLevel selects which flow events the datapath emits.
+type EventLevel uint32
+
+// Event levels (the zero value is the default: NEW, DROP and CLOSE).
+const (
+	EventsFlows EventLevel = 0
+	EventsNone  EventLevel = 1
+	EventsAll   EventLevel = 2 // plus one TRACE per forwarded packet
+)
+
+// MaxNodeIPs is how many local node addresses sl_config holds.
+const MaxNodeIPs = 4
+
+// Config is the sl_config entry.
+type Config struct {
+	// NodeIPs are this node's addresses (NodePort "any node address", host
+	// identity for kubelet probes).
+	NodeIPs []netip.Addr
+	// NetdevIfindex is the node device (eth0 in kind).
+	NetdevIfindex uint32
+	EventLevel    EventLevel
+	// WakeupBytes: force a reader wakeup once this much event data is
+	// pending (0 = 64 KiB).
+	WakeupBytes uint32
+}
+
+// SetConfig writes sl_config.
+func (m *Maps) SetConfig(c Config) error {
+	if len(c.NodeIPs) > MaxNodeIPs {
+		return fmt.Errorf("config: %d node IPs, the datapath holds at most %d", len(c.NodeIPs), MaxNodeIPs)
+	}
+	var r bpfobj.SlSlCfg
+	for i, ip := range c.NodeIPs {
+		v, err := mustIP(fmt.Sprintf("config node IP %d", i), ip)
+		if err != nil {
+			return err
+		}
+		r.NodeIps[i] = v
+	}
+	r.NetdevIfindex = c.NetdevIfindex
+	r.EventLevel = uint32(c.EventLevel)
+	r.WakeupBytes = c.WakeupBytes
+	zero := uint32(0)
+	return put(m.Config, NameConfig, &zero, &r)
+}
+
+// GetConfig reads sl_config.
+func (m *Maps) GetConfig() (Config, error) {
+	var r bpfobj.SlSlCfg
+	zero := uint32(0)
+	if err := m.Config.Lookup(&zero, &r); err != nil {
+		return Config{}, fmt.Errorf("lookup %s: %w", NameConfig, err)
+	}
+	c := Config{NetdevIfindex: r.NetdevIfindex, EventLevel: EventLevel(r.EventLevel), WakeupBytes: r.WakeupBytes}
+	for _, v := range r.NodeIps {
+		if v != 0 {
+			c.NodeIPs = append(c.NodeIPs, U32ToIP(v))
+		}
+	}
+	return c, nil
+}
+
+// Counter indexes of sl_counters.
+const (
+	CounterPackets   = 0
+	CounterForwarded = 1
+	CounterRBFail    = 2
+	CounterCTNew     = 3
+	CounterFIBFail   = 4
+	CounterNonIPv4   = 5
+	CounterDropBase  = 16 // + drop reason
+	counterMax       = 32
+)
+
+// Counters are the summed per-CPU datapath counters.
+type Counters struct {
+	Packets, Forwarded, RingbufReserveFailed, CTNew, FIBFailed, NonIPv4 uint64
+	// Drops by drop reason (1..7, see flowevent.DropReason).
+	Drops map[uint8]uint64
+}
+
+// ReadCounters sums sl_counters over CPUs.
+func (m *Maps) ReadCounters() (Counters, error) {
+	c := Counters{Drops: map[uint8]uint64{}}
+	for i := uint32(0); i < counterMax; i++ {
+		var per []uint64
+		if err := m.Counters.Lookup(&i, &per); err != nil {
+			return c, fmt.Errorf("lookup %s[%d]: %w", NameCounters, i, err)
+		}
+		var s uint64
+		for _, v := range per {
+			s += v
+		}
+		switch {
+		case i == CounterPackets:
+			c.Packets = s
+		case i == CounterForwarded:
+			c.Forwarded = s
+		case i == CounterRBFail:
+			c.RingbufReserveFailed = s
+		case i == CounterCTNew:
+			c.CTNew = s
+		case i == CounterFIBFail:
+			c.FIBFailed = s
+		case i == CounterNonIPv4:
+			c.NonIPv4 = s
+		case i > CounterDropBase && s > 0:
+			c.Drops[uint8(i-CounterDropBase)] = s
+		}
+	}
+	return c, nil
+}

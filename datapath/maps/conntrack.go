@@ -1,0 +1,176 @@
+package maps
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
+	"golang.org/x/sys/unix"
+)
+
+// CTScope is the hook scope of a conntrack entry.
+type CTScope uint8
+
+// Conntrack scopes.
+const (
+	CTIngress CTScope = 1 // to-container
+	CTEgress  CTScope = 2 // from-container
+	CTNetdev  CTScope = 3 // from-netdev
+)
+
+// CTFlags are the conntrack entry flags.
+type CTFlags uint16
+
+// Conntrack flags.
+const (
+	CTReply       CTFlags = 1
+	CTDNAT        CTFlags = 2
+	CTRevNAT      CTFlags = 4
+	CTSNAT        CTFlags = 8
+	CTSeenClose   CTFlags = 16
+	CTFIBRedirect CTFlags = 32
+)
+
+// CTKey is a conntrack key (host-order ports).
+type CTKey struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+	Proto            Proto
+	Scope            CTScope
+}
+
+// CTEntry is a conntrack value (host-order ports, boot-time nanoseconds).
+type CTEntry struct {
+	CreatedNs, LastSeenNs uint64
+	Packets, Bytes        uint64
+	NatAddr               netip.Addr
+	NatPort               uint16
+	Flags                 CTFlags
+	PolicyID              uint32
+	OrigDst               netip.Addr
+	OrigDstPort           uint16
+	Rule                  uint16
+	SvcID                 uint32
+	SnatAddr              netip.Addr
+	SnatPort              uint16
+	SrcIdentity           uint32
+	DstIdentity           uint32
+	Pair                  CTKey
+}
+
+func ctKeyFromRaw(k bpfobj.SlSlCtKey) CTKey {
+	return CTKey{Src: U32ToIP(k.Saddr), Dst: U32ToIP(k.Daddr), SrcPort: Ntohs(k.Sport), DstPort: Ntohs(k.Dport),
+		Proto: Proto(k.Proto), Scope: CTScope(k.Scope)}
+}
+
+func (k CTKey) raw() (bpfobj.SlSlCtKey, error) {
+	s, err := mustIP("ct key source", k.Src)
+	if err != nil {
+		return bpfobj.SlSlCtKey{}, err
+	}
+	d, err := mustIP("ct key destination", k.Dst)
+	if err != nil {
+		return bpfobj.SlSlCtKey{}, err
+	}
+	return bpfobj.SlSlCtKey{Saddr: s, Daddr: d, Sport: Htons(k.SrcPort), Dport: Htons(k.DstPort),
+		Proto: uint8(k.Proto), Scope: uint8(k.Scope)}, nil
+}
+
+func ctEntryFromRaw(v bpfobj.SlSlCtEntry) CTEntry {
+	return CTEntry{
+		CreatedNs: v.CreatedNs, LastSeenNs: v.LastSeenNs, Packets: v.Packets, Bytes: v.Bytes,
+		NatAddr: U32ToIP(v.NatAddr), NatPort: Ntohs(v.NatPort), Flags: CTFlags(v.Flags), PolicyID: v.PolicyId,
+		OrigDst: U32ToIP(v.OrigDaddr), OrigDstPort: Ntohs(v.OrigDport), Rule: v.Rule, SvcID: v.SvcId,
+		SnatAddr: U32ToIP(v.SnatAddr), SnatPort: Ntohs(v.SnatPort), SrcIdentity: v.SrcIdentity,
+		DstIdentity: v.DstIdentity, Pair: ctKeyFromRaw(v.Pair),
+	}
+}
+
+// IterateCT calls fn for every conntrack entry; fn returning false stops.
+func (m *Maps) IterateCT(fn func(CTKey, CTEntry) bool) error {
+	var k bpfobj.SlSlCtKey
+	var v bpfobj.SlSlCtEntry
+	it := m.CT.Iterate()
+	for it.Next(&k, &v) {
+		if !fn(ctKeyFromRaw(k), ctEntryFromRaw(v)) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", NameCT, err)
+	}
+	return nil
+}
+
+// LookupCT returns one conntrack entry.
+func (m *Maps) LookupCT(k CTKey) (CTEntry, error) {
+	rk, err := k.raw()
+	if err != nil {
+		return CTEntry{}, err
+	}
+	var v bpfobj.SlSlCtEntry
+	if err := m.CT.Lookup(&rk, &v); err != nil {
+		return CTEntry{}, fmt.Errorf("lookup %s %+v: %w", NameCT, k, err)
+	}
+	return ctEntryFromRaw(v), nil
+}
+
+// DeleteCT removes one conntrack entry (missing is not an error).
+func (m *Maps) DeleteCT(k CTKey) error {
+	rk, err := k.raw()
+	if err != nil {
+		return err
+	}
+	return del(m.CT, NameCT, &rk)
+}
+
+// BootTimeNs is the CLOCK_BOOTTIME the datapath stamps entries and events with.
+func BootTimeNs() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, fmt.Errorf("clock_gettime(CLOCK_BOOTTIME): %w", err)
+	}
+	return uint64(ts.Nano()), nil
+}
+
+// GCConntrack deletes conntrack entries idle for longer than idle (closed
+// TCP flows after closedIdle, if non-zero) and returns how many it removed.
+// The map is LRU, so GC only keeps stale NAT state from lingering.
+func (m *Maps) GCConntrack(ctx context.Context, idle, closedIdle time.Duration) (int, error) {
+	now, err := BootTimeNs()
+	if err != nil {
+		return 0, err
+	}
+	var stale []bpfobj.SlSlCtKey
+	var k bpfobj.SlSlCtKey
+	var v bpfobj.SlSlCtEntry
+	it := m.CT.Iterate()
+	for it.Next(&k, &v) {
+		limit := idle
+		if closedIdle > 0 && CTFlags(v.Flags)&CTSeenClose != 0 {
+			limit = closedIdle
+		}
+		if v.LastSeenNs < now && time.Duration(now-v.LastSeenNs) > limit {
+			stale = append(stale, k)
+		}
+		if len(stale)%4096 == 0 && ctx.Err() != nil {
+			return 0, fmt.Errorf("conntrack gc: %w", ctx.Err())
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("iterate %s: %w", NameCT, err)
+	}
+	n := 0
+	for i := range stale {
+		if err := ctx.Err(); err != nil {
+			return n, fmt.Errorf("conntrack gc: %w", err)
+		}
+		if err := del(m.CT, NameCT, &stale[i]); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}

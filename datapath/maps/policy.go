@@ -1,0 +1,229 @@
+package maps
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
+)
+
+// Action of a policy entry.
+type Action uint8
+
+// Actions.
+const (
+	ActionAllow Action = 1
+	// ActionExcept (sl_cidr_policy only): an ipBlock "except" range; it
+	// never allows, the datapath moves on to the next, wider lookup.
+	ActionExcept Action = 2
+)
+
+// policyFixedBits is ep_id + peer_id + dir + proto.
+const policyFixedBits = 80
+
+// cidrFixedBits is ep_id + dir + proto + port.
+const cidrFixedBits = 64
+
+// PolicyKey is an sl_policy key. PortPrefixLen is how many leading bits of
+// Port must match (16 = exactly Port, 0 = any port; endPort ranges become
+// aligned prefixes). With Proto 0 (any protocol) PortPrefixLen must be 0.
+type PolicyKey struct {
+	EpID          uint32
+	PeerID        uint32
+	Dir           Direction
+	Proto         Proto
+	Port          uint16
+	PortPrefixLen uint8
+}
+
+// PolicyValue is an sl_policy / sl_cidr_policy value.
+type PolicyValue struct {
+	Action   Action
+	Rule     uint16
+	PolicyID uint32
+}
+
+// PolicyEntry is one key/value pair.
+type PolicyEntry struct {
+	Key   PolicyKey
+	Value PolicyValue
+}
+
+func portMask(port uint16, plen uint8) uint16 {
+	if plen == 0 {
+		return 0
+	}
+	return port & ^uint16(0) << (16 - plen)
+}
+
+func (k PolicyKey) raw() (bpfobj.SlSlPolicyKey, error) {
+	if k.Dir != Ingress && k.Dir != Egress {
+		return bpfobj.SlSlPolicyKey{}, fmt.Errorf("policy key %+v: dir must be 1 (ingress) or 2 (egress)", k)
+	}
+	if k.PortPrefixLen > 16 {
+		return bpfobj.SlSlPolicyKey{}, fmt.Errorf("policy key %+v: port prefix length %d > 16", k, k.PortPrefixLen)
+	}
+	if k.Proto == ProtoAny && k.PortPrefixLen != 0 {
+		return bpfobj.SlSlPolicyKey{}, fmt.Errorf("policy key %+v: a port needs a protocol (proto 0 means any protocol, port prefix must be 0)", k)
+	}
+	return bpfobj.SlSlPolicyKey{
+		Prefixlen: policyFixedBits + uint32(k.PortPrefixLen),
+		EpId:      k.EpID, PeerId: k.PeerID, Dir: uint8(k.Dir), Proto: uint8(k.Proto),
+		Port: Htons(portMask(k.Port, k.PortPrefixLen)),
+	}, nil
+}
+
+func (v PolicyValue) raw() bpfobj.SlSlPolicyVal {
+	return bpfobj.SlSlPolicyVal{Action: uint8(v.Action), Rule: v.Rule, PolicyId: v.PolicyID}
+}
+
+// UpsertPolicy writes one sl_policy entry.
+func (m *Maps) UpsertPolicy(k PolicyKey, v PolicyValue) error {
+	return m.UpsertPolicies([]PolicyEntry{{Key: k, Value: v}})
+}
+
+// UpsertPolicies writes many sl_policy entries.
+func (m *Maps) UpsertPolicies(entries []PolicyEntry) error {
+	keys := make([]bpfobj.SlSlPolicyKey, 0, len(entries))
+	vals := make([]bpfobj.SlSlPolicyVal, 0, len(entries))
+	for _, e := range entries {
+		k, err := e.Key.raw()
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
+		vals = append(vals, e.Value.raw())
+	}
+	return batchPut(m.Policy, NamePolicy, keys, vals)
+}
+
+// DeletePolicy removes one sl_policy entry (missing is not an error).
+func (m *Maps) DeletePolicy(k PolicyKey) error {
+	return m.DeletePolicies([]PolicyKey{k})
+}
+
+// DeletePolicies removes many sl_policy entries.
+func (m *Maps) DeletePolicies(keys []PolicyKey) error {
+	raw := make([]bpfobj.SlSlPolicyKey, 0, len(keys))
+	for _, k := range keys {
+		r, err := k.raw()
+		if err != nil {
+			return err
+		}
+		raw = append(raw, r)
+	}
+	return batchDel(m.Policy, NamePolicy, raw)
+}
+
+// ListPolicies returns every sl_policy entry.
+func (m *Maps) ListPolicies() ([]PolicyEntry, error) {
+	var out []PolicyEntry
+	var k bpfobj.SlSlPolicyKey
+	var v bpfobj.SlSlPolicyVal
+	it := m.Policy.Iterate()
+	for it.Next(&k, &v) {
+		plen := uint8(0)
+		if k.Prefixlen > policyFixedBits {
+			plen = uint8(k.Prefixlen - policyFixedBits)
+		}
+		out = append(out, PolicyEntry{
+			Key: PolicyKey{EpID: k.EpId, PeerID: k.PeerId, Dir: Direction(k.Dir), Proto: Proto(k.Proto),
+				Port: Ntohs(k.Port), PortPrefixLen: plen},
+			Value: PolicyValue{Action: Action(v.Action), Rule: v.Rule, PolicyID: v.PolicyId},
+		})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", NamePolicy, err)
+	}
+	return out, nil
+}
+
+// CIDRPolicyKey is an sl_cidr_policy key: the peer prefix for one endpoint,
+// direction, protocol and port (Port 0 = any port, Proto 0 = any protocol).
+type CIDRPolicyKey struct {
+	EpID   uint32
+	Dir    Direction
+	Proto  Proto
+	Port   uint16
+	Prefix netip.Prefix
+}
+
+// CIDRPolicyEntry is one key/value pair.
+type CIDRPolicyEntry struct {
+	Key   CIDRPolicyKey
+	Value PolicyValue
+}
+
+func (k CIDRPolicyKey) raw() (bpfobj.SlSlCidrPolicyKey, error) {
+	if k.Dir != Ingress && k.Dir != Egress {
+		return bpfobj.SlSlCidrPolicyKey{}, fmt.Errorf("cidr policy key %+v: dir must be 1 (ingress) or 2 (egress)", k)
+	}
+	if !k.Prefix.IsValid() || !k.Prefix.Addr().Unmap().Is4() {
+		return bpfobj.SlSlCidrPolicyKey{}, fmt.Errorf("cidr policy key %+v: want an IPv4 prefix like 192.168.0.0/16", k)
+	}
+	if k.Proto == ProtoAny && k.Port != 0 {
+		return bpfobj.SlSlCidrPolicyKey{}, fmt.Errorf("cidr policy key %+v: a port needs a protocol", k)
+	}
+	p := netip.PrefixFrom(k.Prefix.Addr().Unmap(), k.Prefix.Bits()).Masked()
+	ip, _ := IPToU32(p.Addr())
+	return bpfobj.SlSlCidrPolicyKey{
+		Prefixlen: cidrFixedBits + uint32(p.Bits()),
+		EpId:      k.EpID, Dir: uint8(k.Dir), Proto: uint8(k.Proto), Port: Htons(k.Port), Ip: ip,
+	}, nil
+}
+
+// UpsertCIDRPolicies writes many sl_cidr_policy entries.
+func (m *Maps) UpsertCIDRPolicies(entries []CIDRPolicyEntry) error {
+	keys := make([]bpfobj.SlSlCidrPolicyKey, 0, len(entries))
+	vals := make([]bpfobj.SlSlPolicyVal, 0, len(entries))
+	for _, e := range entries {
+		k, err := e.Key.raw()
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
+		vals = append(vals, e.Value.raw())
+	}
+	return batchPut(m.CIDRPolicy, NameCIDRPolicy, keys, vals)
+}
+
+// UpsertCIDRPolicy writes one sl_cidr_policy entry.
+func (m *Maps) UpsertCIDRPolicy(k CIDRPolicyKey, v PolicyValue) error {
+	return m.UpsertCIDRPolicies([]CIDRPolicyEntry{{Key: k, Value: v}})
+}
+
+// DeleteCIDRPolicies removes many sl_cidr_policy entries.
+func (m *Maps) DeleteCIDRPolicies(keys []CIDRPolicyKey) error {
+	raw := make([]bpfobj.SlSlCidrPolicyKey, 0, len(keys))
+	for _, k := range keys {
+		r, err := k.raw()
+		if err != nil {
+			return err
+		}
+		raw = append(raw, r)
+	}
+	return batchDel(m.CIDRPolicy, NameCIDRPolicy, raw)
+}
+
+// ListCIDRPolicies returns every sl_cidr_policy entry.
+func (m *Maps) ListCIDRPolicies() ([]CIDRPolicyEntry, error) {
+	var out []CIDRPolicyEntry
+	var k bpfobj.SlSlCidrPolicyKey
+	var v bpfobj.SlSlPolicyVal
+	it := m.CIDRPolicy.Iterate()
+	for it.Next(&k, &v) {
+		bitsLen := 0
+		if k.Prefixlen > cidrFixedBits {
+			bitsLen = int(k.Prefixlen - cidrFixedBits)
+		}
+		out = append(out, CIDRPolicyEntry{
+			Key: CIDRPolicyKey{EpID: k.EpId, Dir: Direction(k.Dir), Proto: Proto(k.Proto), Port: Ntohs(k.Port),
+				Prefix: netip.PrefixFrom(U32ToIP(k.Ip), bitsLen)},
+			Value: PolicyValue{Action: Action(v.Action), Rule: v.Rule, PolicyID: v.PolicyId},
+		})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", NameCIDRPolicy, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,191 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
+)
+
+// Scope of a service entry.
+type Scope uint8
+
+// Scopes.
+const (
+	ScopeClusterIP Scope = 0
+	// ScopeNodePort entries have an invalid/zero VIP ("any local node
+	// address").
+	ScopeNodePort Scope = 1
+)
+
+// ServiceFlags are the sl_svc_val flags.
+type ServiceFlags uint16
+
+// Service flags.
+const (
+	ServiceAffinity ServiceFlags = 1 // sessionAffinity: ClientIP
+	ServiceLocal    ServiceFlags = 2 // externalTrafficPolicy: Local
+)
+
+// ServiceKey is an sl_services key.
+type ServiceKey struct {
+	VIP   netip.Addr // zero value for NodePort
+	Port  uint16
+	Proto Proto
+	Scope Scope
+}
+
+// Service is an sl_services value without the backend count (derived from
+// the backend list).
+type Service struct {
+	ID    uint32
+	Flags ServiceFlags
+}
+
+// Backend is one service backend.
+type Backend struct {
+	IP   netip.Addr
+	Port uint16
+}
+
+func (k ServiceKey) raw() (bpfobj.SlSlSvcKey, error) {
+	if k.Proto != ProtoTCP && k.Proto != ProtoUDP {
+		return bpfobj.SlSlSvcKey{}, fmt.Errorf("service %s:%d: protocol %s not supported (TCP or UDP)", k.VIP, k.Port, k.Proto)
+	}
+	if k.Port == 0 {
+		return bpfobj.SlSlSvcKey{}, fmt.Errorf("service %s/%s: port 0", k.VIP, k.Proto)
+	}
+	var vip uint32
+	switch k.Scope {
+	case ScopeClusterIP:
+		v, err := mustIP(fmt.Sprintf("service %s:%d", k.VIP, k.Port), k.VIP)
+		if err != nil {
+			return bpfobj.SlSlSvcKey{}, err
+		}
+		vip = v
+	case ScopeNodePort:
+		if k.VIP.IsValid() && !k.VIP.IsUnspecified() {
+			return bpfobj.SlSlSvcKey{}, fmt.Errorf("nodeport service %s:%d: VIP must be empty (0.0.0.0 = any node address)", k.VIP, k.Port)
+		}
+	default:
+		return bpfobj.SlSlSvcKey{}, fmt.Errorf("service %s:%d: scope %d unknown (0 ClusterIP, 1 NodePort)", k.VIP, k.Port, k.Scope)
+	}
+	return bpfobj.SlSlSvcKey{Vip: vip, Port: Htons(k.Port), Proto: uint8(k.Proto), Scope: uint8(k.Scope)}, nil
+}
+
+// UpsertService writes the backends into slots 0..n-1, then the service with
+// count n, then removes slots left over from a previous, longer list. New
+// connections see either the old or the new set; established connections
+// keep the backend stored in conntrack. An empty list makes the datapath
+// refuse connections (SERVICE_BACKEND_NOT_FOUND, TCP RST).
+func (m *Maps) UpsertService(k ServiceKey, s Service, backends []Backend) error {
+	rk, err := k.raw()
+	if err != nil {
+		return err
+	}
+	if s.ID == 0 {
+		return fmt.Errorf("service %s:%d/%s: service ID 0 is reserved, use IDs from 1", k.VIP, k.Port, k.Proto)
+	}
+	if len(backends) > 0xffff {
+		return fmt.Errorf("service %s:%d/%s: %d backends, at most 65535", k.VIP, k.Port, k.Proto, len(backends))
+	}
+	var old bpfobj.SlSlSvcVal
+	hadOld := m.Services.Lookup(&rk, &old) == nil
+
+	keys := make([]bpfobj.SlSlBackendKey, 0, len(backends))
+	vals := make([]bpfobj.SlSlBackend, 0, len(backends))
+	for i, b := range backends {
+		ip, err := mustIP(fmt.Sprintf("service %d backend %d", s.ID, i), b.IP)
+		if err != nil {
+			return err
+		}
+		if b.Port == 0 {
+			return fmt.Errorf("service %d backend %s: port 0", s.ID, b.IP)
+		}
+		keys = append(keys, bpfobj.SlSlBackendKey{SvcId: s.ID, Slot: uint32(i)})
+		vals = append(vals, bpfobj.SlSlBackend{Ip: ip, Port: Htons(b.Port)})
+	}
+	if err := batchPut(m.Backends, NameBackends, keys, vals); err != nil {
+		return fmt.Errorf("service %d backends: %w", s.ID, err)
+	}
+	v := bpfobj.SlSlSvcVal{SvcId: s.ID, Count: uint16(len(backends)), Flags: uint16(s.Flags)}
+	if err := put(m.Services, NameServices, &rk, &v); err != nil {
+		return err
+	}
+	if hadOld {
+		var stale []bpfobj.SlSlBackendKey
+		for i := uint32(0); i < uint32(old.Count); i++ {
+			if old.SvcId != s.ID || i >= uint32(len(backends)) {
+				stale = append(stale, bpfobj.SlSlBackendKey{SvcId: old.SvcId, Slot: i})
+			}
+		}
+		if err := batchDel(m.Backends, NameBackends, stale); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteService removes the service and its backend slots.
+func (m *Maps) DeleteService(k ServiceKey) error {
+	rk, err := k.raw()
+	if err != nil {
+		return err
+	}
+	var old bpfobj.SlSlSvcVal
+	if err := m.Services.Lookup(&rk, &old); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		return fmt.Errorf("lookup %s: %w", NameServices, err)
+	}
+	if err := del(m.Services, NameServices, &rk); err != nil {
+		return err
+	}
+	for i := uint32(0); i < uint32(old.Count); i++ {
+		bk := bpfobj.SlSlBackendKey{SvcId: old.SvcId, Slot: i}
+		if err := del(m.Backends, NameBackends, &bk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ServiceEntry is a service with its backends, as read back from the maps.
+type ServiceEntry struct {
+	Key      ServiceKey
+	Service  Service
+	Backends []Backend
+}
+
+// ListServices returns every service with its backends.
+func (m *Maps) ListServices() ([]ServiceEntry, error) {
+	var out []ServiceEntry
+	var k bpfobj.SlSlSvcKey
+	var v bpfobj.SlSlSvcVal
+	it := m.Services.Iterate()
+	for it.Next(&k, &v) {
+		e := ServiceEntry{
+			Key:     ServiceKey{Port: Ntohs(k.Port), Proto: Proto(k.Proto), Scope: Scope(k.Scope)},
+			Service: Service{ID: v.SvcId, Flags: ServiceFlags(v.Flags)},
+		}
+		if k.Scope == uint8(ScopeClusterIP) {
+			e.Key.VIP = U32ToIP(k.Vip)
+		}
+		for i := uint32(0); i < uint32(v.Count); i++ {
+			var b bpfobj.SlSlBackend
+			bk := bpfobj.SlSlBackendKey{SvcId: v.SvcId, Slot: i}
+			if err := m.Backends.Lookup(&bk, &b); err != nil {
+				return nil, fmt.Errorf("service %d slot %d: %w", v.SvcId, i, err)
+			}
+			e.Backends = append(e.Backends, Backend{IP: U32ToIP(b.Ip), Port: Ntohs(b.Port)})
+		}
+		out = append(out, e)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", NameServices, err)
+	}
+	return out, nil
+}

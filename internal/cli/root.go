@@ -35,7 +35,8 @@ func NewRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&opts.clusterName, "name", "starlab", "name of the lab (kind cluster)")
 	root.PersistentFlags().BoolVarP(&opts.verbose, "verbose", "v", false, "debug logging")
 	root.AddCommand(
-	// Each command file adds its constructor here, e.g. newUpCommand(opts).
+		// Each command file adds its constructor here, e.g. newUpCommand(opts).
+		newImageCommand(opts),
 	)
 	return root
 }

@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/starlab-dev/starlab/internal/hostprep"
+	"github.com/starlab-dev/starlab/internal/nodeimage"
+	"github.com/starlab-dev/starlab/internal/progress"
+)
+
+// newImageCommand returns `starlab image` and its `build` subcommand.
+func newImageCommand(_ *globalOptions) *cobra.Command {
+	image := &cobra.Command{
+		Use:   "image",
+		Short: "Manage the offline kind node image",
+	}
+	var version, output, cacheDir string
+	var skipHostPrep bool
+	build := &cobra.Command{
+		Use:   "build",
+		Short: "Build the kind node image offline (cached; a warm run takes seconds)",
+		Long: "Builds localhost/starlab/kind-node:<version>-<key> from Go modules, a debootstrap rootfs and kind's\n" +
+			"base files, with the control-plane images preloaded. Nothing is pulled from any registry.\n" +
+			"Supported Kubernetes versions: " + strings.Join(nodeimage.SupportedVersions(), ", ") + ".",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := outputFormat(output, "text", "json"); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			// Progress goes to stderr with -o json so stdout stays machine-readable.
+			pw := cmd.OutOrStdout()
+			if output == "json" {
+				pw = cmd.ErrOrStderr()
+			}
+			p := progress.New(pw)
+			if !skipHostPrep {
+				if err := p.Run("prepare host (docker, debootstrap)", func() error { return hostprep.Ensure(ctx, slog.Default()) }); err != nil {
+					return err
+				}
+			}
+			res, err := nodeimage.Build(ctx, nodeimage.Options{
+				KubernetesVersion: version,
+				CacheDir:          cacheDir,
+				Progress:          p,
+				Logger:            slog.Default(),
+			})
+			if err != nil {
+				return err
+			}
+			out := stdout(cmd)
+			if output == "json" {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			fmt.Fprintf(out, "image:   %s (%s in %s)\n", res.Image, res.Source, res.Duration.Round(100_000_000))
+			fmt.Fprintf(out, "tags:    etcd %s, coredns %s, pause %s\n", res.EtcdTag, res.CoreDNSTag, res.PauseTag)
+			return nil
+		},
+	}
+	build.Flags().StringVar(&version, "kubernetes-version", nodeimage.DefaultVersion,
+		"Kubernetes version ("+strings.Join(nodeimage.SupportedVersions(), ", ")+")")
+	build.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	build.Flags().StringVar(&cacheDir, "cache-dir", os.Getenv("STARLAB_CACHE"), "build cache directory (default $STARLAB_CACHE or /var/cache/starlab)")
+	build.Flags().BoolVar(&skipHostPrep, "skip-host-prep", false, "do not check/prepare docker and debootstrap first")
+	image.AddCommand(build)
+	return image
+}

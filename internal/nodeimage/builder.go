@@ -1,0 +1,213 @@
+package nodeimage
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/starlab-dev/starlab/internal/cache"
+	"github.com/starlab-dev/starlab/internal/progress"
+)
+
+// builderSource is the code that shapes the node image; it is part of the node image's cache key, so
+// changing how the image is assembled rebuilds it (but not the Go binaries).
+//
+//go:embed nodeimage.go builder.go gobuild.go rootfs.go cpimages.go assemble.go docker.go
+var builderSource embed.FS
+
+// Cache step names (entries are <step>-<key> in the cache directory).
+const (
+	stepK8s     = "k8s-bin"
+	stepEtcd    = "etcd-bin"
+	stepCoreDNS = "coredns-bin"
+	stepCrictl  = "crictl-bin"
+	stepRootfs  = "rootfs"
+	stepNode    = "node"
+)
+
+// nodeArchive is the file holding `docker save <image> | gzip` inside a node cache entry.
+const nodeArchive = "node.tar.gz"
+
+const gib = 1 << 30
+
+type builder struct {
+	rel      release
+	cache    *cache.Cache
+	progress *progress.Reporter
+	log      *slog.Logger
+
+	goBin     string
+	goVersion string
+
+	k8sKey, etcdKey, corednsKey, crictlKey, rootfsKey, nodeKey cache.Key
+
+	image string
+}
+
+// goBinary is how the Go binaries of one module are built.
+type goBinary struct {
+	step    string
+	module  string   // directory under modules/
+	pkgs    []string // packages to build
+	out     string   // -o value relative to the entry: "" = the entry dir (several packages), or a file name
+	ldflags string
+}
+
+func (b *builder) binaries() []goBinary {
+	return []goBinary{
+		{step: stepK8s, module: "k8s-" + b.rel.version, pkgs: k8sPackages, ldflags: k8sLDFlags(b.rel.version)},
+		{step: stepEtcd, module: "etcd", pkgs: []string{"./cmd/etcd", "./cmd/pause"}, ldflags: "-s -w"},
+		{step: stepCoreDNS, module: "coredns", pkgs: []string{"."}, out: "coredns", ldflags: "-s -w"},
+		{step: stepCrictl, module: "crictl", pkgs: []string{"sigs.k8s.io/cri-tools/cmd/crictl"}, out: "crictl",
+			ldflags: "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=" + crictlVersion},
+	}
+}
+
+func (b *builder) keyFor(step string) cache.Key {
+	switch step {
+	case stepK8s:
+		return b.k8sKey
+	case stepEtcd:
+		return b.etcdKey
+	case stepCoreDNS:
+		return b.corednsKey
+	case stepCrictl:
+		return b.crictlKey
+	}
+	panic("nodeimage: no key for step " + step)
+}
+
+// computeKeys derives every cache key from the inputs alone, before anything is built.
+func (b *builder) computeKeys(ctx context.Context) error {
+	goBin, err := findGo()
+	if err != nil {
+		return err
+	}
+	b.goBin = goBin
+	out, err := exec.CommandContext(ctx, goBin, "env", "GOVERSION").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOVERSION: %w", err)
+	}
+	b.goVersion = strings.TrimSpace(string(out))
+
+	keys := map[string]*cache.Key{stepK8s: &b.k8sKey, stepEtcd: &b.etcdKey, stepCoreDNS: &b.corednsKey, stepCrictl: &b.crictlKey}
+	for _, gb := range b.binaries() {
+		kb := cache.NewKey().String("step", gb.step).String("go", b.goVersion).String("goarch", runtime.GOARCH).
+			Strings("packages", gb.pkgs).String("out", gb.out).String("ldflags", gb.ldflags)
+		k, err := addModule(kb, gb.module).Sum()
+		if err != nil {
+			return err
+		}
+		*keys[gb.step] = k
+	}
+	b.rootfsKey, err = cache.NewKey().String("step", stepRootfs).String("suite", debianSuite).String("mirror", debianMirror).
+		String("variant", "minbase").String("arch", runtime.GOARCH).Strings("packages", rootfsPackages).Sum()
+	if err != nil {
+		return err
+	}
+	b.nodeKey, err = cache.NewKey().String("step", stepNode).String("kubernetes", b.rel.version).
+		String("pause", b.rel.pauseTag).String("kind", KindVersion).
+		Key("k8s", b.k8sKey).Key("etcd", b.etcdKey).Key("coredns", b.corednsKey).Key("crictl", b.crictlKey).
+		Key("rootfs", b.rootfsKey).FS("builder", builderSource, ".").FS("units", unitFiles, ".").Sum()
+	if err != nil {
+		return err
+	}
+	b.image = fmt.Sprintf("%s:%s-%s", ImageRepository, b.rel.version, b.nodeKey.Short())
+	return nil
+}
+
+// run returns how the image was obtained: "docker", "archive" or "built".
+func (b *builder) run(ctx context.Context) (string, error) {
+	if err := b.computeKeys(ctx); err != nil {
+		return "", err
+	}
+	b.log.Debug("node image", "image", b.image, "key", b.nodeKey)
+	if imageExists(ctx, b.image) {
+		s := b.progress.Start("node image " + b.image)
+		s.Logf("present in docker")
+		s.Done()
+		return "docker", nil
+	}
+	if b.cache.Has(stepNode, b.nodeKey) {
+		archive := filepath.Join(b.cache.Path(stepNode, b.nodeKey), nodeArchive)
+		err := b.progress.Run("load cached node image "+b.image, func() error { return dockerLoad(ctx, archive, b.image) })
+		if err == nil {
+			return "archive", nil
+		}
+		b.log.Warn("cached node image archive unusable: rebuilding", "archive", archive, "err", err)
+		if err := b.cache.Remove(stepNode, b.nodeKey); err != nil {
+			return "", err
+		}
+	}
+	if err := b.progress.Run("check free disk", func() error { return b.checkDisk(ctx) }); err != nil {
+		return "", err
+	}
+	dirs := map[string]string{}
+	for _, gb := range b.binaries() {
+		dir, err := b.goBuild(ctx, gb)
+		if err != nil {
+			return "", err
+		}
+		dirs[gb.step] = dir
+	}
+	rootfsDir, err := b.debootstrap(ctx)
+	if err != nil {
+		return "", err
+	}
+	_, _, err = b.cache.Build(ctx, stepNode, b.nodeKey, func(tmp string) error {
+		return b.assemble(ctx, tmp, filepath.Join(rootfsDir, rootfsTar), dirs)
+	})
+	if err != nil {
+		return "", err
+	}
+	return "built", nil
+}
+
+// checkDisk fails early when the build would run out of space, saying how much it needs where.
+func (b *builder) checkDisk(ctx context.Context) error {
+	need := map[string]uint64{b.cache.Root(): 3 * gib}
+	if !b.cache.Has(stepK8s, b.k8sKey) {
+		goCache, err := exec.CommandContext(ctx, b.goBin, "env", "GOCACHE").Output()
+		if err == nil && strings.TrimSpace(string(goCache)) != "" {
+			need[strings.TrimSpace(string(goCache))] = 5 * gib // one Kubernetes version in the Go build cache
+		}
+	}
+	if root, err := dockerRootDir(ctx); err == nil {
+		need[root] = 3 * gib
+	}
+	var errs []error
+	for path, n := range need {
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", path, err)
+		}
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(path, &st); err != nil {
+			return fmt.Errorf("statfs %s: %w", path, err)
+		}
+		if free := st.Bavail * uint64(st.Bsize); free < n {
+			errs = append(errs, fmt.Errorf("%s has %.1f GiB free, the node image build needs %.1f GiB there", path, float64(free)/gib, float64(n)/gib))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("not enough disk (free some space, or set $%s elsewhere): %w", cache.EnvDir, errors.Join(errs...))
+	}
+	return nil
+}
+
+func findGo() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/local/go/bin/go"); err == nil {
+		return "/usr/local/go/bin/go", nil
+	}
+	return "", errors.New("the node image build needs the Go toolchain (go1.26+): install it from https://go.dev/dl/ and put `go` in PATH")
+}

@@ -1,0 +1,167 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+)
+
+// starlabImageRE matches a Starlab image reference in a manifest: localhost/starlab/<name>[:<tag>].
+var starlabImageRE = regexp.MustCompile(`localhost/starlab/([a-z0-9-]+)(:[A-Za-z0-9_.<>${}-]+)?`)
+
+// SubstituteImages rewrites every localhost/starlab/<name>[:<tag>] whose name is in refs to refs[name] (the
+// content-hashed reference that was loaded into the nodes).
+func SubstituteImages(manifest string, refs map[string]string) string {
+	return starlabImageRE.ReplaceAllStringFunc(manifest, func(m string) string {
+		name := starlabImageRE.FindStringSubmatch(m)[1]
+		if ref, ok := refs[name]; ok {
+			return ref
+		}
+		if ref, ok := refs[strings.TrimPrefix(name, "starlab-")]; ok {
+			return ref // localhost/starlab/starlab-demo is the demo image too
+		}
+		return m
+	})
+}
+
+// ManifestFiles lists the *.yaml/*.yml files under the dirs of fsys, sorted (so numbered files apply in order).
+// A missing dir is skipped.
+func ManifestFiles(fsys fs.FS, dirs ...string) ([]string, error) {
+	var files []string
+	for _, dir := range dirs {
+		err := fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if ext := path.Ext(p); !d.IsDir() && (ext == ".yaml" || ext == ".yml") {
+				files = append(files, p)
+			}
+			return nil
+		})
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list manifests under %s: %w", dir, err)
+		}
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+// DecodeManifests splits multi-document YAML into objects (empty documents skipped).
+func DecodeManifests(data []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, err
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if u.GetKind() == "" || u.GetAPIVersion() == "" {
+			return nil, fmt.Errorf("document without kind/apiVersion (name %q)", u.GetName())
+		}
+		objs = append(objs, u)
+	}
+}
+
+// ApplyManifests server-side applies (field manager "starlab", forced) every YAML file under dirs of fsys,
+// with Starlab image references substituted by refs. Idempotent: a rerun changes nothing. It returns the
+// applied objects as "Kind namespace/name".
+func (l *Lab) ApplyManifests(ctx context.Context, fsys fs.FS, dirs []string, refs map[string]string) ([]string, error) {
+	files, err := ManifestFiles(fsys, dirs...)
+	if err != nil {
+		return nil, err
+	}
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		data, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return nil, fmt.Errorf("read manifest %s: %w", f, err)
+		}
+		docs, err := DecodeManifests([]byte(SubstituteImages(string(data), refs)))
+		if err != nil {
+			return nil, fmt.Errorf("decode manifest %s: %w", f, err)
+		}
+		objs = append(objs, docs...)
+	}
+	if len(objs) == 0 {
+		return nil, nil
+	}
+	// Namespaces first, so objects in them can be created in the same run.
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].GetKind() == "Namespace" && objs[j].GetKind() != "Namespace" })
+	cfg, err := l.RESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("discovery client for lab %q: %w", l.name, err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client for lab %q: %w", l.name, err)
+	}
+	var applied []string
+	for _, o := range objs {
+		gvk := o.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			return applied, fmt.Errorf("apply %s %s: unknown kind: %w", gvk.Kind, o.GetName(), err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		id := gvk.Kind + " " + o.GetName()
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			ns := o.GetNamespace()
+			if ns == "" {
+				ns = "default"
+				o.SetNamespace(ns)
+			}
+			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+			id = gvk.Kind + " " + ns + "/" + o.GetName()
+		}
+		data, err := o.MarshalJSON()
+		if err != nil {
+			return applied, fmt.Errorf("encode %s: %w", id, err)
+		}
+		force := true
+		if _, err := ri.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: fieldManager, Force: &force}); err != nil {
+			return applied, fmt.Errorf("apply %s: %w", id, err)
+		}
+		applied = append(applied, id)
+	}
+	return applied, nil
+}
+
+// describe joins object ids for messages.
+func describe(ids []string) string {
+	if len(ids) > 6 {
+		return strings.Join(ids[:6], ", ") + fmt.Sprintf(" and %d more", len(ids)-6)
+	}
+	return strings.Join(ids, ", ")
+}

@@ -25,6 +25,8 @@ type Env struct {
 	ReportDir string
 	// Log receives progress lines.
 	Log *slog.Logger
+
+	fwd forwards
 }
 
 // NewEnv connects to the lab whose kubeconfig is at kubeconfig and writes reports under reportDir.

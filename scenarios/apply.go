@@ -1,0 +1,191 @@
+package scenarios
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+)
+
+const fieldManager = "starlab-scenarios"
+
+// DecodeManifests splits multi-document YAML into objects (empty documents skipped).
+func DecodeManifests(data []byte) ([]*unstructured.Unstructured, error) {
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for i := 0; ; i++ {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("decode YAML document %d: %w", i+1, err)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if u.GetKind() == "" || u.GetAPIVersion() == "" || u.GetName() == "" {
+			return nil, fmt.Errorf("YAML document %d: apiVersion, kind and metadata.name are required", i+1)
+		}
+		out = append(out, u)
+	}
+}
+
+func (e *Env) dynamicClient() (dynamic.Interface, meta.RESTMapper, error) {
+	dc, err := dynamic.NewForConfig(e.RESTConfig)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dynamic client: %w", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(e.Client.Discovery()))
+	return dc, mapper, nil
+}
+
+func resourceFor(dc dynamic.Interface, mapper meta.RESTMapper, u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	gvk := u.GroupVersionKind()
+	m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, fmt.Errorf("resource for %s %s: %w", gvk, u.GetName(), err)
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		ns := u.GetNamespace()
+		if ns == "" {
+			ns = "default"
+		}
+		return dc.Resource(m.Resource).Namespace(ns), nil
+	}
+	return dc.Resource(m.Resource), nil
+}
+
+// Apply server-side-applies every object in data and returns the highest resourceVersion written
+// (hand it to WaitProgrammed).
+func (e *Env) Apply(ctx context.Context, data []byte) (int64, error) {
+	objs, err := DecodeManifests(data)
+	if err != nil {
+		return 0, err
+	}
+	dc, mapper, err := e.dynamicClient()
+	if err != nil {
+		return 0, err
+	}
+	var maxRV int64
+	for _, u := range objs {
+		ri, err := resourceFor(dc, mapper, u)
+		if err != nil {
+			return 0, err
+		}
+		body, err := u.MarshalJSON()
+		if err != nil {
+			return 0, fmt.Errorf("encode %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		force := true
+		got, err := ri.Patch(ctx, u.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: fieldManager, Force: &force})
+		if err != nil {
+			return 0, fmt.Errorf("apply %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
+		rv, err := strconv.ParseInt(got.GetResourceVersion(), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("resourceVersion %q of %s %s is not an integer: %w", got.GetResourceVersion(), u.GetKind(), u.GetName(), err)
+		}
+		maxRV = max(maxRV, rv)
+		e.Log.Debug("applied", "kind", u.GetKind(), "namespace", u.GetNamespace(), "name", u.GetName(), "resourceVersion", rv)
+	}
+	return maxRV, nil
+}
+
+// Delete deletes every object in data (missing ones are skipped) and returns the highest
+// resourceVersion of the deletions, taken from the DELETED watch events so WaitProgrammed can wait
+// for the agents to have programmed them. Objects with finalizers (namespaces) are not waited for:
+// their contribution is 0.
+func (e *Env) Delete(ctx context.Context, data []byte) (int64, error) {
+	objs, err := DecodeManifests(data)
+	if err != nil {
+		return 0, err
+	}
+	dc, mapper, err := e.dynamicClient()
+	if err != nil {
+		return 0, err
+	}
+	var maxRV int64
+	for _, u := range objs {
+		ri, err := resourceFor(dc, mapper, u)
+		if err != nil {
+			return 0, err
+		}
+		what := fmt.Sprintf("%s %s/%s", u.GetKind(), u.GetNamespace(), u.GetName())
+		cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("get %s before delete: %w", what, err)
+		}
+		if u.GetKind() == "Namespace" {
+			if err := ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return 0, fmt.Errorf("delete %s: %w", what, err)
+			}
+			continue
+		}
+		w, err := ri.Watch(ctx, metav1.ListOptions{
+			FieldSelector:   fields.OneTermEqualSelector("metadata.name", u.GetName()).String(),
+			ResourceVersion: cur.GetResourceVersion(),
+		})
+		if err != nil {
+			return 0, fmt.Errorf("watch %s for its deletion: %w", what, err)
+		}
+		rv, err := deleteAndWait(ctx, ri, u.GetName(), w, what)
+		w.Stop()
+		if err != nil {
+			return 0, err
+		}
+		maxRV = max(maxRV, rv)
+	}
+	return maxRV, nil
+}
+
+func deleteAndWait(ctx context.Context, ri dynamic.ResourceInterface, name string, w watch.Interface, what string) (int64, error) {
+	if err := ri.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return 0, fmt.Errorf("delete %s: %w", what, err)
+	}
+	timeout := time.NewTimer(time.Minute)
+	defer timeout.Stop()
+	for {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return 0, fmt.Errorf("watch of %s ended before its DELETED event", what)
+			}
+			if ev.Type != watch.Deleted {
+				continue
+			}
+			obj, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok {
+				return 0, fmt.Errorf("DELETED event of %s carries %T", what, ev.Object)
+			}
+			rv, err := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("resourceVersion %q of deleted %s: %w", obj.GetResourceVersion(), what, err)
+			}
+			return rv, nil
+		case <-timeout.C:
+			return 0, fmt.Errorf("%s not deleted within 1m (finalizers?)", what)
+		case <-ctx.Done():
+			return 0, fmt.Errorf("wait for deletion of %s: %w", what, ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,65 @@
+package scenarios
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/starlab-dev/starlab/internal/demo"
+)
+
+// ProbeTimeout is how long one probe connection may take before it counts as unreachable.
+const ProbeTimeout = time.Second
+
+// Probe makes one real connection from inside the pod of from to target (host:port) with protocol
+// (tcp or udp), through the demo's /probe endpoint reached by port-forward.
+func (e *Env) Probe(ctx context.Context, from PodRef, target, protocol string) (demo.ProbeResult, error) {
+	pod, err := e.Pod(ctx, from)
+	if err != nil {
+		return demo.ProbeResult{}, err
+	}
+	port, err := containerPort(pod)
+	if err != nil {
+		return demo.ProbeResult{}, err
+	}
+	q := url.Values{"target": {target}, "protocol": {protocol}, "timeout": {ProbeTimeout.String()}}
+	for attempt := 0; ; attempt++ {
+		local, err := e.PortForward(ctx, pod, port)
+		if err != nil {
+			return demo.ProbeResult{}, err
+		}
+		res, err := getProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d/probe?%s", local, q.Encode()))
+		if err == nil {
+			return res, nil
+		}
+		e.dropForward(pod, port)
+		if attempt == 1 || ctx.Err() != nil {
+			return demo.ProbeResult{}, fmt.Errorf("probe %s -> %s from pod %s/%s: %w", from, target, pod.Namespace, pod.Name, err)
+		}
+	}
+}
+
+func getProbe(ctx context.Context, u string) (demo.ProbeResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, ProbeTimeout+10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return demo.ProbeResult{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return demo.ProbeResult{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return demo.ProbeResult{}, fmt.Errorf("/probe answered %s", resp.Status)
+	}
+	var res demo.ProbeResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return demo.ProbeResult{}, fmt.Errorf("decode /probe answer: %w", err)
+	}
+	return res, nil
+}

@@ -37,6 +37,7 @@ func NewRootCommand() *cobra.Command {
 	root.AddCommand(
 		// Each command file adds its constructor here, e.g. newUpCommand(opts).
 		newImageCommand(opts),
+		newUpCommand(opts), newDownCommand(opts), newStatusCommand(opts),
 	)
 	return root
 }

@@ -41,25 +41,22 @@ func SubstituteImages(manifest string, refs map[string]string) string {
 	})
 }
 
-// ManifestFiles lists the *.yaml/*.yml files under the dirs of fsys, sorted (so numbered files apply in order).
-// A missing dir is skipped.
+// ManifestFiles lists the *.yaml/*.yml files directly in each dir of fsys (not in subdirectories such as
+// the demos' policies/), sorted (so numbered files apply in order). A missing dir is skipped.
 func ManifestFiles(fsys fs.FS, dirs ...string) ([]string, error) {
 	var files []string
 	for _, dir := range dirs {
-		err := fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if ext := path.Ext(p); !d.IsDir() && (ext == ".yaml" || ext == ".yml") {
-				files = append(files, p)
-			}
-			return nil
-		})
+		entries, err := fs.ReadDir(fsys, dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("list manifests under %s: %w", dir, err)
+			return nil, fmt.Errorf("list manifests in %s: %w", dir, err)
+		}
+		for _, e := range entries {
+			if ext := path.Ext(e.Name()); !e.IsDir() && (ext == ".yaml" || ext == ".yml") {
+				files = append(files, path.Join(dir, e.Name()))
+			}
 		}
 	}
 	sort.Strings(files)

@@ -173,11 +173,12 @@ func TestSubstituteImages(t *testing.T) {
 
 func TestManifestFilesAndDecode(t *testing.T) {
 	fsys := fstest.MapFS{
-		"stars/10-backend.yaml": {Data: []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: backend, namespace: stars}\n")},
-		"stars/00-ns.yaml":      {Data: []byte("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: stars}\n---\n\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: client}\n")},
-		"stars/README.md":       {Data: []byte("# not yaml")},
-		"apis/a.yml":            {Data: []byte("apiVersion: v1\nkind: Service\nmetadata: {name: a}\n")},
-		"embed.go":              {Data: []byte("package manifests")},
+		"stars/10-backend.yaml":      {Data: []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: backend, namespace: stars}\n")},
+		"stars/00-ns.yaml":           {Data: []byte("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: stars}\n---\n\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: client}\n")},
+		"stars/README.md":            {Data: []byte("# not yaml")},
+		"apis/a.yml":                 {Data: []byte("apiVersion: v1\nkind: Service\nmetadata: {name: a}\n")},
+		"stars/policies/1-deny.yaml": {Data: []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n")},
+		"embed.go":                   {Data: []byte("package manifests")},
 	}
 	files, err := ManifestFiles(fsys, "stars", "apis", "missing")
 	require.NoError(t, err)

@@ -1,3 +1,5 @@
+//go:build datapath
+
 package loader
 
 import (

@@ -247,7 +247,9 @@ func TestIngressDenied(t *testing.T) {
 	reply, _ = tcpRoundTrip(t, l.n1.ns, "10.244.1.11:9090")
 	require.Equal(t, "b "+node1IP+" hello", reply)
 
-	toB := func(e fe.Event) bool { return e.ObsPoint == fe.ObsToContainer && e.Dst == b.ip && e.Type != fe.TypeClose }
+	toB := func(e fe.Event) bool {
+		return e.ObsPoint == fe.ObsToContainer && e.Dst == b.ip && e.Type != fe.TypeClose
+	}
 	requireEvents(t, l.n1, toB,
 		newEv(fe.ObsToContainer, tcp, "10.244.1.10", "10.244.1.11", 8080, 256, 257).policy(41),
 		newEv(fe.ObsToContainer, tcp, "10.244.1.10", "10.244.1.11", 9090, 256, 257).drop(fe.DropPolicyDenied),
@@ -279,7 +281,9 @@ func TestEgressDenied(t *testing.T) {
 	reply, _ = tcpRoundTrip(t, a.ns, "10.244.2.10:8081")
 	require.Equal(t, "c 10.244.1.10 hello", reply)
 
-	fromA := func(e fe.Event) bool { return e.ObsPoint == fe.ObsFromContainer && e.Src == a.ip && e.Type != fe.TypeClose }
+	fromA := func(e fe.Event) bool {
+		return e.ObsPoint == fe.ObsFromContainer && e.Src == a.ip && e.Type != fe.TypeClose
+	}
 	requireEvents(t, l.n1, fromA,
 		newEv(fe.ObsFromContainer, tcp, "10.244.1.10", "10.244.1.11", 8080, 256, 257).policy(42),
 		newEv(fe.ObsFromContainer, tcp, "10.244.1.10", "10.244.2.10", 8080, 256, 258).drop(fe.DropPolicyDenied),

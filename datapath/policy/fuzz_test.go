@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -69,7 +70,7 @@ func (g *gen) selector(keys ...string) *metav1.LabelSelector {
 func (g *gen) peers() []networkingv1.NetworkPolicyPeer {
 	var out []networkingv1.NetworkPolicyPeer
 	for range g.n(3) {
-		switch g.n(4) {
+		switch g.n(6) {
 		case 0:
 			out = append(out, networkingv1.NetworkPolicyPeer{PodSelector: g.selector("app", "tier")})
 		case 1:
@@ -95,9 +96,9 @@ func (g *gen) ports() []networkingv1.NetworkPolicyPort {
 			proto := corev1.Protocol(pr)
 			p.Protocol = &proto
 		}
-		switch g.n(4) {
-		case 0:
-		case 1:
+		switch g.n(5) {
+		case 0, 1:
+		case 2:
 			v := intstr.FromString(g.pick("http", "dns"))
 			p.Port = &v
 		default:
@@ -196,11 +197,32 @@ func FuzzCompile(f *testing.F) {
 	f.Add([]byte("ipBlock except overlaps pods: 10.0.0.0/24 except 10.0.0.0/30, named port http on egress"))
 	f.Add([]byte{255, 254, 253, 252, 251, 250, 249, 248, 247, 246, 245, 244, 243, 242, 241, 240, 239, 238, 237, 236, 235, 234, 233, 232, 231, 230, 229, 228, 227, 226, 225})
 	f.Add([]byte("endPort ranges 80-83 to pods and ipBlocks with UDP and SCTP; matchExpressions In NotIn Exists DoesNotExist; namespaceSelector team"))
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(checkAgainstNaive)
+}
+
+// TestCompileMatchesNaiveRandom runs the fuzz property over a fixed set of
+// pseudo-random inputs, so plain `go test` covers far more than the seeds.
+func TestCompileMatchesNaiveRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	n := 10000
+	if testing.Short() {
+		n = 1000
+	}
+	for range n {
+		data := make([]byte, 40+rng.IntN(160))
+		for i := range data {
+			data[i] = byte(rng.IntN(256))
+		}
+		checkAgainstNaive(t, data)
+	}
+}
+
+func checkAgainstNaive(t *testing.T, data []byte) {
+	{
 		input := fuzzInput(&gen{data: data})
 		res, err := Compile(input)
 		if err != nil {
-			t.Fatalf("compile: %v", err)
+			t.Fatalf("compile %q: %v", data, err)
 		}
 		peers := []netip.Addr{netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("10.0.0.200"), netip.MustParseAddr("172.18.0.9")}
 		peers = append(peers, fuzzNodeIPs...)
@@ -218,15 +240,15 @@ func FuzzCompile(f *testing.F) {
 							got, _ := res.Decide(epID, dir, ip, proto, port)
 							want := naiveDecide(input, podRef, dir, ip, proto, port)
 							if got && !want {
-								t.Fatalf("compiled allows what the objects deny: %s dir %d peer %s proto %d port %d\nproblems: %v\nendpoint: %+v", podRef, dir, ip, proto, port, res.Problems, res.Endpoints[epID])
+								t.Fatalf("input %q: compiled allows what the objects deny: %s dir %d peer %s proto %d port %d\nproblems: %v\nendpoint: %+v", data, podRef, dir, ip, proto, port, res.Problems, res.Endpoints[epID])
 							}
 							if exact && got != want {
-								t.Fatalf("compiled %v, objects %v (no problem reported): %s dir %d peer %s proto %d port %d\nendpoint: %+v", got, want, podRef, dir, ip, proto, port, res.Endpoints[epID])
+								t.Fatalf("input %q: compiled %v, objects %v (no problem reported): %s dir %d peer %s proto %d port %d\nendpoint: %+v", data, got, want, podRef, dir, ip, proto, port, res.Endpoints[epID])
 							}
 						}
 					}
 				}
 			}
 		}
-	})
+	}
 }

@@ -53,7 +53,7 @@ func portMask(port uint16, plen uint8) uint16 {
 	if plen == 0 {
 		return 0
 	}
-	return port & ^uint16(0) << (16 - plen)
+	return port & (^uint16(0) << (16 - plen))
 }
 
 func (k PolicyKey) raw() (bpfobj.SlSlPolicyKey, error) {

@@ -21,6 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+
+	"github.com/starlab-dev/starlab/manifests"
 )
 
 func TestKindConfig(t *testing.T) {
@@ -354,4 +356,29 @@ func TestCleanupStaleRefusesEmptyPrefix(t *testing.T) {
 	require.ErrorContains(t, err, "empty prefix would match every lab")
 	_, err = CleanupStale(context.Background(), "Bad_")
 	require.ErrorContains(t, err, "invalid lab name prefix")
+}
+
+// TestDemoManifestsDecode runs the demo step's file selection, image substitution and decoding over the
+// real embedded demo manifests.
+func TestDemoManifestsDecode(t *testing.T) {
+	refs := map[string]string{"demo": "localhost/starlab/demo:0123456789abcdef"}
+	files, err := ManifestFiles(manifests.FS, manifests.StarsDir, manifests.APIsDir)
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	kinds := map[string]int{}
+	for _, f := range files {
+		assert.NotContains(t, f, "/policies/", "policies are scenario steps, not part of the demo step")
+		data, err := manifests.FS.ReadFile(f)
+		require.NoError(t, err)
+		out := SubstituteImages(string(data), refs)
+		assert.NotContains(t, out, manifests.DemoImagePlaceholder, f)
+		objs, err := DecodeManifests([]byte(out))
+		require.NoError(t, err, f)
+		for _, o := range objs {
+			kinds[o.GetKind()]++
+		}
+	}
+	assert.Positive(t, kinds["Namespace"])
+	assert.Positive(t, kinds["Deployment"]+kinds["StatefulSet"]+kinds["Pod"])
+	t.Logf("demo objects by kind: %v", kinds)
 }

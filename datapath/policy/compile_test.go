@@ -344,13 +344,14 @@ func TestCompileSemantics(t *testing.T) {
 		{
 			name: "named port on ingress resolves on the local endpoint",
 			policies: []*networkingv1.NetworkPolicy{
-				netpol("prod/named", &metav1.LabelSelector{}, nil, ingressRules(ingressRule(ports(namedPort("TCP", "http"), namedPort("UDP", "dns"), namedPort("TCP", "pg")))), nil),
+				netpol("prod/named", &metav1.LabelSelector{}, nil, ingressRules(ingressRule(ports(namedPort("TCP", "http"), namedPort("UDP", "dns"), namedPort("TCP", "pg"))), ingressRule(ports(namedPort("SCTP", "dns")))), nil),
 			},
 			checks: []check{
 				{"prod/web", in, "dev/client", tcp, 8080, true},
 				{"prod/web", in, "dev/client", tcp, 80, false},
 				{"prod/web", in, "dev/client", udp, 53, true},
 				{"prod/web", in, "dev/client", tcp, 53, false}, // dns is UDP
+				{"prod/web", in, "dev/client", sct, 53, false}, // an SCTP "dns" names no port
 				{"prod/web", in, "dev/client", tcp, 5432, false},
 				{"prod/db", in, "dev/client", tcp, 5432, true},
 				{"prod/db", in, "dev/client", tcp, 8080, false},

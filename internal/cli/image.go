@@ -33,6 +33,9 @@ func newImageCommand(_ *globalOptions) *cobra.Command {
 			if err := outputFormat(output, "text", "json"); err != nil {
 				return err
 			}
+			if err := nodeimage.ValidateVersion(version); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			// Progress goes to stderr with -o json so stdout stays machine-readable.
 			pw := cmd.OutOrStdout()

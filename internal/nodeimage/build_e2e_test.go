@@ -112,3 +112,24 @@ func cachedArchive(t *testing.T, res Result) string {
 	require.FileExists(t, p)
 	return p
 }
+
+// BenchmarkBuildWarm measures Build when the node image is already in docker (the `starlab up` fast
+// path): cache keys over the embedded modules and builder source, plus one `docker image inspect`.
+func BenchmarkBuildWarm(b *testing.B) {
+	ctx := context.Background()
+	opts := Options{}
+	if _, err := Build(ctx, opts); err != nil {
+		b.Fatalf("build node image first: %v", err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := Build(ctx, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Source != "docker" {
+			b.Fatalf("warm Build came from %s, want docker", res.Source)
+		}
+	}
+}

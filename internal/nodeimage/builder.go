@@ -3,6 +3,7 @@ package nodeimage
 import (
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -150,25 +151,92 @@ func (b *builder) run(ctx context.Context) (string, error) {
 	if err := b.progress.Run("check free disk", func() error { return b.checkDisk(ctx) }); err != nil {
 		return "", err
 	}
+	// debootstrap is bound by the network, the Go builds by the CPU: run them side by side.
+	type rootfsResult struct {
+		dir string
+		err error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rootfsDone := make(chan rootfsResult, 1)
+	go func() {
+		dir, err := b.debootstrap(ctx)
+		rootfsDone <- rootfsResult{dir, err}
+	}()
 	dirs := map[string]string{}
 	for _, gb := range b.binaries() {
 		dir, err := b.goBuild(ctx, gb)
 		if err != nil {
+			cancel()
+			<-rootfsDone
 			return "", err
 		}
 		dirs[gb.step] = dir
 	}
-	rootfsDir, err := b.debootstrap(ctx)
-	if err != nil {
-		return "", err
+	rootfs := <-rootfsDone
+	if rootfs.err != nil {
+		return "", rootfs.err
 	}
-	_, _, err = b.cache.Build(ctx, stepNode, b.nodeKey, func(tmp string) error {
-		return b.assemble(ctx, tmp, filepath.Join(rootfsDir, rootfsTar), dirs)
+	_, _, err := b.cache.Build(ctx, stepNode, b.nodeKey, func(tmp string) error {
+		if err := b.assemble(ctx, tmp, filepath.Join(rootfs.dir, rootfsTar), dirs); err != nil {
+			return err
+		}
+		return writeNodeMeta(tmp, nodeMeta{Image: b.image, KubernetesVersion: b.rel.version})
 	})
 	if err != nil {
 		return "", err
 	}
+	b.pruneOlder(ctx)
 	return "built", nil
+}
+
+// nodeMeta is stored beside the node image archive, so older entries can be found and pruned.
+type nodeMeta struct {
+	Image             string `json:"image"`
+	KubernetesVersion string `json:"kubernetesVersion"`
+}
+
+const nodeMetaFile = "meta.json"
+
+func writeNodeMeta(dir string, m nodeMeta) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode node meta: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, nodeMetaFile), data, 0o644); err != nil {
+		return fmt.Errorf("write node meta: %w", err)
+	}
+	return nil
+}
+
+// pruneOlder removes node images (docker and cache archive) of the same Kubernetes version built from
+// other inputs, so rebuilding after a change does not fill the disk. Images in use by a container stay.
+func (b *builder) pruneOlder(ctx context.Context) {
+	entries, _ := filepath.Glob(filepath.Join(b.cache.Root(), stepNode+"-*"))
+	for _, e := range entries {
+		if filepath.Base(e) == stepNode+"-"+string(b.nodeKey) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(e, nodeMetaFile))
+		if err != nil {
+			continue
+		}
+		var m nodeMeta
+		if json.Unmarshal(data, &m) != nil || m.KubernetesVersion != b.rel.version || m.Image == b.image {
+			continue
+		}
+		if imageExists(ctx, m.Image) {
+			if _, err := docker(ctx, nil, "rmi", m.Image); err != nil {
+				b.log.Debug("keep older node image (in use?)", "image", m.Image, "err", err)
+				continue
+			}
+		}
+		if err := os.RemoveAll(e); err != nil {
+			b.log.Warn("prune older node image archive", "dir", e, "err", err)
+			continue
+		}
+		b.log.Info("pruned older node image", "image", m.Image)
+	}
 }
 
 // checkDisk fails early when the build would run out of space, saying how much it needs where.

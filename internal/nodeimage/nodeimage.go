@@ -67,6 +67,12 @@ func SupportedVersions() []string {
 	return out
 }
 
+// ValidateVersion returns an error naming the supported versions when version cannot be built.
+func ValidateVersion(version string) error {
+	_, err := lookupRelease(version)
+	return err
+}
+
 func lookupRelease(version string) (release, error) {
 	for _, r := range releases {
 		if r.version == version {

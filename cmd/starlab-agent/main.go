@@ -1,0 +1,67 @@
+// Command starlab-agent is the Starlab node agent (DaemonSet, host network, privileged).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/starlab-dev/starlab/internal/agent"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "starlab-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg := agent.DefaultConfig()
+	fs := flag.NewFlagSet("starlab-agent", flag.ContinueOnError)
+	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (spec.nodeName)")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "flow/status/metrics API address")
+	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "CNI endpoint API unix socket")
+	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "state directory (endpoint records, IPAM)")
+	fs.StringVar(&cfg.BPFFS, "bpffs", cfg.BPFFS, "bpffs mount point (pins go to <bpffs>/starlab)")
+	fs.StringVar(&cfg.CNIBinDir, "cni-bin-dir", cfg.CNIBinDir, "directory to install starlab-cni into")
+	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir, "directory to write 05-starlab.conflist into")
+	fs.StringVar(&cfg.CNISource, "cni-source", "", "starlab-cni binary to install (default: next to this binary)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster)")
+	fs.StringVar(&cfg.DaemonSet, "daemonset", "", "own DaemonSet name; when it is gone at shutdown the node is cleaned (uninstall)")
+	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "own namespace")
+	fs.DurationVar(&cfg.PolicyDebounce, "policy-debounce", cfg.PolicyDebounce, "batch window for policy compilation")
+	fs.IntVar(&cfg.FlowBuffer, "flow-buffer", cfg.FlowBuffer, "flows kept in memory")
+	fs.DurationVar(&cfg.CTGCInterval, "ct-gc-interval", cfg.CTGCInterval, "conntrack GC interval")
+	fs.DurationVar(&cfg.CTIdle, "ct-idle", cfg.CTIdle, "conntrack idle timeout")
+	eventLevel := fs.Uint("event-level", 0, "flow events: 0 new/drop/close, 1 none, 2 every packet")
+	podCIDR := fs.String("cluster-pod-cidr", cfg.ClusterPodCIDR.String(), "cluster pod CIDR")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: %w", *logLevel, err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	p, err := netip.ParsePrefix(*podCIDR)
+	if err != nil {
+		return fmt.Errorf("--cluster-pod-cidr %q: %w", *podCIDR, err)
+	}
+	cfg.ClusterPodCIDR = p
+	cfg.EventLevel = uint32(*eventLevel)
+
+	a, err := agent.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return a.Run(ctx)
+}

@@ -1,0 +1,93 @@
+// Package agent is the Starlab node agent: it runs in the node's host network namespace, loads and
+// attaches the BPF datapath, serves the CNI plugin's endpoint API on a unix socket, programs pod
+// routes, services, policy and node addresses into the maps from Kubernetes informers, enriches
+// flow events into the flow store and serves the flow/status/metrics API on :4245.
+//
+// Start-up order matters: the CNI config that turns the node Ready is written only after the
+// datapath is loaded, the endpoint API is serving and the informers have synced.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Config configures the agent. Zero values take the defaults of DefaultConfig.
+type Config struct {
+	NodeName       string
+	Listen         string        // flow/status/metrics API (":4245")
+	Socket         string        // CNI endpoint API unix socket
+	StateDir       string        // /var/lib/starlab: endpoints/, ipam/
+	BPFFS          string        // bpffs mount (/sys/fs/bpf); pins go to <BPFFS>/starlab
+	CNIBinDir      string        // where the CNI binary is installed (node's /opt/cni/bin)
+	CNIConfDir     string        // where 05-starlab.conflist is written (node's /etc/cni/net.d)
+	CNISource      string        // the starlab-cni binary to install (default: next to the agent)
+	ClusterPodCIDR netip.Prefix  // cluster pod CIDR
+	EventLevel     uint32        // 0 flows (NEW/DROP/CLOSE), 1 none, 2 all
+	PolicyDebounce time.Duration // batch window for policy compilation
+	FlowBuffer     int           // flows kept in memory
+	CTGCInterval   time.Duration
+	CTIdle         time.Duration
+	Kubeconfig     string // optional; in-cluster config otherwise
+	DaemonSet      string // own DaemonSet name (uninstall detection); empty disables node cleanup
+	Namespace      string // own namespace (POD_NAMESPACE)
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:         ":4245",
+		Socket:         "/var/run/starlab/agent.sock",
+		StateDir:       "/var/lib/starlab",
+		BPFFS:          "/sys/fs/bpf",
+		CNIBinDir:      "/opt/cni/bin",
+		CNIConfDir:     "/etc/cni/net.d",
+		ClusterPodCIDR: netip.MustParsePrefix("10.244.0.0/16"),
+		PolicyDebounce: 30 * time.Millisecond,
+		FlowBuffer:     16384,
+		CTGCInterval:   30 * time.Second,
+		CTIdle:         10 * time.Minute,
+	}
+}
+
+// Validate checks the config and fills derived defaults.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is empty: pass --node-name (the chart sets it from spec.nodeName)"))
+	}
+	if c.CNISource == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("find own executable for the CNI binary: %w", err))
+		} else {
+			c.CNISource = filepath.Join(filepath.Dir(exe), "starlab-cni")
+		}
+	}
+	if c.EventLevel > 2 {
+		errs = append(errs, fmt.Errorf("event level %d: use 0 (flows), 1 (none) or 2 (all)", c.EventLevel))
+	}
+	if c.FlowBuffer < 16 {
+		errs = append(errs, fmt.Errorf("flow buffer %d: use at least 16", c.FlowBuffer))
+	}
+	if c.PolicyDebounce < 0 {
+		errs = append(errs, fmt.Errorf("policy debounce %s is negative", c.PolicyDebounce))
+	}
+	return errors.Join(errs...)
+}
+
+// PinDir is where the datapath pins maps and links.
+func (c *Config) PinDir() string { return filepath.Join(c.BPFFS, "starlab") }
+
+// EndpointsDir holds one JSON record per endpoint.
+func (c *Config) EndpointsDir() string { return filepath.Join(c.StateDir, "endpoints") }
+
+// IPAMDir is the CNI IPAM state directory.
+func (c *Config) IPAMDir() string { return filepath.Join(c.StateDir, "ipam") }
+
+// ConflistPath is the CNI config file the agent owns.
+func (c *Config) ConflistPath() string { return filepath.Join(c.CNIConfDir, "05-starlab.conflist") }

@@ -9,8 +9,17 @@ import "net/netip"
 // is looked up as (peer,proto), (peer,0), (0,proto), (0,0) with the longest
 // port prefix winning inside each lookup, then sl_cidr_policy as
 // (proto,port), (proto,0), (0,0) with the longest IP prefix winning; the
-// first hit decides (an except hit denies). policyID is the allowing policy,
-// 0 when denied or not enforced.
+// first allow decides. policyID is the allowing policy, 0 when denied or not
+// enforced.
+//
+// An except entry never allows; whether a lookup stops at it or falls
+// through to the next, wider lookup (bpf/lib/sl_policy.h falls through) gives
+// the same verdict, because every level holds the complete answer for its
+// traffic (see compileCIDR). Decide models the fall-through.
+//
+// The datapath's own exemption (ingress from the local host identity is
+// always allowed, for kubelet probes) is not part of the compiled entries
+// and is not applied here.
 func (r *Result) Decide(ep uint32, dir uint8, peerIP netip.Addr, proto uint8, port uint16) (allowed bool, policyID uint32) {
 	e := r.Endpoints[ep]
 	if e == nil || e.Flags&EndpointPolicyError != 0 {
@@ -36,11 +45,8 @@ func (r *Result) Decide(ep uint32, dir uint8, peerIP netip.Addr, proto uint8, po
 		proto uint8
 		port  uint16
 	}{{proto, port}, {proto, 0}, {ProtoAny, 0}} {
-		if v, ok := e.lookupCIDR(dir, l.proto, l.port, peerIP); ok {
-			if v.Action == ActionAllow {
-				return true, v.PolicyID
-			}
-			return false, 0
+		if v, ok := e.lookupCIDR(dir, l.proto, l.port, peerIP); ok && v.Action == ActionAllow {
+			return true, v.PolicyID
 		}
 	}
 	return false, 0

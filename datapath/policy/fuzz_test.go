@@ -238,6 +238,9 @@ func checkAgainstNaive(t *testing.T, data []byte) {
 					for _, proto := range []uint8{ProtoTCP, ProtoUDP, ProtoSCTP} {
 						for _, port := range append([]uint16{84, 9999}, fuzzPorts...) {
 							got, _ := res.Decide(epID, dir, ip, proto, port)
+							if stop := decideStopAtExcept(res, epID, dir, ip, proto, port); stop != got {
+								t.Fatalf("input %q: an except entry that stops the CIDR lookups gives %v, falling through gives %v: %s dir %d peer %s proto %d port %d\nendpoint: %+v", data, stop, got, podRef, dir, ip, proto, port, res.Endpoints[epID])
+							}
 							want := naiveDecide(input, podRef, dir, ip, proto, port)
 							if got && !want {
 								t.Fatalf("input %q: compiled allows what the objects deny: %s dir %d peer %s proto %d port %d\nproblems: %v\nendpoint: %+v", data, podRef, dir, ip, proto, port, res.Problems, res.Endpoints[epID])
@@ -251,4 +254,33 @@ func checkAgainstNaive(t *testing.T, data []byte) {
 			}
 		}
 	}
+}
+
+// decideStopAtExcept is Decide with the other reading of "first hit wins" in
+// sl_cidr_policy: an except hit ends the lookups with a deny. The compiled
+// entries must give the same verdict either way.
+func decideStopAtExcept(r *Result, ep uint32, dir uint8, ip netip.Addr, proto uint8, port uint16) bool {
+	e := r.Endpoints[ep]
+	if e == nil || e.Flags&EndpointPolicyError != 0 {
+		return false
+	}
+	enforced := EndpointIngressEnforced
+	if dir == DirEgress {
+		enforced = EndpointEgressEnforced
+	}
+	if e.Flags&enforced == 0 {
+		return true
+	}
+	peer := r.lookupIdentity(ip)
+	for _, l := range [][2]uint32{{peer, uint32(proto)}, {peer, 0}, {0, uint32(proto)}, {0, 0}} {
+		if _, ok := e.lookupPolicy(dir, l[0], uint8(l[1]), port); ok {
+			return true
+		}
+	}
+	for _, l := range [][2]uint16{{uint16(proto), port}, {uint16(proto), 0}, {0, 0}} {
+		if v, ok := e.lookupCIDR(dir, uint8(l[0]), l[1], ip); ok {
+			return v.Action == ActionAllow
+		}
+	}
+	return false
 }

@@ -408,7 +408,9 @@ func (a *Agent) uninstalling() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ds, err := a.client.AppsV1().DaemonSets(a.cfg.Namespace).Get(ctx, a.cfg.DaemonSet, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+		// helm uninstall deletes the DaemonSet, then the RBAC objects and the ServiceAccount (whose
+		// token stops working): each of these answers means the chart is going away.
 		return true
 	}
 	if err != nil {

@@ -1,11 +1,290 @@
 package scenarios
 
 import (
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
 	"github.com/cucumber/godog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/starlab-dev/starlab/internal/demo"
+	"github.com/starlab-dev/starlab/manifests"
 )
+
+// starsWorkload is one workload of the stars demo as the feature tables name it.
+type starsWorkload struct {
+	Name   string // row/column name in tables
+	ID     string // node id in the management UI
+	Ref    PodRef
+	Target string   // host:port its Service answers on
+	Peers  []string // names of the workloads it probes itself (what the UI draws)
+}
+
+func starsWorkloads() []starsWorkload {
+	return []starsWorkload{
+		{Name: "management-ui", Ref: PodRef{"management-ui", "role=management-ui"}, Target: "management-ui.management-ui:9001"},
+		{Name: "client", ID: "C", Ref: PodRef{"client", "role=client"}, Target: "client.client:9000", Peers: []string{"frontend", "backend"}},
+		{Name: "frontend", ID: "F", Ref: PodRef{"stars", "role=frontend"}, Target: "frontend.stars:80", Peers: []string{"frontend", "backend", "client"}},
+		{Name: "backend", ID: "B", Ref: PodRef{"stars", "role=backend"}, Target: "backend.stars:6379", Peers: []string{"frontend", "backend", "client"}},
+	}
+}
+
+func lookupStarsWorkload(name string) (starsWorkload, error) {
+	for _, w := range starsWorkloads() {
+		if w.Name == name {
+			return w, nil
+		}
+	}
+	return starsWorkload{}, fmt.Errorf("unknown stars workload %q: use management-ui, client, frontend or backend", name)
+}
+
+// starsNamespaces are the namespaces of the stars demo.
+func starsNamespaces() []string { return []string{"stars", "client", "management-ui"} }
+
+type starsState struct {
+	expected *Matrix // the last matrix asserted
+}
+
+func stars(w *World) *starsState {
+	s, ok := w.Values["stars"].(*starsState)
+	if !ok {
+		s = &starsState{}
+		w.Values["stars"] = s
+	}
+	return s
+}
 
 // registerStarsSteps holds the steps of features/stars.feature.
 func registerStarsSteps(sc *godog.ScenarioContext, w *World) {
-	_ = sc
-	_ = w
+	sc.Step(`^the stars demo is running without policies$`, func(ctx context.Context) error {
+		t := godog.T(ctx)
+		require.NoError(t, w.Env.WaitDeploymentsAvailable(ctx, 3*time.Minute, starsNamespaces()...),
+			"the stars demo is deployed by `starlab up` (manifests/stars)")
+		require.NoError(t, w.Env.deleteStarsPolicies(ctx))
+		w.Cleanup(w.Env.deleteStarsPolicies)
+		return nil
+	})
+	sc.Step(`^I apply the stars policy "([^"]*)"$`, func(ctx context.Context, name string) error {
+		t := godog.T(ctx)
+		file, err := starsPolicyFile(name)
+		require.NoError(t, err)
+		data, err := manifests.Render(file, "")
+		require.NoError(t, err)
+		applied := time.Now()
+		rv, err := w.Env.Apply(ctx, data)
+		require.NoError(t, err)
+		waited, err := w.Env.WaitProgrammed(ctx, rv)
+		require.NoError(t, err, "policy %s (resourceVersion %d) not programmed on every node", name, rv)
+		w.Env.RecordProgramLatency(time.Since(applied))
+		godog.Logf(ctx, "policy %s (resourceVersion %d) programmed on every node %s after apply", name, rv, waited.Round(time.Millisecond))
+		return nil
+	})
+	sc.Step(`^I delete the stars policies$`, func(ctx context.Context) error {
+		require.NoError(godog.T(ctx), w.Env.deleteStarsPolicies(ctx))
+		return nil
+	})
+	sc.Step(`^the stars reachability is:$`, func(ctx context.Context, table *godog.Table) error {
+		t := godog.T(ctx)
+		expected, err := MatrixFromTable(table)
+		require.NoError(t, err)
+		for _, n := range append(slices.Clone(expected.Rows), expected.Cols...) {
+			_, err := lookupStarsWorkload(n)
+			require.NoError(t, err)
+		}
+		stars(w).expected = expected
+		report, ok, err := w.Env.checkStarsMatrix(ctx, expected)
+		require.NoError(t, err)
+		assert.True(t, ok, report)
+		return nil
+	})
+	sc.Step(`^the management UI draws the stars reachability$`, func(ctx context.Context) error {
+		t := godog.T(ctx)
+		expected := stars(w).expected
+		require.NotNil(t, expected, "assert a stars reachability table before checking the UI")
+		want := expectedUIGraph(expected)
+		got, err := w.Env.waitUIGraph(ctx, want, 45*time.Second)
+		require.NoError(t, err)
+		assert.Equal(t, want, got)
+		return nil
+	})
+}
+
+func starsPolicyFile(name string) (string, error) {
+	for _, f := range manifests.StarsPolicySteps() {
+		base := strings.TrimSuffix(path.Base(f), ".yaml")
+		if _, step, ok := strings.Cut(base, "-"); ok && step == name {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("unknown stars policy %q: use default-deny, allow-ui, backend-policy or frontend-policy", name)
+}
+
+// deleteStarsPolicies deletes every stars policy step and waits until the deletions are programmed.
+func (e *Env) deleteStarsPolicies(ctx context.Context) error {
+	var rv int64
+	for _, f := range manifests.StarsPolicySteps() {
+		data, err := manifests.Render(f, "")
+		if err != nil {
+			return err
+		}
+		r, err := e.Delete(ctx, data)
+		if err != nil {
+			return err
+		}
+		rv = max(rv, r)
+	}
+	if rv == 0 {
+		return nil
+	}
+	_, err := e.WaitProgrammed(ctx, rv)
+	return err
+}
+
+// checkStarsMatrix probes every non-ignored cell from inside the source pod, matches each
+// connection's flows at the observer, and returns a report and whether everything matched.
+func (e *Env) checkStarsMatrix(ctx context.Context, expected *Matrix) (string, bool, error) {
+	var conns []Connection
+	for _, r := range expected.Rows {
+		for _, c := range expected.Cols {
+			if cell := expected.Get(r, c); cell != Ignored {
+				conns = append(conns, Connection{From: r, To: c, Expected: cell})
+			}
+		}
+	}
+	// Resolve the destination pods and the policies that select them.
+	for i := range conns {
+		to, _ := lookupStarsWorkload(conns[i].To)
+		pod, err := e.Pod(ctx, to.Ref)
+		if err != nil {
+			return "", false, err
+		}
+		conns[i].DstPod = pod.Namespace + "/" + pod.Name
+		nps, err := e.Client.NetworkingV1().NetworkPolicies(pod.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return "", false, fmt.Errorf("list NetworkPolicies in %s: %w", pod.Namespace, err)
+		}
+		for _, np := range nps.Items {
+			sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+			if err != nil {
+				return "", false, fmt.Errorf("NetworkPolicy %s/%s podSelector: %w", np.Namespace, np.Name, err)
+			}
+			ingress := len(np.Spec.PolicyTypes) == 0
+			for _, pt := range np.Spec.PolicyTypes {
+				ingress = ingress || pt == "Ingress"
+			}
+			if ingress && sel.Matches(labels.Set(pod.Labels)) {
+				conns[i].DeniedBy = append(conns[i].DeniedBy, np.Namespace+"/"+np.Name)
+			}
+		}
+	}
+	// Probe every pair at once: a denied TCP connect costs the whole timeout.
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, len(conns))
+	for i := range conns {
+		wg.Go(func() {
+			from, _ := lookupStarsWorkload(conns[i].From)
+			to, _ := lookupStarsWorkload(conns[i].To)
+			conns[i].Result, errs[i] = e.Probe(ctx, from.Ref, to.Target, "tcp")
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return "", false, err
+		}
+	}
+	probes := NewMatrix(expected.Rows, expected.Cols)
+	for _, c := range conns {
+		probes.Set(c.From, c.To, map[bool]Cell{true: Yes, false: No}[c.Result.Reachable])
+	}
+	cells, problems, flows, err := e.FlowVerdicts(ctx, conns, start, 20*time.Second)
+	if err != nil {
+		return "", false, err
+	}
+	if err := e.AppendFlows(flows); err != nil {
+		return "", false, err
+	}
+	byFlows := NewMatrix(expected.Rows, expected.Cols)
+	for i, c := range conns {
+		byFlows.Set(c.From, c.To, cells[i])
+	}
+	mism := append(Mismatches(expected, probes), Mismatches(expected, byFlows)...)
+	ok := len(mism) == 0 && len(problems) == 0
+	var b strings.Builder
+	b.WriteString("reachability (connections = real TCP connects from inside the pods; flows = the observer's verdicts)\n")
+	b.WriteString(SideBySide(expected, map[string]*Matrix{"connections": probes, "flows": byFlows}))
+	if ok {
+		return b.String(), true, nil
+	}
+	b.WriteString("\nproblems:\n")
+	for i, c := range conns {
+		res := c.Result
+		line := fmt.Sprintf("  %s -> %s (%s): expected %s; connection reachable=%v %s from %s in %.0fms", c.From, c.To, c.DstPod, c.Expected, res.Reachable, res.Error, res.LocalAddr, res.ElapsedMs)
+		if p := problems[i]; len(p) > 0 || probes.Get(c.From, c.To) != c.Expected {
+			b.WriteString(line + "\n")
+			for _, s := range p {
+				b.WriteString("      flows: " + s + "\n")
+			}
+			for _, f := range c.flowsOf(flows) {
+				b.WriteString("      " + FormatFlow(f) + "\n")
+			}
+		}
+	}
+	dir, derr := e.DumpState(ctx, "stars-"+time.Now().UTC().Format("150405.000"), map[string][]byte{"matrix.txt": []byte(b.String())})
+	if derr != nil {
+		fmt.Fprintf(&b, "\n(writing the state dump failed: %v)\n", derr)
+	}
+	fmt.Fprintf(&b, "\nreport bundle: %s (junit.xml, cucumber.json, flows.ndjson) and state dump %s\n", e.ReportDir, dir)
+	return b.String(), false, nil
+}
+
+// expectedUIGraph is what the management UI should draw for matrix m: a star is present when the UI
+// can reach it; an edge X->Y when X probes Y itself and the matrix says X reaches Y.
+func expectedUIGraph(m *Matrix) UIGraph {
+	g := UIGraph{Present: map[string]bool{}}
+	for _, w := range starsWorkloads() {
+		if w.ID == "" {
+			continue
+		}
+		present := m.Get("management-ui", w.Name) == Yes
+		g.Present[w.ID] = present
+		if !present {
+			continue
+		}
+		for _, p := range w.Peers {
+			peer, _ := lookupStarsWorkload(p)
+			if peer.ID != w.ID && m.Get(w.Name, p) == Yes {
+				g.Edges = append(g.Edges, w.ID+"->"+peer.ID)
+			}
+		}
+	}
+	slices.Sort(g.Edges)
+	return g
+}
+
+// UIGraph is the part of the management UI's drawing the scenarios compare.
+type UIGraph struct {
+	Present map[string]bool
+	Edges   []string // "C->F", sorted
+}
+
+func uiGraphFromDemo(g demo.Graph) UIGraph {
+	out := UIGraph{Present: map[string]bool{}}
+	for _, n := range g.Nodes {
+		out.Present[n.ID] = n.Present
+	}
+	for _, e := range g.Edges {
+		out.Edges = append(out.Edges, e.From+"->"+e.To)
+	}
+	slices.Sort(out.Edges)
+	return out
 }

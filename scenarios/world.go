@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -26,7 +28,9 @@ type Env struct {
 	// Log receives progress lines.
 	Log *slog.Logger
 
-	fwd forwards
+	fwd              forwards
+	latMu            sync.Mutex
+	programLatencies []time.Duration
 }
 
 // NewEnv connects to the lab whose kubeconfig is at kubeconfig and writes reports under reportDir.
@@ -84,4 +88,18 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	return cfg, nil
+}
+
+// RecordProgramLatency records one policy-applied -> programmed-everywhere latency.
+func (e *Env) RecordProgramLatency(d time.Duration) {
+	e.latMu.Lock()
+	defer e.latMu.Unlock()
+	e.programLatencies = append(e.programLatencies, d)
+}
+
+// ProgramLatencies returns the latencies recorded so far.
+func (e *Env) ProgramLatencies() []time.Duration {
+	e.latMu.Lock()
+	defer e.latMu.Unlock()
+	return append([]time.Duration(nil), e.programLatencies...)
 }

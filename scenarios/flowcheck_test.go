@@ -39,7 +39,9 @@ func drop(deniedBy ...flow.Policy) *flow.Flow {
 }
 
 func TestJudge(t *testing.T) {
-	np := func(ns, name string) flow.Policy { return flow.Policy{Kind: "NetworkPolicy", Namespace: ns, Name: name} }
+	np := func(ns, name string) flow.Policy {
+		return flow.Policy{Kind: "NetworkPolicy", Namespace: ns, Name: name}
+	}
 	tests := []struct {
 		name     string
 		c        Connection
@@ -48,7 +50,7 @@ func TestJudge(t *testing.T) {
 		problems []string
 	}{
 		{name: "allowed and forwarded", c: conn(Yes),
-			flows: []*flow.Flow{fl(flow.VerdictForwarded, flow.DirectionEgress, false), fl(flow.VerdictForwarded, flow.DirectionIngress, false), fl(flow.VerdictForwarded, flow.DirectionIngress, true)},
+			flows:    []*flow.Flow{fl(flow.VerdictForwarded, flow.DirectionEgress, false), fl(flow.VerdictForwarded, flow.DirectionIngress, false), fl(flow.VerdictForwarded, flow.DirectionIngress, true)},
 			observed: Yes},
 		{name: "allowed but nothing seen", c: conn(Yes), observed: Unknown, problems: []string{"no FORWARDED ingress flow"}},
 		{name: "allowed but forwarded to the wrong pod", c: conn(Yes),

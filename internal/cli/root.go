@@ -38,6 +38,7 @@ func NewRootCommand() *cobra.Command {
 		// Each command file adds its constructor here, e.g. newUpCommand(opts).
 		newImageCommand(opts),
 		newUpCommand(opts), newDownCommand(opts), newStatusCommand(opts),
+		newTestCommand(opts),
 	)
 	return root
 }

@@ -18,6 +18,7 @@ func stepRegistrars() []func(*godog.ScenarioContext, *World) {
 	return []func(*godog.ScenarioContext, *World){
 		registerCommonSteps,
 		registerStarsSteps,
+		registerServicesSteps,
 	}
 }
 

@@ -120,10 +120,8 @@ func (d *Datapath) detach(ifindex int, h hook) error {
 		}
 		return nil
 	}
-	if d.mode == AttachLegacyTC {
-		return d.detachLegacy(ifindex, h)
-	}
-	return nil
+	// no pinned link: a clsact/cls_bpf attachment (fallback mode), if any
+	return d.detachLegacy(ifindex, h)
 }
 
 const legacyPriority = 1

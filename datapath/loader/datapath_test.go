@@ -5,6 +5,7 @@ package loader
 import (
 	"errors"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -399,4 +400,30 @@ func TestRestartKeepsAttachmentsAndConnections(t *testing.T) {
 	c, err := dp.Maps.ReadCounters()
 	require.NoError(t, err)
 	require.Zero(t, c.Drops[uint8(fe.DropUnknownEndpoint)])
+}
+
+// The clsact/cls_bpf fallback (kernels without TCX) runs the same programs.
+func TestLegacyTCFallback(t *testing.T) {
+	l := newLabMode(t, AttachLegacyTC)
+	a, b := l.pods["a"], l.pods["b"]
+	serveTCP(t, b.ns, "b", ":8080")
+	require.NoError(t, l.n1.dp.Maps.UpsertService(
+		maps.ServiceKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: maps.ProtoTCP},
+		maps.Service{ID: 1}, []maps.Backend{{IP: b.ip, Port: 8080}}))
+	reply, remote := tcpRoundTrip(t, a.ns, "10.96.0.10:80")
+	require.Equal(t, "b 10.244.1.10 hello", reply)
+	require.Equal(t, "10.96.0.10:80", remote)
+	requireEvents(t, l.n1, func(e fe.Event) bool { return e.Type == fe.TypeNew && e.Src == a.ip },
+		newEv(fe.ObsFromContainer, tcp, "10.244.1.10", "10.244.1.11", 8080, 256, 257).orig("10.96.0.10", 80),
+		newEv(fe.ObsToContainer, tcp, "10.244.1.10", "10.244.1.11", 8080, 256, 257))
+	out, err := exec.Command("ip", "netns", "exec", l.n1.ns, "tc", "filter", "show", "dev", a.hostIf, "ingress").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "sl_from-container")
+	require.Contains(t, string(out), "direct-action")
+
+	// detach removes the filter
+	require.NoError(t, inNS(l.n1.ns, func() error { return l.n1.dp.DetachEndpoint(a.ifindex) }))
+	out, err = exec.Command("ip", "netns", "exec", l.n1.ns, "tc", "filter", "show", "dev", a.hostIf, "ingress").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.NotContains(t, string(out), "sl_from-container")
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -63,7 +64,8 @@ type node struct {
 }
 
 type lab struct {
-	t      *testing.T
+	t      testing.TB
+	mode   AttachMode
 	prefix string
 	lanNS  string
 	extNS  string
@@ -135,10 +137,13 @@ func macIn(t testing.TB, ns, ifname string) string {
 	return mac
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab { return newLabMode(t, AttachAuto) }
+
+// newLabMode builds the lab attaching programs in the given mode.
+func newLabMode(t testing.TB, mode AttachMode) *lab {
 	t.Helper()
 	p := fmt.Sprintf("sl%d%d", os.Getpid()%10000, labSeq.Add(1))
-	l := &lab{t: t, prefix: p, lanNS: p + "-lan", extNS: p + "-ext", pods: map[string]*pod{}}
+	l := &lab{t: t, mode: mode, prefix: p, lanNS: p + "-lan", extNS: p + "-ext", pods: map[string]*pod{}}
 	var created []string
 	t.Cleanup(func() {
 		for _, n := range []*node{l.n1, l.n2} {
@@ -199,7 +204,7 @@ func newLab(t *testing.T) *lab {
 
 func (l *lab) loadDatapath(n *node) {
 	t := l.t
-	dp, err := Load(context.Background(), Options{PinDir: "/sys/fs/bpf/" + n.ns})
+	dp, err := Load(context.Background(), Options{PinDir: "/sys/fs/bpf/" + n.ns, Mode: l.mode, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	n.dp = dp
 	require.NoError(t, dp.Maps.SetConfig(maps.Config{NodeIPs: []netip.Addr{n.ip}, NetdevIfindex: uint32(n.eth0)}))

@@ -320,18 +320,20 @@ func (a *Agent) startInformers(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("add node handler: %w", err)
 	}
-	if _, err := a.services.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	svcReg, err := a.services.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { a.onService(o, false) },
 		UpdateFunc: func(_, o any) { a.onService(o, false) },
 		DeleteFunc: func(o any) { a.onService(o, true) },
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("add service handler: %w", err)
 	}
-	if _, err := a.slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	sliceReg, err := a.slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { a.onSlice(o, false) },
 		UpdateFunc: func(_, o any) { a.onSlice(o, false) },
 		DeleteFunc: func(o any) { a.onSlice(o, true) },
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("add endpointslice handler: %w", err)
 	}
 	f.Start(ctx.Done())
@@ -339,6 +341,10 @@ func (a *Agent) startInformers(ctx context.Context) error {
 		if !ok {
 			return fmt.Errorf("informer %v did not sync: %w", typ, ctx.Err())
 		}
+	}
+	// The handlers must have seen every initial object before stale service entries are pruned.
+	if !cache.WaitForCacheSync(ctx.Done(), svcReg.HasSynced, sliceReg.HasSynced) {
+		return fmt.Errorf("service handlers did not sync: %w", ctx.Err())
 	}
 	a.log.Info("informers synced")
 	return nil

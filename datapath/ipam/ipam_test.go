@@ -199,3 +199,28 @@ func TestConcurrentProcessesNeverDoubleAllocate(t *testing.T) {
 		owners[al.ContainerID] = true
 	}
 }
+
+func BenchmarkAllocateRelease(b *testing.B) {
+	ctx := context.Background()
+	a, err := ipam.New(b.TempDir(), netip.MustParsePrefix("10.244.6.0/24"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A realistic node: 100 pods already allocated.
+	for i := 0; i < 100; i++ {
+		if _, err := a.Allocate(ctx, fmt.Sprintf("pre-%d", i), "eth0"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := "c-" + strconv.Itoa(i)
+		if _, err := a.Allocate(ctx, id, "eth0"); err != nil {
+			b.Fatal(err)
+		}
+		if err := a.Release(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -19,17 +19,8 @@ import (
 	"github.com/starlab-dev/starlab/manifests"
 )
 
-// starsWorkload is one workload of the stars demo as the feature tables name it.
-type starsWorkload struct {
-	Name   string // row/column name in tables
-	ID     string // node id in the management UI
-	Ref    PodRef
-	Target string   // host:port its Service answers on
-	Peers  []string // names of the workloads it probes itself (what the UI draws)
-}
-
-func starsWorkloads() []starsWorkload {
-	return []starsWorkload{
+func starsWorkloads() []Workload {
+	return []Workload{
 		{Name: "management-ui", Ref: PodRef{"management-ui", "role=management-ui"}, Target: "management-ui.management-ui:9001"},
 		{Name: "client", ID: "C", Ref: PodRef{"client", "role=client"}, Target: "client.client:9000", Peers: []string{"frontend", "backend"}},
 		{Name: "frontend", ID: "F", Ref: PodRef{"stars", "role=frontend"}, Target: "frontend.stars:80", Peers: []string{"frontend", "backend", "client"}},
@@ -37,13 +28,13 @@ func starsWorkloads() []starsWorkload {
 	}
 }
 
-func lookupStarsWorkload(name string) (starsWorkload, error) {
+func lookupStarsWorkload(name string) (Workload, error) {
 	for _, w := range starsWorkloads() {
 		if w.Name == name {
 			return w, nil
 		}
 	}
-	return starsWorkload{}, fmt.Errorf("unknown stars workload %q: use management-ui, client, frontend or backend", name)
+	return Workload{}, fmt.Errorf("unknown stars workload %q: use management-ui, client, frontend or backend", name)
 }
 
 // starsNamespaces are the namespaces of the stars demo.
@@ -100,7 +91,7 @@ func registerStarsSteps(sc *godog.ScenarioContext, w *World) {
 			require.NoError(t, err)
 		}
 		stars(w).expected = expected
-		report, ok, err := w.Env.checkStarsMatrix(ctx, expected)
+		report, ok, err := w.Env.CheckMatrix(ctx, expected, lookupStarsWorkload)
 		require.NoError(t, err)
 		assert.True(t, ok, report)
 		return nil
@@ -148,9 +139,16 @@ func (e *Env) deleteStarsPolicies(ctx context.Context) error {
 	return err
 }
 
-// checkStarsMatrix probes every non-ignored cell from inside the source pod, matches each
-// connection's flows at the observer, and returns a report and whether everything matched.
-func (e *Env) checkStarsMatrix(ctx context.Context, expected *Matrix) (string, bool, error) {
+// CheckMatrix probes every non-ignored cell from inside the source pod (TCP connect to the target's
+// Service), matches each connection's flows at the observer, and returns a report (matrices side by
+// side; on failure the problems, the flows involved and where the state dump went) and whether
+// everything matched. lookup resolves the table's row and column names.
+func (e *Env) CheckMatrix(ctx context.Context, expected *Matrix, lookup func(string) (Workload, error)) (string, bool, error) {
+	for _, n := range append(slices.Clone(expected.Rows), expected.Cols...) {
+		if _, err := lookup(n); err != nil {
+			return "", false, err
+		}
+	}
 	var conns []Connection
 	for _, r := range expected.Rows {
 		for _, c := range expected.Cols {
@@ -161,7 +159,7 @@ func (e *Env) checkStarsMatrix(ctx context.Context, expected *Matrix) (string, b
 	}
 	// Resolve the destination pods and the policies that select them.
 	for i := range conns {
-		to, _ := lookupStarsWorkload(conns[i].To)
+		to, _ := lookup(conns[i].To)
 		pod, err := e.Pod(ctx, to.Ref)
 		if err != nil {
 			return "", false, err
@@ -191,8 +189,8 @@ func (e *Env) checkStarsMatrix(ctx context.Context, expected *Matrix) (string, b
 	errs := make([]error, len(conns))
 	for i := range conns {
 		wg.Go(func() {
-			from, _ := lookupStarsWorkload(conns[i].From)
-			to, _ := lookupStarsWorkload(conns[i].To)
+			from, _ := lookup(conns[i].From)
+			to, _ := lookup(conns[i].To)
 			conns[i].Result, errs[i] = e.Probe(ctx, from.Ref, to.Target, "tcp")
 		})
 	}
@@ -239,7 +237,7 @@ func (e *Env) checkStarsMatrix(ctx context.Context, expected *Matrix) (string, b
 			}
 		}
 	}
-	dir, derr := e.DumpState(ctx, "stars-"+time.Now().UTC().Format("150405.000"), map[string][]byte{"matrix.txt": []byte(b.String())})
+	dir, derr := e.DumpState(ctx, "matrix-"+time.Now().UTC().Format("150405.000"), map[string][]byte{"matrix.txt": []byte(b.String())})
 	if derr != nil {
 		fmt.Fprintf(&b, "\n(writing the state dump failed: %v)\n", derr)
 	}

@@ -16,8 +16,8 @@ import (
 // stepRegistrars lists every area's step registration. Add one line per scenarios/<area>_steps.go.
 func stepRegistrars() []func(*godog.ScenarioContext, *World) {
 	return []func(*godog.ScenarioContext, *World){
-		registerCommonSteps,
 		registerStarsSteps,
+		registerShopSteps,
 		registerServicesSteps,
 	}
 }

@@ -1,0 +1,160 @@
+package scenarios
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/cucumber/godog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/starlab-dev/starlab/manifests"
+)
+
+func shopWorkloads() []Workload {
+	return []Workload{
+		{Name: "shopper", Ref: PodRef{"shop", "app=shopper"}, Target: "shopper.shop:8080"},
+		{Name: "orders", Ref: PodRef{"shop", "app=orders"}, Target: "orders.shop:8080"},
+		{Name: "inventory", Ref: PodRef{"shop", "app=inventory"}, Target: "inventory.shop:8080"},
+		{Name: "db", Ref: PodRef{"shop", "app=db"}, Target: "db.shop:7000"},
+	}
+}
+
+func lookupShopWorkload(name string) (Workload, error) {
+	for _, w := range shopWorkloads() {
+		if w.Name == name {
+			return w, nil
+		}
+	}
+	return Workload{}, fmt.Errorf("unknown shop workload %q: use shopper, orders, inventory or db", name)
+}
+
+func shopPolicyFiles() ([]string, error) { return manifests.Files(manifests.APIsDir + "/policies") }
+
+func shopPolicyFile(name string) (string, error) {
+	files, err := shopPolicyFiles()
+	if err != nil {
+		return "", err
+	}
+	for _, f := range files {
+		if _, step, ok := strings.Cut(strings.TrimSuffix(path.Base(f), ".yaml"), "-"); ok && step == name {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("unknown shop policy %q: see manifests/apis/policies", name)
+}
+
+func (e *Env) deleteShopPolicies(ctx context.Context) error {
+	files, err := shopPolicyFiles()
+	if err != nil {
+		return err
+	}
+	var rv int64
+	for _, f := range files {
+		data, err := manifests.Render(f, "")
+		if err != nil {
+			return err
+		}
+		r, err := e.Delete(ctx, data)
+		if err != nil {
+			return err
+		}
+		rv = max(rv, r)
+	}
+	if rv == 0 {
+		return nil
+	}
+	_, err = e.WaitProgrammed(ctx, rv)
+	return err
+}
+
+// shopCall makes an HTTP request to a shop API pod through a port-forward (so the test itself is
+// not subject to policy; what the API does next is).
+func (e *Env) shopCall(ctx context.Context, app, method, p, body string) (int, string, error) {
+	w, err := lookupShopWorkload(app)
+	if err != nil {
+		return 0, "", err
+	}
+	pod, err := e.Pod(ctx, w.Ref)
+	if err != nil {
+		return 0, "", err
+	}
+	port, err := containerPort(pod)
+	if err != nil {
+		return 0, "", err
+	}
+	local, err := e.PortForward(ctx, pod, port)
+	if err != nil {
+		return 0, "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, fmt.Sprintf("http://127.0.0.1:%d%s", local, p), bytes.NewBufferString(body))
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.dropForward(pod, port)
+		return 0, "", fmt.Errorf("%s %s on %s: %w", method, p, app, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// registerShopSteps holds the steps of features/policy.feature (the two APIs sharing one db).
+func registerShopSteps(sc *godog.ScenarioContext, w *World) {
+	sc.Step(`^the shop demo is running without policies$`, func(ctx context.Context) error {
+		t := godog.T(ctx)
+		require.NoError(t, w.Env.WaitDeploymentsAvailable(ctx, 3*time.Minute, "shop"), "the shop demo is deployed by `starlab up` (manifests/apis)")
+		require.NoError(t, w.Env.deleteShopPolicies(ctx))
+		w.Cleanup(w.Env.deleteShopPolicies)
+		return nil
+	})
+	sc.Step(`^I apply the shop policy "([^"]*)"$`, func(ctx context.Context, name string) error {
+		t := godog.T(ctx)
+		file, err := shopPolicyFile(name)
+		require.NoError(t, err)
+		data, err := manifests.Render(file, "")
+		require.NoError(t, err)
+		applied := time.Now()
+		rv, err := w.Env.Apply(ctx, data)
+		require.NoError(t, err)
+		_, err = w.Env.WaitProgrammed(ctx, rv)
+		require.NoError(t, err)
+		w.Env.RecordProgramLatency(time.Since(applied))
+		return nil
+	})
+	sc.Step(`^the shop reachability is:$`, func(ctx context.Context, table *godog.Table) error {
+		t := godog.T(ctx)
+		expected, err := MatrixFromTable(table)
+		require.NoError(t, err)
+		report, ok, err := w.Env.CheckMatrix(ctx, expected, lookupShopWorkload)
+		require.NoError(t, err)
+		assert.True(t, ok, report)
+		return nil
+	})
+	sc.Step(`^the inventory holds (\d+) "([^"]*)"$`, func(ctx context.Context, n int, item string) error {
+		code, body, err := w.Env.shopCall(ctx, "inventory", http.MethodPut, "/items/"+item, fmt.Sprintf(`{"stock": %d}`, n))
+		require.NoError(godog.T(ctx), err)
+		require.Equal(godog.T(ctx), http.StatusOK, code, body)
+		return nil
+	})
+	sc.Step(`^an order for (\d+) "([^"]*)" is (accepted|refused)$`, func(ctx context.Context, n int, item, outcome string) error {
+		code, body, err := w.Env.shopCall(ctx, "orders", http.MethodPost, "/orders", fmt.Sprintf(`{"item": %q, "qty": %d}`, item, n))
+		require.NoError(godog.T(ctx), err)
+		if outcome == "accepted" {
+			assert.Equal(godog.T(ctx), http.StatusCreated, code, body)
+		} else {
+			assert.Equal(godog.T(ctx), http.StatusConflict, code, body)
+		}
+		return nil
+	})
+}

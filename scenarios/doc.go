@@ -30,6 +30,11 @@
 //   - Probe(ctx, from, target, protocol): a real connection from inside a demo probe pod (its /probe
 //     endpoint, reached by a client-go port-forward, so the test's own access is not subject to policy).
 //   - Observe(ctx, query): flows from the observer API (port-forward), as internal/flow values.
+//   - CheckMatrix(ctx, expected, lookup): a whole reachability table (MatrixFromTable of a Gherkin
+//     table, rows = sources, columns = targets, cells yes/no/ignored) checked by real TCP connections
+//     from inside the source pods and by the observer's flows of exactly those connections; returns
+//     the side-by-side report. lookup maps table names to Workload (pod selector + Service address).
+//   - WaitDeploymentsAvailable, DumpState, AppendFlows, PortForward, Pod.
 //   - World.Report: where the report bundle (junit, cucumber json, flows NDJSON, object dumps) goes.
 //
 // Per-scenario cleanup: register it with World.Cleanup(func(ctx) error); it runs after the scenario.

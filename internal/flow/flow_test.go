@@ -442,3 +442,15 @@ func TestHandler(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, line, `"uuid":"live"`)
 }
+
+func TestMergeDynamic(t *testing.T) {
+	add := make(chan (<-chan *Flow), 2)
+	add <- feed(at(1, "a"), at(5, "a"))
+	add <- feed(at(2, "b"), at(3, "b"))
+	close(add)
+	var got []int
+	for f := range MergeDynamic(context.Background(), 0, add, feed(at(4, "c"))) {
+		got = append(got, int(f.Time.Sub(t0)/time.Second))
+	}
+	assert.Equal(t, []int{1, 2, 3, 4, 5}, got)
+}

@@ -3,6 +3,7 @@ package flow
 import (
 	"context"
 	"reflect"
+	"slices"
 	"time"
 )
 
@@ -14,9 +15,16 @@ import (
 // pending flow, so a slow consumer pushes back on the producers. The output closes when every input
 // has closed or ctx ends.
 func Merge(ctx context.Context, window time.Duration, streams ...<-chan *Flow) <-chan *Flow {
+	return MergeDynamic(ctx, window, nil, streams...)
+}
+
+// MergeDynamic is Merge over a set of streams that grows: each stream received from add joins the
+// merge. The output closes when add (nil: no additions) and every stream have closed, or ctx ends.
+func MergeDynamic(ctx context.Context, window time.Duration, add <-chan (<-chan *Flow), streams ...<-chan *Flow) <-chan *Flow {
 	out := make(chan *Flow, 64)
 	go func() {
 		defer close(out)
+		streams := slices.Clone(streams)
 		n := len(streams)
 		heads := make([]*Flow, n)
 		arrived := make([]time.Time, n)
@@ -30,7 +38,28 @@ func Merge(ctx context.Context, window time.Duration, streams ...<-chan *Flow) <
 				timer.Stop()
 			}
 		}()
+		addStream := func(st <-chan *Flow) {
+			streams = append(streams, st)
+			heads = append(heads, nil)
+			arrived = append(arrived, time.Time{})
+			open = append(open, st != nil)
+			n++
+		}
 		for {
+			// Join the streams already waiting to be added before deciding what is oldest.
+		drain:
+			for add != nil {
+				select {
+				case st, ok := <-add:
+					if !ok {
+						add = nil
+						break drain
+					}
+					addStream(st)
+				default:
+					break drain
+				}
+			}
 			// Emit every head that is safe to emit.
 			for {
 				oldest, missing := -1, false
@@ -44,7 +73,7 @@ func Merge(ctx context.Context, window time.Duration, streams ...<-chan *Flow) <
 					}
 				}
 				if oldest < 0 {
-					if !missing {
+					if !missing && add == nil {
 						return // everything closed and drained
 					}
 					break
@@ -69,6 +98,10 @@ func Merge(ctx context.Context, window time.Duration, streams ...<-chan *Flow) <
 			// Wait for a head from each open stream that lacks one, or for the window to pass.
 			cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}}
 			idx := []int{-1}
+			if add != nil {
+				cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(add)})
+				idx = append(idx, -3)
+			}
 			haveHead := false
 			for i := range n {
 				if heads[i] != nil {
@@ -93,6 +126,13 @@ func Merge(ctx context.Context, window time.Duration, streams ...<-chan *Flow) <
 				return
 			case -2:
 				// window tick: loop and re-check
+			case -3:
+				if !ok {
+					add = nil
+					continue
+				}
+				st, _ := v.Interface().(<-chan *Flow)
+				addStream(st)
 			default:
 				if !ok {
 					open[i] = false

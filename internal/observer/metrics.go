@@ -1,0 +1,95 @@
+package observer
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/starlab-dev/starlab/internal/flow"
+)
+
+// Metrics are the observer's Prometheus series (Hubble's, renamed starlab_*), on their own registry.
+type Metrics struct {
+	Registry       *prometheus.Registry
+	flows          *prometheus.CounterVec
+	drops          *prometheus.CounterVec
+	policyVerdicts *prometheus.CounterVec
+	lost           *prometheus.CounterVec
+}
+
+// Policy verdict match values (starlab_policy_verdicts_total{match}).
+const (
+	MatchNetworkPolicy   = "network-policy" // a NetworkPolicy rule allowed it
+	MatchDefaultDeny     = "default-deny"   // no rule allowed a policed endpoint
+	MatchUnrepresentable = "policy-error"   // the policy could not be compiled: fail closed
+)
+
+// NewMetrics registers the observer's series on a fresh registry.
+func NewMetrics() (*Metrics, error) {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "starlab_flows_processed_total", Help: "Flows the observer processed, by verdict and node.",
+		}, []string{"verdict", "node"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "starlab_drop_total", Help: "Dropped flows by drop reason and node.",
+		}, []string{"reason", "node"}),
+		policyVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "starlab_policy_verdicts_total", Help: "Flows a network policy decided, by action (forwarded/dropped), match, direction and node.",
+		}, []string{"action", "match", "direction", "node"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "starlab_lost_events_total", Help: "Flow events lost (agent ring buffer, agent or observer slow readers), by node.",
+		}, []string{"node"}),
+	}
+	for _, c := range []prometheus.Collector{m.flows, m.drops, m.policyVerdicts, m.lost,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := m.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("register observer metric: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Observe counts one flow.
+func (m *Metrics) Observe(f *flow.Flow) {
+	node := f.NodeName
+	m.flows.WithLabelValues(string(f.Verdict), node).Inc()
+	if f.Verdict == flow.VerdictDropped {
+		m.drops.WithLabelValues(f.DropReasonDesc, node).Inc()
+	}
+	if match := policyMatch(f); match != "" {
+		m.policyVerdicts.WithLabelValues(strings.ToLower(string(f.Verdict)), match,
+			strings.ToLower(string(f.TrafficDirection)), node).Inc()
+	}
+}
+
+// AddLost counts n lost events on a node.
+func (m *Metrics) AddLost(node string, n uint64) {
+	if n > 0 {
+		m.lost.WithLabelValues(node).Add(float64(n))
+	}
+}
+
+// policyMatch says how a policy decided the flow, or "" when no policy was involved.
+func policyMatch(f *flow.Flow) string {
+	if f.IsReply {
+		return ""
+	}
+	if f.DropReasonDesc == flow.DropPolicyUnrepresentable {
+		return MatchUnrepresentable
+	}
+	if f.Verdict == flow.VerdictDropped && f.DropReasonDesc == flow.DropPolicyDenied {
+		return MatchDefaultDeny
+	}
+	if f.Verdict == flow.VerdictForwarded && len(f.AllowedBy) > 0 {
+		return MatchNetworkPolicy
+	}
+	for _, p := range f.DeniedBy {
+		if p.Kind == flow.PolicyKindDefaultDeny {
+			return MatchDefaultDeny
+		}
+	}
+	return ""
+}

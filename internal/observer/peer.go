@@ -1,0 +1,281 @@
+package observer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/starlab-dev/starlab/internal/flow"
+)
+
+// Peer states.
+const (
+	StateConnecting  = "connecting"
+	StateConnected   = "connected"
+	StateUnavailable = "unavailable"
+)
+
+// NodeStatus is one node's agent connection, as /api/v1/status reports it.
+type NodeStatus struct {
+	Name           string    `json:"name"`
+	Address        string    `json:"address,omitempty"`
+	State          string    `json:"state"`
+	Error          string    `json:"error,omitempty"`
+	Flows          uint64    `json:"flows"`
+	LastFlow       time.Time `json:"last_flow,omitzero"`
+	ConnectedSince time.Time `json:"connected_since,omitzero"`
+	Reconnects     uint64    `json:"reconnects"`
+	LostEvents     uint64    `json:"lost_events"`
+}
+
+// peer keeps a follow stream to one node's agent, reconnecting with backoff.
+type peer struct {
+	node   string
+	out    chan *flow.Flow // merged by the observer; closed when the peer stops
+	client *http.Client
+	log    *slog.Logger
+	onLost func(node string, n uint64)
+	// initialLast is how many buffered flows to ask for on the first connection.
+	initialLast int
+	statusEvery time.Duration
+
+	mu       sync.Mutex
+	addr     string // host:port; "" when the node has no agent pod
+	why      string // reason the node is unavailable without an address
+	status   NodeStatus
+	lastTime time.Time
+	lastLost uint64
+	kick     chan struct{} // address changed: reconnect now
+}
+
+func newPeer(node string, client *http.Client, log *slog.Logger, initialLast int, statusEvery time.Duration, onLost func(string, uint64)) *peer {
+	return &peer{statusEvery: statusEvery,
+		node: node, out: make(chan *flow.Flow, 1024), client: client, log: log.With("node", node),
+		onLost: onLost, initialLast: initialLast, kick: make(chan struct{}, 1),
+		status: NodeStatus{Name: node, State: StateConnecting},
+	}
+}
+
+// setAddr points the peer at a new agent address ("" = the node has no agent now, with reason why).
+func (p *peer) setAddr(addr, why string) {
+	p.mu.Lock()
+	changed := p.addr != addr
+	p.addr, p.why = addr, why
+	if addr == "" {
+		p.status.State, p.status.Error, p.status.Address = StateUnavailable, why, ""
+	}
+	p.mu.Unlock()
+	if changed {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *peer) snapshot() NodeStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+func (p *peer) setState(state string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.status.State = state
+	p.status.Error = ""
+	if err != nil {
+		p.status.Error = err.Error()
+	}
+	if state == StateConnected {
+		p.status.ConnectedSince = time.Now()
+	} else {
+		p.status.ConnectedSince = time.Time{}
+	}
+}
+
+// run streams until ctx ends, then closes p.out.
+func (p *peer) run(ctx context.Context) {
+	defer close(p.out)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.pollStatus(ctx)
+	}()
+	defer wg.Wait()
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		p.mu.Lock()
+		addr, why := p.addr, p.why
+		p.mu.Unlock()
+		if addr == "" {
+			p.mu.Lock()
+			p.status.State, p.status.Error = StateUnavailable, why
+			p.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.kick:
+				continue
+			}
+		}
+		connCtx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-p.kick:
+				cancel()
+			case <-connCtx.Done():
+			}
+		}()
+		started := time.Now()
+		err := p.stream(connCtx, addr)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("agent closed the stream")
+		}
+		p.setState(StateUnavailable, err)
+		p.mu.Lock()
+		p.status.Reconnects++
+		p.mu.Unlock()
+		p.log.Warn("agent stream ended", "addr", addr, "err", err)
+		if time.Since(started) > 10*time.Second {
+			backoff = 200 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// stream opens one follow stream and forwards flows until it ends.
+func (p *peer) stream(ctx context.Context, addr string) error {
+	p.mu.Lock()
+	p.status.Address = addr
+	p.status.State = StateConnecting
+	since := p.lastTime
+	p.mu.Unlock()
+	q := url.Values{"follow": {"true"}}
+	if since.IsZero() {
+		q.Set("last", fmt.Sprint(p.initialLast))
+	} else {
+		q.Set("since", since.Add(time.Nanosecond).UTC().Format(time.RFC3339Nano))
+	}
+	u := "http://" + addr + "/v1/flows?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("agent request %s: %w", u, err)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("connect to agent %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("agent %s answered %s: %s", addr, resp.Status, b)
+	}
+	p.setState(StateConnected, nil)
+	p.log.Info("streaming flows from agent", "addr", addr)
+	dec := flow.NewDecoder(resp.Body)
+	for {
+		f, err := dec.Decode()
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read flows from agent %s: %w", addr, err)
+		}
+		if f.NodeName == "" {
+			f.NodeName = p.node
+		}
+		p.mu.Lock()
+		p.status.Flows++
+		p.status.LastFlow = time.Now()
+		if f.Time.After(p.lastTime) {
+			p.lastTime = f.Time
+		}
+		p.mu.Unlock()
+		select {
+		case p.out <- f:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// agentStatus is the part of the agent's /v1/status the observer reads.
+type agentStatus struct {
+	LostEvents uint64 `json:"lost_events"`
+}
+
+// pollStatus reads the agent's lost-event counter every few seconds and reports increases.
+func (p *peer) pollStatus(ctx context.Context) {
+	t := time.NewTicker(p.statusEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		addr := p.addr
+		p.mu.Unlock()
+		if addr == "" {
+			continue
+		}
+		st, err := p.fetchStatus(ctx, addr)
+		if err != nil {
+			p.log.Debug("agent status", "err", err)
+			continue
+		}
+		p.mu.Lock()
+		delta := st.LostEvents
+		if st.LostEvents >= p.lastLost {
+			delta = st.LostEvents - p.lastLost // else: the agent restarted and its counter reset
+		}
+		p.lastLost = st.LostEvents
+		p.status.LostEvents += delta
+		p.mu.Unlock()
+		if delta > 0 && p.onLost != nil {
+			p.onLost(p.node, delta)
+		}
+	}
+}
+
+func (p *peer) fetchStatus(ctx context.Context, addr string) (agentStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/status", nil)
+	if err != nil {
+		return agentStatus{}, fmt.Errorf("agent status request: %w", err)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return agentStatus{}, fmt.Errorf("agent status %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return agentStatus{}, fmt.Errorf("agent status %s: %s", addr, resp.Status)
+	}
+	var st agentStatus
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+		return agentStatus{}, fmt.Errorf("decode agent status %s: %w", addr, err)
+	}
+	return st, nil
+}

@@ -90,7 +90,7 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 		rev.nat_port = p->dport;
 		rev.svc_id = svc.svc_id;
 	}
-	if (sl_ct_create(&fk, &fwd, &rk, &rev) < 0)
+	if (sl_ct_create(&fk, &fwd, &rk, &rev, 0) < 0)
 		return sl_drop(cfg, p, t, SL_DROP_CT_MAP_INSERTION_FAILED);
 
 	/* DNAT */
@@ -237,7 +237,7 @@ int sl_to_container(struct __sk_buff *skb)
 	rk.proto = p.proto;
 	rk.scope = SL_CT_EGRESS;
 	rk.pad = 0;
-	if (sl_ct_create(&k, &fwd, &rk, &rev) < 0)
+	if (sl_ct_create(&k, &fwd, &rk, &rev, 1) < 0)
 		return sl_drop(cfg, &p, &t, SL_DROP_CT_MAP_INSERTION_FAILED);
 
 	sl_count(SL_CNT_FORWARDED);

@@ -119,7 +119,7 @@ int sl_from_netdev(struct __sk_buff *skb)
 		rk.dport = snat_port;
 		rk.scope = SL_CT_NETDEV;
 	}
-	if (sl_ct_create(&k, &fwd, &rk, &rev) < 0) {
+	if (sl_ct_create(&k, &fwd, &rk, &rev, 0) < 0) {
 		sl_drop_event(cfg, &p, &t, SL_DROP_CT_MAP_INSERTION_FAILED);
 		return TC_ACT_SHOT;
 	}

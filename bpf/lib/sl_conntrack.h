@@ -23,9 +23,13 @@ static __always_inline void sl_ct_key_of(struct sl_ct_key *k, const struct sl_pk
 	k->pad = 0;
 }
 
+/* A bare SYN on a forward entry older than this starts a new connection. */
+#define SL_CT_SYN_REUSE_NS (60ULL * 1000000000ULL)
+
 /*
- * Look up the entry for this packet. A bare SYN that hits a forward entry of
- * a closed connection (port reuse) deletes it so the flow is evaluated again.
+ * Look up the entry for this packet. A bare SYN that hits the forward entry
+ * of a closed (or long idle, older than any SYN retransmission) connection is
+ * port reuse: the entry is deleted so the flow is evaluated again.
  */
 static __always_inline struct sl_ct_entry *sl_ct_lookup(const struct sl_ct_key *k,
 							const struct sl_pkt *p)
@@ -36,7 +40,9 @@ static __always_inline struct sl_ct_entry *sl_ct_lookup(const struct sl_ct_key *
 		return 0;
 	if (p->proto == IPPROTO_TCP &&
 	    (p->tcp_flags & (SL_TCP_SYN | SL_TCP_ACK)) == SL_TCP_SYN &&
-	    (e->flags & SL_CT_SEEN_CLOSE) && !(e->flags & SL_CT_REPLY)) {
+	    !(e->flags & SL_CT_REPLY) &&
+	    ((e->flags & SL_CT_SEEN_CLOSE) ||
+	     bpf_ktime_get_boot_ns() - e->created_ns > SL_CT_SYN_REUSE_NS)) {
 		bpf_map_delete_elem(&sl_ct, k);
 		return 0;
 	}
@@ -100,28 +106,61 @@ static __always_inline int sl_ct_apply(struct __sk_buff *skb, const struct sl_cf
 	return 0;
 }
 
+static __always_inline int sl_ct_key_eq(const struct sl_ct_key *a, const struct sl_ct_key *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport &&
+	       a->dport == b->dport && a->proto == b->proto && a->scope == b->scope;
+}
+
 /*
- * Create the forward entry (replacing any) and the reply entry. An existing
- * reply entry is kept (another hook of the same flow, e.g. NodePort, created
- * it with the NAT the reply needs); it is only marked as a reply.
- * Returns 0, or -1 when the forward entry could not be inserted.
+ * Is the existing reply entry old the reverse-NAT entry of a live NodePort
+ * flow translated to this very flow (fk)? Its pair is the from-netdev
+ * forward entry, which must DNAT to fk's destination and point back at rk.
+ */
+static __always_inline int sl_ct_is_nodeport_reply(struct sl_ct_entry *old, const struct sl_ct_key *fk,
+						   const struct sl_ct_key *rk)
+{
+	struct sl_ct_key pk;
+	struct sl_ct_entry *pe;
+
+	if (!(old->flags & SL_CT_REVNAT))
+		return 0;
+	__builtin_memcpy(&pk, &old->pair, sizeof(pk));
+	if (pk.scope != SL_CT_NETDEV)
+		return 0;
+	pe = bpf_map_lookup_elem(&sl_ct, &pk);
+	return pe && (pe->flags & SL_CT_DNAT) && pe->nat_addr == fk->daddr &&
+	       pe->nat_port == fk->dport && sl_ct_key_eq(&pe->pair, rk);
+}
+
+/*
+ * Create the forward entry and the reply entry, replacing stale ones (port
+ * reuse). With keep_nodeport, an existing reply entry that is the reverse
+ * NAT of the NodePort flow this packet belongs to is kept (from-netdev
+ * created it with the NAT the reply needs) and only marked as a reply.
+ * Returns 0, or -1 when an entry could not be inserted.
  */
 static __always_inline int sl_ct_create(const struct sl_ct_key *fk, struct sl_ct_entry *fwd,
-					const struct sl_ct_key *rk, struct sl_ct_entry *rev)
+					const struct sl_ct_key *rk, struct sl_ct_entry *rev,
+					int keep_nodeport)
 {
 	__builtin_memcpy(&fwd->pair, rk, sizeof(*rk));
 	__builtin_memcpy(&rev->pair, fk, sizeof(*fk));
 	if (bpf_map_update_elem(&sl_ct, fk, fwd, BPF_ANY) < 0)
 		return -1;
-	if (bpf_map_update_elem(&sl_ct, rk, rev, BPF_NOEXIST) < 0) {
+	if (keep_nodeport) {
 		struct sl_ct_entry *old = bpf_map_lookup_elem(&sl_ct, rk);
 
-		if (!old) {
-			bpf_map_delete_elem(&sl_ct, fk);
-			return -1;
+		if (old && sl_ct_is_nodeport_reply(old, fk, rk)) {
+			old->flags |= SL_CT_REPLY;
+			old->flags &= ~SL_CT_SEEN_CLOSE;
+			sl_count(SL_CNT_CT_NEW);
+			return 0;
 		}
-		old->flags |= SL_CT_REPLY;
-		old->flags &= ~SL_CT_SEEN_CLOSE;
+	}
+	if (bpf_map_update_elem(&sl_ct, rk, rev, BPF_ANY) < 0) {
+		bpf_map_delete_elem(&sl_ct, fk);
+		return -1;
 	}
 	sl_count(SL_CNT_CT_NEW);
 	return 0;

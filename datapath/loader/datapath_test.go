@@ -4,6 +4,7 @@ package loader
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -426,4 +427,55 @@ func TestLegacyTCFallback(t *testing.T) {
 	out, err = exec.Command("ip", "netns", "exec", l.n1.ns, "tc", "filter", "show", "dev", a.hostIf, "ingress").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.NotContains(t, string(out), "sl_from-container")
+}
+
+// dialFromPort dials with a fixed local port (SO_REUSEADDR, so a TIME_WAIT
+// socket on that port towards another destination does not block it).
+func dialFromPort(ns, addr string, lport int) (net.Conn, error) {
+	var c net.Conn
+	err := inNS(ns, func() error {
+		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{Port: lport},
+			Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				if err := rc.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+				}); err != nil {
+					return err
+				}
+				return serr
+			}}
+		var err error
+		c, err = d.Dial("tcp4", addr)
+		return err
+	})
+	return c, err
+}
+
+// A client port reused towards the same backend, once directly and once
+// through the ClusterIP (and back), must get the right (reverse) NAT each
+// time: stale conntrack entries of the earlier flow are replaced.
+func TestPortReuseDirectAndViaService(t *testing.T) {
+	l := newLab(t)
+	a, b := l.pods["a"], l.pods["b"]
+	serveTCP(t, b.ns, "b", ":8080")
+	require.NoError(t, l.n1.dp.Maps.UpsertService(
+		maps.ServiceKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: maps.ProtoTCP},
+		maps.Service{ID: 1}, []maps.Backend{{IP: b.ip, Port: 8080}}))
+	rounds := []struct {
+		addr  string
+		lport int
+	}{
+		{"10.244.1.11:8080", 40123}, {"10.96.0.10:80", 40123}, // direct, then via the service
+		{"10.96.0.10:80", 40124}, {"10.244.1.11:8080", 40124}, // via the service, then direct
+	}
+	for i, r := range rounds {
+		addr := r.addr
+		c, err := dialFromPort(a.ns, addr, r.lport)
+		require.NoError(t, err, "round %d to %s", i, addr)
+		got, err := ask(c, "x")
+		require.NoError(t, err, "round %d to %s", i, addr)
+		require.Equal(t, "b 10.244.1.10 x", got)
+		require.Equal(t, addr, c.RemoteAddr().String())
+		require.NoError(t, c.Close())
+	}
 }

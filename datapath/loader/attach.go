@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -153,4 +154,70 @@ func (d *Datapath) detachLegacy(ifindex int, h hook) error {
 		return fmt.Errorf("detach %s from ifindex %d (cls_bpf): %w", h.name, ifindex, err)
 	}
 	return nil
+}
+
+// Attachment is one pinned program attachment.
+type Attachment struct {
+	Ifindex int
+	Hook    string // "from-container", "to-container" or "from-netdev"
+}
+
+func hookByName(name string) (hook, bool) {
+	for _, h := range []hook{hookFromContainer, hookToContainer, hookFromNetdev} {
+		if h.name == name {
+			return h, true
+		}
+	}
+	return hook{}, false
+}
+
+// UpdatePinnedLinks points every pinned attachment at the programs of this
+// Load (call it once after an agent restart or upgrade: traffic keeps flowing
+// through the old programs until then, with no gap). Pins whose interface is
+// gone are removed. Returns the live attachments.
+func (d *Datapath) UpdatePinnedLinks() ([]Attachment, error) {
+	dir := filepath.Join(d.pinDir, "links")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list pinned links in %s: %w", dir, err)
+	}
+	var live []Attachment
+	var errs []error
+	for _, e := range entries {
+		var ifindex int
+		var name string
+		idx := strings.IndexByte(e.Name(), '-')
+		if idx <= 0 {
+			continue
+		}
+		if _, err := fmt.Sscanf(e.Name()[:idx], "%d", &ifindex); err != nil {
+			continue
+		}
+		name = e.Name()[idx+1:]
+		h, ok := hookByName(name)
+		if !ok {
+			continue
+		}
+		pin := filepath.Join(dir, e.Name())
+		l, err := link.LoadPinnedLink(pin, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("open pinned link %s: %w", pin, err))
+			continue
+		}
+		if !sameTCXTarget(l, ifindex, h.attach) {
+			d.log.Info("removing pinned link of a gone interface", "pin", pin)
+			if err := l.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpin %s: %w", pin, err))
+			}
+			l.Close()
+			continue
+		}
+		if err := l.Update(h.prog(d)); err != nil {
+			errs = append(errs, fmt.Errorf("update pinned link %s: %w", pin, err))
+		} else {
+			live = append(live, Attachment{Ifindex: ifindex, Hook: name})
+		}
+		l.Close()
+	}
+	return live, errors.Join(errs...)
 }

@@ -386,7 +386,13 @@ func TestRestartKeepsAttachmentsAndConnections(t *testing.T) {
 	require.NoError(t, err)
 	l.n1.dp = dp
 	l.n1.reader = nil
-	require.NoError(t, inNS(l.n1.ns, func() error { return dp.AttachEndpoint(a.ifindex) }))
+	var live []Attachment
+	require.NoError(t, inNS(l.n1.ns, func() error { live, err = dp.UpdatePinnedLinks(); return err }))
+	require.ElementsMatch(t, []Attachment{
+		{a.ifindex, "from-container"}, {a.ifindex, "to-container"},
+		{b.ifindex, "from-container"}, {b.ifindex, "to-container"}, {l.n1.eth0, "from-netdev"},
+	}, live)
+	require.NoError(t, inNS(l.n1.ns, func() error { return dp.AttachEndpoint(a.ifindex) }), "re-attach is idempotent")
 	got, err = ask(conn, "after")
 	require.NoError(t, err)
 	require.Equal(t, "b 10.244.1.10 after", got)

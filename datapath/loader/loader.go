@@ -17,6 +17,11 @@
 //	...
 //	err = dp.DetachEndpoint(hostVethIndex); err = dp.Maps.DeleteEndpoint(uint32(hostVethIndex))
 //
+// After an agent restart, Load re-uses the pinned maps (conntrack, endpoints,
+// policy survive) and the old programs stay attached through their pinned
+// links; call UpdatePinnedLinks once to switch every attachment to the newly
+// loaded programs (it also drops pins of interfaces that disappeared).
+//
 // Interface indexes are resolved in the network namespace of the calling
 // thread (the agent runs in the node's host network namespace).
 package loader

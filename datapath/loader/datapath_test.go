@@ -485,3 +485,45 @@ func TestPortReuseDirectAndViaService(t *testing.T) {
 		require.NoError(t, c.Close())
 	}
 }
+
+// externalTrafficPolicy: Local with only a remote backend, and a NodePort
+// without backends: the external client is refused at once (RST out of the
+// node device) and the drop is reported at from-netdev.
+func TestNodePortLocalPolicyAndNoBackend(t *testing.T) {
+	l := newLab(t)
+	c := l.pods["c"]
+	serveTCP(t, c.ns, "c", ":8080")
+	require.NoError(t, l.n1.dp.Maps.UpsertService(maps.ServiceKey{Port: 30082, Proto: maps.ProtoTCP, Scope: maps.ScopeNodePort},
+		maps.Service{ID: 12, Flags: maps.ServiceLocal}, []maps.Backend{{IP: c.ip, Port: 8080}}))
+	require.NoError(t, l.n1.dp.Maps.UpsertService(maps.ServiceKey{Port: 30083, Proto: maps.ProtoTCP, Scope: maps.ScopeNodePort},
+		maps.Service{ID: 13}, nil))
+
+	for _, addr := range []string{node1IP + ":30082", node1IP + ":30083"} {
+		start := time.Now()
+		_, err := dial(l.extNS, "tcp4", addr, "", 5*time.Second)
+		require.True(t, errors.Is(err, syscall.ECONNREFUSED), "%s: want ECONNREFUSED, got %v", addr, err)
+		require.Less(t, time.Since(start), 500*time.Millisecond)
+	}
+	drop := func(p uint16) ev {
+		return ev{Type: fe.TypeDrop, Verdict: fe.VerdictDropped, Reason: fe.DropServiceBackendNotFound, Obs: fe.ObsFromNetdev,
+			Dir: fe.DirectionIngress, Proto: tcp, Src: ext, Dst: node1IP, DstPort: p, OrigDst: node1IP, OrigDstPort: p,
+			SrcID: 2, DstID: 1}
+	}
+	requireEvents(t, l.n1, port(30082, 30083), drop(30082), drop(30083))
+}
+
+// sessionAffinity: ClientIP pins every connection of a client to one backend.
+func TestSessionAffinity(t *testing.T) {
+	l := newLab(t)
+	a, b, c := l.pods["a"], l.pods["b"], l.pods["c"]
+	serveTCP(t, b.ns, "b", ":8080")
+	serveTCP(t, c.ns, "c", ":8080")
+	require.NoError(t, l.n1.dp.Maps.UpsertService(
+		maps.ServiceKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: maps.ProtoTCP},
+		maps.Service{ID: 1, Flags: maps.ServiceAffinity}, []maps.Backend{{IP: b.ip, Port: 8080}, {IP: c.ip, Port: 8080}}))
+	first, _ := tcpRoundTrip(t, a.ns, "10.96.0.10:80")
+	for i := 0; i < 8; i++ {
+		got, _ := tcpRoundTrip(t, a.ns, "10.96.0.10:80")
+		require.Equal(t, first[:1], got[:1], "connection %d went to another backend", i)
+	}
+}

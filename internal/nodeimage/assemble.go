@@ -132,8 +132,15 @@ func (b *builder) preload(ctx context.Context, container, base, archive string) 
 	}
 	defer f.Close()
 	if _, err := docker(ctx, f, "exec", "-i", container, "ctr", "--namespace=k8s.io", "images", "import",
-		"--label=io.cri-containerd.pinned=pinned", "--all-platforms", "--no-unpack", "--digests", "-"); err != nil {
+		"--all-platforms", "--no-unpack", "--digests", "-"); err != nil {
 		return err
+	}
+	// ctr 1.6 has no `import --label`: pin afterwards, as kind's importer does at import time.
+	for _, ref := range b.rel.preloadedImages() {
+		if _, err := docker(ctx, nil, "exec", container, "ctr", "--namespace=k8s.io", "images", "label", ref,
+			"io.cri-containerd.pinned=pinned"); err != nil {
+			return err
+		}
 	}
 	out, err := docker(ctx, nil, "exec", container, "ctr", "--namespace=k8s.io", "images", "ls", "-q")
 	if err != nil {
@@ -149,8 +156,13 @@ func (b *builder) preload(ctx context.Context, container, base, archive string) 
 		}
 	}
 	_, err = docker(ctx, nil, "exec", container, "bash", "-c",
-		`pid=$(cat /tmp/containerd.pid); kill $pid; for i in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; `+
-			`kill -0 $pid 2>/dev/null && exit 1; rm -f /tmp/containerd.log /tmp/containerd.pid`)
+		// containerd's parent is `sleep` (PID 1 here), which does not reap: an exited containerd stays a
+		// zombie, so "gone" means no process or state Z.
+		`pid=$(cat /tmp/containerd.pid); kill $pid; `+
+			`alive() { [ -e /proc/$pid ] && ! grep -q '^State:[[:space:]]*Z' /proc/$pid/status 2>/dev/null; }; `+
+			`for i in $(seq 100); do alive || break; sleep 0.1; done; `+
+			`if alive; then echo "containerd (pid $pid) still running 10s after SIGTERM"; exit 1; fi; `+
+			`rm -f /tmp/containerd.log /tmp/containerd.pid`)
 	if err != nil {
 		return fmt.Errorf("stop containerd in build container: %w", err)
 	}

@@ -62,8 +62,9 @@ func TestBuildNodeImage(t *testing.T) {
 	for _, want := range res.PreloadedImages {
 		assert.Contains(t, images, want)
 	}
-	pinned := exec("ctr", "-n", "k8s.io", "images", "ls")
-	assert.Contains(t, pinned, "io.cri-containerd.pinned=pinned")
+	for _, want := range res.PreloadedImages {
+		assert.Contains(t, exec("ctr", "-n", "k8s.io", "images", "ls", "name=="+want), "io.cri-containerd.pinned=pinned", want)
+	}
 	assert.Equal(t, DefaultVersion, exec("ctr", "-n", "k8s.io", "images", "ls", "-q", "name==registry.k8s.io/kube-apiserver:"+DefaultVersion)[len("registry.k8s.io/kube-apiserver:"):])
 
 	// Warm: the image is in docker, so Build only computes keys.

@@ -39,6 +39,7 @@ func NewRootCommand() *cobra.Command {
 		newImageCommand(opts),
 		newUpCommand(opts), newDownCommand(opts), newStatusCommand(opts),
 		newTestCommand(opts),
+		newObserveCommand(opts), newUICommand(opts),
 	)
 	return root
 }

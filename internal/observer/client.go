@@ -1,0 +1,264 @@
+package observer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+
+	"github.com/starlab-dev/starlab/internal/flow"
+)
+
+// Where the chart runs the observer.
+const (
+	DefaultNamespace = "starlab-system"
+	PodSelector      = "app.kubernetes.io/name=starlab-observer"
+)
+
+// Forward is a running port-forward to the observer pod.
+type Forward struct {
+	URL      string // http://127.0.0.1:<port>
+	Pod      string
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+	err      error
+}
+
+func (f *Forward) halt() { f.stopOnce.Do(func() { close(f.stop) }) }
+
+// Close stops the port-forward and waits for it to end.
+func (f *Forward) Close() {
+	f.halt()
+	<-f.done
+}
+
+// Done is closed when the port-forward has ended (Close, pod gone, or connection lost); Err says why.
+func (f *Forward) Done() <-chan struct{} { return f.done }
+
+// Err is why the port-forward ended (nil after Close).
+func (f *Forward) Err() error {
+	select {
+	case <-f.done:
+		return f.err
+	default:
+		return nil
+	}
+}
+
+// FindPod returns the name of a running, ready observer pod in namespace.
+func FindPod(ctx context.Context, cs kubernetes.Interface, namespace string) (string, error) {
+	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: PodSelector})
+	if err != nil {
+		return "", fmt.Errorf("list observer pods (%s) in namespace %s: %w", PodSelector, namespace, err)
+	}
+	var seen []string
+	for _, p := range pods.Items {
+		seen = append(seen, p.Name+" ("+string(p.Status.Phase)+")")
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return p.Name, nil
+			}
+		}
+	}
+	if len(seen) == 0 {
+		return "", fmt.Errorf("no observer pod (%s) in namespace %s: is the lab up? (starlab up, then starlab status)", PodSelector, namespace)
+	}
+	return "", fmt.Errorf("no ready observer pod in namespace %s: %s", namespace, strings.Join(seen, ", "))
+}
+
+// PortForward forwards 127.0.0.1:localPort (0: any free port) to port 4245 of a ready observer pod,
+// through the API server (client-go SPDY port-forward). Close it when done.
+func PortForward(ctx context.Context, cfg *rest.Config, namespace string, localPort int) (*Forward, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	pod, err := FindPod(ctx, cs, namespace)
+	if err != nil {
+		return nil, err
+	}
+	rt, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward transport: %w", err)
+	}
+	u := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	f := &Forward{Pod: pod, stop: make(chan struct{}), done: make(chan struct{})}
+	ready := make(chan struct{})
+	var errOut strings.Builder
+	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("%d:%d", localPort, Port)},
+		f.stop, ready, io.Discard, &errOut)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward to %s/%s: %w", namespace, pod, err)
+	}
+	go func() {
+		defer close(f.done)
+		if err := pf.ForwardPorts(); err != nil {
+			f.err = fmt.Errorf("port-forward to %s/%s: %w", namespace, pod, err)
+		}
+	}()
+	stopOnCancel := context.AfterFunc(ctx, f.halt)
+	select {
+	case <-ready:
+	case <-f.done:
+		stopOnCancel()
+		if f.err == nil {
+			f.err = fmt.Errorf("port-forward to %s/%s ended before it was ready: %s", namespace, pod, errOut.String())
+		}
+		return nil, f.err
+	case <-ctx.Done():
+		<-f.done
+		return nil, fmt.Errorf("port-forward to %s/%s: %w", namespace, pod, ctx.Err())
+	}
+	ports, err := pf.GetPorts()
+	if err != nil || len(ports) == 0 {
+		f.Close()
+		return nil, fmt.Errorf("port-forward to %s/%s: local port unknown: %v", namespace, pod, err)
+	}
+	f.URL = fmt.Sprintf("http://127.0.0.1:%d", ports[0].Local)
+	return f, nil
+}
+
+// Client talks to an observer's HTTP API (directly or through a Forward).
+type Client struct {
+	Base string // e.g. http://127.0.0.1:4245
+	HTTP *http.Client
+}
+
+func (c *Client) http() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {
+	u := strings.TrimSuffix(c.Base, "/") + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("observer request %s: %w", path, err)
+	}
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("observer %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return nil, fmt.Errorf("observer %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return resp, nil
+}
+
+// Flows streams the flows answering q to emit until the answer ends (or, when following, ctx ends).
+func (c *Client) Flows(ctx context.Context, q flow.Query, emit func(*flow.Flow) error) error {
+	resp, err := c.get(ctx, "/api/v1/flows", q.Values())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := flow.NewDecoder(resp.Body)
+	for {
+		f, err := dec.Decode()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("observer flows: %w", err)
+		}
+		if err := emit(f); err != nil {
+			return err
+		}
+	}
+}
+
+// Graph fetches the service graph.
+func (c *Client) Graph(ctx context.Context, q url.Values) (GraphView, error) {
+	var g GraphView
+	return g, c.getJSON(ctx, "/api/v1/graph", q, &g)
+}
+
+// Status fetches the observer status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.getJSON(ctx, "/api/v1/status", nil, &s)
+}
+
+// Metrics fetches the Prometheus text exposition.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	resp, err := c.get(ctx, "/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("read observer metrics: %w", err)
+	}
+	return string(b), nil
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) error {
+	resp, err := c.get(ctx, path, q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("decode observer %s: %w", path, err)
+	}
+	return nil
+}
+
+// WaitConnected polls the status until every node is connected (and at least minNodes exist).
+func (c *Client) WaitConnected(ctx context.Context, minNodes int) (Status, error) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	var last Status
+	var lastErr error
+	for {
+		st, err := c.Status(ctx)
+		if err == nil && st.Unavailable == 0 && st.Connected >= minNodes && st.Connected > 0 {
+			return st, nil
+		}
+		last, lastErr = st, err
+		select {
+		case <-ctx.Done():
+			if lastErr != nil {
+				return last, fmt.Errorf("wait for the observer to connect to every node: %w (last error: %v)", ctx.Err(), lastErr)
+			}
+			var down []string
+			for _, n := range last.Nodes {
+				if n.State != StateConnected {
+					down = append(down, n.Name+": "+n.Error)
+				}
+			}
+			return last, fmt.Errorf("wait for the observer to connect to every node: %w (connected %d, unavailable: %s)",
+				ctx.Err(), last.Connected, strings.Join(down, "; "))
+		case <-t.C:
+		}
+	}
+}

@@ -84,12 +84,30 @@ func staleNodeVolumes(ctx context.Context, prefix string) ([]string, error) {
 	}
 	var stale []string
 	for _, v := range vols {
-		node, ok := kubeletNodeName(filepath.Join(v.Mountpoint, "lib", "kubelet", "pki", "kubelet-client-current.pem"))
-		if ok && strings.HasPrefix(node, prefix) {
+		if node, ok := volumeNodeName(v.Mountpoint); ok && strings.HasPrefix(node, prefix) {
 			stale = append(stale, v.Name)
 		}
 	}
 	return stale, nil
+}
+
+// volumeNodeName returns the node name in the kubelet client certificate of a node's /var volume. The
+// certificates are lib/kubelet/pki/kubelet-client-<date>.pem; kubelet-client-current.pem is an absolute
+// symlink (valid only inside the node), so the dated files are read.
+func volumeNodeName(mountpoint string) (string, bool) {
+	certs, err := filepath.Glob(filepath.Join(mountpoint, "lib", "kubelet", "pki", "kubelet-client-*.pem"))
+	if err != nil {
+		return "", false
+	}
+	for _, c := range certs {
+		if fi, err := os.Lstat(c); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if node, ok := kubeletNodeName(c); ok {
+			return node, true
+		}
+	}
+	return "", false
 }
 
 // kubeletNodeName reads a kubelet client certificate and returns the node name of its CN system:node:<name>.

@@ -349,6 +349,18 @@ func TestKubeletNodeName(t *testing.T) {
 	assert.Equal(t, "sl-lab-e2e-1-worker", name)
 	_, ok = kubeletNodeName(filepath.Join(dir, "missing.pem"))
 	assert.False(t, ok)
+
+	// A node's /var volume: a dated certificate and an absolute "current" symlink valid only in the node.
+	mp := t.TempDir()
+	pki := filepath.Join(mp, "lib", "kubelet", "pki")
+	require.NoError(t, os.MkdirAll(pki, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(pki, "kubelet-client-2026-11-26-01-55-04.pem"), pemData, 0o600))
+	require.NoError(t, os.Symlink("/var/lib/kubelet/pki/kubelet-client-2026-11-26-01-55-04.pem", filepath.Join(pki, "kubelet-client-current.pem")))
+	name, ok = volumeNodeName(mp)
+	require.True(t, ok)
+	assert.Equal(t, "sl-lab-e2e-1-worker", name)
+	_, ok = volumeNodeName(t.TempDir())
+	assert.False(t, ok)
 }
 
 func TestCleanupStaleRefusesEmptyPrefix(t *testing.T) {

@@ -49,7 +49,7 @@ func TestBuildNodeImage(t *testing.T) {
 	}
 	assert.Equal(t, DefaultVersion, exec("kubeadm", "version", "-o", "short"))
 	assert.Equal(t, DefaultVersion, exec("cat", "/kind/version"))
-	exec("test", "-L", "/etc/systemd/system/multi-user.target.wants/sys-fs-bpf.mount")
+	exec("test", "-L", "/etc/systemd/system/multi-user.target.wants/starlab-bpffs.service")
 	exec("test", "-L", "/etc/systemd/system/multi-user.target.wants/kubelet.service")
 	exec("test", "!", "-e", "/kind/manifests/default-storage.yaml")
 	assert.Contains(t, exec("cat", "/etc/containerd/config.toml"), `sandbox_image = "registry.k8s.io/pause:3.10.2"`)
@@ -74,6 +74,43 @@ func TestBuildNodeImage(t *testing.T) {
 	assert.Equal(t, res.Image, warm.Image)
 	assert.Equal(t, "docker", warm.Source)
 	assert.Less(t, warm.Duration, 10*time.Second)
+}
+
+// TestNodeBoots runs the node image the way kind does and checks systemd, containerd, bpffs and the
+// preloaded images from the CRI's point of view.
+func TestNodeBoots(t *testing.T) {
+	require.Equal(t, 0, os.Geteuid(), "building node images needs root")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
+	defer cancel()
+	res, err := Build(ctx, Options{Progress: progress.New(os.Stderr)})
+	require.NoError(t, err)
+	container := "starlab-nodeimage-boot-test"
+	_, _ = docker(ctx, nil, "rm", "-f", container)
+	t.Cleanup(func() { _, _ = docker(context.Background(), nil, "rm", "-f", container) })
+	_, err = docker(ctx, nil, "run", "-d", "--name", container, "--hostname", container, "--privileged",
+		"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--tmpfs", "/tmp", "--tmpfs", "/run",
+		"--volume", "/var", "--volume", "/lib/modules:/lib/modules:ro", "--cgroupns=private", "-e", "container=docker",
+		"--network", "none", res.Image)
+	require.NoError(t, err)
+	var state string
+	require.Eventually(t, func() bool {
+		out, _ := docker(ctx, nil, "exec", container, "systemctl", "is-system-running")
+		state = strings.TrimSpace(out)
+		return state == "running" || state == "degraded"
+	}, 2*time.Minute, time.Second)
+	failed, err := docker(ctx, nil, "exec", container, "systemctl", "--failed", "--no-legend", "--plain")
+	require.NoError(t, err)
+	assert.Equal(t, "running", state, "failed units: %s", failed)
+	mounts, err := docker(ctx, nil, "exec", container, "findmnt", "-n", "-o", "FSTYPE,PROPAGATION", "/sys/fs/bpf")
+	require.NoError(t, err, mounts)
+	assert.Equal(t, "bpf shared", strings.Join(strings.Fields(mounts), " "))
+	active, err := docker(ctx, nil, "exec", container, "systemctl", "is-active", "containerd", "starlab-bpffs")
+	require.NoError(t, err, active)
+	images, err := docker(ctx, nil, "exec", container, "crictl", "images", "-o", "json")
+	require.NoError(t, err)
+	for _, want := range res.PreloadedImages {
+		assert.Contains(t, images, `"`+want+`"`)
+	}
 }
 
 // TestBuildRestoresFromArchive removes the node image from docker (when no container uses it) and

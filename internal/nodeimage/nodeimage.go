@@ -5,7 +5,7 @@
 //     kube-scheduler) with one `go build` of the committed wrapper module modules/k8s-<version>;
 //   - etcd and pause (modules/etcd), a trimmed CoreDNS (modules/coredns), crictl (modules/crictl);
 //   - a Debian bookworm rootfs from debootstrap, customised with kind's base-image files taken from the
-//     kind module (containerd from Debian, bpffs mounted by a sys-fs-bpf.mount unit);
+//     kind module (containerd from Debian, bpffs mounted at boot by a starlab-bpffs.service unit);
 //   - the control-plane images, written with go-containerregistry under the exact names kubeadm uses,
 //     and preloaded into the node's containerd (pinned), so kind never pulls.
 //

@@ -42,12 +42,12 @@ func (h host) ensurePrivileged(ctx context.Context) error {
 	if err := ensureProbeImage(ctx); err != nil {
 		return err
 	}
-	if out, err := runProbe(ctx, false); err != nil {
-		return fmt.Errorf("a plain container does not start (docker run %s): %w: %s", ProbeImage, err, tail(out))
-	}
 	out, err := runProbe(ctx, true)
 	if err == nil {
 		return nil
+	}
+	if plain, perr := runProbe(ctx, false); perr != nil {
+		return fmt.Errorf("no container starts (docker run %s): %w: %s", ProbeImage, perr, tail(plain))
 	}
 	if !strings.Contains(out, "apply caps") {
 		return fmt.Errorf("privileged container does not start (docker run --privileged %s): %w: %s", ProbeImage, err, tail(out))

@@ -45,13 +45,27 @@ check-generate: generate
 test-unit:
 	$(GO) test -count=1 ./...
 
+# Packages holding tests of a layer, found by their build tag.
+tagged = $(shell grep -rl --include='*_test.go' '^//go:build $(1)' . | xargs -rn1 dirname | sort -u)
+
 # Layer 2: datapath tests: root, network namespaces, real BPF programs, real packets.
 test-datapath:
-	$(GO) test -count=1 -p 1 -tags datapath ./datapath/... ./internal/cni/...
+	$(GO) test -count=1 -p 1 -tags datapath $(call tagged,datapath)
 
-# Layer 3: end-to-end on real kind clusters (node image cached under /var/cache/starlab).
+# Layer 3: end-to-end on real kind clusters. One shared lab ($(E2E_LAB)) serves every package that needs a
+# running lab; the lifecycle tests create and delete their own uniquely named clusters. The lab is removed
+# at the end whatever the result; the node image stays in the content-keyed cache (/var/cache/starlab).
+E2E_LAB ?= starlab-e2e
 test-e2e: build
-	$(GO) test -count=1 -p 1 -tags e2e -timeout 75m ./internal/lab/... ./scenarios/...
+	@set -o pipefail; rc=0; \
+	$(BIN)/starlab down --name $(E2E_LAB) >/dev/null 2>&1 || true; \
+	$(BIN)/starlab up --name $(E2E_LAB) || rc=$$?; \
+	if [ $$rc = 0 ]; then \
+	  STARLAB_LAB=$(E2E_LAB) STARLAB_REPORT_DIR=$(CURDIR)/$(OUT)/e2e \
+	    $(GO) test -count=1 -p 1 -tags e2e -timeout 75m $(call tagged,e2e) || rc=$$?; \
+	fi; \
+	$(BIN)/starlab down --name $(E2E_LAB) || true; \
+	exit $$rc
 
 test: deps vet check-generate test-unit test-datapath test-e2e
 

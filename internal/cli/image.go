@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -63,7 +64,7 @@ func newImageCommand(_ *globalOptions) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(res)
 			}
-			fmt.Fprintf(out, "image:   %s (%s in %s)\n", res.Image, res.Source, res.Duration.Round(100_000_000))
+			fmt.Fprintf(out, "image:   %s (%s in %s)\n", res.Image, res.Source, res.Duration.Round(time.Millisecond))
 			fmt.Fprintf(out, "tags:    etcd %s, coredns %s, pause %s\n", res.EtcdTag, res.CoreDNSTag, res.PauseTag)
 			return nil
 		},

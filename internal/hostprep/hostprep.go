@@ -96,6 +96,17 @@ func (h host) ensureDocker(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return errors.New("no Docker engine answers `docker info` and starting dockerd needs root: start it (e.g. `sudo systemctl start docker`) or run starlab as root")
 	}
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		// systemd is init: let it own the daemon.
+		h.log.Info("starting docker with systemctl")
+		if out, err := run(ctx, "systemctl", "start", "docker"); err == nil {
+			if _, err := dockerServerVersion(ctx); err == nil {
+				return nil
+			}
+		} else {
+			h.log.Warn("systemctl start docker failed: starting dockerd directly", "err", err, "output", tail(out))
+		}
+	}
 	return h.startDockerd(ctx)
 }
 

@@ -99,13 +99,21 @@ func (h host) ensureDocker(ctx context.Context) error {
 	if _, err := os.Stat("/run/systemd/system"); err == nil {
 		// systemd is init: let it own the daemon.
 		h.log.Info("starting docker with systemctl")
-		if out, err := run(ctx, "systemctl", "start", "docker"); err == nil {
+		out, err := run(ctx, "systemctl", "start", "docker")
+		if err != nil {
+			return fmt.Errorf("systemctl start docker: %w: %s (see journalctl -u docker)", err, tail(out))
+		}
+		for i := 0; i < 60; i++ {
 			if _, err := dockerServerVersion(ctx); err == nil {
 				return nil
 			}
-		} else {
-			h.log.Warn("systemctl start docker failed: starting dockerd directly", "err", err, "output", tail(out))
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("wait for docker: %w", ctx.Err())
+			case <-time.After(time.Second):
+			}
 		}
+		return errors.New("docker started by systemd does not answer `docker info` after 60s: see journalctl -u docker")
 	}
 	return h.startDockerd(ctx)
 }

@@ -19,6 +19,8 @@ type Connection struct {
 	// Expected is Yes (allowed) or No (denied).
 	Expected Cell
 	Result   demo.ProbeResult
+	// SrcIP is the source pod's IP (the probe reports 0.0.0.0 for a connect that failed).
+	SrcIP string
 	// DstPod is namespace/name of the pod behind the target (after service translation).
 	DstPod string
 	// DeniedBy are the namespace/name of the policies expected in denied_by (the ones selecting DstPod).
@@ -32,8 +34,11 @@ func (c Connection) srcAddr() (string, uint16, bool) {
 		return "", 0, false
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
+	if err != nil || p == 0 {
 		return "", 0, false
+	}
+	if ip := net.ParseIP(host); (ip == nil || ip.IsUnspecified()) && c.SrcIP != "" {
+		host = c.SrcIP
 	}
 	return host, uint16(p), true
 }

@@ -84,6 +84,16 @@ func TestJudge(t *testing.T) {
 	}
 }
 
+func TestFailedConnectUsesPodIP(t *testing.T) {
+	c := Connection{SrcIP: "10.244.1.5", Result: demo.ProbeResult{LocalAddr: "0.0.0.0:40000"}}
+	ip, port, ok := c.srcAddr()
+	require.True(t, ok)
+	assert.Equal(t, "10.244.1.5", ip)
+	assert.EqualValues(t, 40000, port)
+	_, _, ok = Connection{Result: demo.ProbeResult{LocalAddr: "0.0.0.0:0"}}.srcAddr()
+	assert.False(t, ok)
+}
+
 func TestConnectionFilters(t *testing.T) {
 	fs := connectionFilters([]Connection{conn(Yes), {Result: demo.ProbeResult{}}})
 	require.Len(t, fs, 2)

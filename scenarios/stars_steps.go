@@ -165,6 +165,12 @@ func (e *Env) CheckMatrix(ctx context.Context, expected *Matrix, lookup func(str
 			return "", false, err
 		}
 		conns[i].DstPod = pod.Namespace + "/" + pod.Name
+		from, _ := lookup(conns[i].From)
+		src, err := e.Pod(ctx, from.Ref)
+		if err != nil {
+			return "", false, err
+		}
+		conns[i].SrcIP = src.Status.PodIP
 		nps, err := e.Client.NetworkingV1().NetworkPolicies(pod.Namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return "", false, fmt.Errorf("list NetworkPolicies in %s: %w", pod.Namespace, err)

@@ -178,8 +178,10 @@ func TestProbeEndpoint(t *testing.T) {
 			assert.Equal(t, tt.reachable, res.Reachable, res.Error)
 			assert.Contains(t, res.Error, tt.errHas)
 			assert.Positive(t, res.ElapsedMs)
-			if tt.reachable {
-				assert.NotEmpty(t, res.LocalAddr)
+			if tt.reachable || res.Protocol == "tcp" {
+				_, port, err := net.SplitHostPort(res.LocalAddr)
+				require.NoError(t, err, "local address %q", res.LocalAddr)
+				assert.NotEqual(t, "0", port, "a failed TCP connect still reports its source port")
 			}
 		})
 	}

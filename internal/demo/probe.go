@@ -31,7 +31,8 @@ type ProbeResult struct {
 	Error     string  `json:"error,omitempty"`
 	ElapsedMs float64 `json:"elapsedMs"`
 	// LocalAddr is the pod's own address:port of the connection (its source port identifies the
-	// connection in flows). Empty when no socket was bound.
+	// connection in flows). When a TCP connect fails the address is 0.0.0.0 with the source port the
+	// attempt used. Empty when no socket was bound.
 	LocalAddr string `json:"localAddr,omitempty"`
 	// RemoteAddr is the address the connection was made to (after DNS).
 	RemoteAddr string `json:"remoteAddr,omitempty"`
@@ -231,8 +232,14 @@ func Dial(ctx context.Context, protocol, target string) ProbeResult {
 	switch protocol {
 	case "tcp", "":
 		res.Protocol = "tcp"
+		var srcPort int
+		d.Control = bindEphemeral(&srcPort)
 		c, err := d.DialContext(ctx, "tcp", target)
 		if err != nil {
+			if srcPort != 0 {
+				// The source IP is chosen at connect time; the port identifies the attempt.
+				res.LocalAddr = net.JoinHostPort("0.0.0.0", strconv.Itoa(srcPort))
+			}
 			return finish(fmt.Errorf("tcp connect %s: %w", target, err))
 		}
 		res.LocalAddr, res.RemoteAddr = c.LocalAddr().String(), c.RemoteAddr().String()

@@ -18,10 +18,11 @@ import (
 	"github.com/starlab-dev/starlab/internal/progress"
 )
 
-// builderSource is the code that shapes the node image; it is part of the node image's cache key, so
-// changing how the image is assembled rebuilds it (but not the Go binaries).
+// builderSource is the code that shapes the node image's content; it is part of the node image's cache
+// key, so changing how the image is assembled rebuilds it (but not the Go binaries, keyed on their own
+// inputs). Orchestration code (builder.go, gobuild.go, docker.go) is left out on purpose.
 //
-//go:embed nodeimage.go builder.go gobuild.go rootfs.go cpimages.go assemble.go docker.go
+//go:embed nodeimage.go rootfs.go cpimages.go assemble.go
 var builderSource embed.FS
 
 // Cache step names (entries are <step>-<key> in the cache directory).
@@ -135,12 +136,14 @@ func (b *builder) run(ctx context.Context) (string, error) {
 		s := b.progress.Start("node image " + b.image)
 		s.Logf("present in docker")
 		s.Done()
+		b.pruneOlder(ctx)
 		return "docker", nil
 	}
 	if b.cache.Has(stepNode, b.nodeKey) {
 		archive := filepath.Join(b.cache.Path(stepNode, b.nodeKey), nodeArchive)
 		err := b.progress.Run("load cached node image "+b.image, func() error { return dockerLoad(ctx, archive, b.image) })
 		if err == nil {
+			b.pruneOlder(ctx)
 			return "archive", nil
 		}
 		b.log.Warn("cached node image archive unusable: rebuilding", "archive", archive, "err", err)

@@ -1,12 +1,15 @@
 package nodeimage
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/starlab-dev/starlab/internal/progress"
 )
 
 // crictlVersion is the cri-tools version required by modules/crictl.
@@ -55,13 +58,8 @@ func (b *builder) goBuild(ctx context.Context, gb goBinary) (string, error) {
 		if gb.out != "" {
 			out = filepath.Join(tmp, gb.out)
 		}
-		args := append([]string{"build", "-trimpath", "-ldflags", gb.ldflags, "-o", out}, gb.pkgs...)
-		cmd := exec.CommandContext(ctx, b.goBin, args...)
-		cmd.Dir = src
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOTOOLCHAIN=local", "GOFLAGS=-buildvcs=false")
-		b.log.Debug("go build", "module", gb.module, "args", args)
-		if output, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build module %s: %w: %s", gb.module, err, tail(string(output), 20))
+		if err := b.runGoBuild(ctx, s, gb, src, out); err != nil {
+			return err
 		}
 		if err := os.RemoveAll(src); err != nil {
 			return fmt.Errorf("remove build sources: %w", err)
@@ -76,6 +74,53 @@ func (b *builder) goBuild(ctx context.Context, gb goBinary) (string, error) {
 	}
 	s.Done()
 	return dir, nil
+}
+
+// runGoBuild runs one `go build -v` and drives the step's bar: -v prints each package as it is compiled,
+// and a concurrent `go list` counts the packages that are not in the Go build cache (the total).
+func (b *builder) runGoBuild(ctx context.Context, s *progress.Step, gb goBinary, src, out string) error {
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOTOOLCHAIN=local", "GOFLAGS=-buildvcs=false")
+	flags := []string{"-trimpath", "-ldflags", gb.ldflags}
+	listCtx, stopList := context.WithCancel(ctx)
+	defer stopList()
+	go func() {
+		list := exec.CommandContext(listCtx, b.goBin, append(append([]string{"list"}, flags...),
+			append([]string{"-deps", "-f", "{{if and .Stale (ne .Name \"main\")}}x{{end}}"}, gb.pkgs...)...)...)
+		list.Dir, list.Env = src, env
+		if o, err := list.Output(); err == nil {
+			s.SetTotal(int64(strings.Count(string(o), "x")))
+		}
+	}()
+
+	args := append(append([]string{"build"}, flags...), append([]string{"-v", "-o", out}, gb.pkgs...)...)
+	cmd := exec.CommandContext(ctx, b.goBin, args...)
+	cmd.Dir, cmd.Env = src, env
+	b.log.Debug("go build", "module", gb.module, "args", args)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return fmt.Errorf("go build module %s: %w", gb.module, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("go build module %s: %w", gb.module, err)
+	}
+	var lines []string
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if line != "" && !strings.ContainsAny(line, " \t") && !strings.HasPrefix(line, "#") {
+			s.Add(1) // a package name: compiled
+			continue
+		}
+		lines = append(lines, line)
+		if len(lines) > 200 {
+			lines = lines[len(lines)-100:]
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("go build module %s: %w: %s", gb.module, err, tail(strings.Join(lines, "\n"), 20))
+	}
+	return nil
 }
 
 func binaryNames(gb goBinary) []string {

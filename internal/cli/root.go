@@ -40,6 +40,7 @@ func NewRootCommand() *cobra.Command {
 		newUpCommand(opts), newDownCommand(opts), newStatusCommand(opts),
 		newTestCommand(opts),
 		newObserveCommand(opts), newUICommand(opts),
+		newBundleCommand(opts),
 	)
 	return root
 }

@@ -386,3 +386,42 @@ func BenchmarkTableScale(b *testing.B) {
 		}
 	}
 }
+
+func TestTableSeedKeepsIDsAcrossRestart(t *testing.T) {
+	tcp := corev1.ProtocolTCP
+	first := lb.NewTable("n1")
+	other := service(func(s *corev1.Service) {
+		s.Name, s.Spec.ClusterIP, s.Spec.ClusterIPs = "other", "10.96.0.20", []string{"10.96.0.20"}
+	})
+	_, err := first.UpsertService(other)
+	require.NoError(t, err)
+	_, err = first.UpsertService(service())
+	require.NoError(t, err)
+	_, _ = first.UpsertSlice(slice("web-a", "web", "http", 8080, tcp, ep{ip: "10.244.1.5"}))
+	seed := map[lb.ServiceKey]uint32{}
+	for _, k := range []lb.ServiceKey{cip(80, lb.ProtoTCP), {VIP: netip.MustParseAddr("10.96.0.20"), Port: 80, Proto: lb.ProtoTCP}} {
+		v, _, ok := first.Frontend(k)
+		require.True(t, ok)
+		seed[k] = v.ID
+	}
+
+	// The restarted agent sees the Services in the opposite order.
+	second := lb.NewTable("n1")
+	second.Seed(seed)
+	_, err = second.UpsertService(service())
+	require.NoError(t, err)
+	_, err = second.UpsertService(other)
+	require.NoError(t, err)
+	for k, id := range seed {
+		v, _, ok := second.Frontend(k)
+		require.True(t, ok)
+		assert.Equal(t, id, v.ID, "frontend %s keeps its ID", k)
+	}
+	third := service(func(s *corev1.Service) {
+		s.Name, s.Spec.ClusterIP, s.Spec.ClusterIPs = "third", "10.96.0.30", []string{"10.96.0.30"}
+	})
+	_, err = second.UpsertService(third)
+	require.NoError(t, err)
+	v, _, _ := second.Frontend(lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.30"), Port: 80, Proto: lb.ProtoTCP})
+	assert.Greater(t, v.ID, uint32(2), "new IDs start above the seeded ones")
+}

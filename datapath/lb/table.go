@@ -94,6 +94,8 @@ type Table struct {
 	front    map[ServiceKey]*programmed
 	ids      map[string]uint32 // frontend id -> service id
 	nextID   uint32
+	seed     map[ServiceKey]uint32 // IDs found in the maps at start-up, reused for the same frontend
+	seedUsed map[uint32]bool
 }
 
 // NewTable returns an empty table for the node nodeName.
@@ -212,8 +214,33 @@ func (t *Table) DeleteSlice(namespace, name string) (Changes, error) {
 	return t.sync(sk)
 }
 
-func (t *Table) allocID(fid string) uint32 {
+// Seed makes the table reuse the service IDs a previous agent left in the maps: a frontend whose key
+// is in ids gets that ID back, and new IDs start above every seeded one. Call it before the first
+// Upsert. Without it a restarted agent would hand out IDs in a different order and briefly point
+// existing frontends at another service's backend slots.
+func (t *Table) Seed(ids map[ServiceKey]uint32) {
+	t.seed = map[ServiceKey]uint32{}
+	t.seedUsed = map[uint32]bool{}
+	taken := map[uint32]bool{}
+	for k, id := range ids {
+		if id == 0 || taken[id] {
+			continue
+		}
+		taken[id] = true
+		t.seed[k] = id
+		if id >= t.nextID {
+			t.nextID = id + 1
+		}
+	}
+}
+
+func (t *Table) allocID(fid string, key ServiceKey) uint32 {
 	if id, ok := t.ids[fid]; ok {
+		return id
+	}
+	if id, ok := t.seed[key]; ok && !t.seedUsed[id] {
+		t.seedUsed[id] = true
+		t.ids[fid] = id
 		return id
 	}
 	// IDs are never reused: a reused ID could have its new backends deleted by a stale deletion
@@ -255,7 +282,7 @@ func (t *Table) sync(k string) (Changes, error) {
 		}
 		keep[f.Key] = true
 		owned = append(owned, f.Key)
-		id := t.allocID(f.id())
+		id := t.allocID(f.id(), f.Key)
 		old := t.front[f.Key]
 		for i, b := range f.Backends {
 			if old == nil || old.id != id || i >= len(old.backends) || old.backends[i] != b {

@@ -182,6 +182,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("datapath attached to node device", "device", a.netdevName, "ifindex", a.netdevIdx)
 
+	if err := a.seedServiceIDs(); err != nil {
+		return err
+	}
+
 	// 3. Restore endpoints of a previous run, then serve the CNI endpoint API.
 	if err := a.reconcileEndpoints(ctx); err != nil {
 		return err

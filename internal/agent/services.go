@@ -9,6 +9,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
 	"github.com/starlab-dev/starlab/datapath/lb"
 	"github.com/starlab-dev/starlab/datapath/maps"
 )
@@ -111,30 +112,56 @@ func svcKeyToMap(k lb.ServiceKey) maps.ServiceKey {
 	return mk
 }
 
-// syncServicesFromMaps removes service entries left in the pinned maps by a previous run that
-// the current Services no longer produce (called once after the informers synced).
+// programmedServices reads the frontends in sl_services (key -> service ID) without their backends,
+// so a half-written previous state can still be read.
+func (a *Agent) programmedServices() (map[lb.ServiceKey]uint32, error) {
+	out := map[lb.ServiceKey]uint32{}
+	var k bpfobj.SlSlSvcKey
+	var v bpfobj.SlSlSvcVal
+	it := a.dp.Maps.Services.Iterate()
+	for it.Next(&k, &v) {
+		key := lb.ServiceKey{VIP: maps.U32ToIP(k.Vip), Port: maps.Ntohs(k.Port), Proto: k.Proto, Scope: k.Scope}
+		if key.Scope == lb.ScopeNodePort {
+			key.VIP = netip.IPv4Unspecified()
+		}
+		out[key] = v.SvcId
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", maps.NameServices, err)
+	}
+	return out, nil
+}
+
+// seedServiceIDs makes the lb table reuse the IDs of the previous agent (before any informer event).
+func (a *Agent) seedServiceIDs() error {
+	ids, err := a.programmedServices()
+	if err != nil {
+		return err
+	}
+	a.svcMu.Lock()
+	a.lbTable.Seed(ids)
+	a.svcMu.Unlock()
+	a.log.Info("service IDs carried over from the pinned maps", "frontends", len(ids))
+	return nil
+}
+
+// pruneStaleServices removes service entries left in the pinned maps by a previous run that the
+// current Services no longer produce (called once the service handlers have seen every object).
 func (a *Agent) pruneStaleServices() error {
 	a.svcMu.Lock()
 	defer a.svcMu.Unlock()
-	entries, err := a.dp.Maps.ListServices()
+	ids, err := a.programmedServices()
 	if err != nil {
-		return fmt.Errorf("list services map: %w", err)
+		return err
 	}
-	for _, e := range entries {
-		k := lb.ServiceKey{VIP: e.Key.VIP, Port: e.Key.Port, Proto: uint8(e.Key.Proto), Scope: uint8(e.Key.Scope)}
-		if k.Scope == lb.ScopeNodePort {
-			k.VIP = netip.IPv4Unspecified()
-		}
-		v, _, ok := a.lbTable.Frontend(k)
-		if ok && v.ID == e.Service.ID {
+	for k := range ids {
+		if _, _, ok := a.lbTable.Frontend(k); ok {
 			continue
 		}
-		if ok {
-			continue // same frontend, rewritten with the new ID already
-		}
-		if err := a.dp.Maps.DeleteService(e.Key); err != nil {
+		if err := a.dp.Maps.DeleteService(svcKeyToMap(k)); err != nil {
 			return fmt.Errorf("delete stale service %s: %w", k, err)
 		}
+		a.log.Info("removed stale service entry", "service", k.String())
 	}
 	return nil
 }

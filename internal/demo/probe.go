@@ -96,7 +96,7 @@ func NewProber(cfg ProbeConfig, log *slog.Logger) (*Prober, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	p := &Prober{cfg: cfg, log: log, client: &http.Client{Timeout: cfg.Timeout}}
+	p := &Prober{cfg: cfg, log: log, client: newFreshClient(cfg.Timeout)}
 	p.status = make([]PeerStatus, len(cfg.Peers))
 	for i, peer := range cfg.Peers {
 		p.status[i] = PeerStatus{Peer: peer.Raw, Error: "not probed yet"}
@@ -337,4 +337,13 @@ func newCommonMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	RegisterCommon(mux)
 	return mux
+}
+
+// newFreshClient returns an HTTP client that opens a new connection for every request: a kept-alive
+// connection would survive a policy change (conntrack keeps established flows), so the graph would
+// show reachability the current policy no longer grants to new connections.
+func newFreshClient(timeout time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DisableKeepAlives = true
+	return &http.Client{Timeout: timeout, Transport: tr}
 }

@@ -88,7 +88,7 @@ func NewUI(cfg UIConfig, log *slog.Logger) (*UI, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	ui := &UI{cfg: cfg, log: log, client: &http.Client{Timeout: cfg.Timeout}}
+	ui := &UI{cfg: cfg, log: log, client: newFreshClient(cfg.Timeout)}
 	ui.graph = Graph{Nodes: append([]UINode(nil), cfg.Nodes...)}
 	return ui, nil
 }

@@ -49,6 +49,19 @@ func NewMatrix(rows, cols []string) *Matrix {
 	return m
 }
 
+// ignoredLike returns a matrix of expected's shape with its ignored cells Ignored and the rest Unknown.
+func ignoredLike(expected *Matrix) *Matrix {
+	m := NewMatrix(expected.Rows, expected.Cols)
+	for _, r := range expected.Rows {
+		for _, c := range expected.Cols {
+			if expected.Get(r, c) == Ignored {
+				m.Set(r, c, Ignored)
+			}
+		}
+	}
+	return m
+}
+
 // Get returns the cell from -> to.
 func (m *Matrix) Get(from, to string) Cell { return m.cells[[2]string{from, to}] }
 

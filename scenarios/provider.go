@@ -39,6 +39,7 @@ type LabProvider struct {
 	lab                   *lab.Lab
 	created               bool
 	kubeconfig            string
+	asIs                  bool
 }
 
 var _ support.E2EClusterProvider = (*LabProvider)(nil)
@@ -69,6 +70,9 @@ func (p *LabProvider) WithPath(dir string) support.E2EClusterProvider { p.binDir
 
 // WithOpts is accepted for the interface; a lab takes no free-form options.
 func (p *LabProvider) WithOpts(...support.ClusterOpts) support.E2EClusterProvider { return p }
+
+// WithAsIs makes Create use a running lab exactly as it is (no Up: no image, chart or demo upgrade).
+func (p *LabProvider) WithAsIs(asIs bool) *LabProvider { p.asIs = asIs; return p }
 
 // WithWorkers sets the number of worker nodes.
 func (p *LabProvider) WithWorkers(n int) *LabProvider { p.workers = n; return p }
@@ -114,6 +118,12 @@ func (p *LabProvider) Create(ctx context.Context, _ ...string) (string, error) {
 		return "", err
 	}
 	p.lab = l
+	if p.asIs {
+		if p.kubeconfig, err = l.WriteKubeconfig(ctx); err != nil {
+			return "", fmt.Errorf("use lab %q as it is: is it running? %w", p.name, err)
+		}
+		return p.kubeconfig, nil
+	}
 	res, err := l.Up(ctx, p.UpOptions())
 	if res != nil && res.Created {
 		p.created = true

@@ -206,7 +206,7 @@ func (e *Env) CheckMatrix(ctx context.Context, expected *Matrix, lookup func(str
 			return "", false, err
 		}
 	}
-	probes := NewMatrix(expected.Rows, expected.Cols)
+	probes := ignoredLike(expected)
 	for _, c := range conns {
 		probes.Set(c.From, c.To, map[bool]Cell{true: Yes, false: No}[c.Result.Reachable])
 	}
@@ -217,7 +217,7 @@ func (e *Env) CheckMatrix(ctx context.Context, expected *Matrix, lookup func(str
 	if err := e.AppendFlows(flows); err != nil {
 		return "", false, err
 	}
-	byFlows := NewMatrix(expected.Rows, expected.Cols)
+	byFlows := ignoredLike(expected)
 	for i, c := range conns {
 		byFlows.Set(c.From, c.To, cells[i])
 	}

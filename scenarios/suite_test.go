@@ -27,7 +27,8 @@ var e2e suite
 
 // TestMain brings up a lab with our own cluster provider (internal/lab) and runs the features on it:
 //   - STARLAB_LAB=<name>: reuse (and upgrade) that running lab, leave it running afterwards;
-//   - unset: create starlab-e2e-<random> and destroy it at the end, also on failure.
+//   - unset: create starlab-e2e-<random> and destroy it at the end, also on failure;
+//   - STARLAB_LAB=<name> STARLAB_AS_IS=1: use that running lab exactly as it is (no upgrade).
 //
 // STARLAB_BIN_DIR (default ../bin, `make build`) holds the binaries; STARLAB_REPORT_DIR (default
 // ../out/e2e/<time>) receives junit.xml, cucumber.json, flows.ndjson, dumps and pod logs.
@@ -50,10 +51,11 @@ func TestMain(m *testing.M) {
 	e2e.provider = NewLabProvider(log, os.Stderr)
 	e2e.provider.WithPath(binDir)
 	e2e.provider.WithName(name)
+	e2e.provider.WithAsIs(os.Getenv("STARLAB_LAB") != "" && os.Getenv("STARLAB_AS_IS") == "1")
 
 	e2e.testEnv = env.NewWithConfig(envconf.New())
 	e2e.testEnv.Setup(func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
-		for _, b := range []string{"starlab-agent", "starlab-cni", "starlab-observer", "starlab-demo"} {
+		for _, b := range binariesNeeded(e2e.provider) {
 			if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
 				return ctx, fmt.Errorf("binary %s missing in %s: run `make build` (or set STARLAB_BIN_DIR)", b, binDir)
 			}
@@ -115,4 +117,11 @@ func writeLatencies(e *Env) error {
 	}
 	s := SummarizeLatencies(lat)
 	return os.WriteFile(filepath.Join(e.ReportDir, "policy-latency.txt"), []byte(s.String()+"\n"), 0o644)
+}
+
+func binariesNeeded(p *LabProvider) []string {
+	if p.asIs {
+		return nil
+	}
+	return []string{"starlab-agent", "starlab-cni", "starlab-observer", "starlab-demo"}
 }

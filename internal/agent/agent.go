@@ -92,6 +92,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
+	if log == nil {
+		log = slog.Default()
+	}
 	a := &Agent{
 		cfg: cfg, log: log, started: time.Now(),
 		store:       flow.NewStore(cfg.FlowBuffer),
@@ -112,7 +115,7 @@ func (a *Agent) lostEvents() uint64 {
 		st := a.reader.Stats()
 		n += st.Malformed + st.ReserveFailed
 	}
-	return n + a.store.Lost()
+	return n + a.store.Lost() + a.storeLost.Load()
 }
 
 func dropReasonName(r uint8) string { return flowevent.DropReason(r).String() }

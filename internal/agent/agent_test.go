@@ -129,3 +129,18 @@ func TestEndpointRecordRoundTrip(t *testing.T) {
 	assert.Equal(t, float64(12), got["ifindex"])
 	assert.Equal(t, "10.244.1.5", got["ip"])
 }
+
+func TestStatusJSONContract(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.NodeName = "n1"
+	a, err := New(cfg, nil)
+	require.NoError(t, err)
+	a.storeLost.Add(3)
+	b, err := json.Marshal(a.status())
+	require.NoError(t, err)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(b, &got))
+	assert.Equal(t, float64(3), got["lost_events"], "the observer reads lost_events (ARCHITECTURE.md Agent)")
+	assert.Equal(t, "n1", got["node"])
+	assert.Contains(t, got, "policy_revision")
+}

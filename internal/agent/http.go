@@ -63,26 +63,26 @@ func newMetrics(a *Agent) *metrics {
 type Status struct {
 	Node             string           `json:"node"`
 	Ready            bool             `json:"ready"`
-	PodCIDR          string           `json:"podCIDR"`
-	NodeDevice       string           `json:"nodeDevice"`
+	PodCIDR          string           `json:"pod_cidr"`
+	NodeDevice       string           `json:"node_device"`
 	Endpoints        []EndpointStatus `json:"endpoints"`
 	Services         int              `json:"services"`
-	PolicyRevision   uint64           `json:"policyRevision"`
-	SeenRevision     uint64           `json:"seenRevision"`
-	PolicyProblems   []string         `json:"policyProblems,omitempty"`
-	FlowsSeen        uint64           `json:"flowsSeen"`
-	FlowsStored      int              `json:"flowsStored"`
-	LostEvents       uint64           `json:"lostEvents"`
+	PolicyRevision   uint64           `json:"policy_revision"`
+	SeenRevision     uint64           `json:"seen_revision"`
+	PolicyProblems   []string         `json:"policy_problems,omitempty"`
+	FlowsSeen        uint64           `json:"flows_seen"`
+	FlowsStored      int              `json:"flows_stored"`
+	LostEvents       uint64           `json:"lost_events"` // ring-buffer reserve failures, malformed events, slow flow subscribers
 	Uptime           string           `json:"uptime"`
-	DatapathCounters map[string]any   `json:"datapathCounters,omitempty"`
+	DatapathCounters map[string]any   `json:"datapath_counters,omitempty"`
 }
 
 // EndpointStatus is one local endpoint in the status.
 type EndpointStatus struct {
-	ContainerID string `json:"containerID"`
+	ContainerID string `json:"container_id"`
 	Pod         string `json:"pod"`
 	IP          string `json:"ip"`
-	HostIfName  string `json:"hostIfName"`
+	HostIfName  string `json:"host_if_name"`
 	Ifindex     int    `json:"ifindex"`
 	Identity    uint32 `json:"identity"`
 	Flags       uint32 `json:"flags"`
@@ -114,13 +114,16 @@ func (a *Agent) status() Status {
 	a.svcMu.Lock()
 	s.Services = a.lbTable.Len()
 	a.svcMu.Unlock()
+	if a.dp == nil {
+		return s
+	}
 	if c, err := a.dp.Maps.ReadCounters(); err == nil {
 		drops := map[string]uint64{}
 		for r, v := range c.Drops {
 			drops[dropReasonName(r)] = v
 		}
-		s.DatapathCounters = map[string]any{"packets": c.Packets, "forwarded": c.Forwarded, "ringbufReserveFailed": c.RingbufReserveFailed,
-			"ctNew": c.CTNew, "fibFailed": c.FIBFailed, "drops": drops}
+		s.DatapathCounters = map[string]any{"packets": c.Packets, "forwarded": c.Forwarded, "ringbuf_reserve_failed": c.RingbufReserveFailed,
+			"ct_new": c.CTNew, "fib_failed": c.FIBFailed, "drops": drops}
 	}
 	return s
 }

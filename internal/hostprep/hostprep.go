@@ -7,7 +7,9 @@
 //     capability bounding set lacks capabilities the kernel knows (CAP_SYS_RESOURCE on some VMs), a runc
 //     wrapper (/usr/local/sbin/starlab-runc) is installed as docker's default runtime and docker reloads its
 //     configuration with SIGHUP (no restart, running containers are untouched);
-//   - debootstrap and jq (node image builds), and /lib/modules (kind mounts it into nodes).
+//   - debootstrap and jq (node image builds), and /lib/modules (kind mounts it into nodes);
+//   - inotify limits high enough for many kind nodes (fs.inotify.max_user_instances >= 8192,
+//     max_user_watches >= 524288; persisted in /etc/sysctl.d/90-starlab.conf).
 //
 // Nothing is pulled: the privileged probe runs a 129-byte static ELF that exits 0, imported as
 // localhost/starlab/hostprobe. On other systems, or when not root, Ensure returns an error that names what
@@ -46,6 +48,9 @@ func Ensure(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	if err := h.ensureTools(ctx); err != nil {
+		return err
+	}
+	if err := h.ensureSysctls(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(modulesDir, 0o755); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,4 +33,11 @@ func TestEnsureRealHost(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, strings.TrimSpace(v))
 	require.DirExists(t, modulesDir)
+	for _, sc := range sysctlMinimums {
+		raw, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(sc.key, ".", "/"))
+		require.NoError(t, err)
+		v, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, v, sc.min, sc.key)
+	}
 }

@@ -82,6 +82,7 @@ func TestNodeBoots(t *testing.T) {
 	require.Equal(t, 0, os.Geteuid(), "building node images needs root")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
+	require.NoError(t, hostprep.Ensure(ctx, slog.Default())) // inotify limits, privileged containers
 	res, err := Build(ctx, Options{Progress: progress.New(os.Stderr)})
 	require.NoError(t, err)
 	container := "starlab-nodeimage-boot-test"

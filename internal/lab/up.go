@@ -22,10 +22,10 @@ import (
 
 // NodeImage is the node image a lab runs (what internal/nodeimage built).
 type NodeImage struct {
-	Ref               string
-	KubernetesVersion string
-	EtcdTag           string
-	CoreDNSTag        string
+	Ref               string `json:"ref"`
+	KubernetesVersion string `json:"kubernetesVersion"`
+	EtcdTag           string `json:"etcdTag"`
+	CoreDNSTag        string `json:"coreDNSTag"`
 }
 
 // UpOptions configure Up. The host and node-image steps are functions so this package does not depend on
@@ -172,6 +172,9 @@ func (l *Lab) stepHost(ctx context.Context, st *upState) error {
 		}
 	}
 	if err := dockerAnswers(ctx); err != nil {
+		return err
+	}
+	if _, err := EnsureInotifyLimits(l.log); err != nil {
 		return err
 	}
 	// Refuse early (before a long node image build) when the name is taken by a lab of another shape.

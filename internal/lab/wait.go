@@ -34,7 +34,7 @@ func (l *Lab) WaitControlPlane(ctx context.Context, wantNodes int) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("lab %q control plane not ready: %s: %w", l.name, missing, ctx.Err())
+			return fmt.Errorf("lab %q control plane not ready: %s (node logs: docker exec %s-control-plane journalctl -u kubelet): %w", l.name, missing, l.name, ctx.Err())
 		case <-time.After(pollInterval):
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/dynamic"
@@ -192,12 +193,12 @@ func (r *run) collect(ctx context.Context) {
 	r.step(ctx, "nodes: routes, addresses, iptables, bpffs, journals", r.collectNodes)
 }
 
-// stepCtx is what a collection step writes through.
+// stepCtx is what a collection step writes through; safe for concurrent use by the step's goroutines.
 type stepCtx struct {
 	r     *run
 	name  string
-	files int
-	fails int
+	files atomic.Int32
+	fails atomic.Int32
 	ps    *progress.Step
 }
 
@@ -207,7 +208,7 @@ func (s *stepCtx) add(name string, data []byte) {
 		s.fail(name, err)
 		return
 	}
-	s.files++
+	s.files.Add(1)
 }
 
 // addJSON writes v as indented JSON.
@@ -222,7 +223,7 @@ func (s *stepCtx) addJSON(name string, v any) {
 
 // fail records that item (or the whole step, item "") could not be collected.
 func (s *stepCtx) fail(item string, err error) {
-	s.fails++
+	s.fails.Add(1)
 	s.r.mu.Lock()
 	s.r.failures = append(s.r.failures, Failure{Step: s.name, Item: item, Error: err.Error()})
 	s.r.mu.Unlock()
@@ -249,15 +250,16 @@ func (r *run) step(ctx context.Context, name string, fn func(context.Context, *s
 			s.fail("", err)
 		}
 	}
-	rec := StepRecord{Name: name, Duration: time.Since(start).Round(time.Millisecond).String(), Files: s.files, Failures: s.fails}
+	files, fails := int(s.files.Load()), int(s.fails.Load())
+	rec := StepRecord{Name: name, Duration: time.Since(start).Round(time.Millisecond).String(), Files: files, Failures: fails}
 	r.mu.Lock()
 	r.steps = append(r.steps, rec)
 	r.mu.Unlock()
-	if s.fails > 0 {
-		_ = s.ps.Fail(fmt.Errorf("%d file(s) written, %d failure(s) recorded in %s", s.files, s.fails, ManifestName))
+	if fails > 0 {
+		_ = s.ps.Fail(fmt.Errorf("%d file(s) written, %d failure(s) recorded in %s", files, fails, ManifestName))
 		return
 	}
-	s.ps.Logf("%d file(s)", s.files)
+	s.ps.Logf("%d file(s)", files)
 	s.ps.Done()
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"sigs.k8s.io/kind/pkg/cluster/nodes"
 	"sigs.k8s.io/kind/pkg/exec"
@@ -35,28 +36,35 @@ func (r *run) nodeCommands() []nodeCommand {
 	}
 }
 
-// collectNodes runs the node commands in every node of the lab and saves their output under nodes/<node>/,
+// collectNodes runs the node commands in every node of the lab (nodes in parallel) and saves their output under nodes/<node>/,
 // plus kube-svc-rules.txt: the number of iptables-save lines naming KUBE-SVC (0 without kube-proxy).
 func (r *run) collectNodes(ctx context.Context, s *stepCtx) error {
 	ns, err := r.lab.Nodes(ctx)
 	if err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
 	for _, n := range ns {
-		dir := "nodes/" + n.String()
-		for _, c := range r.nodeCommands() {
-			out, err := nodeExec(ctx, n, c.argv)
-			if err != nil {
-				s.fail(dir+"/"+c.file, err)
-				continue
-			}
-			s.add(dir+"/"+c.file, out)
-			if c.argv[0] == "iptables-save" {
-				s.add(dir+"/kube-svc-rules.txt", []byte(strconv.Itoa(CountKubeSvc(out))+"\n"))
-			}
+		wg.Go(func() { r.collectNode(ctx, s, n) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// collectNode runs the node commands in one node.
+func (r *run) collectNode(ctx context.Context, s *stepCtx, n nodes.Node) {
+	dir := "nodes/" + n.String()
+	for _, c := range r.nodeCommands() {
+		out, err := nodeExec(ctx, n, c.argv)
+		if err != nil {
+			s.fail(dir+"/"+c.file, err)
+			continue
+		}
+		s.add(dir+"/"+c.file, out)
+		if c.argv[0] == "iptables-save" {
+			s.add(dir+"/kube-svc-rules.txt", []byte(strconv.Itoa(CountKubeSvc(out))+"\n"))
 		}
 	}
-	return nil
 }
 
 // CountKubeSvc is `grep -c KUBE-SVC`: the number of lines naming KUBE-SVC.

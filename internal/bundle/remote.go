@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -105,7 +106,7 @@ func fetch(ctx context.Context, base, path string, q url.Values) ([]byte, error)
 	return data, nil
 }
 
-// collectAgents port-forwards to every agent pod's :4245 and saves its status, recent flows and metrics
+// collectAgents port-forwards to every agent pod's :4245 (in parallel) and saves its status, recent flows and metrics
 // under agents/<node>/.
 func (r *run) collectAgents(ctx context.Context, s *stepCtx) error {
 	cs, err := r.clients()
@@ -121,39 +122,47 @@ func (r *run) collectAgents(ctx context.Context, s *stepCtx) error {
 		return fmt.Errorf("no agent pods (%s) in namespace %s: is the chart installed?", AgentSelector, ns)
 	}
 	flowQuery := flow.Query{Since: time.Now().Add(-r.opts.Since)}.Values()
+	var wg sync.WaitGroup
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		dir := "agents/" + podNode(p)
-		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
-			s.fail(dir, fmt.Errorf("agent pod %s/%s is %s, not running: its API cannot be reached", ns, p.Name, p.Status.Phase))
-			continue
-		}
-		f, err := portForward(ctx, r.cfg, cs, ns, p.Name, AgentPort)
-		if err != nil {
-			s.fail(dir, err)
-			continue
-		}
-		for _, g := range []struct {
-			file, path string
-			q          url.Values
-		}{
-			{"status.json", "/v1/status", nil},
-			{"flows.ndjson", "/v1/flows", flowQuery},
-			{"metrics.txt", "/metrics", nil},
-		} {
-			data, err := fetch(ctx, f.url, g.path, g.q)
-			if err != nil {
-				s.fail(dir+"/"+g.file, fmt.Errorf("agent %s/%s: %w", ns, p.Name, err))
-				continue
-			}
-			s.add(dir+"/"+g.file, data)
-			if g.file == "flows.ndjson" {
-				s.ps.Logf("%s: %d flows in the last %s", podNode(p), bytes.Count(data, []byte{'\n'}), r.opts.Since)
-			}
-		}
-		f.close()
+		wg.Go(func() { r.collectAgent(ctx, s, cs, p, flowQuery) })
 	}
+	wg.Wait()
 	return nil
+}
+
+// collectAgent saves one agent's status, flows and metrics through a port-forward to its pod.
+func (r *run) collectAgent(ctx context.Context, s *stepCtx, cs kubernetes.Interface, p *corev1.Pod, flowQuery url.Values) {
+	ns := p.Namespace
+	dir := "agents/" + podNode(p)
+	if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+		s.fail(dir, fmt.Errorf("agent pod %s/%s is %s, not running: its API cannot be reached", ns, p.Name, p.Status.Phase))
+		return
+	}
+	f, err := portForward(ctx, r.cfg, cs, ns, p.Name, AgentPort)
+	if err != nil {
+		s.fail(dir, err)
+		return
+	}
+	defer f.close()
+	for _, g := range []struct {
+		file, path string
+		q          url.Values
+	}{
+		{"status.json", "/v1/status", nil},
+		{"flows.ndjson", "/v1/flows", flowQuery},
+		{"metrics.txt", "/metrics", nil},
+	} {
+		data, err := fetch(ctx, f.url, g.path, g.q)
+		if err != nil {
+			s.fail(dir+"/"+g.file, fmt.Errorf("agent %s/%s: %w", ns, p.Name, err))
+			continue
+		}
+		s.add(dir+"/"+g.file, data)
+		if g.file == "flows.ndjson" {
+			s.ps.Logf("%s: %d flows in the last %s", podNode(p), bytes.Count(data, []byte{'\n'}), r.opts.Since)
+		}
+	}
 }
 
 // collectObserver port-forwards to the observer and saves its status, graph and metrics under observer/.

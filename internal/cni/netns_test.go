@@ -271,6 +271,33 @@ func TestPluginInNetns(t *testing.T) {
 	_, err = p.call("ADD", "ctr-d", podC)
 	require.ErrorContains(t, err, "agent unreachable")
 
+	// GC (CNI 1.1): attachments the runtime no longer lists lose their IP and host veth.
+	agent.mu.Lock()
+	agent.failAdd = false
+	agent.mu.Unlock()
+	ln2, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	srv2 := &http.Server{Handler: agent}
+	go srv2.Serve(ln2) //nolint:errcheck // closed below
+	defer srv2.Close()
+	_, err = p.call("ADD", "ctr-keep", podA)
+	require.NoError(t, err)
+	_, err = p.call("ADD", "ctr-gone", podB)
+	require.NoError(t, err)
+	gc := pluginRunner{bin: bin, nodeNS: node, conf: fmt.Sprintf(`{"cniVersion":"1.1.0","name":"starlab","type":"starlab-cni","podCIDR":"10.244.77.0/24","agentSocket":%q,"ipamDir":%q,"cni.dev/valid-attachments":[{"containerID":"ctr-keep","ifname":"eth0"}]}`,
+		sock, filepath.Join(dir, "ipam"))}
+	_, err = gc.call("GC", "", "")
+	require.NoError(t, err)
+	assert.Error(t, exec.Command("ip", "-n", node, "link", "show", cni.HostIfName("ctr-gone")).Run(), "GC removed the stale veth")
+	assert.NoError(t, exec.Command("ip", "-n", node, "link", "show", cni.HostIfName("ctr-keep")).Run(), "GC kept the live veth")
+	_, err = gc.call("STATUS", "", "")
+	require.NoError(t, err, "STATUS with the agent answering")
+	srv2.Close()
+	_, err = gc.call("STATUS", "", "")
+	require.Error(t, err, "STATUS without the agent")
+	_, err = p.call("DEL", "ctr-keep", podA)
+	require.NoError(t, err)
+
 	// VERSION.
 	vout, err := p.call("VERSION", "", "")
 	require.NoError(t, err)

@@ -278,6 +278,56 @@ func registerServicesSteps(sc *godog.ScenarioContext, w *World) {
 		assert.Less(t, res.ElapsedMs, float64(ms), "refused within %d ms", ms)
 		return nil
 	})
+	sc.Step(`^I restart the starlab agents$`, func(ctx context.Context) error {
+		t := godog.T(ctx)
+		ns := helmrelease.DefaultNamespace
+		before, err := e.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=starlab-agent"})
+		require.NoError(t, err)
+		require.NotEmpty(t, before.Items, "no agent pods in %s", ns)
+		old := map[types.UID]bool{}
+		for _, p := range before.Items {
+			old[p.UID] = true
+			require.NoError(t, e.Client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{}))
+		}
+		require.NoError(t, poll(ctx, 2*time.Minute, 250*time.Millisecond, "new agent pods ready on every node", func(ctx context.Context) (bool, string, error) {
+			pods, err := e.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=starlab-agent"})
+			if err != nil {
+				return false, "", err
+			}
+			ready := 0
+			for _, p := range pods.Items {
+				if !old[p.UID] && p.DeletionTimestamp == nil && podReady(&p) {
+					ready++
+				}
+			}
+			return ready == len(before.Items) && len(pods.Items) == len(before.Items), fmt.Sprintf("%d/%d new agents ready", ready, len(before.Items)), nil
+		}))
+		return nil
+	})
+	sc.Step(`^every agent reports an endpoint for each pod on its node$`, func(ctx context.Context) error {
+		t := godog.T(ctx)
+		ips, err := e.nodeIPs(ctx)
+		require.NoError(t, err)
+		pods, err := e.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+		require.NoError(t, err)
+		want := map[string][]string{}
+		for _, p := range pods.Items {
+			if p.Spec.HostNetwork || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || p.Status.PodIP == "" {
+				continue
+			}
+			want[p.Spec.NodeName] = append(want[p.Spec.NodeName], p.Namespace+"/"+p.Name)
+		}
+		for node, ip := range ips {
+			st, err := agentStatus(ctx, ip)
+			require.NoError(t, err)
+			var got []string
+			for _, ep := range st.Endpoints {
+				got = append(got, ep.Pod)
+			}
+			assert.ElementsMatch(t, want[node], got, "endpoints the agent on %s restored", node)
+		}
+		return nil
+	})
 	sc.Step(`^I uninstall the starlab chart$`, func(ctx context.Context) error {
 		t := godog.T(ctx)
 		vals, err := e.currentChartValues(ctx)
@@ -583,4 +633,33 @@ func (e *Env) reinstallChart(ctx context.Context, vals map[string]any) error {
 		return fmt.Errorf("reinstall the starlab chart: %w", err)
 	}
 	return nil
+}
+
+// agentStatusDoc is the part of the agent's GET /v1/status these steps read.
+type agentStatusDoc struct {
+	Node      string `json:"node"`
+	Endpoints []struct {
+		Pod string `json:"pod"`
+		IP  string `json:"ip"`
+	} `json:"endpoints"`
+}
+
+func agentStatus(ctx context.Context, nodeIP string) (agentStatusDoc, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	u := "http://" + net.JoinHostPort(nodeIP, "4245") + "/v1/status"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return agentStatusDoc{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return agentStatusDoc{}, fmt.Errorf("GET %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	var st agentStatusDoc
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("decode %s: %w", u, err)
+	}
+	return st, nil
 }

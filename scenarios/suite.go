@@ -19,6 +19,7 @@ func stepRegistrars() []func(*godog.ScenarioContext, *World) {
 		registerStarsSteps,
 		registerShopSteps,
 		registerServicesSteps,
+		registerObserverSteps,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"sigs.k8s.io/e2e-framework/pkg/env"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
 )
 
 // suite is what TestMain set up for the tests of this package: the e2e-framework environment and the
@@ -54,24 +55,25 @@ func TestMain(m *testing.M) {
 	e2e.provider.WithAsIs(os.Getenv("STARLAB_LAB") != "" && os.Getenv("STARLAB_AS_IS") == "1")
 
 	e2e.testEnv = env.NewWithConfig(envconf.New())
-	e2e.testEnv.Setup(func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
-		for _, b := range binariesNeeded(e2e.provider) {
-			if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
-				return ctx, fmt.Errorf("binary %s missing in %s: run `make build` (or set STARLAB_BIN_DIR)", b, binDir)
+	e2e.testEnv.Setup(
+		func(ctx context.Context, _ *envconf.Config) (context.Context, error) {
+			for _, b := range binariesNeeded(e2e.provider) {
+				if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
+					return ctx, fmt.Errorf("binary %s missing in %s: run `make build` (or set STARLAB_BIN_DIR)", b, binDir)
+				}
 			}
-		}
-		log.Info("bringing up the lab", "name", name, "reuse", os.Getenv("STARLAB_LAB") != "")
-		kubeconfig, err := e2e.provider.Create(ctx)
-		if err != nil {
+			log.Info("bringing up the lab", "name", name, "reuse", os.Getenv("STARLAB_LAB") != "")
+			return ctx, nil
+		},
+		// Our provider through e2e-framework's own env funcs: Create (lab.Up), kubeconfig into the
+		// envconf, WaitForControlPlane (every node and pod Ready).
+		envfuncs.CreateCluster(e2e.provider, name),
+		func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
+			var err error
+			e2e.env, err = NewEnv(name, cfg.KubeconfigFile(), reportDir, log)
 			return ctx, err
-		}
-		cfg.WithKubeconfigFile(kubeconfig)
-		if err := e2e.provider.WaitForControlPlane(ctx, cfg.Client()); err != nil {
-			return ctx, err
-		}
-		e2e.env, err = NewEnv(name, kubeconfig, reportDir, log)
-		return ctx, err
-	})
+		},
+	)
 	e2e.testEnv.Finish(func(ctx context.Context, _ *envconf.Config) (context.Context, error) {
 		if e2e.env != nil {
 			e2e.env.Close()

@@ -35,6 +35,13 @@ Feature: Pod networking and Services without kube-proxy
   Scenario: A Service without endpoints refuses connections at once
     Then pod "client" is refused by "empty.svc-e2e:80" within 500 ms
 
+  Scenario: Restarting the agents keeps the pods' datapath
+    When I restart the starlab agents
+    Then every agent reports an endpoint for each pod on its node
+    And pod "client" reaches "web.svc-e2e:8080"
+    And every "client" pod reaches every "web" pod on another node by pod IP
+    And NodePort 30080 answers from this host on every node
+
   @uninstall
   Scenario: Uninstalling the chart leaves the nodes clean, reinstalling restores the pods
     When I uninstall the starlab chart

@@ -244,8 +244,9 @@ func registerObserverSteps(sc *godog.ScenarioContext, w *World) {
 			}
 			var got []*flow.Flow
 			var found *flow.Flow
+			var checkedAt time.Time
 			for {
-				checkedAt := time.Now()
+				checkedAt = time.Now()
 				fl, err := e.Observe(ctx, q)
 				require.NoError(t, err)
 				got = fl
@@ -267,7 +268,9 @@ func registerObserverSteps(sc *godog.ScenarioContext, w *World) {
 			}
 			require.NotNil(t, found, "no %s %s %s flow from %s (source port %d) to obs-e2e/server %s by %s within 1 s of the connection; the observer has:\n%s",
 				verdict, reason, dir, app, c.srcPort, decision, policy, strings.Join(seen, "\n"))
-			e.Log.Info("flow observed", "from", app, "verdict", verdict, "after_connection", time.Since(c.done).Round(time.Millisecond))
+			e.Log.Info("flow observed", "from", app, "verdict", verdict,
+				"query_started_after_connection", checkedAt.Sub(c.done).Round(time.Millisecond),
+				"answered_after_connection", time.Since(c.done).Round(time.Millisecond))
 			c.flows = got
 			return nil
 		})

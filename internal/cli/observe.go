@@ -19,13 +19,15 @@ import (
 
 // observerOptions say how a command reaches the observer.
 type observerOptions struct {
-	namespace string
-	url       string
+	namespace  string
+	url        string
+	kubeconfig string
 }
 
 func (o *observerOptions) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.namespace, "observer-namespace", observer.DefaultNamespace, "namespace of the observer pod")
 	cmd.Flags().StringVar(&o.url, "observer-url", "", "talk to this observer URL instead of port-forwarding to the lab's observer pod")
+	cmd.Flags().StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the lab (default: the lab's own, $HOME/.kube/starlab-<name>.yaml)")
 }
 
 // connect returns the observer's base URL and a closer: a client-go port-forward to the observer pod of
@@ -34,7 +36,11 @@ func (o *observerOptions) connect(ctx context.Context, g *globalOptions, localPo
 	if o.url != "" {
 		return strings.TrimSuffix(o.url, "/"), func() {}, nil, nil
 	}
-	l, err := lab.Open(g.clusterName)
+	var opts []lab.Option
+	if o.kubeconfig != "" {
+		opts = append(opts, lab.WithKubeconfigPath(o.kubeconfig))
+	}
+	l, err := lab.Open(g.clusterName, opts...)
 	if err != nil {
 		return "", nil, nil, err
 	}

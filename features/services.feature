@@ -35,6 +35,15 @@ Feature: Pod networking and Services without kube-proxy
   Scenario: A Service without endpoints refuses connections at once
     Then pod "client" is refused by "empty.svc-e2e:80" within 500 ms
 
+  Scenario: Problems are reported as Kubernetes Events and fail closed
+    When I apply the Service "bad-annotation" with annotation "starlab.dev/nodeport" set to "maybe"
+    Then every node reports a Warning Event "InvalidAnnotation" on Service "bad-annotation"
+    When I apply the NetworkPolicy "web-unrepresentable" that the datapath cannot represent
+    Then a node reports a Warning Event "PolicyUnrepresentable" on NetworkPolicy "web-unrepresentable"
+    And pod "client" cannot reach "web.svc-e2e:8080"
+    When I delete the NetworkPolicy "web-unrepresentable"
+    Then pod "client" reaches "web.svc-e2e:8080"
+
   Scenario: Restarting the agents keeps the pods' datapath
     When I restart the starlab agents
     Then every agent reports an endpoint for each pod on its node

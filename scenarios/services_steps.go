@@ -278,6 +278,85 @@ func registerServicesSteps(sc *godog.ScenarioContext, w *World) {
 		assert.Less(t, res.ElapsedMs, float64(ms), "refused within %d ms", ms)
 		return nil
 	})
+	sc.Step(`^I apply the Service "([^"]*)" with annotation "([^"]*)" set to "([^"]*)"$`, func(ctx context.Context, name, key, value string) error {
+		t := godog.T(ctx)
+		doc := fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata:
+  name: %s
+  namespace: %s
+  annotations: {%q: %q}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 8080, targetPort: 8080, protocol: TCP}]
+`, name, svcNamespace, key, value)
+		_, err := e.Apply(ctx, []byte(doc))
+		require.NoError(t, err)
+		w.Cleanup(func(ctx context.Context) error {
+			err := e.Client.CoreV1().Services(svcNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return err
+		})
+		return nil
+	})
+	sc.Step(`^(every node reports|a node reports) a Warning Event "([^"]*)" on (Service|NetworkPolicy) "([^"]*)"$`, func(ctx context.Context, who, reason, kind, name string) error {
+		t := godog.T(ctx)
+		nodes, err := e.nodeNames(ctx)
+		require.NoError(t, err)
+		require.NoError(t, poll(ctx, 30*time.Second, 250*time.Millisecond, fmt.Sprintf("Warning %s on %s %s", reason, kind, name), func(ctx context.Context) (bool, string, error) {
+			evs, err := e.Client.CoreV1().Events(svcNamespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+			if err != nil {
+				return false, "", err
+			}
+			from := map[string]bool{}
+			for _, ev := range evs.Items {
+				if ev.Type == corev1.EventTypeWarning && ev.Reason == reason && ev.InvolvedObject.Kind == kind && ev.Source.Component == "starlab-agent" {
+					from[ev.Source.Host] = true
+				}
+			}
+			if who == "a node reports" {
+				return len(from) > 0, "no event yet", nil
+			}
+			return len(from) == len(nodes), fmt.Sprintf("events from %v of %v", keys(from), nodes), nil
+		}))
+		return nil
+	})
+	sc.Step(`^I apply the NetworkPolicy "([^"]*)" that the datapath cannot represent$`, func(ctx context.Context, name string) error {
+		t := godog.T(ctx)
+		// An ipBlock peer with a 1001-port range: wider than the compiler expands into exact CIDR
+		// entries, so every pod it selects must deny everything (POLICY_UNREPRESENTABLE).
+		doc := fmt.Sprintf(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: %s, namespace: %s}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+  ingress:
+    - from: [{ipBlock: {cidr: 0.0.0.0/0}}]
+      ports: [{protocol: TCP, port: 1000, endPort: 2000}]
+`, name, svcNamespace)
+		rv, err := e.Apply(ctx, []byte(doc))
+		require.NoError(t, err)
+		w.Cleanup(func(ctx context.Context) error { return e.deleteNetworkPolicy(ctx, name) })
+		_, err = e.WaitProgrammed(ctx, rv)
+		require.NoError(t, err)
+		return nil
+	})
+	sc.Step(`^I delete the NetworkPolicy "([^"]*)"$`, func(ctx context.Context, name string) error {
+		t := godog.T(ctx)
+		require.NoError(t, e.deleteNetworkPolicy(ctx, name))
+		return nil
+	})
+	sc.Step(`^pod "([^"]*)" cannot reach "([^"]*)"$`, func(ctx context.Context, app, target string) error {
+		t := godog.T(ctx)
+		res, err := e.Probe(ctx, PodRef{Namespace: svcNamespace, Selector: "app=" + app}, target, "tcp")
+		require.NoError(t, err)
+		assert.False(t, res.Reachable, "%s -> %s must be denied", app, target)
+		return nil
+	})
 	sc.Step(`^I restart the starlab agents$`, func(ctx context.Context) error {
 		t := godog.T(ctx)
 		ns := helmrelease.DefaultNamespace
@@ -662,4 +741,20 @@ func agentStatus(ctx context.Context, nodeIP string) (agentStatusDoc, error) {
 		return st, fmt.Errorf("decode %s: %w", u, err)
 	}
 	return st, nil
+}
+
+// deleteNetworkPolicy deletes a NetworkPolicy of the services namespace and waits until every node
+// programmed the deletion.
+func (e *Env) deleteNetworkPolicy(ctx context.Context, name string) error {
+	doc := fmt.Sprintf("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: %s, namespace: %s}\n", name, svcNamespace)
+	rv, err := e.Delete(ctx, []byte(doc))
+	if err != nil {
+		return err
+	}
+	if rv > 0 {
+		if _, err := e.WaitProgrammed(ctx, rv); err != nil {
+			return err
+		}
+	}
+	return nil
 }

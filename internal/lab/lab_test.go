@@ -19,8 +19,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 
 	"github.com/starlab-dev/starlab/manifests"
@@ -422,4 +425,39 @@ func TestEnsureSysctlMinimums(t *testing.T) {
 
 	_, err = ensureSysctlMinimums(t.TempDir(), slog.New(slog.DiscardHandler))
 	require.ErrorContains(t, err, "read fs.inotify.max_user_instances")
+}
+
+func TestRolloutsMissing(t *testing.T) {
+	ctx := context.Background()
+	three := int32(3)
+	dep := func(ns, name string, gen, observed int64, updated, available, replicas int32) *appsv1.Deployment {
+		return &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: gen},
+			Spec:       appsv1.DeploymentSpec{Replicas: &three},
+			Status:     appsv1.DeploymentStatus{ObservedGeneration: observed, UpdatedReplicas: updated, AvailableReplicas: available, Replicas: replicas},
+		}
+	}
+	ds := func(ns, name string, desired, updated, available int32) *appsv1.DaemonSet {
+		return &appsv1.DaemonSet{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
+			Status:     appsv1.DaemonSetStatus{ObservedGeneration: 1, DesiredNumberScheduled: desired, UpdatedNumberScheduled: updated, NumberAvailable: available},
+		}
+	}
+	tests := []struct {
+		name       string
+		objs       []runtime.Object
+		namespaces []string
+		want       string
+	}{
+		{"all rolled out", []runtime.Object{dep("shop", "db", 2, 2, 3, 3, 3), ds("starlab-system", "agent", 3, 3, 3)}, nil, ""},
+		{"new generation not observed", []runtime.Object{dep("shop", "db", 3, 2, 3, 3, 3)}, nil, "not rolled out: deployment shop/db"},
+		{"old pods still there", []runtime.Object{dep("shop", "db", 2, 2, 3, 3, 4)}, nil, "not rolled out: deployment shop/db"},
+		{"daemonset updating", []runtime.Object{ds("starlab-system", "agent", 3, 2, 3)}, nil, "not rolled out: daemonset starlab-system/agent"},
+		{"other namespace ignored", []runtime.Object{dep("mine", "x", 2, 1, 0, 0, 0)}, []string{"shop"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, rolloutsMissing(ctx, fake.NewClientset(tt.objs...), tt.namespaces))
+		})
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/starlab-dev/starlab/internal/helmrelease"
 	"github.com/starlab-dev/starlab/internal/images"
@@ -109,6 +110,8 @@ type upState struct {
 	cfg     ClusterConfig
 	result  *UpResult
 	nodeCnt int
+	// namespaces are where Up put workloads (kube-system, the chart's, the demo's): the wait step checks them.
+	namespaces []string
 }
 
 // Up brings the lab up as a pipeline of named steps: host -> node image -> cluster -> post-create -> images
@@ -318,7 +321,14 @@ func (l *Lab) stepChart(ctx context.Context, st *upState) error {
 		return err
 	}
 	st.result.Chart = res.Action
+	st.addNamespace(helmrelease.DefaultNamespace)
 	return nil
+}
+
+func (st *upState) addNamespace(ns string) {
+	if !slices.Contains(st.namespaces, ns) {
+		st.namespaces = append(st.namespaces, ns)
+	}
 }
 
 func (st *upState) readyTimeout() time.Duration {
@@ -370,6 +380,14 @@ func (l *Lab) stepDemo(ctx context.Context, st *upState) error {
 		return err
 	}
 	st.result.Applied = len(applied)
+	for _, id := range applied {
+		// ids are "Kind namespace/name" or "Namespace name"
+		if kind, rest, _ := strings.Cut(id, " "); kind == "Namespace" {
+			st.addNamespace(rest)
+		} else if ns, _, ok := strings.Cut(rest, "/"); ok {
+			st.addNamespace(ns)
+		}
+	}
 	if len(applied) > 0 {
 		l.log.Debug("applied demo manifests", "objects", describe(applied))
 	}
@@ -377,16 +395,17 @@ func (l *Lab) stepDemo(ctx context.Context, st *upState) error {
 }
 
 // stepWait waits until every node is Ready (the agent's CNI config is what makes them Ready) and every pod
-// of the lab is Running and Ready (or Succeeded).
+// Up deployed (kube-system, the chart's namespace, the demo's namespaces) is Running and Ready.
 func (l *Lab) stepWait(ctx context.Context, st *upState) error {
 	ctx, cancel := context.WithTimeout(ctx, st.readyTimeout())
 	defer cancel()
-	return l.WaitReady(ctx, st.nodeCnt)
+	return l.WaitReady(ctx, st.nodeCnt, append([]string{"kube-system"}, st.namespaces...)...)
 }
 
-// WaitReady waits until wantNodes nodes are Ready and every pod in every namespace is Running and Ready
-// (or Succeeded). The deadline comes from ctx; on timeout the error names what was not ready.
-func (l *Lab) WaitReady(ctx context.Context, wantNodes int) error {
+// WaitReady waits until wantNodes nodes are Ready and every pod in the namespaces (all namespaces when
+// none is given) is Running and Ready or Succeeded; pods being deleted are ignored. The deadline comes
+// from ctx; on timeout the error names what was not ready.
+func (l *Lab) WaitReady(ctx context.Context, wantNodes int, namespaces ...string) error {
 	cs, err := l.Clientset()
 	if err != nil {
 		return err
@@ -419,6 +438,9 @@ func (l *Lab) WaitReady(ctx context.Context, wantNodes int) error {
 				var notReady []string
 				for i := range pods.Items {
 					p := &pods.Items[i]
+					if len(namespaces) > 0 && !slices.Contains(namespaces, p.Namespace) || p.DeletionTimestamp != nil {
+						continue
+					}
 					if p.Status.Phase != corev1.PodSucceeded && !podReady(p) {
 						notReady = append(notReady, p.Namespace+"/"+p.Name+" ("+string(p.Status.Phase)+")")
 					}
@@ -427,6 +449,9 @@ func (l *Lab) WaitReady(ctx context.Context, wantNodes int) error {
 					missing = "pods not Ready: " + describe(notReady)
 				}
 			}
+		}
+		if missing == "" {
+			missing = rolloutsMissing(ctx, cs, namespaces)
 		}
 		if missing == "" {
 			return nil
@@ -461,4 +486,39 @@ func diskEnough(root string, free int64, nodes int) error {
 			nodes, root, float64(free)/(1<<30), float64(need)/(1<<30))
 	}
 	return nil
+}
+
+// rolloutsMissing names the Deployments and DaemonSets (in namespaces, or all) whose latest spec is not yet
+// rolled out and available everywhere, or returns "".
+func rolloutsMissing(ctx context.Context, cs kubernetes.Interface, namespaces []string) string {
+	deps, err := cs.AppsV1().Deployments("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Sprintf("list deployments: %v", err)
+	}
+	dss, err := cs.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Sprintf("list daemonsets: %v", err)
+	}
+	in := func(ns string) bool { return len(namespaces) == 0 || slices.Contains(namespaces, ns) }
+	var pending []string
+	for _, d := range deps.Items {
+		want := int32(1)
+		if d.Spec.Replicas != nil {
+			want = *d.Spec.Replicas
+		}
+		st := d.Status
+		if in(d.Namespace) && (st.ObservedGeneration < d.Generation || st.UpdatedReplicas < want || st.AvailableReplicas < want || st.Replicas > want) {
+			pending = append(pending, "deployment "+d.Namespace+"/"+d.Name)
+		}
+	}
+	for _, d := range dss.Items {
+		st := d.Status
+		if in(d.Namespace) && (st.ObservedGeneration < d.Generation || st.UpdatedNumberScheduled < st.DesiredNumberScheduled || st.NumberAvailable < st.DesiredNumberScheduled) {
+			pending = append(pending, "daemonset "+d.Namespace+"/"+d.Name)
+		}
+	}
+	if len(pending) > 0 {
+		return "not rolled out: " + describe(pending)
+	}
+	return ""
 }

@@ -20,6 +20,7 @@ Feature: The stars NetworkPolicy demo
       | frontend      | yes     | ignored  | yes     |
       | backend       | yes     | yes      | ignored |
     And the management UI draws the stars reachability
+    And "frontend" can reach the "backend" pod on TCP 6380
 
     When I apply the stars policy "default-deny"
     Then the stars reachability is:
@@ -47,6 +48,8 @@ Feature: The stars NetworkPolicy demo
       | frontend      | no      | ignored  | yes     |
       | backend       | no      | no       | ignored |
     And the management UI draws the stars reachability
+    And "frontend" can reach the "backend" pod on TCP 6379
+    But "frontend" cannot reach the "backend" pod on TCP 6380
 
     When I apply the stars policy "frontend-policy"
     Then the stars reachability is:

@@ -3,8 +3,10 @@ package scenarios
 import (
 	"context"
 	"fmt"
+	"net"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -92,6 +94,13 @@ func registerStarsSteps(sc *godog.ScenarioContext, w *World) {
 		}
 		stars(w).expected = expected
 		report, ok, err := w.Env.CheckMatrix(ctx, expected, lookupStarsWorkload)
+		require.NoError(t, err)
+		assert.True(t, ok, report)
+		return nil
+	})
+	sc.Step(`^"([^"]*)" (can|cannot) reach the "([^"]*)" pod on TCP (\d+)$`, func(ctx context.Context, from, verb, to string, port int) error {
+		t := godog.T(ctx)
+		report, ok, err := w.Env.checkPodPort(ctx, from, to, port, verb == "can")
 		require.NoError(t, err)
 		assert.True(t, ok, report)
 		return nil
@@ -291,4 +300,59 @@ func uiGraphFromDemo(g demo.Graph) UIGraph {
 	}
 	slices.Sort(out.Edges)
 	return out
+}
+
+// checkPodPort probes the pod of to directly on port (no Service) from the pod of from and checks the
+// connection's flows like CheckMatrix does for one cell.
+func (e *Env) checkPodPort(ctx context.Context, from, to string, port int, want bool) (string, bool, error) {
+	fw, err := lookupStarsWorkload(from)
+	if err != nil {
+		return "", false, err
+	}
+	tw, err := lookupStarsWorkload(to)
+	if err != nil {
+		return "", false, err
+	}
+	src, err := e.Pod(ctx, fw.Ref)
+	if err != nil {
+		return "", false, err
+	}
+	dst, err := e.Pod(ctx, tw.Ref)
+	if err != nil {
+		return "", false, err
+	}
+	c := Connection{From: from, To: to, Expected: map[bool]Cell{true: Yes, false: No}[want], SrcIP: src.Status.PodIP, DstPod: dst.Namespace + "/" + dst.Name}
+	nps, err := e.Client.NetworkingV1().NetworkPolicies(dst.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", false, fmt.Errorf("list NetworkPolicies in %s: %w", dst.Namespace, err)
+	}
+	for _, np := range nps.Items {
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err == nil && sel.Matches(labels.Set(dst.Labels)) {
+			c.DeniedBy = append(c.DeniedBy, np.Namespace+"/"+np.Name)
+		}
+	}
+	start := time.Now()
+	target := net.JoinHostPort(dst.Status.PodIP, strconv.Itoa(port))
+	if c.Result, err = e.Probe(ctx, fw.Ref, target, "tcp"); err != nil {
+		return "", false, err
+	}
+	cells, problems, flows, err := e.FlowVerdicts(ctx, []Connection{c}, start, 20*time.Second)
+	if err != nil {
+		return "", false, err
+	}
+	if err := e.AppendFlows(flows); err != nil {
+		return "", false, err
+	}
+	ok := c.Result.Reachable == want && cells[0] == c.Expected && len(problems[0]) == 0
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s -> %s (%s) on TCP %d: expected %s; connection reachable=%v %s; flows say %s\n",
+		from, to, target, port, c.Expected, c.Result.Reachable, c.Result.Error, cells[0])
+	for _, p := range problems[0] {
+		b.WriteString("  flows: " + p + "\n")
+	}
+	for _, f := range c.flowsOf(flows) {
+		b.WriteString("  " + FormatFlow(f) + "\n")
+	}
+	return b.String(), ok, nil
 }

@@ -88,7 +88,11 @@ func newTestCommand(g *globalOptions) *cobra.Command {
 					return fmt.Errorf("built-in features: %w", err)
 				}
 			}
-			fmt.Fprintf(out, "running %v against lab %q; reports in %s\n", opts.Paths, name, reportDir)
+			what := fmt.Sprint(opts.Paths)
+			if opts.FS != nil {
+				what = "the built-in features"
+			}
+			fmt.Fprintf(out, "running %s against lab %q; reports in %s\n", what, name, reportDir)
 			status, err := scenarios.RunSuite(ctx, env, opts)
 			if err != nil {
 				return err

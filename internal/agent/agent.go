@@ -214,20 +214,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = api.Shutdown(sctx)
 	}()
 
-	// 5. Flow events.
+	// 5. Informers; wait for sync, program services and policy.
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	if err := a.startFlows(runCtx, &wg); err != nil {
-		return err
-	}
-
-	// 6. Informers; wait for sync, program services and policy.
 	if err := a.startInformers(runCtx); err != nil {
 		return err
 	}
 	a.synced.Store(true)
+
+	// 6. Flow events: read only now that pods and services can be named; events emitted meanwhile
+	// wait in the ring buffer.
+	if err := a.startFlows(runCtx, &wg); err != nil {
+		return err
+	}
 	if err := a.pruneStaleServices(); err != nil {
 		a.log.Warn("prune stale services", "err", err)
 	}

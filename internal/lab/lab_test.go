@@ -26,6 +26,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 
+	"github.com/starlab-dev/starlab/charts"
+	"github.com/starlab-dev/starlab/internal/helmrelease"
 	"github.com/starlab-dev/starlab/manifests"
 )
 
@@ -460,4 +462,20 @@ func TestRolloutsMissing(t *testing.T) {
 			assert.Equal(t, tt.want, rolloutsMissing(ctx, fake.NewClientset(tt.objs...), tt.namespaces))
 		})
 	}
+}
+
+// TestChartValuesRenderStarlabChart renders the embedded chart with the values the chart step passes.
+func TestChartValuesRenderStarlabChart(t *testing.T) {
+	refs := map[string]string{
+		"agent":    "localhost/starlab/agent:aaaaaaaaaaaaaaaa",
+		"observer": "localhost/starlab/observer:bbbbbbbbbbbbbbbb",
+		"demo":     "localhost/starlab/demo:cccccccccccccccc",
+	}
+	values := upChartValues(refs, "172.18.0.2", APIServerPort, charts.Starlab, "starlab")
+	out, err := helmrelease.Render(context.Background(), helmrelease.Options{Chart: charts.Starlab, ChartDir: "starlab", Values: values})
+	require.NoError(t, err)
+	assert.Contains(t, out, refs["agent"])
+	assert.Contains(t, out, refs["observer"])
+	assert.Contains(t, out, "172.18.0.2")
+	assert.NotContains(t, out, "imagePullPolicy: Always")
 }

@@ -301,6 +301,15 @@ func ChartValues(refs map[string]string, apiHost string, apiPort int) map[string
 	}
 }
 
+// upChartValues are ChartValues plus the observer image when the chart has an observer.
+func upChartValues(refs map[string]string, apiHost string, apiPort int, chart fs.FS, dir string) map[string]any {
+	values := ChartValues(refs, apiHost, apiPort)
+	if obs, ok := refs[images.Observer]; ok && chartHasKey(chart, dir, "observer") {
+		values["observer"] = map[string]any{"image": obs}
+	}
+	return values
+}
+
 func (l *Lab) stepChart(ctx context.Context, st *upState) error {
 	if st.opts.Chart == nil {
 		return nil
@@ -309,10 +318,7 @@ func (l *Lab) stepChart(ctx context.Context, st *upState) error {
 	if err != nil {
 		return err
 	}
-	values := mergeValues(ChartValues(st.result.Images, host, port), st.opts.ChartValues)
-	if obs, ok := st.result.Images[images.Observer]; ok && chartHasKey(st.opts.Chart, st.opts.ChartDir, "observer") {
-		mergeValues(values, map[string]any{"observer": map[string]any{"image": obs}})
-	}
+	values := mergeValues(upChartValues(st.result.Images, host, port, st.opts.Chart, st.opts.ChartDir), st.opts.ChartValues)
 	res, err := helmrelease.InstallOrUpgrade(ctx, helmrelease.Options{
 		Kubeconfig: l.kubeconfig, Chart: st.opts.Chart, ChartDir: st.opts.ChartDir, Values: values,
 		Wait: true, Timeout: st.readyTimeout(), Logger: l.log,

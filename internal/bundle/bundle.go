@@ -189,7 +189,7 @@ func (r *run) collect(ctx context.Context) {
 	r.step(ctx, "kubernetes objects", r.collectObjects)
 	r.step(ctx, "starlab pod logs", r.collectLogs)
 	r.step(ctx, "agents: status, flows, metrics", r.collectAgents)
-	r.step(ctx, "observer: status, graph, metrics", r.collectObserver)
+	r.step(ctx, "observer: status, graph, metrics, merged flows", r.collectObserver)
 	r.step(ctx, "nodes: routes, addresses, iptables, bpffs, journals", r.collectNodes)
 }
 

@@ -3,6 +3,7 @@
 package bundle
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -160,15 +161,9 @@ func TestBundleOfRunningLab(t *testing.T) {
 		assert.Contains(t, string(files["agents/"+n.Name+"/metrics.txt"]), "starlab_")
 
 		require.Contains(t, files, "agents/"+n.Name+"/flows.ndjson")
-		dec := flow.NewDecoder(strings.NewReader(string(files["agents/"+n.Name+"/flows.ndjson"])))
-		for {
-			f, err := dec.Decode()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			require.NoError(t, err, "flows of %s", n.Name)
-			assert.Equal(t, n.Name, f.NodeName)
-			assert.False(t, f.Time.Before(m.CreatedAt.Add(-15*time.Minute-time.Minute)), "flow older than --since")
+		for _, f := range decodeFlows(t, files["agents/"+n.Name+"/flows.ndjson"]) {
+			require.Equal(t, n.Name, f.NodeName)
+			require.False(t, f.Time.Before(m.CreatedAt.Add(-15*time.Minute-time.Minute)), "flow older than --since")
 			totalFlows++
 		}
 
@@ -192,6 +187,30 @@ func TestBundleOfRunningLab(t *testing.T) {
 	assert.Equal(t, len(st.Nodes), ost.Connected)
 	var graph map[string]any
 	require.NoError(t, json.Unmarshal(files["observer/graph.json"], &graph))
+	merged := decodeFlows(t, files["observer/flows.ndjson"])
+	assert.NotEmpty(t, merged, "the observer's merged flows")
+	// The bundle keeps the observer's answer as served (its order is evidence too): only check the nodes.
+	known := map[string]bool{}
+	for _, n := range st.Nodes {
+		known[n.Name] = true
+	}
+	for _, f := range merged {
+		require.True(t, known[f.NodeName], "merged flow from unknown node %q", f.NodeName)
+	}
+}
+
+func decodeFlows(t *testing.T, data []byte) []*flow.Flow {
+	t.Helper()
+	var out []*flow.Flow
+	dec := flow.NewDecoder(bytes.NewReader(data))
+	for {
+		f, err := dec.Decode()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		require.NoError(t, err)
+		out = append(out, f)
+	}
 }
 
 func TestBundleRecordsFailedStepsAndGoesOn(t *testing.T) {
@@ -206,7 +225,7 @@ func TestBundleRecordsFailedStepsAndGoesOn(t *testing.T) {
 	}
 	assert.Contains(t, failed["starlab pod logs"], "no starlab pods")
 	assert.Contains(t, failed["agents: status, flows, metrics"], "no agent pods")
-	assert.Contains(t, failed["observer: status, graph, metrics"], "observer")
+	assert.Contains(t, failed["observer: status, graph, metrics, merged flows"], "observer")
 	assert.Len(t, failed, 3, "only the steps that need the starlab pods fail: %v", failed)
 
 	files := unpack(t, out)

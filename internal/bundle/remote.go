@@ -165,7 +165,8 @@ func (r *run) collectAgent(ctx context.Context, s *stepCtx, cs kubernetes.Interf
 	}
 }
 
-// collectObserver port-forwards to the observer and saves its status, graph and metrics under observer/.
+// collectObserver port-forwards to the observer and saves its status, graph, metrics and merged recent
+// flows (time-ordered across nodes, as `starlab observe` shows them) under observer/.
 func (r *run) collectObserver(ctx context.Context, s *stepCtx) error {
 	if _, err := r.clients(); err != nil {
 		return err
@@ -175,17 +176,24 @@ func (r *run) collectObserver(ctx context.Context, s *stepCtx) error {
 		return fmt.Errorf("reach the observer: %w", err)
 	}
 	defer fw.Close()
-	for _, g := range []struct{ file, path string }{
-		{"status.json", "/api/v1/status"},
-		{"graph.json", "/api/v1/graph"},
-		{"metrics.txt", "/metrics"},
+	for _, g := range []struct {
+		file, path string
+		q          url.Values
+	}{
+		{"status.json", "/api/v1/status", nil},
+		{"graph.json", "/api/v1/graph", nil},
+		{"metrics.txt", "/metrics", nil},
+		{"flows.ndjson", "/api/v1/flows", flow.Query{Since: time.Now().Add(-r.opts.Since)}.Values()},
 	} {
-		data, err := fetch(ctx, fw.URL, g.path, nil)
+		data, err := fetch(ctx, fw.URL, g.path, g.q)
 		if err != nil {
 			s.fail("observer/"+g.file, fmt.Errorf("observer %s: %w", fw.Pod, err))
 			continue
 		}
 		s.add("observer/"+g.file, data)
+		if g.file == "flows.ndjson" {
+			s.ps.Logf("%d flows merged across nodes in the last %s", bytes.Count(data, []byte{'\n'}), r.opts.Since)
+		}
 	}
 	return nil
 }

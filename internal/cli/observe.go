@@ -84,7 +84,7 @@ Kubernetes selectors (k=v, k!=v, 'k in (a,b)').`,
 			if err != nil {
 				return err
 			}
-			p := newFlowPrinter(stdout(cmd), output)
+			p := newFlowPrinter(stdout(cmd), output, q.Follow)
 			defer p.flush()
 			if inputFile != "" {
 				if q.Follow {
@@ -180,13 +180,18 @@ type flowPrinter struct {
 	header bool
 }
 
-func newFlowPrinter(w io.Writer, format string) *flowPrinter {
+// newFlowPrinter prints in format; a followed table uses fixed column widths (rows print as they come).
+func newFlowPrinter(w io.Writer, format string, follow bool) *flowPrinter {
 	p := &flowPrinter{format: format, w: w}
 	switch format {
 	case "json":
 		p.enc = flow.NewEncoder(w)
 	case "table":
-		p.tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		if follow {
+			p.format = "table-fixed"
+		} else {
+			p.tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		}
 	}
 	return p
 }
@@ -207,6 +212,15 @@ func (p *flowPrinter) print(f *flow.Flow) error {
 			fmt.Fprintln(p.tw, "TIMESTAMP\tSOURCE\tDESTINATION\tTYPE\tVERDICT\tSUMMARY")
 		}
 		_, err := fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.Time.Local().Format(time.StampMilli),
+			endpointText(f.Source, f.L4.SourcePort), endpointText(f.Destination, f.L4.DestinationPort),
+			strings.ToLower(f.TraceObservationPoint), verdictText(f), summary(f))
+		return err
+	case "table-fixed":
+		if !p.header {
+			p.header = true
+			fmt.Fprintf(p.w, "%-19s  %-45s  %-45s  %-13s  %-25s  %s\n", "TIMESTAMP", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY")
+		}
+		_, err := fmt.Fprintf(p.w, "%-19s  %-45s  %-45s  %-13s  %-25s  %s\n", f.Time.Local().Format(time.StampMilli),
 			endpointText(f.Source, f.L4.SourcePort), endpointText(f.Destination, f.L4.DestinationPort),
 			strings.ToLower(f.TraceObservationPoint), verdictText(f), summary(f))
 		return err

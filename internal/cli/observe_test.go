@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,4 +102,47 @@ func TestObserveFromObserver(t *testing.T) {
 	assert.Equal(t, "client-a", f.UUID)
 	assert.Equal(t, flow.DirectionIngress, f.TrafficDirection)
 	assert.Equal(t, []flow.Policy{{Kind: flow.PolicyKindDefaultDeny}}, f.DeniedBy)
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestObserveFollow(t *testing.T) {
+	o, err := observer.New(observer.Config{})
+	require.NoError(t, err)
+	srv := httptest.NewServer(o.Handler())
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := NewRootCommand()
+	var out syncBuffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&bytes.Buffer{})
+	cmd.SetArgs([]string{"observe", "--observer-url", srv.URL, "-f", "--verdict", "DROPPED", "-o", "table"})
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	require.Eventually(t, func() bool { return o.Store().Subscribers() == 1 }, 5*time.Second, 5*time.Millisecond)
+	for _, f := range observeFlows() {
+		o.Ingest(f)
+	}
+	require.Eventually(t, func() bool { return strings.Count(out.String(), "DROPPED POLICY_DENIED") == 2 }, 5*time.Second, 5*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done, "Ctrl-C ends a followed stream without error")
+	assert.NotContains(t, out.String(), "FORWARDED")
+	assert.True(t, strings.HasPrefix(out.String(), "TIMESTAMP"))
 }

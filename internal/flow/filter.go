@@ -42,6 +42,10 @@ type Filter struct {
 	TrafficDirection     []TrafficDirection `json:"traffic_direction,omitempty"`
 	EventType            []EventType        `json:"event_type,omitempty"`
 	NodeName             []string           `json:"node_name,omitempty"`
+	SourceWorkload       []string           `json:"source_workload,omitempty"`      // [namespace/]name
+	DestinationWorkload  []string           `json:"destination_workload,omitempty"` // [namespace/]name
+	Workload             []string           `json:"workload,omitempty"`             // either side
+	TCPFlags             []string           `json:"tcp_flags,omitempty"`            // "SYN" or "SYN,ACK": all of them set
 }
 
 // IsEmpty reports whether the filter has no field set (it then matches every flow).
@@ -51,7 +55,8 @@ func (f Filter) IsEmpty() bool {
 		len(f.DestinationService)+len(f.Service)+len(f.SourceIP)+len(f.DestinationIP)+len(f.IP)+
 		len(f.SourcePort)+len(f.DestinationPort)+len(f.Port)+len(f.SourceIdentity)+len(f.DestinationIdentity)+
 		len(f.Identity)+len(f.Protocol)+len(f.Verdict)+len(f.DropReason)+len(f.TrafficDirection)+
-		len(f.EventType)+len(f.NodeName) == 0
+		len(f.EventType)+len(f.NodeName)+len(f.SourceWorkload)+len(f.DestinationWorkload)+len(f.Workload)+
+		len(f.TCPFlags) == 0
 }
 
 // predicate is one compiled field of a filter.
@@ -360,6 +365,60 @@ func (f Filter) compile() (compiledFilter, error) {
 		vals := f.NodeName
 		add(func(fl *Flow) bool { return slices.Contains(vals, fl.NodeName) })
 	}
+	for _, x := range []struct {
+		vals []string
+		side []func(*Flow) *Endpoint
+		name string
+	}{
+		{f.SourceWorkload, sides(src), "source_workload"}, {f.DestinationWorkload, sides(dst), "destination_workload"},
+		{f.Workload, sides(src, dst), "workload"},
+	} {
+		if len(x.vals) == 0 {
+			continue
+		}
+		refs := make([]svcRef, 0, len(x.vals))
+		for _, v := range x.vals {
+			r, err := parseSvcRef(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s %q: use [namespace/]workload-name, e.g. stars/backend or backend", x.name, v)
+			}
+			refs = append(refs, r)
+		}
+		add(eitherSide(x.side, func(e *Endpoint) bool {
+			if e.Workload == nil {
+				return false
+			}
+			for _, r := range refs {
+				if r.match(&Service{Name: e.Workload.Name, Namespace: e.Namespace}) {
+					return true
+				}
+			}
+			return false
+		}))
+	}
+	if len(f.TCPFlags) > 0 {
+		sets := make([]TCPFlags, 0, len(f.TCPFlags))
+		for _, v := range f.TCPFlags {
+			fs, err := ParseTCPFlags(v)
+			if err != nil {
+				return nil, err
+			}
+			sets = append(sets, fs)
+		}
+		add(func(fl *Flow) bool {
+			got := fl.L4.Flags
+			if got == nil {
+				return false
+			}
+			for _, want := range sets {
+				if (!want.SYN || got.SYN) && (!want.ACK || got.ACK) && (!want.FIN || got.FIN) && (!want.RST || got.RST) &&
+					(!want.PSH || got.PSH) && (!want.URG || got.URG) && (!want.ECE || got.ECE) && (!want.CWR || got.CWR) {
+					return true
+				}
+			}
+			return false
+		})
+	}
 	return c, nil
 }
 
@@ -429,6 +488,34 @@ func parseSvcRef(v string) (svcRef, error) {
 
 func (r svcRef) match(s *Service) bool {
 	return s.Name == r.name && (r.namespace == "" || s.Namespace == r.namespace)
+}
+
+// ParseTCPFlags parses "SYN" or "SYN,ACK" (case-insensitive) into the flags that must all be set.
+func ParseTCPFlags(v string) (TCPFlags, error) {
+	var f TCPFlags
+	for _, p := range strings.Split(v, ",") {
+		switch strings.ToUpper(strings.TrimSpace(p)) {
+		case "SYN":
+			f.SYN = true
+		case "ACK":
+			f.ACK = true
+		case "FIN":
+			f.FIN = true
+		case "RST":
+			f.RST = true
+		case "PSH":
+			f.PSH = true
+		case "URG":
+			f.URG = true
+		case "ECE":
+			f.ECE = true
+		case "CWR":
+			f.CWR = true
+		default:
+			return TCPFlags{}, fmt.Errorf("tcp flags %q: use flag names from SYN, ACK, FIN, RST, PSH, URG, ECE, CWR separated by commas (all must be set)", v)
+		}
+	}
+	return f, nil
 }
 
 // ParseIPOrCIDR parses "10.0.0.1" (a /32) or "10.0.0.0/8".

@@ -85,6 +85,12 @@ func TestFilterMatch(t *testing.T) {
 		{"identity", Filter{DestinationIdentity: []uint32{300}}, true},
 		{"identity either miss", Filter{Identity: []uint32{2}}, false},
 		{"event type", Filter{EventType: []EventType{EventDrop}}, true},
+		{"workload ns/name", Filter{SourceWorkload: []string{"client/client"}}, true},
+		{"workload name any ns", Filter{Workload: []string{"client"}}, true},
+		{"workload missing", Filter{DestinationWorkload: []string{"backend"}}, false},
+		{"tcp flags set", Filter{TCPFlags: []string{"syn"}}, true},
+		{"tcp flags all must be set", Filter{TCPFlags: []string{"SYN,ACK"}}, false},
+		{"tcp flags ORed", Filter{TCPFlags: []string{"SYN,ACK", "SYN"}}, true},
 		{"fields ANDed all match", Filter{SourceNamespace: []string{"client"}, Verdict: []Verdict{VerdictDropped}, DestinationPort: []uint16{6379}}, true},
 		{"fields ANDed one fails", Filter{SourceNamespace: []string{"client"}, Verdict: []Verdict{VerdictForwarded}}, false},
 	} {
@@ -129,6 +135,7 @@ func TestFilterCompileErrors(t *testing.T) {
 		{Filter{SourceLabel: []string{"a in ("}}, "label selector"},
 		{Filter{Pod: []string{"ns/"}}, "[namespace/]pod-name-prefix"},
 		{Filter{Protocol: []string{"gre"}}, "TCP, UDP"},
+		{Filter{TCPFlags: []string{"SYN,NOPE"}}, "flag names from SYN"},
 	} {
 		_, err := NewMatcher([]Filter{tc.filter}, nil)
 		require.Error(t, err)

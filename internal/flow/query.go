@@ -95,6 +95,16 @@ var filterParams = map[string]struct {
 	"traffic-direction": {"traffic direction: ingress, egress", appendDirection},
 	"type":              {"event type: " + strings.Join(eventTypes, ", "), appendEventType},
 	"node":              {"flows observed on a node", func(f *Filter, v string) error { return appendName(&f.NodeName, v, "node") }},
+	"from-workload":     {"flows from a workload ([namespace/]name of its Deployment, StatefulSet, ...)", func(f *Filter, v string) error { return appendWorkload(&f.SourceWorkload, v) }},
+	"to-workload":       {"flows to a workload ([namespace/]name)", func(f *Filter, v string) error { return appendWorkload(&f.DestinationWorkload, v) }},
+	"workload":          {"flows from or to a workload ([namespace/]name)", func(f *Filter, v string) error { return appendWorkload(&f.Workload, v) }},
+	"tcp-flags": {"TCP flags that must all be set, e.g. SYN or SYN,ACK (repeat to OR)", func(f *Filter, v string) error {
+		if _, err := ParseTCPFlags(v); err != nil {
+			return err
+		}
+		f.TCPFlags = append(f.TCPFlags, v)
+		return nil
+	}},
 }
 
 // FilterParamNames lists the filter flag/param names, sorted.
@@ -126,6 +136,14 @@ func appendPod(dst *[]string, v string) error {
 func appendSvc(dst *[]string, v string) error {
 	if _, err := parseSvcRef(v); err != nil {
 		return err
+	}
+	*dst = append(*dst, v)
+	return nil
+}
+
+func appendWorkload(dst *[]string, v string) error {
+	if _, err := parseSvcRef(v); err != nil {
+		return fmt.Errorf("workload %q: use [namespace/]workload-name, e.g. stars/backend or backend", v)
 	}
 	*dst = append(*dst, v)
 	return nil

@@ -47,13 +47,21 @@ func DecodeManifests(data []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
+// dynamicClient returns the dynamic client and a discovery-backed REST mapper, made once per Env
+// (the mapper caches discovery and refreshes itself when a kind is unknown).
 func (e *Env) dynamicClient() (dynamic.Interface, meta.RESTMapper, error) {
+	e.dynMu.Lock()
+	defer e.dynMu.Unlock()
+	if e.dyn != nil {
+		return e.dyn, e.mapper, nil
+	}
 	dc, err := dynamic.NewForConfig(e.RESTConfig)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dynamic client: %w", err)
 	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(e.Client.Discovery()))
-	return dc, mapper, nil
+	e.dyn = dc
+	e.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(e.Client.Discovery()))
+	return e.dyn, e.mapper, nil
 }
 
 func resourceFor(dc dynamic.Interface, mapper meta.RESTMapper, u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {

@@ -124,12 +124,11 @@ func registerShopSteps(sc *godog.ScenarioContext, w *World) {
 		require.NoError(t, err)
 		data, err := manifests.Render(file, "")
 		require.NoError(t, err)
-		applied := time.Now()
 		rv, err := w.Env.Apply(ctx, data)
 		require.NoError(t, err)
-		_, err = w.Env.WaitProgrammed(ctx, rv)
+		waited, err := w.Env.WaitProgrammed(ctx, rv)
 		require.NoError(t, err)
-		w.Env.RecordProgramLatency(time.Since(applied))
+		w.Env.RecordProgramLatency(waited)
 		return nil
 	})
 	sc.Step(`^the shop reachability is:$`, func(ctx context.Context, table *godog.Table) error {

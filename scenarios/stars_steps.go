@@ -71,12 +71,11 @@ func registerStarsSteps(sc *godog.ScenarioContext, w *World) {
 		require.NoError(t, err)
 		data, err := manifests.Render(file, "")
 		require.NoError(t, err)
-		applied := time.Now()
 		rv, err := w.Env.Apply(ctx, data)
 		require.NoError(t, err)
 		waited, err := w.Env.WaitProgrammed(ctx, rv)
 		require.NoError(t, err, "policy %s (resourceVersion %d) not programmed on every node", name, rv)
-		w.Env.RecordProgramLatency(time.Since(applied))
+		w.Env.RecordProgramLatency(waited)
 		godog.Logf(ctx, "policy %s (resourceVersion %d) programmed on every node %s after apply", name, rv, waited.Round(time.Millisecond))
 		return nil
 	})

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -29,6 +31,9 @@ type Env struct {
 	Log *slog.Logger
 
 	fwd              forwards
+	dynMu            sync.Mutex
+	dyn              dynamic.Interface
+	mapper           meta.RESTMapper
 	latMu            sync.Mutex
 	programLatencies []time.Duration
 }
@@ -90,7 +95,8 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// RecordProgramLatency records one policy-applied -> programmed-everywhere latency.
+// RecordProgramLatency records one policy-applied -> programmed-everywhere latency (from the API
+// server accepting the object to WaitProgrammed returning).
 func (e *Env) RecordProgramLatency(d time.Duration) {
 	e.latMu.Lock()
 	defer e.latMu.Unlock()

@@ -26,7 +26,7 @@ func newBundleCommand(g *globalOptions) *cobra.Command {
 		Long: `Collect everything needed to debug the lab into one tar.gz: the lab status, YAML dumps of nodes, pods,
 services, EndpointSlices, NetworkPolicies, namespaces, events and the starlab DaemonSet/Deployment, logs of
 the agent and observer pods (and of previous containers after restarts), each agent's /v1/status, metrics
-and recent flows (NDJSON), the observer's status, graph and metrics, per-node routes, addresses, iptables,
+and recent flows (NDJSON), the observer's status, graph, metrics and merged flows, per-node routes, addresses, iptables,
 bpffs pins and containerd/kubelet journals, and the starlab and Kubernetes versions.
 
 MANIFEST.json lists every file with its size and every collection step that failed with its error: a

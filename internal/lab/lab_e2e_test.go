@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,7 +20,10 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/starlab-dev/starlab/charts"
+	"github.com/starlab-dev/starlab/internal/helmrelease"
 	"github.com/starlab-dev/starlab/internal/hostprep"
+	"github.com/starlab-dev/starlab/internal/images"
 	"github.com/starlab-dev/starlab/internal/nodeimage"
 )
 
@@ -200,6 +204,54 @@ func TestLabLifecycle(t *testing.T) {
 		t.Logf("memory of the 3-node lab: %.0f MiB", total)
 	})
 
+	t.Run("images load into every node, once", func(t *testing.T) {
+		binDir := buildBinaries(t, ctx)
+		ns, err := l.Nodes(ctx)
+		require.NoError(t, err)
+		archive := filepath.Join(t.TempDir(), "images.tar")
+		refs, err := images.Ensure(ctx, binDir, archive, images.StarlabSpecs(), ns)
+		require.NoError(t, err)
+		require.Len(t, refs, 3)
+		for _, n := range ns {
+			out, err := nodeOutput(ctx, n, "crictl", "images", "-o", "json")
+			require.NoError(t, err)
+			for _, ref := range refs {
+				assert.Contains(t, out, ref, "image %s in %s", ref, n.String())
+			}
+		}
+		missing, err := images.MissingOn(ctx, ns, []string{refs[images.Agent], refs[images.Observer], refs[images.Demo]})
+		require.NoError(t, err)
+		assert.Empty(t, missing)
+		require.NoError(t, os.Remove(archive))
+		again, err := images.Ensure(ctx, binDir, archive, images.StarlabSpecs(), ns)
+		require.NoError(t, err)
+		assert.Equal(t, refs, again)
+		_, err = os.Stat(archive)
+		assert.ErrorIs(t, err, os.ErrNotExist, "nothing to load: no archive written")
+
+		t.Run("chart install, upgrade, uninstall", func(t *testing.T) {
+			host, port, err := l.APIServerAddress(ctx)
+			require.NoError(t, err)
+			hopts := helmrelease.Options{
+				Kubeconfig: l.KubeconfigPath(), Chart: charts.Starlab, ChartDir: "starlab",
+				Values: upChartValues(refs, host, port, charts.Starlab, "starlab"), Wait: true, Timeout: 3 * time.Minute,
+			}
+			res, err := helmrelease.InstallOrUpgrade(ctx, hopts)
+			require.NoError(t, err)
+			assert.Equal(t, helmrelease.Result{Action: "install", Revision: 1, Status: "deployed"}, res)
+			res, err = helmrelease.InstallOrUpgrade(ctx, hopts)
+			require.NoError(t, err)
+			assert.Equal(t, helmrelease.Result{Action: "upgrade", Revision: 2, Status: "deployed"}, res)
+			ds, err := cs.AppsV1().DaemonSets(helmrelease.DefaultNamespace).List(ctx, metav1.ListOptions{})
+			require.NoError(t, err)
+			require.NotEmpty(t, ds.Items)
+			assert.Equal(t, int32(3), ds.Items[0].Status.NumberReady, "an agent on every node")
+			hopts.Timeout = time.Minute
+			require.NoError(t, helmrelease.Uninstall(ctx, hopts))
+			require.NoError(t, helmrelease.Uninstall(ctx, hopts), "uninstalling a missing release is fine")
+		})
+	})
+
 	t.Run("up again reuses the lab", func(t *testing.T) {
 		before, err := kindContainers(ctx, name)
 		require.NoError(t, err)
@@ -351,4 +403,16 @@ func parseMiB(s string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("unknown memory size %q", s)
+}
+
+// buildBinaries builds the binaries the images carry (static, as `make build` does) into a test directory.
+func buildBinaries(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", dir+"/",
+		"../../cmd/starlab-agent", "../../cmd/starlab-cni", "../../cmd/starlab-observer", "../../cmd/starlab-demo")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return dir
 }

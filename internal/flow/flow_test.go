@@ -296,6 +296,19 @@ func TestStoreRingAndLast(t *testing.T) {
 	assert.Equal(t, "de", uuids(s.Snapshot(m, 0)))
 }
 
+func TestStoreQueryAnswersInTimeOrder(t *testing.T) {
+	s := NewStore(10)
+	for _, sec := range []int{1, 3, 2, 5, 4} {
+		s.Add(at(sec, "n"))
+	}
+	var got []int
+	require.NoError(t, s.Query(context.Background(), Query{Last: 3}, func(f *Flow) error {
+		got = append(got, int(f.Time.Sub(t0)/time.Second))
+		return nil
+	}, nil))
+	assert.Equal(t, []int{2, 4, 5}, got, "the last 3 arrivals, in time order")
+}
+
 func TestStoreSlowSubscriber(t *testing.T) {
 	s := NewStore(100)
 	slow := s.Subscribe(nil, 2)

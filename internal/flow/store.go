@@ -2,6 +2,7 @@ package flow
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -186,6 +187,9 @@ func (s *Store) Query(ctx context.Context, q Query, emit func(*Flow) error, flus
 		history = s.snapshotLocked(m, q.Last)
 	}
 	s.mu.RUnlock()
+	// Flows are stored in arrival order, which a live merge keeps within its window of time order;
+	// answer in time order.
+	slices.SortStableFunc(history, func(a, b *Flow) int { return a.Time.Compare(b.Time) })
 	for _, f := range history {
 		if err := emit(f); err != nil {
 			return err

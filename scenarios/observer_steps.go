@@ -259,6 +259,9 @@ func registerObserverSteps(sc *godog.ScenarioContext, w *World) {
 				if found != nil || checkedAt.Sub(c.done) > time.Second {
 					break
 				}
+				if time.Since(c.done) > time.Second {
+					break // the next check would start too late
+				}
 				time.Sleep(50 * time.Millisecond)
 			}
 			_ = e.AppendFlows(got)
@@ -266,6 +269,8 @@ func registerObserverSteps(sc *godog.ScenarioContext, w *World) {
 			for _, f := range got {
 				seen = append(seen, FormatFlow(f))
 			}
+			require.LessOrEqual(t, checkedAt.Sub(c.done), time.Second,
+				"the first check for the connection from %s started %s after it: put this step right after the connection", app, checkedAt.Sub(c.done))
 			require.NotNil(t, found, "no %s %s %s flow from %s (source port %d) to obs-e2e/server %s by %s within 1 s of the connection; the observer has:\n%s",
 				verdict, reason, dir, app, c.srcPort, decision, policy, strings.Join(seen, "\n"))
 			e.Log.Info("flow observed", "from", app, "verdict", verdict,

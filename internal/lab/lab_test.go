@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -399,34 +398,6 @@ func TestDemoManifestsDecode(t *testing.T) {
 	assert.Positive(t, kinds["Namespace"])
 	assert.Positive(t, kinds["Deployment"]+kinds["StatefulSet"]+kinds["Pod"])
 	t.Logf("demo objects by kind: %v", kinds)
-}
-
-func TestEnsureSysctlMinimums(t *testing.T) {
-	procSys := t.TempDir()
-	write := func(key, v string) {
-		p := filepath.Join(procSys, strings.ReplaceAll(key, ".", "/"))
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, []byte(v+"\n"), 0o644))
-	}
-	read := func(key string) string {
-		data, err := os.ReadFile(filepath.Join(procSys, strings.ReplaceAll(key, ".", "/")))
-		require.NoError(t, err)
-		return strings.TrimSpace(string(data))
-	}
-	write("fs.inotify.max_user_instances", "128")
-	write("fs.inotify.max_user_watches", "1048576")
-	changed, err := ensureSysctlMinimums(procSys, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	assert.Equal(t, []string{"fs.inotify.max_user_instances=1024"}, changed)
-	assert.Equal(t, "1024", read("fs.inotify.max_user_instances"))
-	assert.Equal(t, "1048576", read("fs.inotify.max_user_watches"), "never lowered")
-
-	changed, err = ensureSysctlMinimums(procSys, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	assert.Empty(t, changed)
-
-	_, err = ensureSysctlMinimums(t.TempDir(), slog.New(slog.DiscardHandler))
-	require.ErrorContains(t, err, "read fs.inotify.max_user_instances")
 }
 
 func TestRolloutsMissing(t *testing.T) {

@@ -177,9 +177,6 @@ func (l *Lab) stepHost(ctx context.Context, st *upState) error {
 	if err := dockerAnswers(ctx); err != nil {
 		return err
 	}
-	if _, err := EnsureInotifyLimits(l.log); err != nil {
-		return err
-	}
 	// Refuse early (before a long node image build) when the name is taken by a lab of another shape.
 	ex, err := l.Inspect(ctx)
 	if err != nil {

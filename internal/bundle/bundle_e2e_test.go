@@ -20,6 +20,7 @@ import (
 
 	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/lab"
+	"github.com/starlab-dev/starlab/internal/observer"
 	"github.com/starlab-dev/starlab/internal/progress"
 )
 
@@ -41,6 +42,23 @@ func runningLab(t *testing.T) (string, *lab.Status) {
 	return name, st
 }
 
+// waitObserverConnected waits until the lab's observer streams from every node, so the bundle sees a
+// settled lab (right after `starlab up` the observer may still be dialing agents).
+func waitObserverConnected(t *testing.T, name string, nodes int) {
+	t.Helper()
+	l, err := lab.Open(name)
+	require.NoError(t, err)
+	cfg, err := l.RESTConfig()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fw, err := observer.PortForward(ctx, cfg, observer.DefaultNamespace, 0)
+	require.NoError(t, err)
+	defer fw.Close()
+	_, err = (&observer.Client{Base: fw.URL}).WaitConnected(ctx, nodes)
+	require.NoError(t, err)
+}
+
 // unpack reads a bundle: entries by name relative to the bundle root (which must be the same for all).
 func unpack(t *testing.T, path string) map[string][]byte {
 	t.Helper()
@@ -59,6 +77,7 @@ func unpack(t *testing.T, path string) map[string][]byte {
 
 func TestBundleOfRunningLab(t *testing.T) {
 	name, st := runningLab(t)
+	waitObserverConnected(t, name, len(st.Nodes))
 	out := filepath.Join(t.TempDir(), "lab.tar.gz")
 	var progressOut strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

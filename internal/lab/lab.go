@@ -135,10 +135,26 @@ func (e Existing) CheckReusable(cfg ClusterConfig) error {
 		return fmt.Errorf("%w: lab %q exists but node containers are not running: %s; %s", ErrNameTaken, cfg.Name, strings.Join(e.NotRunning, ", "), fix)
 	case e.Workers != cfg.Workers || e.Nodes != cfg.Workers+1:
 		return fmt.Errorf("%w: lab %q exists with %d nodes (%d workers), requested %d workers; %s", ErrNameTaken, cfg.Name, e.Nodes, e.Workers, cfg.Workers, fix)
-	case len(e.Images) != 1 || e.Images[0] != cfg.NodeImage:
-		return fmt.Errorf("%w: lab %q runs node image %s, requested %s; %s", ErrNameTaken, cfg.Name, strings.Join(e.Images, ","), cfg.NodeImage, fix)
+	case len(e.Images) != 1 || nodeImageVersion(e.Images[0]) != nodeImageVersion(cfg.NodeImage):
+		return fmt.Errorf("%w: lab %q runs node image %s, requested %s (another Kubernetes version); %s", ErrNameTaken, cfg.Name, strings.Join(e.Images, ","), cfg.NodeImage, fix)
 	}
+	// The same Kubernetes version on a node image built from older builder code: keep the cluster and
+	// upgrade what runs on it (the chart and the demo); `starlab down` + `up` picks up the new image.
 	return nil
+}
+
+// nodeImageVersion is the Kubernetes version of a node image reference: its tag up to the first "-"
+// (localhost/starlab/kind-node:v1.37.2-27fe470111e6 -> v1.37.2), or the whole reference without a tag.
+func nodeImageVersion(ref string) string {
+	i := strings.LastIndex(ref, ":")
+	if i < 0 || strings.Contains(ref[i:], "/") {
+		return ref
+	}
+	tag := ref[i+1:]
+	if j := strings.Index(tag, "-"); j >= 0 {
+		tag = tag[:j]
+	}
+	return tag
 }
 
 // Create creates the kind cluster of cfg (cfg.Name must be the lab's name) and writes the kubeconfig. It does

@@ -229,17 +229,17 @@ func TestParseInspectAndSummarize(t *testing.T) {
 }
 
 func TestCheckReusable(t *testing.T) {
-	cfg := ClusterConfig{Name: "lab", Workers: 2, NodeImage: "img:1"}
-	running := Existing{State: StateRunning, Nodes: 3, Workers: 2, Images: []string{"img:1"}}
+	cfg := ClusterConfig{Name: "lab", Workers: 2, NodeImage: "localhost/starlab/kind-node:v1.37.2-bbb"}
+	running := Existing{State: StateRunning, Nodes: 3, Workers: 2, Images: []string{"localhost/starlab/kind-node:v1.37.2-aaa"}}
 	tests := []struct {
 		name    string
 		ex      Existing
 		wantErr string
 	}{
 		{"same shape", running, ""},
-		{"broken", Existing{State: StateBroken, Nodes: 3, Workers: 2, Images: []string{"img:1"}, NotRunning: []string{"lab-worker (exited)"}}, "not running: lab-worker (exited)"},
-		{"other worker count", Existing{State: StateRunning, Nodes: 2, Workers: 1, Images: []string{"img:1"}}, "exists with 2 nodes (1 workers), requested 2 workers"},
-		{"other image", Existing{State: StateRunning, Nodes: 3, Workers: 2, Images: []string{"img:0"}}, "runs node image img:0, requested img:1"},
+		{"broken", Existing{State: StateBroken, Nodes: 3, Workers: 2, Images: running.Images, NotRunning: []string{"lab-worker (exited)"}}, "not running: lab-worker (exited)"},
+		{"other worker count", Existing{State: StateRunning, Nodes: 2, Workers: 1, Images: running.Images}, "exists with 2 nodes (1 workers), requested 2 workers"},
+		{"other Kubernetes version", Existing{State: StateRunning, Nodes: 3, Workers: 2, Images: []string{"localhost/starlab/kind-node:v1.34.4-aaa"}}, "runs node image localhost/starlab/kind-node:v1.34.4-aaa, requested localhost/starlab/kind-node:v1.37.2-bbb"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

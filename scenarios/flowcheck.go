@@ -191,11 +191,11 @@ func (e *Env) FlowVerdicts(ctx context.Context, conns []Connection, since time.T
 		return settled
 	}
 	err := poll(ctx, timeout, 250*time.Millisecond, "flows of every probe connection at the observer", func(ctx context.Context) (bool, string, error) {
-		var err error
-		flows, err = e.Observe(ctx, q)
+		got, err := e.Observe(ctx, q)
 		if err != nil {
-			return false, "", err
+			return false, "", err // keep the flows of the last good read for the report
 		}
+		flows = got
 		return evaluate(), fmt.Sprintf("%d flows so far", len(flows)), nil
 	})
 	if err != nil && flows == nil {

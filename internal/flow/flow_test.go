@@ -306,7 +306,51 @@ func TestStoreQueryAnswersInTimeOrder(t *testing.T) {
 		got = append(got, int(f.Time.Sub(t0)/time.Second))
 		return nil
 	}, nil))
-	assert.Equal(t, []int{2, 4, 5}, got, "the last 3 arrivals, in time order")
+	assert.Equal(t, []int{3, 4, 5}, got, "the newest 3 by time, in time order")
+}
+
+func TestStoreKeepsTimeOrderAcrossLateArrivals(t *testing.T) {
+	tests := []struct {
+		name     string
+		capacity int
+		arrivals []int // seconds after t0, in arrival order
+		want     []int // the buffer, oldest first
+		last2    []int
+	}{
+		{"in order", 5, []int{1, 2, 3}, []int{1, 2, 3}, []int{2, 3}},
+		{"one late flow", 5, []int{1, 3, 4, 2}, []int{1, 2, 3, 4}, []int{3, 4}},
+		{"late flow in a full ring", 3, []int{1, 3, 5, 7, 4}, []int{4, 5, 7}, []int{5, 7}},
+		{"late flow older than everything kept", 3, []int{5, 6, 7, 1}, []int{1, 6, 7}, []int{6, 7}},
+		{"ties keep arrival order", 4, []int{2, 2, 1, 2}, []int{1, 2, 2, 2}, []int{2, 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewStore(tt.capacity)
+			for _, sec := range tt.arrivals {
+				s.Add(at(sec, "n"))
+			}
+			secs := func(fs []*Flow) []int {
+				out := []int{}
+				for _, f := range fs {
+					out = append(out, int(f.Time.Sub(t0)/time.Second))
+				}
+				return out
+			}
+			assert.Equal(t, tt.want, secs(s.Snapshot(nil, 0)))
+			assert.Equal(t, tt.last2, secs(s.Snapshot(nil, 2)))
+			assert.Equal(t, uint64(len(tt.arrivals)), s.Total())
+		})
+	}
+}
+
+func TestStoreBackfillDoesNotReachFollowers(t *testing.T) {
+	s := NewStore(10)
+	sub := s.Subscribe(nil, 10)
+	defer sub.Close()
+	s.Add(at(5, "n"))
+	s.Backfill(at(1, "n"))
+	assert.Len(t, sub.C(), 1, "only the live flow is offered to the follower")
+	assert.Equal(t, t0.Add(time.Second), s.Snapshot(nil, 0)[0].Time, "backfilled history is in time order")
 }
 
 func TestStoreSlowSubscriber(t *testing.T) {
@@ -473,4 +517,83 @@ func TestMergeDynamic(t *testing.T) {
 		got = append(got, int(f.Time.Sub(t0)/time.Second))
 	}
 	assert.Equal(t, []int{1, 2, 3, 4, 5}, got)
+}
+
+// TestMergeOneSlowStream reproduces the observer's ordering bug: one node's flows reach the merge in
+// batches, 100-150 ms after their time (as a batched ring-buffer reader and an HTTP stream deliver
+// them), another's at once, and a third node is quiet. Within the 200 ms window the output must be in
+// time order; a flow later than the window is still delivered, and counted late.
+func TestMergeOneSlowStream(t *testing.T) {
+	const window = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fast, slow, quiet := make(chan *Flow, 1024), make(chan *Flow, 1024), make(chan *Flow)
+	type lateFlow struct {
+		uuid   string
+		behind time.Duration
+	}
+	lateC := make(chan lateFlow, 1<<16)
+	out := MergeStreams(ctx, MergeOptions{Window: window, OnLate: func(f *Flow, behind time.Duration) {
+		lateC <- lateFlow{f.UUID, behind}
+	}}, nil, fast, slow, quiet)
+
+	const dur = 1500 * time.Millisecond
+	start := time.Now()
+	go func() { // fast: every 2 ms, sent at its time
+		for time.Since(start) < dur {
+			fast <- &Flow{Time: time.Now(), UUID: "fast", NodeName: "fast"}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	go func() { // slow: a batch every 50 ms of the flows 100-150 ms old
+		var pending []*Flow
+		next := time.Now()
+		for time.Since(start) < dur {
+			pending = append(pending, &Flow{Time: time.Now(), UUID: "slow", NodeName: "slow"})
+			time.Sleep(3 * time.Millisecond)
+			if time.Now().After(next) {
+				cut := time.Now().Add(-100 * time.Millisecond)
+				i := 0
+				for i < len(pending) && pending[i].Time.Before(cut) {
+					slow <- pending[i]
+					i++
+				}
+				pending = pending[i:]
+				next = time.Now().Add(50 * time.Millisecond)
+			}
+		}
+		time.Sleep(window) // then one flow far beyond the window
+		slow <- &Flow{Time: time.Now().Add(-2 * time.Second), UUID: "very-late", NodeName: "slow"}
+	}()
+
+	var got []*Flow
+	var veryLate *Flow
+	deadline := time.After(dur + 3*time.Second)
+	for veryLate == nil {
+		select {
+		case f := <-out:
+			if f.UUID == "very-late" {
+				veryLate = f
+				continue
+			}
+			got = append(got, f)
+		case <-deadline:
+			t.Fatalf("the late flow was not delivered (%d flows merged)", len(got))
+		}
+	}
+	inversions := 0
+	nodes := map[string]int{}
+	for i, f := range got {
+		nodes[f.NodeName]++
+		if i > 0 && f.Time.Before(got[i-1].Time) {
+			inversions++
+		}
+	}
+	assert.Greater(t, nodes["fast"], 100)
+	assert.Greater(t, nodes["slow"], 100)
+	assert.Zero(t, inversions, "flows within the window come out in time order")
+	require.Len(t, lateC, 1, "only the flow beyond the window is late")
+	l := <-lateC
+	assert.Equal(t, "very-late", l.uuid)
+	assert.InDelta(t, 2*time.Second, l.behind, float64(time.Second))
 }

@@ -2,7 +2,6 @@ package flow
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -52,16 +51,13 @@ func (s *Store) Total() uint64 {
 // Lost is the number of events subscribers lost because they read too slowly.
 func (s *Store) Lost() uint64 { return s.lost.Load() }
 
-// Add appends a flow (the store keeps the pointer: do not modify the flow afterwards) and offers it to
-// every subscriber without blocking.
+// Add stores a flow (the store keeps the pointer: do not modify the flow afterwards) in time order
+// and offers it to every subscriber without blocking. Subscribers get flows in the order they are
+// added; the buffer stays sorted by time whatever the order of arrival, so history answers are in
+// time order and `last` means the newest by time.
 func (s *Store) Add(f *Flow) {
 	s.mu.Lock()
-	s.ring[s.next] = f
-	s.next++
-	if s.next == len(s.ring) {
-		s.next, s.full = 0, true
-	}
-	s.total++
+	s.insertLocked(f)
 	// Deliver under the ring lock so a Query that snapshots and subscribes atomically sees each flow
 	// exactly once.
 	s.subMu.Lock()
@@ -80,7 +76,38 @@ func (s *Store) Add(f *Flow) {
 	}
 }
 
-// Snapshot returns the buffered flows, oldest first, that match m (nil: all); last > 0 keeps only the
+// Backfill stores a flow in time order without offering it to subscribers: history that predates
+// the followers (e.g. the buffered flows a new peer had before it was connected).
+func (s *Store) Backfill(f *Flow) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.insertLocked(f)
+}
+
+// insertLocked appends f, evicting the oldest flow when the ring is full, then moves it back past
+// every newer flow: O(1) for flows that arrive in time order, O(distance) for a late one.
+func (s *Store) insertLocked(f *Flow) {
+	s.ring[s.next] = f
+	s.next++
+	if s.next == len(s.ring) {
+		s.next, s.full = 0, true
+	}
+	s.total++
+	n, phys := s.next, func(i int) int { return i }
+	if s.full {
+		n = len(s.ring)
+		phys = func(i int) int { return (s.next + i) % len(s.ring) }
+	}
+	for i := n - 1; i > 0; i-- {
+		prev, cur := phys(i-1), phys(i)
+		if !s.ring[prev].Time.After(f.Time) {
+			break
+		}
+		s.ring[prev], s.ring[cur] = s.ring[cur], s.ring[prev]
+	}
+}
+
+// Snapshot returns the buffered flows, oldest first (by time), that match m (nil: all); last > 0 keeps only the
 // newest last of them.
 func (s *Store) Snapshot(m *Matcher, last int) []*Flow {
 	s.mu.RLock()
@@ -187,9 +214,6 @@ func (s *Store) Query(ctx context.Context, q Query, emit func(*Flow) error, flus
 		history = s.snapshotLocked(m, q.Last)
 	}
 	s.mu.RUnlock()
-	// Flows are stored in arrival order, which a live merge keeps within its window of time order;
-	// answer in time order.
-	slices.SortStableFunc(history, func(a, b *Flow) int { return a.Time.Compare(b.Time) })
 	for _, f := range history {
 		if err := emit(f); err != nil {
 			return err

@@ -17,6 +17,7 @@ type Metrics struct {
 	drops          *prometheus.CounterVec
 	policyVerdicts *prometheus.CounterVec
 	lost           *prometheus.CounterVec
+	late           *prometheus.CounterVec
 }
 
 // Policy verdict match values (starlab_policy_verdicts_total{match}).
@@ -42,8 +43,11 @@ func NewMetrics() (*Metrics, error) {
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "starlab_lost_events_total", Help: "Flow events lost (agent ring buffer, agent or observer slow readers), by node.",
 		}, []string{"node"}),
+		late: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "starlab_late_flows_total", Help: "Flows that reached the observer's merge later than its window (delivered out of time order), by node.",
+		}, []string{"node"}),
 	}
-	for _, c := range []prometheus.Collector{m.flows, m.drops, m.policyVerdicts, m.lost,
+	for _, c := range []prometheus.Collector{m.flows, m.drops, m.policyVerdicts, m.lost, m.late,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := m.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("register observer metric: %w", err)
@@ -71,6 +75,9 @@ func (m *Metrics) AddLost(node string, n uint64) {
 		m.lost.WithLabelValues(node).Add(float64(n))
 	}
 }
+
+// AddLate counts one late flow of a node.
+func (m *Metrics) AddLate(node string) { m.late.WithLabelValues(node).Inc() }
 
 // policyMatch says how a policy decided the flow, or "" when no policy was involved.
 func policyMatch(f *flow.Flow) string {

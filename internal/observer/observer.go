@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"sort"
@@ -47,6 +48,11 @@ type Observer struct {
 	peers   map[string]*peer
 	cancels map[string]context.CancelFunc
 	add     chan (<-chan *flow.Flow)
+	// Late flows (delivered by the merge out of time order) per node, and the most one lay behind.
+	// Their own lock: the merge goroutine counts them, and SetAgent holds mu while it feeds the merge.
+	lateMu  sync.Mutex
+	late    map[string]uint64
+	lateMax time.Duration
 	wg      sync.WaitGroup
 	ctx     context.Context
 }
@@ -81,7 +87,7 @@ func New(cfg Config) (*Observer, error) {
 	}
 	return &Observer{
 		cfg: cfg, log: cfg.Log, store: flow.NewStore(cfg.Capacity), graph: NewGraph(cfg.Graph), metrics: m,
-		rate: newRateMeter(10), peers: map[string]*peer{}, cancels: map[string]context.CancelFunc{},
+		rate: newRateMeter(10), peers: map[string]*peer{}, late: map[string]uint64{}, cancels: map[string]context.CancelFunc{},
 		add: make(chan (<-chan *flow.Flow), 16),
 	}, nil
 }
@@ -100,6 +106,23 @@ func (o *Observer) Ingest(f *flow.Flow) {
 	o.rate.add(time.Now(), 1)
 }
 
+// backfill stores a flow an agent had buffered before the observer connected: in the store (time
+// order, not offered to followers), the graph and the metrics.
+func (o *Observer) backfill(f *flow.Flow) {
+	o.store.Backfill(f)
+	o.graph.Add(f)
+	o.metrics.Observe(f)
+}
+
+// countLate counts a flow the merge delivered after a newer one (it came later than the merge window).
+func (o *Observer) countLate(f *flow.Flow, behind time.Duration) {
+	o.lateMu.Lock()
+	o.late[f.NodeName]++
+	o.lateMax = max(o.lateMax, behind)
+	o.lateMu.Unlock()
+	o.metrics.AddLate(f.NodeName)
+}
+
 // Start begins merging the peers' streams into the store until ctx ends; SetAgent and RemoveNode work
 // from then on. Wait returns once everything has stopped.
 func (o *Observer) Start(ctx context.Context) {
@@ -109,7 +132,7 @@ func (o *Observer) Start(ctx context.Context) {
 		return
 	}
 	o.ctx = ctx
-	merged := flow.MergeDynamic(ctx, o.cfg.MergeWindow, o.add)
+	merged := flow.MergeStreams(ctx, flow.MergeOptions{Window: o.cfg.MergeWindow, OnLate: o.countLate}, o.add)
 	o.wg.Add(1)
 	go func() {
 		defer o.wg.Done()
@@ -148,7 +171,7 @@ func (o *Observer) SetAgent(node, addr, why string) error {
 	}
 	p, ok := o.peers[node]
 	if !ok {
-		p = newPeer(node, o.cfg.Client, o.log, o.cfg.InitialLast, o.cfg.StatusEvery, o.metrics.AddLost)
+		p = newPeer(node, o.cfg.Client, o.log, o.cfg.InitialLast, o.cfg.StatusEvery, o.metrics.AddLost, o.backfill)
 		pctx, cancel := context.WithCancel(o.ctx)
 		o.peers[node], o.cancels[node] = p, cancel
 		p.setAddr(addr, why)
@@ -191,6 +214,11 @@ type Status struct {
 	Buffered       int          `json:"buffered"`
 	Capacity       int          `json:"capacity"`
 	Subscribers    int          `json:"subscribers"`
+	// LateFlows is how many flows reached the merge later than its window (MergeWindow) and were
+	// delivered to live followers out of time order; LateMaxSeconds is the most one lay behind.
+	LateFlows      uint64  `json:"late_flows"`
+	LateMaxSeconds float64 `json:"late_max_seconds"`
+	MergeWindowMs  int64   `json:"merge_window_ms"`
 }
 
 // Status reports every node's connection and the flow rates.
@@ -201,10 +229,19 @@ func (o *Observer) Status() Status {
 		peers = append(peers, p)
 	}
 	o.mu.Unlock()
+	o.lateMu.Lock()
+	late := maps.Clone(o.late)
+	lateMax := o.lateMax
+	o.lateMu.Unlock()
 	st := Status{Nodes: []NodeStatus{}, FlowsTotal: o.store.Total(), FlowsPerSecond: o.rate.perSecond(time.Now()),
-		LostEvents: o.store.Lost(), Buffered: o.store.Len(), Capacity: o.store.Capacity(), Subscribers: o.store.Subscribers()}
+		LostEvents: o.store.Lost(), Buffered: o.store.Len(), Capacity: o.store.Capacity(), Subscribers: o.store.Subscribers(),
+		LateMaxSeconds: lateMax.Seconds(), MergeWindowMs: o.cfg.MergeWindow.Milliseconds()}
+	for _, n := range late {
+		st.LateFlows += n
+	}
 	for _, p := range peers {
 		ns := p.snapshot()
+		ns.LateFlows = late[ns.Name]
 		st.Nodes = append(st.Nodes, ns)
 		st.LostEvents += ns.LostEvents
 		if ns.State == StateConnected {

@@ -3,6 +3,7 @@ package observer
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -26,8 +27,10 @@ type agent struct {
 	lost  atomic.Uint64
 }
 
-func newAgent(t *testing.T) *agent {
-	a := &agent{store: flow.NewStore(1000)}
+func newAgent(t *testing.T) *agent { return newAgentBuffer(t, 1000) }
+
+func newAgentBuffer(t *testing.T, capacity int) *agent {
+	a := &agent{store: flow.NewStore(capacity)}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/flows", flow.Handler(a.store, nil))
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
@@ -258,4 +261,143 @@ func TestAgentTargets(t *testing.T) {
 		"w2": {Why: "agent pod agent-w2 is Pending"},
 		"w3": {Why: "no starlab-agent pod on this node"},
 	}, got)
+}
+
+// TestObserverOrdersSlowNodeAndCountsLateFlows reproduces the ordering bug with real HTTP agents: both
+// nodes had buffered history before the observer connected, one node's live flows reach the observer
+// 100-150 ms after their time (in batches), the other's at once. History answers must be in time
+// order; live follow output must be in time order within the merge window; a flow later than the
+// window must still reach the follower, and be counted late in /api/v1/status.
+func TestObserverOrdersSlowNodeAndCountsLateFlows(t *testing.T) {
+	// Agents first: their servers close (waiting for the observer's streams) after the observer stops.
+	fast, slow, quiet := newAgentBuffer(t, 10000), newAgentBuffer(t, 10000), newAgent(t)
+	histStart := time.Now().Add(-time.Minute)
+	for i := range 200 { // interleaved history: even milliseconds on fast, odd on slow
+		f := podFlow("fast", fmt.Sprintf("hist-fast-%d", i), flow.VerdictForwarded, flow.DirectionIngress)
+		f.Time = histStart.Add(time.Duration(2*i) * time.Millisecond)
+		fast.store.Add(f)
+		s := podFlow("slow", fmt.Sprintf("hist-slow-%d", i), flow.VerdictForwarded, flow.DirectionIngress)
+		s.Time = histStart.Add(time.Duration(2*i+1) * time.Millisecond)
+		slow.store.Add(s)
+	}
+
+	obs, err := New(Config{MergeWindow: 200 * time.Millisecond, StatusEvery: time.Hour})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	obs.Start(ctx)
+	t.Cleanup(func() { cancel(); obs.Wait() })
+	srv := httptest.NewServer(obs.Handler())
+	t.Cleanup(srv.Close)
+	require.NoError(t, obs.SetAgent("fast", fast.addr(), ""))
+	require.NoError(t, obs.SetAgent("slow", slow.addr(), ""))
+	require.NoError(t, obs.SetAgent("quiet", quiet.addr(), "")) // connected, never a flow
+	require.Eventually(t, func() bool { return obs.Status().Connected == 3 && obs.Store().Total() == 400 },
+		5*time.Second, 10*time.Millisecond)
+
+	// A live follower of the observer.
+	fctx, fcancel := context.WithCancel(context.Background())
+	defer fcancel()
+	req, err := http.NewRequestWithContext(fctx, http.MethodGet, srv.URL+"/api/v1/flows?follow=true&no-history=true", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Eventually(t, func() bool { return obs.Store().Subscribers() == 1 }, 2*time.Second, time.Millisecond)
+	followed := make(chan *flow.Flow, 10000)
+	go func() {
+		_ = flow.ReadStream(fctx, flow.NewDecoder(resp.Body), followed)
+	}()
+
+	// Live traffic for 1 s: fast flows at once, slow flows in 50 ms batches 100-150 ms after their time.
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; time.Since(start) < time.Second; i++ {
+			fast.store.Add(podFlow("fast", fmt.Sprintf("live-fast-%d", i), flow.VerdictForwarded, flow.DirectionIngress))
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	var pending []*flow.Flow
+	next := time.Now()
+	for i := 0; time.Since(start) < time.Second; i++ {
+		pending = append(pending, podFlow("slow", fmt.Sprintf("live-slow-%d", i), flow.VerdictForwarded, flow.DirectionIngress))
+		time.Sleep(3 * time.Millisecond)
+		if time.Now().After(next) {
+			cut, j := time.Now().Add(-100*time.Millisecond), 0
+			for ; j < len(pending) && pending[j].Time.Before(cut); j++ {
+				slow.store.Add(pending[j])
+			}
+			pending, next = pending[j:], time.Now().Add(50*time.Millisecond)
+		}
+	}
+	<-done
+	time.Sleep(300 * time.Millisecond)
+	veryLate := podFlow("slow", "very-late", flow.VerdictForwarded, flow.DirectionIngress)
+	veryLate.Time = time.Now().Add(-3 * time.Second)
+	slow.store.Add(veryLate)
+
+	var live []*flow.Flow
+	deadline := time.After(5 * time.Second)
+	for gotLate := false; !gotLate; {
+		select {
+		case f := <-followed:
+			if f.UUID == "very-late" {
+				gotLate = true
+				continue
+			}
+			live = append(live, f)
+		case <-deadline:
+			t.Fatalf("the late flow never reached the follower (%d live flows)", len(live))
+		}
+	}
+	byNode := map[string]int{}
+	inversions := 0
+	for i, f := range live {
+		byNode[f.NodeName]++
+		if i > 0 && f.Time.Before(live[i-1].Time) {
+			inversions++
+		}
+	}
+	assert.Greater(t, byNode["fast"], 100)
+	assert.Greater(t, byNode["slow"], 100)
+	assert.Zero(t, inversions, "live follow output in time order within the merge window")
+
+	var st Status
+	getJSON(t, srv.URL+"/api/v1/status", &st)
+	assert.Equal(t, uint64(1), st.LateFlows, "only the flow beyond the window is late (history is not)")
+	assert.InDelta(t, 3, st.LateMaxSeconds, 1)
+	for _, n := range st.Nodes {
+		want := map[string]uint64{"slow": 1}[n.Name]
+		assert.Equal(t, want, n.LateFlows, n.Name)
+		assert.Equal(t, map[string]uint64{"fast": 200, "slow": 200}[n.Name], n.Backfilled, n.Name)
+	}
+
+	// History answers (every flow, and `last`) are in time order, late flow included.
+	for _, q := range []string{"", "?last=100", "?last=100000"} {
+		hresp, err := http.Get(srv.URL + "/api/v1/flows" + q)
+		require.NoError(t, err)
+		dec := flow.NewDecoder(hresp.Body)
+		var prev time.Time
+		n, backwards, sawLate := 0, 0, false
+		for {
+			f, err := dec.Decode()
+			if err != nil {
+				require.ErrorIs(t, err, io.EOF)
+				break
+			}
+			n++
+			if f.Time.Before(prev) {
+				backwards++
+			}
+			prev = f.Time
+			sawLate = sawLate || f.UUID == "very-late"
+		}
+		hresp.Body.Close()
+		assert.Zero(t, backwards, "history %q in time order", q)
+		if q != "?last=100" {
+			assert.True(t, sawLate, "history %q holds the late flow", q)
+			assert.Equal(t, 400+len(live)+1, n, "history %q holds every flow", q)
+		}
+	}
 }

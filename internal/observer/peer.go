@@ -33,15 +33,22 @@ type NodeStatus struct {
 	ConnectedSince time.Time `json:"connected_since,omitzero"`
 	Reconnects     uint64    `json:"reconnects"`
 	LostEvents     uint64    `json:"lost_events"`
+	// LateFlows is how many of this node's flows reached the merge later than its window and were
+	// delivered out of time order to live followers (history answers stay in time order).
+	LateFlows uint64 `json:"late_flows"`
+	// Backfilled is how many buffered flows were read from the agent on first connect (history).
+	Backfilled uint64 `json:"backfilled"`
 }
 
 // peer keeps a follow stream to one node's agent, reconnecting with backoff.
 type peer struct {
-	node   string
-	out    chan *flow.Flow // merged by the observer; closed when the peer stops
-	client *http.Client
-	log    *slog.Logger
-	onLost func(node string, n uint64)
+	node string
+	out  chan *flow.Flow // merged by the observer; closed when the peer stops
+	// backfill stores the agent's buffered flows read on first connect (history, not live flows).
+	backfill func(*flow.Flow)
+	client   *http.Client
+	log      *slog.Logger
+	onLost   func(node string, n uint64)
 	// initialLast is how many buffered flows to ask for on the first connection.
 	initialLast int
 	statusEvery time.Duration
@@ -55,8 +62,13 @@ type peer struct {
 	kick     chan struct{} // address changed: reconnect now
 }
 
-func newPeer(node string, client *http.Client, log *slog.Logger, initialLast int, statusEvery time.Duration, onLost func(string, uint64)) *peer {
-	return &peer{statusEvery: statusEvery,
+// maxBackoff bounds the wait before reconnecting to an agent: flows of the gap are replayed (late),
+// so the wait is part of their delay.
+const maxBackoff = time.Second
+
+func newPeer(node string, client *http.Client, log *slog.Logger, initialLast int, statusEvery time.Duration,
+	onLost func(string, uint64), backfill func(*flow.Flow)) *peer {
+	return &peer{statusEvery: statusEvery, backfill: backfill,
 		node: node, out: make(chan *flow.Flow, 1024), client: client, log: log.With("node", node),
 		onLost: onLost, initialLast: initialLast, kick: make(chan struct{}, 1),
 		status: NodeStatus{Name: node, State: StateConnecting},
@@ -158,40 +170,43 @@ func (p *peer) run(ctx context.Context) {
 		case <-p.kick:
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, maxBackoff)
 	}
 }
 
-// stream opens one follow stream and forwards flows until it ends.
+// stream opens one follow stream and forwards flows until it ends. On the first connection the
+// agent's buffered flows are read first with a finite `last` query and stored as history (backfill:
+// in time order, not through the live merge, where a whole history would be "late"); the follow
+// stream then resumes right after the newest of them. A reconnect resumes with `since` the newest flow
+// seen: the flows of the gap are live flows that come late, and the merge delivers and counts them.
 func (p *peer) stream(ctx context.Context, addr string) error {
 	p.mu.Lock()
 	p.status.Address = addr
 	p.status.State = StateConnecting
 	since := p.lastTime
 	p.mu.Unlock()
+	if since.IsZero() && p.backfill != nil {
+		if err := p.readHistory(ctx, addr); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		since = p.lastTime
+		p.mu.Unlock()
+	}
 	q := url.Values{"follow": {"true"}}
 	if since.IsZero() {
-		q.Set("last", fmt.Sprint(p.initialLast))
+		q.Set("last", fmt.Sprint(p.initialLast)) // nothing buffered a moment ago: all of it is new
 	} else {
 		q.Set("since", since.Add(time.Nanosecond).UTC().Format(time.RFC3339Nano))
 	}
-	u := "http://" + addr + "/v1/flows?" + q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	body, err := p.get(ctx, addr, q)
 	if err != nil {
-		return fmt.Errorf("agent request %s: %w", u, err)
+		return err
 	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("connect to agent %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("agent %s answered %s: %s", addr, resp.Status, b)
-	}
+	defer body.Close()
 	p.setState(StateConnected, nil)
 	p.log.Info("streaming flows from agent", "addr", addr)
-	dec := flow.NewDecoder(resp.Body)
+	dec := flow.NewDecoder(body)
 	for {
 		f, err := dec.Decode()
 		if err != nil {
@@ -200,22 +215,74 @@ func (p *peer) stream(ctx context.Context, addr string) error {
 			}
 			return fmt.Errorf("read flows from agent %s: %w", addr, err)
 		}
-		if f.NodeName == "" {
-			f.NodeName = p.node
-		}
-		p.mu.Lock()
-		p.status.Flows++
-		p.status.LastFlow = time.Now()
-		if f.Time.After(p.lastTime) {
-			p.lastTime = f.Time
-		}
-		p.mu.Unlock()
+		p.seen(f)
 		select {
 		case p.out <- f:
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// readHistory stores the agent's newest initialLast buffered flows through backfill.
+func (p *peer) readHistory(ctx context.Context, addr string) error {
+	body, err := p.get(ctx, addr, url.Values{"last": {fmt.Sprint(p.initialLast)}})
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	dec := flow.NewDecoder(body)
+	n := uint64(0)
+	for {
+		f, err := dec.Decode()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read buffered flows from agent %s: %w", addr, err)
+		}
+		p.seen(f)
+		p.backfill(f)
+		n++
+	}
+	p.mu.Lock()
+	p.status.Backfilled += n
+	p.mu.Unlock()
+	p.log.Info("read buffered flows from agent", "addr", addr, "flows", n)
+	return nil
+}
+
+// seen counts a flow from the agent and remembers the newest time (where a reconnect resumes).
+func (p *peer) seen(f *flow.Flow) {
+	if f.NodeName == "" {
+		f.NodeName = p.node
+	}
+	p.mu.Lock()
+	p.status.Flows++
+	p.status.LastFlow = time.Now()
+	if f.Time.After(p.lastTime) {
+		p.lastTime = f.Time
+	}
+	p.mu.Unlock()
+}
+
+// get starts GET /v1/flows?q on the agent and returns the body of a 200 answer.
+func (p *peer) get(ctx context.Context, addr string, q url.Values) (io.ReadCloser, error) {
+	u := "http://" + addr + "/v1/flows?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("agent request %s: %w", u, err)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("connect to agent %s: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return nil, fmt.Errorf("agent %s answered %s: %s", addr, resp.Status, b)
+	}
+	return resp.Body, nil
 }
 
 // agentStatus is the part of the agent's /v1/status the observer reads.

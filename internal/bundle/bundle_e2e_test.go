@@ -55,7 +55,7 @@ func waitObserverConnected(t *testing.T, name string, nodes int) {
 	fw, err := observer.PortForward(ctx, cfg, observer.DefaultNamespace, 0)
 	require.NoError(t, err)
 	defer fw.Close()
-	_, err = (&observer.Client{Base: fw.URL}).WaitConnected(ctx, nodes)
+	_, err = (&observer.Client{Base: fw.URL()}).WaitConnected(ctx, nodes)
 	require.NoError(t, err)
 }
 

@@ -52,7 +52,7 @@ func (o *observerOptions) connect(ctx context.Context, g *globalOptions, localPo
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("reach the observer of lab %q: %w", g.clusterName, err)
 	}
-	return fw.URL, fw.Close, fw, nil
+	return fw.URL(), fw.Close, fw, nil
 }
 
 // newObserveCommand returns `starlab observe`.

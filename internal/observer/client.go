@@ -9,17 +9,15 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
 
 	"github.com/starlab-dev/starlab/internal/flow"
+	"github.com/starlab-dev/starlab/internal/portforward"
 )
 
 // Where the chart runs the observer.
@@ -28,35 +26,11 @@ const (
 	PodSelector      = "app.kubernetes.io/name=starlab-observer"
 )
 
-// Forward is a running port-forward to the observer pod.
+// Forward is a running port-forward to the observer pod: URL(), Close(), Done() and Err() come from
+// portforward.Forward.
 type Forward struct {
-	URL      string // http://127.0.0.1:<port>
-	Pod      string
-	stop     chan struct{}
-	stopOnce sync.Once
-	done     chan struct{}
-	err      error
-}
-
-func (f *Forward) halt() { f.stopOnce.Do(func() { close(f.stop) }) }
-
-// Close stops the port-forward and waits for it to end.
-func (f *Forward) Close() {
-	f.halt()
-	<-f.done
-}
-
-// Done is closed when the port-forward has ended (Close, pod gone, or connection lost); Err says why.
-func (f *Forward) Done() <-chan struct{} { return f.done }
-
-// Err is why the port-forward ended (nil after Close).
-func (f *Forward) Err() error {
-	select {
-	case <-f.done:
-		return f.err
-	default:
-		return nil
-	}
+	*portforward.Forward
+	Pod string
 }
 
 // FindPod returns the name of a running, ready observer pod in namespace.
@@ -84,7 +58,7 @@ func FindPod(ctx context.Context, cs kubernetes.Interface, namespace string) (st
 }
 
 // PortForward forwards 127.0.0.1:localPort (0: any free port) to port 4245 of a ready observer pod,
-// through the API server (client-go SPDY port-forward). Close it when done.
+// through the API server. ctx bounds the setup only. Close it when done.
 func PortForward(ctx context.Context, cfg *rest.Config, namespace string, localPort int) (*Forward, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -94,46 +68,11 @@ func PortForward(ctx context.Context, cfg *rest.Config, namespace string, localP
 	if err != nil {
 		return nil, err
 	}
-	rt, upgrader, err := spdy.RoundTripperFor(cfg)
+	f, err := portforward.Open(ctx, cfg, namespace, pod, Port, localPort)
 	if err != nil {
-		return nil, fmt.Errorf("port-forward transport: %w", err)
+		return nil, err
 	}
-	u := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
-	f := &Forward{Pod: pod, stop: make(chan struct{}), done: make(chan struct{})}
-	ready := make(chan struct{})
-	var errOut strings.Builder
-	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("%d:%d", localPort, Port)},
-		f.stop, ready, io.Discard, &errOut)
-	if err != nil {
-		return nil, fmt.Errorf("port-forward to %s/%s: %w", namespace, pod, err)
-	}
-	go func() {
-		defer close(f.done)
-		if err := pf.ForwardPorts(); err != nil {
-			f.err = fmt.Errorf("port-forward to %s/%s: %w", namespace, pod, err)
-		}
-	}()
-	stopOnCancel := context.AfterFunc(ctx, f.halt)
-	select {
-	case <-ready:
-	case <-f.done:
-		stopOnCancel()
-		if f.err == nil {
-			f.err = fmt.Errorf("port-forward to %s/%s ended before it was ready: %s", namespace, pod, errOut.String())
-		}
-		return nil, f.err
-	case <-ctx.Done():
-		<-f.done
-		return nil, fmt.Errorf("port-forward to %s/%s: %w", namespace, pod, ctx.Err())
-	}
-	ports, err := pf.GetPorts()
-	if err != nil || len(ports) == 0 {
-		f.Close()
-		return nil, fmt.Errorf("port-forward to %s/%s: local port unknown: %v", namespace, pod, err)
-	}
-	f.URL = fmt.Sprintf("http://127.0.0.1:%d", ports[0].Local)
-	return f, nil
+	return &Forward{Forward: f, Pod: pod}, nil
 }
 
 // Client talks to an observer's HTTP API (directly or through a Forward).

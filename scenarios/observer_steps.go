@@ -30,81 +30,13 @@ import (
 const obsNamespace = "obs-e2e"
 
 // obsWorkloads: a server, two clients, and a policy that lets only "allowed" reach the server.
-const obsWorkloads = `apiVersion: v1
-kind: Namespace
-metadata:
-  name: obs-e2e
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: server
-  namespace: obs-e2e
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: server}
-  template:
-    metadata:
-      labels: {app: server}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - name: server
-          image: localhost/starlab/demo:TAG
-          imagePullPolicy: Never
-          args: [probe, --port=8080]
-          ports: [{name: http, containerPort: 8080, protocol: TCP}]
-          readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
-          resources: {requests: {cpu: 5m, memory: 16Mi}, limits: {memory: 64Mi}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: allowed
-  namespace: obs-e2e
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: allowed}
-  template:
-    metadata:
-      labels: {app: allowed}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - name: allowed
-          image: localhost/starlab/demo:TAG
-          imagePullPolicy: Never
-          args: [probe, --port=9000]
-          ports: [{name: http, containerPort: 9000, protocol: TCP}]
-          readinessProbe: {httpGet: {path: /healthz, port: 9000}, periodSeconds: 1}
-          resources: {requests: {cpu: 5m, memory: 16Mi}, limits: {memory: 64Mi}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: denied
-  namespace: obs-e2e
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: denied}
-  template:
-    metadata:
-      labels: {app: denied}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-        - name: denied
-          image: localhost/starlab/demo:TAG
-          imagePullPolicy: Never
-          args: [probe, --port=9000]
-          ports: [{name: http, containerPort: 9000, protocol: TCP}]
-          readinessProbe: {httpGet: {path: /healthz, port: 9000}, periodSeconds: 1}
-          resources: {requests: {cpu: 5m, memory: 16Mi}, limits: {memory: 64Mi}}
----
-apiVersion: v1
+func obsWorkloads() string {
+	return yamlDocs(
+		namespaceManifest(obsNamespace),
+		probeDeployment(obsNamespace, "server", 8080, 1, false),
+		probeDeployment(obsNamespace, "allowed", 9000, 1, false),
+		probeDeployment(obsNamespace, "denied", 9000, 1, false),
+		`apiVersion: v1
 kind: Service
 metadata:
   name: server
@@ -113,8 +45,8 @@ spec:
   selector: {app: server}
   ports:
     - {name: http, port: 8080, targetPort: http, protocol: TCP}
----
-apiVersion: networking.k8s.io/v1
+`,
+		`apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
   name: server-from-allowed
@@ -129,7 +61,9 @@ spec:
             matchLabels: {app: allowed}
       ports:
         - {protocol: TCP, port: 8080}
-`
+`,
+	)
+}
 
 // obsConn is a connection a step made, remembered for the steps that check its flows.
 type obsConn struct {
@@ -172,7 +106,7 @@ func registerObserverSteps(sc *godog.ScenarioContext, w *World) {
 		t := godog.T(ctx)
 		img, err := e.demoImage(ctx)
 		require.NoError(t, err)
-		data := bytes.ReplaceAll([]byte(obsWorkloads), []byte(manifests.DemoImagePlaceholder), []byte(img))
+		data := bytes.ReplaceAll([]byte(obsWorkloads()), []byte(manifests.DemoImagePlaceholder), []byte(img))
 		rv, err := e.Apply(ctx, data)
 		require.NoError(t, err)
 		require.NoError(t, e.WaitDeploymentsAvailable(ctx, 3*time.Minute, obsNamespace))

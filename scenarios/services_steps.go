@@ -33,62 +33,12 @@ import (
 const svcNamespace = "svc-e2e"
 
 // svcWorkloads are the services feature's test workloads (demo image placeholder replaced at apply).
-const svcWorkloads = `apiVersion: v1
-kind: Namespace
-metadata:
-  name: svc-e2e
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: svc-e2e
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      terminationGracePeriodSeconds: 2
-      topologySpreadConstraints:
-        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}
-      containers:
-        - name: web
-          image: localhost/starlab/demo:TAG
-          imagePullPolicy: Never
-          args: [probe, --port=8080]
-          ports: [{name: http, containerPort: 8080, protocol: TCP}]
-          readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
-          resources: {requests: {cpu: 5m, memory: 16Mi}, limits: {memory: 64Mi}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: client
-  namespace: svc-e2e
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: client}
-  template:
-    metadata:
-      labels: {app: client}
-    spec:
-      terminationGracePeriodSeconds: 2
-      topologySpreadConstraints:
-        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: client}}}
-      containers:
-        - name: client
-          image: localhost/starlab/demo:TAG
-          imagePullPolicy: Never
-          args: [probe, --port=9000]
-          ports: [{name: http, containerPort: 9000, protocol: TCP}]
-          readinessProbe: {httpGet: {path: /healthz, port: 9000}, periodSeconds: 1}
-          resources: {requests: {cpu: 5m, memory: 16Mi}, limits: {memory: 64Mi}}
----
-apiVersion: v1
+func svcWorkloads() string {
+	return yamlDocs(
+		namespaceManifest(svcNamespace),
+		probeDeployment(svcNamespace, "web", 8080, 2, true),
+		probeDeployment(svcNamespace, "client", 9000, 2, true),
+		`apiVersion: v1
 kind: Service
 metadata:
   name: web
@@ -98,8 +48,8 @@ spec:
   selector: {app: web}
   ports:
     - {name: http, port: 8080, targetPort: http, nodePort: 30080, protocol: TCP}
----
-apiVersion: v1
+`,
+		`apiVersion: v1
 kind: Service
 metadata:
   name: empty
@@ -108,7 +58,9 @@ spec:
   selector: {app: nothing-selects-this}
   ports:
     - {name: http, port: 80, targetPort: 8080, protocol: TCP}
-`
+`,
+	)
+}
 
 // registerServicesSteps holds the steps of features/services.feature.
 func registerServicesSteps(sc *godog.ScenarioContext, w *World) {
@@ -117,7 +69,7 @@ func registerServicesSteps(sc *godog.ScenarioContext, w *World) {
 		t := godog.T(ctx)
 		img, err := e.demoImage(ctx)
 		require.NoError(t, err)
-		data := bytes.ReplaceAll([]byte(svcWorkloads), []byte(manifests.DemoImagePlaceholder), []byte(img))
+		data := bytes.ReplaceAll([]byte(svcWorkloads()), []byte(manifests.DemoImagePlaceholder), []byte(img))
 		_, err = e.Apply(ctx, data)
 		require.NoError(t, err)
 		require.NoError(t, e.scaleDeployment(ctx, "web", 2), "reset web to 2 replicas")

@@ -83,20 +83,7 @@ func resourceFor(dc dynamic.Interface, mapper meta.RESTMapper, u *unstructured.U
 // Apply server-side-applies every object in data and returns the highest resourceVersion written
 // (hand it to WaitProgrammed).
 func (e *Env) Apply(ctx context.Context, data []byte) (int64, error) {
-	objs, err := DecodeManifests(data)
-	if err != nil {
-		return 0, err
-	}
-	dc, mapper, err := e.dynamicClient()
-	if err != nil {
-		return 0, err
-	}
-	var maxRV int64
-	for _, u := range objs {
-		ri, err := resourceFor(dc, mapper, u)
-		if err != nil {
-			return 0, err
-		}
+	return e.eachObject(data, func(ri dynamic.ResourceInterface, u *unstructured.Unstructured) (int64, error) {
 		body, err := u.MarshalJSON()
 		if err != nil {
 			return 0, fmt.Errorf("encode %s %s: %w", u.GetKind(), u.GetName(), err)
@@ -110,10 +97,9 @@ func (e *Env) Apply(ctx context.Context, data []byte) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("resourceVersion %q of %s %s is not an integer: %w", got.GetResourceVersion(), u.GetKind(), u.GetName(), err)
 		}
-		maxRV = max(maxRV, rv)
 		e.Log.Debug("applied", "kind", u.GetKind(), "namespace", u.GetNamespace(), "name", u.GetName(), "resourceVersion", rv)
-	}
-	return maxRV, nil
+		return rv, nil
+	})
 }
 
 // Delete deletes every object in data (missing ones are skipped) and returns the highest
@@ -121,6 +107,36 @@ func (e *Env) Apply(ctx context.Context, data []byte) (int64, error) {
 // for the agents to have programmed them. Objects with finalizers (namespaces) are not waited for:
 // their contribution is 0.
 func (e *Env) Delete(ctx context.Context, data []byte) (int64, error) {
+	return e.eachObject(data, func(ri dynamic.ResourceInterface, u *unstructured.Unstructured) (int64, error) {
+		what := fmt.Sprintf("%s %s/%s", u.GetKind(), u.GetNamespace(), u.GetName())
+		cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("get %s before delete: %w", what, err)
+		}
+		if u.GetKind() == "Namespace" {
+			if err := ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return 0, fmt.Errorf("delete %s: %w", what, err)
+			}
+			return 0, nil
+		}
+		w, err := ri.Watch(ctx, metav1.ListOptions{
+			FieldSelector:   fields.OneTermEqualSelector("metadata.name", u.GetName()).String(),
+			ResourceVersion: cur.GetResourceVersion(),
+		})
+		if err != nil {
+			return 0, fmt.Errorf("watch %s for its deletion: %w", what, err)
+		}
+		defer w.Stop()
+		return deleteAndWait(ctx, ri, u.GetName(), w, what)
+	})
+}
+
+// eachObject runs fn on every object in data, with the dynamic client for its resource, and returns
+// the highest resourceVersion fn returned. It stops at the first error.
+func (e *Env) eachObject(data []byte, fn func(dynamic.ResourceInterface, *unstructured.Unstructured) (int64, error)) (int64, error) {
 	objs, err := DecodeManifests(data)
 	if err != nil {
 		return 0, err
@@ -135,29 +151,7 @@ func (e *Env) Delete(ctx context.Context, data []byte) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		what := fmt.Sprintf("%s %s/%s", u.GetKind(), u.GetNamespace(), u.GetName())
-		cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("get %s before delete: %w", what, err)
-		}
-		if u.GetKind() == "Namespace" {
-			if err := ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				return 0, fmt.Errorf("delete %s: %w", what, err)
-			}
-			continue
-		}
-		w, err := ri.Watch(ctx, metav1.ListOptions{
-			FieldSelector:   fields.OneTermEqualSelector("metadata.name", u.GetName()).String(),
-			ResourceVersion: cur.GetResourceVersion(),
-		})
-		if err != nil {
-			return 0, fmt.Errorf("watch %s for its deletion: %w", what, err)
-		}
-		rv, err := deleteAndWait(ctx, ri, u.GetName(), w, what)
-		w.Stop()
+		rv, err := fn(ri, u)
 		if err != nil {
 			return 0, err
 		}

@@ -55,23 +55,7 @@ func (e *Env) deleteShopPolicies(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var rv int64
-	for _, f := range files {
-		data, err := manifests.Render(f, "")
-		if err != nil {
-			return err
-		}
-		r, err := e.Delete(ctx, data)
-		if err != nil {
-			return err
-		}
-		rv = max(rv, r)
-	}
-	if rv == 0 {
-		return nil
-	}
-	_, err = e.WaitProgrammed(ctx, rv)
-	return err
+	return e.deletePolicyFiles(ctx, files)
 }
 
 // shopCall makes an HTTP request to a shop API pod through a port-forward (so the test itself is
@@ -122,13 +106,8 @@ func registerShopSteps(sc *godog.ScenarioContext, w *World) {
 		t := godog.T(ctx)
 		file, err := shopPolicyFile(name)
 		require.NoError(t, err)
-		data, err := manifests.Render(file, "")
+		_, _, err = w.Env.applyPolicyFile(ctx, file)
 		require.NoError(t, err)
-		rv, err := w.Env.Apply(ctx, data)
-		require.NoError(t, err)
-		waited, err := w.Env.WaitProgrammed(ctx, rv)
-		require.NoError(t, err)
-		w.Env.RecordProgramLatency(waited)
 		return nil
 	})
 	sc.Step(`^the shop reachability is:$`, func(ctx context.Context, table *godog.Table) error {

@@ -68,13 +68,8 @@ func registerStarsSteps(sc *godog.ScenarioContext, w *World) {
 		t := godog.T(ctx)
 		file, err := starsPolicyFile(name)
 		require.NoError(t, err)
-		data, err := manifests.Render(file, "")
-		require.NoError(t, err)
-		rv, err := w.Env.Apply(ctx, data)
-		require.NoError(t, err)
-		waited, err := w.Env.WaitProgrammed(ctx, rv)
-		require.NoError(t, err, "policy %s (resourceVersion %d) not programmed on every node", name, rv)
-		w.Env.RecordProgramLatency(waited)
+		rv, waited, err := w.Env.applyPolicyFile(ctx, file)
+		require.NoError(t, err, "stars policy %s", name)
 		godog.Logf(ctx, "policy %s (resourceVersion %d) programmed on every node %s after apply", name, rv, waited.Round(time.Millisecond))
 		return nil
 	})
@@ -127,23 +122,7 @@ func starsPolicyFile(name string) (string, error) {
 
 // deleteStarsPolicies deletes every stars policy step and waits until the deletions are programmed.
 func (e *Env) deleteStarsPolicies(ctx context.Context) error {
-	var rv int64
-	for _, f := range manifests.StarsPolicySteps() {
-		data, err := manifests.Render(f, "")
-		if err != nil {
-			return err
-		}
-		r, err := e.Delete(ctx, data)
-		if err != nil {
-			return err
-		}
-		rv = max(rv, r)
-	}
-	if rv == 0 {
-		return nil
-	}
-	_, err := e.WaitProgrammed(ctx, rv)
-	return err
+	return e.deletePolicyFiles(ctx, manifests.StarsPolicySteps())
 }
 
 // expectedUIGraph is what the management UI should draw for matrix m: a star is present when the UI

@@ -1,0 +1,50 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/starlab-dev/starlab/manifests"
+)
+
+// applyPolicyFile applies a manifest file of package manifests, waits until every node has programmed
+// it and records that wait (RecordProgramLatency). It returns the resourceVersion waited for and the wait.
+func (e *Env) applyPolicyFile(ctx context.Context, file string) (int64, time.Duration, error) {
+	data, err := manifests.Render(file, "")
+	if err != nil {
+		return 0, 0, err
+	}
+	rv, err := e.Apply(ctx, data)
+	if err != nil {
+		return 0, 0, err
+	}
+	waited, err := e.WaitProgrammed(ctx, rv)
+	if err != nil {
+		return rv, 0, fmt.Errorf("policy %s (resourceVersion %d) not programmed on every node: %w", file, rv, err)
+	}
+	e.RecordProgramLatency(waited)
+	return rv, waited, nil
+}
+
+// deletePolicyFiles deletes the objects of manifest files of package manifests and, when any existed,
+// waits until every node has programmed their deletion.
+func (e *Env) deletePolicyFiles(ctx context.Context, files []string) error {
+	var rv int64
+	for _, f := range files {
+		data, err := manifests.Render(f, "")
+		if err != nil {
+			return err
+		}
+		r, err := e.Delete(ctx, data)
+		if err != nil {
+			return err
+		}
+		rv = max(rv, r)
+	}
+	if rv == 0 {
+		return nil
+	}
+	_, err := e.WaitProgrammed(ctx, rv)
+	return err
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/starlab-dev/starlab/internal/demo"
 	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/helmrelease"
+	"github.com/starlab-dev/starlab/internal/kubeready"
 	"github.com/starlab-dev/starlab/manifests"
 )
 
@@ -84,7 +85,7 @@ func registerServicesSteps(sc *godog.ScenarioContext, w *World) {
 			}
 			var notReady []string
 			for _, n := range nodes.Items {
-				if !nodeReady(&n) {
+				if !kubeready.Node(&n) {
 					notReady = append(notReady, n.Name)
 				}
 			}
@@ -100,7 +101,7 @@ func registerServicesSteps(sc *godog.ScenarioContext, w *World) {
 			}
 			ready := 0
 			for _, p := range pods.Items {
-				if p.Status.Phase == corev1.PodRunning && podReady(&p) {
+				if p.Status.Phase == corev1.PodRunning && kubeready.Pod(&p) {
 					ready++
 				}
 			}
@@ -327,7 +328,7 @@ spec:
 			}
 			ready := 0
 			for _, p := range pods.Items {
-				if !old[p.UID] && p.DeletionTimestamp == nil && podReady(&p) {
+				if !old[p.UID] && p.DeletionTimestamp == nil && kubeready.Pod(&p) {
 					ready++
 				}
 			}
@@ -407,24 +408,6 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // demoImage is the demo image `starlab up` built, read from the deployed stars demo.
 func (e *Env) demoImage(ctx context.Context) (string, error) {
 	for _, ns := range []string{"stars", "client", "management-ui", "shop", svcNamespace} {
@@ -459,7 +442,7 @@ func (e *Env) runningPods(ctx context.Context, selector string) ([]corev1.Pod, e
 	}
 	var out []corev1.Pod
 	for _, p := range list.Items {
-		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && p.Status.PodIP != "" && podReady(&p) {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && p.Status.PodIP != "" && kubeready.Pod(&p) {
 			out = append(out, p)
 		}
 	}

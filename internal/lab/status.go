@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/starlab-dev/starlab/internal/kubeready"
 )
 
 // Status is what `starlab status` shows (and prints with -o json).
@@ -109,7 +111,7 @@ func (l *Lab) fillFromAPI(ctx context.Context, st *Status, byName map[string]*No
 				byName[st.Nodes[j].Name] = &st.Nodes[j]
 			}
 		}
-		ns.Ready = nodeReady(n)
+		ns.Ready = kubeready.Node(n)
 		ns.PodCIDR = n.Spec.PodCIDR
 		ns.KubeletVersion = n.Status.NodeInfo.KubeletVersion
 		ns.Runtime = n.Status.NodeInfo.ContainerRuntimeVersion

@@ -18,6 +18,7 @@ import (
 
 	"github.com/starlab-dev/starlab/internal/helmrelease"
 	"github.com/starlab-dev/starlab/internal/images"
+	"github.com/starlab-dev/starlab/internal/kubeready"
 	"github.com/starlab-dev/starlab/internal/progress"
 )
 
@@ -425,7 +426,7 @@ func (l *Lab) WaitReady(ctx context.Context, wantNodes int, namespaces ...string
 		default:
 			var notReady []string
 			for i := range nodes.Items {
-				if !nodeReady(&nodes.Items[i]) {
+				if !kubeready.Node(&nodes.Items[i]) {
 					notReady = append(notReady, nodes.Items[i].Name)
 				}
 			}

@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/starlab-dev/starlab/internal/kubeready"
 )
 
 // controlPlaneComponents are the static pods kubeadm runs on the control-plane node.
@@ -86,23 +88,5 @@ func controlPlanePodsMissing(pods []corev1.Pod) string {
 
 // podReady reports whether a pod is Running with condition Ready true.
 func podReady(p *corev1.Pod) bool {
-	if p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// nodeReady reports whether a node's Ready condition is true.
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return p.Status.Phase == corev1.PodRunning && kubeready.Pod(p)
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/starlab-dev/starlab/internal/flow"
+	"github.com/starlab-dev/starlab/internal/kubeready"
 	"github.com/starlab-dev/starlab/internal/portforward"
 )
 
@@ -42,13 +43,8 @@ func FindPod(ctx context.Context, cs kubernetes.Interface, namespace string) (st
 	var seen []string
 	for _, p := range pods.Items {
 		seen = append(seen, p.Name+" ("+string(p.Status.Phase)+")")
-		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
-			continue
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				return p.Name, nil
-			}
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && kubeready.Pod(&p) {
+			return p.Name, nil
 		}
 	}
 	if len(seen) == 0 {

@@ -175,22 +175,8 @@ func (p *Prober) Run(ctx context.Context) error {
 		listeners = append(listeners, l)
 		go acceptAndClose(l)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- Serve(ctx, net.JoinHostPort(p.cfg.Addr, strconv.Itoa(p.cfg.Port)), mux) }()
 	p.log.Info("probe serving", "port", p.cfg.Port, "listen", p.cfg.Listen, "peers", len(p.cfg.Peers), "interval", p.cfg.Interval)
-	ticker := time.NewTicker(p.cfg.Interval)
-	defer ticker.Stop()
-	p.ProbeOnce(ctx)
-	for {
-		select {
-		case <-ctx.Done():
-			return <-errc
-		case err := <-errc:
-			return err
-		case <-ticker.C:
-			p.ProbeOnce(ctx)
-		}
-	}
+	return serveEvery(ctx, net.JoinHostPort(p.cfg.Addr, strconv.Itoa(p.cfg.Port)), mux, p.cfg.Interval, p.ProbeOnce)
 }
 
 // acceptAndClose accepts connections and keeps each open until the peer closes it (or 10 s), so a
@@ -307,6 +293,26 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// serveEvery serves handler on addr until ctx ends, running tick now and then every interval meanwhile.
+// It returns the server's error (nil after ctx ends and the server has shut down).
+func serveEvery(ctx context.Context, addr string, handler http.Handler, interval time.Duration, tick func(context.Context)) error {
+	errc := make(chan error, 1)
+	go func() { errc <- Serve(ctx, addr, handler) }()
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	tick(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return <-errc
+		case err := <-errc:
+			return err
+		case <-ticker.C:
+			tick(ctx)
+		}
+	}
 }
 
 // Serve serves handler on addr until ctx ends, then shuts down gracefully.

@@ -194,22 +194,8 @@ func (u *UI) Handler() http.Handler {
 
 // Run refreshes the graph every Interval and serves until ctx ends.
 func (u *UI) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- Serve(ctx, net.JoinHostPort(u.cfg.Addr, strconv.Itoa(u.cfg.Port)), u.Handler()) }()
 	u.log.Info("management-ui serving", "port", u.cfg.Port, "nodes", len(u.cfg.Nodes))
-	ticker := time.NewTicker(u.cfg.Interval)
-	defer ticker.Stop()
-	u.Refresh(ctx)
-	for {
-		select {
-		case <-ctx.Done():
-			return <-errc
-		case err := <-errc:
-			return err
-		case <-ticker.C:
-			u.Refresh(ctx)
-		}
-	}
+	return serveEvery(ctx, net.JoinHostPort(u.cfg.Addr, strconv.Itoa(u.cfg.Port)), u.Handler(), u.cfg.Interval, func(ctx context.Context) { u.Refresh(ctx) })
 }
 
 type drawnNode struct {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -45,22 +44,16 @@ failing step never stops the bundle.`,
 			if since <= 0 {
 				return fmt.Errorf("--since %s: use a positive window such as 15m", since)
 			}
-			progressOut := cmd.ErrOrStderr()
-			if format == "text" {
-				progressOut = stdout(cmd)
-			}
 			res, err := bundle.Write(cmd.Context(), bundle.Options{
 				Lab: g.clusterName, Output: file, Since: since, Namespace: namespace,
-				Progress: progress.New(progressOut),
+				Progress: progress.New(progressOut(cmd, format)),
 			})
 			if err != nil && res.Path == "" {
 				return err
 			}
 			out := stdout(cmd)
 			if format == "json" {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if encErr := enc.Encode(res); encErr != nil {
+				if encErr := writeJSON(out, res); encErr != nil {
 					return encErr
 				}
 				return err

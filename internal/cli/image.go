@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -38,12 +37,7 @@ func newImageCommand(_ *globalOptions) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			// Progress goes to stderr with -o json so stdout stays machine-readable.
-			pw := cmd.OutOrStdout()
-			if output == "json" {
-				pw = cmd.ErrOrStderr()
-			}
-			p := progress.New(pw)
+			p := progress.New(progressOut(cmd, output))
 			if !skipHostPrep {
 				if err := p.Run("prepare host (docker, debootstrap)", func() error { return hostprep.Ensure(ctx, slog.Default()) }); err != nil {
 					return err
@@ -60,9 +54,7 @@ func newImageCommand(_ *globalOptions) *cobra.Command {
 			}
 			out := stdout(cmd)
 			if output == "json" {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(out, res)
 			}
 			fmt.Fprintf(out, "image:   %s (%s in %s)\n", res.Image, res.Source, res.Duration.Round(time.Millisecond))
 			fmt.Fprintf(out, "tags:    etcd %s, coredns %s, pause %s\n", res.EtcdTag, res.CoreDNSTag, res.PauseTag)

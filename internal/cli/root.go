@@ -2,6 +2,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -53,6 +54,22 @@ func outputFormat(value string, allowed ...string) error {
 		}
 	}
 	return fmt.Errorf("invalid value %q for -o/--output: use one of %v", value, allowed)
+}
+
+// writeJSON prints v as indented JSON: what -o json prints.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// progressOut is where a command reports progress: stdout, or stderr with -o json so stdout stays
+// machine-readable.
+func progressOut(cmd *cobra.Command, output string) io.Writer {
+	if output == "json" {
+		return cmd.ErrOrStderr()
+	}
+	return stdout(cmd)
 }
 
 // stdout returns the writer a command prints data to.

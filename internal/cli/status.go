@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 
@@ -31,9 +30,7 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 			}
 			out := stdout(cmd)
 			if output == "json" {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return writeJSON(out, st)
 			}
 			fmt.Fprintf(out, "lab:        %s (%s)\n", st.Name, st.State)
 			if st.State == lab.StateAbsent {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -45,11 +44,7 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pw := cmd.OutOrStdout()
-			if output == "json" {
-				pw = cmd.ErrOrStderr() // stdout stays machine-readable
-			}
-			p := progress.New(pw)
+			p := progress.New(progressOut(cmd, output))
 			opts := lab.UpOptions{
 				Workers:             workers,
 				KubernetesVersion:   version,
@@ -79,9 +74,7 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 			}
 			out := stdout(cmd)
 			if output == "json" {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(out, res)
 			}
 			verb := "reused and upgraded"
 			if res.Created {

@@ -84,15 +84,9 @@ func (m *Maps) UpsertPolicy(k PolicyKey, v PolicyValue) error {
 
 // UpsertPolicies writes many sl_policy entries.
 func (m *Maps) UpsertPolicies(entries []PolicyEntry) error {
-	keys := make([]bpfobj.SlSlPolicyKey, 0, len(entries))
-	vals := make([]bpfobj.SlSlPolicyVal, 0, len(entries))
-	for _, e := range entries {
-		k, err := e.Key.raw()
-		if err != nil {
-			return err
-		}
-		keys = append(keys, k)
-		vals = append(vals, e.Value.raw())
+	keys, vals, err := rawPolicyEntries(entries, func(e PolicyEntry) (PolicyKey, PolicyValue) { return e.Key, e.Value })
+	if err != nil {
+		return err
 	}
 	return batchPut(m.Policy, NamePolicy, keys, vals)
 }
@@ -104,13 +98,9 @@ func (m *Maps) DeletePolicy(k PolicyKey) error {
 
 // DeletePolicies removes many sl_policy entries.
 func (m *Maps) DeletePolicies(keys []PolicyKey) error {
-	raw := make([]bpfobj.SlSlPolicyKey, 0, len(keys))
-	for _, k := range keys {
-		r, err := k.raw()
-		if err != nil {
-			return err
-		}
-		raw = append(raw, r)
+	raw, err := rawKeys(keys)
+	if err != nil {
+		return err
 	}
 	return batchDel(m.Policy, NamePolicy, raw)
 }
@@ -174,15 +164,9 @@ func (k CIDRPolicyKey) raw() (bpfobj.SlSlCidrPolicyKey, error) {
 
 // UpsertCIDRPolicies writes many sl_cidr_policy entries.
 func (m *Maps) UpsertCIDRPolicies(entries []CIDRPolicyEntry) error {
-	keys := make([]bpfobj.SlSlCidrPolicyKey, 0, len(entries))
-	vals := make([]bpfobj.SlSlPolicyVal, 0, len(entries))
-	for _, e := range entries {
-		k, err := e.Key.raw()
-		if err != nil {
-			return err
-		}
-		keys = append(keys, k)
-		vals = append(vals, e.Value.raw())
+	keys, vals, err := rawPolicyEntries(entries, func(e CIDRPolicyEntry) (CIDRPolicyKey, PolicyValue) { return e.Key, e.Value })
+	if err != nil {
+		return err
 	}
 	return batchPut(m.CIDRPolicy, NameCIDRPolicy, keys, vals)
 }
@@ -194,13 +178,9 @@ func (m *Maps) UpsertCIDRPolicy(k CIDRPolicyKey, v PolicyValue) error {
 
 // DeleteCIDRPolicies removes many sl_cidr_policy entries.
 func (m *Maps) DeleteCIDRPolicies(keys []CIDRPolicyKey) error {
-	raw := make([]bpfobj.SlSlCidrPolicyKey, 0, len(keys))
-	for _, k := range keys {
-		r, err := k.raw()
-		if err != nil {
-			return err
-		}
-		raw = append(raw, r)
+	raw, err := rawKeys(keys)
+	if err != nil {
+		return err
 	}
 	return batchDel(m.CIDRPolicy, NameCIDRPolicy, raw)
 }
@@ -226,4 +206,39 @@ func (m *Maps) ListCIDRPolicies() ([]CIDRPolicyEntry, error) {
 		return nil, fmt.Errorf("iterate %s: %w", NameCIDRPolicy, err)
 	}
 	return out, nil
+}
+
+// rawKey is a typed map key that validates itself and converts to its bpf2go layout R.
+type rawKey[R any] interface {
+	raw() (R, error)
+}
+
+// rawKeys converts keys to their bpf2go layout, stopping at the first invalid one.
+func rawKeys[K rawKey[R], R any](keys []K) ([]R, error) {
+	out := make([]R, 0, len(keys))
+	for _, k := range keys {
+		r, err := k.raw()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// rawPolicyEntries converts policy entries (split into key and value by parts) to their bpf2go
+// layout, stopping at the first invalid key.
+func rawPolicyEntries[E any, K rawKey[R], R any](entries []E, parts func(E) (K, PolicyValue)) ([]R, []bpfobj.SlSlPolicyVal, error) {
+	keys := make([]R, 0, len(entries))
+	vals := make([]bpfobj.SlSlPolicyVal, 0, len(entries))
+	for _, e := range entries {
+		k, v := parts(e)
+		r, err := k.raw()
+		if err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, r)
+		vals = append(vals, v.raw())
+	}
+	return keys, vals, nil
 }

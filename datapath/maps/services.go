@@ -245,13 +245,9 @@ func (m *Maps) UpsertServices(entries map[ServiceKey]ServiceValue) error {
 
 // DeleteServices removes raw service entries (not their backend slots).
 func (m *Maps) DeleteServices(keys []ServiceKey) error {
-	raw := make([]bpfobj.SlSlSvcKey, 0, len(keys))
-	for _, k := range keys {
-		rk, err := k.raw()
-		if err != nil {
-			return err
-		}
-		raw = append(raw, rk)
+	raw, err := rawKeys(keys)
+	if err != nil {
+		return err
 	}
 	return batchDel(m.Services, NameServices, raw)
 }

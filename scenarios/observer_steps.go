@@ -23,7 +23,6 @@ import (
 
 	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/observer"
-	"github.com/starlab-dev/starlab/manifests"
 )
 
 // obsNamespace holds the observer feature's workloads.
@@ -104,10 +103,7 @@ func registerObserverSteps(sc *godog.ScenarioContext, w *World) {
 	e := w.Env
 	sc.Step(`^the observer test workloads are running$`, func(ctx context.Context) error {
 		t := godog.T(ctx)
-		img, err := e.demoImage(ctx)
-		require.NoError(t, err)
-		data := bytes.ReplaceAll([]byte(obsWorkloads()), []byte(manifests.DemoImagePlaceholder), []byte(img))
-		rv, err := e.Apply(ctx, data)
+		rv, err := e.applyWorkloads(ctx, obsWorkloads())
 		require.NoError(t, err)
 		require.NoError(t, e.WaitDeploymentsAvailable(ctx, 3*time.Minute, obsNamespace))
 		// The pods' labels and the policy are programmed on every node, and the observer streams from

@@ -68,10 +68,7 @@ func registerServicesSteps(sc *godog.ScenarioContext, w *World) {
 	e := w.Env
 	sc.Step(`^the services test workloads are running$`, func(ctx context.Context) error {
 		t := godog.T(ctx)
-		img, err := e.demoImage(ctx)
-		require.NoError(t, err)
-		data := bytes.ReplaceAll([]byte(svcWorkloads()), []byte(manifests.DemoImagePlaceholder), []byte(img))
-		_, err = e.Apply(ctx, data)
+		_, err := e.applyWorkloads(ctx, svcWorkloads())
 		require.NoError(t, err)
 		require.NoError(t, e.scaleDeployment(ctx, "web", 2), "reset web to 2 replicas")
 		require.NoError(t, e.WaitDeploymentsAvailable(ctx, 3*time.Minute, svcNamespace))

@@ -1,11 +1,22 @@
 package scenarios
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/starlab-dev/starlab/manifests"
 )
+
+// applyWorkloads applies test workloads (YAML) with the demo image placeholder replaced by the demo
+// image `starlab up` built, and returns the highest resourceVersion written.
+func (e *Env) applyWorkloads(ctx context.Context, yaml string) (int64, error) {
+	img, err := e.demoImage(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return e.Apply(ctx, []byte(strings.ReplaceAll(yaml, manifests.DemoImagePlaceholder, img)))
+}
 
 // probeDeployment is a Deployment of the demo image's probe server listening on port, its pods labelled
 // app=<name>, the image left as the demo image placeholder (replaced at apply). spread asks the scheduler

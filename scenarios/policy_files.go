@@ -3,6 +3,8 @@ package scenarios
 import (
 	"context"
 	"fmt"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/starlab-dev/starlab/manifests"
@@ -47,4 +49,14 @@ func (e *Env) deletePolicyFiles(ctx context.Context, files []string) error {
 	}
 	_, err := e.WaitProgrammed(ctx, rv)
 	return err
+}
+
+// policyStepFile returns the file of files named <n>-<name>.yaml: the policy step called name.
+func policyStepFile(files []string, name string) (string, bool) {
+	for _, f := range files {
+		if _, step, ok := strings.Cut(strings.TrimSuffix(path.Base(f), ".yaml"), "-"); ok && step == name {
+			return f, true
+		}
+	}
+	return "", false
 }

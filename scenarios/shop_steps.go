@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path"
-	"strings"
 	"time"
 
 	"github.com/cucumber/godog"
@@ -27,12 +25,7 @@ func shopWorkloads() []Workload {
 }
 
 func lookupShopWorkload(name string) (Workload, error) {
-	for _, w := range shopWorkloads() {
-		if w.Name == name {
-			return w, nil
-		}
-	}
-	return Workload{}, fmt.Errorf("unknown shop workload %q: use shopper, orders, inventory or db", name)
+	return findWorkload("shop", shopWorkloads(), name)
 }
 
 func shopPolicyFiles() ([]string, error) { return manifests.Files(manifests.APIsDir + "/policies") }
@@ -42,10 +35,8 @@ func shopPolicyFile(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	for _, f := range files {
-		if _, step, ok := strings.Cut(strings.TrimSuffix(path.Base(f), ".yaml"), "-"); ok && step == name {
-			return f, nil
-		}
+	if f, ok := policyStepFile(files, name); ok {
+		return f, nil
 	}
 	return "", fmt.Errorf("unknown shop policy %q: see manifests/apis/policies", name)
 }

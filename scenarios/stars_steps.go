@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,12 +29,7 @@ func starsWorkloads() []Workload {
 }
 
 func lookupStarsWorkload(name string) (Workload, error) {
-	for _, w := range starsWorkloads() {
-		if w.Name == name {
-			return w, nil
-		}
-	}
-	return Workload{}, fmt.Errorf("unknown stars workload %q: use management-ui, client, frontend or backend", name)
+	return findWorkload("stars", starsWorkloads(), name)
 }
 
 // starsNamespaces are the namespaces of the stars demo.
@@ -111,11 +105,8 @@ func registerStarsSteps(sc *godog.ScenarioContext, w *World) {
 }
 
 func starsPolicyFile(name string) (string, error) {
-	for _, f := range manifests.StarsPolicySteps() {
-		base := strings.TrimSuffix(path.Base(f), ".yaml")
-		if _, step, ok := strings.Cut(base, "-"); ok && step == name {
-			return f, nil
-		}
+	if f, ok := policyStepFile(manifests.StarsPolicySteps(), name); ok {
+		return f, nil
 	}
 	return "", fmt.Errorf("unknown stars policy %q: use default-deny, allow-ui, backend-policy or frontend-policy", name)
 }

@@ -87,15 +87,7 @@ func NewProber(cfg ProbeConfig, log *slog.Logger) (*Prober, error) {
 	if cfg.Port <= 0 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("--port %d: want 1..65535", cfg.Port)
 	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = 2 * time.Second
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = time.Second
-	}
-	if log == nil {
-		log = slog.Default()
-	}
+	log = pollDefaults(&cfg.Interval, &cfg.Timeout, log)
 	p := &Prober{cfg: cfg, log: log, client: newFreshClient(cfg.Timeout)}
 	p.status = make([]PeerStatus, len(cfg.Peers))
 	for i, peer := range cfg.Peers {
@@ -293,6 +285,21 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// pollDefaults fills the polling defaults the probe and the management UI share: every 2 s, 1 s per
+// request, and the default logger when log is nil (returned).
+func pollDefaults(interval, timeout *time.Duration, log *slog.Logger) *slog.Logger {
+	if *interval <= 0 {
+		*interval = 2 * time.Second
+	}
+	if *timeout <= 0 {
+		*timeout = time.Second
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return log
 }
 
 // serveEvery serves handler on addr until ctx ends, running tick now and then every interval meanwhile.

@@ -79,15 +79,7 @@ func NewUI(cfg UIConfig, log *slog.Logger) (*UI, error) {
 		}
 		seen[n.ID] = true
 	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = 2 * time.Second
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = time.Second
-	}
-	if log == nil {
-		log = slog.Default()
-	}
+	log = pollDefaults(&cfg.Interval, &cfg.Timeout, log)
 	ui := &UI{cfg: cfg, log: log, client: newFreshClient(cfg.Timeout)}
 	ui.graph = Graph{Nodes: append([]UINode(nil), cfg.Nodes...)}
 	return ui, nil

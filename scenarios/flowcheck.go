@@ -27,6 +27,14 @@ type Connection struct {
 	DeniedBy []string
 }
 
+// protocol is the connection's L4 protocol as flows name it (TCP when the probe did not say).
+func (c Connection) protocol() string {
+	if c.Result.Protocol == "" {
+		return "TCP"
+	}
+	return strings.ToUpper(c.Result.Protocol)
+}
+
 // srcAddr returns the pod IP and source port of the connection, if the probe bound a socket.
 func (c Connection) srcAddr() (string, uint16, bool) {
 	host, port, err := net.SplitHostPort(c.Result.LocalAddr)
@@ -49,8 +57,12 @@ func (c Connection) flowsOf(all []*flow.Flow) []*flow.Flow {
 	if !ok {
 		return nil
 	}
+	proto := c.protocol()
 	var out []*flow.Flow
 	for _, f := range all {
+		if !strings.EqualFold(f.L4.Protocol, proto) {
+			continue // a DNS query over UDP may use the same port number as the TCP probe
+		}
 		if (f.IP.Source == ip && f.L4.SourcePort == port) || (f.IP.Destination == ip && f.L4.DestinationPort == port) {
 			out = append(out, f)
 		}
@@ -66,9 +78,10 @@ func connectionFilters(conns []Connection) []flow.Filter {
 		if !ok {
 			continue
 		}
+		proto := []string{c.protocol()}
 		fs = append(fs,
-			flow.Filter{SourceIP: []string{ip}, SourcePort: []uint16{port}},
-			flow.Filter{DestinationIP: []string{ip}, DestinationPort: []uint16{port}})
+			flow.Filter{SourceIP: []string{ip}, SourcePort: []uint16{port}, Protocol: proto},
+			flow.Filter{DestinationIP: []string{ip}, DestinationPort: []uint16{port}, Protocol: proto})
 	}
 	return fs
 }

@@ -152,3 +152,15 @@ func TestStarsPolicyFile(t *testing.T) {
 	_, err = starsPolicyFile("ui")
 	require.ErrorContains(t, err, "unknown stars policy")
 }
+
+func TestFlowsOfMatchesTheProbeProtocolOnly(t *testing.T) {
+	tcp := fl(flow.VerdictForwarded, flow.DirectionIngress, false)
+	dns := fl(flow.VerdictForwarded, flow.DirectionEgress, false, func(f *flow.Flow) {
+		f.L4.Protocol, f.L4.DestinationPort = "UDP", 53 // a DNS query that reused the port number
+	})
+	got := conn(Yes).flowsOf([]*flow.Flow{tcp, dns})
+	assert.Equal(t, []*flow.Flow{tcp}, got)
+	for _, f := range connectionFilters([]Connection{conn(Yes)}) {
+		assert.Equal(t, []string{"TCP"}, f.Protocol)
+	}
+}

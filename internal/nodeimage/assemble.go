@@ -57,8 +57,8 @@ func (b *builder) assemble(ctx context.Context, tmp, rootfsArchive string, dirs 
 	}
 
 	container := "starlab-nodeimage-" + b.nodeKey.Short()
-	_, _ = docker(ctx, nil, "rm", "-f", container)
-	defer func() { _, _ = docker(context.WithoutCancel(ctx), nil, "rm", "-f", container) }()
+	_, _ = docker(ctx, nil, "rm", "-f", "-v", container)
+	defer func() { _, _ = docker(context.WithoutCancel(ctx), nil, "rm", "-f", "-v", container) }()
 	if err := b.progress.Run("preload control-plane images", func() error {
 		return b.preload(ctx, container, base, images)
 	}); err != nil {

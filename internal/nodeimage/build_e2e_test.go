@@ -38,8 +38,8 @@ func TestBuildNodeImage(t *testing.T) {
 	require.Len(t, res.KubeadmConfigPatches, 2)
 
 	container := "starlab-nodeimage-test"
-	_, _ = docker(ctx, nil, "rm", "-f", container)
-	t.Cleanup(func() { _, _ = docker(context.Background(), nil, "rm", "-f", container) })
+	_, _ = docker(ctx, nil, "rm", "-f", "-v", container)
+	t.Cleanup(func() { _, _ = docker(context.Background(), nil, "rm", "-f", "-v", container) })
 	_, err = docker(ctx, nil, "run", "-d", "--name", container, "--network", "none", "--entrypoint=sleep", res.Image, "infinity")
 	require.NoError(t, err)
 	exec := func(args ...string) string {
@@ -86,8 +86,8 @@ func TestNodeBoots(t *testing.T) {
 	res, err := Build(ctx, Options{Progress: progress.New(os.Stderr)})
 	require.NoError(t, err)
 	container := "starlab-nodeimage-boot-test"
-	_, _ = docker(ctx, nil, "rm", "-f", container)
-	t.Cleanup(func() { _, _ = docker(context.Background(), nil, "rm", "-f", container) })
+	_, _ = docker(ctx, nil, "rm", "-f", "-v", container)
+	t.Cleanup(func() { _, _ = docker(context.Background(), nil, "rm", "-f", "-v", container) })
 	_, err = docker(ctx, nil, "run", "-d", "--name", container, "--hostname", container, "--privileged",
 		"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--tmpfs", "/tmp", "--tmpfs", "/run",
 		"--volume", "/var", "--volume", "/lib/modules:/lib/modules:ro", "--cgroupns=private", "-e", "container=docker",

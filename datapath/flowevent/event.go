@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // Size is the encoded size of struct sl_flow_event.
@@ -33,15 +33,9 @@ const (
 	VerdictDropped   Verdict = 2
 )
 
-func (v Verdict) String() string {
-	switch v {
-	case VerdictForwarded:
-		return "FORWARDED"
-	case VerdictDropped:
-		return "DROPPED"
-	}
-	return fmt.Sprintf("VERDICT_%d", uint8(v))
-}
+var verdictNames = [...]string{VerdictForwarded: "FORWARDED", VerdictDropped: "DROPPED"}
+
+func (v Verdict) String() string { return maps.EnumName(verdictNames[:], uint8(v), "VERDICT_%d") }
 
 // DropReason is enum sl_drop_reason.
 type DropReason uint8
@@ -65,10 +59,10 @@ var dropNames = [...]string{
 
 // String is the JSON drop_reason_desc name ("" for none).
 func (r DropReason) String() string {
-	if int(r) < len(dropNames) {
-		return dropNames[r]
+	if r == DropNone {
+		return ""
 	}
-	return fmt.Sprintf("DROP_REASON_%d", uint8(r))
+	return maps.EnumName(dropNames[:], uint8(r), "DROP_REASON_%d")
 }
 
 // Direction of the traffic relative to the endpoint.
@@ -80,15 +74,9 @@ const (
 	DirectionEgress  Direction = 2
 )
 
-func (d Direction) String() string {
-	switch d {
-	case DirectionIngress:
-		return "INGRESS"
-	case DirectionEgress:
-		return "EGRESS"
-	}
-	return fmt.Sprintf("DIRECTION_%d", uint8(d))
-}
+var directionNames = [...]string{DirectionIngress: "INGRESS", DirectionEgress: "EGRESS"}
+
+func (d Direction) String() string { return maps.EnumName(directionNames[:], uint8(d), "DIRECTION_%d") }
 
 // Type of event.
 type Type uint8
@@ -101,19 +89,9 @@ const (
 	TypeTrace Type = 4 // per packet, only at event level "all"
 )
 
-func (t Type) String() string {
-	switch t {
-	case TypeNew:
-		return "NEW"
-	case TypeDrop:
-		return "DROP"
-	case TypeClose:
-		return "CLOSE"
-	case TypeTrace:
-		return "TRACE"
-	}
-	return fmt.Sprintf("TYPE_%d", uint8(t))
-}
+var typeNames = [...]string{TypeNew: "NEW", TypeDrop: "DROP", TypeClose: "CLOSE", TypeTrace: "TRACE"}
+
+func (t Type) String() string { return maps.EnumName(typeNames[:], uint8(t), "TYPE_%d") }
 
 // ObsPoint is where the event was observed.
 type ObsPoint uint8
@@ -125,17 +103,9 @@ const (
 	ObsFromNetdev    ObsPoint = 3
 )
 
-func (o ObsPoint) String() string {
-	switch o {
-	case ObsFromContainer:
-		return "FROM_CONTAINER"
-	case ObsToContainer:
-		return "TO_CONTAINER"
-	case ObsFromNetdev:
-		return "FROM_NETDEV"
-	}
-	return fmt.Sprintf("OBS_%d", uint8(o))
-}
+var obsNames = [...]string{ObsFromContainer: "FROM_CONTAINER", ObsToContainer: "TO_CONTAINER", ObsFromNetdev: "FROM_NETDEV"}
+
+func (o ObsPoint) String() string { return maps.EnumName(obsNames[:], uint8(o), "OBS_%d") }
 
 // TCPFlags are the TCP header flags.
 type TCPFlags uint8
@@ -168,17 +138,9 @@ func (f TCPFlags) String() string {
 // Proto is an IP protocol number.
 type Proto uint8
 
-func (p Proto) String() string {
-	switch p {
-	case 1:
-		return "ICMP"
-	case 6:
-		return "TCP"
-	case 17:
-		return "UDP"
-	}
-	return fmt.Sprintf("PROTO_%d", uint8(p))
-}
+var protoNames = [...]string{1: "ICMP", 6: "TCP", 17: "UDP"}
+
+func (p Proto) String() string { return maps.EnumName(protoNames[:], uint8(p), "PROTO_%d") }
 
 // Event is a decoded sl_flow_event. Ports are in host byte order.
 type Event struct {
@@ -280,12 +242,12 @@ type Clock struct {
 
 // NewClock samples the boot-time/wall-clock offset.
 func NewClock() (Clock, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return Clock{}, fmt.Errorf("clock_gettime(CLOCK_BOOTTIME): %w", err)
+	boot, err := maps.BootTimeNs()
+	if err != nil {
+		return Clock{}, err
 	}
 	now := time.Now()
-	return Clock{offset: time.Duration(now.UnixNano() - ts.Nano())}, nil
+	return Clock{offset: time.Duration(now.UnixNano() - int64(boot))}, nil
 }
 
 // Wall returns the wall-clock time of a boot-time timestamp.

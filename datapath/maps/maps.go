@@ -96,19 +96,9 @@ const (
 	ProtoUDP  Proto = 17
 )
 
-func (p Proto) String() string {
-	switch p {
-	case ProtoAny:
-		return "ANY"
-	case ProtoICMP:
-		return "ICMP"
-	case ProtoTCP:
-		return "TCP"
-	case ProtoUDP:
-		return "UDP"
-	}
-	return fmt.Sprintf("proto(%d)", uint8(p))
-}
+var protoNames = [...]string{ProtoAny: "ANY", ProtoICMP: "ICMP", ProtoTCP: "TCP", ProtoUDP: "UDP"}
+
+func (p Proto) String() string { return EnumName(protoNames[:], uint8(p), "proto(%d)") }
 
 // Direction of a policy entry.
 type Direction uint8
@@ -119,14 +109,17 @@ const (
 	Egress  Direction = 2
 )
 
-func (d Direction) String() string {
-	switch d {
-	case Ingress:
-		return "INGRESS"
-	case Egress:
-		return "EGRESS"
+var directionNames = [...]string{Ingress: "INGRESS", Egress: "EGRESS"}
+
+func (d Direction) String() string { return EnumName(directionNames[:], uint8(d), "direction(%d)") }
+
+// EnumName names a datapath enum value: names[v], or unknown (a format with one %d, e.g. "proto(%d)")
+// filled with v for a value without a name. datapath/flowevent names its event enums with it too.
+func EnumName(names []string, v uint8, unknown string) string {
+	if int(v) < len(names) && names[v] != "" {
+		return names[v]
 	}
-	return fmt.Sprintf("direction(%d)", uint8(d))
+	return fmt.Sprintf(unknown, v)
 }
 
 // Reserved identities.

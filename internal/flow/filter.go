@@ -135,299 +135,70 @@ func (m *Matcher) Match(f *Flow) bool {
 }
 
 func (f Filter) compile() (compiledFilter, error) {
+	// Every field in a fixed order, so the first bad value reported is always the same one.
+	fields := []compiledField{
+		field(anyParsed(f.SourcePod, named("source_pod", parsePodRef), podRef.match, srcEP)),
+		field(anyParsed(f.DestinationPod, named("destination_pod", parsePodRef), podRef.match, dstEP)),
+		field(anyParsed(f.Pod, named("pod", parsePodRef), podRef.match, srcEP, dstEP)),
+		field(anyOf(f.SourceNamespace, srcNamespace), nil),
+		field(anyOf(f.DestinationNamespace, dstNamespace), nil),
+		field(anyOf(f.Namespace, srcNamespace, dstNamespace), nil),
+		field(anyParsed(f.SourceLabel, named("source_label", ParseLabelSelector), selects, srcEP)),
+		field(anyParsed(f.DestinationLabel, named("destination_label", ParseLabelSelector), selects, dstEP)),
+		field(anyParsed(f.Label, named("label", ParseLabelSelector), selects, srcEP, dstEP)),
+		field(anyParsed(f.SourceService, named("source_service", parseSvcRef), svcRef.matchSet, srcSvc)),
+		field(anyParsed(f.DestinationService, named("destination_service", parseSvcRef), svcRef.matchSet, dstSvc)),
+		field(anyParsed(f.Service, named("service", parseSvcRef), svcRef.matchSet, srcSvc, dstSvc)),
+		field(anyParsed(f.SourceIP, named("source_ip", ParseIPOrCIDR), netip.Prefix.Contains, srcIP)),
+		field(anyParsed(f.DestinationIP, named("destination_ip", ParseIPOrCIDR), netip.Prefix.Contains, dstIP)),
+		field(anyParsed(f.IP, named("ip", ParseIPOrCIDR), netip.Prefix.Contains, srcIP, dstIP)),
+		field(anyOf(f.SourcePort, srcPort), nil),
+		field(anyOf(f.DestinationPort, dstPort), nil),
+		field(anyOf(f.Port, srcPort, dstPort), nil),
+		field(anyOf(f.SourceIdentity, srcIdentity), nil),
+		field(anyOf(f.DestinationIdentity, dstIdentity), nil),
+		field(anyOf(f.Identity, srcIdentity, dstIdentity), nil),
+		field(anyParsed(f.Protocol, normalizeProtocol, equal, protocol)),
+		field(anyKnown(f.Verdict, "verdict", verdicts, verdict)),
+		field(anyKnown(f.DropReason, "drop reason", dropReasons, dropReason)),
+		field(anyKnown(f.TrafficDirection, "traffic direction", directions, trafficDirection)),
+		field(anyKnown(f.EventType, "event type", eventTypes, eventType)),
+		field(anyOf(f.NodeName, nodeName), nil),
+		field(anyParsed(f.SourceWorkload, workloadRef("source_workload"), workloadMatch, srcEP)),
+		field(anyParsed(f.DestinationWorkload, workloadRef("destination_workload"), workloadMatch, dstEP)),
+		field(anyParsed(f.Workload, workloadRef("workload"), workloadMatch, srcEP, dstEP)),
+		field(anyParsed(f.TCPFlags, ParseTCPFlags, TCPFlags.setIn, tcpFlags)),
+	}
 	var c compiledFilter
-	add := func(p predicate) { c = append(c, p) }
-	src := func(fl *Flow) *Endpoint { return &fl.Source }
-	dst := func(fl *Flow) *Endpoint { return &fl.Destination }
-
-	for _, x := range []struct {
-		vals []string
-		side []func(*Flow) *Endpoint
-		name string
-	}{
-		{f.SourcePod, sides(src), "source_pod"},
-		{f.DestinationPod, sides(dst), "destination_pod"},
-		{f.Pod, sides(src, dst), "pod"},
-	} {
-		if len(x.vals) == 0 {
-			continue
+	for _, x := range fields {
+		if x.err != nil {
+			return nil, x.err
 		}
-		pods := make([]podRef, 0, len(x.vals))
-		for _, v := range x.vals {
-			p, err := parsePodRef(v)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", x.name, err)
-			}
-			pods = append(pods, p)
+		if x.p != nil {
+			c = append(c, x.p)
 		}
-		add(eitherSide(x.side, func(e *Endpoint) bool {
-			for _, p := range pods {
-				if p.match(e) {
-					return true
-				}
-			}
-			return false
-		}))
-	}
-	for _, x := range []struct {
-		vals []string
-		side []func(*Flow) *Endpoint
-	}{
-		{f.SourceNamespace, sides(src)}, {f.DestinationNamespace, sides(dst)}, {f.Namespace, sides(src, dst)},
-	} {
-		if len(x.vals) == 0 {
-			continue
-		}
-		vals := x.vals
-		add(eitherSide(x.side, func(e *Endpoint) bool { return slices.Contains(vals, e.Namespace) }))
-	}
-	for _, x := range []struct {
-		vals []string
-		side []func(*Flow) *Endpoint
-		name string
-	}{
-		{f.SourceLabel, sides(src), "source_label"}, {f.DestinationLabel, sides(dst), "destination_label"},
-		{f.Label, sides(src, dst), "label"},
-	} {
-		if len(x.vals) == 0 {
-			continue
-		}
-		sels := make([]labels.Selector, 0, len(x.vals))
-		for _, v := range x.vals {
-			s, err := ParseLabelSelector(v)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", x.name, err)
-			}
-			sels = append(sels, s)
-		}
-		add(eitherSide(x.side, func(e *Endpoint) bool {
-			for _, s := range sels {
-				if s.Matches(endpointLabels(e.Labels)) {
-					return true
-				}
-			}
-			return false
-		}))
-	}
-	for _, x := range []struct {
-		vals []string
-		get  []func(*Flow) *Service
-		name string
-	}{
-		{f.SourceService, []func(*Flow) *Service{srcSvc}, "source_service"},
-		{f.DestinationService, []func(*Flow) *Service{dstSvc}, "destination_service"},
-		{f.Service, []func(*Flow) *Service{srcSvc, dstSvc}, "service"},
-	} {
-		if len(x.vals) == 0 {
-			continue
-		}
-		refs := make([]svcRef, 0, len(x.vals))
-		for _, v := range x.vals {
-			r, err := parseSvcRef(v)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", x.name, err)
-			}
-			refs = append(refs, r)
-		}
-		gets := x.get
-		add(func(fl *Flow) bool {
-			for _, g := range gets {
-				s := g(fl)
-				if s == nil {
-					continue
-				}
-				for _, r := range refs {
-					if r.match(s) {
-						return true
-					}
-				}
-			}
-			return false
-		})
-	}
-	for _, x := range []struct {
-		vals []string
-		get  []func(*Flow) string
-		name string
-	}{
-		{f.SourceIP, []func(*Flow) string{srcIP}, "source_ip"},
-		{f.DestinationIP, []func(*Flow) string{dstIP}, "destination_ip"},
-		{f.IP, []func(*Flow) string{srcIP, dstIP}, "ip"},
-	} {
-		if len(x.vals) == 0 {
-			continue
-		}
-		prefixes := make([]netip.Prefix, 0, len(x.vals))
-		for _, v := range x.vals {
-			p, err := ParseIPOrCIDR(v)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", x.name, err)
-			}
-			prefixes = append(prefixes, p)
-		}
-		gets := x.get
-		add(func(fl *Flow) bool {
-			for _, g := range gets {
-				a, err := netip.ParseAddr(g(fl))
-				if err != nil {
-					continue
-				}
-				for _, p := range prefixes {
-					if p.Contains(a) {
-						return true
-					}
-				}
-			}
-			return false
-		})
-	}
-	for _, x := range []struct {
-		vals []uint16
-		get  []func(*Flow) uint16
-	}{
-		{f.SourcePort, []func(*Flow) uint16{srcPort}},
-		{f.DestinationPort, []func(*Flow) uint16{dstPort}},
-		{f.Port, []func(*Flow) uint16{srcPort, dstPort}},
-	} {
-		if len(x.vals) == 0 {
-			continue
-		}
-		vals, gets := x.vals, x.get
-		add(func(fl *Flow) bool {
-			for _, g := range gets {
-				if slices.Contains(vals, g(fl)) {
-					return true
-				}
-			}
-			return false
-		})
-	}
-	for _, x := range []struct {
-		vals []uint32
-		side []func(*Flow) *Endpoint
-	}{
-		{f.SourceIdentity, sides(src)}, {f.DestinationIdentity, sides(dst)}, {f.Identity, sides(src, dst)},
-	} {
-		if len(x.vals) == 0 {
-			continue
-		}
-		vals := x.vals
-		add(eitherSide(x.side, func(e *Endpoint) bool { return slices.Contains(vals, e.Identity) }))
-	}
-	if len(f.Protocol) > 0 {
-		vals := make([]string, 0, len(f.Protocol))
-		for _, p := range f.Protocol {
-			n, err := normalizeProtocol(p)
-			if err != nil {
-				return nil, err
-			}
-			vals = append(vals, n)
-		}
-		add(func(fl *Flow) bool { return slices.Contains(vals, fl.L4.Protocol) })
-	}
-	if len(f.Verdict) > 0 {
-		vals := f.Verdict
-		for _, v := range vals {
-			if !slices.Contains(verdicts, string(v)) {
-				return nil, fmt.Errorf("verdict %q: use one of %s", v, strings.Join(verdicts, ", "))
-			}
-		}
-		add(func(fl *Flow) bool { return slices.Contains(vals, fl.Verdict) })
-	}
-	if len(f.DropReason) > 0 {
-		vals := f.DropReason
-		for _, v := range vals {
-			if !slices.Contains(dropReasons, v) {
-				return nil, fmt.Errorf("drop reason %q: use one of %s", v, strings.Join(dropReasons, ", "))
-			}
-		}
-		add(func(fl *Flow) bool { return slices.Contains(vals, fl.DropReasonDesc) })
-	}
-	if len(f.TrafficDirection) > 0 {
-		vals := f.TrafficDirection
-		for _, v := range vals {
-			if !slices.Contains(directions, string(v)) {
-				return nil, fmt.Errorf("traffic direction %q: use one of %s", v, strings.Join(directions, ", "))
-			}
-		}
-		add(func(fl *Flow) bool { return slices.Contains(vals, fl.TrafficDirection) })
-	}
-	if len(f.EventType) > 0 {
-		vals := f.EventType
-		for _, v := range vals {
-			if !slices.Contains(eventTypes, string(v)) {
-				return nil, fmt.Errorf("event type %q: use one of %s", v, strings.Join(eventTypes, ", "))
-			}
-		}
-		add(func(fl *Flow) bool { return slices.Contains(vals, fl.EventType) })
-	}
-	if len(f.NodeName) > 0 {
-		vals := f.NodeName
-		add(func(fl *Flow) bool { return slices.Contains(vals, fl.NodeName) })
-	}
-	for _, x := range []struct {
-		vals []string
-		side []func(*Flow) *Endpoint
-		name string
-	}{
-		{f.SourceWorkload, sides(src), "source_workload"}, {f.DestinationWorkload, sides(dst), "destination_workload"},
-		{f.Workload, sides(src, dst), "workload"},
-	} {
-		if len(x.vals) == 0 {
-			continue
-		}
-		refs := make([]svcRef, 0, len(x.vals))
-		for _, v := range x.vals {
-			r, err := parseSvcRef(v)
-			if err != nil {
-				return nil, fmt.Errorf("%s %q: use [namespace/]workload-name, e.g. stars/backend or backend", x.name, v)
-			}
-			refs = append(refs, r)
-		}
-		add(eitherSide(x.side, func(e *Endpoint) bool {
-			if e.Workload == nil {
-				return false
-			}
-			for _, r := range refs {
-				if r.match(&Service{Name: e.Workload.Name, Namespace: e.Namespace}) {
-					return true
-				}
-			}
-			return false
-		}))
-	}
-	if len(f.TCPFlags) > 0 {
-		sets := make([]TCPFlags, 0, len(f.TCPFlags))
-		for _, v := range f.TCPFlags {
-			fs, err := ParseTCPFlags(v)
-			if err != nil {
-				return nil, err
-			}
-			sets = append(sets, fs)
-		}
-		add(func(fl *Flow) bool {
-			got := fl.L4.Flags
-			if got == nil {
-				return false
-			}
-			for _, want := range sets {
-				if (!want.SYN || got.SYN) && (!want.ACK || got.ACK) && (!want.FIN || got.FIN) && (!want.RST || got.RST) &&
-					(!want.PSH || got.PSH) && (!want.URG || got.URG) && (!want.ECE || got.ECE) && (!want.CWR || got.CWR) {
-					return true
-				}
-			}
-			return false
-		})
 	}
 	return c, nil
 }
 
-func sides(s ...func(*Flow) *Endpoint) []func(*Flow) *Endpoint { return s }
+// compiledField is one filter field compiled (p is nil when the field is unset) or its error.
+type compiledField struct {
+	p   predicate
+	err error
+}
 
-func eitherSide(get []func(*Flow) *Endpoint, match func(*Endpoint) bool) predicate {
+// field takes a helper's (predicate, error) results, so compile can list the fields as one table.
+func field(p predicate, err error) compiledField { return compiledField{p, err} }
+
+// anyOf matches a flow when a value read by any of gets (source side, destination side or either)
+// is one of vals. No vals: no predicate (the field is unset).
+func anyOf[T comparable](vals []T, gets ...func(*Flow) T) predicate {
+	if len(vals) == 0 {
+		return nil
+	}
 	return func(fl *Flow) bool {
-		for _, g := range get {
-			if match(g(fl)) {
+		for _, g := range gets {
+			if slices.Contains(vals, g(fl)) {
 				return true
 			}
 		}
@@ -435,12 +206,106 @@ func eitherSide(get []func(*Flow) *Endpoint, match func(*Endpoint) bool) predica
 	}
 }
 
-func srcSvc(f *Flow) *Service { return f.SourceService }
-func dstSvc(f *Flow) *Service { return f.DestinationService }
-func srcIP(f *Flow) string    { return f.IP.Source }
-func dstIP(f *Flow) string    { return f.IP.Destination }
-func srcPort(f *Flow) uint16  { return f.L4.SourcePort }
-func dstPort(f *Flow) uint16  { return f.L4.DestinationPort }
+// anyParsed parses every value and matches a flow when any parsed value matches a value read by any
+// of gets. No vals: no predicate.
+func anyParsed[P, V any](vals []string, parse func(string) (P, error), match func(P, V) bool, gets ...func(*Flow) V) (predicate, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	ps := make([]P, 0, len(vals))
+	for _, v := range vals {
+		p, err := parse(v)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return func(fl *Flow) bool {
+		for _, g := range gets {
+			got := g(fl)
+			for _, p := range ps {
+				if match(p, got) {
+					return true
+				}
+			}
+		}
+		return false
+	}, nil
+}
+
+// anyKnown is anyOf for an enum: every value must be one of known.
+func anyKnown[T ~string](vals []T, what string, known []string, get func(*Flow) T) (predicate, error) {
+	for _, v := range vals {
+		if !slices.Contains(known, string(v)) {
+			return nil, fmt.Errorf("%s %q: use one of %s", what, v, strings.Join(known, ", "))
+		}
+	}
+	return anyOf(vals, get), nil
+}
+
+// named prefixes parse errors with the filter field's name.
+func named[P any](name string, parse func(string) (P, error)) func(string) (P, error) {
+	return func(v string) (P, error) {
+		p, err := parse(v)
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", name, err)
+		}
+		return p, nil
+	}
+}
+
+// workloadRef parses "[namespace/]workload-name" for the named field.
+func workloadRef(name string) func(string) (svcRef, error) {
+	return func(v string) (svcRef, error) {
+		r, err := parseSvcRef(v)
+		if err != nil {
+			return svcRef{}, fmt.Errorf("%s %q: use [namespace/]workload-name, e.g. stars/backend or backend", name, v)
+		}
+		return r, nil
+	}
+}
+
+func workloadMatch(r svcRef, e *Endpoint) bool {
+	return e.Workload != nil && r.match(&Service{Name: e.Workload.Name, Namespace: e.Namespace})
+}
+
+func selects(s labels.Selector, e *Endpoint) bool { return s.Matches(endpointLabels(e.Labels)) }
+
+func equal[T comparable](a, b T) bool { return a == b }
+
+// setIn reports whether every flag set in want is set in got (nil got: no flags seen).
+func (want TCPFlags) setIn(got *TCPFlags) bool {
+	return got != nil && (!want.SYN || got.SYN) && (!want.ACK || got.ACK) && (!want.FIN || got.FIN) &&
+		(!want.RST || got.RST) && (!want.PSH || got.PSH) && (!want.URG || got.URG) && (!want.ECE || got.ECE) &&
+		(!want.CWR || got.CWR)
+}
+
+// Flow accessors the filter fields read.
+func srcEP(f *Flow) *Endpoint                   { return &f.Source }
+func dstEP(f *Flow) *Endpoint                   { return &f.Destination }
+func srcNamespace(f *Flow) string               { return f.Source.Namespace }
+func dstNamespace(f *Flow) string               { return f.Destination.Namespace }
+func srcIdentity(f *Flow) uint32                { return f.Source.Identity }
+func dstIdentity(f *Flow) uint32                { return f.Destination.Identity }
+func srcSvc(f *Flow) *Service                   { return f.SourceService }
+func dstSvc(f *Flow) *Service                   { return f.DestinationService }
+func srcIP(f *Flow) netip.Addr                  { return parseAddr(f.IP.Source) }
+func dstIP(f *Flow) netip.Addr                  { return parseAddr(f.IP.Destination) }
+func srcPort(f *Flow) uint16                    { return f.L4.SourcePort }
+func dstPort(f *Flow) uint16                    { return f.L4.DestinationPort }
+func protocol(f *Flow) string                   { return f.L4.Protocol }
+func tcpFlags(f *Flow) *TCPFlags                { return f.L4.Flags }
+func verdict(f *Flow) Verdict                   { return f.Verdict }
+func dropReason(f *Flow) string                 { return f.DropReasonDesc }
+func trafficDirection(f *Flow) TrafficDirection { return f.TrafficDirection }
+func eventType(f *Flow) EventType               { return f.EventType }
+func nodeName(f *Flow) string                   { return f.NodeName }
+
+// parseAddr is the flow's address, or the zero Addr (which no prefix contains) when it has none.
+func parseAddr(s string) netip.Addr {
+	a, _ := netip.ParseAddr(s)
+	return a
+}
 
 // podRef is "namespace/name-prefix" or "name-prefix" (any namespace).
 type podRef struct {
@@ -489,6 +354,9 @@ func parseSvcRef(v string) (svcRef, error) {
 func (r svcRef) match(s *Service) bool {
 	return s.Name == r.name && (r.namespace == "" || s.Namespace == r.namespace)
 }
+
+// matchSet is match for a flow's optional service (nil: the flow has none).
+func (r svcRef) matchSet(s *Service) bool { return s != nil && r.match(s) }
 
 // ParseTCPFlags parses "SYN" or "SYN,ACK" (case-insensitive) into the flags that must all be set.
 func ParseTCPFlags(v string) (TCPFlags, error) {

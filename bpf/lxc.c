@@ -28,6 +28,37 @@ static __always_inline int sl_drop(const struct sl_cfg *cfg, struct sl_pkt *p,
 	return TC_ACT_SHOT;
 }
 
+/* sl_lxc_prologue's answer when the packet goes on to conntrack and policy. */
+#define SL_CONTINUE (-2)
+
+/* Parse the packet and find the pod endpoint of the veth: both pod hooks start the same way.
+ * Returns SL_CONTINUE with *ep set, or the verdict (ARP passes; anything else not IPv4 fails closed). */
+static __always_inline int sl_lxc_prologue(struct __sk_buff *skb, const struct sl_cfg *cfg,
+					   struct sl_pkt *p, struct sl_trace *t,
+					   struct sl_endpoint **ep)
+{
+	__u32 ifindex = skb->ifindex;
+	__u16 eth_proto = 0;
+	int r;
+
+	r = sl_parse(skb, p, &eth_proto);
+	if (r == SL_PARSE_NOT_IPV4) {
+		if (eth_proto == ETH_P_ARP)
+			return TC_ACT_OK;
+		sl_count(SL_CNT_NON_IPV4);
+		return TC_ACT_SHOT; /* IPv4-only datapath: fail closed */
+	}
+	t->orig_daddr = p->daddr;
+	t->orig_dport = p->dport;
+	if (r < 0)
+		return sl_drop(cfg, p, t, SL_DROP_INVALID_PACKET);
+
+	*ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
+	if (!*ep)
+		return sl_drop(cfg, p, t, SL_DROP_UNKNOWN_ENDPOINT);
+	return SL_CONTINUE;
+}
+
 /* A new flow leaves the pod: service DNAT, egress policy, conntrack. */
 static __always_inline int sl_from_container_new(struct __sk_buff *skb, const struct sl_cfg *cfg,
 						 struct sl_pkt *p, const struct sl_endpoint *ep,
@@ -116,7 +147,6 @@ int sl_from_container(struct __sk_buff *skb)
 	struct sl_ct_entry *e;
 	struct sl_ct_key k;
 	struct sl_cfg *cfg;
-	__u16 eth_proto = 0;
 	int r;
 
 	sl_count(SL_CNT_PACKETS);
@@ -124,23 +154,10 @@ int sl_from_container(struct __sk_buff *skb)
 	if (!cfg)
 		return TC_ACT_SHOT;
 
-	/* parse */
-	r = sl_parse(skb, &p, &eth_proto);
-	if (r == SL_PARSE_NOT_IPV4) {
-		if (eth_proto == ETH_P_ARP)
-			return TC_ACT_OK;
-		sl_count(SL_CNT_NON_IPV4);
-		return TC_ACT_SHOT; /* IPv4-only datapath: fail closed */
-	}
-	t.orig_daddr = p.daddr;
-	t.orig_dport = p.dport;
-	if (r < 0)
-		return sl_drop(cfg, &p, &t, SL_DROP_INVALID_PACKET);
-
-	/* endpoint and anti-spoofing */
-	ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
-	if (!ep)
-		return sl_drop(cfg, &p, &t, SL_DROP_UNKNOWN_ENDPOINT);
+	/* parse, endpoint, anti-spoofing */
+	r = sl_lxc_prologue(skb, cfg, &p, &t, &ep);
+	if (r != SL_CONTINUE)
+		return r;
 	t.src_identity = ep->identity;
 	if (p.saddr != ep->ip)
 		return sl_drop(cfg, &p, &t, SL_DROP_INVALID_SOURCE_IP);
@@ -170,14 +187,12 @@ int sl_to_container(struct __sk_buff *skb)
 		.direction = SL_TRAFFIC_INGRESS,
 		.ifindex = skb->ifindex,
 	};
-	__u32 ifindex = skb->ifindex;
 	struct sl_ct_entry fwd, rev;
 	struct sl_ct_key k, rk;
 	struct sl_pkt p = {};
 	struct sl_endpoint *ep;
 	struct sl_ct_entry *e;
 	struct sl_cfg *cfg;
-	__u16 eth_proto = 0;
 	__u8 reason;
 	int r;
 
@@ -192,23 +207,10 @@ int sl_to_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 
-	/* parse */
-	r = sl_parse(skb, &p, &eth_proto);
-	if (r == SL_PARSE_NOT_IPV4) {
-		if (eth_proto == ETH_P_ARP)
-			return TC_ACT_OK;
-		sl_count(SL_CNT_NON_IPV4);
-		return TC_ACT_SHOT;
-	}
-	t.orig_daddr = p.daddr;
-	t.orig_dport = p.dport;
-	if (r < 0)
-		return sl_drop(cfg, &p, &t, SL_DROP_INVALID_PACKET);
-
-	/* endpoint */
-	ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
-	if (!ep)
-		return sl_drop(cfg, &p, &t, SL_DROP_UNKNOWN_ENDPOINT);
+	/* parse, endpoint */
+	r = sl_lxc_prologue(skb, cfg, &p, &t, &ep);
+	if (r != SL_CONTINUE)
+		return r;
 	t.dst_identity = ep->identity;
 
 	/* conntrack: established flows and replies (reverse NAT) */

@@ -68,9 +68,9 @@ type External struct {
 
 // Cluster is the whole input of the oracle. Slices may be in any order.
 type Cluster struct {
-	Namespaces []Namespace                    `json:"namespaces"`
-	Pods       []Pod                          `json:"pods"`
-	Services   []Service                      `json:"services,omitempty"`
-	Externals  []External                     `json:"externals,omitempty"`
+	Namespaces []Namespace                   `json:"namespaces"`
+	Pods       []Pod                         `json:"pods"`
+	Services   []Service                     `json:"services,omitempty"`
+	Externals  []External                    `json:"externals,omitempty"`
 	Policies   []*networkingv1.NetworkPolicy `json:"policies,omitempty"`
 }

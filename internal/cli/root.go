@@ -42,6 +42,7 @@ func NewRootCommand() *cobra.Command {
 		newTestCommand(opts),
 		newObserveCommand(opts), newUICommand(opts),
 		newBundleCommand(opts),
+		newExplainCommand(opts), newPredictCommand(opts), newDiffCommand(opts),
 	)
 	return root
 }

@@ -93,7 +93,7 @@ func printChanges(w io.Writer, changes []oracle.Change) error {
 		_, err := fmt.Fprintln(w, "no connectivity changes")
 		return err
 	}
-	fmt.Fprintf(w, "%d connections change:\n", len(changes))
+	fmt.Fprintf(w, "%s changed:\n", connections(len(changes)))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "FROM\tTO\tPORT\tBEFORE\tAFTER\tWHY")
 	for _, c := range changes {
@@ -108,10 +108,17 @@ func printChangesMarkdown(w io.Writer, changes []oracle.Change) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d connections change:\n\n| from | to | port | before | after | why |\n|---|---|---|---|---|---|\n", len(changes))
+	fmt.Fprintf(&b, "%s changed:\n\n| from | to | port | before | after | why |\n|---|---|---|---|---|---|\n", connections(len(changes)))
 	for _, c := range changes {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", c.From, c.To, c.Port, verdictWord(c.Before.Allowed), verdictWord(c.After.Allowed), mdEscape(why(c)))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func connections(n int) string {
+	if n == 1 {
+		return "1 connection"
+	}
+	return fmt.Sprintf("%d connections", n)
 }

@@ -1,0 +1,185 @@
+package cli
+
+import (
+	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/starlab-dev/starlab/internal/oracle"
+	"github.com/starlab-dev/starlab/manifests"
+)
+
+// starsDir writes the stars workloads and the first `steps` policy steps into a temporary directory.
+func starsDir(t *testing.T, steps int) string {
+	t.Helper()
+	dir := t.TempDir()
+	workloads, err := manifests.RenderDir(manifests.StarsDir, "")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "workloads.yaml"), workloads, 0o644))
+	writePolicySteps(t, dir, steps)
+	return dir
+}
+
+// writePolicySteps copies the first `steps` stars policy steps into dir.
+func writePolicySteps(t *testing.T, dir string, steps int) {
+	t.Helper()
+	for _, f := range manifests.StarsPolicySteps()[:steps] {
+		data, err := fs.ReadFile(manifests.FS, f)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(f)), data, 0o644))
+	}
+}
+
+// run (observe_test.go) executes the starlab command line and returns stdout.
+
+func TestExplainStarsStep4(t *testing.T) {
+	dir := starsDir(t, 4)
+	tests := []struct {
+		name    string
+		args    []string
+		allowed bool
+		want    []string
+	}{
+		{"client to frontend:80 is allowed by frontend-policy",
+			[]string{"--from", "client/client", "--to", "stars/frontend", "--port", "80"}, true,
+			[]string{"pod client/client -> pod stars/frontend TCP/80: ALLOWED", "allowed by stars/frontend-policy ingress rule 0"}},
+		{"client to backend:6379 is denied by default deny",
+			[]string{"--from", "client/client", "--to", "stars/backend", "--port", "6379"}, false,
+			[]string{"pod client/client -> pod stars/backend TCP/6379: DENIED", "default deny: selected by ", "stars/backend-policy", "stars/default-deny",
+				"no ingress rule allows from pod client/client on TCP/6379"}},
+		{"through the backend Service",
+			[]string{"--from", "client/client", "--to", "svc/stars/backend", "--port", "6379"}, false,
+			[]string{"service stars/backend TCP/6379: DENIED", "backend pod stars/backend TCP/6379: denied", "default deny"}},
+		{"frontend to backend:6379 is allowed by backend-policy",
+			[]string{"--from", "stars/frontend", "--to", "stars/backend", "--port", "6379"}, true,
+			[]string{"allowed by stars/backend-policy ingress rule 0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := run(t, append([]string{"explain", "-f", dir}, tt.args...)...)
+			require.NoError(t, err)
+			for _, w := range tt.want {
+				assert.Contains(t, out, w)
+			}
+
+			out, err = run(t, append([]string{"explain", "-f", dir, "-o", "json"}, tt.args...)...)
+			require.NoError(t, err)
+			var v oracle.Verdict
+			require.NoError(t, json.Unmarshal([]byte(out), &v))
+			assert.Equal(t, tt.allowed, v.Allowed)
+			if tt.allowed {
+				assert.Equal(t, "stars/"+map[bool]string{true: "frontend-policy", false: "backend-policy"}[tt.args[3] == "stars/frontend"], v.Ingress.AllowedBy[0].Policy)
+			} else {
+				assert.True(t, v.Ingress.Enforced)
+				assert.Subset(t, v.Ingress.SelectedBy, []string{"stars/default-deny", "stars/backend-policy"})
+				assert.Empty(t, v.Ingress.AllowedBy)
+			}
+
+			out, err = run(t, append([]string{"explain", "-f", dir, "-o", "markdown"}, tt.args...)...)
+			require.NoError(t, err)
+			assert.Contains(t, out, "| to | direction | pod | verdict | selected by | reason |")
+		})
+	}
+}
+
+func TestPredictStars(t *testing.T) {
+	dir := starsDir(t, 4)
+	out, err := run(t, "predict", "-f", dir, "--port", "80", "-o", "json")
+	require.NoError(t, err)
+	var view predictView
+	require.NoError(t, json.Unmarshal([]byte(out), &view))
+	require.Len(t, view.Tables, 1)
+	table := view.Tables[0]
+	for _, c := range []struct {
+		from, to string
+		allowed  bool
+	}{
+		{"client/client", "stars/frontend", true},
+		{"stars/backend", "stars/frontend", false},
+		{"management-ui/management-ui", "stars/frontend", true},
+		{"stars/frontend", "client/client", false},
+	} {
+		got, ok := table.Allowed(c.from, c.to)
+		require.True(t, ok)
+		assert.Equal(t, c.allowed, got, "%s -> %s", c.from, c.to)
+	}
+
+	out, err = run(t, "predict", "-f", dir)
+	require.NoError(t, err)
+	for _, port := range []string{"TCP/80", "TCP/6379", "TCP/9000", "TCP/9001"} {
+		assert.Contains(t, out, port)
+	}
+	out, err = run(t, "predict", "-f", dir, "--port", "6379", "-o", "markdown")
+	require.NoError(t, err)
+	assert.Contains(t, out, "| TCP/6379 from \\ to | client/client | management-ui/management-ui | stars/backend | stars/frontend |")
+}
+
+func TestDiffStarsStep3To4(t *testing.T) {
+	workloads := t.TempDir()
+	data, err := manifests.RenderDir(manifests.StarsDir, "")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(workloads, "workloads.yaml"), data, 0o644))
+	base, head := t.TempDir(), t.TempDir()
+	writePolicySteps(t, base, 3)
+	writePolicySteps(t, head, 4)
+
+	out, err := run(t, "diff", base, head, "-f", workloads)
+	require.NoError(t, err)
+	assert.Contains(t, out, "1 connection changed:")
+	assert.Regexp(t, `client/client\s+stars/frontend\s+TCP/80\s+denied\s+allowed\s+allowed by stars/frontend-policy ingress rule 0`, out)
+
+	out, err = run(t, "diff", base, head, "-f", workloads, "-o", "json")
+	require.NoError(t, err)
+	var view diffView
+	require.NoError(t, json.Unmarshal([]byte(out), &view))
+	require.Len(t, view.Changes, 1)
+	assert.True(t, view.Changes[0].Opened)
+
+	out, err = run(t, "diff", head, head, "-f", workloads, "-o", "markdown")
+	require.NoError(t, err)
+	assert.Equal(t, "No connectivity changes.\n", out)
+}
+
+func TestNetpolCommandsBadInput(t *testing.T) {
+	stars := starsDir(t, 4)
+	broken := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(broken, "bad.yaml"), []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: stars}\nspec:\n  podSelector: 3\n"), 0o644))
+	orphan := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(orphan, "np.yaml"), []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: ghost}\nspec:\n  podSelector: {}\n"), 0o644))
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"policy file that does not parse", []string{"explain", "-f", broken, "--from", "a/b", "--to", "c/d", "--port", "80"},
+			[]string{filepath.Join(broken, "bad.yaml"), "document 1", "NetworkPolicy does not parse", "fix the YAML"}},
+		{"unknown namespace", []string{"explain", "-f", stars, "--from", "nope/client", "--to", "stars/frontend", "--port", "80"},
+			[]string{`--from "nope/client": namespace "nope" is not defined (namespaces: client, management-ui, stars)`}},
+		{"unknown pod", []string{"explain", "-f", stars, "--from", "client/client", "--to", "stars/db", "--port", "80"},
+			[]string{`--to "stars/db": no pod or service stars/db (pods in stars: backend, frontend; services: backend, frontend)`}},
+		{"policy in an undefined namespace", []string{"predict", "-f", orphan, "--port", "80"},
+			[]string{`networkpolicy ghost/deny: namespace "ghost" is not defined: add a Namespace object for it`}},
+		{"missing directory", []string{"predict", "-f", filepath.Join(stars, "nope")},
+			[]string{"read manifests", "pass a directory or file of Kubernetes YAML"}},
+		{"missing flags", []string{"explain", "-f", stars, "--from", "client/client"},
+			[]string{"explain needs --from, --to and --port"}},
+		{"bad protocol", []string{"explain", "-f", stars, "--from", "client/client", "--to", "stars/frontend", "--port", "80", "--protocol", "ICMP"},
+			[]string{`invalid --protocol "ICMP": use TCP, UDP or SCTP`}},
+		{"predict without -f", []string{"predict"}, []string{"predict needs -f"}},
+		{"diff with a broken HEAD", []string{"diff", stars, broken}, []string{"HEAD: ", "bad.yaml"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := run(t, tt.args...)
+			require.Error(t, err)
+			for _, w := range tt.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/internal/oracle"
@@ -54,17 +55,30 @@ func liveOracle(ctx context.Context, g *globalOptions) (*oracle.Oracle, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	hint := fmt.Sprintf("is the lab up? `starlab status --name %s`, or explain offline with -f DIR", g.clusterName)
+	c, err := clusterFromAPI(ctx, cs)
+	if err != nil {
+		return nil, fmt.Errorf("lab %q (%s): %w", g.clusterName, hint, err)
+	}
+	o, err := oracle.New(c)
+	if err != nil {
+		return nil, fmt.Errorf("lab %q: %w", g.clusterName, err)
+	}
+	return o, nil
+}
+
+// clusterFromAPI reads namespaces, pods that have not finished, services and network policies.
+func clusterFromAPI(ctx context.Context, cs kubernetes.Interface) (oracle.Cluster, error) {
 	var c oracle.Cluster
 	nss, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("list namespaces of lab %q (%s): %w", g.clusterName, hint, err)
+		return c, fmt.Errorf("list namespaces: %w", err)
 	}
 	for i := range nss.Items {
 		c.Namespaces = append(c.Namespaces, oracle.NamespaceFromK8s(&nss.Items[i]))
 	}
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("list pods of lab %q (%s): %w", g.clusterName, hint, err)
+		return c, fmt.Errorf("list pods: %w", err)
 	}
 	for i := range pods.Items {
 		p := &pods.Items[i]
@@ -75,23 +89,19 @@ func liveOracle(ctx context.Context, g *globalOptions) (*oracle.Oracle, error) {
 	}
 	svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("list services of lab %q (%s): %w", g.clusterName, hint, err)
+		return c, fmt.Errorf("list services: %w", err)
 	}
 	for i := range svcs.Items {
 		c.Services = append(c.Services, oracle.ServiceFromK8s(&svcs.Items[i]))
 	}
 	nps, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("list networkpolicies of lab %q (%s): %w", g.clusterName, hint, err)
+		return c, fmt.Errorf("list networkpolicies: %w", err)
 	}
 	for i := range nps.Items {
 		c.Policies = append(c.Policies, &nps.Items[i])
 	}
-	o, err := oracle.New(c)
-	if err != nil {
-		return nil, fmt.Errorf("lab %q: %w", g.clusterName, err)
-	}
-	return o, nil
+	return c, nil
 }
 
 // portFlags turns --port/--protocol into the truth-table columns; none means the ports the pods serve.

@@ -41,11 +41,13 @@ changes with the reason it has in HEAD. -f adds shared manifests (workloads) to 
 			if err != nil {
 				return err
 			}
-			base, err := manifestOracle(append(append([]string(nil), files...), args[0])...)
+			basePaths := append(append([]string(nil), files...), args[0])
+			headPaths := append(append([]string(nil), files...), args[1])
+			base, err := manifestOracle(basePaths...)
 			if err != nil {
 				return fmt.Errorf("BASE: %w", err)
 			}
-			head, err := manifestOracle(append(append([]string(nil), files...), args[1])...)
+			head, err := manifestOracle(headPaths...)
 			if err != nil {
 				return fmt.Errorf("HEAD: %w", err)
 			}
@@ -56,7 +58,7 @@ changes with the reason it has in HEAD. -f adds shared manifests (workloads) to 
 			out := stdout(cmd)
 			switch output {
 			case "json":
-				return writeJSON(out, diffView{Base: append(files, args[0]), Head: append(files, args[1]), Changes: changes})
+				return writeJSON(out, diffView{Base: basePaths, Head: headPaths, Changes: changes})
 			case "markdown":
 				return printChangesMarkdown(out, changes)
 			}

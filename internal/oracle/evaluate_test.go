@@ -87,6 +87,10 @@ func TestEvaluateSemantics(t *testing.T) {
 			policies: []*networkingv1.NetworkPolicy{in("x", genPolicy("p", *ml("app", "a"), ingressRules(rIn(nil, numPort(8080, nil)))))}},
 		{name: "service port 80 is not the backend's 80", from: b, to: IPEndpoint(netip.MustParseAddr("10.96.0.10")), port: 80, allowed: false,
 			policies: []*networkingv1.NetworkPolicy{in("x", genPolicy("p", *ml("app", "a"), ingressRules(rIn(nil, numPort(80, nil)))))}},
+		{name: "egress ipBlock of the ClusterIP does not match: policy sees the backend after DNAT", from: b, to: ServiceEndpoint("x", "web"), port: 80, allowed: false,
+			policies: []*networkingv1.NetworkPolicy{in("x", genPolicy("p", *ml("app", "b"), egressRules(rEg(peers(cidrPeer("10.96.0.10/32"))))))}},
+		{name: "egress ipBlock of the backend matches", from: b, to: ServiceEndpoint("x", "web"), port: 80, allowed: true,
+			policies: []*networkingv1.NetworkPolicy{in("x", genPolicy("p", *ml("app", "b"), egressRules(rEg(peers(cidrPeer("10.0.0.1/32"))))))}},
 		{name: "empty ports and peers allow everything", from: c, to: a, port: 9, proto: sctp, allowed: true,
 			policies: []*networkingv1.NetworkPolicy{in("x", genPolicy("p", all, ingressRules(networkingv1.NetworkPolicyIngressRule{})))}},
 	}

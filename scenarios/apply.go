@@ -191,3 +191,19 @@ func deleteAndWait(ctx context.Context, ri dynamic.ResourceInterface, name strin
 		}
 	}
 }
+
+// DeleteNetworkPolicy deletes the NetworkPolicy namespace/name and waits until every node
+// programmed the deletion (a missing policy is no error).
+func (e *Env) DeleteNetworkPolicy(ctx context.Context, namespace, name string) error {
+	doc := fmt.Sprintf("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: %s, namespace: %s}\n", name, namespace)
+	rv, err := e.Delete(ctx, []byte(doc))
+	if err != nil {
+		return err
+	}
+	if rv > 0 {
+		if _, err := e.WaitProgrammed(ctx, rv); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -23,6 +23,20 @@ func stepRegistrars() []func(*godog.ScenarioContext, *World) {
 	}
 }
 
+// step is one step definition: its Gherkin expression and the function (usually a method of the
+// area's steps type) that runs it.
+type step struct {
+	expr string
+	fn   any
+}
+
+// registerSteps registers steps in sc.
+func registerSteps(sc *godog.ScenarioContext, steps []step) {
+	for _, s := range steps {
+		sc.Step(s.expr, s.fn)
+	}
+}
+
 // InitializeScenario returns the godog scenario initializer for env: a fresh World per scenario,
 // every area's steps, and the per-scenario cleanups.
 func InitializeScenario(env *Env) func(*godog.ScenarioContext) {

@@ -8,11 +8,11 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/starlab-dev/starlab/internal/lab"
 )
 
 // Env is the lab a whole run of scenarios shares: clients, where the report bundle goes, and the
@@ -31,9 +31,8 @@ type Env struct {
 	Log *slog.Logger
 
 	fwd              forwards
-	dynMu            sync.Mutex
-	dyn              dynamic.Interface
-	mapper           meta.RESTMapper
+	applyMu          sync.Mutex
+	apply            *lab.Applier
 	latMu            sync.Mutex
 	programLatencies []time.Duration
 }

@@ -11,8 +11,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/starlab-dev/starlab/features"
+	"github.com/starlab-dev/starlab/internal/images"
 	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/manifests"
 )
@@ -104,6 +106,21 @@ func TestWorkloadFiles(t *testing.T) {
 			assert.Contains(t, text, "image: "+manifests.DemoImagePlaceholder)
 		}
 		assert.Positive(t, deployments, file)
+
+		// applyWorkloads' substitution puts the built demo image into every Deployment.
+		const ref = "localhost/starlab/demo:0123456789abcdef"
+		objs, err = lab.DecodeManifests([]byte(lab.SubstituteImages(text, map[string]string{images.Demo: ref})))
+		require.NoError(t, err)
+		for _, o := range objs {
+			if o.GetKind() != "Deployment" {
+				continue
+			}
+			containers, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			require.NoError(t, err)
+			for _, c := range containers {
+				assert.Equal(t, ref, c.(map[string]any)["image"], "%s: %s", file, o.GetName())
+			}
+		}
 	}
 }
 

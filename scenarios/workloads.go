@@ -10,6 +10,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/starlab-dev/starlab/internal/images"
+	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/manifests"
 )
 
@@ -46,7 +48,8 @@ func renderTestdata(name string, data any) ([]byte, error) {
 }
 
 // applyWorkloads applies the test workloads testdata/<name> with the demo image placeholder
-// replaced by the demo image `starlab up` built, and returns the highest resourceVersion written.
+// replaced by the demo image `starlab up` built (lab.SubstituteImages, as `starlab up` applies the
+// demos), and returns the highest resourceVersion written.
 func (e *Env) applyWorkloads(ctx context.Context, name string) (int64, error) {
 	yaml, err := testdataFile(name)
 	if err != nil {
@@ -56,7 +59,7 @@ func (e *Env) applyWorkloads(ctx context.Context, name string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return e.Apply(ctx, []byte(strings.ReplaceAll(yaml, manifests.DemoImagePlaceholder, img)))
+	return e.Apply(ctx, []byte(lab.SubstituteImages(yaml, map[string]string{images.Demo: img})))
 }
 
 // demoImage is the demo image `starlab up` built, read from the deployed demos (or an earlier

@@ -61,7 +61,7 @@ func FindPod(ctx context.Context, cs kubernetes.Interface, namespace string) (st
 	return "", fmt.Errorf("no ready observer pod in namespace %s: %s", namespace, strings.Join(seen, ", "))
 }
 
-// PortForward forwards 127.0.0.1:localPort (0: any free port) to port 4245 of a ready observer pod,
+// PortForward forwards 127.0.0.1:localPort (0: any free port) to Port of a ready observer pod,
 // through the API server. ctx bounds the setup only. Close it when done.
 func PortForward(ctx context.Context, cfg *rest.Config, namespace string, localPort int) (*Forward, error) {
 	cs, err := kubernetes.NewForConfig(cfg)

@@ -3,25 +3,16 @@
 //
 // # Adding steps for a new feature (the hook)
 //
-// Each area keeps its steps in its own file, scenarios/<area>_steps.go, with one entry point:
-//
-//	func registerXSteps(sc *godog.ScenarioContext, w *World)
-//
-// and adds one line for it to [stepRegistrars] in suite.go. Nothing else is needed: both `go test
-// ./scenarios` (TestMain in suite_test.go, scenarios as subtests) and `starlab test` (in-process, no
-// testing.T) call [InitializeScenario], which builds a fresh [World] per scenario and calls every
-// registrar. The steps are methods of a type per feature that holds the scenario's state (a fresh
-// value per scenario), listed in a table; each takes a context.Context first and uses godog.T(ctx)
-// with testify:
+// Each area keeps its steps in its own file, scenarios/<area>_steps.go: a type per feature that
+// holds what the scenario's steps remember, a constructor, one named method per step, and a steps()
+// table of Gherkin expressions and methods:
 //
 //	type xSteps struct {
 //		w *World
 //		e *Env
 //	}
 //
-//	func registerXSteps(sc *godog.ScenarioContext, w *World) {
-//		registerSteps(sc, (&xSteps{w: w, e: w.Env}).steps())
-//	}
+//	func newXSteps(w *World) *xSteps { return &xSteps{w: w, e: w.Env} }
 //
 //	func (s *xSteps) steps() []step {
 //		return []step{
@@ -36,8 +27,14 @@
 //		return nil
 //	}
 //
+// and adds one line, newXSteps(w).steps(), to [scenarioSteps] in suite.go. Nothing else is needed:
+// both `go test ./scenarios` (TestMain in suite_test.go, scenarios as subtests) and `starlab test`
+// (in-process, no testing.T) call [InitializeScenario], which builds a fresh [World] and fresh steps
+// values per scenario. Step methods take a context.Context first and use godog.T(ctx) with testify.
+// TestEveryFeatureStepIsDefinedOnce checks every feature step against the tables without a lab.
+//
 // A feature's workloads are YAML files in testdata/ (embedded), applied with the demo image
-// substituted; add the type's table to TestStepTables to check it against the feature file.
+// substituted (Env.applyWorkloads).
 //
 // # Shared helpers (on *Env, shared by all scenarios of one run)
 //

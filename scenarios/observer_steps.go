@@ -55,9 +55,9 @@ type observerSteps struct {
 	conns map[string]*obsConn
 }
 
-// registerObserverSteps registers the steps of features/observer.feature.
-func registerObserverSteps(sc *godog.ScenarioContext, w *World) {
-	registerSteps(sc, (&observerSteps{w: w, e: w.Env, conns: map[string]*obsConn{}}).steps())
+// newObserverSteps returns the steps of features/observer.feature for the scenario of w.
+func newObserverSteps(w *World) *observerSteps {
+	return &observerSteps{w: w, e: w.Env, conns: map[string]*obsConn{}}
 }
 
 // steps lists the steps of features/observer.feature and their methods.

@@ -38,9 +38,9 @@ type servicesSteps struct {
 	chartValues map[string]any
 }
 
-// registerServicesSteps registers the steps of features/services.feature.
-func registerServicesSteps(sc *godog.ScenarioContext, w *World) {
-	registerSteps(sc, (&servicesSteps{w: w, e: w.Env}).steps())
+// newServicesSteps returns the steps of features/services.feature for the scenario of w.
+func newServicesSteps(w *World) *servicesSteps {
+	return &servicesSteps{w: w, e: w.Env}
 }
 
 // steps lists the steps of features/services.feature and their methods.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cucumber/godog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -45,12 +46,16 @@ func TestStepTables(t *testing.T) {
 	w := newWorld(&Env{})
 	ctxType := reflect.TypeFor[context.Context]()
 	errType := reflect.TypeFor[error]()
+	tableType := reflect.TypeFor[*godog.Table]()
+	docStringType := reflect.TypeFor[*godog.DocString]()
 	for _, tc := range []struct {
 		feature string
 		steps   []step
 	}{
-		{"services.feature", (&servicesSteps{w: w, e: w.Env}).steps()},
-		{"observer.feature", (&observerSteps{w: w, e: w.Env}).steps()},
+		{"services.feature", newServicesSteps(w).steps()},
+		{"observer.feature", newObserverSteps(w).steps()},
+		{"stars.feature", newStarsSteps(w).steps()},
+		{"policy.feature", newShopSteps(w).steps()},
 	} {
 		t.Run(tc.feature, func(t *testing.T) {
 			lines := featureSteps(t, tc.feature)
@@ -64,7 +69,11 @@ func TestStepTables(t *testing.T) {
 				require.Equal(t, reflect.Func, fn.Kind(), s.expr)
 				require.GreaterOrEqual(t, fn.NumIn(), 1, s.expr)
 				assert.Equal(t, ctxType, fn.In(0), "%s: first argument", s.expr)
-				assert.Equal(t, re.NumSubexp(), fn.NumIn()-1, "%s: capture groups vs arguments", s.expr)
+				args := fn.NumIn() - 1
+				if last := fn.In(fn.NumIn() - 1); last == tableType || last == docStringType {
+					args-- // the step's table or doc string follows the captured arguments
+				}
+				assert.Equal(t, re.NumSubexp(), args, "%s: capture groups vs arguments", s.expr)
 				require.Equal(t, 1, fn.NumOut(), s.expr)
 				assert.Equal(t, errType, fn.Out(0), s.expr)
 			}
@@ -155,4 +164,24 @@ func TestParseMetrics(t *testing.T) {
 	assert.Equal(t, map[string]float64{`starlab_x{node="a b",verdict="DROPPED"}`: 3, "starlab_y": 1.5e6}, m)
 	_, err = parseMetrics("starlab_x notanumber\n")
 	assert.ErrorContains(t, err, "starlab_x")
+}
+
+// TestEveryFeatureStepIsDefinedOnce checks every step of every feature against all step tables:
+// exactly one expression matches it (what godog reports as undefined or ambiguous at run time).
+func TestEveryFeatureStepIsDefinedOnce(t *testing.T) {
+	all := scenarioSteps(newWorld(&Env{}))
+	files, err := fs.Glob(features.FS, "*.feature")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, file := range files {
+		for _, line := range featureSteps(t, file) {
+			var matched []string
+			for _, s := range all {
+				if regexp.MustCompile(s.expr).MatchString(line) {
+					matched = append(matched, s.expr)
+				}
+			}
+			assert.Len(t, matched, 1, "%s: step %q matches %v", file, line, matched)
+		}
+	}
 }

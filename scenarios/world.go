@@ -53,17 +53,16 @@ func NewEnv(labName, kubeconfig, reportDir string, log *slog.Logger) (*Env, erro
 	return &Env{LabName: labName, Kubeconfig: kubeconfig, RESTConfig: cfg, Client: client, ReportDir: reportDir, Log: log}, nil
 }
 
-// World is the state of one scenario: the shared Env plus what the scenario's steps remember
-// between steps and the cleanups to run after it.
+// World is one scenario: the shared Env and the cleanups to run after it. What a scenario's steps
+// remember between steps lives in the area's steps type (servicesSteps, observerSteps, ...), made
+// fresh for each scenario.
 type World struct {
-	Env *Env
-	// Values lets a steps file keep its own per-scenario state under its own key.
-	Values   map[string]any
+	Env      *Env
 	cleanups []func(context.Context) error
 }
 
 func newWorld(env *Env) *World {
-	return &World{Env: env, Values: map[string]any{}}
+	return &World{Env: env}
 }
 
 // Cleanup registers fn to run after the scenario, last registered first.

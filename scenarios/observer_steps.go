@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -324,86 +323,11 @@ func (s *observerSteps) uiDrawsDroppedEdge(ctx context.Context, node, from strin
 	edgeID := from + "->" + node
 	url := fmt.Sprintf("http://127.0.0.1:%d/?select=%s", port, strings.ReplaceAll(edgeID, ">", "%3E"))
 	shot := filepath.Join(s.e.ReportDir, "observer-ui.png")
-	dom, err := obsChromium(ctx, url, shot)
+	dom, err := chromiumPolledPage(ctx, url, shot)
 	require.NoError(t, err)
 	assert.Contains(t, dom, fmt.Sprintf(`data-id="%s"`, node), "node drawn")
 	assert.Regexp(t, regexp.MustCompile(`class="edge (dropped|mixed)[^"]*" data-id="`+regexp.QuoteMeta(strings.ReplaceAll(edgeID, ">", "&gt;"))+`"`), dom, "dropped edge drawn")
 	assert.Contains(t, dom, `data-namespace="obs-e2e"`, "namespace box drawn")
 	assert.Contains(t, dom, "server-from-allowed", "the deciding policy is shown for the selected edge")
 	return nil
-}
-
-// starlabBinary finds the starlab CLI: $STARLAB_BIN, this executable when it is starlab (`starlab
-// test`), or bin/starlab at the module root (`make test-e2e` builds it first).
-func starlabBinary() (string, error) {
-	if p := os.Getenv("STARLAB_BIN"); p != "" {
-		return p, nil
-	}
-	if exe, err := os.Executable(); err == nil && filepath.Base(exe) == "starlab" {
-		return exe, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find the starlab binary: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "bin", "starlab")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("starlab binary %s missing: run `make build` (or set STARLAB_BIN)", p)
-			}
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("starlab binary not found: set STARLAB_BIN or run from the repository after `make build`")
-		}
-		dir = parent
-	}
-}
-
-// obsChromium loads url in headless Chromium, lets the page poll the observer (virtual time budget),
-// returns the DOM, and saves a screenshot at shot.
-func obsChromium(ctx context.Context, url, shot string) (string, error) {
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		return "", fmt.Errorf("chromium not found: install it with `apt-get install -y chromium`: %w", err)
-	}
-	run := func(extra ...string) (string, error) {
-		dir, err := os.MkdirTemp("", "starlab-chromium-")
-		if err != nil {
-			return "", fmt.Errorf("chromium profile dir: %w", err)
-		}
-		defer os.RemoveAll(dir)
-		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-			"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-			"--user-data-dir=" + dir, "--virtual-time-budget=6000", "--window-size=1500,900"}, extra...)
-		cmd := exec.CommandContext(cctx, bin, append(args, url)...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return "", fmt.Errorf("chromium %v %s: %w: %s", extra, url, err, stderr.String())
-		}
-		return string(out), nil
-	}
-	dom, err := run("--dump-dom")
-	if err != nil {
-		return "", err
-	}
-	if shot != "" {
-		if err := os.MkdirAll(filepath.Dir(shot), 0o755); err != nil {
-			return dom, fmt.Errorf("screenshot dir: %w", err)
-		}
-		abs, err := filepath.Abs(shot)
-		if err != nil {
-			return dom, fmt.Errorf("screenshot path: %w", err)
-		}
-		if _, err := run("--screenshot=" + abs); err != nil {
-			return dom, err
-		}
-	}
-	return dom, nil
 }

@@ -40,8 +40,8 @@ func readAll(ctx context.Context, path string, get func(context.Context) (io.Rea
 	return data, nil
 }
 
-// collectAgents port-forwards to every agent pod's API port (agentapi.Port) (in parallel) and saves its status, recent flows and metrics
-// under agents/<node>/.
+// collectAgents port-forwards to every agent pod's API (agentapi.Port), in parallel, and saves its status,
+// recent flows and metrics under agents/<node>/.
 func (r *run) collectAgents(ctx context.Context, s *stepCtx) error {
 	cs, err := r.clients()
 	if err != nil {

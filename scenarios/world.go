@@ -10,8 +10,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/starlab-dev/starlab/internal/kubeclient"
 	"github.com/starlab-dev/starlab/internal/lab"
 )
 
@@ -81,13 +81,14 @@ func (w *World) runCleanups(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// restConfig loads the lab's kubeconfig (never the in-cluster config) with a client rate for a test run.
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		return nil, fmt.Errorf("no kubeconfig given: set STARLAB_KUBECONFIG or let the suite create a lab")
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	cfg, err := kubeclient.RESTConfig(kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+		return nil, err
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	return cfg, nil

@@ -1,12 +1,11 @@
 // Package manifests embeds the demo manifests: manifests/stars (the stars NetworkPolicy demo; its policy
 // steps under stars/policies) and manifests/apis (the orders/inventory/db demo in namespace shop).
 //
-// Every workload uses the image DemoImagePlaceholder; Render replaces it with the demo image reference
-// `starlab up` built (localhost/starlab/demo:<content-hash>).
+// Every workload uses the image DemoImagePlaceholder; whoever applies them replaces it with the demo image
+// reference `starlab up` built (localhost/starlab/demo:<content-hash>) through lab.SubstituteImages.
 package manifests
 
 import (
-	"bytes"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -20,7 +19,8 @@ import (
 //go:embed all:stars all:apis
 var FS embed.FS
 
-// DemoImagePlaceholder is the image reference every demo manifest carries until Render replaces it.
+// DemoImagePlaceholder is the image reference every demo manifest carries until lab.SubstituteImages
+// replaces it.
 const DemoImagePlaceholder = "localhost/starlab/demo:TAG"
 
 // Directories of the two demos' workloads (their policies are under <dir>/policies).
@@ -43,40 +43,6 @@ func Files(dir string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
-}
-
-// Render returns the manifest at file (a path in FS) with the demo image placeholder replaced by
-// demoImage. An empty demoImage leaves the placeholder.
-func Render(file, demoImage string) ([]byte, error) {
-	data, err := fs.ReadFile(FS, file)
-	if err != nil {
-		return nil, fmt.Errorf("read embedded manifest %s: %w", file, err)
-	}
-	if demoImage == "" {
-		return data, nil
-	}
-	return bytes.ReplaceAll(data, []byte(DemoImagePlaceholder), []byte(demoImage)), nil
-}
-
-// RenderDir returns every manifest directly in dir, rendered and joined into one multi-document YAML.
-func RenderDir(dir, demoImage string) ([]byte, error) {
-	files, err := Files(dir)
-	if err != nil {
-		return nil, err
-	}
-	var b bytes.Buffer
-	for _, f := range files {
-		data, err := Render(f, demoImage)
-		if err != nil {
-			return nil, err
-		}
-		b.WriteString("---\n# Source: " + f + "\n")
-		b.Write(data)
-		if !bytes.HasSuffix(data, []byte("\n")) {
-			b.WriteByte('\n')
-		}
-	}
-	return b.Bytes(), nil
 }
 
 // StarsPolicySteps are the stars demo's policy files in tutorial order: default-deny, allow-ui,

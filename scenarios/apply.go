@@ -1,105 +1,64 @@
 package scenarios
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
+
+	"github.com/starlab-dev/starlab/internal/lab"
 )
 
+// fieldManager names the scenarios in managedFields.
 const fieldManager = "starlab-scenarios"
 
-// DecodeManifests splits multi-document YAML into objects (empty documents skipped).
-func DecodeManifests(data []byte) ([]*unstructured.Unstructured, error) {
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	var out []*unstructured.Unstructured
-	for i := 0; ; i++ {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			return nil, fmt.Errorf("decode YAML document %d: %w", i+1, err)
-		}
-		if len(m) == 0 {
-			continue
-		}
-		u := &unstructured.Unstructured{Object: m}
-		if u.GetKind() == "" || u.GetAPIVersion() == "" || u.GetName() == "" {
-			return nil, fmt.Errorf("YAML document %d: apiVersion, kind and metadata.name are required", i+1)
-		}
-		out = append(out, u)
+// applier returns the lab's Applier (one dynamic client and REST mapper), made once per Env.
+func (e *Env) applier() (*lab.Applier, error) {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	if e.apply != nil {
+		return e.apply, nil
 	}
-}
-
-// dynamicClient returns the dynamic client and a discovery-backed REST mapper, made once per Env
-// (the mapper caches discovery and refreshes itself when a kind is unknown).
-func (e *Env) dynamicClient() (dynamic.Interface, meta.RESTMapper, error) {
-	e.dynMu.Lock()
-	defer e.dynMu.Unlock()
-	if e.dyn != nil {
-		return e.dyn, e.mapper, nil
-	}
-	dc, err := dynamic.NewForConfig(e.RESTConfig)
+	a, err := lab.NewApplier(e.RESTConfig, fieldManager)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dynamic client: %w", err)
+		return nil, err
 	}
-	e.dyn = dc
-	e.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(e.Client.Discovery()))
-	return e.dyn, e.mapper, nil
-}
-
-func resourceFor(dc dynamic.Interface, mapper meta.RESTMapper, u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
-	gvk := u.GroupVersionKind()
-	m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if err != nil {
-		return nil, fmt.Errorf("resource for %s %s: %w", gvk, u.GetName(), err)
-	}
-	if m.Scope.Name() == meta.RESTScopeNameNamespace {
-		ns := u.GetNamespace()
-		if ns == "" {
-			ns = "default"
-		}
-		return dc.Resource(m.Resource).Namespace(ns), nil
-	}
-	return dc.Resource(m.Resource), nil
+	e.apply = a
+	return a, nil
 }
 
 // Apply server-side-applies every object in data and returns the highest resourceVersion written
 // (hand it to WaitProgrammed).
 func (e *Env) Apply(ctx context.Context, data []byte) (int64, error) {
-	return e.eachObject(data, func(ri dynamic.ResourceInterface, u *unstructured.Unstructured) (int64, error) {
-		body, err := u.MarshalJSON()
-		if err != nil {
-			return 0, fmt.Errorf("encode %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-		force := true
-		got, err := ri.Patch(ctx, u.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: fieldManager, Force: &force})
-		if err != nil {
-			return 0, fmt.Errorf("apply %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
-		}
+	objs, err := lab.DecodeManifests(data)
+	if err != nil {
+		return 0, err
+	}
+	a, err := e.applier()
+	if err != nil {
+		return 0, err
+	}
+	applied, err := a.Apply(ctx, objs)
+	if err != nil {
+		return 0, err
+	}
+	var maxRV int64
+	for _, got := range applied {
 		rv, err := strconv.ParseInt(got.GetResourceVersion(), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("resourceVersion %q of %s %s is not an integer: %w", got.GetResourceVersion(), u.GetKind(), u.GetName(), err)
+			return 0, fmt.Errorf("resourceVersion %q of %s is not an integer: %w", got.GetResourceVersion(), lab.ObjectID(got), err)
 		}
-		e.Log.Debug("applied", "kind", u.GetKind(), "namespace", u.GetNamespace(), "name", u.GetName(), "resourceVersion", rv)
-		return rv, nil
-	})
+		e.Log.Debug("applied", "kind", got.GetKind(), "namespace", got.GetNamespace(), "name", got.GetName(), "resourceVersion", rv)
+		maxRV = max(maxRV, rv)
+	}
+	return maxRV, nil
 }
 
 // Delete deletes every object in data (missing ones are skipped) and returns the highest
@@ -137,17 +96,17 @@ func (e *Env) Delete(ctx context.Context, data []byte) (int64, error) {
 // eachObject runs fn on every object in data, with the dynamic client for its resource, and returns
 // the highest resourceVersion fn returned. It stops at the first error.
 func (e *Env) eachObject(data []byte, fn func(dynamic.ResourceInterface, *unstructured.Unstructured) (int64, error)) (int64, error) {
-	objs, err := DecodeManifests(data)
+	objs, err := lab.DecodeManifests(data)
 	if err != nil {
 		return 0, err
 	}
-	dc, mapper, err := e.dynamicClient()
+	a, err := e.applier()
 	if err != nil {
 		return 0, err
 	}
 	var maxRV int64
 	for _, u := range objs {
-		ri, err := resourceFor(dc, mapper, u)
+		ri, err := a.Resource(u)
 		if err != nil {
 			return 0, err
 		}
@@ -190,4 +149,20 @@ func deleteAndWait(ctx context.Context, ri dynamic.ResourceInterface, name strin
 			return 0, fmt.Errorf("wait for deletion of %s: %w", what, ctx.Err())
 		}
 	}
+}
+
+// DeleteNetworkPolicy deletes the NetworkPolicy namespace/name and waits until every node
+// programmed the deletion (a missing policy is no error).
+func (e *Env) DeleteNetworkPolicy(ctx context.Context, namespace, name string) error {
+	doc := fmt.Sprintf("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: %s, namespace: %s}\n", name, namespace)
+	rv, err := e.Delete(ctx, []byte(doc))
+	if err != nil {
+		return err
+	}
+	if rv > 0 {
+		if _, err := e.WaitProgrammed(ctx, rv); err != nil {
+			return err
+		}
+	}
+	return nil
 }

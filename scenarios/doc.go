@@ -3,23 +3,38 @@
 //
 // # Adding steps for a new feature (the hook)
 //
-// Each area keeps its steps in its own file, scenarios/<area>_steps.go, with one entry point:
+// Each area keeps its steps in its own file, scenarios/<area>_steps.go: a type per feature that
+// holds what the scenario's steps remember, a constructor, one named method per step, and a steps()
+// table of Gherkin expressions and methods:
 //
-//	func registerXSteps(sc *godog.ScenarioContext, w *World)
-//
-// and adds one line for it to [stepRegistrars] in suite.go. Nothing else is needed: both `go test
-// ./scenarios` (TestMain in suite_test.go, scenarios as subtests) and `starlab test` (in-process, no
-// testing.T) call [InitializeScenario], which builds a fresh [World] per scenario and calls every
-// registrar. Step functions take a context.Context first and use godog.T(ctx) with testify:
-//
-//	func registerXSteps(sc *godog.ScenarioContext, w *World) {
-//		sc.Step(`^pod "([^"]*)" can reach "([^"]*)"$`, func(ctx context.Context, from, to string) error {
-//			res, err := w.Env.Probe(ctx, PodRef{Namespace: "stars", Selector: "role=" + from}, to, "tcp")
-//			require.NoError(godog.T(ctx), err)
-//			assert.True(godog.T(ctx), res.Reachable, "probe %s -> %s: %s", from, to, res.Error)
-//			return nil
-//		})
+//	type xSteps struct {
+//		w *World
+//		e *Env
 //	}
+//
+//	func newXSteps(w *World) *xSteps { return &xSteps{w: w, e: w.Env} }
+//
+//	func (s *xSteps) steps() []step {
+//		return []step{
+//			{`^pod "([^"]*)" can reach "([^"]*)"$`, s.podCanReach},
+//		}
+//	}
+//
+//	func (s *xSteps) podCanReach(ctx context.Context, from, to string) error {
+//		res, err := s.e.Probe(ctx, PodRef{Namespace: "stars", Selector: "role=" + from}, to, "tcp")
+//		require.NoError(godog.T(ctx), err)
+//		assert.True(godog.T(ctx), res.Reachable, "probe %s -> %s: %s", from, to, res.Error)
+//		return nil
+//	}
+//
+// and adds one line, newXSteps(w).steps(), to [scenarioSteps] in suite.go. Nothing else is needed:
+// both `go test ./scenarios` (TestMain in suite_test.go, scenarios as subtests) and `starlab test`
+// (in-process, no testing.T) call [InitializeScenario], which builds a fresh [World] and fresh steps
+// values per scenario. Step methods take a context.Context first and use godog.T(ctx) with testify.
+// TestEveryFeatureStepIsDefinedOnce checks every feature step against the tables without a lab.
+//
+// A feature's workloads are YAML files in testdata/ (embedded), applied with the demo image
+// substituted (Env.applyWorkloads).
 //
 // # Shared helpers (on *Env, shared by all scenarios of one run)
 //
@@ -29,13 +44,14 @@
 //     reports every node connected; polls with a deadline, never a fixed sleep.
 //   - Probe(ctx, from, target, protocol): a real connection from inside a demo probe pod (its /probe
 //     endpoint, reached by a client-go port-forward, so the test's own access is not subject to policy).
-//   - Observe(ctx, query): flows from the observer API (port-forward), as internal/flow values.
+//   - Observe(ctx, query), ObserverStatus, ObserverGraph, ObserverMetrics: the observer API through
+//     observer.Client over a port-forward; the agents' API through agentapi.Client (agentClient).
 //   - CheckMatrix(ctx, expected, lookup): a whole reachability table (MatrixFromTable of a Gherkin
 //     table, rows = sources, columns = targets, cells yes/no/ignored) checked by real TCP connections
 //     from inside the source pods and by the observer's flows of exactly those connections; returns
 //     the side-by-side report. lookup maps table names to Workload (pod selector + Service address).
 //   - WaitDeploymentsAvailable, DumpState, AppendFlows, PortForward, Pod.
-//   - World.Report: where the report bundle (junit, cucumber json, flows NDJSON, object dumps) goes.
+//   - Env.ReportDir: where the report bundle (junit, cucumber json, flows NDJSON, object dumps) goes.
 //
 // Per-scenario cleanup: register it with World.Cleanup(func(ctx) error); it runs after the scenario.
 package scenarios

@@ -136,15 +136,6 @@ func TestSummarizeLatencies(t *testing.T) {
 	assert.Contains(t, s.String(), "p99=99ms")
 }
 
-func TestDecodeManifests(t *testing.T) {
-	objs, err := DecodeManifests([]byte("# c\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n"))
-	require.NoError(t, err)
-	require.Len(t, objs, 2)
-	assert.Equal(t, "b", objs[1].GetName())
-	_, err = DecodeManifests([]byte("kind: Namespace\nmetadata:\n  name: a\n"))
-	require.ErrorContains(t, err, "apiVersion, kind and metadata.name are required")
-}
-
 func TestStarsPolicyFile(t *testing.T) {
 	f, err := starsPolicyFile("allow-ui")
 	require.NoError(t, err)

@@ -22,7 +22,7 @@ func BenchmarkPolicyProgramLatency(b *testing.B) {
 	}
 	e := e2e.env
 	ctx := b.Context()
-	data, err := manifests.Render(manifests.StarsPolicySteps()[0], "")
+	data, err := manifestFile(manifests.StarsPolicySteps()[0])
 	if err != nil {
 		b.Fatal(err)
 	}

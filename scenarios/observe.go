@@ -2,11 +2,11 @@ package scenarios
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,33 +36,26 @@ func (e *Env) observerPod(ctx context.Context) (*corev1.Pod, error) {
 	return e.Pod(ctx, PodRef{Namespace: svc.Namespace, Selector: labels.SelectorFromSet(svc.Spec.Selector).String()})
 }
 
-// observerGet GETs path (with query) from the observer through a port-forward.
-func (e *Env) observerGet(ctx context.Context, pathAndQuery string) (*http.Response, error) {
+// withObserver runs fn with a client of the observer through a port-forward. When the forward
+// broke (fn failed to reach the observer), it is dropped and fn runs once more over a new one.
+func (e *Env) withObserver(ctx context.Context, fn func(*observer.Client) error) error {
 	pod, err := e.observerPod(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for attempt := 0; ; attempt++ {
 		port, err := e.PortForward(ctx, pod, observer.Port)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, pathAndQuery), nil)
-		if err != nil {
-			return nil, fmt.Errorf("observer request %s: %w", pathAndQuery, err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			if resp.StatusCode != http.StatusOK {
-				body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-				resp.Body.Close()
-				return nil, fmt.Errorf("observer GET %s: %s: %s", pathAndQuery, resp.Status, body)
-			}
-			return resp, nil
+		err = fn(&observer.Client{Base: fmt.Sprintf("http://127.0.0.1:%d", port)})
+		var unreachable *url.Error
+		if err == nil || !errors.As(err, &unreachable) {
+			return err
 		}
 		e.dropForward(pod, observer.Port)
 		if attempt == 1 || ctx.Err() != nil {
-			return nil, fmt.Errorf("observer GET %s: %w", pathAndQuery, err)
+			return err
 		}
 	}
 }
@@ -70,15 +63,12 @@ func (e *Env) observerGet(ctx context.Context, pathAndQuery string) (*http.Respo
 // ObserverStatus returns the observer's /api/v1/status.
 func (e *Env) ObserverStatus(ctx context.Context) (observer.Status, error) {
 	var st observer.Status
-	resp, err := e.observerGet(ctx, "/api/v1/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("decode observer status: %w", err)
-	}
-	return st, nil
+	err := e.withObserver(ctx, func(c *observer.Client) error {
+		var err error
+		st, err = c.Status(ctx)
+		return err
+	})
+	return st, err
 }
 
 // Observe returns the flows the observer holds that match q (q.Follow must be false).
@@ -91,21 +81,60 @@ func (e *Env) Observe(ctx context.Context, q flow.Query) ([]*flow.Flow, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := e.observerGet(ctx, "/api/v1/flows?"+q.Values().Encode())
+	var out []*flow.Flow
+	err := e.withObserver(ctx, func(c *observer.Client) error {
+		out = out[:0]
+		return c.Flows(ctx, q, func(f *flow.Flow) error {
+			out = append(out, f)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// ObserverMetrics scrapes the observer's /metrics into series -> value (the starlab_ series).
+func (e *Env) ObserverMetrics(ctx context.Context) (map[string]float64, error) {
+	var text string
+	err := e.withObserver(ctx, func(c *observer.Client) error {
+		var err error
+		text, err = c.Metrics(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	dec := flow.NewDecoder(resp.Body)
-	var out []*flow.Flow
-	for {
-		f, err := dec.Decode()
-		if errors.Is(err, io.EOF) {
-			return out, nil
+	return parseMetrics(text)
+}
+
+// ObserverGraph fetches the observer's service graph of namespace.
+func (e *Env) ObserverGraph(ctx context.Context, namespace string) (observer.GraphView, error) {
+	var g observer.GraphView
+	err := e.withObserver(ctx, func(c *observer.Client) error {
+		var err error
+		g, err = c.Graph(ctx, url.Values{"namespace": {namespace}})
+		return err
+	})
+	return g, err
+}
+
+// parseMetrics reads the starlab_ series of a Prometheus text exposition into series -> value
+// (series as written, labels included).
+func parseMetrics(text string) (map[string]float64, error) {
+	out := map[string]float64{}
+	for line := range strings.Lines(text) {
+		line = strings.TrimRight(line, "\r\n")
+		if !strings.HasPrefix(line, "starlab_") {
+			continue
 		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
 		if err != nil {
-			return out, fmt.Errorf("read observer flows: %w", err)
+			return nil, fmt.Errorf("metric line %q: %w", line, err)
 		}
-		out = append(out, f)
+		out[line[:i]] = v
 	}
+	return out, nil
 }

@@ -1,15 +1,12 @@
 package scenarios
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -27,42 +24,6 @@ import (
 
 // obsNamespace holds the observer feature's workloads.
 const obsNamespace = "obs-e2e"
-
-// obsWorkloads: a server, two clients, and a policy that lets only "allowed" reach the server.
-func obsWorkloads() string {
-	return yamlDocs(
-		namespaceManifest(obsNamespace),
-		probeDeployment(obsNamespace, "server", 8080, 1, false),
-		probeDeployment(obsNamespace, "allowed", 9000, 1, false),
-		probeDeployment(obsNamespace, "denied", 9000, 1, false),
-		`apiVersion: v1
-kind: Service
-metadata:
-  name: server
-  namespace: obs-e2e
-spec:
-  selector: {app: server}
-  ports:
-    - {name: http, port: 8080, targetPort: http, protocol: TCP}
-`,
-		`apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: server-from-allowed
-  namespace: obs-e2e
-spec:
-  podSelector:
-    matchLabels: {app: server}
-  policyTypes: [Ingress]
-  ingress:
-    - from:
-        - podSelector:
-            matchLabels: {app: allowed}
-      ports:
-        - {protocol: TCP, port: 8080}
-`,
-	)
-}
 
 // obsConn is a connection a step made, remembered for the steps that check its flows.
 type obsConn struct {
@@ -82,394 +43,291 @@ func (c *obsConn) filter() flow.Filter {
 	return f
 }
 
-// obsState is the observer feature's per-scenario state (World.Values["observer"]).
-type obsState struct {
+// observerSteps are the steps of features/observer.feature, one value per scenario.
+type observerSteps struct {
+	w *World
+	e *Env
+	// metrics0 and t0 are the observer metrics remembered by a step, and when.
 	metrics0 map[string]float64
 	t0       time.Time
-	conns    map[string]*obsConn
+	// conns are the connections made, by client app.
+	conns map[string]*obsConn
 }
 
-func obsStateOf(w *World) *obsState {
-	if s, ok := w.Values["observer"].(*obsState); ok {
-		return s
-	}
-	s := &obsState{conns: map[string]*obsConn{}}
-	w.Values["observer"] = s
-	return s
+// newObserverSteps returns the steps of features/observer.feature for the scenario of w.
+func newObserverSteps(w *World) *observerSteps {
+	return &observerSteps{w: w, e: w.Env, conns: map[string]*obsConn{}}
 }
 
-// registerObserverSteps holds the steps of features/observer.feature.
-func registerObserverSteps(sc *godog.ScenarioContext, w *World) {
-	e := w.Env
-	sc.Step(`^the observer test workloads are running$`, func(ctx context.Context) error {
-		t := godog.T(ctx)
-		rv, err := e.applyWorkloads(ctx, obsWorkloads())
-		require.NoError(t, err)
-		require.NoError(t, e.WaitDeploymentsAvailable(ctx, 3*time.Minute, obsNamespace))
-		// The pods' labels and the policy are programmed on every node, and the observer streams from
-		// every node, before any traffic.
-		_, err = e.WaitProgrammed(ctx, rv)
-		require.NoError(t, err)
-		return nil
-	})
-	sc.Step(`^I remember the observer metrics$`, func(ctx context.Context) error {
-		s := obsStateOf(w)
-		m, err := e.observerMetrics(ctx)
-		require.NoError(godog.T(ctx), err)
-		s.metrics0, s.t0 = m, time.Now()
-		return nil
-	})
-	connect := func(ctx context.Context, app, target string, wantReachable bool) error {
-		t := godog.T(ctx)
-		start := time.Now()
-		res, err := e.Probe(ctx, PodRef{Namespace: obsNamespace, Selector: "app=" + app}, target, "tcp")
-		require.NoError(t, err)
-		done := time.Now()
-		require.Equal(t, wantReachable, res.Reachable, "probe %s -> %s: %s", app, target, res.Error)
-		c := &obsConn{app: app, start: start, done: done}
-		// The source port identifies the connection's flows; a probe image that does not report it for a
-		// failed connection leaves the pod and the time window to do that (the pod dials nothing else).
-		if _, port, err := net.SplitHostPort(res.LocalAddr); err == nil {
-			p, err := strconv.ParseUint(port, 10, 16)
-			require.NoError(t, err, "probe source address %q", res.LocalAddr)
-			c.srcPort = uint16(p)
-		}
-		obsStateOf(w).conns[app] = c
-		return nil
+// steps lists the steps of features/observer.feature and their methods.
+func (s *observerSteps) steps() []step {
+	return []step{
+		{`^the observer test workloads are running$`, s.workloadsRunning},
+		{`^I remember the observer metrics$`, s.rememberMetrics},
+		{`^"([^"]*)" connects to "([^"]*)"$`, s.connects},
+		{`^"([^"]*)" fails to connect to "([^"]*)"$`, s.failsToConnect},
+		{`^within 1 second the observer has the connection from "([^"]*)" as (FORWARDED|DROPPED)(?: ([A-Z_]+))? (INGRESS|EGRESS) (allowed|denied) by "([^"]*)"$`, s.observerHasConnectionWithin1s},
+		{"^`starlab observe -o json` returns the flows of the connection from \"([^\"]*)\"$", s.starlabObserveReturnsConnection},
+		{`^the observer graph has a (forwarded|dropped) edge from "([^"]*)" to "([^"]*)"(?: decided by "([^"]*)")?$`, s.graphHasEdge},
+		{`^the observer metrics grew by the observed flows on the server's node$`, s.metricsGrewOnServerNode},
+		{`^the observer UI in headless Chromium draws "([^"]*)" and a dropped edge from "([^"]*)"$`, s.uiDrawsDroppedEdge},
 	}
-	sc.Step(`^"([^"]*)" connects to "([^"]*)"$`, func(ctx context.Context, app, target string) error {
-		return connect(ctx, app, target, true)
-	})
-	sc.Step(`^"([^"]*)" fails to connect to "([^"]*)"$`, func(ctx context.Context, app, target string) error {
-		return connect(ctx, app, target, false)
-	})
-	sc.Step(`^within 1 second the observer has the connection from "([^"]*)" as (FORWARDED|DROPPED)(?: ([A-Z_]+))? (INGRESS|EGRESS) (allowed|denied) by "([^"]*)"$`,
-		func(ctx context.Context, app, verdict, reason, dir, decision, policy string) error {
-			t := godog.T(ctx)
-			c := obsStateOf(w).conns[app]
-			require.NotNil(t, c, "no connection from %q was made in this scenario", app)
-			ns, name, _ := strings.Cut(policy, "/")
-			want := flow.Policy{Kind: flow.PolicyKindNetworkPolicy, Namespace: ns, Name: name}
-			q := flow.Query{Since: c.start.Add(-500 * time.Millisecond), Allow: []flow.Filter{c.filter()}}
-			match := func(f *flow.Flow) bool {
-				if string(f.Verdict) != verdict || string(f.TrafficDirection) != dir || f.IsReply {
-					return false
-				}
-				if reason != "" && f.DropReasonDesc != reason {
-					return false
-				}
-				if f.Destination.Namespace != obsNamespace || !strings.HasPrefix(f.Destination.PodName, "server-") {
-					return false
-				}
-				by := f.AllowedBy
-				if decision == "denied" {
-					by = f.DeniedBy
-				}
-				for _, p := range by {
-					if p == want {
-						return true
-					}
-				}
-				return false
-			}
-			var got []*flow.Flow
-			var found *flow.Flow
-			var checkedAt time.Time
-			for {
-				checkedAt = time.Now()
-				fl, err := e.Observe(ctx, q)
-				require.NoError(t, err)
-				got = fl
-				for _, f := range fl {
-					if match(f) {
-						found = f
-						break
-					}
-				}
-				if found != nil || checkedAt.Sub(c.done) > time.Second {
-					break
-				}
-				if time.Since(c.done) > time.Second {
-					break // the next check would start too late
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			_ = e.AppendFlows(got)
-			var seen []string
-			for _, f := range got {
-				seen = append(seen, FormatFlow(f))
-			}
-			require.LessOrEqual(t, checkedAt.Sub(c.done), time.Second,
-				"the first check for the connection from %s started %s after it: put this step right after the connection", app, checkedAt.Sub(c.done))
-			require.NotNil(t, found, "no %s %s %s flow from %s (source port %d) to obs-e2e/server %s by %s within 1 s of the connection; the observer has:\n%s",
-				verdict, reason, dir, app, c.srcPort, decision, policy, strings.Join(seen, "\n"))
-			e.Log.Info("flow observed", "from", app, "verdict", verdict,
-				"query_started_after_connection", checkedAt.Sub(c.done).Round(time.Millisecond),
-				"answered_after_connection", time.Since(c.done).Round(time.Millisecond))
-			c.flows = got
-			return nil
-		})
-	sc.Step("^`starlab observe -o json` returns the flows of the connection from \"([^\"]*)\"$", func(ctx context.Context, app string) error {
-		t := godog.T(ctx)
-		c := obsStateOf(w).conns[app]
-		require.NotNil(t, c, "no connection from %q was made in this scenario", app)
-		require.NotEmpty(t, c.flows, "check the observer has the connection's flows first")
-		bin, err := starlabBinary()
-		require.NoError(t, err)
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		args := []string{"--name", e.LabName, "observe", "--kubeconfig", e.Kubeconfig, "-o", "json",
-			"--from-pod", obsNamespace + "/" + app, "--since", c.start.Add(-500 * time.Millisecond).UTC().Format(time.RFC3339Nano)}
-		if c.srcPort != 0 {
-			args = append(args, "--from-port", strconv.Itoa(int(c.srcPort)))
+}
+
+func (s *observerSteps) workloadsRunning(ctx context.Context) error {
+	t := godog.T(ctx)
+	rv, err := s.e.applyWorkloads(ctx, "observer.yaml")
+	require.NoError(t, err)
+	require.NoError(t, s.e.WaitDeploymentsAvailable(ctx, 3*time.Minute, obsNamespace))
+	// The pods' labels and the policy are programmed on every node, and the observer streams from
+	// every node, before any traffic.
+	_, err = s.e.WaitProgrammed(ctx, rv)
+	require.NoError(t, err)
+	return nil
+}
+
+func (s *observerSteps) rememberMetrics(ctx context.Context) error {
+	m, err := s.e.ObserverMetrics(ctx)
+	require.NoError(godog.T(ctx), err)
+	s.metrics0, s.t0 = m, time.Now()
+	return nil
+}
+
+func (s *observerSteps) connects(ctx context.Context, app, target string) error {
+	return s.connect(ctx, app, target, true)
+}
+
+func (s *observerSteps) failsToConnect(ctx context.Context, app, target string) error {
+	return s.connect(ctx, app, target, false)
+}
+
+// connect makes one connection from app to target, checks it is reachable as wanted, and remembers it.
+func (s *observerSteps) connect(ctx context.Context, app, target string, wantReachable bool) error {
+	t := godog.T(ctx)
+	start := time.Now()
+	res, err := s.e.Probe(ctx, PodRef{Namespace: obsNamespace, Selector: "app=" + app}, target, "tcp")
+	require.NoError(t, err)
+	done := time.Now()
+	require.Equal(t, wantReachable, res.Reachable, "probe %s -> %s: %s", app, target, res.Error)
+	c := &obsConn{app: app, start: start, done: done}
+	// The source port identifies the connection's flows; a probe image that does not report it for a
+	// failed connection leaves the pod and the time window to do that (the pod dials nothing else).
+	if _, port, err := net.SplitHostPort(res.LocalAddr); err == nil {
+		p, err := strconv.ParseUint(port, 10, 16)
+		require.NoError(t, err, "probe source address %q", res.LocalAddr)
+		c.srcPort = uint16(p)
+	}
+	s.conns[app] = c
+	return nil
+}
+
+func (s *observerSteps) observerHasConnectionWithin1s(ctx context.Context, app, verdict, reason, dir, decision, policy string) error {
+	t := godog.T(ctx)
+	c := s.conns[app]
+	require.NotNil(t, c, "no connection from %q was made in this scenario", app)
+	ns, name, _ := strings.Cut(policy, "/")
+	want := flow.Policy{Kind: flow.PolicyKindNetworkPolicy, Namespace: ns, Name: name}
+	q := flow.Query{Since: c.start.Add(-500 * time.Millisecond), Allow: []flow.Filter{c.filter()}}
+	match := func(f *flow.Flow) bool {
+		if string(f.Verdict) != verdict || string(f.TrafficDirection) != dir || f.IsReply {
+			return false
 		}
-		cmd := exec.CommandContext(cctx, bin, args...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		require.NoError(t, err, "%s %s: %s", bin, strings.Join(args, " "), stderr.String())
-		dec := flow.NewDecoder(bytes.NewReader(out))
-		uuids := map[string]bool{}
-		for {
-			f, err := dec.Decode()
-			if errors.Is(err, io.EOF) {
+		if reason != "" && f.DropReasonDesc != reason {
+			return false
+		}
+		if f.Destination.Namespace != obsNamespace || !strings.HasPrefix(f.Destination.PodName, "server-") {
+			return false
+		}
+		by := f.AllowedBy
+		if decision == "denied" {
+			by = f.DeniedBy
+		}
+		for _, p := range by {
+			if p == want {
+				return true
+			}
+		}
+		return false
+	}
+	var got []*flow.Flow
+	var found *flow.Flow
+	var checkedAt time.Time
+	for {
+		checkedAt = time.Now()
+		fl, err := s.e.Observe(ctx, q)
+		require.NoError(t, err)
+		got = fl
+		for _, f := range fl {
+			if match(f) {
+				found = f
 				break
 			}
-			require.NoError(t, err, "starlab observe -o json printed a line that is not a flow")
-			assert.Equal(t, obsNamespace, f.Source.Namespace)
-			assert.True(t, strings.HasPrefix(f.Source.PodName, app+"-"), "flow from %s", f.Source.PodName)
-			if c.srcPort != 0 {
-				assert.Equal(t, c.srcPort, f.L4.SourcePort)
-			}
-			uuids[f.UUID] = true
 		}
-		for _, f := range c.flows {
-			assert.True(t, uuids[f.UUID], "starlab observe misses flow %s", FormatFlow(f))
+		if found != nil || checkedAt.Sub(c.done) > time.Second {
+			break
 		}
-		return nil
-	})
-	sc.Step(`^the observer graph has a (forwarded|dropped) edge from "([^"]*)" to "([^"]*)"(?: decided by "([^"]*)")?$`,
-		func(ctx context.Context, kind, from, to, policy string) error {
-			t := godog.T(ctx)
-			g, err := e.observerGraph(ctx, obsNamespace)
-			require.NoError(t, err)
-			var edge *observer.GraphEdge
-			for _, ed := range g.Edges {
-				if ed.Source == from && ed.Target == to {
-					edge = ed
-				}
-			}
-			var ids []string
-			for _, ed := range g.Edges {
-				ids = append(ids, fmt.Sprintf("%s (%s, %d forwarded, %d dropped)", ed.ID, ed.Verdict, ed.Forwarded, ed.Dropped))
-			}
-			require.NotNil(t, edge, "no edge %s -> %s in the graph; edges: %s", from, to, strings.Join(ids, "; "))
-			if kind == "forwarded" {
-				assert.Positive(t, edge.Forwarded, "edge %s", edge.ID)
-			} else {
-				assert.Positive(t, edge.Dropped, "edge %s", edge.ID)
-				assert.Positive(t, edge.DropReasons[flow.DropPolicyDenied], "edge %s drop reasons %v", edge.ID, edge.DropReasons)
-			}
-			if policy != "" {
-				ns, name, _ := strings.Cut(policy, "/")
-				ok := false
-				for _, p := range edge.Policies {
-					if p.Namespace == ns && p.Name == name && (kind == "forwarded") == (p.Decision == "allowed") {
-						ok = true
-					}
-				}
-				assert.True(t, ok, "edge %s does not name policy %s: %+v", edge.ID, policy, edge.Policies)
-			}
-			assert.Contains(t, edge.Ports, "TCP/8080")
-			return nil
-		})
-	sc.Step(`^the observer metrics grew by the observed flows on the server's node$`, func(ctx context.Context) error {
-		t := godog.T(ctx)
-		s := obsStateOf(w)
-		require.NotNil(t, s.metrics0, "remember the observer metrics first")
-		denied := s.conns["denied"]
-		require.NotNil(t, denied, "make a denied connection first")
-		var node string
-		nDropped := 0
-		for _, f := range denied.flows {
-			if f.Verdict == flow.VerdictDropped && f.TrafficDirection == flow.DirectionIngress && f.DropReasonDesc == flow.DropPolicyDenied {
-				node = f.NodeName
-				nDropped++
-			}
+		if time.Since(c.done) > time.Second {
+			break // the next check would start too late
 		}
-		require.NotEmpty(t, node, "the denied connection has no ingress drop flow")
-		m1, err := e.observerMetrics(ctx)
-		require.NoError(t, err)
-		// Every DROPPED flow on that node the observer ingested since the first scrape (other
-		// features' traffic too): the counters cannot have grown by more.
-		all, err := e.Observe(ctx, flow.Query{Since: s.t0.Add(-2 * time.Second), Allow: []flow.Filter{{
-			NodeName: []string{node}, Verdict: []flow.Verdict{flow.VerdictDropped}}}})
-		require.NoError(t, err)
-		upper := float64(len(all))
-		for _, c := range []struct {
-			series string
-			min    float64
-		}{
-			{fmt.Sprintf(`starlab_flows_processed_total{node=%q,verdict="DROPPED"}`, node), float64(nDropped)},
-			{fmt.Sprintf(`starlab_drop_total{node=%q,reason="POLICY_DENIED"}`, node), float64(nDropped)},
-			{fmt.Sprintf(`starlab_policy_verdicts_total{action="dropped",direction="ingress",match="default-deny",node=%q}`, node), float64(nDropped)},
-		} {
-			d := m1[c.series] - s.metrics0[c.series]
-			assert.GreaterOrEqual(t, d, c.min, "%s grew by %v, the denied connection alone made %v", c.series, d, c.min)
-			assert.LessOrEqual(t, d, upper, "%s grew by %v, more than the %v dropped flows the observer holds for %s since", c.series, d, upper, node)
-		}
-		if allowed := s.conns["allowed"]; allowed != nil {
-			nFwd := 0
-			anode := ""
-			for _, f := range allowed.flows {
-				if f.Verdict == flow.VerdictForwarded && f.TrafficDirection == flow.DirectionIngress && len(f.AllowedBy) > 0 && !f.IsReply {
-					nFwd++
-					anode = f.NodeName
-				}
-			}
-			if nFwd > 0 {
-				series := fmt.Sprintf(`starlab_policy_verdicts_total{action="forwarded",direction="ingress",match="network-policy",node=%q}`, anode)
-				d := m1[series] - s.metrics0[series]
-				assert.GreaterOrEqual(t, d, float64(nFwd), "%s grew by %v", series, d)
-			}
-		}
-		return nil
-	})
-	sc.Step(`^the observer UI in headless Chromium draws "([^"]*)" and a dropped edge from "([^"]*)"$`, func(ctx context.Context, node, from string) error {
-		t := godog.T(ctx)
-		pod, err := e.observerPod(ctx)
-		require.NoError(t, err)
-		port, err := e.PortForward(ctx, pod, observer.Port)
-		require.NoError(t, err)
-		edgeID := from + "->" + node
-		url := fmt.Sprintf("http://127.0.0.1:%d/?select=%s", port, strings.ReplaceAll(edgeID, ">", "%3E"))
-		shot := filepath.Join(e.ReportDir, "observer-ui.png")
-		dom, err := obsChromium(ctx, url, shot)
-		require.NoError(t, err)
-		assert.Contains(t, dom, fmt.Sprintf(`data-id="%s"`, node), "node drawn")
-		assert.Regexp(t, regexp.MustCompile(`class="edge (dropped|mixed)[^"]*" data-id="`+regexp.QuoteMeta(strings.ReplaceAll(edgeID, ">", "&gt;"))+`"`), dom, "dropped edge drawn")
-		assert.Contains(t, dom, `data-namespace="obs-e2e"`, "namespace box drawn")
-		assert.Contains(t, dom, "server-from-allowed", "the deciding policy is shown for the selected edge")
-		return nil
-	})
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = s.e.AppendFlows(got)
+	var seen []string
+	for _, f := range got {
+		seen = append(seen, FormatFlow(f))
+	}
+	require.LessOrEqual(t, checkedAt.Sub(c.done), time.Second,
+		"the first check for the connection from %s started %s after it: put this step right after the connection", app, checkedAt.Sub(c.done))
+	require.NotNil(t, found, "no %s %s %s flow from %s (source port %d) to obs-e2e/server %s by %s within 1 s of the connection; the observer has:\n%s",
+		verdict, reason, dir, app, c.srcPort, decision, policy, strings.Join(seen, "\n"))
+	s.e.Log.Info("flow observed", "from", app, "verdict", verdict,
+		"query_started_after_connection", checkedAt.Sub(c.done).Round(time.Millisecond),
+		"answered_after_connection", time.Since(c.done).Round(time.Millisecond))
+	c.flows = got
+	return nil
 }
 
-// observerMetrics scrapes the observer's /metrics into series -> value.
-func (e *Env) observerMetrics(ctx context.Context) (map[string]float64, error) {
-	resp, err := e.observerGet(ctx, "/metrics")
-	if err != nil {
-		return nil, err
+func (s *observerSteps) starlabObserveReturnsConnection(ctx context.Context, app string) error {
+	t := godog.T(ctx)
+	c := s.conns[app]
+	require.NotNil(t, c, "no connection from %q was made in this scenario", app)
+	require.NotEmpty(t, c.flows, "check the observer has the connection's flows first")
+	bin, err := starlabBinary()
+	require.NoError(t, err)
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	args := []string{"--name", s.e.LabName, "observe", "--kubeconfig", s.e.Kubeconfig, "-o", "json",
+		"--from-pod", obsNamespace + "/" + app, "--since", c.start.Add(-500 * time.Millisecond).UTC().Format(time.RFC3339Nano)}
+	if c.srcPort != 0 {
+		args = append(args, "--from-port", strconv.Itoa(int(c.srcPort)))
 	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "starlab_") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			return nil, fmt.Errorf("observer metric line %q: %w", line, err)
-		}
-		out[line[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read observer metrics: %w", err)
-	}
-	return out, nil
-}
-
-// observerGraph fetches the observer's service graph for namespace.
-func (e *Env) observerGraph(ctx context.Context, namespace string) (observer.GraphView, error) {
-	var g observer.GraphView
-	resp, err := e.observerGet(ctx, "/api/v1/graph?namespace="+namespace)
-	if err != nil {
-		return g, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
-		return g, fmt.Errorf("decode observer graph: %w", err)
-	}
-	return g, nil
-}
-
-// starlabBinary finds the starlab CLI: $STARLAB_BIN, this executable when it is starlab (`starlab
-// test`), or bin/starlab at the module root (`make test-e2e` builds it first).
-func starlabBinary() (string, error) {
-	if p := os.Getenv("STARLAB_BIN"); p != "" {
-		return p, nil
-	}
-	if exe, err := os.Executable(); err == nil && filepath.Base(exe) == "starlab" {
-		return exe, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find the starlab binary: %w", err)
-	}
+	cmd := exec.CommandContext(cctx, bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "%s %s: %s", bin, strings.Join(args, " "), stderr.String())
+	dec := flow.NewDecoder(bytes.NewReader(out))
+	uuids := map[string]bool{}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "bin", "starlab")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("starlab binary %s missing: run `make build` (or set STARLAB_BIN)", p)
-			}
-			return p, nil
+		f, err := dec.Decode()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("starlab binary not found: set STARLAB_BIN or run from the repository after `make build`")
+		require.NoError(t, err, "starlab observe -o json printed a line that is not a flow")
+		assert.Equal(t, obsNamespace, f.Source.Namespace)
+		assert.True(t, strings.HasPrefix(f.Source.PodName, app+"-"), "flow from %s", f.Source.PodName)
+		if c.srcPort != 0 {
+			assert.Equal(t, c.srcPort, f.L4.SourcePort)
 		}
-		dir = parent
+		uuids[f.UUID] = true
 	}
+	for _, f := range c.flows {
+		assert.True(t, uuids[f.UUID], "starlab observe misses flow %s", FormatFlow(f))
+	}
+	return nil
 }
 
-// obsChromium loads url in headless Chromium, lets the page poll the observer (virtual time budget),
-// returns the DOM, and saves a screenshot at shot.
-func obsChromium(ctx context.Context, url, shot string) (string, error) {
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		return "", fmt.Errorf("chromium not found: install it with `apt-get install -y chromium`: %w", err)
-	}
-	run := func(extra ...string) (string, error) {
-		dir, err := os.MkdirTemp("", "starlab-chromium-")
-		if err != nil {
-			return "", fmt.Errorf("chromium profile dir: %w", err)
-		}
-		defer os.RemoveAll(dir)
-		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-			"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-			"--user-data-dir=" + dir, "--virtual-time-budget=6000", "--window-size=1500,900"}, extra...)
-		cmd := exec.CommandContext(cctx, bin, append(args, url)...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return "", fmt.Errorf("chromium %v %s: %w: %s", extra, url, err, stderr.String())
-		}
-		return string(out), nil
-	}
-	dom, err := run("--dump-dom")
-	if err != nil {
-		return "", err
-	}
-	if shot != "" {
-		if err := os.MkdirAll(filepath.Dir(shot), 0o755); err != nil {
-			return dom, fmt.Errorf("screenshot dir: %w", err)
-		}
-		abs, err := filepath.Abs(shot)
-		if err != nil {
-			return dom, fmt.Errorf("screenshot path: %w", err)
-		}
-		if _, err := run("--screenshot=" + abs); err != nil {
-			return dom, err
+func (s *observerSteps) graphHasEdge(ctx context.Context, kind, from, to, policy string) error {
+	t := godog.T(ctx)
+	g, err := s.e.ObserverGraph(ctx, obsNamespace)
+	require.NoError(t, err)
+	var edge *observer.GraphEdge
+	for _, ed := range g.Edges {
+		if ed.Source == from && ed.Target == to {
+			edge = ed
 		}
 	}
-	return dom, nil
+	var ids []string
+	for _, ed := range g.Edges {
+		ids = append(ids, fmt.Sprintf("%s (%s, %d forwarded, %d dropped)", ed.ID, ed.Verdict, ed.Forwarded, ed.Dropped))
+	}
+	require.NotNil(t, edge, "no edge %s -> %s in the graph; edges: %s", from, to, strings.Join(ids, "; "))
+	if kind == "forwarded" {
+		assert.Positive(t, edge.Forwarded, "edge %s", edge.ID)
+	} else {
+		assert.Positive(t, edge.Dropped, "edge %s", edge.ID)
+		assert.Positive(t, edge.DropReasons[flow.DropPolicyDenied], "edge %s drop reasons %v", edge.ID, edge.DropReasons)
+	}
+	if policy != "" {
+		ns, name, _ := strings.Cut(policy, "/")
+		ok := false
+		for _, p := range edge.Policies {
+			if p.Namespace == ns && p.Name == name && (kind == "forwarded") == (p.Decision == "allowed") {
+				ok = true
+			}
+		}
+		assert.True(t, ok, "edge %s does not name policy %s: %+v", edge.ID, policy, edge.Policies)
+	}
+	assert.Contains(t, edge.Ports, "TCP/8080")
+	return nil
+}
+
+func (s *observerSteps) metricsGrewOnServerNode(ctx context.Context) error {
+	t := godog.T(ctx)
+	require.NotNil(t, s.metrics0, "remember the observer metrics first")
+	denied := s.conns["denied"]
+	require.NotNil(t, denied, "make a denied connection first")
+	var node string
+	nDropped := 0
+	for _, f := range denied.flows {
+		if f.Verdict == flow.VerdictDropped && f.TrafficDirection == flow.DirectionIngress && f.DropReasonDesc == flow.DropPolicyDenied {
+			node = f.NodeName
+			nDropped++
+		}
+	}
+	require.NotEmpty(t, node, "the denied connection has no ingress drop flow")
+	m1, err := s.e.ObserverMetrics(ctx)
+	require.NoError(t, err)
+	// Every DROPPED flow on that node the observer ingested since the first scrape (other
+	// features' traffic too): the counters cannot have grown by more.
+	all, err := s.e.Observe(ctx, flow.Query{Since: s.t0.Add(-2 * time.Second), Allow: []flow.Filter{{
+		NodeName: []string{node}, Verdict: []flow.Verdict{flow.VerdictDropped}}}})
+	require.NoError(t, err)
+	upper := float64(len(all))
+	for _, c := range []struct {
+		series string
+		min    float64
+	}{
+		{fmt.Sprintf(`starlab_flows_processed_total{node=%q,verdict="DROPPED"}`, node), float64(nDropped)},
+		{fmt.Sprintf(`starlab_drop_total{node=%q,reason="POLICY_DENIED"}`, node), float64(nDropped)},
+		{fmt.Sprintf(`starlab_policy_verdicts_total{action="dropped",direction="ingress",match="default-deny",node=%q}`, node), float64(nDropped)},
+	} {
+		d := m1[c.series] - s.metrics0[c.series]
+		assert.GreaterOrEqual(t, d, c.min, "%s grew by %v, the denied connection alone made %v", c.series, d, c.min)
+		assert.LessOrEqual(t, d, upper, "%s grew by %v, more than the %v dropped flows the observer holds for %s since", c.series, d, upper, node)
+	}
+	if allowed := s.conns["allowed"]; allowed != nil {
+		nFwd := 0
+		anode := ""
+		for _, f := range allowed.flows {
+			if f.Verdict == flow.VerdictForwarded && f.TrafficDirection == flow.DirectionIngress && len(f.AllowedBy) > 0 && !f.IsReply {
+				nFwd++
+				anode = f.NodeName
+			}
+		}
+		if nFwd > 0 {
+			series := fmt.Sprintf(`starlab_policy_verdicts_total{action="forwarded",direction="ingress",match="network-policy",node=%q}`, anode)
+			d := m1[series] - s.metrics0[series]
+			assert.GreaterOrEqual(t, d, float64(nFwd), "%s grew by %v", series, d)
+		}
+	}
+	return nil
+}
+
+func (s *observerSteps) uiDrawsDroppedEdge(ctx context.Context, node, from string) error {
+	t := godog.T(ctx)
+	pod, err := s.e.observerPod(ctx)
+	require.NoError(t, err)
+	port, err := s.e.PortForward(ctx, pod, observer.Port)
+	require.NoError(t, err)
+	edgeID := from + "->" + node
+	url := fmt.Sprintf("http://127.0.0.1:%d/?select=%s", port, strings.ReplaceAll(edgeID, ">", "%3E"))
+	shot := filepath.Join(s.e.ReportDir, "observer-ui.png")
+	dom, err := chromiumPolledPage(ctx, url, shot)
+	require.NoError(t, err)
+	assert.Contains(t, dom, fmt.Sprintf(`data-id="%s"`, node), "node drawn")
+	assert.Regexp(t, regexp.MustCompile(`class="edge (dropped|mixed)[^"]*" data-id="`+regexp.QuoteMeta(strings.ReplaceAll(edgeID, ">", "&gt;"))+`"`), dom, "dropped edge drawn")
+	assert.Contains(t, dom, `data-namespace="obs-e2e"`, "namespace box drawn")
+	assert.Contains(t, dom, "server-from-allowed", "the deciding policy is shown for the selected edge")
+	return nil
 }

@@ -3,6 +3,7 @@ package scenarios
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"path"
 	"strings"
 	"time"
@@ -10,10 +11,19 @@ import (
 	"github.com/starlab-dev/starlab/manifests"
 )
 
+// manifestFile reads a manifest file of package manifests (a policy: no image to substitute).
+func manifestFile(file string) ([]byte, error) {
+	data, err := fs.ReadFile(manifests.FS, file)
+	if err != nil {
+		return nil, fmt.Errorf("read embedded manifest %s: %w", file, err)
+	}
+	return data, nil
+}
+
 // applyPolicyFile applies a manifest file of package manifests, waits until every node has programmed
 // it and records that wait (RecordProgramLatency). It returns the resourceVersion waited for and the wait.
 func (e *Env) applyPolicyFile(ctx context.Context, file string) (int64, time.Duration, error) {
-	data, err := manifests.Render(file, "")
+	data, err := manifestFile(file)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -34,7 +44,7 @@ func (e *Env) applyPolicyFile(ctx context.Context, file string) (int64, time.Dur
 func (e *Env) deletePolicyFiles(ctx context.Context, files []string) error {
 	var rv int64
 	for _, f := range files {
-		data, err := manifests.Render(f, "")
+		data, err := manifestFile(f)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/starlab-dev/starlab/internal/demo"
 )
 
@@ -62,4 +64,38 @@ func getProbe(ctx context.Context, u string) (demo.ProbeResult, error) {
 		return demo.ProbeResult{}, fmt.Errorf("decode /probe answer: %w", err)
 	}
 	return res, nil
+}
+
+// probeFromPod makes one connection from inside pod to target (its demo /probe endpoint).
+func (e *Env) probeFromPod(ctx context.Context, pod *corev1.Pod, target string) (demo.ProbeResult, error) {
+	port, err := containerPort(pod)
+	if err != nil {
+		return demo.ProbeResult{}, err
+	}
+	local, err := e.PortForward(ctx, pod, port)
+	if err != nil {
+		return demo.ProbeResult{}, err
+	}
+	q := url.Values{"target": {target}, "protocol": {"tcp"}, "timeout": {ProbeTimeout.String()}}
+	res, err := getProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d/probe?%s", local, q.Encode()))
+	if err != nil {
+		e.dropForward(pod, port)
+	}
+	return res, err
+}
+
+// httpStatus GETs u from this host and returns the answer's status code.
+func httpStatus(ctx context.Context, u string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, fmt.Errorf("request %s: %w", u, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("GET %s: %w", u, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }

@@ -84,46 +84,70 @@ func (e *Env) shopCall(ctx context.Context, app, method, p, body string) (int, s
 	return resp.StatusCode, string(b), err
 }
 
-// registerShopSteps holds the steps of features/policy.feature (the two APIs sharing one db).
-func registerShopSteps(sc *godog.ScenarioContext, w *World) {
-	sc.Step(`^the shop demo is running without policies$`, func(ctx context.Context) error {
-		t := godog.T(ctx)
-		require.NoError(t, w.Env.WaitDeploymentsAvailable(ctx, 3*time.Minute, "shop"), "the shop demo is deployed by `starlab up` (manifests/apis)")
-		require.NoError(t, w.Env.deleteShopPolicies(ctx))
-		w.Cleanup(w.Env.deleteShopPolicies)
-		return nil
-	})
-	sc.Step(`^I apply the shop policy "([^"]*)"$`, func(ctx context.Context, name string) error {
-		t := godog.T(ctx)
-		file, err := shopPolicyFile(name)
-		require.NoError(t, err)
-		_, _, err = w.Env.applyPolicyFile(ctx, file)
-		require.NoError(t, err)
-		return nil
-	})
-	sc.Step(`^the shop reachability is:$`, func(ctx context.Context, table *godog.Table) error {
-		t := godog.T(ctx)
-		expected, err := MatrixFromTable(table)
-		require.NoError(t, err)
-		report, ok, err := w.Env.CheckMatrix(ctx, expected, lookupShopWorkload)
-		require.NoError(t, err)
-		assert.True(t, ok, report)
-		return nil
-	})
-	sc.Step(`^the inventory holds (\d+) "([^"]*)"$`, func(ctx context.Context, n int, item string) error {
-		code, body, err := w.Env.shopCall(ctx, "inventory", http.MethodPut, "/items/"+item, fmt.Sprintf(`{"stock": %d}`, n))
-		require.NoError(godog.T(ctx), err)
-		require.Equal(godog.T(ctx), http.StatusOK, code, body)
-		return nil
-	})
-	sc.Step(`^an order for (\d+) "([^"]*)" is (accepted|refused)$`, func(ctx context.Context, n int, item, outcome string) error {
-		code, body, err := w.Env.shopCall(ctx, "orders", http.MethodPost, "/orders", fmt.Sprintf(`{"item": %q, "qty": %d}`, item, n))
-		require.NoError(godog.T(ctx), err)
-		if outcome == "accepted" {
-			assert.Equal(godog.T(ctx), http.StatusCreated, code, body)
-		} else {
-			assert.Equal(godog.T(ctx), http.StatusConflict, code, body)
-		}
-		return nil
-	})
+// shopSteps are the steps of features/policy.feature (the two APIs sharing one db), one value per
+// scenario.
+type shopSteps struct {
+	w *World
+	e *Env
+}
+
+// newShopSteps returns the steps of features/policy.feature for the scenario of w.
+func newShopSteps(w *World) *shopSteps {
+	return &shopSteps{w: w, e: w.Env}
+}
+
+// steps lists the steps of features/policy.feature and their methods.
+func (s *shopSteps) steps() []step {
+	return []step{
+		{`^the shop demo is running without policies$`, s.demoRunningWithoutPolicies},
+		{`^I apply the shop policy "([^"]*)"$`, s.applyPolicy},
+		{`^the shop reachability is:$`, s.reachabilityIs},
+		{`^the inventory holds (\d+) "([^"]*)"$`, s.inventoryHolds},
+		{`^an order for (\d+) "([^"]*)" is (accepted|refused)$`, s.orderIs},
+	}
+}
+
+func (s *shopSteps) demoRunningWithoutPolicies(ctx context.Context) error {
+	t := godog.T(ctx)
+	require.NoError(t, s.e.WaitDeploymentsAvailable(ctx, 3*time.Minute, "shop"), "the shop demo is deployed by `starlab up` (manifests/apis)")
+	require.NoError(t, s.e.deleteShopPolicies(ctx))
+	s.w.Cleanup(s.e.deleteShopPolicies)
+	return nil
+}
+
+func (s *shopSteps) applyPolicy(ctx context.Context, name string) error {
+	t := godog.T(ctx)
+	file, err := shopPolicyFile(name)
+	require.NoError(t, err)
+	_, _, err = s.e.applyPolicyFile(ctx, file)
+	require.NoError(t, err)
+	return nil
+}
+
+func (s *shopSteps) reachabilityIs(ctx context.Context, table *godog.Table) error {
+	t := godog.T(ctx)
+	expected, err := MatrixFromTable(table)
+	require.NoError(t, err)
+	report, ok, err := s.e.CheckMatrix(ctx, expected, lookupShopWorkload)
+	require.NoError(t, err)
+	assert.True(t, ok, report)
+	return nil
+}
+
+func (s *shopSteps) inventoryHolds(ctx context.Context, n int, item string) error {
+	code, body, err := s.e.shopCall(ctx, "inventory", http.MethodPut, "/items/"+item, fmt.Sprintf(`{"stock": %d}`, n))
+	require.NoError(godog.T(ctx), err)
+	require.Equal(godog.T(ctx), http.StatusOK, code, body)
+	return nil
+}
+
+func (s *shopSteps) orderIs(ctx context.Context, n int, item, outcome string) error {
+	code, body, err := s.e.shopCall(ctx, "orders", http.MethodPost, "/orders", fmt.Sprintf(`{"item": %q, "qty": %d}`, item, n))
+	require.NoError(godog.T(ctx), err)
+	if outcome == "accepted" {
+		assert.Equal(godog.T(ctx), http.StatusCreated, code, body)
+	} else {
+		assert.Equal(godog.T(ctx), http.StatusConflict, code, body)
+	}
+	return nil
 }

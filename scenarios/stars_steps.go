@@ -35,73 +35,86 @@ func lookupStarsWorkload(name string) (Workload, error) {
 // starsNamespaces are the namespaces of the stars demo.
 func starsNamespaces() []string { return []string{"stars", "client", "management-ui"} }
 
-type starsState struct {
-	expected *Matrix // the last matrix asserted
+// starsSteps are the steps of features/stars.feature, one value per scenario.
+type starsSteps struct {
+	w *World
+	e *Env
+	// expected is the last reachability matrix asserted (the UI step draws it).
+	expected *Matrix
 }
 
-func stars(w *World) *starsState {
-	s, ok := w.Values["stars"].(*starsState)
-	if !ok {
-		s = &starsState{}
-		w.Values["stars"] = s
+// newStarsSteps returns the steps of features/stars.feature for the scenario of w.
+func newStarsSteps(w *World) *starsSteps {
+	return &starsSteps{w: w, e: w.Env}
+}
+
+// steps lists the steps of features/stars.feature and their methods.
+func (s *starsSteps) steps() []step {
+	return []step{
+		{`^the stars demo is running without policies$`, s.demoRunningWithoutPolicies},
+		{`^I apply the stars policy "([^"]*)"$`, s.applyPolicy},
+		{`^I delete the stars policies$`, s.deletePolicies},
+		{`^the stars reachability is:$`, s.reachabilityIs},
+		{`^"([^"]*)" (can|cannot) reach the "([^"]*)" pod on TCP (\d+)$`, s.podPortReachability},
+		{`^the management UI draws the stars reachability$`, s.uiDrawsReachability},
 	}
-	return s
 }
 
-// registerStarsSteps holds the steps of features/stars.feature.
-func registerStarsSteps(sc *godog.ScenarioContext, w *World) {
-	sc.Step(`^the stars demo is running without policies$`, func(ctx context.Context) error {
-		t := godog.T(ctx)
-		require.NoError(t, w.Env.WaitDeploymentsAvailable(ctx, 3*time.Minute, starsNamespaces()...),
-			"the stars demo is deployed by `starlab up` (manifests/stars)")
-		require.NoError(t, w.Env.deleteStarsPolicies(ctx))
-		w.Cleanup(w.Env.deleteStarsPolicies)
-		return nil
-	})
-	sc.Step(`^I apply the stars policy "([^"]*)"$`, func(ctx context.Context, name string) error {
-		t := godog.T(ctx)
-		file, err := starsPolicyFile(name)
+func (s *starsSteps) demoRunningWithoutPolicies(ctx context.Context) error {
+	t := godog.T(ctx)
+	require.NoError(t, s.e.WaitDeploymentsAvailable(ctx, 3*time.Minute, starsNamespaces()...),
+		"the stars demo is deployed by `starlab up` (manifests/stars)")
+	require.NoError(t, s.e.deleteStarsPolicies(ctx))
+	s.w.Cleanup(s.e.deleteStarsPolicies)
+	return nil
+}
+
+func (s *starsSteps) applyPolicy(ctx context.Context, name string) error {
+	t := godog.T(ctx)
+	file, err := starsPolicyFile(name)
+	require.NoError(t, err)
+	rv, waited, err := s.e.applyPolicyFile(ctx, file)
+	require.NoError(t, err, "stars policy %s", name)
+	godog.Logf(ctx, "policy %s (resourceVersion %d) programmed on every node %s after apply", name, rv, waited.Round(time.Millisecond))
+	return nil
+}
+
+func (s *starsSteps) deletePolicies(ctx context.Context) error {
+	require.NoError(godog.T(ctx), s.e.deleteStarsPolicies(ctx))
+	return nil
+}
+
+func (s *starsSteps) reachabilityIs(ctx context.Context, table *godog.Table) error {
+	t := godog.T(ctx)
+	expected, err := MatrixFromTable(table)
+	require.NoError(t, err)
+	for _, n := range append(slices.Clone(expected.Rows), expected.Cols...) {
+		_, err := lookupStarsWorkload(n)
 		require.NoError(t, err)
-		rv, waited, err := w.Env.applyPolicyFile(ctx, file)
-		require.NoError(t, err, "stars policy %s", name)
-		godog.Logf(ctx, "policy %s (resourceVersion %d) programmed on every node %s after apply", name, rv, waited.Round(time.Millisecond))
-		return nil
-	})
-	sc.Step(`^I delete the stars policies$`, func(ctx context.Context) error {
-		require.NoError(godog.T(ctx), w.Env.deleteStarsPolicies(ctx))
-		return nil
-	})
-	sc.Step(`^the stars reachability is:$`, func(ctx context.Context, table *godog.Table) error {
-		t := godog.T(ctx)
-		expected, err := MatrixFromTable(table)
-		require.NoError(t, err)
-		for _, n := range append(slices.Clone(expected.Rows), expected.Cols...) {
-			_, err := lookupStarsWorkload(n)
-			require.NoError(t, err)
-		}
-		stars(w).expected = expected
-		report, ok, err := w.Env.CheckMatrix(ctx, expected, lookupStarsWorkload)
-		require.NoError(t, err)
-		assert.True(t, ok, report)
-		return nil
-	})
-	sc.Step(`^"([^"]*)" (can|cannot) reach the "([^"]*)" pod on TCP (\d+)$`, func(ctx context.Context, from, verb, to string, port int) error {
-		t := godog.T(ctx)
-		report, ok, err := w.Env.checkPodPort(ctx, from, to, port, verb == "can")
-		require.NoError(t, err)
-		assert.True(t, ok, report)
-		return nil
-	})
-	sc.Step(`^the management UI draws the stars reachability$`, func(ctx context.Context) error {
-		t := godog.T(ctx)
-		expected := stars(w).expected
-		require.NotNil(t, expected, "assert a stars reachability table before checking the UI")
-		want := expectedUIGraph(expected)
-		got, err := w.Env.waitUIGraph(ctx, want, 45*time.Second)
-		require.NoError(t, err)
-		assert.Equal(t, want, got)
-		return nil
-	})
+	}
+	s.expected = expected
+	report, ok, err := s.e.CheckMatrix(ctx, expected, lookupStarsWorkload)
+	require.NoError(t, err)
+	assert.True(t, ok, report)
+	return nil
+}
+
+func (s *starsSteps) podPortReachability(ctx context.Context, from, verb, to string, port int) error {
+	t := godog.T(ctx)
+	report, ok, err := s.e.checkPodPort(ctx, from, to, port, verb == "can")
+	require.NoError(t, err)
+	assert.True(t, ok, report)
+	return nil
+}
+
+func (s *starsSteps) uiDrawsReachability(ctx context.Context) error {
+	t := godog.T(ctx)
+	require.NotNil(t, s.expected, "assert a stars reachability table before checking the UI")
+	want := expectedUIGraph(s.expected)
+	got, err := s.e.waitUIGraph(ctx, want, 45*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	return nil
 }
 
 func starsPolicyFile(name string) (string, error) {

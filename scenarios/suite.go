@@ -7,24 +7,40 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/cucumber/godog"
 )
 
-// stepRegistrars lists every area's step registration. Add one line per scenarios/<area>_steps.go.
-func stepRegistrars() []func(*godog.ScenarioContext, *World) {
-	return []func(*godog.ScenarioContext, *World){
-		registerStarsSteps,
-		registerShopSteps,
-		registerServicesSteps,
-		registerObserverSteps,
+// scenarioSteps lists every area's steps, bound to a fresh steps value per area for the scenario of
+// w. Add one line per scenarios/<area>_steps.go.
+func scenarioSteps(w *World) []step {
+	return slices.Concat(
+		newStarsSteps(w).steps(),
+		newShopSteps(w).steps(),
+		newServicesSteps(w).steps(),
+		newObserverSteps(w).steps(),
+	)
+}
+
+// step is one step definition: its Gherkin expression and the function (usually a method of the
+// area's steps type) that runs it.
+type step struct {
+	expr string
+	fn   any
+}
+
+// registerSteps registers steps in sc.
+func registerSteps(sc *godog.ScenarioContext, steps []step) {
+	for _, s := range steps {
+		sc.Step(s.expr, s.fn)
 	}
 }
 
-// InitializeScenario returns the godog scenario initializer for env: a fresh World per scenario,
-// every area's steps, and the per-scenario cleanups.
+// InitializeScenario returns the godog scenario initializer for env: a fresh World and steps values
+// per scenario, every area's steps, and the per-scenario cleanups.
 func InitializeScenario(env *Env) func(*godog.ScenarioContext) {
 	return func(sc *godog.ScenarioContext) {
 		w := newWorld(env)
@@ -34,9 +50,7 @@ func InitializeScenario(env *Env) func(*godog.ScenarioContext) {
 			}
 			return ctx, nil
 		})
-		for _, register := range stepRegistrars() {
-			register(sc, w)
-		}
+		registerSteps(sc, scenarioSteps(w))
 	}
 }
 

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"time"
@@ -93,32 +91,6 @@ func parseUIDOM(dom string) (UIGraph, error) {
 	}
 	slices.Sort(g.Edges)
 	return g, nil
-}
-
-// chromiumDOM loads url in headless Chromium and returns the DOM after load.
-func chromiumDOM(ctx context.Context, url string) (string, error) {
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		return "", fmt.Errorf("chromium not found: install it with `apt-get install -y chromium`: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "starlab-chromium-")
-	if err != nil {
-		return "", fmt.Errorf("chromium profile dir: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run", "--user-data-dir="+dir, "--dump-dom", url)
-	out, err := cmd.Output()
-	if err != nil {
-		stderr := ""
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		return "", fmt.Errorf("chromium --dump-dom %s: %w: %s", url, err, stderr)
-	}
-	return string(out), nil
 }
 
 // waitUIGraph waits until the management UI (NodePort on a node IP) serves want in /api/graph, then

@@ -8,11 +8,11 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/starlab-dev/starlab/internal/kubeclient"
+	"github.com/starlab-dev/starlab/internal/lab"
 )
 
 // Env is the lab a whole run of scenarios shares: clients, where the report bundle goes, and the
@@ -31,9 +31,8 @@ type Env struct {
 	Log *slog.Logger
 
 	fwd              forwards
-	dynMu            sync.Mutex
-	dyn              dynamic.Interface
-	mapper           meta.RESTMapper
+	applyMu          sync.Mutex
+	apply            *lab.Applier
 	latMu            sync.Mutex
 	programLatencies []time.Duration
 }
@@ -54,17 +53,16 @@ func NewEnv(labName, kubeconfig, reportDir string, log *slog.Logger) (*Env, erro
 	return &Env{LabName: labName, Kubeconfig: kubeconfig, RESTConfig: cfg, Client: client, ReportDir: reportDir, Log: log}, nil
 }
 
-// World is the state of one scenario: the shared Env plus what the scenario's steps remember
-// between steps and the cleanups to run after it.
+// World is one scenario: the shared Env and the cleanups to run after it. What a scenario's steps
+// remember between steps lives in the area's steps type (servicesSteps, observerSteps, ...), made
+// fresh for each scenario.
 type World struct {
-	Env *Env
-	// Values lets a steps file keep its own per-scenario state under its own key.
-	Values   map[string]any
+	Env      *Env
 	cleanups []func(context.Context) error
 }
 
 func newWorld(env *Env) *World {
-	return &World{Env: env, Values: map[string]any{}}
+	return &World{Env: env}
 }
 
 // Cleanup registers fn to run after the scenario, last registered first.
@@ -83,13 +81,14 @@ func (w *World) runCleanups(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// restConfig loads the lab's kubeconfig (never the in-cluster config) with a client rate for a test run.
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		return nil, fmt.Errorf("no kubeconfig given: set STARLAB_KUBECONFIG or let the suite create a lab")
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	cfg, err := kubeclient.RESTConfig(kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+		return nil, err
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	return cfg, nil

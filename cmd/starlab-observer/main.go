@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/starlab-dev/starlab/internal/agentapi"
+	"github.com/starlab-dev/starlab/internal/kubeclient"
 	"github.com/starlab-dev/starlab/internal/observer"
 )
 
@@ -32,8 +32,8 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("starlab-observer", flag.ContinueOnError)
 	listen := fs.String("listen", fmt.Sprintf(":%d", observer.Port), "address to serve the APIs and UI on")
 	namespace := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agent pods (default $POD_NAMESPACE)")
-	selector := fs.String("agent-selector", observer.AgentSelector, "label selector of the agent pods")
-	agentPort := fs.Int("agent-port", observer.Port, "port the agents serve flows on")
+	selector := fs.String("agent-selector", agentapi.PodSelector, "label selector of the agent pods")
+	agentPort := fs.Int("agent-port", agentapi.Port, "port the agents serve flows on")
 	capacity := fs.Int("buffer", 100000, "flows kept in memory")
 	window := fs.Duration("merge-window", 200*time.Millisecond, "reorder window of the live merge")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig (default: in-cluster)")
@@ -50,15 +50,9 @@ func run(ctx context.Context, args []string) error {
 	if *namespace == "" {
 		return fmt.Errorf("agent namespace unknown: set --namespace or POD_NAMESPACE (the chart sets it from the downward API)")
 	}
-	var cfg *rest.Config
-	var err error
-	if *kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+	cfg, err := kubeclient.RESTConfig(*kubeconfig)
 	if err != nil {
-		return fmt.Errorf("kubernetes client config: %w", err)
+		return err
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -22,9 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/starlab-dev/starlab/datapath/flowevent"
@@ -33,6 +31,7 @@ import (
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/datapath/policy"
 	"github.com/starlab-dev/starlab/internal/flow"
+	"github.com/starlab-dev/starlab/internal/kubeclient"
 )
 
 var metav1PatchOptions = metav1.PatchOptions{FieldManager: "starlab-agent"}
@@ -120,26 +119,11 @@ func (a *Agent) lostEvents() uint64 {
 
 func dropReasonName(r uint8) string { return flowevent.DropReason(r).String() }
 
-func (a *Agent) restConfig() (*rest.Config, error) {
-	if a.cfg.Kubeconfig != "" {
-		c, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("load kubeconfig %s: %w", a.cfg.Kubeconfig, err)
-		}
-		return c, nil
-	}
-	c, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("in-cluster config (KUBERNETES_SERVICE_HOST/PORT must name the API server's real address): %w", err)
-	}
-	return c, nil
-}
-
 // Run runs the agent until ctx is done. On return the datapath stays attached and pinned (a
 // restarted agent resumes without breaking connections), unless the agent's DaemonSet is gone
 // (chart uninstalled): then the node is cleaned.
 func (a *Agent) Run(ctx context.Context) error {
-	rc, err := a.restConfig()
+	rc, err := kubeclient.RESTConfig(a.cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
+
+	"github.com/starlab-dev/starlab/internal/agentapi"
+	"github.com/starlab-dev/starlab/internal/cni"
 )
 
 // Config configures the agent. Zero values take the defaults of DefaultConfig.
@@ -40,12 +44,12 @@ type Config struct {
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:         ":4245",
-		Socket:         "/var/run/starlab/agent.sock",
+		Listen:         ":" + strconv.Itoa(agentapi.Port),
+		Socket:         cni.DefaultAgentSocket,
 		StateDir:       "/var/lib/starlab",
 		BPFFS:          "/sys/fs/bpf",
-		CNIBinDir:      "/opt/cni/bin",
-		CNIConfDir:     "/etc/cni/net.d",
+		CNIBinDir:      cni.DefaultBinDir,
+		CNIConfDir:     cni.DefaultConfDir,
 		ClusterPodCIDR: netip.MustParsePrefix("10.244.0.0/16"),
 		PolicyDebounce: 30 * time.Millisecond,
 		FlowBuffer:     16384,
@@ -65,7 +69,7 @@ func (c *Config) Validate() error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("find own executable for the CNI binary: %w", err))
 		} else {
-			c.CNISource = filepath.Join(filepath.Dir(exe), "starlab-cni")
+			c.CNISource = filepath.Join(filepath.Dir(exe), cni.BinaryName)
 		}
 	}
 	if c.EventLevel > 2 {
@@ -90,4 +94,4 @@ func (c *Config) EndpointsDir() string { return filepath.Join(c.StateDir, "endpo
 func (c *Config) IPAMDir() string { return filepath.Join(c.StateDir, "ipam") }
 
 // ConflistPath is the CNI config file the agent owns.
-func (c *Config) ConflistPath() string { return filepath.Join(c.CNIConfDir, "05-starlab.conflist") }
+func (c *Config) ConflistPath() string { return filepath.Join(c.CNIConfDir, cni.ConflistName) }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 )
 
@@ -59,37 +60,9 @@ func newMetrics(a *Agent) *metrics {
 	return m
 }
 
-// Status is the JSON of GET /v1/status.
-type Status struct {
-	Node             string           `json:"node"`
-	Ready            bool             `json:"ready"`
-	PodCIDR          string           `json:"pod_cidr"`
-	NodeDevice       string           `json:"node_device"`
-	Endpoints        []EndpointStatus `json:"endpoints"`
-	Services         int              `json:"services"`
-	PolicyRevision   uint64           `json:"policy_revision"`
-	SeenRevision     uint64           `json:"seen_revision"`
-	PolicyProblems   []string         `json:"policy_problems,omitempty"`
-	FlowsSeen        uint64           `json:"flows_seen"`
-	FlowsStored      int              `json:"flows_stored"`
-	LostEvents       uint64           `json:"lost_events"` // ring-buffer reserve failures, malformed events, slow flow subscribers
-	Uptime           string           `json:"uptime"`
-	DatapathCounters map[string]any   `json:"datapath_counters,omitempty"`
-}
-
-// EndpointStatus is one local endpoint in the status.
-type EndpointStatus struct {
-	ContainerID string `json:"container_id"`
-	Pod         string `json:"pod"`
-	IP          string `json:"ip"`
-	HostIfName  string `json:"host_if_name"`
-	Ifindex     int    `json:"ifindex"`
-	Identity    uint32 `json:"identity"`
-	Flags       uint32 `json:"flags"`
-}
-
-func (a *Agent) status() Status {
-	s := Status{
+// status is the agent's answer to GET /v1/status.
+func (a *Agent) status() agentapi.Status {
+	s := agentapi.Status{
 		Node: a.cfg.NodeName, Ready: a.ready.Load(), NodeDevice: a.netdevName,
 		PolicyRevision: a.programmedRevision.Load(), SeenRevision: a.seenRevision.Load(),
 		FlowsSeen: a.store.Total(), FlowsStored: a.store.Len(), LostEvents: a.lostEvents(),
@@ -101,7 +74,7 @@ func (a *Agent) status() Status {
 	}
 	for _, ep := range a.endpoints {
 		st := a.endpointStateLocked(ep)
-		s.Endpoints = append(s.Endpoints, EndpointStatus{ContainerID: ep.ContainerID, Pod: ep.PodNamespace + "/" + ep.PodName,
+		s.Endpoints = append(s.Endpoints, agentapi.EndpointStatus{ContainerID: ep.ContainerID, Pod: ep.PodNamespace + "/" + ep.PodName,
 			IP: ep.IP, HostIfName: ep.HostIfName, Ifindex: ep.Ifindex, Identity: st.Identity, Flags: uint32(st.Flags)})
 	}
 	if res := a.pol.result; res != nil {
@@ -130,15 +103,15 @@ func (a *Agent) status() Status {
 
 func (a *Agent) apiHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/flows", flow.Handler(a.store, a.log))
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET "+agentapi.PathFlows, flow.Handler(a.store, a.log))
+	mux.HandleFunc("GET "+agentapi.PathStatus, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(a.status())
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET "+agentapi.PathMetrics, promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET "+agentapi.PathHealth, func(w http.ResponseWriter, r *http.Request) {
 		if !a.ready.Load() {
 			http.Error(w, "starting", http.StatusServiceUnavailable)
 			return

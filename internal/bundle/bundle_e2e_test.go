@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
+	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/internal/observer"
@@ -193,7 +194,7 @@ func TestBundleOfRunningLab(t *testing.T) {
 		assert.NotEmpty(t, routes)
 		assert.NotEmpty(t, addrs)
 		assert.Equal(t, "0\n", string(files[dir+"kube-svc-rules.txt"]), "no kube-proxy rules on %s", n.Name)
-		assert.Contains(t, string(files[dir+"bpffs-starlab.txt"]), "/sys/fs/bpf/starlab")
+		assert.Contains(t, string(files[dir+"bpffs-starlab.txt"]), agentapi.PinDir)
 		assert.Contains(t, string(files[dir+"containerd.journal.txt"]), "containerd")
 		assert.Contains(t, files, dir+"kubelet.journal.txt")
 	}

@@ -15,12 +15,10 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Label selectors of the starlab pods (the chart's app.kubernetes.io/name).
 const (
-	AgentSelector    = "app.kubernetes.io/name=starlab-agent"
-	ObserverSelector = "app.kubernetes.io/name=starlab-observer"
-	starlabSelector  = "app.kubernetes.io/name in (starlab-agent,starlab-observer)"
-	maxLogBytes      = 64 << 20
+	// starlabSelector selects the agent and observer pods (agentapi.PodSelector, observer.PodSelector).
+	starlabSelector = "app.kubernetes.io/name in (starlab-agent,starlab-observer)"
+	maxLogBytes     = 64 << 20
 )
 
 // Version is the starlab build that wrote a bundle (from the Go build info).

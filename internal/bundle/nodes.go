@@ -10,10 +10,9 @@ import (
 
 	"sigs.k8s.io/kind/pkg/cluster/nodes"
 	"sigs.k8s.io/kind/pkg/exec"
-)
 
-// BPFFSDir is where the agent pins the datapath's maps and links in each node.
-const BPFFSDir = "/sys/fs/bpf/starlab"
+	"github.com/starlab-dev/starlab/internal/agentapi"
+)
 
 // nodeCommand is one command run in every node (kind's node exec, i.e. docker exec, in-process).
 type nodeCommand struct {
@@ -30,7 +29,7 @@ func (r *run) nodeCommands() []nodeCommand {
 		{"ip-route.json", []string{"ip", "-j", "route"}},
 		{"ip-addr.json", []string{"ip", "-j", "addr"}},
 		{"iptables-save.txt", []string{"iptables-save"}},
-		{"bpffs-starlab.txt", []string{"ls", "-laR", BPFFSDir}},
+		{"bpffs-starlab.txt", []string{"ls", "-laR", agentapi.PinDir}},
 		{"containerd.journal.txt", journal("containerd")},
 		{"kubelet.journal.txt", journal("kubelet")},
 	}

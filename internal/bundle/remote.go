@@ -5,68 +5,55 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/observer"
 	"github.com/starlab-dev/starlab/internal/portforward"
 )
 
 const (
-	// AgentPort is the agent's HTTP port (hostNetwork) and the observer's.
-	AgentPort      = observer.Port
 	maxFetchBytes  = 256 << 20
 	requestTimeout = 45 * time.Second
 )
 
-// fetch GETs base+path?q and returns the body (at most maxFetchBytes).
-func fetch(ctx context.Context, base, path string, q url.Values) ([]byte, error) {
+// readAll runs one GET of a collection under its own timeout and returns the answer (at most
+// maxFetchBytes of it).
+func readAll(ctx context.Context, path string, get func(context.Context) (io.ReadCloser, error)) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	u := base + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	body, err := get(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("request %s: %w", path, err)
+		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxFetchBytes))
+	defer body.Close()
+	data, err := io.ReadAll(io.LimitReader(body, maxFetchBytes))
 	if err != nil {
 		return nil, fmt.Errorf("read GET %s: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(data[:min(len(data), 512)])))
 	}
 	return data, nil
 }
 
-// collectAgents port-forwards to every agent pod's :4245 (in parallel) and saves its status, recent flows and metrics
-// under agents/<node>/.
+// collectAgents port-forwards to every agent pod's API (agentapi.Port), in parallel, and saves its status,
+// recent flows and metrics under agents/<node>/.
 func (r *run) collectAgents(ctx context.Context, s *stepCtx) error {
 	cs, err := r.clients()
 	if err != nil {
 		return err
 	}
 	ns := r.opts.Namespace
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: AgentSelector})
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: agentapi.PodSelector})
 	if err != nil {
-		return fmt.Errorf("list agent pods (%s) in %s: %w", AgentSelector, ns, err)
+		return fmt.Errorf("list agent pods (%s) in %s: %w", agentapi.PodSelector, ns, err)
 	}
 	if len(pods.Items) == 0 {
-		return fmt.Errorf("no agent pods (%s) in namespace %s: is the chart installed?", AgentSelector, ns)
+		return fmt.Errorf("no agent pods (%s) in namespace %s: is the chart installed?", agentapi.PodSelector, ns)
 	}
 	flowQuery := flow.Query{Since: time.Now().Add(-r.opts.Since)}.Values()
 	var wg sync.WaitGroup
@@ -86,21 +73,22 @@ func (r *run) collectAgent(ctx context.Context, s *stepCtx, p *corev1.Pod, flowQ
 		s.fail(dir, fmt.Errorf("agent pod %s/%s is %s, not running: its API cannot be reached", ns, p.Name, p.Status.Phase))
 		return
 	}
-	f, err := portforward.Open(ctx, r.cfg, ns, p.Name, AgentPort, 0)
+	f, err := portforward.Open(ctx, r.cfg, ns, p.Name, agentapi.Port, 0)
 	if err != nil {
 		s.fail(dir, err)
 		return
 	}
 	defer f.Close()
+	c := agentapi.NewClientURL(f.URL(), nil)
 	for _, g := range []struct {
 		file, path string
 		q          url.Values
 	}{
-		{"status.json", "/v1/status", nil},
-		{"flows.ndjson", "/v1/flows", flowQuery},
-		{"metrics.txt", "/metrics", nil},
+		{"status.json", agentapi.PathStatus, nil},
+		{"flows.ndjson", agentapi.PathFlows, flowQuery},
+		{"metrics.txt", agentapi.PathMetrics, nil},
 	} {
-		data, err := fetch(ctx, f.URL(), g.path, g.q)
+		data, err := readAll(ctx, g.path, func(ctx context.Context) (io.ReadCloser, error) { return c.Get(ctx, g.path, g.q) })
 		if err != nil {
 			s.fail(dir+"/"+g.file, fmt.Errorf("agent %s/%s: %w", ns, p.Name, err))
 			continue
@@ -123,16 +111,17 @@ func (r *run) collectObserver(ctx context.Context, s *stepCtx) error {
 		return fmt.Errorf("reach the observer: %w", err)
 	}
 	defer fw.Close()
+	c := &observer.Client{Base: fw.URL()}
 	for _, g := range []struct {
 		file, path string
 		q          url.Values
 	}{
-		{"status.json", "/api/v1/status", nil},
-		{"graph.json", "/api/v1/graph", nil},
-		{"metrics.txt", "/metrics", nil},
-		{"flows.ndjson", "/api/v1/flows", flow.Query{Since: time.Now().Add(-r.opts.Since)}.Values()},
+		{"status.json", observer.PathStatus, nil},
+		{"graph.json", observer.PathGraph, nil},
+		{"metrics.txt", observer.PathMetrics, nil},
+		{"flows.ndjson", observer.PathFlows, flow.Query{Since: time.Now().Add(-r.opts.Since)}.Values()},
 	} {
-		data, err := fetch(ctx, fw.URL(), g.path, g.q)
+		data, err := readAll(ctx, g.path, func(ctx context.Context) (io.ReadCloser, error) { return c.Get(ctx, g.path, g.q) })
 		if err != nil {
 			s.fail("observer/"+g.file, fmt.Errorf("observer %s: %w", fw.Pod, err))
 			continue

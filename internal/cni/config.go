@@ -15,6 +15,15 @@ const (
 	GatewayIP          = "169.254.1.1"
 )
 
+// Where the agent installs the plugin on a node: the conflist ConflistName in DefaultConfDir, the
+// binary BinaryName in DefaultBinDir.
+const (
+	DefaultConfDir = "/etc/cni/net.d"
+	DefaultBinDir  = "/opt/cni/bin"
+	ConflistName   = "05-starlab.conflist"
+	BinaryName     = "starlab-cni"
+)
+
 // NetConf is the plugin's entry in the conflist.
 type NetConf struct {
 	types.PluginConf

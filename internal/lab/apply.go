@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 )
 
@@ -63,27 +64,98 @@ func ManifestFiles(fsys fs.FS, dirs ...string) ([]string, error) {
 	return files, nil
 }
 
-// DecodeManifests splits multi-document YAML into objects (empty documents skipped).
+// DecodeManifests splits multi-document YAML into objects (empty documents skipped). Every object needs
+// apiVersion, kind and metadata.name.
 func DecodeManifests(data []byte) ([]*unstructured.Unstructured, error) {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	var objs []*unstructured.Unstructured
-	for {
+	for i := 1; ; i++ {
 		var m map[string]any
 		if err := dec.Decode(&m); err != nil {
 			if errors.Is(err, io.EOF) {
 				return objs, nil
 			}
-			return nil, err
+			return nil, fmt.Errorf("decode YAML document %d: %w", i, err)
 		}
 		if len(m) == 0 {
 			continue
 		}
 		u := &unstructured.Unstructured{Object: m}
-		if u.GetKind() == "" || u.GetAPIVersion() == "" {
-			return nil, fmt.Errorf("document without kind/apiVersion (name %q)", u.GetName())
+		if u.GetKind() == "" || u.GetAPIVersion() == "" || u.GetName() == "" {
+			return nil, fmt.Errorf("YAML document %d (name %q): apiVersion, kind and metadata.name are required", i, u.GetName())
 		}
 		objs = append(objs, u)
 	}
+}
+
+// Applier server-side applies objects to one cluster with one dynamic client and one discovery-backed
+// REST mapper (it caches discovery and refreshes it when a kind is unknown). It is safe for concurrent
+// use.
+type Applier struct {
+	dyn          dynamic.Interface
+	mapper       meta.RESTMapper
+	fieldManager string
+}
+
+// NewApplier returns an Applier for the cluster of cfg that applies as fieldManager.
+func NewApplier(cfg *rest.Config, fieldManager string) (*Applier, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("discovery client for %s: %w", cfg.Host, err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client for %s: %w", cfg.Host, err)
+	}
+	return &Applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), fieldManager: fieldManager}, nil
+}
+
+// Resource returns the dynamic client of o's resource, in o's namespace for a namespaced kind (an
+// empty namespace is set to "default").
+func (a *Applier) Resource(o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	gvk := o.GroupVersionKind()
+	mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: unknown kind: %w", gvk.Kind, o.GetName(), err)
+	}
+	if mapping.Scope.Name() != meta.RESTScopeNameNamespace {
+		return a.dyn.Resource(mapping.Resource), nil
+	}
+	if o.GetNamespace() == "" {
+		o.SetNamespace(metav1.NamespaceDefault)
+	}
+	return a.dyn.Resource(mapping.Resource).Namespace(o.GetNamespace()), nil
+}
+
+// Apply server-side applies (forced) each of objs in order and returns the objects the API server
+// stored, one for each applied object. It stops at the first error.
+func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured) ([]*unstructured.Unstructured, error) {
+	var applied []*unstructured.Unstructured
+	for _, o := range objs {
+		ri, err := a.Resource(o)
+		if err != nil {
+			return applied, fmt.Errorf("apply %w", err)
+		}
+		data, err := o.MarshalJSON()
+		if err != nil {
+			return applied, fmt.Errorf("encode %s: %w", ObjectID(o), err)
+		}
+		force := true
+		got, err := ri.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: a.fieldManager, Force: &force})
+		if err != nil {
+			return applied, fmt.Errorf("apply %s: %w", ObjectID(o), err)
+		}
+		applied = append(applied, got)
+	}
+	return applied, nil
+}
+
+// ObjectID names an object in messages: "Kind namespace/name", or "Kind name" without a namespace.
+func ObjectID(o *unstructured.Unstructured) string {
+	if ns := o.GetNamespace(); ns != "" {
+		return o.GetKind() + " " + ns + "/" + o.GetName()
+	}
+	return o.GetKind() + " " + o.GetName()
 }
 
 // ApplyManifests server-side applies (field manager "starlab", forced) every YAML file under dirs of fsys,
@@ -115,44 +187,16 @@ func (l *Lab) ApplyManifests(ctx context.Context, fsys fs.FS, dirs []string, ref
 	if err != nil {
 		return nil, err
 	}
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	a, err := NewApplier(cfg, fieldManager)
 	if err != nil {
-		return nil, fmt.Errorf("discovery client for lab %q: %w", l.name, err)
+		return nil, fmt.Errorf("lab %q: %w", l.name, err)
 	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("dynamic client for lab %q: %w", l.name, err)
+	done, err := a.Apply(ctx, objs)
+	applied := make([]string, 0, len(done))
+	for _, o := range objs[:len(done)] {
+		applied = append(applied, ObjectID(o))
 	}
-	var applied []string
-	for _, o := range objs {
-		gvk := o.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			return applied, fmt.Errorf("apply %s %s: unknown kind: %w", gvk.Kind, o.GetName(), err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		id := gvk.Kind + " " + o.GetName()
-		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			ns := o.GetNamespace()
-			if ns == "" {
-				ns = "default"
-				o.SetNamespace(ns)
-			}
-			ri = dyn.Resource(mapping.Resource).Namespace(ns)
-			id = gvk.Kind + " " + ns + "/" + o.GetName()
-		}
-		data, err := o.MarshalJSON()
-		if err != nil {
-			return applied, fmt.Errorf("encode %s: %w", id, err)
-		}
-		force := true
-		if _, err := ri.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: fieldManager, Force: &force}); err != nil {
-			return applied, fmt.Errorf("apply %s: %w", id, err)
-		}
-		applied = append(applied, id)
-	}
-	return applied, nil
+	return applied, err
 }
 
 // describe joins object ids for messages.

@@ -199,9 +199,29 @@ func TestManifestFilesAndDecode(t *testing.T) {
 	assert.Equal(t, "client", objs[1].GetName())
 
 	_, err = DecodeManifests([]byte("metadata: {name: x}\n"))
-	require.ErrorContains(t, err, "without kind/apiVersion")
+	require.ErrorContains(t, err, "apiVersion, kind and metadata.name are required")
 	_, err = DecodeManifests([]byte("kind: [\n"))
 	require.Error(t, err)
+}
+
+func TestDecodeManifests(t *testing.T) {
+	objs, err := DecodeManifests([]byte("# c\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n"))
+	require.NoError(t, err)
+	require.Len(t, objs, 2)
+	assert.Equal(t, "b", objs[1].GetName())
+	_, err = DecodeManifests([]byte("kind: Namespace\nmetadata:\n  name: a\n"))
+	require.ErrorContains(t, err, "apiVersion, kind and metadata.name are required")
+	_, err = DecodeManifests([]byte("apiVersion: v1\nkind: Namespace\n---\napiVersion: v1\nkind: Namespace\nmetadata: {}\n"))
+	require.ErrorContains(t, err, "YAML document 1")
+	_, err = DecodeManifests([]byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkind: [\n"))
+	require.ErrorContains(t, err, "YAML document 2")
+}
+
+func TestObjectID(t *testing.T) {
+	objs, err := DecodeManifests([]byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\n"))
+	require.NoError(t, err)
+	assert.Equal(t, "Namespace a", ObjectID(objs[0]))
+	assert.Equal(t, "Service a/s", ObjectID(objs[1]))
 }
 
 func TestParseInspectAndSummarize(t *testing.T) {

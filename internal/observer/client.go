@@ -27,6 +27,14 @@ const (
 	PodSelector      = "app.kubernetes.io/name=starlab-observer"
 )
 
+// API paths of the observer.
+const (
+	PathFlows   = "/api/v1/flows"  // NDJSON flows answering a flow.Query (flow.Query.Values)
+	PathGraph   = "/api/v1/graph"  // GraphView as JSON
+	PathStatus  = "/api/v1/status" // Status as JSON
+	PathMetrics = "/metrics"       // Prometheus text exposition
+)
+
 // Forward is a running port-forward to the observer pod: URL(), Close(), Done() and Err() come from
 // portforward.Forward.
 type Forward struct {
@@ -53,7 +61,7 @@ func FindPod(ctx context.Context, cs kubernetes.Interface, namespace string) (st
 	return "", fmt.Errorf("no ready observer pod in namespace %s: %s", namespace, strings.Join(seen, ", "))
 }
 
-// PortForward forwards 127.0.0.1:localPort (0: any free port) to port 4245 of a ready observer pod,
+// PortForward forwards 127.0.0.1:localPort (0: any free port) to Port of a ready observer pod,
 // through the API server. ctx bounds the setup only. Close it when done.
 func PortForward(ctx context.Context, cfg *rest.Config, namespace string, localPort int) (*Forward, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
@@ -84,6 +92,15 @@ func (c *Client) http() *http.Client {
 	return http.DefaultClient
 }
 
+// Get starts GET path?q and returns the body of a 200 answer; the caller closes it.
+func (c *Client) Get(ctx context.Context, path string, q url.Values) (io.ReadCloser, error) {
+	resp, err := c.get(ctx, path, q)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
 func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {
 	u := strings.TrimSuffix(c.Base, "/") + path
 	if len(q) > 0 {
@@ -107,7 +124,7 @@ func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Resp
 
 // Flows streams the flows answering q to emit until the answer ends (or, when following, ctx ends).
 func (c *Client) Flows(ctx context.Context, q flow.Query, emit func(*flow.Flow) error) error {
-	resp, err := c.get(ctx, "/api/v1/flows", q.Values())
+	resp, err := c.get(ctx, PathFlows, q.Values())
 	if err != nil {
 		return err
 	}
@@ -133,18 +150,18 @@ func (c *Client) Flows(ctx context.Context, q flow.Query, emit func(*flow.Flow) 
 // Graph fetches the service graph.
 func (c *Client) Graph(ctx context.Context, q url.Values) (GraphView, error) {
 	var g GraphView
-	return g, c.getJSON(ctx, "/api/v1/graph", q, &g)
+	return g, c.getJSON(ctx, PathGraph, q, &g)
 }
 
 // Status fetches the observer status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
-	return s, c.getJSON(ctx, "/api/v1/status", nil, &s)
+	return s, c.getJSON(ctx, PathStatus, nil, &s)
 }
 
 // Metrics fetches the Prometheus text exposition.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
-	resp, err := c.get(ctx, "/metrics", nil)
+	resp, err := c.get(ctx, PathMetrics, nil)
 	if err != nil {
 		return "", err
 	}

@@ -13,28 +13,27 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-)
 
-// AgentSelector selects the agent pods.
-const AgentSelector = "app.kubernetes.io/name=starlab-agent"
+	"github.com/starlab-dev/starlab/internal/agentapi"
+)
 
 // Discovery keeps the observer's node set equal to the cluster's nodes, each pointed at the agent pod
 // running on it (hostNetwork: the pod IP is the node IP).
 type Discovery struct {
 	Client    kubernetes.Interface
 	Namespace string // where the agent pods run
-	Selector  string // default AgentSelector
-	AgentPort int    // default Port
+	Selector  string // default agentapi.PodSelector
+	AgentPort int    // default agentapi.Port
 	Observer  *Observer
 }
 
 // Run watches nodes and agent pods until ctx ends.
 func (d *Discovery) Run(ctx context.Context) error {
 	if d.Selector == "" {
-		d.Selector = AgentSelector
+		d.Selector = agentapi.PodSelector
 	}
 	if d.AgentPort == 0 {
-		d.AgentPort = Port
+		d.AgentPort = agentapi.Port
 	}
 	sel, err := labels.Parse(d.Selector)
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 	"github.com/starlab-dev/starlab/internal/flow"
 )
 
-// Port is the observer's (and the agents') HTTP port.
+// Port is the observer's HTTP port (the same number as the agents' agentapi.Port, on its own pod).
 const Port = 4245
 
 // Config configures an Observer.

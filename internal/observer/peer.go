@@ -2,16 +2,15 @@ package observer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
+	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 )
 
@@ -193,27 +192,26 @@ func (p *peer) stream(ctx context.Context, addr string) error {
 		since = p.lastTime
 		p.mu.Unlock()
 	}
-	q := url.Values{"follow": {"true"}}
+	q := flow.Query{Follow: true}
 	if since.IsZero() {
-		q.Set("last", fmt.Sprint(p.initialLast)) // nothing buffered a moment ago: all of it is new
+		q.Last = p.initialLast // nothing buffered a moment ago: all of it is new
 	} else {
-		q.Set("since", since.Add(time.Nanosecond).UTC().Format(time.RFC3339Nano))
+		q.Since = since.Add(time.Nanosecond)
 	}
-	body, err := p.get(ctx, addr, q)
+	flows, err := agentapi.NewClient(addr, p.client).Flows(ctx, q)
 	if err != nil {
 		return err
 	}
-	defer body.Close()
+	defer flows.Close()
 	p.setState(StateConnected, nil)
 	p.log.Info("streaming flows from agent", "addr", addr)
-	dec := flow.NewDecoder(body)
 	for {
-		f, err := dec.Decode()
+		f, err := flows.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("read flows from agent %s: %w", addr, err)
+			return err
 		}
 		p.seen(f)
 		select {
@@ -226,20 +224,19 @@ func (p *peer) stream(ctx context.Context, addr string) error {
 
 // readHistory stores the agent's newest initialLast buffered flows through backfill.
 func (p *peer) readHistory(ctx context.Context, addr string) error {
-	body, err := p.get(ctx, addr, url.Values{"last": {fmt.Sprint(p.initialLast)}})
+	flows, err := agentapi.NewClient(addr, p.client).Flows(ctx, flow.Query{Last: p.initialLast})
 	if err != nil {
 		return err
 	}
-	defer body.Close()
-	dec := flow.NewDecoder(body)
+	defer flows.Close()
 	n := uint64(0)
 	for {
-		f, err := dec.Decode()
+		f, err := flows.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("read buffered flows from agent %s: %w", addr, err)
+			return fmt.Errorf("read buffered flows: %w", err)
 		}
 		p.seen(f)
 		p.backfill(f)
@@ -266,30 +263,6 @@ func (p *peer) seen(f *flow.Flow) {
 	p.mu.Unlock()
 }
 
-// get starts GET /v1/flows?q on the agent and returns the body of a 200 answer.
-func (p *peer) get(ctx context.Context, addr string, q url.Values) (io.ReadCloser, error) {
-	u := "http://" + addr + "/v1/flows?" + q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("agent request %s: %w", u, err)
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("connect to agent %s: %w", addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		return nil, fmt.Errorf("agent %s answered %s: %s", addr, resp.Status, b)
-	}
-	return resp.Body, nil
-}
-
-// agentStatus is the part of the agent's /v1/status the observer reads.
-type agentStatus struct {
-	LostEvents uint64 `json:"lost_events"`
-}
-
 // pollStatus reads the agent's lost-event counter every few seconds and reports increases.
 func (p *peer) pollStatus(ctx context.Context) {
 	t := time.NewTicker(p.statusEvery)
@@ -306,7 +279,9 @@ func (p *peer) pollStatus(ctx context.Context) {
 		if addr == "" {
 			continue
 		}
-		st, err := p.fetchStatus(ctx, addr)
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		st, err := agentapi.NewClient(addr, p.client).Status(sctx)
+		cancel()
 		if err != nil {
 			p.log.Debug("agent status", "err", err)
 			continue
@@ -323,26 +298,4 @@ func (p *peer) pollStatus(ctx context.Context) {
 			p.onLost(p.node, delta)
 		}
 	}
-}
-
-func (p *peer) fetchStatus(ctx context.Context, addr string) (agentStatus, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/status", nil)
-	if err != nil {
-		return agentStatus{}, fmt.Errorf("agent status request: %w", err)
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return agentStatus{}, fmt.Errorf("agent status %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return agentStatus{}, fmt.Errorf("agent status %s: %s", addr, resp.Status)
-	}
-	var st agentStatus
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
-		return agentStatus{}, fmt.Errorf("decode agent status %s: %w", addr, err)
-	}
-	return st, nil
 }

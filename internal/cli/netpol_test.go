@@ -14,13 +14,13 @@ import (
 	"github.com/starlab-dev/starlab/manifests"
 )
 
-// starsDir writes the stars workloads and the first `steps` policy steps into a temporary directory.
+// starsDir copies the stars workloads and the first `steps` policy steps into a temporary directory.
 func starsDir(t *testing.T, steps int) string {
 	t.Helper()
 	dir := t.TempDir()
-	workloads, err := manifests.RenderDir(manifests.StarsDir, "")
+	files, err := manifests.Files(manifests.StarsDir)
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "workloads.yaml"), workloads, 0o644))
+	copyEmbedded(t, dir, files)
 	writePolicySteps(t, dir, steps)
 	return dir
 }
@@ -28,7 +28,13 @@ func starsDir(t *testing.T, steps int) string {
 // writePolicySteps copies the first `steps` stars policy steps into dir.
 func writePolicySteps(t *testing.T, dir string, steps int) {
 	t.Helper()
-	for _, f := range manifests.StarsPolicySteps()[:steps] {
+	copyEmbedded(t, dir, manifests.StarsPolicySteps()[:steps])
+}
+
+// copyEmbedded copies embedded manifest files into dir under their base names.
+func copyEmbedded(t *testing.T, dir string, files []string) {
+	t.Helper()
+	for _, f := range files {
 		data, err := fs.ReadFile(manifests.FS, f)
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(f)), data, 0o644))
@@ -121,9 +127,9 @@ func TestPredictStars(t *testing.T) {
 
 func TestDiffStarsStep3To4(t *testing.T) {
 	workloads := t.TempDir()
-	data, err := manifests.RenderDir(manifests.StarsDir, "")
+	files, err := manifests.Files(manifests.StarsDir)
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(workloads, "workloads.yaml"), data, 0o644))
+	copyEmbedded(t, workloads, files)
 	base, head := t.TempDir(), t.TempDir()
 	writePolicySteps(t, base, 3)
 	writePolicySteps(t, head, 4)

@@ -62,7 +62,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: log, started: time.Now()}
 	a.endpoints = newEndpoints(cfg, log, &a.ready)
-	a.policy = newPolicies(cfg.NodeName, cfg.PolicyDebounce, log, a.endpoints)
+	a.policy = newPolicies(cfg.NodeName, cfg.PolicyDebounce, log, a.endpoints, &a.synced)
 	a.endpoints.policy = a.policy
 	a.nodes = newNodeRoutes(cfg.NodeName, maps.EventLevel(cfg.EventLevel), log)
 	a.services = newServices(cfg.NodeName, log, a.nodes.isNodeIP)
@@ -119,6 +119,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	defer bc.Shutdown()
 	a.recorder = bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "starlab-agent", Host: a.cfg.NodeName})
+	a.policy.nodes, a.policy.recorder, a.services.recorder = a.client.CoreV1().Nodes(), a.recorder, a.recorder
 
 	// 1. Own node: pod CIDR and InternalIP.
 	node, err := a.waitOwnNode(ctx)
@@ -128,8 +129,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	cidr, _ := nodePodCIDR(node)
 	nodeIP, _ := nodeInternalIP(node)
 	a.endpoints.podCIDR = cidr
-	a.policy.nodes = a.client.CoreV1().Nodes()
-	a.policy.recorder, a.services.recorder = a.recorder, a.recorder
 	a.log.Info("node", "name", a.cfg.NodeName, "podCIDR", cidr, "internalIP", nodeIP)
 
 	// 2. Datapath: load (mounts bpffs, reuses pins), attach to the node device.
@@ -189,7 +188,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.synced.Store(true)
-	a.policy.synced.Store(true)
 
 	// 6. Flow events: read only now that pods and services can be named; events emitted meanwhile
 	// wait in the ring buffer.

@@ -69,7 +69,7 @@ type policies struct {
 	recorder record.EventRecorder      // nil: no Events
 
 	kick               chan struct{}
-	synced             atomic.Bool // informers synced: compilations may run
+	synced             *atomic.Bool // informers synced: compilations may run
 	seenRevision       atomic.Uint64
 	programmedRevision atomic.Uint64
 	reportedRevision   atomic.Uint64
@@ -81,9 +81,9 @@ type policies struct {
 	problems   map[string]bool // reported problems (an Event once per problem)
 }
 
-func newPolicies(node string, debounce time.Duration, log *slog.Logger, eps localEndpoints) *policies {
+func newPolicies(node string, debounce time.Duration, log *slog.Logger, eps localEndpoints, synced *atomic.Bool) *policies {
 	return &policies{
-		node: node, log: log, debounce: debounce, alloc: policy.NewAllocator(), endpoints: eps,
+		node: node, log: log, debounce: debounce, alloc: policy.NewAllocator(), endpoints: eps, synced: synced,
 		kick: make(chan struct{}, 1), problems: map[string]bool{},
 	}
 }

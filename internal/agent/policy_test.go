@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -49,7 +50,7 @@ func newPolicyFixture(t *testing.T) *policyFixture {
 	cfg.StateDir = t.TempDir()
 	f := &policyFixture{maps: newFakePolicyMaps(), netpols: netpols, client: fake.NewClientset(n1), events: record.NewFakeRecorder(10)}
 	f.eps = newEndpoints(cfg, slog.Default(), nil)
-	f.p = newPolicies("n1", 0, slog.Default(), f.eps)
+	f.p = newPolicies("n1", 0, slog.Default(), f.eps, &atomic.Bool{})
 	f.p.maps = f.maps
 	f.p.nodes = f.client.CoreV1().Nodes()
 	f.p.recorder = f.events

@@ -82,7 +82,7 @@ func (a *Agent) useDatapath(dp *loader.Datapath) {
 	a.endpoints.attach = dp
 	a.policy.maps = dp.Maps
 	a.services.store = mapWriter{dp.Maps}
-	a.nodes.config = dp.Maps
+	a.nodes.sink = dp.Maps
 }
 
 func dropReasonName(r uint8) string { return flowevent.DropReason(r).String() }

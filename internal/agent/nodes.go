@@ -105,16 +105,15 @@ type nodeRoutes struct {
 	log        *slog.Logger
 	eventLevel maps.EventLevel
 	routes     routeTable
-	config     configWriter
+	sink       configWriter
 	// dev is set once by Run before the node informer starts, read-only afterwards.
 	dev netdev
-	// nodeIPs are this node's addresses as last written to sl_config (read by flow enrichment
-	// without a lock).
-	nodeIPs atomic.Pointer[[]netip.Addr]
+	// config is what sl_config last got (nil before the first write); flow enrichment reads its
+	// node addresses without taking mu.
+	config atomic.Pointer[maps.Config]
 
-	mu         sync.Mutex // installed, lastConfig
-	installed  map[netip.Prefix]netip.Addr
-	lastConfig maps.Config
+	mu        sync.Mutex // installed; serialises the config writes
+	installed map[netip.Prefix]netip.Addr
 }
 
 func newNodeRoutes(node string, eventLevel maps.EventLevel, log *slog.Logger) *nodeRoutes {
@@ -180,15 +179,14 @@ func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
 		return
 	}
 	cfg := maps.Config{NodeIPs: ips, NetdevIfindex: uint32(r.dev.Index), EventLevel: r.eventLevel}
-	if sameConfig(cfg, r.lastConfig) {
+	if last := r.config.Load(); last != nil && sameConfig(cfg, *last) {
 		return
 	}
-	if err := r.config.SetConfig(cfg); err != nil {
+	if err := r.sink.SetConfig(cfg); err != nil {
 		r.log.Error("write datapath config", "err", err)
 		return
 	}
-	r.lastConfig = cfg
-	r.nodeIPs.Store(&ips)
+	r.config.Store(&cfg)
 }
 
 func sameConfig(a, b maps.Config) bool {
@@ -197,8 +195,8 @@ func sameConfig(a, b maps.Config) bool {
 
 // isNodeIP reports whether ip is one of this node's addresses.
 func (r *nodeRoutes) isNodeIP(ip netip.Addr) bool {
-	ips := r.nodeIPs.Load()
-	return ips != nil && slices.Contains(*ips, ip)
+	cfg := r.config.Load()
+	return cfg != nil && slices.Contains(cfg.NodeIPs, ip)
 }
 
 // removeAll deletes every route the part installed (uninstall).

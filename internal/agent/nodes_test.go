@@ -54,7 +54,7 @@ func node(name, cidr string, ips ...string) *corev1.Node {
 func TestNodeRoutesSync(t *testing.T) {
 	r := newNodeRoutes("n1", maps.EventLevel(0), slog.Default())
 	routes, cfg := &fakeRoutes{}, &fakeConfig{}
-	r.routes, r.config = routes, cfg
+	r.routes, r.sink = routes, cfg
 	r.dev = netdev{Index: 2, Name: "eth0"}
 
 	r.sync([]*corev1.Node{node("n1", "10.244.1.0/24", "172.18.0.2", "192.0.2.1"), node("n2", "10.244.2.0/24", "172.18.0.3"), node("n3", "", "172.18.0.4")})

@@ -14,6 +14,12 @@ import (
 // lb's host-order keys become datapath/maps keys.
 type mapWriter struct{ *maps.Maps }
 
+var (
+	_ policyMaps    = (*maps.Maps)(nil)
+	_ frontendStore = mapWriter{}
+	_ configWriter  = (*maps.Maps)(nil)
+)
+
 // WriteFrontend implements lb.Writer with maps.UpsertService (backends, count, stale slots).
 func (w mapWriter) WriteFrontend(k lb.ServiceKey, v lb.ServiceValue, backends []lb.Backend) error {
 	bs := make([]maps.Backend, len(backends))

@@ -23,8 +23,7 @@ type frontendStore interface {
 	ProgrammedFrontends() (map[lb.ServiceKey]uint32, error)
 }
 
-// serviceGetter is the service part's lookup for another Service's own object (to name it in an
-// Event).
+// serviceGetter finds a Service object by name (its UID and resourceVersion go into an Event).
 type serviceGetter interface {
 	Get(namespace, name string) (*corev1.Service, error)
 }
@@ -35,9 +34,9 @@ type serviceGetter interface {
 type services struct {
 	log      *slog.Logger
 	store    frontendStore
-	isNodeIP func(netip.Addr) bool
-	recorder record.EventRecorder // nil: no Events
-	lookup   serviceGetter        // nil: Events without UID
+	isNodeIP func(netip.Addr) bool // NodePort lookups in ServiceByAddr
+	recorder record.EventRecorder  // nil: no Events
+	lookup   serviceGetter         // nil: Events without UID
 
 	mu    sync.Mutex // table
 	table *lb.Table

@@ -3,9 +3,9 @@
 //
 // Translate turns one Service plus its EndpointSlices into frontends. Table keeps the programmed
 // state of every Service, assigns stable service IDs and turns each Service or EndpointSlice event
-// into a minimal Changes set (diff-based: only entries that differ are written, deleted services
-// are removed). Changes.Apply writes them in an order that never exposes a count larger than the
-// backends present.
+// into a minimal Changes set: the frontends whose value or backends differ, each whole, and the
+// frontends to remove. Changes.Apply hands them to a Writer (the agent's, over datapath/maps), whose
+// WriteFrontend puts the backend slots in place before the count that exposes them.
 //
 // Values here are in host order (netip.Addr, uint16 ports); converting to the network-byte-order
 // map structs is the map writer's job.
@@ -71,12 +71,6 @@ type ServiceValue struct {
 	ID    uint32
 	Count uint16
 	Flags uint16
-}
-
-// BackendKey is the sl_backends key.
-type BackendKey struct {
-	ID   uint32
-	Slot uint32
 }
 
 // Backend is the sl_backends value.

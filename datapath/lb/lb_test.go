@@ -241,40 +241,48 @@ func TestTranslateNilDoesNotPanic(t *testing.T) {
 	require.Error(t, err)
 }
 
-// recorder is a real in-memory map model: it applies Changes like the kernel maps would.
+// backendSlot is an sl_backends key in the recorder.
+type backendSlot struct{ id, slot uint32 }
+
+// recorder is a real in-memory map model: it writes frontends the way the agent's writer over
+// datapath/maps does (backend slots, then the count, then stale slots removed).
 type recorder struct {
 	svcs     map[lb.ServiceKey]lb.ServiceValue
-	backends map[lb.BackendKey]lb.Backend
+	backends map[backendSlot]lb.Backend
+	log      []string
 }
 
 func newRecorder() *recorder {
-	return &recorder{svcs: map[lb.ServiceKey]lb.ServiceValue{}, backends: map[lb.BackendKey]lb.Backend{}}
+	return &recorder{svcs: map[lb.ServiceKey]lb.ServiceValue{}, backends: map[backendSlot]lb.Backend{}}
 }
 
-func (r *recorder) UpsertBackends(m map[lb.BackendKey]lb.Backend) error {
-	for k, v := range m {
-		r.backends[k] = v
+func (r *recorder) WriteFrontend(k lb.ServiceKey, v lb.ServiceValue, bs []lb.Backend) error {
+	r.log = append(r.log, "write "+k.String())
+	for i, b := range bs {
+		r.backends[backendSlot{v.ID, uint32(i)}] = b
+	}
+	old, had := r.svcs[k]
+	v.Count = uint16(len(bs))
+	r.svcs[k] = v
+	if had {
+		for i := uint32(0); i < uint32(old.Count); i++ {
+			if old.ID != v.ID || i >= uint32(len(bs)) {
+				delete(r.backends, backendSlot{old.ID, i})
+			}
+		}
 	}
 	return nil
 }
 
-func (r *recorder) UpsertServices(m map[lb.ServiceKey]lb.ServiceValue) error {
-	for k, v := range m {
-		r.svcs[k] = v
+func (r *recorder) DeleteFrontend(k lb.ServiceKey) error {
+	r.log = append(r.log, "delete "+k.String())
+	old, ok := r.svcs[k]
+	if !ok {
+		return nil
 	}
-	return nil
-}
-
-func (r *recorder) DeleteServices(ks []lb.ServiceKey) error {
-	for _, k := range ks {
-		delete(r.svcs, k)
-	}
-	return nil
-}
-
-func (r *recorder) DeleteBackends(ks []lb.BackendKey) error {
-	for _, k := range ks {
-		delete(r.backends, k)
+	delete(r.svcs, k)
+	for i := uint32(0); i < uint32(old.Count); i++ {
+		delete(r.backends, backendSlot{old.ID, i})
 	}
 	return nil
 }
@@ -286,7 +294,7 @@ func (r *recorder) resolve(t *testing.T, key lb.ServiceKey) []string {
 	require.True(t, ok, "service %s programmed", key)
 	var out []string
 	for i := uint32(0); i < uint32(v.Count); i++ {
-		b, ok := r.backends[lb.BackendKey{ID: v.ID, Slot: i}]
+		b, ok := r.backends[backendSlot{v.ID, i}]
 		require.True(t, ok, "slot %d of %s present", i, key)
 		out = append(out, b.String())
 	}
@@ -318,12 +326,17 @@ func TestTableDiffs(t *testing.T) {
 	assert.Equal(t, []string{"10.244.1.5:8080"}, rec.resolve(t, np(30080, lb.ProtoTCP)))
 	assert.Equal(t, 2, tab.Len())
 
-	// Scale up: only the new slot and the count change.
+	// Scale up: both frontends of the Service are rewritten whole, nothing is deleted.
 	c, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, tcp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.2.9"}))
 	require.NoError(t, err)
-	assert.Len(t, c.UpsertBackends, 2, "one new slot per frontend")
-	assert.Len(t, c.UpsertServices, 2)
-	assert.ElementsMatch(t, []lb.ServiceKey{cip(80, lb.ProtoTCP), np(30080, lb.ProtoTCP)}, c.Touched)
+	var written []lb.ServiceKey
+	for _, f := range c.Write {
+		written = append(written, f.Key)
+		assert.Equal(t, uint16(2), f.Value.Count)
+		assert.Len(t, f.Backends, 2)
+	}
+	assert.ElementsMatch(t, []lb.ServiceKey{cip(80, lb.ProtoTCP), np(30080, lb.ProtoTCP)}, written)
+	assert.Empty(t, c.Delete)
 	apply(c)
 	v, bs, ok := tab.Frontend(cip(80, lb.ProtoTCP))
 	require.True(t, ok)
@@ -424,4 +437,33 @@ func TestTableSeedKeepsIDsAcrossRestart(t *testing.T) {
 	require.NoError(t, err)
 	v, _, _ := second.Frontend(lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.30"), Port: 80, Proto: lb.ProtoTCP})
 	assert.Greater(t, v.ID, uint32(2), "new IDs start above the seeded ones")
+}
+
+// failingWriter fails every write of one frontend.
+type failingWriter struct {
+	*recorder
+	bad lb.ServiceKey
+}
+
+func (w failingWriter) WriteFrontend(k lb.ServiceKey, v lb.ServiceValue, bs []lb.Backend) error {
+	if k == w.bad {
+		return errors.New("map full")
+	}
+	return w.recorder.WriteFrontend(k, v, bs)
+}
+
+func TestChangesApplyOrderAndErrors(t *testing.T) {
+	a, b, gone := cip(80, lb.ProtoTCP), cip(81, lb.ProtoTCP), cip(82, lb.ProtoTCP)
+	c := lb.Changes{
+		Write: []lb.FrontendState{
+			{Key: a, Value: lb.ServiceValue{ID: 1, Count: 1}, Backends: []lb.Backend{{IP: netip.MustParseAddr("10.244.1.5"), Port: 8080}}},
+			{Key: b, Value: lb.ServiceValue{ID: 2, Count: 1}, Backends: []lb.Backend{{IP: netip.MustParseAddr("10.244.1.6"), Port: 8080}}},
+		},
+		Delete: []lb.ServiceKey{gone},
+	}
+	rec := newRecorder()
+	err := c.Apply(failingWriter{recorder: rec, bad: a})
+	require.ErrorContains(t, err, "write "+a.String()+": map full")
+	assert.Equal(t, []string{"delete " + gone.String(), "write " + b.String()}, rec.log, "deletions first; one failed frontend does not hold back the others")
+	assert.Equal(t, []string{"10.244.1.6:8080"}, rec.resolve(t, b))
 }

@@ -3,78 +3,65 @@ package lb
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
-// Changes are the map writes needed to go from the programmed state to the desired one.
+// Changes are the map writes needed to go from the programmed state to the desired one, one whole
+// frontend at a time.
 type Changes struct {
-	UpsertBackends map[BackendKey]Backend
-	UpsertServices map[ServiceKey]ServiceValue
-	DeleteServices []ServiceKey
-	DeleteBackends []BackendKey
-	// Touched lists the frontends whose value or backends changed (not the deleted ones), for writers
-	// that rewrite a whole frontend at once (Table.Frontend gives its programmed state).
-	Touched []ServiceKey
+	// Delete lists the frontends to remove, with their backend slots.
+	Delete []ServiceKey
+	// Write lists the frontends whose value or backends changed, each with its whole new state.
+	Write []FrontendState
+}
+
+// FrontendState is one frontend as it must be programmed: the sl_services value and the backends
+// for slots 0..Count-1.
+type FrontendState struct {
+	Key      ServiceKey
+	Value    ServiceValue
+	Backends []Backend
 }
 
 // Empty reports whether there is nothing to write.
-func (c Changes) Empty() bool {
-	return len(c.UpsertBackends) == 0 && len(c.UpsertServices) == 0 && len(c.DeleteServices) == 0 && len(c.DeleteBackends) == 0
-}
+func (c Changes) Empty() bool { return len(c.Delete) == 0 && len(c.Write) == 0 }
 
 func (c *Changes) merge(o Changes) {
-	for k, v := range o.UpsertBackends {
-		if c.UpsertBackends == nil {
-			c.UpsertBackends = map[BackendKey]Backend{}
-		}
-		c.UpsertBackends[k] = v
-	}
-	for k, v := range o.UpsertServices {
-		if c.UpsertServices == nil {
-			c.UpsertServices = map[ServiceKey]ServiceValue{}
-		}
-		c.UpsertServices[k] = v
-	}
-	c.DeleteServices = append(c.DeleteServices, o.DeleteServices...)
-	c.DeleteBackends = append(c.DeleteBackends, o.DeleteBackends...)
-	c.Touched = append(c.Touched, o.Touched...)
+	c.Delete = append(c.Delete, o.Delete...)
+	c.Write = append(c.Write, o.Write...)
 }
 
-// Writer writes service map entries (implemented over datapath/maps by the agent).
+// Writer writes whole frontends into sl_services and sl_backends (the agent implements it once over
+// datapath/maps).
 type Writer interface {
-	UpsertBackends(map[BackendKey]Backend) error
-	UpsertServices(map[ServiceKey]ServiceValue) error
-	DeleteServices([]ServiceKey) error
-	DeleteBackends([]BackendKey) error
+	// WriteFrontend writes the backends into slots 0..n-1, then the frontend with count n, then
+	// removes the slots a previous, longer list (or another service ID) left, so the datapath never
+	// sees a count larger than the backend slots present.
+	WriteFrontend(key ServiceKey, v ServiceValue, backends []Backend) error
+	// DeleteFrontend removes the frontend, then its backend slots; a missing one is not an error.
+	DeleteFrontend(key ServiceKey) error
 }
 
-// Apply writes c: new backends first, then service values (counts), then deletions, so the
-// datapath never sees a count larger than the backend slots present.
+// Apply writes c through w: deletions first (a frontend key freed by one Service may be taken by
+// another in the same Changes), then the frontends to write. A failed frontend does not hold back
+// the others; the errors are joined, each naming its frontend.
 func (c Changes) Apply(w Writer) error {
-	if len(c.UpsertBackends) > 0 {
-		if err := w.UpsertBackends(c.UpsertBackends); err != nil {
-			return fmt.Errorf("upsert %d backends: %w", len(c.UpsertBackends), err)
+	var errs []error
+	for _, k := range c.Delete {
+		if err := w.DeleteFrontend(k); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s: %w", k, err))
 		}
 	}
-	if len(c.UpsertServices) > 0 {
-		if err := w.UpsertServices(c.UpsertServices); err != nil {
-			return fmt.Errorf("upsert %d services: %w", len(c.UpsertServices), err)
+	for _, f := range c.Write {
+		if err := w.WriteFrontend(f.Key, f.Value, f.Backends); err != nil {
+			errs = append(errs, fmt.Errorf("write %s: %w", f.Key, err))
 		}
 	}
-	if len(c.DeleteServices) > 0 {
-		if err := w.DeleteServices(c.DeleteServices); err != nil {
-			return fmt.Errorf("delete %d services: %w", len(c.DeleteServices), err)
-		}
-	}
-	if len(c.DeleteBackends) > 0 {
-		if err := w.DeleteBackends(c.DeleteBackends); err != nil {
-			return fmt.Errorf("delete %d backends: %w", len(c.DeleteBackends), err)
-		}
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 type programmed struct {
@@ -112,18 +99,6 @@ func NewTable(nodeName string) *Table {
 	}
 }
 
-func backendsChanged(a, b []Backend) bool {
-	if len(a) != len(b) {
-		return true
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return true
-		}
-	}
-	return false
-}
-
 // Frontend returns the programmed value and backends of key.
 func (t *Table) Frontend(key ServiceKey) (ServiceValue, []Backend, bool) {
 	p, ok := t.front[key]
@@ -143,16 +118,6 @@ func (t *Table) Lookup(key ServiceKey) (owner string, id uint32, ok bool) {
 		return "", 0, false
 	}
 	return p.owner, p.id, true
-}
-
-// ServiceByID returns the owner ("ns/name") of a service ID.
-func (t *Table) ServiceByID(id uint32) (string, bool) {
-	for _, p := range t.front {
-		if p.id == id {
-			return p.owner, true
-		}
-	}
-	return "", false
 }
 
 // UpsertService records svc and returns the changes for it. The changes are valid even with an error.
@@ -267,7 +232,7 @@ func (t *Table) sync(k string) (Changes, error) {
 		}
 		want, terr = Translate(svc, slices, t.nodeName)
 	}
-	c := Changes{UpsertBackends: map[BackendKey]Backend{}, UpsertServices: map[ServiceKey]ServiceValue{}}
+	var c Changes
 	keep := map[ServiceKey]bool{}
 	var owned []ServiceKey
 	var errs []error
@@ -284,28 +249,9 @@ func (t *Table) sync(k string) (Changes, error) {
 		owned = append(owned, f.Key)
 		id := t.allocID(f.id(), f.Key)
 		old := t.front[f.Key]
-		for i, b := range f.Backends {
-			if old == nil || old.id != id || i >= len(old.backends) || old.backends[i] != b {
-				c.UpsertBackends[BackendKey{ID: id, Slot: uint32(i)}] = b
-			}
-		}
-		if old != nil {
-			if old.id != id {
-				for i := range old.backends {
-					c.DeleteBackends = append(c.DeleteBackends, BackendKey{ID: old.id, Slot: uint32(i)})
-				}
-			} else {
-				for i := len(f.Backends); i < len(old.backends); i++ {
-					c.DeleteBackends = append(c.DeleteBackends, BackendKey{ID: id, Slot: uint32(i)})
-				}
-			}
-		}
-		val := ServiceValue{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags}
-		if old == nil || old.id != id || old.flags != f.Flags || len(old.backends) != len(f.Backends) {
-			c.UpsertServices[f.Key] = val
-			c.Touched = append(c.Touched, f.Key)
-		} else if backendsChanged(old.backends, f.Backends) {
-			c.Touched = append(c.Touched, f.Key)
+		if old == nil || old.id != id || old.flags != f.Flags || !slices.Equal(old.backends, f.Backends) {
+			val := ServiceValue{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags}
+			c.Write = append(c.Write, FrontendState{Key: f.Key, Value: val, Backends: f.Backends})
 		}
 		t.front[f.Key] = &programmed{owner: k, id: id, flags: f.Flags, backends: f.Backends}
 	}
@@ -317,10 +263,7 @@ func (t *Table) sync(k string) (Changes, error) {
 		if old == nil || old.owner != k {
 			continue
 		}
-		c.DeleteServices = append(c.DeleteServices, key)
-		for i := range old.backends {
-			c.DeleteBackends = append(c.DeleteBackends, BackendKey{ID: old.id, Slot: uint32(i)})
-		}
+		c.Delete = append(c.Delete, key)
 		delete(t.front, key)
 		for fid, id := range t.ids {
 			if id == old.id {

@@ -43,13 +43,17 @@ func (m *Maps) UpsertIPCacheEntries(entries []IPCacheEntry) error {
 	return batchPut(m.IPCache, NameIPCache, keys, vals)
 }
 
-// DeleteIPCache removes a prefix.
-func (m *Maps) DeleteIPCache(p netip.Prefix) error {
-	k, err := ipcacheKey(p)
-	if err != nil {
-		return err
+// DeleteIPCacheEntries removes many prefixes (missing ones are not an error).
+func (m *Maps) DeleteIPCacheEntries(prefixes []netip.Prefix) error {
+	keys := make([]bpfobj.SlSlIpcacheKey, 0, len(prefixes))
+	for _, p := range prefixes {
+		k, err := ipcacheKey(p)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
 	}
-	return del(m.IPCache, NameIPCache, &k)
+	return batchDel(m.IPCache, NameIPCache, keys)
 }
 
 // ListIPCache returns every ipcache entry.

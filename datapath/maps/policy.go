@@ -91,12 +91,7 @@ func (m *Maps) UpsertPolicies(entries []PolicyEntry) error {
 	return batchPut(m.Policy, NamePolicy, keys, vals)
 }
 
-// DeletePolicy removes one sl_policy entry (missing is not an error).
-func (m *Maps) DeletePolicy(k PolicyKey) error {
-	return m.DeletePolicies([]PolicyKey{k})
-}
-
-// DeletePolicies removes many sl_policy entries.
+// DeletePolicies removes many sl_policy entries (missing ones are not an error).
 func (m *Maps) DeletePolicies(keys []PolicyKey) error {
 	raw, err := rawKeys(keys)
 	if err != nil {
@@ -171,12 +166,7 @@ func (m *Maps) UpsertCIDRPolicies(entries []CIDRPolicyEntry) error {
 	return batchPut(m.CIDRPolicy, NameCIDRPolicy, keys, vals)
 }
 
-// UpsertCIDRPolicy writes one sl_cidr_policy entry.
-func (m *Maps) UpsertCIDRPolicy(k CIDRPolicyKey, v PolicyValue) error {
-	return m.UpsertCIDRPolicies([]CIDRPolicyEntry{{Key: k, Value: v}})
-}
-
-// DeleteCIDRPolicies removes many sl_cidr_policy entries.
+// DeleteCIDRPolicies removes many sl_cidr_policy entries (missing ones are not an error).
 func (m *Maps) DeleteCIDRPolicies(keys []CIDRPolicyKey) error {
 	raw, err := rawKeys(keys)
 	if err != nil {

@@ -4,20 +4,22 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // cidrRule is one ipBlock peer of one rule, for one protocol/port (Port 0 =
 // any port; Proto 0 = any protocol).
 type cidrRule struct {
-	Proto  uint8
+	Proto  maps.Proto
 	Port   uint16
 	CIDR   netip.Prefix
 	Except []netip.Prefix
-	Value  PolicyValue // Action is ActionAllow
+	Value  maps.PolicyValue // Action is ActionAllow
 }
 
 type cidrLevel struct {
-	Proto uint8
+	Proto maps.Proto
 	Port  uint16
 }
 
@@ -36,7 +38,7 @@ type cidrLevel struct {
 // through to a coarser level whose allowed set is a subset, so whether the
 // datapath stops at an except entry or falls through, the verdict is the
 // same.
-func compileCIDR(epID uint32, dir uint8, rules []cidrRule) []CIDREntry {
+func compileCIDR(epID uint32, dir maps.Direction, rules []cidrRule) []maps.CIDRPolicyEntry {
 	if len(rules) == 0 {
 		return nil
 	}
@@ -44,7 +46,7 @@ func compileCIDR(epID uint32, dir uint8, rules []cidrRule) []CIDREntry {
 	for _, r := range rules {
 		levels[cidrLevel{r.Proto, r.Port}] = true
 	}
-	var out []CIDREntry
+	var out []maps.CIDRPolicyEntry
 	var applicable []cidrRule
 	for lv := range levels {
 		applicable = applicable[:0]
@@ -54,29 +56,29 @@ func compileCIDR(epID uint32, dir uint8, rules []cidrRule) []CIDREntry {
 			}
 		}
 		for _, e := range levelEntries(applicable) {
-			out = append(out, CIDREntry{
-				Key:   CIDRKey{EpID: epID, Dir: dir, Proto: lv.Proto, Port: lv.Port, IP: e.prefix},
+			out = append(out, maps.CIDRPolicyEntry{
+				Key:   maps.CIDRPolicyKey{EpID: epID, Dir: dir, Proto: lv.Proto, Port: lv.Port, Prefix: e.prefix},
 				Value: e.value,
 			})
 		}
 	}
-	slices.SortFunc(out, func(a, b CIDREntry) int { return compareCIDRKey(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b maps.CIDRPolicyEntry) int { return compareCIDRKey(a.Key, b.Key) })
 	return out
 }
 
 type prefixVerdict struct {
 	prefix netip.Prefix
-	value  PolicyValue
+	value  maps.PolicyValue
 }
 
 type trieNode struct {
 	prefix  netip.Prefix
-	cidrOf  []int // indices of rules whose CIDR is this prefix
-	except  []int // indices of rules with this prefix in their except list
-	verdict uint8 // effective action for addresses under this node (0 = none)
+	cidrOf  []int       // indices of rules whose CIDR is this prefix
+	except  []int       // indices of rules with this prefix in their except list
+	verdict maps.Action // effective action for addresses under this node (0 = none)
 }
 
-func betterValue(a, b PolicyValue) bool {
+func betterValue(a, b maps.PolicyValue) bool {
 	if a.PolicyID != b.PolicyID {
 		return a.PolicyID < b.PolicyID
 	}
@@ -122,7 +124,7 @@ func levelEntries(rules []cidrRule) []prefixVerdict {
 		for len(stack) > 0 && !containsPrefix(stack[len(stack)-1].prefix, n.prefix) {
 			stack = stack[:len(stack)-1]
 		}
-		parentVerdict := uint8(0)
+		parentVerdict := maps.Action(0)
 		if len(stack) > 0 {
 			parentVerdict = stack[len(stack)-1].verdict
 		}
@@ -139,7 +141,7 @@ func levelEntries(rules []cidrRule) []prefixVerdict {
 				excepted[i] = true
 			}
 		}
-		var allow, deny PolicyValue
+		var allow, deny maps.PolicyValue
 		haveAllow, haveDeny := false, false
 		for i, r := range rules {
 			if !inCIDR[i] {
@@ -158,11 +160,11 @@ func levelEntries(rules []cidrRule) []prefixVerdict {
 		v := prefixVerdict{prefix: n.prefix}
 		switch {
 		case haveAllow:
-			v.value = PolicyValue{Action: ActionAllow, Rule: allow.Rule, PolicyID: allow.PolicyID}
+			v.value = maps.PolicyValue{Action: ActionAllow, Rule: allow.Rule, PolicyID: allow.PolicyID}
 		case haveDeny:
-			v.value = PolicyValue{Action: ActionExcept, Rule: deny.Rule, PolicyID: deny.PolicyID}
+			v.value = maps.PolicyValue{Action: ActionExcept, Rule: deny.Rule, PolicyID: deny.PolicyID}
 		default:
-			v.value = PolicyValue{Action: ActionExcept}
+			v.value = maps.PolicyValue{Action: ActionExcept}
 		}
 		n.verdict = v.value.Action
 		if parentVerdict == 0 && v.value.Action == ActionExcept {
@@ -183,18 +185,18 @@ func containsPrefix(outer, inner netip.Prefix) bool {
 	return outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())
 }
 
-func compareCIDRKey(a, b CIDRKey) int {
+func compareCIDRKey(a, b maps.CIDRPolicyKey) int {
 	return cmp.Or(
 		cmp.Compare(a.EpID, b.EpID),
 		cmp.Compare(a.Dir, b.Dir),
 		cmp.Compare(a.Proto, b.Proto),
 		cmp.Compare(a.Port, b.Port),
-		a.IP.Addr().Compare(b.IP.Addr()),
-		cmp.Compare(a.IP.Bits(), b.IP.Bits()),
+		a.Prefix.Addr().Compare(b.Prefix.Addr()),
+		cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()),
 	)
 }
 
-func comparePolicyKey(a, b PolicyKey) int {
+func comparePolicyKey(a, b maps.PolicyKey) int {
 	return cmp.Or(
 		cmp.Compare(a.EpID, b.EpID),
 		cmp.Compare(a.Dir, b.Dir),

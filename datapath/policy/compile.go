@@ -4,7 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"maps"
+	gomaps "maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -12,6 +12,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // maxCIDRPortRange is the widest port range expanded into exact-port
@@ -53,7 +55,7 @@ type compiledRule struct {
 
 type identityPort struct {
 	peer  uint32
-	proto uint8
+	proto maps.Proto
 	port  uint16
 }
 
@@ -87,7 +89,7 @@ func Compile(in Input) (*Result, error) {
 			return nil, errors.New("compile policy: namespace with empty name in input")
 		}
 		set := labels.Set{}
-		maps.Copy(set, ns.Labels)
+		gomaps.Copy(set, ns.Labels)
 		if _, ok := set[namespaceNameLabel]; !ok {
 			set[namespaceNameLabel] = ns.Name
 		}
@@ -145,15 +147,15 @@ func Compile(in Input) (*Result, error) {
 		podIdentity[p.Ref()] = id
 		info := idents[id]
 		if info == nil {
-			info = &identityInfo{id: id, namespace: p.Namespace, podLabels: labels.Set(maps.Clone(p.Labels)), nsLabels: nsLabelsOf(p.Namespace)}
+			info = &identityInfo{id: id, namespace: p.Namespace, podLabels: labels.Set(gomaps.Clone(p.Labels)), nsLabels: nsLabelsOf(p.Namespace)}
 			idents[id] = info
-			res.Identities[id] = Identity{ID: id, Namespace: p.Namespace, Labels: maps.Clone(p.Labels)}
+			res.Identities[id] = Identity{ID: id, Namespace: p.Namespace, Labels: gomaps.Clone(p.Labels)}
 		}
 		if p.IP.IsValid() {
 			info.pods = append(info.pods, p)
 		}
 	}
-	identList := slices.SortedFunc(maps.Values(idents), func(a, b *identityInfo) int { return cmp.Compare(a.id, b.id) })
+	identList := slices.SortedFunc(gomaps.Values(idents), func(a, b *identityInfo) int { return cmp.Compare(a.id, b.id) })
 
 	res.IPCache = buildIPCache(in, podIdentity, &res.Problems)
 
@@ -176,7 +178,7 @@ func Compile(in Input) (*Result, error) {
 	}
 
 	// Local endpoints.
-	for _, ref := range slices.SortedFunc(maps.Keys(in.LocalEndpoints), func(a, b PodRef) int {
+	for _, ref := range slices.SortedFunc(gomaps.Keys(in.LocalEndpoints), func(a, b PodRef) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	}) {
 		epID := in.LocalEndpoints[ref]
@@ -217,7 +219,7 @@ func sortedPods(in []Pod) []*Pod {
 // buildIPCache maps node IPs to host/remote-node and pod IPs to their
 // identity. An address claimed by two owners with different identities gets
 // IdentityUnmanaged (no pod selector matches it: fail closed).
-func buildIPCache(in Input, podIdentity map[PodRef]uint32, problems *[]Problem) []IPCacheEntry {
+func buildIPCache(in Input, podIdentity map[PodRef]uint32, problems *[]Problem) []maps.IPCacheEntry {
 	owner := map[netip.Addr]uint32{}
 	conflict := map[netip.Addr]bool{}
 	set := func(ip netip.Addr, id uint32) {
@@ -245,14 +247,14 @@ func buildIPCache(in Input, podIdentity map[PodRef]uint32, problems *[]Problem) 
 		}
 		set(p.IP, podIdentity[p.Ref()])
 	}
-	out := make([]IPCacheEntry, 0, len(owner))
+	out := make([]maps.IPCacheEntry, 0, len(owner))
 	for ip, id := range owner {
 		if conflict[ip] {
 			id = IdentityUnmanaged
 		}
-		out = append(out, IPCacheEntry{Prefix: netip.PrefixFrom(ip, 32), Identity: id})
+		out = append(out, maps.IPCacheEntry{Prefix: netip.PrefixFrom(ip, 32), Identity: id})
 	}
-	slices.SortFunc(out, func(a, b IPCacheEntry) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
+	slices.SortFunc(out, func(a, b maps.IPCacheEntry) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
 	for _, e := range out {
 		if conflict[e.Prefix.Addr()] {
 			*problems = append(*problems, Problem{Message: fmt.Sprintf("address %s is claimed by several pods/nodes with different identities: mapped to the unmanaged identity", e.Prefix.Addr())})
@@ -326,7 +328,7 @@ func compilePolicy(np *networkingv1.NetworkPolicy, ref PolicyRef, idents []*iden
 }
 
 // compileRule resolves one rule's peers and ports.
-func compileRule(namespace string, dir uint8, index int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, idents []*identityInfo) (compiledRule, error) {
+func compileRule(namespace string, dir maps.Direction, index int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, idents []*identityInfo) (compiledRule, error) {
 	if index > int(^uint16(0)) {
 		return compiledRule{}, fmt.Errorf("rule index %d does not fit the map's 16-bit rule field", index)
 	}
@@ -384,7 +386,7 @@ func compileRule(namespace string, dir uint8, index int, peers []networkingv1.Ne
 			return cr, fmt.Errorf("peer %d is empty (set podSelector, namespaceSelector or ipBlock)", j)
 		}
 	}
-	cr.peers = slices.Sorted(maps.Keys(peerSet))
+	cr.peers = slices.Sorted(gomaps.Keys(peerSet))
 
 	// Exact-port expansion for ipBlock peers.
 	if len(cr.blocks) > 0 {
@@ -489,7 +491,7 @@ func compileEndpoint(ep *Endpoint, p *Pod, policies []*compiledPolicy) {
 		if len(cp.problems) > 0 {
 			failed = true
 		}
-		for _, dir := range []uint8{DirIngress, DirEgress} {
+		for _, dir := range []maps.Direction{DirIngress, DirEgress} {
 			if cp.dirs[dir] {
 				selecting[dir] = append(selecting[dir], cp)
 			}
@@ -517,18 +519,18 @@ func compileEndpoint(ep *Endpoint, p *Pod, policies []*compiledPolicy) {
 		return
 	}
 
-	entries := map[PolicyKey]PolicyValue{}
-	add := func(k PolicyKey, v PolicyValue) {
+	entries := map[maps.PolicyKey]maps.PolicyValue{}
+	add := func(k maps.PolicyKey, v maps.PolicyValue) {
 		if old, ok := entries[k]; ok && !betterValue(v, old) {
 			return
 		}
 		entries[k] = v
 	}
-	for _, dir := range []uint8{DirIngress, DirEgress} {
+	for _, dir := range []maps.Direction{DirIngress, DirEgress} {
 		var cidrRules []cidrRule
 		for _, cp := range selecting[dir] {
 			for _, r := range cp.rules[dir] {
-				val := PolicyValue{Action: ActionAllow, Rule: r.index, PolicyID: cp.ref.ID}
+				val := maps.PolicyValue{Action: ActionAllow, Rule: r.index, PolicyID: cp.ref.ID}
 				peers := r.peers
 				if r.anyPeer {
 					peers = []uint32{IdentityAny}
@@ -553,26 +555,26 @@ func compileEndpoint(ep *Endpoint, p *Pod, policies []*compiledPolicy) {
 					}
 				}
 				for _, ip := range r.egressNamed {
-					add(PolicyKey{EpID: ep.EpID, PeerID: ip.peer, Dir: dir, Proto: ip.proto, Port: ip.port, PortPrefixLen: 16}, val)
+					add(maps.PolicyKey{EpID: ep.EpID, PeerID: ip.peer, Dir: dir, Proto: ip.proto, Port: ip.port, PortPrefixLen: 16}, val)
 				}
 			}
 		}
 		ep.CIDR = append(ep.CIDR, compileCIDR(ep.EpID, dir, cidrRules)...)
 	}
-	ep.Policy = make([]PolicyEntry, 0, len(entries))
+	ep.Policy = make([]maps.PolicyEntry, 0, len(entries))
 	for k, v := range entries {
-		ep.Policy = append(ep.Policy, PolicyEntry{Key: k, Value: v})
+		ep.Policy = append(ep.Policy, maps.PolicyEntry{Key: k, Value: v})
 	}
-	slices.SortFunc(ep.Policy, func(a, b PolicyEntry) int { return comparePolicyKey(a.Key, b.Key) })
+	slices.SortFunc(ep.Policy, func(a, b maps.PolicyEntry) int { return comparePolicyKey(a.Key, b.Key) })
 }
 
 // policyKeys returns the sl_policy keys for one peer and port spec.
-func policyKeys(epID, peer uint32, dir uint8, s portSpec) []PolicyKey {
-	base := PolicyKey{EpID: epID, PeerID: peer, Dir: dir, Proto: s.Proto}
+func policyKeys(epID, peer uint32, dir maps.Direction, s portSpec) []maps.PolicyKey {
+	base := maps.PolicyKey{EpID: epID, PeerID: peer, Dir: dir, Proto: s.Proto}
 	if s.Proto == ProtoAny || s.allPorts() {
-		return []PolicyKey{base}
+		return []maps.PolicyKey{base}
 	}
-	var out []PolicyKey
+	var out []maps.PolicyKey
 	for _, pp := range rangePrefixes(s.Lo, s.Hi) {
 		k := base
 		k.Port, k.PortPrefixLen = pp.Port, pp.Len
@@ -583,7 +585,7 @@ func policyKeys(epID, peer uint32, dir uint8, s portSpec) []PolicyKey {
 
 // cidrRulesFor expands one ipBlock and port spec into exact-port CIDR rules
 // (the range width was checked when the rule was compiled).
-func cidrRulesFor(b ipBlock, s portSpec, val PolicyValue) []cidrRule {
+func cidrRulesFor(b ipBlock, s portSpec, val maps.PolicyValue) []cidrRule {
 	if s.Proto == ProtoAny || s.allPorts() {
 		return []cidrRule{{Proto: s.Proto, CIDR: b.cidr, Except: b.except, Value: val}}
 	}

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 const (
@@ -61,9 +63,9 @@ func world() Input {
 // "ns/name" or an IP), protocol, port, and the expected verdict.
 type check struct {
 	ep    string
-	dir   uint8
+	dir   maps.Direction
 	peer  string
-	proto uint8
+	proto maps.Proto
 	port  uint16
 	want  bool
 }
@@ -636,13 +638,13 @@ func TestCompileEndpointMetadata(t *testing.T) {
 	assert.True(t, allowed)
 	assert.Equal(t, uint32(3), pid)
 	dbID := res.Endpoints[20].Identity
-	assert.Contains(t, web.Policy, PolicyEntry{
-		Key:   PolicyKey{EpID: 10, PeerID: dbID, Dir: DirIngress, Proto: ProtoTCP, Port: 8080, PortPrefixLen: 16},
-		Value: PolicyValue{Action: ActionAllow, Rule: 1, PolicyID: 3},
+	assert.Contains(t, web.Policy, maps.PolicyEntry{
+		Key:   maps.PolicyKey{EpID: 10, PeerID: dbID, Dir: DirIngress, Proto: ProtoTCP, Port: 8080, PortPrefixLen: 16},
+		Value: maps.PolicyValue{Action: ActionAllow, Rule: 1, PolicyID: 3},
 	})
-	assert.Contains(t, web.Policy, PolicyEntry{
-		Key:   PolicyKey{EpID: 10, PeerID: IdentityAny, Dir: DirIngress, Proto: ProtoTCP, Port: 1, PortPrefixLen: 16},
-		Value: PolicyValue{Action: ActionAllow, Rule: 0, PolicyID: 3},
+	assert.Contains(t, web.Policy, maps.PolicyEntry{
+		Key:   maps.PolicyKey{EpID: 10, PeerID: IdentityAny, Dir: DirIngress, Proto: ProtoTCP, Port: 1, PortPrefixLen: 16},
+		Value: maps.PolicyValue{Action: ActionAllow, Rule: 0, PolicyID: 3},
 	})
 
 	// ipcache: every pod IP and node IP.
@@ -659,7 +661,7 @@ func TestCompileEndpointMetadata(t *testing.T) {
 	assert.Equal(t, Identity{ID: dbID, Namespace: "prod", Labels: kv("app", "db")}, res.Identities[dbID])
 
 	// Endpoints not selected by anything are not enforced.
-	assert.Equal(t, uint32(0), res.Endpoints[30].Flags&(EndpointIngressEnforced|EndpointEgressEnforced|EndpointPolicyError))
+	assert.Equal(t, maps.EndpointFlags(0), res.Endpoints[30].Flags&(EndpointIngressEnforced|EndpointEgressEnforced|EndpointPolicyError))
 }
 
 func TestCompileIsDeterministic(t *testing.T) {

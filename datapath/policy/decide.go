@@ -1,6 +1,10 @@
 package policy
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
+)
 
 // Decide evaluates the compiled entries for one packet the way the BPF
 // programs do: an unknown endpoint or one with EndpointPolicyError is denied;
@@ -20,7 +24,7 @@ import "net/netip"
 // The datapath's own exemption (ingress from the local host identity is
 // always allowed, for kubelet probes) is not part of the compiled entries
 // and is not applied here.
-func (r *Result) Decide(ep uint32, dir uint8, peerIP netip.Addr, proto uint8, port uint16) (allowed bool, policyID uint32) {
+func (r *Result) Decide(ep uint32, dir maps.Direction, peerIP netip.Addr, proto maps.Proto, port uint16) (allowed bool, policyID uint32) {
 	e := r.Endpoints[ep]
 	if e == nil || e.Flags&EndpointPolicyError != 0 {
 		return false, 0
@@ -35,14 +39,14 @@ func (r *Result) Decide(ep uint32, dir uint8, peerIP netip.Addr, proto uint8, po
 	peer := r.lookupIdentity(peerIP)
 	for _, l := range [...]struct {
 		peer  uint32
-		proto uint8
+		proto maps.Proto
 	}{{peer, proto}, {peer, ProtoAny}, {IdentityAny, proto}, {IdentityAny, ProtoAny}} {
 		if v, ok := e.lookupPolicy(dir, l.peer, l.proto, port); ok {
 			return v.Action == ActionAllow, v.PolicyID
 		}
 	}
 	for _, l := range [...]struct {
-		proto uint8
+		proto maps.Proto
 		port  uint16
 	}{{proto, port}, {proto, 0}, {ProtoAny, 0}} {
 		if v, ok := e.lookupCIDR(dir, l.proto, l.port, peerIP); ok && v.Action == ActionAllow {
@@ -65,9 +69,9 @@ func (r *Result) lookupIdentity(ip netip.Addr) uint32 {
 
 // lookupPolicy is one sl_policy LPM lookup: fixed ep/peer/dir/proto, longest
 // port prefix containing port.
-func (e *Endpoint) lookupPolicy(dir uint8, peer uint32, proto uint8, port uint16) (PolicyValue, bool) {
+func (e *Endpoint) lookupPolicy(dir maps.Direction, peer uint32, proto maps.Proto, port uint16) (maps.PolicyValue, bool) {
 	best := -1
-	var val PolicyValue
+	var val maps.PolicyValue
 	for _, p := range e.Policy {
 		k := p.Key
 		if k.Dir != dir || k.PeerID != peer || k.Proto != proto || int(k.PortPrefixLen) <= best {
@@ -86,16 +90,16 @@ func (e *Endpoint) lookupPolicy(dir uint8, peer uint32, proto uint8, port uint16
 
 // lookupCIDR is one sl_cidr_policy LPM lookup: fixed ep/dir/proto/port,
 // longest IP prefix containing ip.
-func (e *Endpoint) lookupCIDR(dir, proto uint8, port uint16, ip netip.Addr) (PolicyValue, bool) {
+func (e *Endpoint) lookupCIDR(dir maps.Direction, proto maps.Proto, port uint16, ip netip.Addr) (maps.PolicyValue, bool) {
 	best := -1
-	var val PolicyValue
+	var val maps.PolicyValue
 	for _, c := range e.CIDR {
 		k := c.Key
-		if k.Dir != dir || k.Proto != proto || k.Port != port || k.IP.Bits() <= best {
+		if k.Dir != dir || k.Proto != proto || k.Port != port || k.Prefix.Bits() <= best {
 			continue
 		}
-		if k.IP.Contains(ip) {
-			best, val = k.IP.Bits(), c.Value
+		if k.Prefix.Contains(ip) {
+			best, val = k.Prefix.Bits(), c.Value
 		}
 	}
 	return val, best >= 0

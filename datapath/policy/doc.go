@@ -1,13 +1,19 @@
 // Package policy compiles Kubernetes NetworkPolicies (networking/v1) into the
-// plain map entries the Starlab datapath enforces. It is pure Go: no kernel
-// calls, no API server. The agent gathers pods, namespaces, nodes and
-// policies, calls Compile, and writes the Result into the BPF maps
-// (sl_ipcache, sl_policy, sl_cidr_policy, sl_endpoints flags) one-to-one.
+// map entries the Starlab datapath enforces, and diffs them against what the
+// maps hold. It is pure Go: no kernel calls, no API server. Entries are the
+// datapath/maps types (maps.PolicyEntry, maps.CIDRPolicyEntry,
+// maps.IPCacheEntry, maps.EndpointFlags), the one Go form of each map entry.
 //
 // A policy's path through the package reads top to bottom:
 //
 //	objects (Input) -> identities (Allocator) -> rules (per local endpoint
-//	and direction) -> map entries (PolicyEntry, CIDREntry, IPCacheEntry).
+//	and direction) -> map entries (Result) -> the maps' content (Desired)
+//	-> the writes from what is programmed (Diff) -> Changes.Apply(Writer).
+//
+// The agent gathers pods, namespaces, nodes and policies, calls Compile, and
+// applies Diff(programmed, Desired(result, endpoints)) through a Writer
+// (*maps.Maps). Changes.Apply orders the writes so that no state in between
+// allows what neither the old nor the new state allows.
 //
 // Semantics follow networking/v1 exactly: default deny per direction once a
 // policy selects a pod for it, union of all selecting policies, peers ORed,

@@ -10,6 +10,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // gen draws small choices from fuzz bytes (zeros once they run out).
@@ -140,7 +142,7 @@ func fuzzInput(g *gen) Input {
 			p.Ports = append(p.Ports, ContainerPort{
 				Name:     g.pick("http", "dns"),
 				Port:     fuzzPorts[g.n(len(fuzzPorts))],
-				Protocol: []uint8{ProtoTCP, ProtoUDP}[g.n(2)],
+				Protocol: []maps.Proto{ProtoTCP, ProtoUDP}[g.n(2)],
 			})
 		}
 		switch g.n(8) {
@@ -233,9 +235,9 @@ func checkAgainstNaive(t *testing.T, data []byte) {
 		}
 		for podRef, epID := range input.LocalEndpoints {
 			exact := res.Endpoints[epID].Flags&EndpointPolicyError == 0
-			for _, dir := range []uint8{DirIngress, DirEgress} {
+			for _, dir := range []maps.Direction{DirIngress, DirEgress} {
 				for _, ip := range peers {
-					for _, proto := range []uint8{ProtoTCP, ProtoUDP, ProtoSCTP} {
+					for _, proto := range []maps.Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
 						for _, port := range append([]uint16{84, 9999}, fuzzPorts...) {
 							got, _ := res.Decide(epID, dir, ip, proto, port)
 							if stop := decideStopAtExcept(res, epID, dir, ip, proto, port); stop != got {
@@ -259,7 +261,7 @@ func checkAgainstNaive(t *testing.T, data []byte) {
 // decideStopAtExcept is Decide with the other reading of "first hit wins" in
 // sl_cidr_policy: an except hit ends the lookups with a deny. The compiled
 // entries must give the same verdict either way.
-func decideStopAtExcept(r *Result, ep uint32, dir uint8, ip netip.Addr, proto uint8, port uint16) bool {
+func decideStopAtExcept(r *Result, ep uint32, dir maps.Direction, ip netip.Addr, proto maps.Proto, port uint16) bool {
 	e := r.Endpoints[ep]
 	if e == nil || e.Flags&EndpointPolicyError != 0 {
 		return false
@@ -273,12 +275,12 @@ func decideStopAtExcept(r *Result, ep uint32, dir uint8, ip netip.Addr, proto ui
 	}
 	peer := r.lookupIdentity(ip)
 	for _, l := range [][2]uint32{{peer, uint32(proto)}, {peer, 0}, {0, uint32(proto)}, {0, 0}} {
-		if _, ok := e.lookupPolicy(dir, l[0], uint8(l[1]), port); ok {
+		if _, ok := e.lookupPolicy(dir, l[0], maps.Proto(l[1]), port); ok {
 			return true
 		}
 	}
 	for _, l := range [][2]uint16{{uint16(proto), port}, {uint16(proto), 0}, {0, 0}} {
-		if v, ok := e.lookupCIDR(dir, uint8(l[0]), l[1], ip); ok {
+		if v, ok := e.lookupCIDR(dir, maps.Proto(l[0]), l[1], ip); ok {
 			return v.Action == ActionAllow
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // Small builders so test tables read like the YAML they stand for.
@@ -125,6 +127,6 @@ func mkPod(refStr, ip, node string, labels map[string]string, ports ...Container
 	return p
 }
 
-func cport(name string, proto uint8, n uint16) ContainerPort {
+func cport(name string, proto maps.Proto, n uint16) ContainerPort {
 	return ContainerPort{Name: name, Protocol: proto, Port: n}
 }

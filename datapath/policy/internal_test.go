@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 func TestRangePrefixes(t *testing.T) {
@@ -59,7 +61,7 @@ func TestLevelEntriesMatchUnion(t *testing.T) {
 	for iter := range 3000 {
 		var rules []cidrRule
 		for i := range 1 + rng.IntN(4) {
-			r := cidrRule{CIDR: randPrefix(), Value: PolicyValue{Action: ActionAllow, PolicyID: uint32(1 + rng.IntN(3)), Rule: uint16(i)}}
+			r := cidrRule{CIDR: randPrefix(), Value: maps.PolicyValue{Action: ActionAllow, PolicyID: uint32(1 + rng.IntN(3)), Rule: uint16(i)}}
 			for range rng.IntN(3) {
 				r.Except = append(r.Except, randPrefix())
 			}

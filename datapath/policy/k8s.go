@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // PodFromK8s converts a corev1.Pod into the compiler's Pod. A pod that has
@@ -62,7 +64,7 @@ func NodeFromK8s(n *corev1.Node) Node {
 
 // protoNumber maps a Kubernetes protocol name to its IP protocol number;
 // empty means TCP.
-func protoNumber(p corev1.Protocol) (uint8, error) {
+func protoNumber(p corev1.Protocol) (maps.Proto, error) {
 	switch p {
 	case "", corev1.ProtocolTCP:
 		return ProtoTCP, nil

@@ -7,13 +7,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // naiveDecide evaluates the NetworkPolicy objects directly, the way the
 // networking/v1 API documentation reads, for traffic of the given local pod
 // in direction dir with a peer at peerIP. It is deliberately simple and
 // shares no code with the compiler. Invalid objects deny.
-func naiveDecide(in Input, pod PodRef, dir uint8, peerIP netip.Addr, proto uint8, port uint16) bool {
+func naiveDecide(in Input, pod PodRef, dir maps.Direction, peerIP netip.Addr, proto maps.Proto, port uint16) bool {
 	var self *Pod
 	var peer *Pod
 	for i := range in.Pods {
@@ -130,7 +132,7 @@ func naivePeersMatch(policyNS string, peers []networkingv1.NetworkPolicyPeer, pe
 
 // naivePortsMatch checks a ports list against traffic to dst (the pod
 // receiving it; nil when the destination is not a pod).
-func naivePortsMatch(ports []networkingv1.NetworkPolicyPort, dst *Pod, proto uint8, port uint16) bool {
+func naivePortsMatch(ports []networkingv1.NetworkPolicyPort, dst *Pod, proto maps.Proto, port uint16) bool {
 	if len(ports) == 0 {
 		return true
 	}

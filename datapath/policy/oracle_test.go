@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/internal/oracle"
 )
 
@@ -46,7 +47,7 @@ func oracleCluster(in Input, externals []netip.Addr) oracle.Cluster {
 	return c
 }
 
-func oracleProto(p uint8) corev1.Protocol {
+func oracleProto(p maps.Proto) corev1.Protocol {
 	switch p {
 	case ProtoUDP:
 		return corev1.ProtocolUDP
@@ -108,9 +109,9 @@ func checkAgainstOracle(t *testing.T, data []byte, st *oracleStats) bool {
 		self := oracle.PodEndpoint(podRef.Namespace, podRef.Name)
 		for _, ip := range peers {
 			peer := oracle.IPEndpoint(ip)
-			for _, proto := range []uint8{ProtoTCP, ProtoUDP, ProtoSCTP} {
+			for _, proto := range []maps.Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
 				for _, port := range append([]uint16{84, 9999}, fuzzPorts...) {
-					for _, dir := range []uint8{DirIngress, DirEgress} {
+					for _, dir := range []maps.Direction{DirIngress, DirEgress} {
 						got, _ := res.Decide(epID, dir, ip, proto, port)
 						var v oracle.Verdict
 						if dir == DirIngress {

@@ -6,6 +6,8 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // portPrefix is an aligned block of 2^(16-Len) ports starting at Port.
@@ -35,7 +37,7 @@ func rangePrefixes(lo, hi uint16) []portPrefix {
 
 // portSpec is one resolved entry of a rule's ports list.
 type portSpec struct {
-	Proto uint8 // ProtoAny only for "no ports list" (all protocols)
+	Proto maps.Proto // ProtoAny only for "no ports list" (all protocols)
 	// Named is the port name when the entry names a port (resolved later on
 	// the destination pod); empty for numeric or all-ports entries.
 	Named string
@@ -96,7 +98,7 @@ func parsePorts(ports []networkingv1.NetworkPolicyPort) ([]portSpec, error) {
 
 // resolveNamed returns the port numbers a named port has on a pod: the
 // container ports with that name and the entry's protocol.
-func resolveNamed(p *Pod, name string, proto uint8) []uint16 {
+func resolveNamed(p *Pod, name string, proto maps.Proto) []uint16 {
 	var out []uint16
 	for _, cp := range p.Ports {
 		if cp.Name == name && cp.Protocol == proto {

@@ -4,26 +4,28 @@ import (
 	"net/netip"
 
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // Directions (key field dir of sl_policy and sl_cidr_policy).
 const (
-	DirIngress uint8 = 1
-	DirEgress  uint8 = 2
+	DirIngress = maps.Ingress
+	DirEgress  = maps.Egress
 )
 
 // Actions (sl_policy_val.action).
 const (
-	ActionAllow  uint8 = 1
-	ActionExcept uint8 = 2 // sl_cidr_policy only: this prefix is excepted, no allow from this map
+	ActionAllow  = maps.ActionAllow
+	ActionExcept = maps.ActionExcept // sl_cidr_policy only: this prefix is excepted, no allow from this map
 )
 
 // IP protocol numbers used in map keys. ProtoAny (0) is the wildcard.
 const (
-	ProtoAny  uint8 = 0
-	ProtoTCP  uint8 = 6
-	ProtoUDP  uint8 = 17
-	ProtoSCTP uint8 = 132
+	ProtoAny  = maps.ProtoAny
+	ProtoTCP  = maps.ProtoTCP
+	ProtoUDP  = maps.ProtoUDP
+	ProtoSCTP = maps.Proto(132)
 )
 
 // Reserved identities (sl_ipcache values, sl_policy peer_id).
@@ -39,58 +41,10 @@ const (
 
 // Endpoint flags (sl_endpoint.flags).
 const (
-	EndpointIngressEnforced uint32 = 1
-	EndpointEgressEnforced  uint32 = 2
-	EndpointPolicyError     uint32 = 4
+	EndpointIngressEnforced = maps.EndpointIngressEnforced
+	EndpointEgressEnforced  = maps.EndpointEgressEnforced
+	EndpointPolicyError     = maps.EndpointPolicyError
 )
-
-// PolicyKey mirrors the sl_policy LPM key. The BPF prefix length is
-// 80 + PortPrefixLen (ep_id, peer_id, dir, proto are always covered).
-// Port is in host order; the agent converts it to network order.
-type PolicyKey struct {
-	EpID          uint32
-	PeerID        uint32 // 0 = any peer
-	Dir           uint8
-	Proto         uint8  // 0 = any protocol (then PortPrefixLen is 0)
-	Port          uint16 // host order; the bits beyond PortPrefixLen are zero
-	PortPrefixLen uint8  // 0..16
-}
-
-// PolicyValue mirrors struct sl_policy_val (used by both policy maps).
-type PolicyValue struct {
-	Action   uint8
-	Rule     uint16 // index of the ingress/egress rule inside the policy
-	PolicyID uint32 // key of Result.Policies; 0 = none
-}
-
-// PolicyEntry is one sl_policy element.
-type PolicyEntry struct {
-	Key   PolicyKey
-	Value PolicyValue
-}
-
-// CIDRKey mirrors the sl_cidr_policy LPM key. The BPF prefix length is
-// 64 + IP.Bits(). Port 0 means any port; Proto 0 any protocol.
-type CIDRKey struct {
-	EpID  uint32
-	Dir   uint8
-	Proto uint8
-	Port  uint16 // host order; 0 = any port
-	IP    netip.Prefix
-}
-
-// CIDREntry is one sl_cidr_policy element.
-type CIDREntry struct {
-	Key   CIDRKey
-	Value PolicyValue
-}
-
-// IPCacheEntry is one sl_ipcache element. Flags is reserved (always 0 today).
-type IPCacheEntry struct {
-	Prefix   netip.Prefix
-	Identity uint32
-	Flags    uint32
-}
 
 // PodRef names a pod.
 type PodRef struct {
@@ -113,7 +67,7 @@ func (r PolicyRef) String() string { return r.Namespace + "/" + r.Name }
 type ContainerPort struct {
 	Name     string
 	Port     uint16
-	Protocol uint8 // ProtoTCP, ProtoUDP or ProtoSCTP
+	Protocol maps.Proto // ProtoTCP, ProtoUDP or ProtoSCTP
 }
 
 // Pod is what the compiler needs to know about a pod. Use PodFromK8s to
@@ -174,12 +128,12 @@ type Identity struct {
 type Endpoint struct {
 	EpID     uint32
 	Pod      PodRef
-	Identity uint32 // for sl_endpoints.identity
-	Flags    uint32 // EndpointIngressEnforced | EndpointEgressEnforced | EndpointPolicyError
+	Identity uint32             // for sl_endpoints.identity
+	Flags    maps.EndpointFlags // EndpointIngressEnforced | EndpointEgressEnforced | EndpointPolicyError
 	// Policy holds the sl_policy entries, sorted by key.
-	Policy []PolicyEntry
+	Policy []maps.PolicyEntry
 	// CIDR holds the sl_cidr_policy entries, sorted by key.
-	CIDR []CIDREntry
+	CIDR []maps.CIDRPolicyEntry
 	// IngressPolicies and EgressPolicies list the policies selecting the
 	// endpoint per direction (sorted by namespace/name), for "denied_by".
 	IngressPolicies []PolicyRef
@@ -209,7 +163,7 @@ func (p Problem) String() string {
 type Result struct {
 	// IPCache holds one /32 per pod IP (pod identity) and per node IP (host
 	// or remote-node), sorted by prefix. ipBlock CIDRs need no entries.
-	IPCache []IPCacheEntry
+	IPCache []maps.IPCacheEntry
 	// Endpoints is keyed by ep_id.
 	Endpoints map[uint32]*Endpoint
 	// Policies is the policy table: id (>= 1) -> namespace/name.

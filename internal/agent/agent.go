@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -15,10 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
-	networkinginformers "k8s.io/client-go/informers/networking/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -26,17 +23,14 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/starlab-dev/starlab/datapath/flowevent"
-	"github.com/starlab-dev/starlab/datapath/lb"
 	"github.com/starlab-dev/starlab/datapath/loader"
 	"github.com/starlab-dev/starlab/datapath/maps"
-	"github.com/starlab-dev/starlab/datapath/policy"
 	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/kubeclient"
 )
 
-var metav1PatchOptions = metav1.PatchOptions{FieldManager: "starlab-agent"}
-
-// Agent is one node agent.
+// Agent is one node agent: the parts below, wired by Run. Each part keeps its own state behind its
+// own lock; the Agent holds none.
 type Agent struct {
 	cfg     Config
 	log     *slog.Logger
@@ -45,45 +39,16 @@ type Agent struct {
 	client   kubernetes.Interface
 	recorder record.EventRecorder
 	dp       *loader.Datapath
-	store    *flow.Store
 	metrics  *metrics
-	reader   *flowevent.Reader
-
-	pods       coreinformers.PodInformer
-	namespaces coreinformers.NamespaceInformer
-	nodes      coreinformers.NodeInformer
-	services   coreinformers.ServiceInformer
-	slices     discoveryinformers.EndpointSliceInformer
-	netpols    networkinginformers.NetworkPolicyInformer
 
 	ready  atomic.Bool // datapath loaded and endpoint API serving
 	synced atomic.Bool // informers synced
 
-	mu         sync.Mutex // endpoints, podCIDR, nodeIPs, pol.result
-	endpoints  map[string]*Endpoint
-	podCIDR    netip.Prefix
-	nodeIPs    []netip.Addr
-	netdevIdx  int
-	netdevName string
-
-	compileMu          sync.Mutex // policy compile+apply; owns pol (except result), epWritten
-	pol                policyState
-	epWritten          map[int]maps.Endpoint
-	policyAlloc        *policy.Allocator
-	policyKick         chan struct{}
-	seenRevision       atomic.Uint64
-	programmedRevision atomic.Uint64
-	reportedRevision   uint64 // policy loop only
-
-	svcMu   sync.Mutex
-	lbTable *lb.Table
-
-	nodeMu      sync.Mutex
-	routes      map[netip.Prefix]netip.Addr
-	netdevIndex int
-	lastConfig  maps.Config
-
-	storeLost atomic.Uint64
+	endpoints *endpoints  // CNI socket API, endpoint records, attach, restart reconciliation
+	policy    *policies   // informers -> compiler -> change set -> maps -> revision annotation
+	services  *services   // Services/EndpointSlices -> lb table -> service maps
+	nodes     *nodeRoutes // Nodes -> routes, sl_config
+	flows     *flows      // ring buffer -> enrichment -> flow store
 }
 
 // New validates cfg and builds an agent (nothing is started).
@@ -94,27 +59,29 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &Agent{
-		cfg: cfg, log: log, started: time.Now(),
-		store:       flow.NewStore(cfg.FlowBuffer),
-		endpoints:   map[string]*Endpoint{},
-		epWritten:   map[int]maps.Endpoint{},
-		policyAlloc: policy.NewAllocator(),
-		policyKick:  make(chan struct{}, 1),
-		lbTable:     lb.NewTable(cfg.NodeName),
-		routes:      map[netip.Prefix]netip.Addr{},
+	a := &Agent{cfg: cfg, log: log, started: time.Now()}
+	a.endpoints = newEndpoints(cfg, log, &a.ready)
+	a.policy = newPolicies(cfg.NodeName, cfg.PolicyDebounce, log, a.endpoints, &a.synced)
+	a.endpoints.policy = a.policy
+	a.nodes = newNodeRoutes(cfg.NodeName, maps.EventLevel(cfg.EventLevel), log)
+	a.services = newServices(cfg.NodeName, log, a.nodes.isNodeIP)
+	a.flows = &flows{
+		enricher: enricher{node: cfg.NodeName, services: a.services, policies: a.policy},
+		log:      log, store: flow.NewStore(cfg.FlowBuffer), synced: &a.synced,
 	}
 	a.metrics = newMetrics(a)
+	a.flows.metrics = a.metrics
+	a.policy.observe = a.metrics.policyCompileSeconds.Observe
 	return a, nil
 }
 
-func (a *Agent) lostEvents() uint64 {
-	var n uint64
-	if a.reader != nil {
-		st := a.reader.Stats()
-		n += st.Malformed + st.ReserveFailed
-	}
-	return n + a.store.Lost() + a.storeLost.Load()
+// useDatapath hands the loaded datapath to the parts that write it.
+func (a *Agent) useDatapath(dp *loader.Datapath) {
+	a.dp = dp
+	a.endpoints.attach = dp
+	a.policy.maps = dp.Maps
+	a.services.store = mapWriter{dp.Maps}
+	a.nodes.sink = dp.Maps
 }
 
 func dropReasonName(r uint8) string { return flowevent.DropReason(r).String() }
@@ -136,6 +103,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	defer bc.Shutdown()
 	a.recorder = bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "starlab-agent", Host: a.cfg.NodeName})
+	a.policy.nodes, a.policy.recorder, a.services.recorder = a.client.CoreV1().Nodes(), a.recorder, a.recorder
 
 	// 1. Own node: pod CIDR and InternalIP.
 	node, err := a.waitOwnNode(ctx)
@@ -144,40 +112,37 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	cidr, _ := nodePodCIDR(node)
 	nodeIP, _ := nodeInternalIP(node)
-	a.mu.Lock()
-	a.podCIDR = cidr
-	a.mu.Unlock()
+	a.endpoints.podCIDR = cidr
 	a.log.Info("node", "name", a.cfg.NodeName, "podCIDR", cidr, "internalIP", nodeIP)
 
 	// 2. Datapath: load (mounts bpffs, reuses pins), attach to the node device.
-	a.dp, err = loader.Load(ctx, loader.Options{PinDir: a.cfg.PinDir(), Logger: a.log})
+	dp, err := loader.Load(ctx, loader.Options{PinDir: a.cfg.PinDir(), Logger: a.log})
 	if err != nil {
 		return fmt.Errorf("load datapath: %w", err)
 	}
-	defer a.dp.Close()
-	dev, err := deviceFor(nodeIP)
+	defer dp.Close()
+	a.useDatapath(dp)
+	link, err := deviceFor(nodeIP)
 	if err != nil {
 		return err
 	}
-	a.netdevIdx, a.netdevName = dev.Attrs().Index, dev.Attrs().Name
-	a.nodeMu.Lock()
-	a.netdevIndex = a.netdevIdx
-	a.syncOwnNode(node)
-	a.nodeMu.Unlock()
-	if err := a.dp.AttachNetdev(a.netdevIdx); err != nil {
-		return fmt.Errorf("attach sl_from_netdev to %s: %w", a.netdevName, err)
+	dev := netdev{Index: link.Attrs().Index, Name: link.Attrs().Name}
+	a.nodes.dev = dev
+	a.nodes.syncOwn(node)
+	if err := a.dp.AttachNetdev(dev.Index); err != nil {
+		return fmt.Errorf("attach sl_from_netdev to %s: %w", dev.Name, err)
 	}
-	a.log.Info("datapath attached to node device", "device", a.netdevName, "ifindex", a.netdevIdx)
+	a.log.Info("datapath attached to node device", "device", dev.Name, "ifindex", dev.Index)
 
-	if err := a.seedServiceIDs(); err != nil {
+	if err := a.services.seed(); err != nil {
 		return err
 	}
 
 	// 3. Restore endpoints of a previous run, then serve the CNI endpoint API.
-	if err := a.reconcileEndpoints(ctx); err != nil {
+	if err := a.endpoints.reconcile(ctx); err != nil {
 		return err
 	}
-	sock, err := serveUnix(ctx, a.cfg.Socket, a.socketHandler(), a.log)
+	sock, err := serveUnix(ctx, a.cfg.Socket, a.endpoints.handler(), a.log)
 	if err != nil {
 		return err
 	}
@@ -210,18 +175,18 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// 6. Flow events: read only now that pods and services can be named; events emitted meanwhile
 	// wait in the ring buffer.
-	if err := a.startFlows(runCtx, &wg); err != nil {
+	if err := a.flows.start(runCtx, &wg, a.dp.Maps.Events, a.dp.Maps.Counters); err != nil {
 		return err
 	}
-	if err := a.pruneStaleServices(); err != nil {
+	if err := a.services.pruneStale(); err != nil {
 		a.log.Warn("prune stale services", "err", err)
 	}
-	if err := a.compileAndApply(runCtx); err != nil {
+	if err := a.policy.compileAndApply(runCtx); err != nil {
 		return fmt.Errorf("initial policy: %w", err)
 	}
-	a.reportRevision(runCtx)
+	a.policy.reportRevision(runCtx)
 	wg.Add(2)
-	go func() { defer wg.Done(); a.policyLoop(runCtx) }()
+	go func() { defer wg.Done(); a.policy.loop(runCtx) }()
 	go func() { defer wg.Done(); a.ctGCLoop(runCtx) }()
 
 	// 7. Install the CNI plugin and write the CNI config: the node turns Ready now.
@@ -278,52 +243,61 @@ func (a *Agent) waitOwnNode(ctx context.Context) (*corev1.Node, error) {
 	}
 }
 
+// startInformers connects the informers to the parts and waits until every handler has seen the
+// initial objects.
 func (a *Agent) startInformers(ctx context.Context) error {
 	f := informers.NewSharedInformerFactory(a.client, 0)
-	a.pods = f.Core().V1().Pods()
-	a.namespaces = f.Core().V1().Namespaces()
-	a.nodes = f.Core().V1().Nodes()
-	a.services = f.Core().V1().Services()
-	a.slices = f.Discovery().V1().EndpointSlices()
-	a.netpols = f.Networking().V1().NetworkPolicies()
-	if err := a.pods.Informer().AddIndexers(cache.Indexers{podIPIndex: podIPIndexFunc}); err != nil {
+	pods := f.Core().V1().Pods()
+	namespaces := f.Core().V1().Namespaces()
+	nodes := f.Core().V1().Nodes()
+	svcs := f.Core().V1().Services()
+	slices := f.Discovery().V1().EndpointSlices()
+	netpols := f.Networking().V1().NetworkPolicies()
+	if err := pods.Informer().AddIndexers(cache.Indexers{podIPIndex: podIPIndexFunc}); err != nil {
 		return fmt.Errorf("pod IP index: %w", err)
 	}
+	a.policy.sources = policySources{pods: pods.Lister(), namespaces: namespaces.Lister(), nodes: nodes.Lister(), netpols: netpols.Lister()}
+	a.services.lookup = listedServices{svcs.Lister()}
+	a.flows.pods = podLookup{local: a.endpoints, lister: pods.Lister(), index: pods.Informer().GetIndexer()}
+
 	polHandler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { a.noteRevision(o); a.triggerPolicy() },
-		UpdateFunc: func(_, o any) { a.noteRevision(o); a.triggerPolicy() },
-		DeleteFunc: func(o any) {
-			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
-				o = t.Obj
-			}
-			a.noteRevision(o)
-			a.triggerPolicy()
-		},
+		AddFunc:    a.policy.onEvent,
+		UpdateFunc: func(_, o any) { a.policy.onEvent(o) },
+		DeleteFunc: a.policy.onEvent,
 	}
-	for _, inf := range []cache.SharedIndexInformer{a.pods.Informer(), a.namespaces.Informer(), a.netpols.Informer()} {
+	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), namespaces.Informer(), netpols.Informer()} {
 		if _, err := inf.AddEventHandler(polHandler); err != nil {
 			return fmt.Errorf("add policy handler: %w", err)
 		}
 	}
-	if _, err := a.nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { a.syncNodes(); a.triggerPolicy() },
-		UpdateFunc: func(o, n any) { a.syncNodes(); a.triggerPolicy() },
-		DeleteFunc: func(any) { a.syncNodes(); a.triggerPolicy() },
+	syncNodes := func() {
+		ns, err := nodes.Lister().List(labels.Everything())
+		if err != nil {
+			a.log.Error("list nodes", "err", err)
+			return
+		}
+		a.nodes.sync(ns)
+		a.policy.trigger()
+	}
+	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { syncNodes() },
+		UpdateFunc: func(any, any) { syncNodes() },
+		DeleteFunc: func(any) { syncNodes() },
 	}); err != nil {
 		return fmt.Errorf("add node handler: %w", err)
 	}
-	svcReg, err := a.services.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { a.onService(o, false) },
-		UpdateFunc: func(_, o any) { a.onService(o, false) },
-		DeleteFunc: func(o any) { a.onService(o, true) },
+	svcReg, err := svcs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { a.services.onService(o, false) },
+		UpdateFunc: func(_, o any) { a.services.onService(o, false) },
+		DeleteFunc: func(o any) { a.services.onService(o, true) },
 	})
 	if err != nil {
 		return fmt.Errorf("add service handler: %w", err)
 	}
-	sliceReg, err := a.slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { a.onSlice(o, false) },
-		UpdateFunc: func(_, o any) { a.onSlice(o, false) },
-		DeleteFunc: func(o any) { a.onSlice(o, true) },
+	sliceReg, err := slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { a.services.onSlice(o, false) },
+		UpdateFunc: func(_, o any) { a.services.onSlice(o, false) },
+		DeleteFunc: func(o any) { a.services.onSlice(o, true) },
 	})
 	if err != nil {
 		return fmt.Errorf("add endpointslice handler: %w", err)
@@ -339,39 +313,6 @@ func (a *Agent) startInformers(ctx context.Context) error {
 		return fmt.Errorf("service handlers did not sync: %w", ctx.Err())
 	}
 	a.log.Info("informers synced")
-	return nil
-}
-
-func (a *Agent) startFlows(ctx context.Context, wg *sync.WaitGroup) error {
-	clock, err := flowevent.NewClock()
-	if err != nil {
-		return fmt.Errorf("flow clock: %w", err)
-	}
-	rd, err := flowevent.NewReader(a.dp.Maps.Events, flowevent.ReaderOptions{Counters: a.dp.Maps.Counters})
-	if err != nil {
-		return err
-	}
-	a.reader = rd
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		go func() { <-ctx.Done(); _ = rd.Close() }()
-		err := rd.Run(ctx, func(ev *flowevent.Event) {
-			if !a.synced.Load() {
-				a.storeLost.Add(1)
-				return
-			}
-			f := a.enrich(ev, clock)
-			a.store.Add(f)
-			a.metrics.flows.WithLabelValues(string(f.Verdict)).Inc()
-			if f.Verdict == flow.VerdictDropped {
-				a.metrics.drops.WithLabelValues(f.DropReasonDesc).Inc()
-			}
-		})
-		if err != nil {
-			a.log.Error("flow event reader stopped", "err", err)
-		}
-	}()
 	return nil
 }
 
@@ -427,19 +368,11 @@ func (a *Agent) cleanupNode() {
 			a.log.Warn("cleanup", "err", err)
 		}
 	}
-	a.mu.Lock()
-	eps := make([]*Endpoint, 0, len(a.endpoints))
-	for _, ep := range a.endpoints {
-		eps = append(eps, ep)
-	}
-	a.mu.Unlock()
-	for _, ep := range eps {
-		_ = a.dp.DetachEndpoint(ep.Ifindex)
-	}
-	if err := a.dp.DetachNetdev(a.netdevIdx); err != nil {
+	a.endpoints.detachAll()
+	if err := a.dp.DetachNetdev(a.nodes.dev.Index); err != nil {
 		a.log.Warn("detach node device", "err", err)
 	}
-	a.removeRoutes()
+	a.nodes.removeAll()
 	if err := a.dp.Unpin(); err != nil {
 		a.log.Warn("unpin", "err", err)
 	}

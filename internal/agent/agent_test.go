@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/starlab-dev/starlab/datapath/policy"
 	"github.com/starlab-dev/starlab/internal/flow"
 )
 
@@ -109,20 +109,14 @@ func TestNodeHelpers(t *testing.T) {
 	assert.False(t, ok)
 }
 
-func TestPolicyKeyRoundTrip(t *testing.T) {
-	k := policy.PolicyKey{EpID: 7, PeerID: 256, Dir: policy.DirIngress, Proto: policy.ProtoTCP, Port: 8080, PortPrefixLen: 16}
-	assert.Equal(t, k, policyKeyFromMap(policyKeyToMap(k)))
-	v := policy.PolicyValue{Action: policy.ActionAllow, Rule: 2, PolicyID: 9}
-	assert.Equal(t, v, policyValueFromMap(policyValueToMap(v)))
-}
-
 func TestEndpointRecordRoundTrip(t *testing.T) {
-	a := &Agent{cfg: DefaultConfig()}
-	a.cfg.StateDir = t.TempDir()
+	cfg := DefaultConfig()
+	cfg.StateDir = t.TempDir()
+	m := newEndpoints(cfg, slog.Default(), nil)
 	ep := &Endpoint{Ifindex: 12}
 	ep.ContainerID, ep.HostIfName, ep.IP, ep.MAC = "abc", "sl0123456789a", "10.244.1.5", "02:00:00:00:00:05"
-	require.NoError(t, a.persistEndpoint(ep))
-	b, err := os.ReadFile(filepath.Join(a.cfg.EndpointsDir(), "abc.json"))
+	require.NoError(t, m.persist(ep))
+	b, err := os.ReadFile(filepath.Join(cfg.EndpointsDir(), "abc.json"))
 	require.NoError(t, err)
 	var got map[string]any
 	require.NoError(t, json.Unmarshal(b, &got))
@@ -135,7 +129,7 @@ func TestStatusJSONContract(t *testing.T) {
 	cfg.NodeName = "n1"
 	a, err := New(cfg, nil)
 	require.NoError(t, err)
-	a.storeLost.Add(3)
+	a.flows.early.Add(3)
 	b, err := json.Marshal(a.status())
 	require.NoError(t, err)
 	var got map[string]any

@@ -14,10 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/starlab-dev/starlab/datapath/ipam"
+	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/internal/cni"
 )
 
@@ -43,41 +46,164 @@ func (e *Endpoint) parse() error {
 	return nil
 }
 
-func (a *Agent) endpointPath(containerID string) string {
-	return filepath.Join(a.cfg.EndpointsDir(), url.PathEscape(containerID)+".json")
+// base is the endpoint's sl_endpoints value before policy (identity and flags) is laid over.
+func (e *Endpoint) base() maps.Endpoint {
+	return maps.Endpoint{IP: e.ip, EpID: uint32(e.Ifindex), MAC: e.mac}
 }
 
-func (a *Agent) persistEndpoint(ep *Endpoint) error {
+// endpointPolicy is what the endpoint part needs from the policy part, the one writer of
+// sl_endpoints.
+type endpointPolicy interface {
+	// compileNow compiles with the current endpoints and writes the maps (nothing before the
+	// informers synced).
+	compileNow(ctx context.Context) error
+	// writeEndpoint writes one endpoint's sl_endpoints value from the last compilation (deny-all
+	// without one); keepExisting leaves a value already programmed.
+	writeEndpoint(ifindex uint32, base maps.Endpoint, keepExisting bool) error
+	// removeEndpoint deletes the endpoint's sl_endpoints (and sl_ep_by_ip) entry.
+	removeEndpoint(ifindex uint32) error
+	// keepEndpoints deletes every sl_endpoints entry whose ifindex is not in keep.
+	keepEndpoints(keep map[uint32]bool) error
+	// trigger schedules a debounced compilation.
+	trigger()
+}
+
+// attacher attaches the pod programs to a host veth (*loader.Datapath).
+type attacher interface {
+	AttachEndpoint(ifindex int) error
+	DetachEndpoint(ifindex int) error
+}
+
+// endpoints is the endpoint part: the CNI socket API, the endpoint records (memory and disk),
+// program attachment, and restart reconciliation.
+type endpoints struct {
+	log     *slog.Logger
+	dir     string // endpoint records
+	ipamDir string
+	// podCIDR is set once by Run before the CNI API serves, read-only afterwards.
+	podCIDR   netip.Prefix
+	ready     *atomic.Bool // datapath loaded and endpoint API serving
+	attach    attacher
+	policy    endpointPolicy
+	linkIndex func(name string) (int, error) // host veth name -> ifindex
+
+	mu   sync.RWMutex // byID, byIP
+	byID map[string]*Endpoint
+	byIP map[netip.Addr]*Endpoint
+}
+
+func newEndpoints(cfg Config, log *slog.Logger, ready *atomic.Bool) *endpoints {
+	return &endpoints{
+		log: log, dir: cfg.EndpointsDir(), ipamDir: cfg.IPAMDir(), ready: ready, linkIndex: netlinkIndex,
+		byID: map[string]*Endpoint{}, byIP: map[netip.Addr]*Endpoint{},
+	}
+}
+
+func netlinkIndex(name string) (int, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return 0, fmt.Errorf("link %s: %w", name, err)
+	}
+	return l.Attrs().Index, nil
+}
+
+// list returns the current endpoints (records are not modified once registered).
+func (m *endpoints) list() []*Endpoint {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*Endpoint, 0, len(m.byID))
+	for _, ep := range m.byID {
+		out = append(out, ep)
+	}
+	return out
+}
+
+func (m *endpoints) count() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.byID)
+}
+
+func (m *endpoints) get(containerID string) (*Endpoint, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ep, ok := m.byID[containerID]
+	return ep, ok
+}
+
+// PodByIP names the local pod owning ip (the CNI knows IPs before the kubelet reports them).
+func (m *endpoints) PodByIP(ip netip.Addr) (namespace, name string, ok bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ep, ok := m.byIP[ip]
+	if !ok || ep.PodName == "" {
+		return "", "", false
+	}
+	return ep.PodNamespace, ep.PodName, true
+}
+
+// register records ep and returns the endpoint it replaces under the same container ID.
+func (m *endpoints) register(ep *Endpoint) (old *Endpoint) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old = m.unregisterLocked(ep.ContainerID)
+	m.byID[ep.ContainerID] = ep
+	m.byIP[ep.ip] = ep
+	return old
+}
+
+func (m *endpoints) unregister(containerID string) *Endpoint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.unregisterLocked(containerID)
+}
+
+func (m *endpoints) unregisterLocked(containerID string) *Endpoint {
+	ep, ok := m.byID[containerID]
+	if !ok {
+		return nil
+	}
+	delete(m.byID, containerID)
+	if m.byIP[ep.ip] == ep {
+		delete(m.byIP, ep.ip)
+	}
+	return ep
+}
+
+func (m *endpoints) path(containerID string) string {
+	return filepath.Join(m.dir, url.PathEscape(containerID)+".json")
+}
+
+func (m *endpoints) persist(ep *Endpoint) error {
 	b, err := json.Marshal(ep)
 	if err != nil {
 		return fmt.Errorf("encode endpoint %s: %w", ep.ContainerID, err)
 	}
-	return writeFileAtomic(a.endpointPath(ep.ContainerID), b, 0o644)
+	return writeFileAtomic(m.path(ep.ContainerID), b, 0o644)
 }
 
-// loadEndpoints reads the persisted endpoint records.
-func (a *Agent) loadEndpoints() ([]*Endpoint, error) {
-	dir := a.cfg.EndpointsDir()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", dir, err)
+// load reads the persisted endpoint records.
+func (m *endpoints) load() ([]*Endpoint, error) {
+	if err := os.MkdirAll(m.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", m.dir, err)
 	}
-	ents, err := os.ReadDir(dir)
+	ents, err := os.ReadDir(m.dir)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", dir, err)
+		return nil, fmt.Errorf("read %s: %w", m.dir, err)
 	}
 	var out []*Endpoint
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		b, err := os.ReadFile(filepath.Join(m.dir, e.Name()))
 		if err != nil {
 			return nil, fmt.Errorf("read endpoint record %s: %w", e.Name(), err)
 		}
 		ep := &Endpoint{}
 		if err := json.Unmarshal(b, ep); err != nil || ep.parse() != nil {
-			a.log.Warn("dropping unreadable endpoint record", "file", e.Name(), "err", err)
-			_ = os.Remove(filepath.Join(dir, e.Name()))
+			m.log.Warn("dropping unreadable endpoint record", "file", e.Name(), "err", err)
+			_ = os.Remove(filepath.Join(m.dir, e.Name()))
 			continue
 		}
 		out = append(out, ep)
@@ -85,102 +211,82 @@ func (a *Agent) loadEndpoints() ([]*Endpoint, error) {
 	return out, nil
 }
 
-// reconcileEndpoints restores the endpoints of a previous run: live veths get their programs
-// re-attached (the pinned maps still hold their state), records of vanished pods are dropped
-// with their IPs and map entries.
-func (a *Agent) reconcileEndpoints(ctx context.Context) error {
-	eps, err := a.loadEndpoints()
+// reconcile restores the endpoints of a previous run: live veths get their programs re-attached
+// (the pinned maps still hold their state), records of vanished pods are dropped with their IPs
+// and map entries, and map entries without a record are deleted.
+func (m *endpoints) reconcile(ctx context.Context) error {
+	eps, err := m.load()
 	if err != nil {
 		return err
 	}
-	alloc, allocErr := a.ipamAllocator()
+	alloc, allocErr := m.ipamAllocator()
 	for _, ep := range eps {
-		l, err := netlink.LinkByName(ep.HostIfName)
+		idx, err := m.linkIndex(ep.HostIfName)
 		if err != nil {
-			a.log.Info("endpoint gone while the agent was down; cleaning up", "container", ep.ContainerID, "pod", ep.PodNamespace+"/"+ep.PodName, "ip", ep.IP)
-			if err := a.dp.Maps.DeleteEndpoint(uint32(ep.Ifindex)); err != nil {
-				a.log.Warn("delete stale endpoint entry", "ifindex", ep.Ifindex, "err", err)
+			m.log.Info("endpoint gone while the agent was down; cleaning up", "container", ep.ContainerID, "pod", ep.PodNamespace+"/"+ep.PodName, "ip", ep.IP)
+			if err := m.policy.removeEndpoint(uint32(ep.Ifindex)); err != nil {
+				m.log.Warn("delete stale endpoint entry", "ifindex", ep.Ifindex, "err", err)
 			}
 			if allocErr == nil {
 				if err := alloc.Release(ctx, ep.ContainerID); err != nil {
-					a.log.Warn("release stale IP", "container", ep.ContainerID, "err", err)
+					m.log.Warn("release stale IP", "container", ep.ContainerID, "err", err)
 				}
 			}
-			_ = removeIfExists(a.endpointPath(ep.ContainerID))
+			_ = removeIfExists(m.path(ep.ContainerID))
 			continue
 		}
-		if idx := l.Attrs().Index; idx != ep.Ifindex {
-			_ = a.dp.Maps.DeleteEndpoint(uint32(ep.Ifindex))
+		if idx != ep.Ifindex {
+			if err := m.policy.removeEndpoint(uint32(ep.Ifindex)); err != nil {
+				m.log.Warn("delete endpoint entry of the old ifindex", "ifindex", ep.Ifindex, "err", err)
+			}
 			ep.Ifindex = idx
-			if err := a.persistEndpoint(ep); err != nil {
+			if err := m.persist(ep); err != nil {
 				return err
 			}
 		}
-		a.mu.Lock()
-		a.endpoints[ep.ContainerID] = ep
-		a.mu.Unlock()
-		if err := a.programEndpoint(ep, true); err != nil {
+		m.register(ep)
+		if err := m.program(ep, true); err != nil {
 			return fmt.Errorf("restore endpoint %s: %w", ep.ContainerID, err)
 		}
 	}
-	// Entries in sl_endpoints without a record belong to nobody.
 	known := map[uint32]bool{}
-	a.mu.Lock()
-	for _, ep := range a.endpoints {
+	for _, ep := range m.list() {
 		known[uint32(ep.Ifindex)] = true
 	}
-	a.mu.Unlock()
-	inMap, err := a.dp.Maps.ListEndpoints()
-	if err != nil {
-		return fmt.Errorf("list endpoints map: %w", err)
+	if err := m.policy.keepEndpoints(known); err != nil {
+		return err
 	}
-	for idx := range inMap {
-		if !known[idx] {
-			_ = a.dp.Maps.DeleteEndpoint(idx)
-		}
-	}
-	a.log.Info("endpoints restored", "count", len(known))
+	m.log.Info("endpoints restored", "count", len(known))
 	return nil
 }
 
-func (a *Agent) ipamAllocator() (*ipam.Allocator, error) {
-	a.mu.Lock()
-	cidr := a.podCIDR
-	a.mu.Unlock()
-	if !cidr.IsValid() {
+func (m *endpoints) ipamAllocator() (*ipam.Allocator, error) {
+	if !m.podCIDR.IsValid() {
 		return nil, errors.New("node pod CIDR not known yet")
 	}
-	return ipam.New(a.cfg.IPAMDir(), cidr)
+	return ipam.New(m.ipamDir, m.podCIDR)
 }
 
-// programEndpoint writes the endpoint into the maps (identity and flags from the last policy
-// compilation, or deny-all until one includes it) and attaches the programs. keepExisting leaves
-// an entry already in the map (restart: the pinned map holds the last programmed state).
-func (a *Agent) programEndpoint(ep *Endpoint, keepExisting bool) error {
-	if keepExisting {
-		if _, err := a.dp.Maps.LookupEndpoint(uint32(ep.Ifindex)); err == nil {
-			return a.dp.AttachEndpoint(ep.Ifindex)
-		}
-	}
-	a.mu.Lock()
-	st := a.endpointStateLocked(ep)
-	a.mu.Unlock()
-	if err := a.dp.Maps.UpsertEndpoint(uint32(ep.Ifindex), st); err != nil {
+// program writes the endpoint's sl_endpoints value (through the policy part) and attaches the
+// programs. keepExisting leaves a value already in the map (restart: the pinned map holds the last
+// programmed state).
+func (m *endpoints) program(ep *Endpoint, keepExisting bool) error {
+	if err := m.policy.writeEndpoint(uint32(ep.Ifindex), ep.base(), keepExisting); err != nil {
 		return fmt.Errorf("write endpoint %s (ifindex %d): %w", ep.ContainerID, ep.Ifindex, err)
 	}
-	if err := a.dp.AttachEndpoint(ep.Ifindex); err != nil {
+	if err := m.attach.AttachEndpoint(ep.Ifindex); err != nil {
 		return fmt.Errorf("attach programs to %s: %w", ep.HostIfName, err)
 	}
 	return nil
 }
 
-// socketHandler serves the CNI plugin's API.
-func (a *Agent) socketHandler() http.Handler {
+// handler serves the CNI plugin's API.
+func (m *endpoints) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+cni.PathEndpoints, a.handleAddEndpoint)
-	mux.HandleFunc("DELETE "+cni.PathEndpoint+"{id}", a.handleDeleteEndpoint)
+	mux.HandleFunc("POST "+cni.PathEndpoints, m.handleAdd)
+	mux.HandleFunc("DELETE "+cni.PathEndpoint+"{id}", m.handleDelete)
 	mux.HandleFunc("GET "+cni.PathHealth, func(w http.ResponseWriter, r *http.Request) {
-		if !a.ready.Load() {
+		if !m.ready.Load() {
 			http.Error(w, "datapath not ready", http.StatusServiceUnavailable)
 			return
 		}
@@ -189,7 +295,7 @@ func (a *Agent) socketHandler() http.Handler {
 	return mux
 }
 
-func (a *Agent) handleAddEndpoint(w http.ResponseWriter, r *http.Request) {
+func (m *endpoints) handleAdd(w http.ResponseWriter, r *http.Request) {
 	var req cni.EndpointRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
 		http.Error(w, "decode endpoint request: "+err.Error(), http.StatusBadRequest)
@@ -199,86 +305,83 @@ func (a *Agent) handleAddEndpoint(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if err := a.addEndpoint(r.Context(), req); err != nil {
-		a.log.Error("endpoint add failed", "container", req.ContainerID, "pod", req.PodNamespace+"/"+req.PodName, "err", err)
+	if err := m.add(r.Context(), req); err != nil {
+		m.log.Error("endpoint add failed", "container", req.ContainerID, "pod", req.PodNamespace+"/"+req.PodName, "err", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.WriteHeader(http.StatusOK)
 }
 
-func (a *Agent) addEndpoint(ctx context.Context, req cni.EndpointRequest) error {
-	l, err := netlink.LinkByName(req.HostIfName)
+func (m *endpoints) add(ctx context.Context, req cni.EndpointRequest) error {
+	idx, err := m.linkIndex(req.HostIfName)
 	if err != nil {
 		return fmt.Errorf("host veth %s: %w", req.HostIfName, err)
 	}
-	ep := &Endpoint{EndpointRequest: req, Ifindex: l.Attrs().Index}
+	ep := &Endpoint{EndpointRequest: req, Ifindex: idx}
 	if err := ep.parse(); err != nil {
 		return err
 	}
-	if err := a.persistEndpoint(ep); err != nil {
+	if err := m.persist(ep); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	if old, ok := a.endpoints[req.ContainerID]; ok && old.Ifindex != ep.Ifindex {
-		_ = a.dp.Maps.DeleteEndpoint(uint32(old.Ifindex))
-	}
-	a.endpoints[req.ContainerID] = ep
-	a.mu.Unlock()
-	// Compile now with the new endpoint (its identity and policy flags), then attach.
-	if a.synced.Load() {
-		if err := a.compileAndApply(ctx); err != nil {
-			a.log.Warn("policy compile for new endpoint failed; it stays deny-all until the next compile", "container", req.ContainerID, "err", err)
+	if old := m.register(ep); old != nil && old.Ifindex != ep.Ifindex {
+		if err := m.policy.removeEndpoint(uint32(old.Ifindex)); err != nil {
+			m.log.Warn("delete endpoint entry of the replaced veth", "ifindex", old.Ifindex, "err", err)
 		}
 	}
-	if err := a.programEndpoint(ep, false); err != nil {
-		a.mu.Lock()
-		delete(a.endpoints, req.ContainerID)
-		a.mu.Unlock()
-		_ = removeIfExists(a.endpointPath(req.ContainerID))
-		_ = a.dp.Maps.DeleteEndpoint(uint32(ep.Ifindex))
+	// Compile now with the new endpoint (its identity and policy flags), then attach.
+	if err := m.policy.compileNow(ctx); err != nil {
+		m.log.Warn("policy compile for new endpoint failed; it stays deny-all until the next compile", "container", req.ContainerID, "err", err)
+	}
+	if err := m.program(ep, false); err != nil {
+		m.unregister(req.ContainerID)
+		_ = removeIfExists(m.path(req.ContainerID))
+		_ = m.policy.removeEndpoint(uint32(ep.Ifindex))
 		return err
 	}
-	a.log.Info("endpoint added", "container", req.ContainerID, "pod", req.PodNamespace+"/"+req.PodName, "ip", req.IP, "ifindex", ep.Ifindex)
-	a.triggerPolicy()
+	m.log.Info("endpoint added", "container", req.ContainerID, "pod", req.PodNamespace+"/"+req.PodName, "ip", req.IP, "ifindex", ep.Ifindex)
+	m.policy.trigger()
 	return nil
 }
 
-func (a *Agent) handleDeleteEndpoint(w http.ResponseWriter, r *http.Request) {
+func (m *endpoints) handleDelete(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if err := a.deleteEndpoint(id); err != nil {
-		a.log.Error("endpoint delete failed", "container", id, "err", err)
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
+	m.delete(id)
 	w.WriteHeader(http.StatusOK)
 }
 
-func (a *Agent) deleteEndpoint(containerID string) error {
-	a.mu.Lock()
-	ep, ok := a.endpoints[containerID]
-	delete(a.endpoints, containerID)
-	a.mu.Unlock()
-	if !ok {
-		return nil // idempotent
+// delete removes an endpoint; unknown IDs are fine (idempotent). Cleanup errors are logged, never
+// returned: the endpoint is gone from the agent's view either way, and DEL must not block.
+func (m *endpoints) delete(containerID string) {
+	ep := m.unregister(containerID)
+	if ep == nil {
+		return
 	}
 	var errs []error
-	if err := a.dp.DetachEndpoint(ep.Ifindex); err != nil {
+	if err := m.attach.DetachEndpoint(ep.Ifindex); err != nil {
 		errs = append(errs, err)
 	}
-	if err := a.dp.Maps.DeleteEndpoint(uint32(ep.Ifindex)); err != nil {
+	if err := m.policy.removeEndpoint(uint32(ep.Ifindex)); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeIfExists(a.endpointPath(containerID)); err != nil {
+	if err := removeIfExists(m.path(containerID)); err != nil {
 		errs = append(errs, err)
 	}
-	a.log.Info("endpoint deleted", "container", containerID, "pod", ep.PodNamespace+"/"+ep.PodName, "ip", ep.IP)
-	a.triggerPolicy()
+	m.log.Info("endpoint deleted", "container", containerID, "pod", ep.PodNamespace+"/"+ep.PodName, "ip", ep.IP)
+	m.policy.trigger()
 	if len(errs) > 0 {
-		// The endpoint is gone from the agent's view either way; report but do not block DEL.
-		a.log.Warn("endpoint cleanup incomplete", "container", containerID, "err", errors.Join(errs...))
+		m.log.Warn("endpoint cleanup incomplete", "container", containerID, "err", errors.Join(errs...))
 	}
-	return nil
+}
+
+// detachAll detaches the programs of every endpoint (uninstall).
+func (m *endpoints) detachAll() {
+	for _, ep := range m.list() {
+		if err := m.attach.DetachEndpoint(ep.Ifindex); err != nil {
+			m.log.Warn("detach endpoint", "ifindex", ep.Ifindex, "err", err)
+		}
+	}
 }
 
 func serveUnix(ctx context.Context, path string, h http.Handler, log *slog.Logger) (*http.Server, error) {

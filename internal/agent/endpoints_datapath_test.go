@@ -33,8 +33,8 @@ func newTestAgent(t *testing.T, stateDir, pinDir string) *Agent {
 	dp, err := loader.Load(context.Background(), loader.Options{PinDir: pinDir})
 	require.NoError(t, err)
 	t.Cleanup(func() { dp.Close() })
-	a.dp = dp
-	a.podCIDR = netip.MustParsePrefix("10.244.88.0/24")
+	a.useDatapath(dp)
+	a.endpoints.podCIDR = netip.MustParsePrefix("10.244.88.0/24")
 	return a
 }
 
@@ -53,7 +53,7 @@ func TestEndpointLifecycleWithRealDatapath(t *testing.T) {
 	require.NoError(t, err, string(bout))
 
 	a := newTestAgent(t, state, pinDir)
-	srv, err := serveUnix(ctx, a.cfg.Socket, a.socketHandler(), a.log)
+	srv, err := serveUnix(ctx, a.cfg.Socket, a.endpoints.handler(), a.log)
 	require.NoError(t, err)
 	defer srv.Close()
 	a.ready.Store(true)
@@ -78,9 +78,7 @@ func TestEndpointLifecycleWithRealDatapath(t *testing.T) {
 	require.NoError(t, err, out)
 	t.Cleanup(func() { _, _ = callCNI("DEL", id) })
 
-	a.mu.Lock()
-	ep, ok := a.endpoints[id]
-	a.mu.Unlock()
+	ep, ok := a.endpoints.get(id)
 	require.True(t, ok, "agent registered the endpoint")
 	assert.Equal(t, "10.244.88.2", ep.IP)
 	assert.Equal(t, cni.HostIfName(id), ep.HostIfName)
@@ -96,29 +94,27 @@ func TestEndpointLifecycleWithRealDatapath(t *testing.T) {
 	}
 	assert.Contains(t, names, fmt.Sprintf("%d-from-container", ep.Ifindex))
 	assert.Contains(t, names, fmt.Sprintf("%d-to-container", ep.Ifindex))
-	require.FileExists(t, a.endpointPath(id))
+	require.FileExists(t, a.endpoints.path(id))
 
 	// Agent restart: a new agent over the same state and pins restores the endpoint.
 	srv.Close()
 	a.dp.Close()
 	b := newTestAgent(t, state, pinDir)
-	require.NoError(t, b.reconcileEndpoints(ctx))
-	b.mu.Lock()
-	_, ok = b.endpoints[id]
-	b.mu.Unlock()
+	require.NoError(t, b.endpoints.reconcile(ctx))
+	_, ok = b.endpoints.get(id)
 	require.True(t, ok, "restarted agent restored the endpoint from its record")
 	_, err = b.dp.Maps.LookupEndpoint(uint32(ep.Ifindex))
 	require.NoError(t, err)
 
 	// DEL through the restarted agent.
-	srv2, err := serveUnix(ctx, b.cfg.Socket, b.socketHandler(), b.log)
+	srv2, err := serveUnix(ctx, b.cfg.Socket, b.endpoints.handler(), b.log)
 	require.NoError(t, err)
 	defer srv2.Close()
 	out, err = callCNI("DEL", id)
 	require.NoError(t, err, out)
 	_, err = b.dp.Maps.LookupEndpoint(uint32(ep.Ifindex))
 	assert.Error(t, err, "endpoint entry removed")
-	assert.NoFileExists(t, b.endpointPath(id))
+	assert.NoFileExists(t, b.endpoints.path(id))
 	assert.NoFileExists(t, filepath.Join(pinDir, "links", fmt.Sprintf("%d-from-container", ep.Ifindex)))
 
 	// An endpoint whose veth vanished while the agent was down is cleaned up on restart.
@@ -128,10 +124,10 @@ func TestEndpointLifecycleWithRealDatapath(t *testing.T) {
 	require.NoError(t, exec.Command("ip", "link", "del", cni.HostIfName(id2)).Run())
 	srv2.Close()
 	c := newTestAgent(t, state, pinDir)
-	require.NoError(t, c.reconcileEndpoints(ctx))
-	assert.Empty(t, c.endpoints)
-	assert.NoFileExists(t, c.endpointPath(id2))
-	alloc, err := c.ipamAllocator()
+	require.NoError(t, c.endpoints.reconcile(ctx))
+	assert.Zero(t, c.endpoints.count())
+	assert.NoFileExists(t, c.endpoints.path(id2))
+	alloc, err := c.endpoints.ipamAllocator()
 	require.NoError(t, err)
 	owned, err := alloc.Lookup(ctx, id2)
 	require.NoError(t, err)

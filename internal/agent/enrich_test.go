@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/starlab-dev/starlab/datapath/flowevent"
@@ -22,55 +25,49 @@ import (
 
 func ptr[T any](v T) *T { return &v }
 
-// enrichAgent is an agent whose pod informer runs against client-go's in-memory clientset.
-func enrichAgent(t testing.TB) *Agent {
-	t.Helper()
-	cfg := DefaultConfig()
-	cfg.NodeName = "n1"
-	a, err := New(cfg, nil)
-	require.NoError(t, err)
-	yes := true
-	client := fake.NewClientset(
-		&corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-5d8f7c-abcde", Labels: map[string]string{"app": "web", "pod-template-hash": "5d8f7c"},
-				OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-5d8f7c", Controller: &yes}}},
-			Spec:   corev1.PodSpec{NodeName: "n1"},
-			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.5"},
-		},
-		&corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "client", Labels: map[string]string{"app": "client"}},
-			Spec:       corev1.PodSpec{NodeName: "n2"},
-			Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.2.9"},
-		},
-	)
-	f := informers.NewSharedInformerFactory(client, 0)
-	a.pods = f.Core().V1().Pods()
-	require.NoError(t, a.pods.Informer().AddIndexers(cache.Indexers{podIPIndex: podIPIndexFunc}))
-	f.Start(t.Context().Done())
-	f.WaitForCacheSync(t.Context().Done())
-
-	_, err = a.lbTable.UpsertService(&corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
-		Spec:       corev1.ServiceSpec{ClusterIP: "10.96.0.50", Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}},
-	})
-	require.NoError(t, err)
-	_, err = a.lbTable.UpsertSlice(&discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "web-x", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080)), Protocol: ptr(corev1.ProtocolTCP)}},
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}}},
-	})
-	require.NoError(t, err)
-	a.pol.result = &policy.Result{
+var (
+	yes    = true
+	webPod = &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-5d8f7c-abcde", Labels: map[string]string{"app": "web", "pod-template-hash": "5d8f7c"},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-5d8f7c", Controller: &yes}}},
+		Spec:   corev1.PodSpec{NodeName: "n1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.5"},
+	}
+	clientPod = &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "client", Labels: map[string]string{"app": "client"}},
+		Spec:       corev1.PodSpec{NodeName: "n2"},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.2.9"},
+	}
+	shopResult = &policy.Result{
 		Policies: map[uint32]policy.PolicyRef{7: {ID: 7, Namespace: "shop", Name: "allow-client"}},
 		Endpoints: map[uint32]*policy.Endpoint{12: {EpID: 12, IngressPolicies: []policy.PolicyRef{
 			{ID: 9, Namespace: "shop", Name: "zz-deny"}, {ID: 7, Namespace: "shop", Name: "allow-client"}}}},
 	}
-	return a
+)
+
+// Small fakes for the enricher's getters.
+type fakePods map[netip.Addr]*corev1.Pod
+
+func (f fakePods) PodByIP(ip netip.Addr) *corev1.Pod { return f[ip] }
+
+type fakeServices map[netip.AddrPort]string
+
+func (f fakeServices) ServiceByAddr(ip netip.Addr, port uint16, _ uint8) (string, string, bool) {
+	n, ok := f[netip.AddrPortFrom(ip, port)]
+	return "shop", n, ok
 }
 
+type fakePolicies struct{ res *policy.Result }
+
+func (f fakePolicies) PolicyResult() *policy.Result { return f.res }
+
 func TestEnrich(t *testing.T) {
-	a := enrichAgent(t)
+	e := &enricher{
+		node:     "n1",
+		pods:     fakePods{netip.MustParseAddr("10.244.1.5"): webPod, netip.MustParseAddr("10.244.2.9"): clientPod},
+		services: fakeServices{netip.MustParseAddrPort("10.96.0.50:80"): "web"},
+		policies: fakePolicies{shopResult},
+	}
 	clock, err := flowevent.NewClock()
 	require.NoError(t, err)
 	now, err := maps.BootTimeNs()
@@ -132,13 +129,76 @@ func TestEnrich(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := base
 			tc.mut(&ev)
-			tc.check(t, a.enrich(&ev, clock))
+			tc.check(t, e.enrich(&ev, clock))
 		})
 	}
+
+	t.Run("no compilation yet", func(t *testing.T) {
+		e := *e
+		e.policies = fakePolicies{}
+		ev := base
+		ev.Verdict, ev.Type, ev.DropReason = flowevent.VerdictDropped, flowevent.TypeDrop, flowevent.DropPolicyDenied
+		f := e.enrich(&ev, clock)
+		assert.Empty(t, f.DeniedBy)
+		assert.Empty(t, f.AllowedBy)
+	})
 }
 
+type fakeLocalPods map[netip.Addr]policy.PodRef
+
+func (f fakeLocalPods) PodByIP(ip netip.Addr) (string, string, bool) {
+	r, ok := f[ip]
+	return r.Namespace, r.Name, ok
+}
+
+func TestPodLookup(t *testing.T) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{podIPIndex: podIPIndexFunc})
+	pending := webPod.DeepCopy()
+	pending.Name, pending.Status.PodIP = "pending", "" // the CNI knows its IP, the kubelet did not report it yet
+	done := clientPod.DeepCopy()
+	done.Name, done.Status.Phase = "done", corev1.PodSucceeded // its old IP may belong to another pod
+	for _, p := range []*corev1.Pod{webPod, clientPod, pending, done} {
+		require.NoError(t, idx.Add(p))
+	}
+	l := podLookup{
+		local:  fakeLocalPods{netip.MustParseAddr("10.244.1.9"): {Namespace: "shop", Name: "pending"}},
+		lister: corev1listers.NewPodLister(idx), index: idx,
+	}
+	assert.Equal(t, "pending", l.PodByIP(netip.MustParseAddr("10.244.1.9")).Name, "local endpoint first")
+	assert.Equal(t, "client", l.PodByIP(netip.MustParseAddr("10.244.2.9")).Name, "then the informer's IP index")
+	assert.Nil(t, l.PodByIP(netip.MustParseAddr("10.244.3.3")))
+}
+
+// BenchmarkEnrich runs the enricher over the agent's real getters: the pod informer (client-go's
+// in-memory clientset) behind podLookup, the services part's lb table, the policy part's result.
 func BenchmarkEnrich(b *testing.B) {
-	a := enrichAgent(b)
+	client := fake.NewClientset(webPod, clientPod)
+	f := informers.NewSharedInformerFactory(client, 0)
+	pods := f.Core().V1().Pods()
+	require.NoError(b, pods.Informer().AddIndexers(cache.Indexers{podIPIndex: podIPIndexFunc}))
+	f.Start(b.Context().Done())
+	f.WaitForCacheSync(b.Context().Done())
+
+	cfg := DefaultConfig()
+	cfg.NodeName = "n1"
+	eps := newEndpoints(cfg, slog.Default(), nil)
+	svcs := newServices("n1", slog.Default(), func(netip.Addr) bool { return false })
+	_, err := svcs.table.UpsertService(&corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec:       corev1.ServiceSpec{ClusterIP: "10.96.0.50", Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}},
+	})
+	require.NoError(b, err)
+	_, err = svcs.table.UpsertSlice(&discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "web-x", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080)), Protocol: ptr(corev1.ProtocolTCP)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}}},
+	})
+	require.NoError(b, err)
+	pol := newPolicies("n1", 0, slog.Default(), eps, &atomic.Bool{})
+	pol.result.Store(shopResult)
+	e := &enricher{node: "n1", pods: podLookup{local: eps, lister: pods.Lister(), index: pods.Informer().GetIndexer()}, services: svcs, policies: pol}
+
 	clock, _ := flowevent.NewClock()
 	ev := flowevent.Event{
 		Src: netip.MustParseAddr("10.244.2.9"), Dst: netip.MustParseAddr("10.244.1.5"), SrcPort: 40000, DstPort: 8080,
@@ -147,6 +207,6 @@ func BenchmarkEnrich(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = a.enrich(&ev, clock)
+		_ = e.enrich(&ev, clock)
 	}
 }

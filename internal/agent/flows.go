@@ -1,19 +1,54 @@
 package agent
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/starlab-dev/starlab/datapath/flowevent"
+	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/datapath/policy"
 	"github.com/starlab-dev/starlab/internal/flow"
 )
+
+// The enricher reads the rest of the agent through these getters only (the model is Hubble's
+// pkg/hubble/parser/getters).
+
+// PodGetter names the pod owning an address.
+type PodGetter interface {
+	PodByIP(ip netip.Addr) *corev1.Pod
+}
+
+// ServiceGetter names the Service behind a frontend address.
+type ServiceGetter interface {
+	ServiceByAddr(ip netip.Addr, port uint16, proto uint8) (namespace, name string, ok bool)
+}
+
+// PolicyGetter gives the policy compilation the maps hold (nil before the first).
+type PolicyGetter interface {
+	PolicyResult() *policy.Result
+}
+
+// enricher is the flow part's enrichment: a datapath event -> a Flow with pods, services and
+// policies named.
+type enricher struct {
+	node     string
+	pods     PodGetter
+	services ServiceGetter
+	policies PolicyGetter
+}
 
 const podIPIndex = "podIP"
 
@@ -29,24 +64,26 @@ func podIPIndexFunc(obj any) ([]string, error) {
 	return []string{p.Status.PodIP}, nil
 }
 
-// podByIP finds the pod owning ip: local endpoints first (the CNI knows IPs before the kubelet
-// reports them), then the pod informer index.
-func (a *Agent) podByIP(ip netip.Addr) *corev1.Pod {
-	a.mu.Lock()
-	var ns, name string
-	for _, ep := range a.endpoints {
-		if ep.ip == ip {
-			ns, name = ep.PodNamespace, ep.PodName
-			break
-		}
-	}
-	a.mu.Unlock()
-	if name != "" {
-		if p, err := a.pods.Lister().Pods(ns).Get(name); err == nil {
+// localPods names the local pod of an address (the endpoint part).
+type localPods interface {
+	PodByIP(ip netip.Addr) (namespace, name string, ok bool)
+}
+
+// podLookup is the PodGetter over the local endpoints and the pod informer: local endpoints first
+// (the CNI knows IPs before the kubelet reports them), then the informer's IP index.
+type podLookup struct {
+	local  localPods
+	lister corev1listers.PodLister
+	index  cache.Indexer // with podIPIndex
+}
+
+func (l podLookup) PodByIP(ip netip.Addr) *corev1.Pod {
+	if ns, name, ok := l.local.PodByIP(ip); ok {
+		if p, err := l.lister.Pods(ns).Get(name); err == nil {
 			return p
 		}
 	}
-	objs, err := a.pods.Informer().GetIndexer().ByIndex(podIPIndex, ip.String())
+	objs, err := l.index.ByIndex(podIPIndex, ip.String())
 	if err != nil || len(objs) == 0 {
 		return nil
 	}
@@ -84,24 +121,24 @@ func podLabels(p *corev1.Pod) []string {
 }
 
 // endpointFor describes one side of a flow.
-func (a *Agent) endpointFor(ip netip.Addr, identity uint32) flow.Endpoint {
-	e := flow.Endpoint{Identity: identity, IP: ip.String()}
-	if p := a.podByIP(ip); p != nil {
-		e.Namespace, e.PodName, e.Labels, e.Workload = p.Namespace, p.Name, podLabels(p), workloadOf(p)
-		return e
+func (e *enricher) endpointFor(ip netip.Addr, identity uint32) flow.Endpoint {
+	fe := flow.Endpoint{Identity: identity, IP: ip.String()}
+	if p := e.pods.PodByIP(ip); p != nil {
+		fe.Namespace, fe.PodName, fe.Labels, fe.Workload = p.Namespace, p.Name, podLabels(p), workloadOf(p)
+		return fe
 	}
 	if name := flow.ReservedIdentityName(identity); name != "" {
-		e.Labels = []string{"reserved:" + name}
+		fe.Labels = []string{"reserved:" + name}
 	}
-	return e
+	return fe
 }
 
 // enrich turns a datapath event into a Flow.
-func (a *Agent) enrich(ev *flowevent.Event, clock flowevent.Clock) *flow.Flow {
+func (e *enricher) enrich(ev *flowevent.Event, clock flowevent.Clock) *flow.Flow {
 	f := &flow.Flow{
 		Time:      clock.Wall(ev.TsNs),
 		UUID:      uuid.NewString(),
-		NodeName:  a.cfg.NodeName,
+		NodeName:  e.node,
 		IsReply:   ev.IsReply,
 		Packets:   ev.Packets,
 		Bytes:     ev.Bytes,
@@ -135,14 +172,14 @@ func (a *Agent) enrich(ev *flowevent.Event, clock flowevent.Clock) *flow.Flow {
 	case flowevent.ObsFromNetdev:
 		f.TraceObservationPoint = flow.ObsFromNetwork
 	}
-	switch uint8(ev.Proto) {
-	case 6:
+	switch maps.Proto(ev.Proto) {
+	case maps.ProtoTCP:
 		f.L4.Protocol = flow.ProtoTCP
 		fl := tcpFlags(ev.TCPFlags)
 		f.L4.Flags = &fl
-	case 17:
+	case maps.ProtoUDP:
 		f.L4.Protocol = flow.ProtoUDP
-	case 1:
+	case maps.ProtoICMP:
 		f.L4.Protocol = flow.ProtoICMPv4
 	default:
 		f.L4.Protocol = fmt.Sprintf("%d", uint8(ev.Proto))
@@ -150,19 +187,16 @@ func (a *Agent) enrich(ev *flowevent.Event, clock flowevent.Clock) *flow.Flow {
 	if ev.OrigDst.IsValid() && !ev.OrigDst.IsUnspecified() && (ev.OrigDst != ev.Dst || ev.OrigDstPort != ev.DstPort) {
 		f.IP.OrigDestination = ev.OrigDst.String()
 		f.L4.OrigDestinationPort = ev.OrigDstPort
-		if ns, name, ok := a.serviceFor(ev.OrigDst, ev.OrigDstPort, uint8(ev.Proto)); ok {
+		if ns, name, ok := e.services.ServiceByAddr(ev.OrigDst, ev.OrigDstPort, uint8(ev.Proto)); ok {
 			f.DestinationService = &flow.Service{Namespace: ns, Name: name}
 		}
-	} else if ns, name, ok := a.serviceFor(ev.Dst, ev.DstPort, uint8(ev.Proto)); ok {
+	} else if ns, name, ok := e.services.ServiceByAddr(ev.Dst, ev.DstPort, uint8(ev.Proto)); ok {
 		f.DestinationService = &flow.Service{Namespace: ns, Name: name}
 	}
-	f.Source = a.endpointFor(ev.Src, ev.SrcIdentity)
-	f.Destination = a.endpointFor(ev.Dst, ev.DstIdentity)
+	f.Source = e.endpointFor(ev.Src, ev.SrcIdentity)
+	f.Destination = e.endpointFor(ev.Dst, ev.DstIdentity)
 
-	a.mu.Lock()
-	res := a.pol.result
-	a.mu.Unlock()
-	if res != nil {
+	if res := e.policies.PolicyResult(); res != nil {
 		if ev.PolicyID != 0 {
 			if ref, ok := res.Policies[ev.PolicyID]; ok {
 				f.AllowedBy = []flow.Policy{{Kind: flow.PolicyKindNetworkPolicy, Namespace: ref.Namespace, Name: ref.Name}}
@@ -188,4 +222,61 @@ func tcpFlags(f flowevent.TCPFlags) flow.TCPFlags {
 		FIN: f&flowevent.FlagFIN != 0, SYN: f&flowevent.FlagSYN != 0, RST: f&flowevent.FlagRST != 0, PSH: f&flowevent.FlagPSH != 0,
 		ACK: f&flowevent.FlagACK != 0, URG: f&flowevent.FlagURG != 0, ECE: f&flowevent.FlagECE != 0, CWR: f&flowevent.FlagCWR != 0,
 	}
+}
+
+// flows is the flow part: the ring-buffer reader -> enrichment -> the flow store and metrics.
+type flows struct {
+	enricher
+	log     *slog.Logger
+	store   *flow.Store
+	metrics *metrics
+	synced  *atomic.Bool // informers synced: events can be named
+	reader  atomic.Pointer[flowevent.Reader]
+	// early counts events dropped because they arrived before the informers synced.
+	early atomic.Uint64
+}
+
+// lost is the number of flow events lost: malformed, ring-buffer reserve failures, events before
+// the informers synced, and slow flow subscribers.
+func (f *flows) lost() uint64 {
+	var n uint64
+	if rd := f.reader.Load(); rd != nil {
+		st := rd.Stats()
+		n += st.Malformed + st.ReserveFailed
+	}
+	return n + f.store.Lost() + f.early.Load()
+}
+
+// start reads flow events from the ring buffer until ctx is done.
+func (f *flows) start(ctx context.Context, wg *sync.WaitGroup, events, counters *ebpf.Map) error {
+	clock, err := flowevent.NewClock()
+	if err != nil {
+		return fmt.Errorf("flow clock: %w", err)
+	}
+	rd, err := flowevent.NewReader(events, flowevent.ReaderOptions{Counters: counters})
+	if err != nil {
+		return fmt.Errorf("flow event reader: %w", err)
+	}
+	f.reader.Store(rd)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		go func() { <-ctx.Done(); _ = rd.Close() }()
+		err := rd.Run(ctx, func(ev *flowevent.Event) {
+			if !f.synced.Load() {
+				f.early.Add(1)
+				return
+			}
+			fl := f.enrich(ev, clock)
+			f.store.Add(fl)
+			f.metrics.flows.WithLabelValues(string(fl.Verdict)).Inc()
+			if fl.Verdict == flow.VerdictDropped {
+				f.metrics.drops.WithLabelValues(fl.DropReasonDesc).Inc()
+			}
+		})
+		if err != nil {
+			f.log.Error("flow event reader stopped", "err", err)
+		}
+	}()
+	return nil
 }

@@ -37,13 +37,13 @@ func newMetrics(a *Agent) *metrics {
 	}
 	m.reg.MustRegister(m.flows, m.drops, m.policyCompileSeconds,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_flow_events_lost_total", Help: "Flow events lost (ring buffer full, malformed, or store overflow)."},
-			func() float64 { return float64(a.lostEvents()) }),
+			func() float64 { return float64(a.flows.lost()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_endpoints", Help: "Local endpoints."},
-			func() float64 { a.mu.Lock(); defer a.mu.Unlock(); return float64(len(a.endpoints)) }),
+			func() float64 { return float64(a.endpoints.count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_policy_revision", Help: "Programmed policy revision."},
-			func() float64 { return float64(a.programmedRevision.Load()) }),
+			func() float64 { return float64(a.policy.programmedRevision.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_services", Help: "Programmed service frontends."},
-			func() float64 { a.svcMu.Lock(); defer a.svcMu.Unlock(); return float64(a.lbTable.Len()) }),
+			func() float64 { return float64(a.services.len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_datapath_drops_total", Help: "Packets dropped by the datapath (all reasons, from sl_counters)."},
 			func() float64 {
 				c, err := a.dp.Maps.ReadCounters()
@@ -63,30 +63,26 @@ func newMetrics(a *Agent) *metrics {
 // status is the agent's answer to GET /v1/status.
 func (a *Agent) status() agentapi.Status {
 	s := agentapi.Status{
-		Node: a.cfg.NodeName, Ready: a.ready.Load(), NodeDevice: a.netdevName,
-		PolicyRevision: a.programmedRevision.Load(), SeenRevision: a.seenRevision.Load(),
-		FlowsSeen: a.store.Total(), FlowsStored: a.store.Len(), LostEvents: a.lostEvents(),
+		Node: a.cfg.NodeName, Ready: a.ready.Load(), NodeDevice: a.nodes.dev.Name,
+		PolicyRevision: a.policy.programmedRevision.Load(), SeenRevision: a.policy.seenRevision.Load(),
+		FlowsSeen: a.flows.store.Total(), FlowsStored: a.flows.store.Len(), LostEvents: a.flows.lost(),
 		Uptime: time.Since(a.started).Round(time.Second).String(),
 	}
-	a.mu.Lock()
-	if a.podCIDR.IsValid() {
-		s.PodCIDR = a.podCIDR.String()
+	if a.endpoints.podCIDR.IsValid() {
+		s.PodCIDR = a.endpoints.podCIDR.String()
 	}
-	for _, ep := range a.endpoints {
-		st := a.endpointStateLocked(ep)
+	for _, ep := range a.endpoints.list() {
+		st := a.policy.endpointState(uint32(ep.Ifindex), ep.base())
 		s.Endpoints = append(s.Endpoints, agentapi.EndpointStatus{ContainerID: ep.ContainerID, Pod: ep.PodNamespace + "/" + ep.PodName,
 			IP: ep.IP, HostIfName: ep.HostIfName, Ifindex: ep.Ifindex, Identity: st.Identity, Flags: uint32(st.Flags)})
 	}
-	if res := a.pol.result; res != nil {
+	if res := a.policy.PolicyResult(); res != nil {
 		for _, p := range res.Problems {
 			s.PolicyProblems = append(s.PolicyProblems, p.String())
 		}
 	}
-	a.mu.Unlock()
 	sort.Slice(s.Endpoints, func(i, j int) bool { return s.Endpoints[i].Pod < s.Endpoints[j].Pod })
-	a.svcMu.Lock()
-	s.Services = a.lbTable.Len()
-	a.svcMu.Unlock()
+	s.Services = a.services.len()
 	if a.dp == nil {
 		return s
 	}
@@ -103,7 +99,7 @@ func (a *Agent) status() agentapi.Status {
 
 func (a *Agent) apiHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET "+agentapi.PathFlows, flow.Handler(a.store, a.log))
+	mux.Handle("GET "+agentapi.PathFlows, flow.Handler(a.flows.store, a.log))
 	mux.HandleFunc("GET "+agentapi.PathStatus, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

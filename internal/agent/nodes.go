@@ -3,13 +3,16 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/starlab-dev/starlab/datapath/maps"
 )
@@ -57,19 +60,74 @@ func deviceFor(ip netip.Addr) (netlink.Link, error) {
 	return nil, fmt.Errorf("no interface holds the node InternalIP %s: is the agent in the host network namespace (hostNetwork: true)?", ip)
 }
 
-// syncNodes programs routes to other nodes' pod CIDRs and this node's addresses into sl_config.
-func (a *Agent) syncNodes() {
-	a.nodeMu.Lock()
-	defer a.nodeMu.Unlock()
-	nodes, err := a.nodes.Lister().List(labels.Everything())
-	if err != nil {
-		a.log.Error("list nodes", "err", err)
-		return
+// routeTable installs routes to other nodes' pod CIDRs (netlinkRoutes on a node).
+type routeTable interface {
+	Replace(cidr netip.Prefix, gw netip.Addr) error
+	Delete(cidr netip.Prefix, gw netip.Addr) error // a missing route is not an error
+}
+
+// netlinkRoutes is the host network namespace's main routing table.
+type netlinkRoutes struct{}
+
+func route(cidr netip.Prefix, gw netip.Addr) *netlink.Route {
+	return &netlink.Route{Dst: &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), 32)}, Gw: gw.AsSlice()}
+}
+
+func (netlinkRoutes) Replace(cidr netip.Prefix, gw netip.Addr) error {
+	if err := netlink.RouteReplace(route(cidr, gw)); err != nil {
+		return fmt.Errorf("route %s via %s: %w", cidr, gw, err)
 	}
+	return nil
+}
+
+func (netlinkRoutes) Delete(cidr netip.Prefix, gw netip.Addr) error {
+	if err := netlink.RouteDel(route(cidr, gw)); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("delete route %s via %s: %w", cidr, gw, err)
+	}
+	return nil
+}
+
+// configWriter writes sl_config (*maps.Maps).
+type configWriter interface {
+	SetConfig(maps.Config) error
+}
+
+// netdev is the node device the datapath is attached to.
+type netdev struct {
+	Index int
+	Name  string
+}
+
+// nodeRoutes is the routes part: Nodes -> routes to the other nodes' pod CIDRs, and this node's
+// addresses and device into sl_config.
+type nodeRoutes struct {
+	node       string
+	log        *slog.Logger
+	eventLevel maps.EventLevel
+	routes     routeTable
+	sink       configWriter
+	// dev is set once by Run before the node informer starts, read-only afterwards.
+	dev netdev
+	// config is what sl_config last got (nil before the first write); flow enrichment reads its
+	// node addresses without taking mu.
+	config atomic.Pointer[maps.Config]
+
+	mu        sync.Mutex // installed; serialises the config writes
+	installed map[netip.Prefix]netip.Addr
+}
+
+func newNodeRoutes(node string, eventLevel maps.EventLevel, log *slog.Logger) *nodeRoutes {
+	return &nodeRoutes{node: node, log: log, eventLevel: eventLevel, routes: netlinkRoutes{}, installed: map[netip.Prefix]netip.Addr{}}
+}
+
+// sync programs routes to the other nodes' pod CIDRs and this node's addresses into sl_config.
+func (r *nodeRoutes) sync(nodes []*corev1.Node) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	want := map[netip.Prefix]netip.Addr{}
 	for _, n := range nodes {
-		if n.Name == a.cfg.NodeName {
-			a.syncOwnNode(n)
+		if n.Name == r.node {
+			r.syncOwnLocked(n)
 			continue
 		}
 		cidr, ok1 := nodePodCIDR(n)
@@ -79,31 +137,35 @@ func (a *Agent) syncNodes() {
 		}
 	}
 	for cidr, gw := range want {
-		if a.routes[cidr] == gw {
+		if r.installed[cidr] == gw {
 			continue
 		}
-		r := &netlink.Route{Dst: &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), 32)}, Gw: gw.AsSlice()}
-		if err := netlink.RouteReplace(r); err != nil {
-			a.log.Error("route to node pod CIDR", "cidr", cidr, "via", gw, "err", err)
+		if err := r.routes.Replace(cidr, gw); err != nil {
+			r.log.Error("route to node pod CIDR", "cidr", cidr, "via", gw, "err", err)
 			continue
 		}
-		a.routes[cidr] = gw
-		a.log.Info("route to node pod CIDR", "cidr", cidr, "via", gw)
+		r.installed[cidr] = gw
+		r.log.Info("route to node pod CIDR", "cidr", cidr, "via", gw)
 	}
-	for cidr, gw := range a.routes {
+	for cidr, gw := range r.installed {
 		if _, ok := want[cidr]; ok {
 			continue
 		}
-		r := &netlink.Route{Dst: &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), 32)}, Gw: gw.AsSlice()}
-		if err := netlink.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
-			a.log.Warn("remove route", "cidr", cidr, "err", err)
+		if err := r.routes.Delete(cidr, gw); err != nil {
+			r.log.Warn("remove route", "cidr", cidr, "err", err)
 		}
-		delete(a.routes, cidr)
+		delete(r.installed, cidr)
 	}
 }
 
-// syncOwnNode writes this node's addresses into sl_config (nodeMu held).
-func (a *Agent) syncOwnNode(n *corev1.Node) {
+// syncOwn writes this node's addresses into sl_config.
+func (r *nodeRoutes) syncOwn(n *corev1.Node) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.syncOwnLocked(n)
+}
+
+func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
 	var ips []netip.Addr
 	for _, ad := range n.Status.Addresses {
 		if ad.Type != corev1.NodeInternalIP && ad.Type != corev1.NodeExternalIP {
@@ -116,38 +178,35 @@ func (a *Agent) syncOwnNode(n *corev1.Node) {
 	if len(ips) == 0 {
 		return
 	}
-	cfg := maps.Config{NodeIPs: ips, NetdevIfindex: uint32(a.netdevIndex), EventLevel: maps.EventLevel(a.cfg.EventLevel)}
-	if fmt.Sprint(cfg) == fmt.Sprint(a.lastConfig) {
+	cfg := maps.Config{NodeIPs: ips, NetdevIfindex: uint32(r.dev.Index), EventLevel: r.eventLevel}
+	if last := r.config.Load(); last != nil && sameConfig(cfg, *last) {
 		return
 	}
-	if err := a.dp.Maps.SetConfig(cfg); err != nil {
-		a.log.Error("write datapath config", "err", err)
+	if err := r.sink.SetConfig(cfg); err != nil {
+		r.log.Error("write datapath config", "err", err)
 		return
 	}
-	a.lastConfig = cfg
-	a.mu.Lock()
-	a.nodeIPs = ips
-	a.mu.Unlock()
+	r.config.Store(&cfg)
 }
 
-func (a *Agent) isNodeIP(ip netip.Addr) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, n := range a.nodeIPs {
-		if n == ip {
-			return true
+func sameConfig(a, b maps.Config) bool {
+	return slices.Equal(a.NodeIPs, b.NodeIPs) && a.NetdevIfindex == b.NetdevIfindex && a.EventLevel == b.EventLevel && a.WakeupBytes == b.WakeupBytes
+}
+
+// isNodeIP reports whether ip is one of this node's addresses.
+func (r *nodeRoutes) isNodeIP(ip netip.Addr) bool {
+	cfg := r.config.Load()
+	return cfg != nil && slices.Contains(cfg.NodeIPs, ip)
+}
+
+// removeAll deletes every route the part installed (uninstall).
+func (r *nodeRoutes) removeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for cidr, gw := range r.installed {
+		if err := r.routes.Delete(cidr, gw); err != nil {
+			r.log.Warn("remove route", "cidr", cidr, "err", err)
 		}
-	}
-	return false
-}
-
-// removeRoutes deletes every route the agent installed (uninstall).
-func (a *Agent) removeRoutes() {
-	a.nodeMu.Lock()
-	defer a.nodeMu.Unlock()
-	for cidr, gw := range a.routes {
-		r := &netlink.Route{Dst: &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), 32)}, Gw: gw.AsSlice()}
-		_ = netlink.RouteDel(r)
-		delete(a.routes, cidr)
+		delete(r.installed, cidr)
 	}
 }

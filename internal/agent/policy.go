@@ -4,15 +4,23 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
-	"sort"
+	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/datapath/policy"
@@ -21,52 +29,109 @@ import (
 // AnnotationPolicyRevision is the Node annotation reporting the programmed policy revision.
 const AnnotationPolicyRevision = "starlab.dev/policy-revision"
 
-// policyState is what was last written to the policy-related maps.
-type policyState struct {
-	loaded   bool
-	ipcache  map[netip.Prefix]uint32
-	rules    map[policy.PolicyKey]policy.PolicyValue
-	cidr     map[policy.CIDRKey]policy.PolicyValue
-	result   *policy.Result
-	problems map[string]bool // reported problems (for events once per problem)
+var metav1PatchOptions = metav1.PatchOptions{FieldManager: "starlab-agent"}
+
+// policyMaps is where the policy part writes: the policy maps and sl_endpoints (*maps.Maps).
+type policyMaps interface {
+	policy.Writer
+	policy.Reader
+	DeleteEndpoint(ifindex uint32) error
 }
 
-// triggerPolicy schedules a debounced compilation.
-func (a *Agent) triggerPolicy() {
+// policySources are the informer listers the compiler input is built from.
+type policySources struct {
+	pods       corev1listers.PodLister
+	namespaces corev1listers.NamespaceLister
+	nodes      corev1listers.NodeLister
+	netpols    networkinglisters.NetworkPolicyLister
+}
+
+// localEndpoints lists the node's endpoints (the endpoint part).
+type localEndpoints interface {
+	list() []*Endpoint
+}
+
+// policies is the policy part: informer events -> compiler input -> policy.Compile ->
+// policy.Diff against what is programmed -> Changes.Apply into the maps -> the revision
+// annotation on the Node, and an Event per policy problem. It is the one writer of sl_ipcache,
+// sl_policy, sl_cidr_policy and sl_endpoints.
+type policies struct {
+	node      string
+	log       *slog.Logger
+	debounce  time.Duration
+	alloc     *policy.Allocator
+	endpoints localEndpoints
+	observe   func(seconds float64) // compile+apply duration metric; may be nil
+	// Set by Run before the part is used, read-only afterwards.
+	maps     policyMaps
+	sources  policySources
+	nodes    typedcorev1.NodeInterface // revision annotation
+	recorder record.EventRecorder      // nil: no Events
+
+	kick               chan struct{}
+	synced             *atomic.Bool // informers synced: compilations may run
+	seenRevision       atomic.Uint64
+	programmedRevision atomic.Uint64
+	reportedRevision   atomic.Uint64
+	result             atomic.Pointer[policy.Result] // last compilation applied
+
+	mu         sync.Mutex // serialises compile+apply and endpoint writes; guards programmed, loaded, problems
+	programmed policy.State
+	loaded     bool
+	problems   map[string]bool // reported problems (an Event once per problem)
+}
+
+func newPolicies(node string, debounce time.Duration, log *slog.Logger, eps localEndpoints, synced *atomic.Bool) *policies {
+	return &policies{
+		node: node, log: log, debounce: debounce, alloc: policy.NewAllocator(), endpoints: eps, synced: synced,
+		kick: make(chan struct{}, 1), problems: map[string]bool{},
+	}
+}
+
+// PolicyResult is the last compilation the maps hold (nil before the first); flow enrichment names
+// policies from it.
+func (p *policies) PolicyResult() *policy.Result { return p.result.Load() }
+
+// trigger schedules a debounced compilation.
+func (p *policies) trigger() {
 	select {
-	case a.policyKick <- struct{}{}:
+	case p.kick <- struct{}{}:
 	default:
 	}
 }
 
-// noteRevision records the resourceVersion of a Pod/Namespace/NetworkPolicy event.
-func (a *Agent) noteRevision(obj any) {
-	m, ok := obj.(interface{ GetResourceVersion() string })
-	if !ok {
-		return
+// onEvent is the handler of Pod/Namespace/NetworkPolicy events: note the resourceVersion and
+// schedule a compilation.
+func (p *policies) onEvent(obj any) {
+	if m, ok := unwrap[interface{ GetResourceVersion() string }](obj); ok {
+		p.noteRevision(m.GetResourceVersion())
 	}
-	rv, err := strconv.ParseUint(m.GetResourceVersion(), 10, 64)
+	p.trigger()
+}
+
+func (p *policies) noteRevision(resourceVersion string) {
+	rv, err := strconv.ParseUint(resourceVersion, 10, 64)
 	if err != nil {
 		return
 	}
 	for {
-		cur := a.seenRevision.Load()
-		if rv <= cur || a.seenRevision.CompareAndSwap(cur, rv) {
+		cur := p.seenRevision.Load()
+		if rv <= cur || p.seenRevision.CompareAndSwap(cur, rv) {
 			return
 		}
 	}
 }
 
-// policyLoop compiles after each burst of changes (debounced) and reports the revision.
-func (a *Agent) policyLoop(ctx context.Context) {
+// loop compiles after each burst of changes (debounced) and reports the revision.
+func (p *policies) loop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.policyKick:
+		case <-p.kick:
 		}
-		if a.cfg.PolicyDebounce > 0 {
-			t := time.NewTimer(a.cfg.PolicyDebounce)
+		if p.debounce > 0 {
+			t := time.NewTimer(p.debounce)
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -75,27 +140,39 @@ func (a *Agent) policyLoop(ctx context.Context) {
 			}
 		}
 		select { // coalesce kicks that arrived during the wait
-		case <-a.policyKick:
+		case <-p.kick:
 		default:
 		}
-		if err := a.compileAndApply(ctx); err != nil {
-			a.log.Error("policy compile/apply failed; will retry on the next change", "err", err)
-			time.AfterFunc(time.Second, a.triggerPolicy)
+		if err := p.compileAndApply(ctx); err != nil {
+			p.log.Error("policy compile/apply failed; will retry on the next change", "err", err)
+			time.AfterFunc(time.Second, p.trigger)
 			continue
 		}
-		a.reportRevision(ctx)
+		p.reportRevision(ctx)
 	}
 }
 
-// compileAndApply builds the compiler input from the informer caches and the local endpoints,
-// compiles, and writes the differences into the maps. Serialized by compileMu.
-func (a *Agent) compileAndApply(ctx context.Context) error {
-	a.compileMu.Lock()
-	defer a.compileMu.Unlock()
-	rev := a.seenRevision.Load()
-	start := time.Now()
+// compileNow compiles and applies once the informers synced (a CNI ADD: the new endpoint gets its
+// identity and flags before its programs attach); before, it does nothing.
+func (p *policies) compileNow(ctx context.Context) error {
+	if !p.synced.Load() {
+		return nil
+	}
+	return p.compileAndApply(ctx)
+}
 
-	in, err := a.compileInput()
+// compileAndApply builds the compiler input from the informer caches and the local endpoints,
+// compiles, and writes the difference to what is programmed.
+func (p *policies) compileAndApply(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rev := p.seenRevision.Load()
+	start := time.Now()
+	if err := p.loadLocked(); err != nil {
+		return err
+	}
+	eps := p.endpoints.list()
+	in, err := p.input(eps)
 	if err != nil {
 		return err
 	}
@@ -103,25 +180,46 @@ func (a *Agent) compileAndApply(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("compile policy: %w", err)
 	}
-	if err := a.applyPolicy(res); err != nil {
-		return err
+	bases := make(map[uint32]maps.Endpoint, len(eps))
+	for _, ep := range eps {
+		bases[uint32(ep.Ifindex)] = ep.base()
 	}
-	a.reportProblems(ctx, res)
-	a.programmedRevision.Store(rev)
-	a.metrics.policyCompileSeconds.Observe(time.Since(start).Seconds())
-	a.log.Debug("policy programmed", "revision", rev, "endpoints", len(res.Endpoints), "ipcache", len(res.IPCache), "took", time.Since(start))
+	next := policy.Desired(res, bases)
+	if err := policy.Diff(p.programmed, next).Apply(p.maps); err != nil {
+		return fmt.Errorf("apply policy: %w", err)
+	}
+	p.programmed = next
+	p.result.Store(res)
+	p.reportProblemsLocked(res)
+	p.programmedRevision.Store(rev)
+	if p.observe != nil {
+		p.observe(time.Since(start).Seconds())
+	}
+	p.log.Debug("policy programmed", "revision", rev, "endpoints", len(res.Endpoints), "ipcache", len(res.IPCache), "took", time.Since(start))
 	return nil
 }
 
-func (a *Agent) compileInput() (policy.Input, error) {
-	in := policy.Input{LocalNode: a.cfg.NodeName, Alloc: a.policyAlloc, LocalEndpoints: map[policy.PodRef]uint32{}}
-	pods, err := a.pods.Lister().List(labels.Everything())
+// loadLocked reads what the maps hold, once (after a restart the pinned maps keep the last state).
+func (p *policies) loadLocked() error {
+	if p.loaded {
+		return nil
+	}
+	s, err := policy.ReadState(p.maps)
+	if err != nil {
+		return err
+	}
+	p.programmed, p.loaded = s, true
+	return nil
+}
+
+func (p *policies) input(eps []*Endpoint) (policy.Input, error) {
+	in := policy.Input{LocalNode: p.node, Alloc: p.alloc, LocalEndpoints: map[policy.PodRef]uint32{}}
+	pods, err := p.sources.pods.List(labels.Everything())
 	if err != nil {
 		return in, fmt.Errorf("list pods: %w", err)
 	}
-	a.mu.Lock()
 	local := map[policy.PodRef]*Endpoint{}
-	for _, ep := range a.endpoints {
+	for _, ep := range eps {
 		if ep.PodName == "" {
 			continue
 		}
@@ -129,14 +227,13 @@ func (a *Agent) compileInput() (policy.Input, error) {
 		local[ref] = ep
 		in.LocalEndpoints[ref] = uint32(ep.Ifindex)
 	}
-	a.mu.Unlock()
 	seen := map[policy.PodRef]bool{}
-	for _, p := range pods {
-		cp := policy.PodFromK8s(p)
+	for _, pod := range pods {
+		cp := policy.PodFromK8s(pod)
 		ref := cp.Ref()
-		if ep, ok := local[ref]; ok && cp.Node == a.cfg.NodeName {
+		if ep, ok := local[ref]; ok && cp.Node == p.node {
 			// The CNI knows the IP before the kubelet reports it.
-			if !cp.IP.IsValid() && p.DeletionTimestamp == nil {
+			if !cp.IP.IsValid() && pod.DeletionTimestamp == nil {
 				cp.IP = ep.ip
 			}
 		}
@@ -148,21 +245,21 @@ func (a *Agent) compileInput() (policy.Input, error) {
 			delete(in.LocalEndpoints, ref) // pod object gone or not yet seen: stays deny-all
 		}
 	}
-	nss, err := a.namespaces.Lister().List(labels.Everything())
+	nss, err := p.sources.namespaces.List(labels.Everything())
 	if err != nil {
 		return in, fmt.Errorf("list namespaces: %w", err)
 	}
 	for _, ns := range nss {
 		in.Namespaces = append(in.Namespaces, policy.NamespaceFromK8s(ns))
 	}
-	nodes, err := a.nodes.Lister().List(labels.Everything())
+	nodes, err := p.sources.nodes.List(labels.Everything())
 	if err != nil {
 		return in, fmt.Errorf("list nodes: %w", err)
 	}
 	for _, n := range nodes {
 		in.Nodes = append(in.Nodes, policy.NodeFromK8s(n))
 	}
-	nps, err := a.netpols.Lister().List(labels.Everything())
+	nps, err := p.sources.netpols.List(labels.Everything())
 	if err != nil {
 		return in, fmt.Errorf("list networkpolicies: %w", err)
 	}
@@ -170,254 +267,127 @@ func (a *Agent) compileInput() (policy.Input, error) {
 	return in, nil
 }
 
-// endpointStateLocked is the sl_endpoints value for ep from the last compile (a.mu held).
-// An endpoint the compiler has not seen yet is deny-all (policy error flag): fail closed.
-func (a *Agent) endpointStateLocked(ep *Endpoint) maps.Endpoint {
-	st := maps.Endpoint{IP: ep.ip, EpID: uint32(ep.Ifindex), MAC: ep.mac, Flags: maps.EndpointPolicyError}
-	if res := a.pol.result; res != nil {
-		if ce, ok := res.Endpoints[uint32(ep.Ifindex)]; ok {
-			st.Identity = ce.Identity
-			st.Flags = maps.EndpointFlags(ce.Flags)
-		}
+// writeEndpoint writes one endpoint's sl_endpoints value from the last compilation (deny-all
+// without one) and records it as programmed. keepExisting leaves a value already programmed.
+func (p *policies) writeEndpoint(ifindex uint32, base maps.Endpoint, keepExisting bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.loadLocked(); err != nil {
+		return err
 	}
-	return st
-}
-
-func (a *Agent) loadPolicyState() error {
-	a.pol.ipcache = map[netip.Prefix]uint32{}
-	a.pol.rules = map[policy.PolicyKey]policy.PolicyValue{}
-	a.pol.cidr = map[policy.CIDRKey]policy.PolicyValue{}
-	a.pol.problems = map[string]bool{}
-	ipc, err := a.dp.Maps.ListIPCache()
-	if err != nil {
-		return fmt.Errorf("read ipcache: %w", err)
+	old, ok := p.programmed.Endpoints[ifindex]
+	if ok && keepExisting {
+		return nil
 	}
-	for _, e := range ipc {
-		a.pol.ipcache[e.Prefix] = e.Identity
+	e := p.result.Load().EndpointState(ifindex, base)
+	if ok && sameEndpointValue(old, e) {
+		return nil
 	}
-	rules, err := a.dp.Maps.ListPolicies()
-	if err != nil {
-		return fmt.Errorf("read policy map: %w", err)
+	if err := p.maps.UpsertEndpoint(ifindex, e); err != nil {
+		return err
 	}
-	for _, e := range rules {
-		a.pol.rules[policyKeyFromMap(e.Key)] = policyValueFromMap(e.Value)
-	}
-	cidr, err := a.dp.Maps.ListCIDRPolicies()
-	if err != nil {
-		return fmt.Errorf("read cidr policy map: %w", err)
-	}
-	for _, e := range cidr {
-		a.pol.cidr[policy.CIDRKey{EpID: e.Key.EpID, Dir: uint8(e.Key.Dir), Proto: uint8(e.Key.Proto), Port: e.Key.Port, IP: e.Key.Prefix}] = policyValueFromMap(e.Value)
-	}
-	a.pol.loaded = true
+	p.recordEndpointLocked(ifindex, &e)
 	return nil
 }
 
-// applyPolicy writes the differences between the compiled result and the maps: additions and
-// changes first, then endpoint identities/flags, then removals. Conntrack is not touched, so
-// established flows are not flushed.
-func (a *Agent) applyPolicy(res *policy.Result) error {
-	if !a.pol.loaded {
-		if err := a.loadPolicyState(); err != nil {
-			return err
-		}
+// removeEndpoint deletes the endpoint's entry and forgets it.
+func (p *policies) removeEndpoint(ifindex uint32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.maps.DeleteEndpoint(ifindex); err != nil {
+		return fmt.Errorf("delete endpoint ifindex %d: %w", ifindex, err)
 	}
-	wantIPC := map[netip.Prefix]uint32{}
-	for _, e := range res.IPCache {
-		wantIPC[e.Prefix] = e.Identity
-	}
-	wantRules := map[policy.PolicyKey]policy.PolicyValue{}
-	wantCIDR := map[policy.CIDRKey]policy.PolicyValue{}
-	for _, ep := range res.Endpoints {
-		for _, e := range ep.Policy {
-			wantRules[e.Key] = e.Value
-		}
-		for _, e := range ep.CIDR {
-			wantCIDR[e.Key] = e.Value
-		}
-	}
+	p.recordEndpointLocked(ifindex, nil)
+	return nil
+}
 
-	var ipcUp []maps.IPCacheEntry
-	for p, id := range wantIPC {
-		if old, ok := a.pol.ipcache[p]; !ok || old != id {
-			ipcUp = append(ipcUp, maps.IPCacheEntry{Prefix: p, Identity: id})
-		}
+// keepEndpoints deletes every sl_endpoints entry whose ifindex is not in keep (entries no endpoint
+// record owns).
+func (p *policies) keepEndpoints(keep map[uint32]bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	inMap, err := p.maps.ListEndpoints()
+	if err != nil {
+		return fmt.Errorf("list endpoints map: %w", err)
 	}
-	var rulesUp []maps.PolicyEntry
-	for k, v := range wantRules {
-		if old, ok := a.pol.rules[k]; !ok || old != v {
-			rulesUp = append(rulesUp, maps.PolicyEntry{Key: policyKeyToMap(k), Value: policyValueToMap(v)})
-		}
-	}
-	var cidrUp []maps.CIDRPolicyEntry
-	for k, v := range wantCIDR {
-		if old, ok := a.pol.cidr[k]; !ok || old != v {
-			cidrUp = append(cidrUp, maps.CIDRPolicyEntry{Key: cidrKeyToMap(k), Value: policyValueToMap(v)})
-		}
-	}
-	if len(ipcUp) > 0 {
-		if err := a.dp.Maps.UpsertIPCacheEntries(ipcUp); err != nil {
-			return fmt.Errorf("write ipcache: %w", err)
-		}
-	}
-	if len(rulesUp) > 0 {
-		if err := a.dp.Maps.UpsertPolicies(rulesUp); err != nil {
-			return fmt.Errorf("write policy entries: %w", err)
-		}
-	}
-	if len(cidrUp) > 0 {
-		if err := a.dp.Maps.UpsertCIDRPolicies(cidrUp); err != nil {
-			return fmt.Errorf("write cidr policy entries: %w", err)
-		}
-	}
-	for p, id := range wantIPC {
-		a.pol.ipcache[p] = id
-	}
-	for k, v := range wantRules {
-		a.pol.rules[k] = v
-	}
-	for k, v := range wantCIDR {
-		a.pol.cidr[k] = v
-	}
-
-	// Endpoint identities and enforcement flags.
-	a.mu.Lock()
-	a.pol.result = res
-	eps := make([]*Endpoint, 0, len(a.endpoints))
-	states := make([]maps.Endpoint, 0, len(a.endpoints))
-	for _, ep := range a.endpoints {
-		eps = append(eps, ep)
-		states = append(states, a.endpointStateLocked(ep))
-	}
-	a.mu.Unlock()
-	for i, ep := range eps {
-		if prev, ok := a.epWritten[ep.Ifindex]; ok && prev.Identity == states[i].Identity && prev.Flags == states[i].Flags && prev.IP == states[i].IP {
+	for idx := range inMap {
+		if keep[idx] {
 			continue
 		}
-		if err := a.dp.Maps.UpsertEndpoint(uint32(ep.Ifindex), states[i]); err != nil {
-			return fmt.Errorf("write endpoint %s: %w", ep.ContainerID, err)
+		if err := p.maps.DeleteEndpoint(idx); err != nil {
+			return fmt.Errorf("delete endpoint ifindex %d: %w", idx, err)
 		}
-		a.epWritten[ep.Ifindex] = states[i]
-	}
-	live := map[int]bool{}
-	for _, ep := range eps {
-		live[ep.Ifindex] = true
-	}
-	for idx := range a.epWritten {
-		if !live[idx] {
-			delete(a.epWritten, idx)
-		}
-	}
-
-	// Removals.
-	var ipcDel []netip.Prefix
-	for p := range a.pol.ipcache {
-		if _, ok := wantIPC[p]; !ok {
-			ipcDel = append(ipcDel, p)
-		}
-	}
-	for _, p := range ipcDel {
-		if err := a.dp.Maps.DeleteIPCache(p); err != nil {
-			return fmt.Errorf("delete ipcache %s: %w", p, err)
-		}
-		delete(a.pol.ipcache, p)
-	}
-	var rulesDel []maps.PolicyKey
-	var rulesDelK []policy.PolicyKey
-	for k := range a.pol.rules {
-		if _, ok := wantRules[k]; !ok {
-			rulesDel = append(rulesDel, policyKeyToMap(k))
-			rulesDelK = append(rulesDelK, k)
-		}
-	}
-	if len(rulesDel) > 0 {
-		if err := a.dp.Maps.DeletePolicies(rulesDel); err != nil {
-			return fmt.Errorf("delete policy entries: %w", err)
-		}
-		for _, k := range rulesDelK {
-			delete(a.pol.rules, k)
-		}
-	}
-	var cidrDel []maps.CIDRPolicyKey
-	var cidrDelK []policy.CIDRKey
-	for k := range a.pol.cidr {
-		if _, ok := wantCIDR[k]; !ok {
-			cidrDel = append(cidrDel, cidrKeyToMap(k))
-			cidrDelK = append(cidrDelK, k)
-		}
-	}
-	if len(cidrDel) > 0 {
-		if err := a.dp.Maps.DeleteCIDRPolicies(cidrDel); err != nil {
-			return fmt.Errorf("delete cidr policy entries: %w", err)
-		}
-		for _, k := range cidrDelK {
-			delete(a.pol.cidr, k)
-		}
+		p.recordEndpointLocked(idx, nil)
 	}
 	return nil
 }
 
-func policyKeyToMap(k policy.PolicyKey) maps.PolicyKey {
-	return maps.PolicyKey{EpID: k.EpID, PeerID: k.PeerID, Dir: maps.Direction(k.Dir), Proto: maps.Proto(k.Proto), Port: k.Port, PortPrefixLen: k.PortPrefixLen}
+// recordEndpointLocked sets (nil: removes) one endpoint in the programmed state.
+func (p *policies) recordEndpointLocked(ifindex uint32, e *maps.Endpoint) {
+	if !p.loaded {
+		return // the first compilation reads the maps
+	}
+	if e == nil {
+		delete(p.programmed.Endpoints, ifindex)
+		return
+	}
+	p.programmed.Endpoints[ifindex] = *e
 }
 
-func policyKeyFromMap(k maps.PolicyKey) policy.PolicyKey {
-	return policy.PolicyKey{EpID: k.EpID, PeerID: k.PeerID, Dir: uint8(k.Dir), Proto: uint8(k.Proto), Port: k.Port, PortPrefixLen: k.PortPrefixLen}
+func sameEndpointValue(a, b maps.Endpoint) bool {
+	return a.IP == b.IP && a.EpID == b.EpID && a.Identity == b.Identity && a.Flags == b.Flags && slices.Equal(a.MAC, b.MAC)
 }
 
-func policyValueToMap(v policy.PolicyValue) maps.PolicyValue {
-	return maps.PolicyValue{Action: maps.Action(v.Action), Rule: v.Rule, PolicyID: v.PolicyID}
+// endpointState is the programmed identity and flags of an endpoint (status).
+func (p *policies) endpointState(ifindex uint32, base maps.Endpoint) maps.Endpoint {
+	return p.result.Load().EndpointState(ifindex, base)
 }
 
-func policyValueFromMap(v maps.PolicyValue) policy.PolicyValue {
-	return policy.PolicyValue{Action: uint8(v.Action), Rule: v.Rule, PolicyID: v.PolicyID}
-}
-
-func cidrKeyToMap(k policy.CIDRKey) maps.CIDRPolicyKey {
-	return maps.CIDRPolicyKey{EpID: k.EpID, Dir: maps.Direction(k.Dir), Proto: maps.Proto(k.Proto), Port: k.Port, Prefix: k.IP}
-}
-
-// reportProblems logs and emits one Event per new policy problem.
-func (a *Agent) reportProblems(_ context.Context, res *policy.Result) {
+// reportProblemsLocked logs and emits one Event per new policy problem.
+func (p *policies) reportProblemsLocked(res *policy.Result) {
 	now := map[string]bool{}
-	for _, p := range res.Problems {
-		msg := p.String()
+	for _, pr := range res.Problems {
+		msg := pr.String()
 		now[msg] = true
-		if a.pol.problems[msg] {
+		if p.problems[msg] {
 			continue
 		}
-		a.log.Warn("policy problem (affected endpoints deny everything)", "problem", msg)
-		if p.Policy != nil && a.recorder != nil {
+		p.log.Warn("policy problem (affected endpoints deny everything)", "problem", msg)
+		if pr.Policy != nil && p.recorder != nil {
 			np := &networkingv1.NetworkPolicy{}
-			np.Namespace, np.Name = p.Policy.Namespace, p.Policy.Name
-			if obj, err := a.netpols.Lister().NetworkPolicies(p.Policy.Namespace).Get(p.Policy.Name); err == nil {
+			np.Namespace, np.Name = pr.Policy.Namespace, pr.Policy.Name
+			if obj, err := p.sources.netpols.NetworkPolicies(pr.Policy.Namespace).Get(pr.Policy.Name); err == nil {
 				np = obj
 			}
-			a.recorder.Eventf(np, corev1.EventTypeWarning, "PolicyUnrepresentable", "node %s: %s: selected pods deny all traffic until fixed", a.cfg.NodeName, p.Message)
+			p.recorder.Eventf(np, corev1.EventTypeWarning, "PolicyUnrepresentable", "node %s: %s: selected pods deny all traffic until fixed", p.node, pr.Message)
 		}
 	}
-	a.pol.problems = now
+	p.problems = now
 }
 
 // reportRevision patches the Node annotation when the programmed revision grew.
-func (a *Agent) reportRevision(ctx context.Context) {
-	rev := a.programmedRevision.Load()
-	if rev == 0 || rev <= a.reportedRevision {
+func (p *policies) reportRevision(ctx context.Context) {
+	rev := p.programmedRevision.Load()
+	if rev == 0 || rev <= p.reportedRevision.Load() {
 		return
 	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{AnnotationPolicyRevision: strconv.FormatUint(rev, 10)}}})
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{AnnotationPolicyRevision: strconv.FormatUint(rev, 10)}}})
+	if err != nil {
+		p.log.Error("encode policy revision patch", "err", err)
+		return
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := a.client.CoreV1().Nodes().Patch(pctx, a.cfg.NodeName, types.MergePatchType, patch, metav1PatchOptions); err != nil {
-		a.log.Warn("report policy revision", "revision", rev, "err", err)
-		time.AfterFunc(time.Second, a.triggerPolicy)
+	if _, err := p.nodes.Patch(pctx, p.node, types.MergePatchType, patch, metav1PatchOptions); err != nil {
+		p.log.Warn("report policy revision", "revision", rev, "err", err)
+		time.AfterFunc(time.Second, p.trigger)
 		return
 	}
-	a.reportedRevision = rev
+	p.reportedRevision.Store(rev)
 }
 
 // policiesSelecting returns the policies selecting a local endpoint for dir, sorted.
-func policiesSelecting(res *policy.Result, epID uint32, dir uint8) []policy.PolicyRef {
+func policiesSelecting(res *policy.Result, epID uint32, dir maps.Direction) []policy.PolicyRef {
 	if res == nil {
 		return nil
 	}
@@ -431,6 +401,6 @@ func policiesSelecting(res *policy.Result, epID uint32, dir uint8) []policy.Poli
 	} else {
 		out = append(out, ep.EgressPolicies...)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	slices.SortFunc(out, func(a, b policy.PolicyRef) int { return strings.Compare(a.String(), b.String()) })
 	return out
 }

@@ -3,61 +3,92 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
-	"github.com/starlab-dev/starlab/datapath/bpfobj"
 	"github.com/starlab-dev/starlab/datapath/lb"
-	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
-// onService and onSlice feed the lb table and write the resulting changes. Errors about the
-// objects are logged and reported as Events; map errors are logged (the next event retries).
-func (a *Agent) onService(obj any, deleted bool) {
+// frontendStore is where the service part writes: the service maps (mapWriter).
+type frontendStore interface {
+	lb.Writer
+	ProgrammedFrontends() (map[lb.ServiceKey]uint32, error)
+}
+
+// serviceGetter finds a Service object by name (its UID and resourceVersion go into an Event).
+type serviceGetter interface {
+	Get(namespace, name string) (*corev1.Service, error)
+}
+
+// services is the service part: Service and EndpointSlice events -> lb.Table -> lb.Changes ->
+// the service maps. Errors about the objects are logged and reported as Events; map errors are
+// logged (the next event for the Service retries).
+type services struct {
+	log      *slog.Logger
+	store    frontendStore
+	isNodeIP func(netip.Addr) bool // NodePort lookups in ServiceByAddr
+	recorder record.EventRecorder  // nil: no Events
+	lookup   serviceGetter         // nil: Events without UID
+
+	mu    sync.Mutex // table
+	table *lb.Table
+}
+
+func newServices(nodeName string, log *slog.Logger, isNodeIP func(netip.Addr) bool) *services {
+	return &services{log: log, isNodeIP: isNodeIP, table: lb.NewTable(nodeName)}
+}
+
+// onService and onSlice are the informer handlers.
+func (s *services) onService(obj any, deleted bool) {
 	svc, ok := unwrap[*corev1.Service](obj)
 	if !ok {
 		return
 	}
-	a.svcMu.Lock()
-	defer a.svcMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var c lb.Changes
 	var err error
 	if deleted {
-		c = a.lbTable.DeleteService(svc.Namespace, svc.Name)
+		c = s.table.DeleteService(svc.Namespace, svc.Name)
 	} else {
-		c, err = a.lbTable.UpsertService(svc)
+		c, err = s.table.UpsertService(svc)
 	}
-	a.reportLBError(err)
-	a.applyLB(c)
+	s.reportError(err)
+	s.apply(c)
 }
 
-func (a *Agent) onSlice(obj any, deleted bool) {
+func (s *services) onSlice(obj any, deleted bool) {
 	sl, ok := unwrap[*discoveryv1.EndpointSlice](obj)
 	if !ok {
 		return
 	}
-	a.svcMu.Lock()
-	defer a.svcMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var c lb.Changes
 	var err error
 	if deleted {
-		c, err = a.lbTable.DeleteSlice(sl.Namespace, sl.Name)
+		c, err = s.table.DeleteSlice(sl.Namespace, sl.Name)
 	} else {
-		c, err = a.lbTable.UpsertSlice(sl)
+		c, err = s.table.UpsertSlice(sl)
 	}
 	if errors.Is(err, lb.ErrUnknownService) {
 		// Normal while the Service informer catches up; it is used once the Service arrives.
-		a.log.Debug("endpointslice before its service", "slice", sl.Namespace+"/"+sl.Name)
+		s.log.Debug("endpointslice before its service", "slice", sl.Namespace+"/"+sl.Name)
 		err = nil
 	}
-	a.reportLBError(err)
-	a.applyLB(c)
+	s.reportError(err)
+	s.apply(c)
 }
 
-func (a *Agent) reportLBError(err error) {
+func (s *services) reportError(err error) {
 	if err == nil {
 		return
 	}
@@ -68,123 +99,96 @@ func (a *Agent) reportLBError(err error) {
 		errs = []error{err}
 	}
 	for _, e := range errs {
-		a.log.Warn("service translation problem", "err", e)
+		s.log.Warn("service translation problem", "err", e)
 		var ie *lb.InputError
-		if a.recorder != nil && errors.As(e, &ie) && ie.Kind == "Service" {
+		if s.recorder != nil && errors.As(e, &ie) && ie.Kind == "Service" {
 			ref := &corev1.ObjectReference{Kind: "Service", APIVersion: "v1", Namespace: ie.Namespace, Name: ie.Name}
-			if svc, err := a.services.Lister().Services(ie.Namespace).Get(ie.Name); err == nil {
-				ref.UID, ref.ResourceVersion = svc.UID, svc.ResourceVersion
+			if s.lookup != nil {
+				if svc, err := s.lookup.Get(ie.Namespace, ie.Name); err == nil {
+					ref.UID, ref.ResourceVersion = svc.UID, svc.ResourceVersion
+				}
 			}
-			a.recorder.Event(ref, corev1.EventTypeWarning, ie.Reason, ie.Msg)
+			s.recorder.Event(ref, corev1.EventTypeWarning, ie.Reason, ie.Msg)
 		}
 	}
 }
 
-// applyLB writes touched frontends whole and removes deleted ones (svcMu held).
-func (a *Agent) applyLB(c lb.Changes) {
-	for _, k := range c.DeleteServices {
-		if err := a.dp.Maps.DeleteService(svcKeyToMap(k)); err != nil {
-			a.log.Error("delete service entry", "service", k.String(), "err", err)
-		}
+// apply writes c (mu held).
+func (s *services) apply(c lb.Changes) {
+	if c.Empty() {
+		return
 	}
-	for _, k := range c.Touched {
-		v, bs, ok := a.lbTable.Frontend(k)
-		if !ok {
-			continue
-		}
-		backends := make([]maps.Backend, len(bs))
-		for i, b := range bs {
-			backends[i] = maps.Backend{IP: b.IP, Port: b.Port}
-		}
-		if err := a.dp.Maps.UpsertService(svcKeyToMap(k), maps.Service{ID: v.ID, Flags: maps.ServiceFlags(v.Flags)}, backends); err != nil {
-			a.log.Error("write service entry", "service", k.String(), "err", err)
-			continue
-		}
-		a.log.Debug("service programmed", "service", k.String(), "id", v.ID, "backends", len(bs))
+	if err := c.Apply(s.store); err != nil {
+		s.log.Error("write service entries", "err", err)
+		return
 	}
+	s.log.Debug("services programmed", "written", len(c.Write), "deleted", len(c.Delete))
 }
 
-func svcKeyToMap(k lb.ServiceKey) maps.ServiceKey {
-	mk := maps.ServiceKey{VIP: k.VIP, Port: k.Port, Proto: maps.Proto(k.Proto), Scope: maps.Scope(k.Scope)}
-	if k.Scope == lb.ScopeNodePort {
-		mk.VIP = netip.Addr{}
-	}
-	return mk
-}
-
-// programmedServices reads the frontends in sl_services (key -> service ID) without their backends,
-// so a half-written previous state can still be read.
-func (a *Agent) programmedServices() (map[lb.ServiceKey]uint32, error) {
-	out := map[lb.ServiceKey]uint32{}
-	var k bpfobj.SlSlSvcKey
-	var v bpfobj.SlSlSvcVal
-	it := a.dp.Maps.Services.Iterate()
-	for it.Next(&k, &v) {
-		key := lb.ServiceKey{VIP: maps.U32ToIP(k.Vip), Port: maps.Ntohs(k.Port), Proto: k.Proto, Scope: k.Scope}
-		if key.Scope == lb.ScopeNodePort {
-			key.VIP = netip.IPv4Unspecified()
-		}
-		out[key] = v.SvcId
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", maps.NameServices, err)
-	}
-	return out, nil
-}
-
-// seedServiceIDs makes the lb table reuse the IDs of the previous agent (before any informer event).
-func (a *Agent) seedServiceIDs() error {
-	ids, err := a.programmedServices()
+// seed makes the lb table reuse the IDs of the previous agent (before any informer event).
+func (s *services) seed() error {
+	ids, err := s.store.ProgrammedFrontends()
 	if err != nil {
 		return err
 	}
-	a.svcMu.Lock()
-	a.lbTable.Seed(ids)
-	a.svcMu.Unlock()
-	a.log.Info("service IDs carried over from the pinned maps", "frontends", len(ids))
+	s.mu.Lock()
+	s.table.Seed(ids)
+	s.mu.Unlock()
+	s.log.Info("service IDs carried over from the pinned maps", "frontends", len(ids))
 	return nil
 }
 
-// pruneStaleServices removes service entries left in the pinned maps by a previous run that the
-// current Services no longer produce (called once the service handlers have seen every object).
-func (a *Agent) pruneStaleServices() error {
-	a.svcMu.Lock()
-	defer a.svcMu.Unlock()
-	ids, err := a.programmedServices()
+// pruneStale removes service entries left in the pinned maps by a previous run that the current
+// Services no longer produce (called once the service handlers have seen every object).
+func (s *services) pruneStale() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids, err := s.store.ProgrammedFrontends()
 	if err != nil {
 		return err
 	}
 	for k := range ids {
-		if _, _, ok := a.lbTable.Frontend(k); ok {
+		if _, _, ok := s.table.Frontend(k); ok {
 			continue
 		}
-		if err := a.dp.Maps.DeleteService(svcKeyToMap(k)); err != nil {
+		if err := s.store.DeleteFrontend(k); err != nil {
 			return fmt.Errorf("delete stale service %s: %w", k, err)
 		}
-		a.log.Info("removed stale service entry", "service", k.String())
+		s.log.Info("removed stale service entry", "service", k.String())
 	}
 	return nil
 }
 
-// serviceFor names the Service behind a frontend address (flow enrichment).
-func (a *Agent) serviceFor(ip netip.Addr, port uint16, proto uint8) (ns, name string, ok bool) {
-	a.svcMu.Lock()
-	defer a.svcMu.Unlock()
-	owner, _, found := a.lbTable.Lookup(lb.ServiceKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeClusterIP})
-	if !found {
-		if a.isNodeIP(ip) {
-			owner, _, found = a.lbTable.Lookup(lb.ServiceKey{VIP: netip.IPv4Unspecified(), Port: port, Proto: proto, Scope: lb.ScopeNodePort})
-		}
+// len is the number of programmed frontends.
+func (s *services) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.table.Len()
+}
+
+// ServiceByAddr names the Service behind a frontend address: a ClusterIP, or a NodePort when ip
+// is one of this node's addresses (flow enrichment).
+func (s *services) ServiceByAddr(ip netip.Addr, port uint16, proto uint8) (namespace, name string, ok bool) {
+	s.mu.Lock()
+	owner, _, found := s.table.Lookup(lb.ServiceKey{VIP: ip, Port: port, Proto: proto, Scope: lb.ScopeClusterIP})
+	if !found && s.isNodeIP != nil && s.isNodeIP(ip) {
+		owner, _, found = s.table.Lookup(lb.ServiceKey{VIP: netip.IPv4Unspecified(), Port: port, Proto: proto, Scope: lb.ScopeNodePort})
 	}
+	s.mu.Unlock()
 	if !found {
 		return "", "", false
 	}
-	for i := 0; i < len(owner); i++ {
-		if owner[i] == '/' {
-			return owner[:i], owner[i+1:], true
-		}
+	if ns, n, ok := strings.Cut(owner, "/"); ok {
+		return ns, n, true
 	}
 	return "", owner, true
+}
+
+// listedServices adapts the Service lister to serviceGetter.
+type listedServices struct{ corev1listers.ServiceLister }
+
+func (l listedServices) Get(namespace, name string) (*corev1.Service, error) {
+	return l.Services(namespace).Get(name)
 }
 
 // unwrap returns the typed object of an informer event, resolving tombstones.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -48,7 +49,10 @@ func TestWriteModule(t *testing.T) {
 func TestKindVersionMatchesGoMod(t *testing.T) {
 	data, err := os.ReadFile("../../go.mod")
 	require.NoError(t, err)
-	assert.Contains(t, string(data), "sigs.k8s.io/kind "+KindVersion+" ", "nodeimage.KindVersion must match go.mod")
+	m := regexp.MustCompile(`(?m)^\s*sigs\.k8s\.io/kind (\S+)`).FindSubmatch(data)
+	if assert.NotNil(t, m, "go.mod requires sigs.k8s.io/kind") {
+		assert.Equal(t, KindVersion, string(m[1]), "nodeimage.KindVersion must match go.mod")
+	}
 }
 
 func TestLookupRelease(t *testing.T) {

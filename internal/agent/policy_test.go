@@ -1,0 +1,195 @@
+package agent
+
+import (
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/starlab-dev/starlab/datapath/maps"
+	"github.com/starlab-dev/starlab/datapath/policy"
+)
+
+// policyFixture is the policy part over in-memory listers, endpoints and maps.
+type policyFixture struct {
+	p       *policies
+	eps     *endpoints
+	maps    *fakePolicyMaps
+	netpols cache.Indexer
+	client  *fake.Clientset
+	events  *record.FakeRecorder
+}
+
+func newPolicyFixture(t *testing.T) *policyFixture {
+	t.Helper()
+	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	nss := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	netpols := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	require.NoError(t, pods.Add(webPod))
+	require.NoError(t, pods.Add(clientPod))
+	require.NoError(t, nss.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"kubernetes.io/metadata.name": "shop"}}}))
+	n1 := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.18.0.2"}}}}
+	require.NoError(t, nodes.Add(n1))
+
+	cfg := DefaultConfig()
+	cfg.NodeName = "n1"
+	cfg.StateDir = t.TempDir()
+	f := &policyFixture{maps: newFakePolicyMaps(), netpols: netpols, client: fake.NewClientset(n1), events: record.NewFakeRecorder(10)}
+	f.eps = newEndpoints(cfg, slog.Default(), nil)
+	f.p = newPolicies("n1", 0, slog.Default(), f.eps, &atomic.Bool{})
+	f.p.maps = f.maps
+	f.p.nodes = f.client.CoreV1().Nodes()
+	f.p.recorder = f.events
+	f.p.sources = policySources{
+		pods: corev1listers.NewPodLister(pods), namespaces: corev1listers.NewNamespaceLister(nss),
+		nodes: corev1listers.NewNodeLister(nodes), netpols: networkinglisters.NewNetworkPolicyLister(netpols),
+	}
+	f.p.synced.Store(true)
+	return f
+}
+
+// addWeb registers the local endpoint of webPod at ifindex 12.
+func (f *policyFixture) addWeb(t *testing.T) *Endpoint {
+	t.Helper()
+	ep := &Endpoint{Ifindex: 12}
+	ep.ContainerID, ep.PodNamespace, ep.PodName, ep.IP, ep.MAC = "web", "shop", webPod.Name, "10.244.1.5", "02:00:00:00:00:05"
+	require.NoError(t, ep.parse())
+	f.eps.register(ep)
+	return ep
+}
+
+func allowClient(rv string) *networkingv1.NetworkPolicy {
+	port := intstr.FromInt32(8080)
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "allow-client", ResourceVersion: rv},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Port: &port}},
+			}},
+		},
+	}
+}
+
+func TestPolicyPartProgramsChanges(t *testing.T) {
+	f := newPolicyFixture(t)
+	f.addWeb(t)
+	ctx := t.Context()
+
+	// No policy: the endpoint gets its identity, unenforced; the ipcache gets pods and the node.
+	require.NoError(t, f.p.compileAndApply(ctx))
+	w := f.maps.writes()
+	require.Len(t, w, 2)
+	assert.Equal(t, "ipcache upsert 3", w[0])
+	assert.Regexp(t, `^endpoint 12 identity \d+ flags 0$`, w[1])
+	st := f.maps.s.Endpoints[12]
+	assert.GreaterOrEqual(t, st.Identity, policy.FirstPodIdentity)
+	assert.Equal(t, netip.MustParseAddr("10.244.1.5"), st.IP)
+
+	// Nothing changed: nothing written.
+	require.NoError(t, f.p.compileAndApply(ctx))
+	assert.Empty(t, f.maps.writes())
+
+	// A policy selects the endpoint: allow entries first, then the enforcement flag.
+	np := allowClient("41")
+	require.NoError(t, f.netpols.Add(np))
+	f.p.onEvent(np)
+	require.NoError(t, f.p.compileAndApply(ctx))
+	assert.Equal(t, []string{"policy upsert 1", "endpoint 12 identity " + itoa(st.Identity) + " flags 1"}, f.maps.writes())
+	assert.Equal(t, uint64(41), f.p.programmedRevision.Load())
+	assert.Equal(t, "shop/allow-client", f.p.PolicyResult().Policies[1].String())
+
+	// The policy goes: the entries are deleted before the flag clears.
+	require.NoError(t, f.netpols.Delete(np))
+	f.p.onEvent(cache.DeletedFinalStateUnknown{Obj: allowClient("42")})
+	require.NoError(t, f.p.compileAndApply(ctx))
+	assert.Equal(t, []string{"policy delete 1", "endpoint 12 identity " + itoa(st.Identity) + " flags 0"}, f.maps.writes())
+	assert.Equal(t, uint64(42), f.p.programmedRevision.Load())
+
+	// The revision lands on the Node.
+	f.p.reportRevision(ctx)
+	n, err := f.client.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "42", n.Annotations[AnnotationPolicyRevision])
+}
+
+func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
+
+func TestPolicyPartEndpointWrites(t *testing.T) {
+	f := newPolicyFixture(t)
+	ep := f.addWeb(t)
+
+	// Before any compilation: deny-all (fail closed).
+	require.NoError(t, f.p.writeEndpoint(12, ep.base(), false))
+	assert.Equal(t, maps.EndpointPolicyError, f.maps.s.Endpoints[12].Flags)
+	// Restart: a value already programmed stays.
+	require.NoError(t, f.p.writeEndpoint(12, ep.base(), true))
+	assert.Len(t, f.maps.writes(), 1)
+
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	assert.Zero(t, f.maps.s.Endpoints[12].Flags&maps.EndpointPolicyError)
+	f.maps.writes()
+
+	// The programmed record follows every endpoint write: an entry removed outside a compilation
+	// is written again by the next one, and a write of the value already there is skipped.
+	id := itoa(f.p.PolicyResult().Endpoints[12].Identity)
+	require.NoError(t, f.p.removeEndpoint(12))
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	require.NoError(t, f.p.writeEndpoint(12, ep.base(), false))
+	assert.Equal(t, []string{"delete endpoint 12", "endpoint 12 identity " + id + " flags 0"}, f.maps.writes())
+
+	// Entries no record owns are removed.
+	f.maps.s.Endpoints[99] = maps.Endpoint{IP: netip.MustParseAddr("10.244.1.99")}
+	require.NoError(t, f.p.keepEndpoints(map[uint32]bool{12: true}))
+	assert.NotContains(t, f.maps.s.Endpoints, uint32(99))
+	assert.Contains(t, f.maps.s.Endpoints, uint32(12))
+}
+
+func TestPolicyPartProblemsAndErrors(t *testing.T) {
+	f := newPolicyFixture(t)
+	f.addWeb(t)
+	bad := allowClient("50")
+	bad.Spec.PodSelector = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Bogus"}}}
+	require.NoError(t, f.netpols.Add(bad))
+
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	assert.Equal(t, maps.EndpointPolicyError, f.maps.s.Endpoints[12].Flags&maps.EndpointPolicyError, "a broken policy denies the pods of its namespace")
+	require.Len(t, f.events.Events, 1)
+	assert.Contains(t, <-f.events.Events, "PolicyUnrepresentable")
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	assert.Empty(t, f.events.Events, "one Event per problem")
+
+	// A failed write keeps the programmed record: the next compilation writes it all again.
+	require.NoError(t, f.netpols.Delete(bad))
+	f.maps.fail = assert.AnError
+	require.ErrorIs(t, f.p.compileAndApply(t.Context()), assert.AnError)
+	f.maps.fail = nil
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	assert.Zero(t, f.maps.s.Endpoints[12].Flags&maps.EndpointPolicyError)
+}
+
+func TestPolicyPartSkipsBeforeSync(t *testing.T) {
+	f := newPolicyFixture(t)
+	f.addWeb(t)
+	f.p.synced.Store(false)
+	require.NoError(t, f.p.compileNow(t.Context()))
+	assert.Empty(t, f.maps.writes(), "no compilation before the informers synced")
+	f.p.synced.Store(true)
+	require.NoError(t, f.p.compileNow(t.Context()))
+	assert.NotEmpty(t, f.maps.writes())
+}

@@ -1,0 +1,101 @@
+package agent
+
+import (
+	"log/slog"
+	"net/netip"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/starlab-dev/starlab/datapath/lb"
+)
+
+func webService(mut ...func(*corev1.Service)) *corev1.Service {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, ClusterIP: "10.96.0.50",
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, NodePort: 30080, Protocol: corev1.ProtocolTCP}}},
+	}
+	for _, m := range mut {
+		m(s)
+	}
+	return s
+}
+
+func webSlice(ips ...string) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "web-x", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080)), Protocol: ptr(corev1.ProtocolTCP)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: ips}},
+	}
+}
+
+var (
+	webClusterIP = lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.50"), Port: 80, Proto: lb.ProtoTCP, Scope: lb.ScopeClusterIP}
+	webNodePort  = lb.ServiceKey{VIP: netip.IPv4Unspecified(), Port: 30080, Proto: lb.ProtoTCP, Scope: lb.ScopeNodePort}
+)
+
+func newTestServices(nodeIP string) (*services, *fakeFrontends) {
+	store := &fakeFrontends{front: map[lb.ServiceKey]lb.ServiceValue{}}
+	s := newServices("n1", slog.Default(), func(ip netip.Addr) bool { return ip.String() == nodeIP })
+	s.store = store
+	return s, store
+}
+
+func TestServicesPartWritesFrontends(t *testing.T) {
+	s, store := newTestServices("172.18.0.2")
+	s.onSlice(webSlice("10.244.1.5"), false) // before its Service: kept
+	assert.Empty(t, store.log)
+	s.onService(webService(), false)
+	assert.ElementsMatch(t, []string{"write " + webClusterIP.String() + " backends 1", "write " + webNodePort.String() + " backends 1"}, store.log)
+	assert.Equal(t, 2, s.len())
+
+	ns, name, ok := s.ServiceByAddr(netip.MustParseAddr("10.96.0.50"), 80, lb.ProtoTCP)
+	require.True(t, ok)
+	assert.Equal(t, "shop/web", ns+"/"+name)
+	_, name, ok = s.ServiceByAddr(netip.MustParseAddr("172.18.0.2"), 30080, lb.ProtoTCP)
+	assert.True(t, ok, "a NodePort on a node address")
+	assert.Equal(t, "web", name)
+	_, _, ok = s.ServiceByAddr(netip.MustParseAddr("172.18.0.9"), 30080, lb.ProtoTCP)
+	assert.False(t, ok, "not a node address")
+
+	store.log = nil
+	s.onSlice(webSlice("10.244.1.5", "10.244.2.9"), false)
+	assert.ElementsMatch(t, []string{"write " + webClusterIP.String() + " backends 2", "write " + webNodePort.String() + " backends 2"}, store.log)
+
+	store.log = nil
+	s.onService(cache.DeletedFinalStateUnknown{Obj: webService()}, true)
+	assert.ElementsMatch(t, []string{"delete " + webClusterIP.String(), "delete " + webNodePort.String()}, store.log)
+	assert.Zero(t, s.len())
+}
+
+func TestServicesPartSeedPruneAndEvents(t *testing.T) {
+	s, store := newTestServices("")
+	stale := lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.99"), Port: 80, Proto: lb.ProtoTCP}
+	store.front[webClusterIP] = lb.ServiceValue{ID: 7}
+	store.front[stale] = lb.ServiceValue{ID: 9}
+	require.NoError(t, s.seed())
+	s.onService(webService(func(sv *corev1.Service) { sv.Spec.Type = corev1.ServiceTypeClusterIP }), false)
+	assert.Equal(t, uint32(7), store.front[webClusterIP].ID, "a restarted agent keeps the service ID")
+
+	store.log = nil
+	require.NoError(t, s.pruneStale())
+	assert.Equal(t, []string{"delete " + stale.String()}, store.log)
+
+	events := record.NewFakeRecorder(4)
+	s.recorder = events
+	s.onService(webService(func(sv *corev1.Service) { sv.Name = "clash"; sv.Spec.Type = corev1.ServiceTypeClusterIP }), false)
+	require.Len(t, events.Events, 1)
+	assert.Contains(t, <-events.Events, "FrontendConflict")
+
+	store.fail = webClusterIP
+	s.onSlice(webSlice("10.244.1.5"), false) // a map error is logged; the next event retries
+	assert.Equal(t, uint16(0), store.front[webClusterIP].Count)
+}

@@ -16,6 +16,11 @@ import (
 // a new owner. New keys are numbered in sorted key order, so a fresh
 // Allocator numbers a given input deterministically.
 //
+// Numbers outlive the process through AllocatorState: the agent saves
+// Snapshot before it programs the numbers of a compilation and restores it
+// with RestoreAllocator on start, which also retires every number the pinned
+// maps still reference (see RestoreAllocator).
+//
 // An Allocator is safe for concurrent use; Compile calls on the same
 // Allocator are serialized.
 type Allocator struct {
@@ -34,6 +39,90 @@ func NewAllocator() *Allocator {
 		policies:   map[string]uint32{},
 		nextPolicy: 1,
 	}
+}
+
+// AllocatorState is the persisted form of an Allocator: every live key with
+// its number, and the next numbers to hand out (numbers below them are
+// retired or live, never handed out again).
+type AllocatorState struct {
+	Identities   map[string]uint32 `json:"identities"`
+	NextIdentity uint32            `json:"nextIdentity"`
+	Policies     map[string]uint32 `json:"policies"`
+	NextPolicy   uint32            `json:"nextPolicy"`
+}
+
+// Snapshot returns the allocator's state (a copy).
+func (a *Allocator) Snapshot() AllocatorState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return AllocatorState{
+		Identities: maps.Clone(a.identities), NextIdentity: a.nextID,
+		Policies: maps.Clone(a.policies), NextPolicy: a.nextPolicy,
+	}
+}
+
+// Equal reports whether two states hold the same numbers.
+func (s AllocatorState) Equal(o AllocatorState) bool {
+	return s.NextIdentity == o.NextIdentity && s.NextPolicy == o.NextPolicy &&
+		maps.Equal(s.Identities, o.Identities) && maps.Equal(s.Policies, o.Policies)
+}
+
+// RestoreAllocator returns an Allocator that continues saved (the zero
+// AllocatorState when nothing was saved) over the maps as programmed. Every
+// key of saved keeps its number. Next numbers start above every number saved
+// and every pod identity and policy id programmed references (ipcache values,
+// endpoint identities, sl_policy peers, policy ids of sl_policy and
+// sl_cidr_policy values), so a number still in the maps is never handed to a
+// different label set or policy, even when saved is lost or older than the
+// maps. A saved state that gives one number to two keys is an error.
+func RestoreAllocator(saved AllocatorState, programmed State) (*Allocator, error) {
+	a := NewAllocator()
+	if err := restore(a.identities, &a.nextID, saved.Identities, saved.NextIdentity, FirstPodIdentity, "identity"); err != nil {
+		return nil, err
+	}
+	if err := restore(a.policies, &a.nextPolicy, saved.Policies, saved.NextPolicy, 1, "policy"); err != nil {
+		return nil, err
+	}
+	above := func(next *uint32, n, first uint32) {
+		if n >= first && n != ^uint32(0) && n >= *next {
+			*next = n + 1
+		}
+	}
+	for _, e := range programmed.IPCache {
+		above(&a.nextID, e.Identity, FirstPodIdentity)
+	}
+	for _, e := range programmed.Endpoints {
+		above(&a.nextID, e.Identity, FirstPodIdentity)
+	}
+	for k, v := range programmed.Policy {
+		above(&a.nextID, k.PeerID, FirstPodIdentity)
+		above(&a.nextPolicy, v.PolicyID, 1)
+	}
+	for _, v := range programmed.CIDR {
+		above(&a.nextPolicy, v.PolicyID, 1)
+	}
+	return a, nil
+}
+
+// restore copies saved numbers into known, checking they are valid and
+// unique, and sets next above all of them.
+func restore(known map[string]uint32, next *uint32, saved map[string]uint32, savedNext, first uint32, what string) error {
+	owner := make(map[uint32]string, len(saved))
+	*next = max(*next, savedNext, first)
+	for k, n := range saved {
+		if n < first || n == ^uint32(0) {
+			return fmt.Errorf("restore %s ids: %q has number %d, out of range", what, k, n)
+		}
+		if o, dup := owner[n]; dup {
+			return fmt.Errorf("restore %s ids: number %d is held by both %q and %q", what, n, o, k)
+		}
+		owner[n] = k
+		known[k] = n
+		if n >= *next {
+			*next = n + 1
+		}
+	}
+	return nil
 }
 
 // assign numbers every key in keys (sorted, unique), keeping the numbers of

@@ -61,7 +61,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: log, started: time.Now()}
 	a.endpoints = newEndpoints(cfg, log, &a.ready)
-	a.policy = newPolicies(cfg.NodeName, cfg.PolicyDebounce, log, a.endpoints, &a.synced)
+	a.policy = newPolicies(cfg.NodeName, cfg.IdentitiesPath(), cfg.PolicyDebounce, log, a.endpoints, &a.synced)
 	a.endpoints.policy = a.policy
 	a.nodes = newNodeRoutes(cfg.NodeName, maps.EventLevel(cfg.EventLevel), log)
 	a.services = newServices(cfg.NodeName, log, a.nodes.isNodeIP)

@@ -25,7 +25,7 @@ type Config struct {
 	NodeName       string
 	Listen         string        // flow/status/metrics API (":4245")
 	Socket         string        // CNI endpoint API unix socket
-	StateDir       string        // /var/lib/starlab: endpoints/, ipam/
+	StateDir       string        // /var/lib/starlab: endpoints/, ipam/, identities.json
 	BPFFS          string        // bpffs mount (/sys/fs/bpf); pins go to <BPFFS>/starlab
 	CNIBinDir      string        // where the CNI binary is installed (node's /opt/cni/bin)
 	CNIConfDir     string        // where 05-starlab.conflist is written (node's /etc/cni/net.d)
@@ -89,6 +89,10 @@ func (c *Config) PinDir() string { return filepath.Join(c.BPFFS, "starlab") }
 
 // EndpointsDir holds one JSON record per endpoint.
 func (c *Config) EndpointsDir() string { return filepath.Join(c.StateDir, "endpoints") }
+
+// IdentitiesPath holds the policy part's identity and policy-id numbers (policy.AllocatorState),
+// next to the endpoint records: a restarted agent gives every label set its old number.
+func (c *Config) IdentitiesPath() string { return filepath.Join(c.StateDir, "identities.json") }
 
 // IPAMDir is the CNI IPAM state directory.
 func (c *Config) IPAMDir() string { return filepath.Join(c.StateDir, "ipam") }

@@ -195,7 +195,7 @@ func BenchmarkEnrich(b *testing.B) {
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}}},
 	})
 	require.NoError(b, err)
-	pol := newPolicies("n1", 0, slog.Default(), eps, &atomic.Bool{})
+	pol := newPolicies("n1", "", 0, slog.Default(), eps, &atomic.Bool{})
 	pol.result.Store(shopResult)
 	e := &enricher{node: "n1", pods: podLookup{local: eps, lister: pods.Lister(), index: pods.Informer().GetIndexer()}, services: svcs, policies: pol}
 

@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,7 +61,8 @@ type policies struct {
 	node      string
 	log       *slog.Logger
 	debounce  time.Duration
-	alloc     *policy.Allocator
+	idsPath   string            // saved allocator state (identities and policy ids); "" keeps none
+	alloc     *policy.Allocator // restored from idsPath and the maps by the first load
 	endpoints localEndpoints
 	observe   func(seconds float64) // compile+apply duration metric; may be nil
 	// Set by Run before the part is used, read-only afterwards.
@@ -78,12 +81,15 @@ type policies struct {
 	mu         sync.Mutex // serialises compile+apply and endpoint writes; guards programmed, loaded, problems
 	programmed policy.State
 	loaded     bool
-	problems   map[string]bool // reported problems (an Event once per problem)
+	savedIDs   policy.AllocatorState // what idsPath holds
+	problems   map[string]bool       // reported problems (an Event once per problem)
 }
 
-func newPolicies(node string, debounce time.Duration, log *slog.Logger, eps localEndpoints, synced *atomic.Bool) *policies {
+// newPolicies builds the policy part; idsPath is where identities and policy ids are saved (""
+// keeps none: numbers then last as long as the process).
+func newPolicies(node, idsPath string, debounce time.Duration, log *slog.Logger, eps localEndpoints, synced *atomic.Bool) *policies {
 	return &policies{
-		node: node, log: log, debounce: debounce, alloc: policy.NewAllocator(), endpoints: eps, synced: synced,
+		node: node, idsPath: idsPath, log: log, debounce: debounce, alloc: policy.NewAllocator(), endpoints: eps, synced: synced,
 		kick: make(chan struct{}, 1), problems: map[string]bool{},
 	}
 }
@@ -180,6 +186,11 @@ func (p *policies) compileAndApply(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("compile policy: %w", err)
 	}
+	// The numbers are saved before any map holds them: a restarted agent never renumbers what the
+	// pinned maps reference.
+	if err := p.saveIDsLocked(); err != nil {
+		return err
+	}
 	bases := make(map[uint32]maps.Endpoint, len(eps))
 	for _, ep := range eps {
 		bases[uint32(ep.Ifindex)] = ep.base()
@@ -199,7 +210,8 @@ func (p *policies) compileAndApply(ctx context.Context) error {
 	return nil
 }
 
-// loadLocked reads what the maps hold, once (after a restart the pinned maps keep the last state).
+// loadLocked reads what the maps hold, once (after a restart the pinned maps keep the last state),
+// and restores the allocator from the saved identities and the maps.
 func (p *policies) loadLocked() error {
 	if p.loaded {
 		return nil
@@ -208,7 +220,60 @@ func (p *policies) loadLocked() error {
 	if err != nil {
 		return err
 	}
+	saved := p.readIDs()
+	alloc, err := policy.RestoreAllocator(saved, s)
+	if err != nil {
+		p.log.Warn("saved identities unusable; numbering anew above every number the maps hold", "path", p.idsPath, "err", err)
+		saved = policy.AllocatorState{}
+		if alloc, err = policy.RestoreAllocator(saved, s); err != nil {
+			return fmt.Errorf("restore identity allocator: %w", err)
+		}
+	}
+	p.alloc, p.savedIDs = alloc, saved
 	p.programmed, p.loaded = s, true
+	return nil
+}
+
+// readIDs reads the saved allocator state; a missing or unreadable file gives the zero state (the
+// maps' numbers are still retired by RestoreAllocator).
+func (p *policies) readIDs() policy.AllocatorState {
+	var st policy.AllocatorState
+	if p.idsPath == "" {
+		return st
+	}
+	b, err := os.ReadFile(p.idsPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return st
+	case err != nil:
+		p.log.Warn("read saved identities", "path", p.idsPath, "err", err)
+		return st
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		p.log.Warn("decode saved identities", "path", p.idsPath, "err", err)
+		return policy.AllocatorState{}
+	}
+	p.log.Info("identities carried over from the saved state", "identities", len(st.Identities), "policies", len(st.Policies))
+	return st
+}
+
+// saveIDsLocked writes the allocator state to idsPath when it changed.
+func (p *policies) saveIDsLocked() error {
+	if p.idsPath == "" {
+		return nil
+	}
+	snap := p.alloc.Snapshot()
+	if snap.Equal(p.savedIDs) {
+		return nil
+	}
+	b, err := json.Marshal(snap)
+	if err != nil {
+		return fmt.Errorf("encode identities: %w", err)
+	}
+	if err := writeFileAtomic(p.idsPath, b, 0o600); err != nil {
+		return fmt.Errorf("save identities: %w", err)
+	}
+	p.savedIDs = snap
 	return nil
 }
 

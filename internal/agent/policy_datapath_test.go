@@ -28,7 +28,8 @@ func TestPolicyPartRoundTripsRealMaps(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { dp.Close() })
 
-	f := newPolicyFixture(t)
+	dir := t.TempDir()
+	f := newPolicyFixtureIn(t, dir)
 	f.p.maps = dp.Maps
 	f.addWeb(t)
 	np := allowClient("7")
@@ -47,11 +48,10 @@ func TestPolicyPartRoundTripsRealMaps(t *testing.T) {
 	assert.True(t, policy.Diff(got, f.p.programmed).Empty())
 
 	// A restarted agent: a new policy part over the same maps writes nothing.
-	g := newPolicyFixture(t)
+	g := newPolicyFixtureIn(t, dir) // identities and policy ids restored from the state directory
 	g.p.maps = dp.Maps
 	g.addWeb(t)
 	require.NoError(t, g.netpols.Add(np))
-	g.p.alloc = f.p.alloc // identities and policy ids carried over, as the pinned maps imply
 	require.NoError(t, g.p.compileAndApply(t.Context()))
 	assert.True(t, policy.Diff(got, g.p.programmed).Empty(), "its first diff (from the maps as read) was empty")
 	again, err := policy.ReadState(dp.Maps)

@@ -26,6 +26,7 @@ import (
 // policyFixture is the policy part over in-memory listers, endpoints and maps.
 type policyFixture struct {
 	p       *policies
+	pods    cache.Indexer
 	eps     *endpoints
 	maps    *fakePolicyMaps
 	netpols cache.Indexer
@@ -34,6 +35,13 @@ type policyFixture struct {
 }
 
 func newPolicyFixture(t *testing.T) *policyFixture {
+	t.Helper()
+	return newPolicyFixtureIn(t, t.TempDir())
+}
+
+// newPolicyFixtureIn builds the fixture over the agent state directory stateDir (a restarted agent
+// reuses its predecessor's).
+func newPolicyFixtureIn(t *testing.T, stateDir string) *policyFixture {
 	t.Helper()
 	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	nss := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
@@ -47,10 +55,10 @@ func newPolicyFixture(t *testing.T) *policyFixture {
 
 	cfg := DefaultConfig()
 	cfg.NodeName = "n1"
-	cfg.StateDir = t.TempDir()
-	f := &policyFixture{maps: newFakePolicyMaps(), netpols: netpols, client: fake.NewClientset(n1), events: record.NewFakeRecorder(10)}
+	cfg.StateDir = stateDir
+	f := &policyFixture{pods: pods, maps: newFakePolicyMaps(), netpols: netpols, client: fake.NewClientset(n1), events: record.NewFakeRecorder(10)}
 	f.eps = newEndpoints(cfg, slog.Default(), nil)
-	f.p = newPolicies("n1", 0, slog.Default(), f.eps, &atomic.Bool{})
+	f.p = newPolicies("n1", cfg.IdentitiesPath(), 0, slog.Default(), f.eps, &atomic.Bool{})
 	f.p.maps = f.maps
 	f.p.nodes = f.client.CoreV1().Nodes()
 	f.p.recorder = f.events
@@ -192,4 +200,56 @@ func TestPolicyPartSkipsBeforeSync(t *testing.T) {
 	f.p.synced.Store(true)
 	require.NoError(t, f.p.compileNow(t.Context()))
 	assert.NotEmpty(t, f.maps.writes())
+}
+
+// attackerPod is a pod that appears while the agent is down: its labels sort before client's, so an
+// allocator numbering from scratch gives it client's old identity.
+var attackerPod = &corev1.Pod{
+	ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "attacker", Labels: map[string]string{"app": "attacker"}},
+	Spec:       corev1.PodSpec{NodeName: "n2"},
+	Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.2.66"},
+}
+
+func ipcacheIdentity(s policy.State, ip string) uint32 {
+	return s.IPCache[netip.PrefixFrom(netip.MustParseAddr(ip), 32)].Identity
+}
+
+// TestPolicyPartRestartKeepsIdentities restarts the policy part over the same maps and state
+// directory (issue 11 item 1): every identity and policy id keeps its number, a pod that appeared
+// meanwhile gets a number no programmed entry references, and the first apply writes only that
+// pod's ipcache entry.
+func TestPolicyPartRestartKeepsIdentities(t *testing.T) {
+	dir := t.TempDir()
+	f := newPolicyFixtureIn(t, dir)
+	f.addWeb(t)
+	require.NoError(t, f.netpols.Add(allowClient("7")))
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	before := f.maps.s
+	clientID, webID := ipcacheIdentity(before, "10.244.2.9"), ipcacheIdentity(before, "10.244.1.5")
+	require.Contains(t, before.Policy, maps.PolicyKey{EpID: 12, PeerID: clientID, Dir: maps.Ingress, Proto: maps.ProtoTCP, Port: 8080, PortPrefixLen: 16})
+	referenced := map[uint32]bool{}
+	for k := range before.Policy {
+		referenced[k.PeerID] = true
+	}
+	for _, e := range before.IPCache {
+		referenced[e.Identity] = true
+	}
+	f.maps.writes()
+
+	// Restart: a new policy part over the same (pinned) maps and state directory.
+	g := newPolicyFixtureIn(t, dir)
+	g.maps, g.p.maps = f.maps, f.maps
+	g.addWeb(t)
+	require.NoError(t, g.netpols.Add(allowClient("7")))
+	require.NoError(t, g.pods.Add(attackerPod))
+	require.NoError(t, g.p.compileAndApply(t.Context()))
+	after := g.maps.s
+	assert.Equal(t, clientID, ipcacheIdentity(after, "10.244.2.9"), "client keeps its identity")
+	assert.Equal(t, webID, ipcacheIdentity(after, "10.244.1.5"), "web keeps its identity")
+	assert.Equal(t, webID, after.Endpoints[12].Identity)
+	attackerID := ipcacheIdentity(after, "10.244.2.66")
+	assert.GreaterOrEqual(t, attackerID, policy.FirstPodIdentity)
+	assert.False(t, referenced[attackerID], "the new pod's identity %d was in use before the restart", attackerID)
+	assert.Equal(t, []string{"ipcache upsert 1"}, g.maps.writes(), "only the new pod's ipcache entry is written")
+	assert.Equal(t, "shop/allow-client", g.p.PolicyResult().Policies[1].String(), "policy ids carried over")
 }

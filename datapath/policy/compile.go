@@ -51,6 +51,15 @@ type compiledRule struct {
 	// egressNamed holds named ports already resolved per peer identity (egress
 	// only: the destination is the peer).
 	egressNamed []identityPort
+	// egressNamedIPs holds named ports resolved per destination pod IP: pods of
+	// an identity that name a port differently, and pods inside ipBlock peers.
+	egressNamedIPs []ipPort
+}
+
+type ipPort struct {
+	ip    netip.Addr
+	proto maps.Proto
+	port  uint16
 }
 
 type identityPort struct {
@@ -398,56 +407,94 @@ func compileRule(namespace string, dir maps.Direction, index int, peers []networ
 	}
 
 	if dir == DirEgress && len(cr.named) > 0 {
-		if len(cr.blocks) > 0 {
-			return cr, fmt.Errorf("named port %q toward an ipBlock cannot be resolved (use a port number)", cr.named[0].Named)
-		}
-		targets := cr.peers
-		if cr.anyPeer {
-			targets = nil
-			for _, id := range idents {
-				targets = append(targets, id.id)
-			}
-		}
-		byID := map[uint32]*identityInfo{}
-		for _, id := range idents {
-			byID[id.id] = id
-		}
-		for _, s := range cr.named {
-			for _, t := range targets {
-				nums, err := resolveOnIdentity(byID[t], s)
-				if err != nil {
-					return cr, err
-				}
-				for _, n := range nums {
-					cr.egressNamed = append(cr.egressNamed, identityPort{peer: t, proto: s.Proto, port: n})
-				}
-			}
-		}
+		cr.resolveEgressNamed(idents)
 	}
 	return cr, nil
 }
 
-// resolveOnIdentity resolves a named port on every reachable pod of an
-// identity. The datapath sees identities, not pods: if pods sharing the
-// identity map the name to different numbers, an entry per number would let
-// traffic reach a pod on a port its own definition does not name, so that is
-// unrepresentable.
-func resolveOnIdentity(id *identityInfo, s portSpec) ([]uint16, error) {
-	var first []uint16
-	for i, p := range id.pods {
-		nums := resolveNamed(p, s.Named, s.Proto)
-		slices.Sort(nums)
-		nums = slices.Compact(nums)
-		if i == 0 {
-			first = nums
-			continue
+// resolveEgressNamed resolves the rule's named ports on its destinations, which are the peers. For a
+// peer identity whose reachable pods all map a name to the same numbers, the numbers become
+// identity keys (sl_policy). When the pods of one identity differ, each pod gets its own numbers
+// as /32 entries in sl_cidr_policy: the datapath looks the peer's IP up there too, so every pod is
+// reachable on exactly the ports its own spec names and no pod, in any namespace, can make the
+// rule unrepresentable. ipBlock peers resolve on the pods whose IPs lie in the block and outside
+// its excepts (/32 entries as well); addresses that are no pod's name no ports.
+func (cr *compiledRule) resolveEgressNamed(idents []*identityInfo) {
+	targets := idents
+	if !cr.anyPeer {
+		targets = nil
+		peers := map[uint32]bool{}
+		for _, id := range cr.peers {
+			peers[id] = true
 		}
-		if !slices.Equal(first, nums) {
-			return nil, fmt.Errorf("named port %q resolves to %v on pod %s but %v on pod %s, which share identity %d (same namespace and labels): give the pods distinct labels or use a port number",
-				s.Named, first, id.pods[0].Ref(), nums, p.Ref(), id.id)
+		for _, id := range idents {
+			if peers[id.id] {
+				targets = append(targets, id)
+			}
 		}
 	}
-	return first, nil
+	for _, s := range cr.named {
+		for _, id := range targets {
+			if nums, same := resolveOnIdentity(id, s); same {
+				for _, n := range nums {
+					cr.egressNamed = append(cr.egressNamed, identityPort{peer: id.id, proto: s.Proto, port: n})
+				}
+				continue
+			}
+			for _, p := range id.pods {
+				cr.addNamedIP(p, s)
+			}
+		}
+		for _, b := range cr.blocks {
+			for _, id := range idents {
+				for _, p := range id.pods {
+					if b.contains(p.IP) {
+						cr.addNamedIP(p, s)
+					}
+				}
+			}
+		}
+	}
+}
+
+// addNamedIP adds the numbers pod p names for s as /32 destinations.
+func (cr *compiledRule) addNamedIP(p *Pod, s portSpec) {
+	for _, n := range resolveNamed(p, s.Named, s.Proto) {
+		cr.egressNamedIPs = append(cr.egressNamedIPs, ipPort{ip: p.IP, proto: s.Proto, port: n})
+	}
+}
+
+// contains reports whether ip lies in the block and outside its excepts.
+func (b ipBlock) contains(ip netip.Addr) bool {
+	if !b.cidr.Contains(ip) {
+		return false
+	}
+	for _, e := range b.except {
+		if e.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+// resolveOnIdentity resolves a named port on every reachable pod of an identity. The datapath
+// keys sl_policy by identity, not pod: same is false when pods sharing the identity map the name
+// to different numbers (an identity entry per number would let traffic reach a pod on a port its
+// own spec does not name), and the caller then resolves per pod.
+func resolveOnIdentity(id *identityInfo, s portSpec) (nums []uint16, same bool) {
+	for i, p := range id.pods {
+		got := resolveNamed(p, s.Named, s.Proto)
+		slices.Sort(got)
+		got = slices.Compact(got)
+		if i == 0 {
+			nums = got
+			continue
+		}
+		if !slices.Equal(nums, got) {
+			return nil, false
+		}
+	}
+	return nums, true
 }
 
 // parseIPBlock parses an ipBlock. skip is set for IPv6 blocks: the datapath
@@ -556,6 +603,9 @@ func compileEndpoint(ep *Endpoint, p *Pod, policies []*compiledPolicy) {
 				}
 				for _, ip := range r.egressNamed {
 					add(maps.PolicyKey{EpID: ep.EpID, PeerID: ip.peer, Dir: dir, Proto: ip.proto, Port: ip.port, PortPrefixLen: 16}, val)
+				}
+				for _, ip := range r.egressNamedIPs {
+					cidrRules = append(cidrRules, cidrRule{Proto: ip.proto, Port: ip.port, CIDR: netip.PrefixFrom(ip.ip, 32), Value: val})
 				}
 			}
 		}

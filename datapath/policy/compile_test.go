@@ -530,15 +530,18 @@ func TestCompileSemantics(t *testing.T) {
 			},
 		},
 		{
-			name: "fail closed: named port toward an egress ipBlock",
+			name: "named port toward an egress ipBlock resolves on the pods inside the block",
 			policies: []*networkingv1.NetworkPolicy{
-				netpol("prod/bad", sel("app", "web"), egressOnly(), nil, egressRules(egressRule(ports(namedPort("TCP", "http")), blockPeer("10.0.0.0/8")))),
+				netpol("prod/out", sel("app", "web"), egressOnly(), nil, egressRules(egressRule(ports(namedPort("TCP", "http")), blockPeer("10.0.0.0/8", "10.0.2.0/24")))),
 			},
-			failClosed: true,
 			checks: []check{
-				{"prod/web", out, "dev/client", tcp, 8080, false},
-				{"prod/web", in, "dev/client", tcp, 8080, false}, // deny all, both directions
-				{"prod/db", in, "dev/client", tcp, 5432, true},   // not selected
+				{"prod/web", out, "prod/web2", tcp, 80, true}, // web2 names http 80
+				{"prod/web", out, "prod/web2", tcp, 8080, false},
+				{"prod/web", out, "prod/web", tcp, 8080, true},
+				{"prod/web", out, "dev/web", tcp, 8081, false}, // excepted
+				{"prod/web", out, "prod/db", tcp, 5432, false}, // names no http
+				{"prod/web", out, "10.0.0.200", tcp, 8080, false},
+				{"prod/web", in, "dev/client", tcp, 8080, true}, // ingress not enforced
 			},
 		},
 		{
@@ -574,17 +577,21 @@ func TestCompileSemantics(t *testing.T) {
 			},
 		},
 		{
-			name: "fail closed: pods sharing an identity name a port differently",
+			name: "named port on egress resolves per pod when pods sharing an identity name it differently",
 			policies: []*networkingv1.NetworkPolicy{
 				netpol("dev/out", sel("app", "client"), egressOnly(), nil, egressRules(egressRule(ports(namedPort("TCP", "http")), nsPeer(&metav1.LabelSelector{})))),
 			},
 			mutate: func(i *Input) {
 				i.Pods = append(i.Pods, mkPod("prod/web3", "10.0.1.12", "node-b", kv("app", "web"), cport("http", tcp, 9999)))
 			},
-			failClosed: true,
 			checks: []check{
-				{"dev/client", out, "prod/web", tcp, 8080, false},
-				{"dev/client", out, "prod/web3", tcp, 9999, false},
+				{"dev/client", out, "prod/web", tcp, 8080, true},
+				{"dev/client", out, "prod/web", tcp, 9999, false},
+				{"dev/client", out, "prod/web3", tcp, 9999, true},
+				{"dev/client", out, "prod/web3", tcp, 8080, false},
+				{"dev/client", out, "prod/web2", tcp, 80, true},
+				{"dev/client", out, "dev/web", tcp, 8081, true},
+				{"dev/client", out, "prod/db", tcp, 8080, false},
 			},
 		},
 	}

@@ -18,7 +18,9 @@
 // Semantics follow networking/v1 exactly: default deny per direction once a
 // policy selects a pod for it, union of all selecting policies, peers ORed,
 // podSelector and namespaceSelector inside one peer ANDed, named ports
-// resolved on the destination pod, endPort ranges as aligned port prefixes,
+// resolved on the destination pod (egress: per peer identity in sl_policy,
+// or per pod IP as /32 sl_cidr_policy entries when the pods of one identity
+// name the port differently or the peer is an ipBlock), endPort ranges as aligned port prefixes,
 // ipBlock with except matched against raw IPs (pod IPs included).
 //
 // The compiler fails closed: a policy it cannot represent exactly is reported

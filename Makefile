@@ -8,7 +8,7 @@ BINARIES := starlab starlab-agent starlab-cni starlab-observer starlab-demo
 # Debian packages the build, tests and benchmarks need (Docker and debootstrap are also ensured by `starlab up`).
 APT_PACKAGES := docker.io debootstrap clang-16 llvm-16 libbpf-dev iproute2 iptables jq iperf3 chromium ca-certificates
 
-.PHONY: all deps build lab down test test-unit test-datapath test-e2e bench generate check-generate vet fmt clean
+.PHONY: all deps build lab down test test-unit fuzz test-datapath test-e2e bench generate check-generate vet fmt clean
 
 all: build
 
@@ -47,6 +47,12 @@ check-generate: generate
 test-unit:
 	$(GO) test -count=1 ./...
 
+# Fuzzing: the policy compiler's FuzzCompile (random clusters and policies against the naive
+# evaluator, over-eager fail-closed included) for FUZZTIME beyond its seeds.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) ./datapath/policy/
+
 # Packages holding tests of a layer, found by their build tag.
 tagged = $(shell grep -rl --include='*_test.go' '^//go:build $(1)' . | xargs -rn1 dirname | sort -u)
 
@@ -69,7 +75,7 @@ test-e2e: build
 	$(BIN)/starlab down --name $(E2E_LAB) || true; \
 	exit $$rc
 
-test: deps vet check-generate test-unit test-datapath test-e2e
+test: deps vet check-generate test-unit fuzz test-datapath test-e2e
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -tags datapath ./datapath/... ./internal/flow/... ./internal/observer/...

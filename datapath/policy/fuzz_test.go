@@ -34,14 +34,27 @@ var (
 	fuzzNamespaces = []string{"a", "b", "c"}
 	fuzzCIDRs      = []string{"10.0.0.0/24", "10.0.0.0/30", "10.0.0.4/31", "10.0.0.2/32", "0.0.0.0/0", "172.18.0.0/16", "10.0.0.0/29", "10.0.0.8/29", "10.0.0.6/32", "fd00::/8"}
 	fuzzPorts      = []uint16{53, 80, 81, 82, 83, 8080, 1}
+	// fuzzPolicyPorts are the numbers policies use: the container ports plus the edges (0 is invalid).
+	fuzzPolicyPorts = append([]uint16{0, 65535, 65534}, fuzzPorts...)
+	// fuzzProbePorts are the ports every decision is probed on: inside and at the edges of the
+	// generated ranges (up to 65535), and port 0.
+	fuzzProbePorts = append([]uint16{0, 84, 336, 337, 1000, 9999, 65535}, fuzzPorts...)
 	fuzzNodeIPs    = []netip.Addr{netip.MustParseAddr("172.18.0.2"), netip.MustParseAddr("172.18.0.3")}
 )
+
+// value draws a label value for key: namespace names for kubernetes.io/metadata.name.
+func (g *gen) value(key string) string {
+	if key == namespaceNameLabel {
+		return g.pick("a", "b", "c", "x")
+	}
+	return g.pick("x", "y")
+}
 
 func (g *gen) labels(keys ...string) map[string]string {
 	m := map[string]string{}
 	for _, k := range keys {
-		if v := g.pick("", "x", "y"); v != "" {
-			m[k] = v
+		if g.n(3) != 0 {
+			m[k] = g.value(k)
 		}
 	}
 	return m
@@ -60,9 +73,9 @@ func (g *gen) selector(keys ...string) *metav1.LabelSelector {
 		op := ops[g.n(len(ops))]
 		req := metav1.LabelSelectorRequirement{Key: keys[g.n(len(keys))], Operator: op}
 		if op == metav1.LabelSelectorOpIn || op == metav1.LabelSelectorOpNotIn {
-			req.Values = []string{g.pick("x", "y")}
+			req.Values = []string{g.value(req.Key)}
 			if g.n(2) == 1 {
-				req.Values = append(req.Values, "y")
+				req.Values = append(req.Values, g.value(req.Key))
 			}
 		}
 		return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{req}}
@@ -76,9 +89,9 @@ func (g *gen) peers() []networkingv1.NetworkPolicyPeer {
 		case 0:
 			out = append(out, networkingv1.NetworkPolicyPeer{PodSelector: g.selector("app", "tier")})
 		case 1:
-			out = append(out, networkingv1.NetworkPolicyPeer{NamespaceSelector: g.selector("team")})
+			out = append(out, networkingv1.NetworkPolicyPeer{NamespaceSelector: g.selector("team", namespaceNameLabel)})
 		case 2:
-			out = append(out, networkingv1.NetworkPolicyPeer{PodSelector: g.selector("app", "tier"), NamespaceSelector: g.selector("team")})
+			out = append(out, networkingv1.NetworkPolicyPeer{PodSelector: g.selector("app", "tier"), NamespaceSelector: g.selector("team", namespaceNameLabel)})
 		default:
 			b := &networkingv1.IPBlock{CIDR: fuzzCIDRs[g.n(len(fuzzCIDRs))]}
 			for range g.n(3) {
@@ -104,10 +117,15 @@ func (g *gen) ports() []networkingv1.NetworkPolicyPort {
 			v := intstr.FromString(g.pick("http", "dns"))
 			p.Port = &v
 		default:
-			v := intstr.FromInt32(int32(fuzzPorts[g.n(len(fuzzPorts))]))
+			v := intstr.FromInt32(int32(fuzzPolicyPorts[g.n(len(fuzzPolicyPorts))]))
 			p.Port = &v
 			if g.n(3) == 0 {
-				e := v.IntVal + int32(g.n(4))
+				// Narrow, 256 and 257 ports wide (the CIDR map's limit), up to 65535, one past it,
+				// and below port (invalid).
+				e := v.IntVal + []int32{0, 1, 2, 3, 255, 256, -1}[g.n(7)]
+				if g.n(5) == 0 {
+					e = []int32{65535, 65536}[g.n(2)]
+				}
 				p.EndPort = &e
 			}
 		}
@@ -130,6 +148,7 @@ func fuzzInput(g *gen) Input {
 	for _, ns := range fuzzNamespaces {
 		in.Namespaces = append(in.Namespaces, Namespace{Name: ns, Labels: g.labels("team")})
 	}
+	in.Namespaces = relabelNamespaces(g, in.Namespaces)
 	for i := range 1 + g.n(6) {
 		p := Pod{
 			Name:      fmt.Sprintf("p%d", i),
@@ -186,11 +205,31 @@ func fuzzInput(g *gen) Input {
 	return in
 }
 
-// FuzzCompile compiles random clusters and policies and probes every local
-// endpoint in both directions against pod IPs, node IPs, non-pod cluster IPs
-// and the world, on TCP, UDP and SCTP. The compiled form must never allow
-// what the naive evaluator of the objects denies, and must agree with it
-// exactly on endpoints without a reported problem.
+// relabelNamespaces draws a changed namespace snapshot: each namespace keeps its labels, gets new
+// ones (a relabel), loses them, or loses its Namespace object (not yet seen by the informer).
+func relabelNamespaces(g *gen, nss []Namespace) []Namespace {
+	var out []Namespace
+	for _, ns := range nss {
+		switch g.n(6) {
+		case 0:
+			ns.Labels = g.labels("team")
+		case 1:
+			ns.Labels = nil
+		case 2:
+			continue
+		}
+		out = append(out, ns)
+	}
+	return out
+}
+
+// FuzzCompile compiles random clusters and policies (then the same cluster
+// after a namespace change) and probes every local endpoint in both
+// directions against pod IPs, node IPs, non-pod cluster IPs and the world, on
+// TCP, UDP and SCTP. The compiled form must never allow what the naive
+// evaluator of the objects denies, must fail closed exactly for the endpoints
+// the objects make unrepresentable (naiveFailClosed), and must agree with the
+// naive evaluator on every other endpoint.
 func FuzzCompile(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{5, 1, 1, 1, 0, 0, 1, 0, 2, 1, 2, 2, 3, 3, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
@@ -219,37 +258,56 @@ func TestCompileMatchesNaiveRandom(t *testing.T) {
 	}
 }
 
+// checkAgainstNaive compiles one random cluster, then the same cluster after its namespaces
+// changed (relabels, lost labels, missing Namespace objects) with the same Allocator, as the agent
+// does, and checks both results against the naive evaluator.
 func checkAgainstNaive(t *testing.T, data []byte) {
-	{
-		input := fuzzInput(&gen{data: data})
+	g := &gen{data: data}
+	first := fuzzInput(g)
+	second := first
+	second.Namespaces = relabelNamespaces(g, first.Namespaces)
+	alloc := NewAllocator()
+	for _, input := range []Input{first, second} {
+		input.Alloc = alloc
 		res, err := Compile(input)
 		if err != nil {
 			t.Fatalf("compile %q: %v", data, err)
 		}
-		peers := []netip.Addr{netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("10.0.0.200"), netip.MustParseAddr("172.18.0.9")}
-		peers = append(peers, fuzzNodeIPs...)
-		for _, p := range input.Pods {
-			if p.IP.IsValid() && !p.HostNetwork {
-				peers = append(peers, p.IP)
-			}
+		checkResultAgainstNaive(t, data, input, res)
+	}
+}
+
+// checkResultAgainstNaive probes every local endpoint in both directions. An endpoint must fail
+// closed exactly when naiveFailClosed says its policies are unrepresentable (no over-eager
+// deny-all), and otherwise agree with naiveDecide on every probe.
+func checkResultAgainstNaive(t *testing.T, data []byte, input Input, res *Result) {
+	t.Helper()
+	peers := []netip.Addr{netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("10.0.0.200"), netip.MustParseAddr("172.18.0.9")}
+	peers = append(peers, fuzzNodeIPs...)
+	for _, p := range input.Pods {
+		if p.IP.IsValid() && !p.HostNetwork {
+			peers = append(peers, p.IP)
 		}
-		for podRef, epID := range input.LocalEndpoints {
-			exact := res.Endpoints[epID].Flags&EndpointPolicyError == 0
-			for _, dir := range []maps.Direction{DirIngress, DirEgress} {
-				for _, ip := range peers {
-					for _, proto := range []maps.Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
-						for _, port := range append([]uint16{84, 9999}, fuzzPorts...) {
-							got, _ := res.Decide(epID, dir, ip, proto, port)
-							if stop := decideStopAtExcept(res, epID, dir, ip, proto, port); stop != got {
-								t.Fatalf("input %q: an except entry that stops the CIDR lookups gives %v, falling through gives %v: %s dir %d peer %s proto %d port %d\nendpoint: %+v", data, stop, got, podRef, dir, ip, proto, port, res.Endpoints[epID])
-							}
-							want := naiveDecide(input, podRef, dir, ip, proto, port)
-							if got && !want {
-								t.Fatalf("input %q: compiled allows what the objects deny: %s dir %d peer %s proto %d port %d\nproblems: %v\nendpoint: %+v", data, podRef, dir, ip, proto, port, res.Problems, res.Endpoints[epID])
-							}
-							if exact && got != want {
-								t.Fatalf("input %q: compiled %v, objects %v (no problem reported): %s dir %d peer %s proto %d port %d\nendpoint: %+v", data, got, want, podRef, dir, ip, proto, port, res.Endpoints[epID])
-							}
+	}
+	for podRef, epID := range input.LocalEndpoints {
+		exact := res.Endpoints[epID].Flags&EndpointPolicyError == 0
+		if wantFail := naiveFailClosed(input, podRef); wantFail == exact {
+			t.Fatalf("input %q: endpoint %s fail-closed %v, the objects say unrepresentable %v\nproblems: %v%s", data, podRef, !exact, wantFail, res.Problems, policiesYAML(input))
+		}
+		for _, dir := range []maps.Direction{DirIngress, DirEgress} {
+			for _, ip := range peers {
+				for _, proto := range []maps.Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
+					for _, port := range fuzzProbePorts {
+						got, _ := res.Decide(epID, dir, ip, proto, port)
+						if stop := decideStopAtExcept(res, epID, dir, ip, proto, port); stop != got {
+							t.Fatalf("input %q: an except entry that stops the CIDR lookups gives %v, falling through gives %v: %s dir %d peer %s proto %d port %d\nendpoint: %+v", data, stop, got, podRef, dir, ip, proto, port, res.Endpoints[epID])
+						}
+						want := naiveDecide(input, podRef, dir, ip, proto, port)
+						if got && !want {
+							t.Fatalf("input %q: compiled allows what the objects deny: %s dir %d peer %s proto %d port %d\nproblems: %v\nendpoint: %+v", data, podRef, dir, ip, proto, port, res.Problems, res.Endpoints[epID])
+						}
+						if exact && got != want {
+							t.Fatalf("input %q: compiled %v, objects %v (no problem reported): %s dir %d peer %s proto %d port %d\nendpoint: %+v", data, got, want, podRef, dir, ip, proto, port, res.Endpoints[epID])
 						}
 					}
 				}

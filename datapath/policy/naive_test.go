@@ -176,3 +176,120 @@ func naivePortsMatch(ports []networkingv1.NetworkPolicyPort, dst *Pod, proto map
 	}
 	return false
 }
+
+// naiveFailClosed reports whether the policies make local pod pod unrepresentable, judged from the
+// objects alone (the NetworkPolicy validation of the API server, plus the one documented limit of
+// the datapath): a policy of its namespace with an invalid podSelector, or a policy selecting it
+// with an invalid policyType, or an invalid rule in a direction it enforces. A rule is invalid
+// with an empty peer, an ipBlock combined with a selector, an unparsable selector or CIDR, a
+// protocol other than TCP/UDP/SCTP, a port outside 1..65535, an endPort without a numeric port or
+// outside port..65535, an empty port name, or (the datapath's limit) a numeric range of more than
+// 256 ports toward an IPv4 ipBlock. The compiler must fail closed exactly for these pods.
+func naiveFailClosed(in Input, pod PodRef) bool {
+	var self *Pod
+	for i := range in.Pods {
+		if in.Pods[i].Namespace == pod.Namespace && in.Pods[i].Name == pod.Name {
+			self = &in.Pods[i]
+		}
+	}
+	if self == nil || self.HostNetwork {
+		return true
+	}
+	validSel := func(s *metav1.LabelSelector) bool {
+		_, err := metav1.LabelSelectorAsSelector(s)
+		return err == nil
+	}
+	for _, np := range in.Policies {
+		if np.Namespace != self.Namespace {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil {
+			return true
+		}
+		if !sel.Matches(labels.Set(self.Labels)) {
+			continue
+		}
+		ingress, egress := len(np.Spec.PolicyTypes) == 0, len(np.Spec.PolicyTypes) == 0 && len(np.Spec.Egress) > 0
+		for _, t := range np.Spec.PolicyTypes {
+			switch t {
+			case networkingv1.PolicyTypeIngress:
+				ingress = true
+			case networkingv1.PolicyTypeEgress:
+				egress = true
+			default:
+				return true
+			}
+		}
+		var rules [][2]any // peers, ports
+		if ingress {
+			for _, r := range np.Spec.Ingress {
+				rules = append(rules, [2]any{r.From, r.Ports})
+			}
+		}
+		if egress {
+			for _, r := range np.Spec.Egress {
+				rules = append(rules, [2]any{r.To, r.Ports})
+			}
+		}
+		for _, r := range rules {
+			if naiveRuleInvalid(r[0].([]networkingv1.NetworkPolicyPeer), r[1].([]networkingv1.NetworkPolicyPort), validSel) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func naiveRuleInvalid(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, validSel func(*metav1.LabelSelector) bool) bool {
+	v4Block := false
+	for _, p := range peers {
+		hasSel := p.PodSelector != nil || p.NamespaceSelector != nil
+		switch {
+		case p.IPBlock != nil && hasSel, p.IPBlock == nil && !hasSel:
+			return true
+		case p.IPBlock != nil:
+			cidr, err := netip.ParsePrefix(p.IPBlock.CIDR)
+			if err != nil {
+				return true
+			}
+			for _, e := range p.IPBlock.Except {
+				if _, err := netip.ParsePrefix(e); err != nil {
+					return true
+				}
+			}
+			v4Block = v4Block || cidr.Addr().Is4()
+		default:
+			if (p.PodSelector != nil && !validSel(p.PodSelector)) || (p.NamespaceSelector != nil && !validSel(p.NamespaceSelector)) {
+				return true
+			}
+		}
+	}
+	for _, p := range ports {
+		if p.Protocol != nil && *p.Protocol != "TCP" && *p.Protocol != "UDP" && *p.Protocol != "SCTP" {
+			return true
+		}
+		switch {
+		case p.Port == nil:
+			if p.EndPort != nil {
+				return true
+			}
+		case p.Port.Type == intstr.String:
+			if p.Port.StrVal == "" || p.EndPort != nil {
+				return true
+			}
+		default:
+			lo, hi := p.Port.IntVal, p.Port.IntVal
+			if p.EndPort != nil {
+				hi = *p.EndPort
+			}
+			if lo < 1 || lo > 65535 || hi < lo || hi > 65535 {
+				return true
+			}
+			if v4Block && hi-lo+1 > 256 {
+				return true
+			}
+		}
+	}
+	return false
+}

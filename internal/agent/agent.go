@@ -72,6 +72,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.metrics = newMetrics(a)
 	a.flows.metrics = a.metrics
 	a.policy.observe = a.metrics.policyCompileSeconds.Observe
+	a.policy.applyFailures = func(reason string, n int) { a.metrics.policyApplyFailures.WithLabelValues(reason).Add(float64(n)) }
 	return a, nil
 }
 

@@ -19,6 +19,7 @@ type metrics struct {
 	flows                *prometheus.CounterVec
 	drops                *prometheus.CounterVec
 	policyCompileSeconds prometheus.Histogram
+	policyApplyFailures  *prometheus.CounterVec
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -35,7 +36,11 @@ func newMetrics(a *Agent) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
-	m.reg.MustRegister(m.flows, m.drops, m.policyCompileSeconds,
+	m.policyApplyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "starlab_policy_apply_failures_total",
+		Help: "Endpoints set deny-all because their policy could not be written (reason: capacity = the policy maps are full, write = a map write failed).",
+	}, []string{"reason"})
+	m.reg.MustRegister(m.flows, m.drops, m.policyCompileSeconds, m.policyApplyFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_flow_events_lost_total", Help: "Flow events lost (ring buffer full, malformed, or store overflow)."},
 			func() float64 { return float64(a.flows.lost()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_endpoints", Help: "Local endpoints."},

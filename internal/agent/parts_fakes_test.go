@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"syscall"
 
 	"github.com/starlab-dev/starlab/datapath/lb"
 	"github.com/starlab-dev/starlab/datapath/maps"
@@ -17,6 +18,12 @@ type fakePolicyMaps struct {
 	s    policy.State
 	log  []string
 	fail error // returned by every write when set
+	// failPolicyUpserts is returned by sl_policy upserts when set.
+	failPolicyUpserts error
+	// policyMax and cidrMax are the max entries of sl_policy and sl_cidr_policy (0: unlimited);
+	// an upsert that finds the map full writes what fits and fails, as the kernel's per-entry
+	// writes do.
+	policyMax, cidrMax int
 }
 
 func newFakePolicyMaps() *fakePolicyMaps {
@@ -84,10 +91,21 @@ func (f *fakePolicyMaps) UpsertPolicies(es []maps.PolicyEntry) error {
 	if err := f.note("policy upsert %d", len(es)); err != nil {
 		return err
 	}
+	if f.failPolicyUpserts != nil {
+		return f.failPolicyUpserts
+	}
 	for _, e := range es {
+		if _, ok := f.s.Policy[e.Key]; !ok && f.policyMax > 0 && len(f.s.Policy) >= f.policyMax {
+			return fmt.Errorf("update sl_policy: %w", syscall.E2BIG)
+		}
 		f.s.Policy[e.Key] = e.Value
 	}
 	return nil
+}
+
+// PolicyCapacity reports the configured max entries (0: unlimited).
+func (f *fakePolicyMaps) PolicyCapacity() maps.PolicyCapacity {
+	return maps.PolicyCapacity{Policy: f.policyMax, CIDR: f.cidrMax}
 }
 
 func (f *fakePolicyMaps) DeletePolicies(ks []maps.PolicyKey) error {
@@ -105,6 +123,9 @@ func (f *fakePolicyMaps) UpsertCIDRPolicies(es []maps.CIDRPolicyEntry) error {
 		return err
 	}
 	for _, e := range es {
+		if _, ok := f.s.CIDR[e.Key]; !ok && f.cidrMax > 0 && len(f.s.CIDR) >= f.cidrMax {
+			return fmt.Errorf("update sl_cidr_policy: %w", syscall.E2BIG)
+		}
 		f.s.CIDR[e.Key] = e.Value
 	}
 	return nil

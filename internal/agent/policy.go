@@ -65,6 +65,9 @@ type policies struct {
 	alloc     *policy.Allocator // restored from idsPath and the maps by the first load
 	endpoints localEndpoints
 	observe   func(seconds float64) // compile+apply duration metric; may be nil
+	// applyFailures counts endpoints newly set deny-all because their policy could not be written
+	// (reason "capacity" or "write"); may be nil.
+	applyFailures func(reason string, n int)
 	// Set by Run before the part is used, read-only afterwards.
 	maps     policyMaps
 	sources  policySources
@@ -83,6 +86,7 @@ type policies struct {
 	loaded     bool
 	savedIDs   policy.AllocatorState // what idsPath holds
 	problems   map[string]bool       // reported problems (an Event once per problem)
+	failed     map[uint32]bool       // endpoints (ifindex) deny-all because their policy could not be written
 }
 
 // newPolicies builds the policy part; idsPath is where identities and policy ids are saved (""
@@ -90,7 +94,7 @@ type policies struct {
 func newPolicies(node, idsPath string, debounce time.Duration, log *slog.Logger, eps localEndpoints, synced *atomic.Bool) *policies {
 	return &policies{
 		node: node, idsPath: idsPath, log: log, debounce: debounce, alloc: policy.NewAllocator(), endpoints: eps, synced: synced,
-		kick: make(chan struct{}, 1), problems: map[string]bool{},
+		kick: make(chan struct{}, 1), problems: map[string]bool{}, failed: map[uint32]bool{},
 	}
 }
 
@@ -196,10 +200,16 @@ func (p *policies) compileAndApply(ctx context.Context) error {
 		bases[uint32(ep.Ifindex)] = ep.base()
 	}
 	next := policy.Desired(res, bases)
+	// Capacity first: endpoints whose entries do not fit are deny-all before anything is written.
+	var over []policy.Overflow
+	if c, ok := p.maps.(capacityReporter); ok {
+		next, over = policy.FitCapacity(p.programmed, next, c.PolicyCapacity())
+	}
 	if err := policy.Diff(p.programmed, next).Apply(p.maps); err != nil {
-		return fmt.Errorf("apply policy: %w", err)
+		return p.failClosedLocked(next, eps, fmt.Errorf("apply policy: %w", err))
 	}
 	p.programmed = next
+	p.noteFailuresLocked("capacity", over, eps)
 	p.result.Store(res)
 	p.reportProblemsLocked(res)
 	p.programmedRevision.Store(rev)
@@ -208,6 +218,80 @@ func (p *policies) compileAndApply(ctx context.Context) error {
 	}
 	p.log.Debug("policy programmed", "revision", rev, "endpoints", len(res.Endpoints), "ipcache", len(res.IPCache), "took", time.Since(start))
 	return nil
+}
+
+// capacityReporter reports the max entries of the policy maps (*maps.Maps).
+type capacityReporter interface {
+	PolicyCapacity() maps.PolicyCapacity
+}
+
+// failClosedLocked handles a failed Apply: it reads what the maps hold now and sets every endpoint
+// whose state there is not next's (policy.Incomplete) deny-all, so no endpoint is left on allows
+// its new policy removes or without an enforcement it gains. The record becomes what the maps
+// hold, and the next compilation writes the rest. It returns applyErr (the loop retries).
+func (p *policies) failClosedLocked(next policy.State, eps []*Endpoint, applyErr error) error {
+	actual, err := policy.ReadState(p.maps)
+	if err != nil {
+		p.log.Error("read maps after a failed policy write; denying every endpoint", "err", err)
+		actual = p.programmed
+		actual.Endpoints = map[uint32]maps.Endpoint{}
+	}
+	incomplete := policy.Incomplete(actual, next)
+	var over []policy.Overflow
+	for _, idx := range incomplete {
+		e := next.Endpoints[idx]
+		e.Flags |= policy.EndpointPolicyError
+		if err := p.maps.UpsertEndpoint(idx, e); err != nil {
+			p.log.Error("set endpoint deny-all after a failed policy write", "ifindex", idx, "err", err)
+			continue
+		}
+		actual.Endpoints[idx] = e
+		over = append(over, policy.Overflow{Ifindex: idx, Reason: applyErr.Error()})
+	}
+	p.programmed = actual
+	p.noteFailuresLocked("write", over, eps)
+	return fmt.Errorf("%w (%d endpoints set deny-all)", applyErr, len(over))
+}
+
+// noteFailuresLocked counts, logs and reports (an Event on the pod) the endpoints newly set
+// deny-all because their policy could not be written, and forgets endpoints that recovered.
+func (p *policies) noteFailuresLocked(reason string, over []policy.Overflow, eps []*Endpoint) {
+	now := map[uint32]bool{}
+	byIfindex := map[uint32]*Endpoint{}
+	for _, ep := range eps {
+		byIfindex[uint32(ep.Ifindex)] = ep
+	}
+	fresh := 0
+	for _, o := range over {
+		now[o.Ifindex] = true
+		if p.failed[o.Ifindex] {
+			continue
+		}
+		fresh++
+		ep := byIfindex[o.Ifindex]
+		p.log.Error("endpoint policy could not be written: the endpoint denies all traffic", "ifindex", o.Ifindex, "reason", reason, "detail", o.Reason)
+		if ep == nil || ep.PodName == "" || p.recorder == nil {
+			continue
+		}
+		var obj *corev1.Pod
+		if got, err := p.sources.pods.Pods(ep.PodNamespace).Get(ep.PodName); err == nil {
+			obj = got
+		} else {
+			obj = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ep.PodNamespace, Name: ep.PodName}}
+		}
+		p.recorder.Eventf(obj, corev1.EventTypeWarning, "PolicyApplyFailed", "node %s: policy could not be written (%s): %s; the pod denies all traffic until it can", p.node, reason, o.Reason)
+	}
+	if fresh > 0 && p.applyFailures != nil {
+		p.applyFailures(reason, fresh)
+	}
+	if reason == "capacity" {
+		// A successful apply: only the capacity overflows are left failed.
+		p.failed = now
+		return
+	}
+	for idx := range now {
+		p.failed[idx] = true
+	}
 }
 
 // loadLocked reads what the maps hold, once (after a restart the pinned maps keep the last state),

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -252,4 +253,71 @@ func TestPolicyPartRestartKeepsIdentities(t *testing.T) {
 	assert.False(t, referenced[attackerID], "the new pod's identity %d was in use before the restart", attackerID)
 	assert.Equal(t, []string{"ipcache upsert 1"}, g.maps.writes(), "only the new pod's ipcache entry is written")
 	assert.Equal(t, "shop/allow-client", g.p.PolicyResult().Policies[1].String(), "policy ids carried over")
+}
+
+// allowClientTwoPorts selects web for ingress from client on 8080 and 9090: two sl_policy entries.
+func allowClientTwoPorts(rv string) *networkingv1.NetworkPolicy {
+	np := allowClient(rv)
+	p2 := intstr.FromInt32(9090)
+	np.Spec.Ingress[0].Ports = append(np.Spec.Ingress[0].Ports, networkingv1.NetworkPolicyPort{Port: &p2})
+	return np
+}
+
+func policyEntriesOf(s policy.State, epID uint32) int {
+	n := 0
+	for k := range s.Policy {
+		if k.EpID == epID {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPolicyPartFailsClosedWhenPolicyCannotBeWritten (issue 11 item 2): a policy whose entries do
+// not fit sl_policy, or whose write fails, sets the endpoint deny-all with an Event and a metric;
+// it is never left on its old allow-all. Once the entries can be written, the endpoint gets them.
+func TestPolicyPartFailsClosedWhenPolicyCannotBeWritten(t *testing.T) {
+	tests := []struct {
+		name   string
+		setup  func(*fakePolicyMaps)
+		clear  func(*fakePolicyMaps)
+		reason string
+	}{
+		{
+			name:   "sl_policy too small",
+			setup:  func(m *fakePolicyMaps) { m.policyMax = 1 },
+			clear:  func(m *fakePolicyMaps) { m.policyMax = 2 },
+			reason: "capacity",
+		},
+		{
+			name:   "sl_policy write fails",
+			setup:  func(m *fakePolicyMaps) { m.failPolicyUpserts = syscall.ENOMEM },
+			clear:  func(m *fakePolicyMaps) { m.failPolicyUpserts = nil },
+			reason: "write",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newPolicyFixture(t)
+			f.addWeb(t)
+			failures := map[string]int{}
+			f.p.applyFailures = func(reason string, n int) { failures[reason] += n }
+			require.NoError(t, f.p.compileAndApply(t.Context()))
+			require.Zero(t, f.maps.s.Endpoints[12].Flags, "no policy: web allows all")
+
+			tt.setup(f.maps)
+			require.NoError(t, f.netpols.Add(allowClientTwoPorts("9")))
+			_ = f.p.compileAndApply(t.Context()) // a write failure is also returned (the loop retries)
+			assert.Equal(t, maps.EndpointPolicyError, f.maps.s.Endpoints[12].Flags&maps.EndpointPolicyError, "web is deny-all, not left on allow-all")
+			assert.Zero(t, policyEntriesOf(f.maps.s, 12), "no partial entries of web are left")
+			assert.Equal(t, 1, failures[tt.reason], "starlab_policy_apply_failures_total{reason=%q}", tt.reason)
+			require.NotEmpty(t, f.events.Events)
+			assert.Contains(t, <-f.events.Events, "PolicyApplyFailed")
+
+			tt.clear(f.maps)
+			require.NoError(t, f.p.compileAndApply(t.Context()))
+			assert.Equal(t, maps.EndpointIngressEnforced, f.maps.s.Endpoints[12].Flags, "entries fit again: enforced, no error flag")
+			assert.Equal(t, 2, policyEntriesOf(f.maps.s, 12))
+		})
+	}
 }

@@ -150,14 +150,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer sock.Close()
 	a.ready.Store(true)
 
-	// 4. API on :4245 (flows, status, metrics, healthz).
-	api := &http.Server{Addr: a.cfg.Listen, Handler: a.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	// 4. API on <node address>:4245 (flows, status, metrics, healthz).
+	listen, err := apiListenAddr(a.cfg.Listen, nodeIP)
+	if err != nil {
+		return err
+	}
+	api := &http.Server{Addr: listen, Handler: a.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
 	apiErr := make(chan error, 1)
 	go func() {
 		if err := api.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			apiErr <- fmt.Errorf("serve %s: %w", a.cfg.Listen, err)
+			apiErr <- fmt.Errorf("serve %s: %w", listen, err)
 		}
 	}()
+	a.log.Info("API serving", "address", listen)
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()

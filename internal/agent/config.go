@@ -23,7 +23,7 @@ import (
 // Config configures the agent. Zero values take the defaults of DefaultConfig.
 type Config struct {
 	NodeName       string
-	Listen         string        // flow/status/metrics API (":4245")
+	Listen         string        // flow/status/metrics API (":4245": port 4245 on the node address)
 	Socket         string        // CNI endpoint API unix socket
 	StateDir       string        // /var/lib/starlab: endpoints/, ipam/, identities.json
 	BPFFS          string        // bpffs mount (/sys/fs/bpf); pins go to <BPFFS>/starlab

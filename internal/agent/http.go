@@ -2,8 +2,11 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"time"
 
@@ -100,6 +103,24 @@ func (a *Agent) status() agentapi.Status {
 			"ct_new": c.CTNew, "fib_failed": c.FIBFailed, "drops": drops}
 	}
 	return s
+}
+
+// apiListenAddr is the address the API on the host network binds: listen as given, except that a
+// missing host means the node's address (not every address of the host, so the API is not served
+// on the host's other interfaces). The kubelet probes /healthz at the pod IP, which for this
+// hostNetwork pod is the node address, and the observer dials the same address.
+func apiListenAddr(listen string, node netip.Addr) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("listen address %q: %w", listen, err)
+	}
+	if host != "" {
+		return listen, nil
+	}
+	if !node.IsValid() {
+		return "", fmt.Errorf("listen address %q has no host and the node has no address to bind (set --listen=<ip>:%s)", listen, port)
+	}
+	return net.JoinHostPort(node.String(), port), nil
 }
 
 func (a *Agent) apiHandler() http.Handler {

@@ -145,16 +145,6 @@ func (t *Table) Lookup(key ServiceKey) (owner string, id uint32, ok bool) {
 	return p.owner, p.id, true
 }
 
-// ServiceByID returns the owner ("ns/name") of a service ID.
-func (t *Table) ServiceByID(id uint32) (string, bool) {
-	for _, p := range t.front {
-		if p.id == id {
-			return p.owner, true
-		}
-	}
-	return "", false
-}
-
 // UpsertService records svc and returns the changes for it. The changes are valid even with an error.
 func (t *Table) UpsertService(svc *corev1.Service) (Changes, error) {
 	k := svc.Namespace + "/" + svc.Name

@@ -7,22 +7,22 @@ import (
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
 )
 
-// Action of a policy entry.
+// Action of a policy entry (enum sl_policy_action).
 type Action uint8
 
 // Actions.
 const (
-	ActionAllow Action = 1
+	ActionAllow = Action(bpfobj.SlSlPolicyActionSL_ACTION_ALLOW)
 	// ActionExcept (sl_cidr_policy only): an ipBlock "except" range; it
 	// never allows, the datapath moves on to the next, wider lookup.
-	ActionExcept Action = 2
+	ActionExcept = Action(bpfobj.SlSlPolicyActionSL_ACTION_EXCEPT)
 )
 
 // policyFixedBits is ep_id + peer_id + dir + proto.
-const policyFixedBits = 80
+const policyFixedBits = uint32(bpfobj.SlSlLpmBitsSL_POLICY_FIXED_BITS)
 
 // cidrFixedBits is ep_id + dir + proto + port.
-const cidrFixedBits = 64
+const cidrFixedBits = uint32(bpfobj.SlSlLpmBitsSL_CIDR_FIXED_BITS)
 
 // PolicyKey is an sl_policy key. PortPrefixLen is how many leading bits of
 // Port must match (16 = exactly Port, 0 = any port; endPort ranges become
@@ -89,11 +89,6 @@ func (m *Maps) UpsertPolicies(entries []PolicyEntry) error {
 		return err
 	}
 	return batchPut(m.Policy, NamePolicy, keys, vals)
-}
-
-// DeletePolicy removes one sl_policy entry (missing is not an error).
-func (m *Maps) DeletePolicy(k PolicyKey) error {
-	return m.DeletePolicies([]PolicyKey{k})
 }
 
 // DeletePolicies removes many sl_policy entries.
@@ -169,11 +164,6 @@ func (m *Maps) UpsertCIDRPolicies(entries []CIDRPolicyEntry) error {
 		return err
 	}
 	return batchPut(m.CIDRPolicy, NameCIDRPolicy, keys, vals)
-}
-
-// UpsertCIDRPolicy writes one sl_cidr_policy entry.
-func (m *Maps) UpsertCIDRPolicy(k CIDRPolicyKey, v PolicyValue) error {
-	return m.UpsertCIDRPolicies([]CIDRPolicyEntry{{Key: k, Value: v}})
 }
 
 // DeleteCIDRPolicies removes many sl_cidr_policy entries.

@@ -3,45 +3,49 @@ package policy
 import (
 	"net/netip"
 
+	dpmaps "github.com/starlab-dev/starlab/datapath/maps"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
+// The values below are the datapath's (bpf/lib/sl_types.h through datapath/maps), in the plain
+// integer types the compiler's keys use.
+
 // Directions (key field dir of sl_policy and sl_cidr_policy).
 const (
-	DirIngress uint8 = 1
-	DirEgress  uint8 = 2
+	DirIngress = uint8(dpmaps.Ingress)
+	DirEgress  = uint8(dpmaps.Egress)
 )
 
 // Actions (sl_policy_val.action).
 const (
-	ActionAllow  uint8 = 1
-	ActionExcept uint8 = 2 // sl_cidr_policy only: this prefix is excepted, no allow from this map
+	ActionAllow  = uint8(dpmaps.ActionAllow)
+	ActionExcept = uint8(dpmaps.ActionExcept) // sl_cidr_policy only: this prefix is excepted, no allow from this map
 )
 
 // IP protocol numbers used in map keys. ProtoAny (0) is the wildcard.
 const (
-	ProtoAny  uint8 = 0
-	ProtoTCP  uint8 = 6
-	ProtoUDP  uint8 = 17
-	ProtoSCTP uint8 = 132
+	ProtoAny  = uint8(dpmaps.ProtoAny)
+	ProtoTCP  = uint8(dpmaps.ProtoTCP)
+	ProtoUDP  = uint8(dpmaps.ProtoUDP)
+	ProtoSCTP = uint8(dpmaps.ProtoSCTP)
 )
 
 // Reserved identities (sl_ipcache values, sl_policy peer_id).
 const (
-	IdentityAny        uint32 = 0 // wildcard peer in policy keys
-	IdentityHost       uint32 = 1 // the local node
-	IdentityWorld      uint32 = 2 // anything not in the ipcache
-	IdentityUnmanaged  uint32 = 3
-	IdentityRemoteNode uint32 = 6
+	IdentityAny        = dpmaps.IdentityAny   // wildcard peer in policy keys
+	IdentityHost       = dpmaps.IdentityHost  // the local node
+	IdentityWorld      = dpmaps.IdentityWorld // anything not in the ipcache
+	IdentityUnmanaged  = dpmaps.IdentityUnmanaged
+	IdentityRemoteNode = dpmaps.IdentityRemoteNode
 	// FirstPodIdentity is the lowest identity handed out for a namespace + pod label set.
-	FirstPodIdentity uint32 = 256
+	FirstPodIdentity = dpmaps.IdentityFirstPod
 )
 
 // Endpoint flags (sl_endpoint.flags).
 const (
-	EndpointIngressEnforced uint32 = 1
-	EndpointEgressEnforced  uint32 = 2
-	EndpointPolicyError     uint32 = 4
+	EndpointIngressEnforced = uint32(dpmaps.EndpointIngressEnforced)
+	EndpointEgressEnforced  = uint32(dpmaps.EndpointEgressEnforced)
+	EndpointPolicyError     = uint32(dpmaps.EndpointPolicyError)
 )
 
 // PolicyKey mirrors the sl_policy LPM key. The BPF prefix length is

@@ -5,7 +5,8 @@
  * Path: parse -> conntrack hit? (NAT, FIB redirect of SNATed flows) ->
  *   NodePort lookup -> backend -> DNAT (+SNAT and FIB redirect when the
  *   backend is on another node) -> event. Everything else passes untouched.
- * Handlers return a TC action, SL_CONTINUE or a drop code; the program ends
+ * Handlers return a TC action, SL_CONTINUE, SL_FIB_FORWARD (forward it
+ * ourselves: one sl_fib_redirect call site) or a drop code; the program ends
  * in sl_exit(), its one drop exit (lib/sl_drop.h).
  */
 #include "lib/sl_kernel.h"
@@ -47,7 +48,7 @@ static __always_inline int sl_netdev_ct_hit(struct __sk_buff *skb, const struct 
 	sl_emit_trace(cfg, p, t);
 	/* SNATed flows: the source is a node address */
 	if (e->flags & SL_CT_SNAT)
-		return sl_fib_redirect(skb, p, t->ifindex);
+		return SL_FIB_FORWARD;
 	return TC_ACT_OK;
 }
 
@@ -138,7 +139,7 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 	sl_count(SL_CNT_FORWARDED);
 	sl_emit_new(cfg, p, t);
 	if (!local)
-		return sl_fib_redirect(skb, p, t->ifindex);
+		return SL_FIB_FORWARD;
 	return TC_ACT_OK;
 }
 
@@ -170,6 +171,8 @@ int sl_from_netdev(struct __sk_buff *skb)
 		r = sl_netdev_ct_hit(skb, cfg, &p, e, &t);
 	else
 		r = sl_nodeport_new(skb, cfg, &p, &k, &t);
+	if (r == SL_FIB_FORWARD)
+		r = sl_fib_redirect(skb, &p, t.ifindex);
 	return sl_exit(cfg, &p, &t, r);
 }
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Drops. Handlers return a TC action (TC_ACT_OK, TC_ACT_SHOT, the
- * TC_ACT_REDIRECT of bpf_redirect*), SL_CONTINUE (go on with the next step)
- * or a drop code, sl_drop_code(reason). Every entry program ends in
+ * TC_ACT_REDIRECT of bpf_redirect*), SL_CONTINUE (go on with the next step),
+ * SL_FIB_FORWARD (the entry program forwards the packet itself) or a drop code, sl_drop_code(reason). Every entry program ends in
  * sl_exit(), its one drop exit: it counts the reason (sl_counters
  * SL_CNT_DROP_BASE + reason), emits a rate-limited DROP event and returns
  * TC_ACT_SHOT. The reasons are enum sl_drop_reason in sl_types.h.
@@ -17,6 +17,7 @@
 
 enum sl_ret {
 	SL_CONTINUE = -2,         /* not a TC action: the next step decides */
+	SL_FIB_FORWARD = -3,      /* not a TC action: the entry forwards with sl_fib_redirect */
 	SL_DROP_CODE_BASE = -100, /* sl_drop_code(reason) = SL_DROP_CODE_BASE - reason */
 };
 
@@ -29,12 +30,13 @@ static __always_inline int sl_drop_code(enum sl_drop_reason reason)
 }
 
 /*
- * Count the drop and emit a DROP event at most once per second per flow.
- * Also used on its own where a dropped packet is answered (RST of a service
- * without backends).
+ * Emit a DROP event at most once per second per flow. A BPF subprogram, not
+ * inlined: the entry programs' one exit then reads the packet and trace from
+ * the stack instead of keeping every field live in registers on every path
+ * into it.
  */
-static __always_inline void sl_drop_event(const struct sl_cfg *cfg, const struct sl_pkt *p,
-					  const struct sl_trace *t, __u8 reason)
+static __noinline void sl_drop_notify(const struct sl_cfg *cfg, const struct sl_pkt *p,
+				      const struct sl_trace *t, __u8 reason)
 {
 	struct sl_ct_key k = {
 		.saddr = p->saddr,
@@ -46,9 +48,6 @@ static __always_inline void sl_drop_event(const struct sl_cfg *cfg, const struct
 	};
 	__u64 now, *last;
 
-	sl_count(SL_CNT_DROP_BASE + reason);
-	if (!cfg || cfg->event_level == SL_EVENTS_NONE)
-		return;
 	now = bpf_ktime_get_boot_ns();
 	last = bpf_map_lookup_elem(&sl_drop_rl, &k);
 	if (last) {
@@ -59,6 +58,20 @@ static __always_inline void sl_drop_event(const struct sl_cfg *cfg, const struct
 		bpf_map_update_elem(&sl_drop_rl, &k, &now, BPF_ANY);
 	}
 	sl_emit(cfg, p, t, SL_EVENT_DROP, SL_VERDICT_DROPPED, reason, 1, p->len);
+}
+
+/*
+ * Count the drop and, unless events are off, emit its DROP event (rate
+ * limited). Also used on its own where a dropped packet is answered (RST of
+ * a service without backends).
+ */
+static __always_inline void sl_drop_event(const struct sl_cfg *cfg, const struct sl_pkt *p,
+					  const struct sl_trace *t, __u8 reason)
+{
+	sl_count(SL_CNT_DROP_BASE + reason);
+	if (!cfg || cfg->event_level == SL_EVENTS_NONE)
+		return;
+	sl_drop_notify(cfg, p, t, reason);
 }
 
 /* The one exit of an entry program: a drop code becomes a reported drop, anything else is returned. */

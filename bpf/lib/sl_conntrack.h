@@ -8,19 +8,49 @@
 #define SL_CONNTRACK_H
 
 #include "sl_maps.h"
+#include "sl_config.h"
 #include "sl_parse.h"
 #include "sl_events.h"
 #include "sl_csum.h"
 
-static __always_inline void sl_ct_key_of(struct sl_ct_key *k, const struct sl_pkt *p, __u8 scope)
+/* How sl_ct_create treats an existing reply entry. */
+enum sl_ct_create_mode {
+	SL_CT_CREATE_REPLACE = 0,       /* replace it (port reuse) */
+	SL_CT_CREATE_KEEP_NODEPORT = 1, /* keep it when it is the reverse NAT of our NodePort flow */
+};
+
+/* The key of packets from (saddr, sport) to (daddr, dport) at hook scope. */
+static __always_inline void sl_ct_key_set(struct sl_ct_key *k, __u32 saddr, __be16 sport,
+					  __u32 daddr, __be16 dport, __u8 proto,
+					  enum sl_ct_scope scope)
 {
-	k->saddr = p->saddr;
-	k->daddr = p->daddr;
-	k->sport = p->sport;
-	k->dport = p->dport;
-	k->proto = p->proto;
+	k->saddr = saddr;
+	k->daddr = daddr;
+	k->sport = sport;
+	k->dport = dport;
+	k->proto = proto;
 	k->scope = scope;
 	k->pad = 0;
+}
+
+/* The key of this packet at hook scope (the forward entry of a new flow). */
+static __always_inline void sl_ct_key_of(struct sl_ct_key *k, const struct sl_pkt *p,
+					 enum sl_ct_scope scope)
+{
+	sl_ct_key_set(k, p->saddr, p->sport, p->daddr, p->dport, p->proto, scope);
+}
+
+/*
+ * The key of the reply of this packet's flow as the hook of scope will see
+ * it: from the server side (after DNAT: the backend) to the client side
+ * (after SNAT: the node address and SNAT port).
+ */
+static __always_inline void sl_ct_reply_key(struct sl_ct_key *rk, const struct sl_pkt *p,
+					    __u32 server_addr, __be16 server_port,
+					    __u32 client_addr, __be16 client_port,
+					    enum sl_ct_scope scope)
+{
+	sl_ct_key_set(rk, server_addr, server_port, client_addr, client_port, p->proto, scope);
 }
 
 /* A bare SYN on a forward entry older than this starts a new connection. */
@@ -38,7 +68,7 @@ static __always_inline struct sl_ct_entry *sl_ct_lookup(const struct sl_ct_key *
 
 	if (!e)
 		return 0;
-	if (p->proto == IPPROTO_TCP &&
+	if (p->proto == SL_PROTO_TCP &&
 	    (p->tcp_flags & (SL_TCP_SYN | SL_TCP_ACK)) == SL_TCP_SYN &&
 	    !(e->flags & SL_CT_REPLY) &&
 	    ((e->flags & SL_CT_SEEN_CLOSE) ||
@@ -73,19 +103,19 @@ static __always_inline int sl_ct_apply(struct __sk_buff *skb, const struct sl_cf
 	t->orig_dport = p->dport;
 
 	if (flags & SL_CT_DNAT) {
-		if (sl_rewrite(skb, p, 0, e->nat_addr, e->nat_port) < 0)
+		if (sl_rewrite(skb, p, SL_NAT_DST, e->nat_addr, e->nat_port) < 0)
 			return -1;
 	}
 	if (flags & SL_CT_REVNAT) {
-		if (sl_rewrite(skb, p, 1, e->nat_addr, e->nat_port) < 0)
+		if (sl_rewrite(skb, p, SL_NAT_SRC, e->nat_addr, e->nat_port) < 0)
 			return -1;
 	}
 	if (flags & SL_CT_SNAT) {
-		if (sl_rewrite(skb, p, (flags & SL_CT_REPLY) ? 0 : 1, e->snat_addr, e->snat_port) < 0)
+		if (sl_rewrite(skb, p, (flags & SL_CT_REPLY) ? SL_NAT_DST : SL_NAT_SRC, e->snat_addr, e->snat_port) < 0)
 			return -1;
 	}
 
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (SL_TCP_FIN | SL_TCP_RST)) &&
+	if (p->proto == SL_PROTO_TCP && (p->tcp_flags & (SL_TCP_FIN | SL_TCP_RST)) &&
 	    !(flags & SL_CT_SEEN_CLOSE)) {
 		struct sl_ct_entry *pair;
 		__u64 packets = e->packets, bytes = e->bytes;
@@ -113,9 +143,10 @@ static __always_inline int sl_ct_key_eq(const struct sl_ct_key *a, const struct 
 }
 
 /*
- * Is the existing reply entry old the reverse-NAT entry of a live NodePort
- * flow translated to this very flow (fk)? Its pair is the from-netdev
- * forward entry, which must DNAT to fk's destination and point back at rk.
+ * Is old, the reply entry already stored under rk, the reverse-NAT entry of
+ * a live NodePort flow that was translated into this very flow (fk)? Then its
+ * pair is the from-netdev forward entry, which must DNAT to fk's destination
+ * and point back at rk.
  */
 static __always_inline int sl_ct_is_nodeport_reply(struct sl_ct_entry *old, const struct sl_ct_key *fk,
 						   const struct sl_ct_key *rk)
@@ -135,20 +166,20 @@ static __always_inline int sl_ct_is_nodeport_reply(struct sl_ct_entry *old, cons
 
 /*
  * Create the forward entry and the reply entry, replacing stale ones (port
- * reuse). With keep_nodeport, an existing reply entry that is the reverse
+ * reuse). With SL_CT_CREATE_KEEP_NODEPORT, an existing reply entry that is the reverse
  * NAT of the NodePort flow this packet belongs to is kept (from-netdev
  * created it with the NAT the reply needs) and only marked as a reply.
  * Returns 0, or -1 when an entry could not be inserted.
  */
 static __always_inline int sl_ct_create(const struct sl_ct_key *fk, struct sl_ct_entry *fwd,
 					const struct sl_ct_key *rk, struct sl_ct_entry *rev,
-					int keep_nodeport)
+					enum sl_ct_create_mode mode)
 {
 	__builtin_memcpy(&fwd->pair, rk, sizeof(*rk));
 	__builtin_memcpy(&rev->pair, fk, sizeof(*fk));
 	if (bpf_map_update_elem(&sl_ct, fk, fwd, BPF_ANY) < 0)
 		return -1;
-	if (keep_nodeport) {
+	if (mode == SL_CT_CREATE_KEEP_NODEPORT) {
 		struct sl_ct_entry *old = bpf_map_lookup_elem(&sl_ct, rk);
 
 		if (old && sl_ct_is_nodeport_reply(old, fk, rk)) {

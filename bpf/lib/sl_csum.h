@@ -14,24 +14,31 @@
 #define SL_IP_SRC_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
 #define SL_IP_DST_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
 
+/* Which side of the tuple sl_rewrite changes. */
+enum sl_nat_side {
+	SL_NAT_DST = 0,
+	SL_NAT_SRC = 1,
+};
+
 /*
- * Rewrite the source (is_src) or destination address and port of a TCP/UDP
- * packet, fixing the IP and L4 checksums (pseudo header included). Updates
+ * Rewrite the source (SL_NAT_SRC) or destination (SL_NAT_DST) address and
+ * port of a TCP/UDP packet, fixing the IP and L4 checksums (pseudo header included). Updates
  * p to the new tuple. Returns 0 or a negative error.
  */
-static __always_inline int sl_rewrite(struct __sk_buff *skb, struct sl_pkt *p, int is_src,
+static __always_inline int sl_rewrite(struct __sk_buff *skb, struct sl_pkt *p, enum sl_nat_side side,
 				      __u32 new_ip, __be16 new_port)
 {
+	int is_src = side == SL_NAT_SRC;
 	__u32 old_ip = is_src ? p->saddr : p->daddr;
 	__be16 old_port = is_src ? p->sport : p->dport;
 	__u32 csum_off, port_off;
 	__u64 l4flags = 0;
 
-	if (p->proto == IPPROTO_TCP) {
+	if (p->proto == SL_PROTO_TCP) {
 		csum_off = p->l4_off + __builtin_offsetof(struct tcphdr, check);
 		port_off = p->l4_off + (is_src ? __builtin_offsetof(struct tcphdr, source)
 					       : __builtin_offsetof(struct tcphdr, dest));
-	} else if (p->proto == IPPROTO_UDP) {
+	} else if (p->proto == SL_PROTO_UDP) {
 		csum_off = p->l4_off + __builtin_offsetof(struct udphdr, check);
 		port_off = p->l4_off + (is_src ? __builtin_offsetof(struct udphdr, source)
 					       : __builtin_offsetof(struct udphdr, dest));
@@ -144,7 +151,7 @@ static __always_inline int sl_tcp_rst_reply(struct __sk_buff *skb, const struct 
 
 	ph.saddr = p->daddr;
 	ph.daddr = p->saddr;
-	ph.proto = IPPROTO_TCP;
+	ph.proto = SL_PROTO_TCP;
 	ph.len = bpf_htons(sizeof(struct tcphdr));
 	sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
 	if (sum < 0)

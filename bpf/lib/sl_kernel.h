@@ -166,9 +166,7 @@ struct bpf_redir_neigh {
 #define ETH_P_ARP 0x0806
 #define AF_INET 2
 
-#define IPPROTO_ICMP 1
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
+/* IP protocol numbers: enum sl_proto in sl_types.h */
 
 #define ICMP_ECHOREPLY 0
 #define ICMP_ECHO 8
@@ -206,11 +204,7 @@ struct tcphdr {
 	__be16 urg_ptr;
 };
 
-#define SL_TCP_FIN 0x01
-#define SL_TCP_SYN 0x02
-#define SL_TCP_RST 0x04
-#define SL_TCP_PSH 0x08
-#define SL_TCP_ACK 0x10
+/* TCP flag bits: enum sl_tcp_flags in sl_types.h */
 
 struct udphdr {
 	__be16 source;

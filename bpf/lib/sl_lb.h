@@ -7,13 +7,20 @@
 #define SL_LB_H
 
 #include "sl_maps.h"
+#include "sl_config.h"
+#include "sl_identity.h"
 #include "sl_parse.h"
+#include "sl_csum.h"
+#include "sl_drop.h"
 
 enum sl_lb_result {
 	SL_LB_NONE = 0,       /* not a service */
 	SL_LB_BACKEND = 1,    /* *be holds the chosen backend */
 	SL_LB_NO_BACKEND = 2, /* service without (usable) backends */
 };
+
+/* The vip of SL_SCOPE_NODEPORT entries: any local node address. */
+#define SL_NODEPORT_VIP 0
 
 static __always_inline __u32 sl_hash32(__u32 h)
 {
@@ -85,7 +92,7 @@ static __always_inline int sl_lb_from_pod(const struct sl_cfg *cfg, const struct
 		if (id != SL_ID_HOST && id != SL_ID_REMOTE_NODE)
 			return SL_LB_NONE;
 	}
-	return sl_lb_select(p, 0, SL_SCOPE_NODEPORT, svc, be);
+	return sl_lb_select(p, SL_NODEPORT_VIP, SL_SCOPE_NODEPORT, svc, be);
 }
 
 /*
@@ -115,10 +122,33 @@ static __always_inline __be16 sl_snat_port(const struct sl_pkt *p, const struct 
 }
 
 /*
+ * Answer a connection to a service without (usable) backends: a bare TCP SYN
+ * is refused at once with an RST sent back out of the ingress device (marked
+ * with mark when non-zero) instead of letting the connect time out; the drop
+ * is still counted and reported. Returns that redirect, or the drop code for
+ * the entry program's exit.
+ */
+static __always_inline int sl_refuse_no_backend(struct __sk_buff *skb, const struct sl_cfg *cfg,
+						const struct sl_pkt *p, const struct sl_trace *t,
+						__u32 mark)
+{
+	if (p->proto == SL_PROTO_TCP &&
+	    (p->tcp_flags & (SL_TCP_SYN | SL_TCP_ACK)) == SL_TCP_SYN &&
+	    sl_tcp_rst_reply(skb, p) == 0) {
+		sl_drop_event(cfg, p, t, SL_DROP_SERVICE_BACKEND_NOT_FOUND);
+		if (mark)
+			skb->mark = mark;
+		return bpf_redirect(t->ifindex, 0);
+	}
+	return sl_drop_code(SL_DROP_SERVICE_BACKEND_NOT_FOUND);
+}
+
+/*
  * Forward the packet ourselves: FIB lookup from ingress device iif, rewrite
  * the MACs and redirect out of the resulting device. Used for NodePort
  * packets whose source is a node address (the stack would drop them as
- * martians). Returns a TC action.
+ * martians). Returns a TC action, or a drop code (FIB_LOOKUP_FAILED, also
+ * counted as SL_CNT_FIB_FAIL; INVALID_PACKET when the MACs cannot be written).
  */
 static __always_inline int sl_fib_redirect(struct __sk_buff *skb, const struct sl_pkt *p, __u32 iif)
 {
@@ -137,7 +167,7 @@ static __always_inline int sl_fib_redirect(struct __sk_buff *skb, const struct s
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
-			return TC_ACT_SHOT;
+			return sl_drop_code(SL_DROP_INVALID_PACKET);
 		return bpf_redirect(fib.ifindex, 0);
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
@@ -146,7 +176,7 @@ static __always_inline int sl_fib_redirect(struct __sk_buff *skb, const struct s
 		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 	}
 	sl_count(SL_CNT_FIB_FAIL);
-	return TC_ACT_SHOT;
+	return sl_drop_code(SL_DROP_FIB_LOOKUP_FAILED);
 }
 
 #endif /* SL_LB_H */

@@ -5,6 +5,7 @@
 
 #include "sl_kernel.h"
 #include <bpf/bpf_endian.h>
+#include "sl_types.h"
 
 struct sl_pkt {
 	__u32 saddr;
@@ -58,7 +59,7 @@ static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_pkt *p, __u
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return SL_PARSE_OK;
 
-	if (p->proto == IPPROTO_TCP) {
+	if (p->proto == SL_PROTO_TCP) {
 		struct tcphdr *th = data + ETH_HLEN + ihl;
 
 		if ((void *)(th + 1) > data_end)
@@ -66,14 +67,14 @@ static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_pkt *p, __u
 		p->sport = th->source;
 		p->dport = th->dest;
 		p->tcp_flags = th->flags;
-	} else if (p->proto == IPPROTO_UDP) {
+	} else if (p->proto == SL_PROTO_UDP) {
 		struct udphdr *uh = data + ETH_HLEN + ihl;
 
 		if ((void *)(uh + 1) > data_end)
 			return SL_PARSE_INVALID;
 		p->sport = uh->source;
 		p->dport = uh->dest;
-	} else if (p->proto == IPPROTO_ICMP) {
+	} else if (p->proto == SL_PROTO_ICMP) {
 		struct icmphdr *ih = data + ETH_HLEN + ihl;
 
 		if ((void *)(ih + 1) > data_end)
@@ -89,7 +90,7 @@ static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_pkt *p, __u
 
 static __always_inline int sl_has_ports(__u8 proto)
 {
-	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
+	return proto == SL_PROTO_TCP || proto == SL_PROTO_UDP;
 }
 
 #endif /* SL_PARSE_H */

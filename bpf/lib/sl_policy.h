@@ -9,13 +9,11 @@
 #define SL_POLICY_H
 
 #include "sl_maps.h"
-#include "sl_events.h"
 
-#define SL_POLICY_PREFIX_FULL 96 /* ep_id, peer_id, dir, proto, port */
-#define SL_CIDR_PREFIX_FULL 96   /* ep_id, dir, proto, port, ip */
-
-static __always_inline struct sl_policy_val *sl_policy_lookup4(__u32 ep_id, __u32 peer_id, __u8 dir,
-							       __u8 proto, __be16 port)
+/* The sl_policy entry for (peer, proto+port), (peer, any), (any, proto+port), (any, any): first hit. */
+static __always_inline struct sl_policy_val *sl_policy_lookup_wildcards(__u32 ep_id, __u32 peer_id,
+									__u8 dir, __u8 proto,
+									__be16 port)
 {
 	struct sl_policy_key k = {
 		.prefixlen = SL_POLICY_PREFIX_FULL,
@@ -76,12 +74,12 @@ static __always_inline struct sl_policy_val *sl_cidr_lookup(__u32 ep_id, __u32 p
 
 /*
  * Decide whether endpoint ep may exchange this new flow with the peer in
- * direction dir. On allow fills t->policy_id/rule and returns 0; otherwise
- * returns the drop reason.
+ * direction dir. On allow fills t->policy_id/rule and returns SL_DROP_NONE;
+ * otherwise returns the drop reason.
  */
-static __always_inline __u8 sl_policy_check(const struct sl_endpoint *ep, __u32 peer_id,
-					    __u32 peer_ip, __u8 dir, __u8 proto, __be16 port,
-					    struct sl_trace *t)
+static __always_inline enum sl_drop_reason sl_policy_check(const struct sl_endpoint *ep, __u32 peer_id,
+							   __u32 peer_ip, enum sl_dir dir, __u8 proto,
+							   __be16 port, struct sl_trace *t)
 {
 	struct sl_policy_val *v;
 	__u32 enforced = dir == SL_DIR_INGRESS ? SL_EP_INGRESS_ENFORCED : SL_EP_EGRESS_ENFORCED;
@@ -91,19 +89,19 @@ static __always_inline __u8 sl_policy_check(const struct sl_endpoint *ep, __u32 
 	if (ep->flags & SL_EP_POLICY_ERROR)
 		return SL_DROP_POLICY_UNREPRESENTABLE;
 	if (!(ep->flags & enforced))
-		return 0;
+		return SL_DROP_NONE;
 	/* the node itself (kubelet probes) may always reach its pods */
 	if (dir == SL_DIR_INGRESS && peer_id == SL_ID_HOST)
-		return 0;
+		return SL_DROP_NONE;
 
-	v = sl_policy_lookup4(ep->ep_id, peer_id, dir, proto, port);
+	v = sl_policy_lookup_wildcards(ep->ep_id, peer_id, dir, proto, port);
 	if (!v || v->action != SL_ACTION_ALLOW)
 		v = sl_cidr_lookup(ep->ep_id, peer_ip, dir, proto, port);
 	if (!v || v->action != SL_ACTION_ALLOW)
 		return SL_DROP_POLICY_DENIED;
 	t->policy_id = v->policy_id;
 	t->rule = v->rule;
-	return 0;
+	return SL_DROP_NONE;
 }
 
 #endif /* SL_POLICY_H */

@@ -7,9 +7,12 @@
 //
 // The output must be byte-identical to the committed files (CI diffs it).
 // Use datapath/loader to load, pin and attach these objects and
-// datapath/maps to read and write the maps; the Sl* types here are the raw
-// C layouts.
+// datapath/maps to read and write the maps. The SlSl* types and constants
+// are the contract of bpf/lib/sl_types.h (C structs and enums), emitted
+// once, by the lxc object (the -type list below); the netdev object defines
+// the same maps and is generated with -no-global-types, so it adds only its
+// SlNetdevObjects.
 package bpfobj
 
-//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target bpfel -type sl_flow_event Sl ../../bpf/lxc.c -- -I../../bpf -O2 -g -Wall
-//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target bpfel SlNetdev ../../bpf/netdev.c -- -I../../bpf -O2 -g -Wall
+//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target bpfel -type sl_flow_event -type sl_proto -type sl_tcp_flags -type sl_ep_flags -type sl_identity -type sl_dir -type sl_policy_action -type sl_lpm_bits -type sl_svc_scope -type sl_svc_flags -type sl_ct_scope -type sl_ct_flags -type sl_counter -type sl_event_level -type sl_verdict -type sl_drop_reason -type sl_event_type -type sl_obs_point Sl ../../bpf/lxc.c -- -I../../bpf -O2 -g -Wall
+//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target bpfel -no-global-types SlNetdev ../../bpf/netdev.c -- -I../../bpf -O2 -g -Wall

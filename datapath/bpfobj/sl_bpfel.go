@@ -45,6 +45,19 @@ type SlSlCidrPolicyKey struct {
 	Ip        uint32
 }
 
+type SlSlCounter uint32
+
+const (
+	SlSlCounterSL_CNT_PACKETS   SlSlCounter = 0
+	SlSlCounterSL_CNT_FORWARDED SlSlCounter = 1
+	SlSlCounterSL_CNT_RB_FAIL   SlSlCounter = 2
+	SlSlCounterSL_CNT_CT_NEW    SlSlCounter = 3
+	SlSlCounterSL_CNT_FIB_FAIL  SlSlCounter = 4
+	SlSlCounterSL_CNT_NON_IPV4  SlSlCounter = 5
+	SlSlCounterSL_CNT_DROP_BASE SlSlCounter = 16
+	SlSlCounterSL_CNT_MAX       SlSlCounter = 32
+)
+
 type SlSlCtEntry struct {
 	_           structs.HostLayout
 	CreatedNs   uint64
@@ -67,6 +80,17 @@ type SlSlCtEntry struct {
 	Pair        SlSlCtKey
 }
 
+type SlSlCtFlags uint32
+
+const (
+	SlSlCtFlagsSL_CT_REPLY        SlSlCtFlags = 1
+	SlSlCtFlagsSL_CT_DNAT         SlSlCtFlags = 2
+	SlSlCtFlagsSL_CT_REVNAT       SlSlCtFlags = 4
+	SlSlCtFlagsSL_CT_SNAT         SlSlCtFlags = 8
+	SlSlCtFlagsSL_CT_SEEN_CLOSE   SlSlCtFlags = 16
+	SlSlCtFlagsSL_CT_FIB_REDIRECT SlSlCtFlags = 32
+)
+
 type SlSlCtKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -78,6 +102,36 @@ type SlSlCtKey struct {
 	Pad   uint16
 }
 
+type SlSlCtScope uint32
+
+const (
+	SlSlCtScopeSL_CT_INGRESS SlSlCtScope = 1
+	SlSlCtScopeSL_CT_EGRESS  SlSlCtScope = 2
+	SlSlCtScopeSL_CT_NETDEV  SlSlCtScope = 3
+)
+
+type SlSlDir uint32
+
+const (
+	SlSlDirSL_DIR_INGRESS SlSlDir = 1
+	SlSlDirSL_DIR_EGRESS  SlSlDir = 2
+)
+
+type SlSlDropReason uint32
+
+const (
+	SlSlDropReasonSL_DROP_NONE                      SlSlDropReason = 0
+	SlSlDropReasonSL_DROP_POLICY_DENIED             SlSlDropReason = 1
+	SlSlDropReasonSL_DROP_SERVICE_BACKEND_NOT_FOUND SlSlDropReason = 2
+	SlSlDropReasonSL_DROP_INVALID_SOURCE_IP         SlSlDropReason = 3
+	SlSlDropReasonSL_DROP_CT_MAP_INSERTION_FAILED   SlSlDropReason = 4
+	SlSlDropReasonSL_DROP_POLICY_UNREPRESENTABLE    SlSlDropReason = 5
+	SlSlDropReasonSL_DROP_UNKNOWN_ENDPOINT          SlSlDropReason = 6
+	SlSlDropReasonSL_DROP_INVALID_PACKET            SlSlDropReason = 7
+	SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED         SlSlDropReason = 8
+	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 9
+)
+
 type SlSlEndpoint struct {
 	_        structs.HostLayout
 	Ip       uint32
@@ -87,6 +141,31 @@ type SlSlEndpoint struct {
 	Mac      [6]uint8
 	Pad      [2]uint8
 }
+
+type SlSlEpFlags uint32
+
+const (
+	SlSlEpFlagsSL_EP_INGRESS_ENFORCED SlSlEpFlags = 1
+	SlSlEpFlagsSL_EP_EGRESS_ENFORCED  SlSlEpFlags = 2
+	SlSlEpFlagsSL_EP_POLICY_ERROR     SlSlEpFlags = 4
+)
+
+type SlSlEventLevel uint32
+
+const (
+	SlSlEventLevelSL_EVENTS_FLOWS SlSlEventLevel = 0
+	SlSlEventLevelSL_EVENTS_NONE  SlSlEventLevel = 1
+	SlSlEventLevelSL_EVENTS_ALL   SlSlEventLevel = 2
+)
+
+type SlSlEventType uint32
+
+const (
+	SlSlEventTypeSL_EVENT_NEW   SlSlEventType = 1
+	SlSlEventTypeSL_EVENT_DROP  SlSlEventType = 2
+	SlSlEventTypeSL_EVENT_CLOSE SlSlEventType = 3
+	SlSlEventTypeSL_EVENT_TRACE SlSlEventType = 4
+)
 
 type SlSlFlowEvent struct {
 	_           structs.HostLayout
@@ -115,6 +194,17 @@ type SlSlFlowEvent struct {
 	Bytes       uint64
 }
 
+type SlSlIdentity uint32
+
+const (
+	SlSlIdentitySL_ID_ANY         SlSlIdentity = 0
+	SlSlIdentitySL_ID_HOST        SlSlIdentity = 1
+	SlSlIdentitySL_ID_WORLD       SlSlIdentity = 2
+	SlSlIdentitySL_ID_UNMANAGED   SlSlIdentity = 3
+	SlSlIdentitySL_ID_REMOTE_NODE SlSlIdentity = 6
+	SlSlIdentitySL_ID_FIRST_POD   SlSlIdentity = 256
+)
+
 type SlSlIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -126,6 +216,30 @@ type SlSlIpcacheVal struct {
 	Identity uint32
 	Flags    uint32
 }
+
+type SlSlLpmBits uint32
+
+const (
+	SlSlLpmBitsSL_POLICY_FIXED_BITS  SlSlLpmBits = 80
+	SlSlLpmBitsSL_POLICY_PREFIX_FULL SlSlLpmBits = 96
+	SlSlLpmBitsSL_CIDR_FIXED_BITS    SlSlLpmBits = 64
+	SlSlLpmBitsSL_CIDR_PREFIX_FULL   SlSlLpmBits = 96
+)
+
+type SlSlObsPoint uint32
+
+const (
+	SlSlObsPointSL_OBS_FROM_CONTAINER SlSlObsPoint = 1
+	SlSlObsPointSL_OBS_TO_CONTAINER   SlSlObsPoint = 2
+	SlSlObsPointSL_OBS_FROM_NETDEV    SlSlObsPoint = 3
+)
+
+type SlSlPolicyAction uint32
+
+const (
+	SlSlPolicyActionSL_ACTION_ALLOW  SlSlPolicyAction = 1
+	SlSlPolicyActionSL_ACTION_EXCEPT SlSlPolicyAction = 2
+)
 
 type SlSlPolicyKey struct {
 	_         structs.HostLayout
@@ -145,6 +259,23 @@ type SlSlPolicyVal struct {
 	PolicyId uint32
 }
 
+type SlSlProto uint32
+
+const (
+	SlSlProtoSL_PROTO_ANY  SlSlProto = 0
+	SlSlProtoSL_PROTO_ICMP SlSlProto = 1
+	SlSlProtoSL_PROTO_TCP  SlSlProto = 6
+	SlSlProtoSL_PROTO_UDP  SlSlProto = 17
+	SlSlProtoSL_PROTO_SCTP SlSlProto = 132
+)
+
+type SlSlSvcFlags uint32
+
+const (
+	SlSlSvcFlagsSL_SVC_AFFINITY SlSlSvcFlags = 1
+	SlSlSvcFlagsSL_SVC_LOCAL    SlSlSvcFlags = 2
+)
+
 type SlSlSvcKey struct {
 	_     structs.HostLayout
 	Vip   uint32
@@ -153,12 +284,39 @@ type SlSlSvcKey struct {
 	Scope uint8
 }
 
+type SlSlSvcScope uint32
+
+const (
+	SlSlSvcScopeSL_SCOPE_CLUSTERIP SlSlSvcScope = 0
+	SlSlSvcScopeSL_SCOPE_NODEPORT  SlSlSvcScope = 1
+)
+
 type SlSlSvcVal struct {
 	_     structs.HostLayout
 	SvcId uint32
 	Count uint16
 	Flags uint16
 }
+
+type SlSlTcpFlags uint32
+
+const (
+	SlSlTcpFlagsSL_TCP_FIN SlSlTcpFlags = 1
+	SlSlTcpFlagsSL_TCP_SYN SlSlTcpFlags = 2
+	SlSlTcpFlagsSL_TCP_RST SlSlTcpFlags = 4
+	SlSlTcpFlagsSL_TCP_PSH SlSlTcpFlags = 8
+	SlSlTcpFlagsSL_TCP_ACK SlSlTcpFlags = 16
+	SlSlTcpFlagsSL_TCP_URG SlSlTcpFlags = 32
+	SlSlTcpFlagsSL_TCP_ECE SlSlTcpFlags = 64
+	SlSlTcpFlagsSL_TCP_CWR SlSlTcpFlags = 128
+)
+
+type SlSlVerdict uint32
+
+const (
+	SlSlVerdictSL_VERDICT_FORWARDED SlSlVerdict = 1
+	SlSlVerdictSL_VERDICT_DROPPED   SlSlVerdict = 2
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -178,8 +336,7 @@ const (
 	SlMapSlServices       = "sl_services"
 	SlProgSlFromContainer = "sl_from_container"
 	SlProgSlToContainer   = "sl_to_container"
-	SlVarSlUnusedCfg      = "sl_unused_cfg"
-	SlVarSlUnusedEvent    = "sl_unused_event"
+	SlVarSlContractAnchor = "sl_contract_anchor"
 )
 
 // LoadSl returns the embedded CollectionSpec for Sl.
@@ -250,8 +407,7 @@ type SlMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SlVariableSpecs struct {
-	SlUnusedCfg   *ebpf.VariableSpec `ebpf:"sl_unused_cfg"`
-	SlUnusedEvent *ebpf.VariableSpec `ebpf:"sl_unused_event"`
+	SlContractAnchor *ebpf.VariableSpec `ebpf:"sl_contract_anchor"`
 }
 
 // SlObjects contains all objects after they have been loaded into the kernel.
@@ -309,8 +465,7 @@ func (m *SlMaps) Close() error {
 //
 // It can be passed to LoadSlObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SlVariables struct {
-	SlUnusedCfg   *ebpf.Variable `ebpf:"sl_unused_cfg"`
-	SlUnusedEvent *ebpf.Variable `ebpf:"sl_unused_event"`
+	SlContractAnchor *ebpf.Variable `ebpf:"sl_contract_anchor"`
 }
 
 // SlPrograms contains all programs after they have been loaded into the kernel.

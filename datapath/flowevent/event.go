@@ -1,5 +1,8 @@
 // Package flowevent decodes the datapath's ring-buffer flow events
-// (struct sl_flow_event in bpf/lib/sl_events.h) and reads them.
+// (struct sl_flow_event in bpf/lib/sl_types.h, generated as
+// bpfobj.SlSlFlowEvent) and reads them. It names the event enums (verdict,
+// drop reason, direction, type, observation point, TCP flags) whose values
+// the generated constants hold.
 //
 // Usage:
 //
@@ -12,25 +15,33 @@
 package flowevent
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strings"
 	"time"
+	"unsafe"
 
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
 	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
+// Raw is struct sl_flow_event as bpf2go generated it from bpf/lib/sl_types.h.
+type Raw = bpfobj.SlSlFlowEvent
+
 // Size is the encoded size of struct sl_flow_event.
-const Size = 72
+const Size = int(unsafe.Sizeof(Raw{}))
+
+// The enums below wrap the generated ones (enum sl_verdict, sl_drop_reason,
+// sl_dir, sl_event_type, sl_obs_point, sl_tcp_flags): values come from C,
+// this package adds the names.
 
 // Verdict of the packet.
 type Verdict uint8
 
 // Verdicts.
 const (
-	VerdictForwarded Verdict = 1
-	VerdictDropped   Verdict = 2
+	VerdictForwarded = Verdict(bpfobj.SlSlVerdictSL_VERDICT_FORWARDED)
+	VerdictDropped   = Verdict(bpfobj.SlSlVerdictSL_VERDICT_DROPPED)
 )
 
 var verdictNames = [...]string{VerdictForwarded: "FORWARDED", VerdictDropped: "DROPPED"}
@@ -42,19 +53,60 @@ type DropReason uint8
 
 // Drop reasons.
 const (
-	DropNone                   DropReason = 0
-	DropPolicyDenied           DropReason = 1
-	DropServiceBackendNotFound DropReason = 2
-	DropInvalidSourceIP        DropReason = 3
-	DropCTMapInsertionFailed   DropReason = 4
-	DropPolicyUnrepresentable  DropReason = 5
-	DropUnknownEndpoint        DropReason = 6
-	DropInvalidPacket          DropReason = 7
+	DropNone                   = DropReason(bpfobj.SlSlDropReasonSL_DROP_NONE)
+	DropPolicyDenied           = DropReason(bpfobj.SlSlDropReasonSL_DROP_POLICY_DENIED)
+	DropServiceBackendNotFound = DropReason(bpfobj.SlSlDropReasonSL_DROP_SERVICE_BACKEND_NOT_FOUND)
+	DropInvalidSourceIP        = DropReason(bpfobj.SlSlDropReasonSL_DROP_INVALID_SOURCE_IP)
+	DropCTMapInsertionFailed   = DropReason(bpfobj.SlSlDropReasonSL_DROP_CT_MAP_INSERTION_FAILED)
+	DropPolicyUnrepresentable  = DropReason(bpfobj.SlSlDropReasonSL_DROP_POLICY_UNREPRESENTABLE)
+	DropUnknownEndpoint        = DropReason(bpfobj.SlSlDropReasonSL_DROP_UNKNOWN_ENDPOINT)
+	DropInvalidPacket          = DropReason(bpfobj.SlSlDropReasonSL_DROP_INVALID_PACKET)
+	DropFIBLookupFailed        = DropReason(bpfobj.SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED)
+	// dropMax is one past the last reason.
+	dropMax = DropReason(bpfobj.SlSlDropReasonSL_DROP_MAX)
+)
+
+// Drop reason names: the JSON drop_reason_desc of each reason (DropReason.String; Hubble's
+// spelling where Hubble has the reason). internal/flow uses these constants.
+const (
+	DropNamePolicyDenied           = "POLICY_DENIED"
+	DropNameServiceBackendNotFound = "SERVICE_BACKEND_NOT_FOUND"
+	DropNameInvalidSourceIP        = "INVALID_SOURCE_IP"
+	DropNameCTMapInsertionFailed   = "CT_MAP_INSERTION_FAILED"
+	DropNamePolicyUnrepresentable  = "POLICY_UNREPRESENTABLE"
+	DropNameUnknownEndpoint        = "UNKNOWN_ENDPOINT"
+	DropNameInvalidPacket          = "INVALID_PACKET"
+	DropNameFIBLookupFailed        = "FIB_LOOKUP_FAILED"
 )
 
 var dropNames = [...]string{
-	"", "POLICY_DENIED", "SERVICE_BACKEND_NOT_FOUND", "INVALID_SOURCE_IP", "CT_MAP_INSERTION_FAILED",
-	"POLICY_UNREPRESENTABLE", "UNKNOWN_ENDPOINT", "INVALID_PACKET",
+	DropPolicyDenied:           DropNamePolicyDenied,
+	DropServiceBackendNotFound: DropNameServiceBackendNotFound,
+	DropInvalidSourceIP:        DropNameInvalidSourceIP,
+	DropCTMapInsertionFailed:   DropNameCTMapInsertionFailed,
+	DropPolicyUnrepresentable:  DropNamePolicyUnrepresentable,
+	DropUnknownEndpoint:        DropNameUnknownEndpoint,
+	DropInvalidPacket:          DropNameInvalidPacket,
+	DropFIBLookupFailed:        DropNameFIBLookupFailed,
+}
+
+// DropReasons lists every drop reason the datapath reports, in enum order.
+func DropReasons() []DropReason {
+	out := make([]DropReason, 0, dropMax-1)
+	for r := DropNone + 1; r < dropMax; r++ {
+		out = append(out, r)
+	}
+	return out
+}
+
+// DropReasonNames are the names of DropReasons.
+func DropReasonNames() []string {
+	rs := DropReasons()
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.String()
+	}
+	return out
 }
 
 // String is the JSON drop_reason_desc name ("" for none).
@@ -65,13 +117,13 @@ func (r DropReason) String() string {
 	return maps.EnumName(dropNames[:], uint8(r), "DROP_REASON_%d")
 }
 
-// Direction of the traffic relative to the endpoint.
+// Direction of the traffic relative to the endpoint (enum sl_dir).
 type Direction uint8
 
 // Directions.
 const (
-	DirectionIngress Direction = 1
-	DirectionEgress  Direction = 2
+	DirectionIngress = Direction(maps.Ingress)
+	DirectionEgress  = Direction(maps.Egress)
 )
 
 var directionNames = [...]string{DirectionIngress: "INGRESS", DirectionEgress: "EGRESS"}
@@ -83,10 +135,10 @@ type Type uint8
 
 // Event types.
 const (
-	TypeNew   Type = 1
-	TypeDrop  Type = 2
-	TypeClose Type = 3
-	TypeTrace Type = 4 // per packet, only at event level "all"
+	TypeNew   = Type(bpfobj.SlSlEventTypeSL_EVENT_NEW)
+	TypeDrop  = Type(bpfobj.SlSlEventTypeSL_EVENT_DROP)
+	TypeClose = Type(bpfobj.SlSlEventTypeSL_EVENT_CLOSE)
+	TypeTrace = Type(bpfobj.SlSlEventTypeSL_EVENT_TRACE) // per packet, only at event level "all"
 )
 
 var typeNames = [...]string{TypeNew: "NEW", TypeDrop: "DROP", TypeClose: "CLOSE", TypeTrace: "TRACE"}
@@ -98,9 +150,9 @@ type ObsPoint uint8
 
 // Observation points.
 const (
-	ObsFromContainer ObsPoint = 1
-	ObsToContainer   ObsPoint = 2
-	ObsFromNetdev    ObsPoint = 3
+	ObsFromContainer = ObsPoint(bpfobj.SlSlObsPointSL_OBS_FROM_CONTAINER)
+	ObsToContainer   = ObsPoint(bpfobj.SlSlObsPointSL_OBS_TO_CONTAINER)
+	ObsFromNetdev    = ObsPoint(bpfobj.SlSlObsPointSL_OBS_FROM_NETDEV)
 )
 
 var obsNames = [...]string{ObsFromContainer: "FROM_CONTAINER", ObsToContainer: "TO_CONTAINER", ObsFromNetdev: "FROM_NETDEV"}
@@ -112,33 +164,36 @@ type TCPFlags uint8
 
 // TCP flags.
 const (
-	FlagFIN TCPFlags = 0x01
-	FlagSYN TCPFlags = 0x02
-	FlagRST TCPFlags = 0x04
-	FlagPSH TCPFlags = 0x08
-	FlagACK TCPFlags = 0x10
-	FlagURG TCPFlags = 0x20
-	FlagECE TCPFlags = 0x40
-	FlagCWR TCPFlags = 0x80
+	FlagFIN = TCPFlags(bpfobj.SlSlTcpFlagsSL_TCP_FIN)
+	FlagSYN = TCPFlags(bpfobj.SlSlTcpFlagsSL_TCP_SYN)
+	FlagRST = TCPFlags(bpfobj.SlSlTcpFlagsSL_TCP_RST)
+	FlagPSH = TCPFlags(bpfobj.SlSlTcpFlagsSL_TCP_PSH)
+	FlagACK = TCPFlags(bpfobj.SlSlTcpFlagsSL_TCP_ACK)
+	FlagURG = TCPFlags(bpfobj.SlSlTcpFlagsSL_TCP_URG)
+	FlagECE = TCPFlags(bpfobj.SlSlTcpFlagsSL_TCP_ECE)
+	FlagCWR = TCPFlags(bpfobj.SlSlTcpFlagsSL_TCP_CWR)
 )
 
-var flagNames = [...]string{"FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"}
+var flagNames = [...]struct {
+	flag TCPFlags
+	name string
+}{{FlagFIN, "FIN"}, {FlagSYN, "SYN"}, {FlagRST, "RST"}, {FlagPSH, "PSH"}, {FlagACK, "ACK"}, {FlagURG, "URG"}, {FlagECE, "ECE"}, {FlagCWR, "CWR"}}
 
 // String joins set flags with "|" ("" when none).
 func (f TCPFlags) String() string {
 	var parts []string
-	for i, n := range flagNames {
-		if f&(1<<i) != 0 {
-			parts = append(parts, n)
+	for _, n := range flagNames {
+		if f&n.flag != 0 {
+			parts = append(parts, n.name)
 		}
 	}
 	return strings.Join(parts, "|")
 }
 
-// Proto is an IP protocol number.
+// Proto is an IP protocol number (enum sl_proto).
 type Proto uint8
 
-var protoNames = [...]string{1: "ICMP", 6: "TCP", 17: "UDP"}
+var protoNames = [...]string{maps.ProtoICMP: "ICMP", maps.ProtoTCP: "TCP", maps.ProtoUDP: "UDP"}
 
 func (p Proto) String() string { return maps.EnumName(protoNames[:], uint8(p), "PROTO_%d") }
 
@@ -168,41 +223,46 @@ type Event struct {
 	Bytes       uint64
 }
 
-func ip4(b []byte) netip.Addr { return netip.AddrFrom4([4]byte{b[0], b[1], b[2], b[3]}) }
-
-// Decode parses one raw event. Extra trailing bytes (a newer datapath that
-// appended fields) are ignored; a short buffer is an error.
+// Decode parses one raw event: the record is copied into the generated
+// struct (the object is bpfel, so are the hosts it loads on) and converted.
+// Extra trailing bytes (a newer datapath that appended fields) are ignored;
+// a short buffer is an error.
 func Decode(b []byte, e *Event) error {
 	if len(b) < Size {
 		return fmt.Errorf("flow event: %d bytes, want at least %d (datapath and agent out of sync?)", len(b), Size)
 	}
-	le := binary.LittleEndian
-	be := binary.BigEndian
-	*e = Event{
-		TsNs:        le.Uint64(b[0:]),
-		Src:         ip4(b[8:]),
-		Dst:         ip4(b[12:]),
-		OrigDst:     ip4(b[16:]),
-		SrcPort:     be.Uint16(b[20:]),
-		DstPort:     be.Uint16(b[22:]),
-		OrigDstPort: be.Uint16(b[24:]),
-		Proto:       Proto(b[26]),
-		Verdict:     Verdict(b[27]),
-		DropReason:  DropReason(b[28]),
-		Direction:   Direction(b[29]),
-		TCPFlags:    TCPFlags(b[30]),
-		Type:        Type(b[31]),
-		ObsPoint:    ObsPoint(b[32]),
-		IsReply:     b[33] != 0,
-		Rule:        le.Uint16(b[34:]),
-		Ifindex:     le.Uint32(b[36:]),
-		SrcIdentity: le.Uint32(b[40:]),
-		DstIdentity: le.Uint32(b[44:]),
-		PolicyID:    le.Uint32(b[48:]),
-		Packets:     le.Uint64(b[56:]),
-		Bytes:       le.Uint64(b[64:]),
-	}
+	var r Raw
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), Size), b)
+	FromRaw(&r, e)
 	return nil
+}
+
+// FromRaw converts a generated sl_flow_event into an Event.
+func FromRaw(r *Raw, e *Event) {
+	*e = Event{
+		TsNs:        r.TsNs,
+		Src:         maps.U32ToIP(r.Saddr),
+		Dst:         maps.U32ToIP(r.Daddr),
+		OrigDst:     maps.U32ToIP(r.OrigDaddr),
+		SrcPort:     maps.Ntohs(r.Sport),
+		DstPort:     maps.Ntohs(r.Dport),
+		OrigDstPort: maps.Ntohs(r.OrigDport),
+		Proto:       Proto(r.Proto),
+		Verdict:     Verdict(r.Verdict),
+		DropReason:  DropReason(r.DropReason),
+		Direction:   Direction(r.Direction),
+		TCPFlags:    TCPFlags(r.TcpFlags),
+		Type:        Type(r.EventType),
+		ObsPoint:    ObsPoint(r.ObsPoint),
+		IsReply:     r.IsReply != 0,
+		Rule:        r.Rule,
+		Ifindex:     r.Ifindex,
+		SrcIdentity: r.SrcIdentity,
+		DstIdentity: r.DstIdentity,
+		PolicyID:    r.PolicyId,
+		Packets:     r.Packets,
+		Bytes:       r.Bytes,
+	}
 }
 
 // IsTranslated reports whether the original destination differs (DNAT).

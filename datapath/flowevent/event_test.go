@@ -3,6 +3,7 @@ package flowevent
 import (
 	"encoding/binary"
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
@@ -17,8 +18,52 @@ func encode(t testing.TB, e bpfobj.SlSlFlowEvent) []byte {
 	return b
 }
 
+// TestSizeMatchesC: the generated struct has no padding Go would add on its
+// own, so the in-memory copy in Decode and the wire encoding agree.
 func TestSizeMatchesC(t *testing.T) {
 	require.Equal(t, Size, binary.Size(bpfobj.SlSlFlowEvent{}))
+	require.Equal(t, 72, Size, "sl_flow_event changed size: fields may only be appended (docs/ARCHITECTURE.md)")
+}
+
+// TestDecodeEveryField gives every field of the generated struct a distinct
+// value, encodes it in field order and checks that each lands in its Event
+// field: a reordered or retyped sl_flow_event field fails here.
+func TestDecodeEveryField(t *testing.T) {
+	var raw bpfobj.SlSlFlowEvent
+	rv := reflect.ValueOf(&raw).Elem()
+	for i := range rv.NumField() {
+		f := rv.Field(i)
+		if !f.CanSet() {
+			continue // structs.HostLayout marker
+		}
+		f.SetUint(uint64(i + 1))
+	}
+	var e Event
+	require.NoError(t, Decode(encode(t, raw), &e))
+	field := func(name string) uint64 { return rv.FieldByName(name).Uint() }
+	ip := func(name string) netip.Addr {
+		var b [4]byte
+		binary.LittleEndian.PutUint32(b[:], uint32(field(name)))
+		return netip.AddrFrom4(b)
+	}
+	port := func(name string) uint16 { return uint16(field(name))<<8 | uint16(field(name))>>8 }
+	assert.Equal(t, Event{
+		TsNs: field("TsNs"), Src: ip("Saddr"), Dst: ip("Daddr"), OrigDst: ip("OrigDaddr"),
+		SrcPort: port("Sport"), DstPort: port("Dport"), OrigDstPort: port("OrigDport"),
+		Proto: Proto(field("Proto")), Verdict: Verdict(field("Verdict")), DropReason: DropReason(field("DropReason")),
+		Direction: Direction(field("Direction")), TCPFlags: TCPFlags(field("TcpFlags")), Type: Type(field("EventType")),
+		ObsPoint: ObsPoint(field("ObsPoint")), IsReply: field("IsReply") != 0, Rule: uint16(field("Rule")),
+		Ifindex: uint32(field("Ifindex")), SrcIdentity: uint32(field("SrcIdentity")), DstIdentity: uint32(field("DstIdentity")),
+		PolicyID: uint32(field("PolicyId")), Packets: field("Packets"), Bytes: field("Bytes"),
+	}, e)
+}
+
+func TestEveryDropReasonNamed(t *testing.T) {
+	require.NotEmpty(t, DropReasons())
+	for _, r := range DropReasons() {
+		assert.NotContains(t, r.String(), "DROP_REASON_", "drop reason %d has no name in dropNames", uint8(r))
+	}
+	assert.Equal(t, "FIB_LOOKUP_FAILED", DropFIBLookupFailed.String())
 }
 
 func TestDecode(t *testing.T) {

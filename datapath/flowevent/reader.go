@@ -10,14 +10,12 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // ReadDeadline is how long one blocking read waits before re-checking the
 // context; the datapath batches wakeups, so this bounds event latency.
 const ReadDeadline = 50 * time.Millisecond
-
-// counterRBFail is the sl_counters index of ring-buffer reserve failures.
-const counterRBFail = 2
 
 // ReaderOptions configure a Reader.
 type ReaderOptions struct {
@@ -90,7 +88,7 @@ func (r *Reader) Stats() Stats {
 	s := Stats{Read: r.read.Load(), Malformed: r.malformed.Load()}
 	if r.counters != nil {
 		var per []uint64
-		k := uint32(counterRBFail)
+		k := maps.CounterRBFail
 		if err := r.counters.Lookup(&k, &per); err == nil {
 			for _, v := range per {
 				s.ReserveFailed += v

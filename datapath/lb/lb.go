@@ -18,26 +18,27 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/starlab-dev/starlab/datapath/maps"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
-// Scope of a service frontend (sl_services key scope).
+// Scope of a service frontend (sl_services key scope; values from datapath/maps).
 const (
-	ScopeClusterIP uint8 = 0
-	ScopeNodePort  uint8 = 1
+	ScopeClusterIP = uint8(maps.ScopeClusterIP)
+	ScopeNodePort  = uint8(maps.ScopeNodePort)
 )
 
 // Service flags (sl_services value flags).
 const (
-	FlagAffinity uint16 = 1 // SL_SVC_AFFINITY: sessionAffinity ClientIP
-	FlagLocal    uint16 = 2 // SL_SVC_LOCAL: traffic policy Local, backends are node-local only
+	FlagAffinity = uint16(maps.ServiceAffinity) // SL_SVC_AFFINITY: sessionAffinity ClientIP
+	FlagLocal    = uint16(maps.ServiceLocal)    // SL_SVC_LOCAL: traffic policy Local, backends are node-local only
 )
 
 // IP protocol numbers used in keys.
 const (
-	ProtoTCP uint8 = 6
-	ProtoUDP uint8 = 17
+	ProtoTCP = uint8(maps.ProtoTCP)
+	ProtoUDP = uint8(maps.ProtoUDP)
 )
 
 // Annotations understood on Services.

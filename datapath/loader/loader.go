@@ -33,7 +33,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -75,8 +75,8 @@ type Datapath struct {
 	pinDir string
 	log    *slog.Logger
 	mode   AttachMode
-	lxc    *ebpf.Collection
-	netdev *ebpf.Collection
+	lxc    *bpfobj.SlObjects
+	netdev *bpfobj.SlNetdevObjects
 }
 
 // Load loads (or re-uses the pinned maps of) the datapath. It mounts bpffs at
@@ -107,46 +107,42 @@ func Load(ctx context.Context, opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load lxc object spec: %w", err)
 	}
-	for name, m := range lxcSpec.Maps {
-		if slices.Contains(maps.Names, name) {
-			m.Pinning = ebpf.PinByName
-		}
-	}
+	pinMaps(lxcSpec)
 	if err := dropIncompatiblePins(lxcSpec, pinDir, log); err != nil {
 		return nil, err
 	}
-	lxc, err := ebpf.NewCollectionWithOptions(lxcSpec, ebpf.CollectionOptions{
-		Maps: ebpf.MapOptions{PinPath: pinDir},
-	})
-	if err != nil {
+	var lxc bpfobj.SlObjects
+	if err := lxcSpec.LoadAndAssign(&lxc, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}); err != nil {
 		return nil, fmt.Errorf("load lxc programs (bpf/lxc.c): %w", verifierDetail(err))
 	}
 
+	// The netdev object defines the same maps (bpf/lib/sl_maps.h): it opens
+	// the pins the lxc object just created or re-used.
 	netdevSpec, err := bpfobj.LoadSlNetdev()
 	if err != nil {
 		lxc.Close()
 		return nil, fmt.Errorf("load netdev object spec: %w", err)
 	}
-	repl := map[string]*ebpf.Map{}
-	for name := range netdevSpec.Maps {
-		if m, ok := lxc.Maps[name]; ok && slices.Contains(maps.Names, name) {
-			repl[name] = m
-		}
-	}
-	netdev, err := ebpf.NewCollectionWithOptions(netdevSpec, ebpf.CollectionOptions{MapReplacements: repl})
-	if err != nil {
+	pinMaps(netdevSpec)
+	var netdev bpfobj.SlNetdevObjects
+	if err := netdevSpec.LoadAndAssign(&netdev, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}); err != nil {
 		lxc.Close()
 		return nil, fmt.Errorf("load netdev program (bpf/netdev.c): %w", verifierDetail(err))
 	}
 
-	m, err := maps.FromCollection(lxc.Maps)
-	if err != nil {
-		lxc.Close()
-		netdev.Close()
-		return nil, err
-	}
 	log.Info("datapath loaded", "pinDir", pinDir)
-	return &Datapath{Maps: m, pinDir: pinDir, log: log, mode: opts.Mode, lxc: lxc, netdev: netdev}, nil
+	return &Datapath{Maps: maps.New(&lxc.SlMaps), pinDir: pinDir, log: log, mode: opts.Mode, lxc: &lxc, netdev: &netdev}, nil
+}
+
+// pinMaps pins every map of bpf/lib/sl_maps.h by name. The global-data maps
+// the compiler adds (".bss": the BTF anchor of lxc.c) are not state and are
+// never pinned.
+func pinMaps(spec *ebpf.CollectionSpec) {
+	for name, m := range spec.Maps {
+		if !strings.HasPrefix(name, ".") {
+			m.Pinning = ebpf.PinByName
+		}
+	}
 }
 
 // dropIncompatiblePins removes pinned maps whose layout no longer matches the
@@ -188,19 +184,20 @@ func verifierDetail(err error) error {
 func (d *Datapath) PinDir() string { return d.pinDir }
 
 // FromContainer is the program for TCX ingress of host veths.
-func (d *Datapath) FromContainer() *ebpf.Program { return d.lxc.Programs["sl_from_container"] }
+func (d *Datapath) FromContainer() *ebpf.Program { return d.lxc.SlFromContainer }
 
 // ToContainer is the program for TCX egress of host veths.
-func (d *Datapath) ToContainer() *ebpf.Program { return d.lxc.Programs["sl_to_container"] }
+func (d *Datapath) ToContainer() *ebpf.Program { return d.lxc.SlToContainer }
 
 // FromNetdev is the program for TCX ingress of the node device.
-func (d *Datapath) FromNetdev() *ebpf.Program { return d.netdev.Programs["sl_from_netdev"] }
+func (d *Datapath) FromNetdev() *ebpf.Program { return d.netdev.SlFromNetdev }
 
 // Close releases file descriptors. Pinned maps and links stay, so programs
 // remain attached and state survives until the next Load.
 func (d *Datapath) Close() error {
-	d.lxc.Close()
-	d.netdev.Close()
+	if err := errors.Join(d.lxc.Close(), d.netdev.Close()); err != nil {
+		return fmt.Errorf("close datapath objects: %w", err)
+	}
 	return nil
 }
 

@@ -7,18 +7,18 @@ import (
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
 )
 
-// EventLevel selects which flow events the datapath emits.
+// EventLevel selects which flow events the datapath emits (enum sl_event_level).
 type EventLevel uint32
 
 // Event levels (the zero value is the default: NEW, DROP and CLOSE).
 const (
-	EventsFlows EventLevel = 0
-	EventsNone  EventLevel = 1
-	EventsAll   EventLevel = 2 // plus one TRACE per forwarded packet
+	EventsFlows = EventLevel(bpfobj.SlSlEventLevelSL_EVENTS_FLOWS)
+	EventsNone  = EventLevel(bpfobj.SlSlEventLevelSL_EVENTS_NONE)
+	EventsAll   = EventLevel(bpfobj.SlSlEventLevelSL_EVENTS_ALL) // plus one TRACE per forwarded packet
 )
 
 // MaxNodeIPs is how many local node addresses sl_config holds.
-const MaxNodeIPs = 4
+const MaxNodeIPs = len(bpfobj.SlSlCfg{}.NodeIps)
 
 // Config is the sl_config entry.
 type Config struct {
@@ -69,22 +69,22 @@ func (m *Maps) GetConfig() (Config, error) {
 	return c, nil
 }
 
-// Counter indexes of sl_counters.
+// Counter indexes of sl_counters (enum sl_counter).
 const (
-	CounterPackets   = 0
-	CounterForwarded = 1
-	CounterRBFail    = 2
-	CounterCTNew     = 3
-	CounterFIBFail   = 4
-	CounterNonIPv4   = 5
-	CounterDropBase  = 16 // + drop reason
-	counterMax       = 32
+	CounterPackets   = uint32(bpfobj.SlSlCounterSL_CNT_PACKETS)
+	CounterForwarded = uint32(bpfobj.SlSlCounterSL_CNT_FORWARDED)
+	CounterRBFail    = uint32(bpfobj.SlSlCounterSL_CNT_RB_FAIL)
+	CounterCTNew     = uint32(bpfobj.SlSlCounterSL_CNT_CT_NEW)
+	CounterFIBFail   = uint32(bpfobj.SlSlCounterSL_CNT_FIB_FAIL)
+	CounterNonIPv4   = uint32(bpfobj.SlSlCounterSL_CNT_NON_IPV4)
+	CounterDropBase  = uint32(bpfobj.SlSlCounterSL_CNT_DROP_BASE) // + drop reason
+	counterMax       = uint32(bpfobj.SlSlCounterSL_CNT_MAX)
 )
 
 // Counters are the summed per-CPU datapath counters.
 type Counters struct {
 	Packets, Forwarded, RingbufReserveFailed, CTNew, FIBFailed, NonIPv4 uint64
-	// Drops by drop reason (1..7, see flowevent.DropReason).
+	// Drops by drop reason (enum sl_drop_reason, see flowevent.DropReason).
 	Drops map[uint8]uint64
 }
 

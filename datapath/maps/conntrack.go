@@ -10,27 +10,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CTScope is the hook scope of a conntrack entry.
+// CTScope is the hook scope of a conntrack entry (enum sl_ct_scope).
 type CTScope uint8
 
 // Conntrack scopes.
 const (
-	CTIngress CTScope = 1 // to-container
-	CTEgress  CTScope = 2 // from-container
-	CTNetdev  CTScope = 3 // from-netdev
+	CTIngress = CTScope(bpfobj.SlSlCtScopeSL_CT_INGRESS) // to-container
+	CTEgress  = CTScope(bpfobj.SlSlCtScopeSL_CT_EGRESS)  // from-container
+	CTNetdev  = CTScope(bpfobj.SlSlCtScopeSL_CT_NETDEV)  // from-netdev
 )
 
-// CTFlags are the conntrack entry flags.
+// CTFlags are the conntrack entry flags (enum sl_ct_flags).
 type CTFlags uint16
 
 // Conntrack flags.
 const (
-	CTReply       CTFlags = 1
-	CTDNAT        CTFlags = 2
-	CTRevNAT      CTFlags = 4
-	CTSNAT        CTFlags = 8
-	CTSeenClose   CTFlags = 16
-	CTFIBRedirect CTFlags = 32
+	CTReply       = CTFlags(bpfobj.SlSlCtFlagsSL_CT_REPLY)
+	CTDNAT        = CTFlags(bpfobj.SlSlCtFlagsSL_CT_DNAT)
+	CTRevNAT      = CTFlags(bpfobj.SlSlCtFlagsSL_CT_REVNAT)
+	CTSNAT        = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SNAT)
+	CTSeenClose   = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_CLOSE)
+	CTFIBRedirect = CTFlags(bpfobj.SlSlCtFlagsSL_CT_FIB_REDIRECT)
 )
 
 // CTKey is a conntrack key (host-order ports).
@@ -115,15 +115,6 @@ func (m *Maps) LookupCT(k CTKey) (CTEntry, error) {
 		return CTEntry{}, fmt.Errorf("lookup %s %+v: %w", NameCT, k, err)
 	}
 	return ctEntryFromRaw(v), nil
-}
-
-// DeleteCT removes one conntrack entry (missing is not an error).
-func (m *Maps) DeleteCT(k CTKey) error {
-	rk, err := k.raw()
-	if err != nil {
-		return err
-	}
-	return del(m.CT, NameCT, &rk)
 }
 
 // BootTimeNs is the CLOCK_BOOTTIME the datapath stamps entries and events with.

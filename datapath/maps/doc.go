@@ -6,6 +6,11 @@
 // converts them to the C layouts (network byte order, zeroed pads). A full
 // map is reported as an error matching ErrMapFull.
 //
+// Every constant shared with the BPF programs (ProtoTCP, Ingress/Egress,
+// Identity*, Endpoint*, Action*, Scope*, Service*, CT*, Events*, Counter*,
+// the map names) is defined from the bpf2go-generated constants of
+// bpf/lib/sl_types.h (datapath/bpfobj); no value is written here twice.
+//
 // Usage (the Maps value normally comes from loader.Load):
 //
 //	dp, err := loader.Load(ctx, loader.DefaultPinDir)

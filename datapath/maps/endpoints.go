@@ -8,17 +8,17 @@ import (
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
 )
 
-// EndpointFlags are the sl_endpoint flags.
+// EndpointFlags are the sl_endpoint flags (enum sl_ep_flags).
 type EndpointFlags uint32
 
 // Endpoint flags.
 const (
-	EndpointIngressEnforced EndpointFlags = 1
-	EndpointEgressEnforced  EndpointFlags = 2
+	EndpointIngressEnforced = EndpointFlags(bpfobj.SlSlEpFlagsSL_EP_INGRESS_ENFORCED)
+	EndpointEgressEnforced  = EndpointFlags(bpfobj.SlSlEpFlagsSL_EP_EGRESS_ENFORCED)
 	// EndpointPolicyError: the compiler could not represent a policy
 	// selecting the endpoint; the datapath denies everything
 	// (POLICY_UNREPRESENTABLE).
-	EndpointPolicyError EndpointFlags = 4
+	EndpointPolicyError = EndpointFlags(bpfobj.SlSlEpFlagsSL_EP_POLICY_ERROR)
 )
 
 // Endpoint is a local pod, keyed by its host veth ifindex.

@@ -7,30 +7,26 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
 	"golang.org/x/sys/unix"
 )
 
-// Map names (pinned under the loader's pin directory with these names).
+// Map names (pinned under the loader's pin directory with these names), as
+// bpf2go generated them from bpf/lib/sl_maps.h.
 const (
-	NameEndpoints  = "sl_endpoints"
-	NameEpByIP     = "sl_ep_by_ip"
-	NameIPCache    = "sl_ipcache"
-	NamePolicy     = "sl_policy"
-	NameCIDRPolicy = "sl_cidr_policy"
-	NameServices   = "sl_services"
-	NameBackends   = "sl_backends"
-	NameCT         = "sl_ct"
-	NameDropRL     = "sl_drop_rl"
-	NameEvents     = "sl_events"
-	NameCounters   = "sl_counters"
-	NameConfig     = "sl_config"
+	NameEndpoints  = bpfobj.SlMapSlEndpoints
+	NameEpByIP     = bpfobj.SlMapSlEpByIp
+	NameIPCache    = bpfobj.SlMapSlIpcache
+	NamePolicy     = bpfobj.SlMapSlPolicy
+	NameCIDRPolicy = bpfobj.SlMapSlCidrPolicy
+	NameServices   = bpfobj.SlMapSlServices
+	NameBackends   = bpfobj.SlMapSlBackends
+	NameCT         = bpfobj.SlMapSlCt
+	NameDropRL     = bpfobj.SlMapSlDropRl
+	NameEvents     = bpfobj.SlMapSlEvents
+	NameCounters   = bpfobj.SlMapSlCounters
+	NameConfig     = bpfobj.SlMapSlConfig
 )
-
-// Names lists every datapath map, the set the loader pins.
-var Names = []string{
-	NameEndpoints, NameEpByIP, NameIPCache, NamePolicy, NameCIDRPolicy, NameServices,
-	NameBackends, NameCT, NameDropRL, NameEvents, NameCounters, NameConfig,
-}
 
 // ErrMapFull is matched (errors.Is) by insert errors of a map at capacity.
 var ErrMapFull = errors.New("bpf map full")
@@ -66,47 +62,40 @@ type Maps struct {
 	Config     *ebpf.Map
 }
 
-// FromCollection picks the datapath maps out of a loaded collection.
-func FromCollection(maps map[string]*ebpf.Map) (*Maps, error) {
-	m := &Maps{}
-	dst := map[string]**ebpf.Map{
-		NameEndpoints: &m.Endpoints, NameEpByIP: &m.EpByIP, NameIPCache: &m.IPCache,
-		NamePolicy: &m.Policy, NameCIDRPolicy: &m.CIDRPolicy, NameServices: &m.Services,
-		NameBackends: &m.Backends, NameCT: &m.CT, NameDropRL: &m.DropRL, NameEvents: &m.Events,
-		NameCounters: &m.Counters, NameConfig: &m.Config,
+// New wraps the maps of the loaded lxc object (bpfobj.SlObjects, which holds
+// every datapath map; the netdev object shares them).
+func New(o *bpfobj.SlMaps) *Maps {
+	return &Maps{
+		Endpoints: o.SlEndpoints, EpByIP: o.SlEpByIp, IPCache: o.SlIpcache, Policy: o.SlPolicy,
+		CIDRPolicy: o.SlCidrPolicy, Services: o.SlServices, Backends: o.SlBackends, CT: o.SlCt,
+		DropRL: o.SlDropRl, Events: o.SlEvents, Counters: o.SlCounters, Config: o.SlConfig,
 	}
-	for name, p := range dst {
-		mp, ok := maps[name]
-		if !ok || mp == nil {
-			return nil, fmt.Errorf("datapath map %s missing from the collection (rebuild bpf objects with go generate ./datapath/bpfobj)", name)
-		}
-		*p = mp
-	}
-	return m, nil
 }
 
-// Proto is an IP protocol number.
+// Proto is an IP protocol number (enum sl_proto).
 type Proto uint8
 
 // Protocols.
 const (
-	ProtoAny  Proto = 0
-	ProtoICMP Proto = 1
-	ProtoTCP  Proto = 6
-	ProtoUDP  Proto = 17
+	ProtoAny  = Proto(bpfobj.SlSlProtoSL_PROTO_ANY)
+	ProtoICMP = Proto(bpfobj.SlSlProtoSL_PROTO_ICMP)
+	ProtoTCP  = Proto(bpfobj.SlSlProtoSL_PROTO_TCP)
+	ProtoUDP  = Proto(bpfobj.SlSlProtoSL_PROTO_UDP)
+	// ProtoSCTP appears in policy keys only; the datapath parses no SCTP ports.
+	ProtoSCTP = Proto(bpfobj.SlSlProtoSL_PROTO_SCTP)
 )
 
-var protoNames = [...]string{ProtoAny: "ANY", ProtoICMP: "ICMP", ProtoTCP: "TCP", ProtoUDP: "UDP"}
+var protoNames = [...]string{ProtoAny: "ANY", ProtoICMP: "ICMP", ProtoTCP: "TCP", ProtoUDP: "UDP", ProtoSCTP: "SCTP"}
 
 func (p Proto) String() string { return EnumName(protoNames[:], uint8(p), "proto(%d)") }
 
-// Direction of a policy entry.
+// Direction of a policy entry (enum sl_dir).
 type Direction uint8
 
 // Directions.
 const (
-	Ingress Direction = 1
-	Egress  Direction = 2
+	Ingress = Direction(bpfobj.SlSlDirSL_DIR_INGRESS)
+	Egress  = Direction(bpfobj.SlSlDirSL_DIR_EGRESS)
 )
 
 var directionNames = [...]string{Ingress: "INGRESS", Egress: "EGRESS"}
@@ -122,15 +111,15 @@ func EnumName(names []string, v uint8, unknown string) string {
 	return fmt.Sprintf(unknown, v)
 }
 
-// Reserved identities.
+// Reserved identities (enum sl_identity).
 const (
-	IdentityAny        uint32 = 0
-	IdentityHost       uint32 = 1
-	IdentityWorld      uint32 = 2
-	IdentityUnmanaged  uint32 = 3
-	IdentityRemoteNode uint32 = 6
+	IdentityAny        = uint32(bpfobj.SlSlIdentitySL_ID_ANY)
+	IdentityHost       = uint32(bpfobj.SlSlIdentitySL_ID_HOST)
+	IdentityWorld      = uint32(bpfobj.SlSlIdentitySL_ID_WORLD)
+	IdentityUnmanaged  = uint32(bpfobj.SlSlIdentitySL_ID_UNMANAGED)
+	IdentityRemoteNode = uint32(bpfobj.SlSlIdentitySL_ID_REMOTE_NODE)
 	// IdentityFirstPod is the first identity for pods.
-	IdentityFirstPod uint32 = 256
+	IdentityFirstPod = uint32(bpfobj.SlSlIdentitySL_ID_FIRST_POD)
 )
 
 // IPToU32 converts an IPv4 address to the u32 the datapath stores (network

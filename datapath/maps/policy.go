@@ -7,22 +7,22 @@ import (
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
 )
 
-// Action of a policy entry.
+// Action of a policy entry (enum sl_policy_action).
 type Action uint8
 
 // Actions.
 const (
-	ActionAllow Action = 1
+	ActionAllow = Action(bpfobj.SlSlPolicyActionSL_ACTION_ALLOW)
 	// ActionExcept (sl_cidr_policy only): an ipBlock "except" range; it
 	// never allows, the datapath moves on to the next, wider lookup.
-	ActionExcept Action = 2
+	ActionExcept = Action(bpfobj.SlSlPolicyActionSL_ACTION_EXCEPT)
 )
 
 // policyFixedBits is ep_id + peer_id + dir + proto.
-const policyFixedBits = 80
+const policyFixedBits = uint32(bpfobj.SlSlLpmBitsSL_POLICY_FIXED_BITS)
 
 // cidrFixedBits is ep_id + dir + proto + port.
-const cidrFixedBits = 64
+const cidrFixedBits = uint32(bpfobj.SlSlLpmBitsSL_CIDR_FIXED_BITS)
 
 // PolicyKey is an sl_policy key. PortPrefixLen is how many leading bits of
 // Port must match (16 = exactly Port, 0 = any port; endPort ranges become

@@ -9,24 +9,24 @@ import (
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
 )
 
-// Scope of a service entry.
+// Scope of a service entry (enum sl_svc_scope).
 type Scope uint8
 
 // Scopes.
 const (
-	ScopeClusterIP Scope = 0
+	ScopeClusterIP = Scope(bpfobj.SlSlSvcScopeSL_SCOPE_CLUSTERIP)
 	// ScopeNodePort entries have an invalid/zero VIP ("any local node
 	// address").
-	ScopeNodePort Scope = 1
+	ScopeNodePort = Scope(bpfobj.SlSlSvcScopeSL_SCOPE_NODEPORT)
 )
 
-// ServiceFlags are the sl_svc_val flags.
+// ServiceFlags are the sl_svc_val flags (enum sl_svc_flags).
 type ServiceFlags uint16
 
 // Service flags.
 const (
-	ServiceAffinity ServiceFlags = 1 // sessionAffinity: ClientIP
-	ServiceLocal    ServiceFlags = 2 // externalTrafficPolicy: Local
+	ServiceAffinity = ServiceFlags(bpfobj.SlSlSvcFlagsSL_SVC_AFFINITY) // sessionAffinity: ClientIP
+	ServiceLocal    = ServiceFlags(bpfobj.SlSlSvcFlagsSL_SVC_LOCAL)    // externalTrafficPolicy: Local
 )
 
 // ServiceKey is an sl_services key.
@@ -188,66 +188,4 @@ func (m *Maps) ListServices() ([]ServiceEntry, error) {
 		return nil, fmt.Errorf("iterate %s: %w", NameServices, err)
 	}
 	return out, nil
-}
-
-// BackendSlot is an sl_backends key.
-type BackendSlot struct {
-	SvcID uint32
-	Slot  uint32
-}
-
-// ServiceValue is a raw sl_services value (with the backend count), for
-// writers that manage slots themselves (datapath/lb's Writer).
-type ServiceValue struct {
-	ID    uint32
-	Count uint16
-	Flags ServiceFlags
-}
-
-// UpsertBackends writes backend slots.
-func (m *Maps) UpsertBackends(entries map[BackendSlot]Backend) error {
-	keys := make([]bpfobj.SlSlBackendKey, 0, len(entries))
-	vals := make([]bpfobj.SlSlBackend, 0, len(entries))
-	for k, b := range entries {
-		ip, err := mustIP(fmt.Sprintf("backend %d/%d", k.SvcID, k.Slot), b.IP)
-		if err != nil {
-			return err
-		}
-		keys = append(keys, bpfobj.SlSlBackendKey{SvcId: k.SvcID, Slot: k.Slot})
-		vals = append(vals, bpfobj.SlSlBackend{Ip: ip, Port: Htons(b.Port)})
-	}
-	return batchPut(m.Backends, NameBackends, keys, vals)
-}
-
-// DeleteBackends removes backend slots (missing ones are fine).
-func (m *Maps) DeleteBackends(slots []BackendSlot) error {
-	keys := make([]bpfobj.SlSlBackendKey, 0, len(slots))
-	for _, k := range slots {
-		keys = append(keys, bpfobj.SlSlBackendKey{SvcId: k.SvcID, Slot: k.Slot})
-	}
-	return batchDel(m.Backends, NameBackends, keys)
-}
-
-// UpsertServices writes raw service entries. Write their backend slots first.
-func (m *Maps) UpsertServices(entries map[ServiceKey]ServiceValue) error {
-	keys := make([]bpfobj.SlSlSvcKey, 0, len(entries))
-	vals := make([]bpfobj.SlSlSvcVal, 0, len(entries))
-	for k, v := range entries {
-		rk, err := k.raw()
-		if err != nil {
-			return err
-		}
-		keys = append(keys, rk)
-		vals = append(vals, bpfobj.SlSlSvcVal{SvcId: v.ID, Count: v.Count, Flags: uint16(v.Flags)})
-	}
-	return batchPut(m.Services, NameServices, keys, vals)
-}
-
-// DeleteServices removes raw service entries (not their backend slots).
-func (m *Maps) DeleteServices(keys []ServiceKey) error {
-	raw, err := rawKeys(keys)
-	if err != nil {
-		return err
-	}
-	return batchDel(m.Services, NameServices, raw)
 }

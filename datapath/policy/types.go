@@ -8,6 +8,9 @@ import (
 	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
+// The values below are the datapath's (bpf/lib/sl_types.h through datapath/maps), under the names the
+// compiler uses.
+
 // Directions (key field dir of sl_policy and sl_cidr_policy).
 const (
 	DirIngress = maps.Ingress
@@ -25,18 +28,18 @@ const (
 	ProtoAny  = maps.ProtoAny
 	ProtoTCP  = maps.ProtoTCP
 	ProtoUDP  = maps.ProtoUDP
-	ProtoSCTP = maps.Proto(132)
+	ProtoSCTP = maps.ProtoSCTP
 )
 
 // Reserved identities (sl_ipcache values, sl_policy peer_id).
 const (
-	IdentityAny        uint32 = 0 // wildcard peer in policy keys
-	IdentityHost       uint32 = 1 // the local node
-	IdentityWorld      uint32 = 2 // anything not in the ipcache
-	IdentityUnmanaged  uint32 = 3
-	IdentityRemoteNode uint32 = 6
+	IdentityAny        = maps.IdentityAny   // wildcard peer in policy keys
+	IdentityHost       = maps.IdentityHost  // the local node
+	IdentityWorld      = maps.IdentityWorld // anything not in the ipcache
+	IdentityUnmanaged  = maps.IdentityUnmanaged
+	IdentityRemoteNode = maps.IdentityRemoteNode
 	// FirstPodIdentity is the lowest identity handed out for a namespace + pod label set.
-	FirstPodIdentity uint32 = 256
+	FirstPodIdentity = maps.IdentityFirstPod
 )
 
 // Endpoint flags (sl_endpoint.flags).

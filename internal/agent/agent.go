@@ -22,7 +22,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/starlab-dev/starlab/datapath/flowevent"
 	"github.com/starlab-dev/starlab/datapath/loader"
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/internal/flow"
@@ -84,8 +83,6 @@ func (a *Agent) useDatapath(dp *loader.Datapath) {
 	a.services.store = mapWriter{dp.Maps}
 	a.nodes.sink = dp.Maps
 }
-
-func dropReasonName(r uint8) string { return flowevent.DropReason(r).String() }
 
 // Run runs the agent until ctx is done. On return the datapath stays attached and pinned (a
 // restarted agent resumes without breaking connections), unless the agent's DaemonSet is gone

@@ -172,17 +172,10 @@ func (e *enricher) enrich(ev *flowevent.Event, clock flowevent.Clock) *flow.Flow
 	case flowevent.ObsFromNetdev:
 		f.TraceObservationPoint = flow.ObsFromNetwork
 	}
-	switch maps.Proto(ev.Proto) {
-	case maps.ProtoTCP:
-		f.L4.Protocol = flow.ProtoTCP
+	f.L4.Protocol = flow.ProtocolName(uint8(ev.Proto))
+	if maps.Proto(ev.Proto) == maps.ProtoTCP {
 		fl := tcpFlags(ev.TCPFlags)
 		f.L4.Flags = &fl
-	case maps.ProtoUDP:
-		f.L4.Protocol = flow.ProtoUDP
-	case maps.ProtoICMP:
-		f.L4.Protocol = flow.ProtoICMPv4
-	default:
-		f.L4.Protocol = fmt.Sprintf("%d", uint8(ev.Proto))
 	}
 	if ev.OrigDst.IsValid() && !ev.OrigDst.IsUnspecified() && (ev.OrigDst != ev.Dst || ev.OrigDstPort != ev.DstPort) {
 		f.IP.OrigDestination = ev.OrigDst.String()

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/starlab-dev/starlab/datapath/flowevent"
 	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 )
@@ -97,7 +98,7 @@ func (a *Agent) status() agentapi.Status {
 	if c, err := a.dp.Maps.ReadCounters(); err == nil {
 		drops := map[string]uint64{}
 		for r, v := range c.Drops {
-			drops[dropReasonName(r)] = v
+			drops[flowevent.DropReason(r).String()] = v
 		}
 		s.DatapathCounters = map[string]any{"packets": c.Packets, "forwarded": c.Forwarded, "ringbuf_reserve_failed": c.RingbufReserveFailed,
 			"ct_new": c.CTNew, "fib_failed": c.FIBFailed, "drops": drops}

@@ -5,8 +5,12 @@ package flow
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/starlab-dev/starlab/datapath/flowevent"
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // Verdict is what the datapath did with the packet.
@@ -60,21 +64,21 @@ const (
 	ObsFromNetwork  = "FROM_NETWORK"
 )
 
-// Drop reasons (drop_reason_desc), ARCHITECTURE.md "Flow events".
+// Drop reasons (drop_reason_desc), ARCHITECTURE.md "Flow events": the names of enum sl_drop_reason
+// (bpf/lib/sl_types.h) as datapath/flowevent spells them.
 const (
-	DropPolicyDenied           = "POLICY_DENIED"
-	DropServiceBackendNotFound = "SERVICE_BACKEND_NOT_FOUND"
-	DropInvalidSourceIP        = "INVALID_SOURCE_IP"
-	DropCTMapInsertionFailed   = "CT_MAP_INSERTION_FAILED"
-	DropPolicyUnrepresentable  = "POLICY_UNREPRESENTABLE"
-	DropUnknownEndpoint        = "UNKNOWN_ENDPOINT"
-	DropInvalidPacket          = "INVALID_PACKET"
+	DropPolicyDenied           = flowevent.DropNamePolicyDenied
+	DropServiceBackendNotFound = flowevent.DropNameServiceBackendNotFound
+	DropInvalidSourceIP        = flowevent.DropNameInvalidSourceIP
+	DropCTMapInsertionFailed   = flowevent.DropNameCTMapInsertionFailed
+	DropPolicyUnrepresentable  = flowevent.DropNamePolicyUnrepresentable
+	DropUnknownEndpoint        = flowevent.DropNameUnknownEndpoint
+	DropInvalidPacket          = flowevent.DropNameInvalidPacket
+	DropFIBLookupFailed        = flowevent.DropNameFIBLookupFailed
 )
 
-var dropReasons = []string{
-	DropPolicyDenied, DropServiceBackendNotFound, DropInvalidSourceIP, DropCTMapInsertionFailed,
-	DropPolicyUnrepresentable, DropUnknownEndpoint, DropInvalidPacket,
-}
+// dropReasons is every drop reason the datapath reports (filter validation).
+var dropReasons = flowevent.DropReasonNames()
 
 // Protocols (l4.protocol).
 const (
@@ -85,6 +89,22 @@ const (
 )
 
 var protocols = []string{ProtoTCP, ProtoUDP, ProtoICMPv4, ProtoSCTP}
+
+// ProtocolName is the l4.protocol name of an IP protocol number (enum sl_proto), the number itself
+// for a protocol without a name.
+func ProtocolName(proto uint8) string {
+	switch maps.Proto(proto) {
+	case maps.ProtoTCP:
+		return ProtoTCP
+	case maps.ProtoUDP:
+		return ProtoUDP
+	case maps.ProtoICMP:
+		return ProtoICMPv4
+	case maps.ProtoSCTP:
+		return ProtoSCTP
+	}
+	return strconv.Itoa(int(proto))
+}
 
 // Policy kinds in allowed_by / denied_by.
 const (
@@ -208,12 +228,12 @@ func (e Endpoint) String() string {
 	return fmt.Sprintf("identity:%d", e.Identity)
 }
 
-// Reserved identities (ARCHITECTURE.md "Maps").
+// Reserved identities (enum sl_identity, ARCHITECTURE.md "Maps").
 const (
-	IdentityHost       = 1
-	IdentityWorld      = 2
-	IdentityUnmanaged  = 3
-	IdentityRemoteNode = 6
+	IdentityHost       = maps.IdentityHost
+	IdentityWorld      = maps.IdentityWorld
+	IdentityUnmanaged  = maps.IdentityUnmanaged
+	IdentityRemoteNode = maps.IdentityRemoteNode
 )
 
 // ReservedIdentityName names a reserved identity ("host", "world", ...) or returns "".

@@ -1,0 +1,354 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The contract between the BPF programs and Go: every enum value and every
+ * map key, map value and event layout that Go reads or writes is defined
+ * here, once. bpf2go emits them as Go types and typed constants into
+ * datapath/bpfobj (sl_bpfel.go, from the lxc object; see the -type list in
+ * datapath/bpfobj/doc.go), and Go only wraps those:
+ *
+ *   enum sl_proto, sl_dir, sl_identity   -> datapath/maps/maps.go
+ *   struct sl_endpoint, sl_ep_flags      -> datapath/maps/endpoints.go
+ *   struct sl_ipcache_*                  -> datapath/maps/ipcache.go
+ *   struct sl_policy_*, sl_cidr_*,
+ *     sl_policy_action, sl_lpm_bits      -> datapath/maps/policy.go (datapath/policy uses it)
+ *   struct sl_svc_*, sl_backend*,
+ *     sl_svc_scope, sl_svc_flags         -> datapath/maps/services.go (datapath/lb uses it)
+ *   struct sl_ct_*, sl_ct_scope/flags    -> datapath/maps/conntrack.go
+ *   struct sl_cfg, sl_event_level,
+ *     sl_counter                         -> datapath/maps/config.go
+ *   struct sl_flow_event, sl_verdict,
+ *     sl_drop_reason, sl_event_type,
+ *     sl_obs_point, sl_tcp_flags         -> datapath/flowevent/event.go (names for JSON;
+ *                                           internal/flow takes them from there)
+ *
+ * All addresses and ports are in network byte order, pads are explicit and
+ * zeroed. Map layouts may only be appended to (pinned maps survive agent
+ * upgrades; see docs/ARCHITECTURE.md "Maps").
+ */
+#ifndef SL_TYPES_H
+#define SL_TYPES_H
+
+#include "sl_kernel.h"
+
+/* ---- packets ------------------------------------------------------------ */
+
+/* IP protocol numbers (UAPI IPPROTO_*) the datapath knows; 0 in a policy key = any. */
+enum sl_proto {
+	SL_PROTO_ANY = 0,
+	SL_PROTO_ICMP = 1,
+	SL_PROTO_TCP = 6,
+	SL_PROTO_UDP = 17,
+	SL_PROTO_SCTP = 132, /* policy keys only: the datapath parses no SCTP ports */
+};
+
+/* TCP header flags (struct tcphdr flags byte, sl_flow_event.tcp_flags). */
+enum sl_tcp_flags {
+	SL_TCP_FIN = 0x01,
+	SL_TCP_SYN = 0x02,
+	SL_TCP_RST = 0x04,
+	SL_TCP_PSH = 0x08,
+	SL_TCP_ACK = 0x10,
+	SL_TCP_URG = 0x20,
+	SL_TCP_ECE = 0x40,
+	SL_TCP_CWR = 0x80,
+};
+
+/* ---- endpoints ---------------------------------------------------------- */
+enum sl_ep_flags {
+	SL_EP_INGRESS_ENFORCED = 1,
+	SL_EP_EGRESS_ENFORCED = 2,
+	SL_EP_POLICY_ERROR = 4,
+};
+
+struct sl_endpoint {
+	__u32 ip;
+	__u32 ep_id;
+	__u32 identity;
+	__u32 flags; /* enum sl_ep_flags */
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+/* ---- identities --------------------------------------------------------- */
+enum sl_identity {
+	SL_ID_ANY = 0,
+	SL_ID_HOST = 1,
+	SL_ID_WORLD = 2,
+	SL_ID_UNMANAGED = 3,
+	SL_ID_REMOTE_NODE = 6,
+	SL_ID_FIRST_POD = 256, /* identities from here on are pods */
+};
+
+struct sl_ipcache_key {
+	__u32 prefixlen;
+	__u32 ip;
+};
+
+struct sl_ipcache_val {
+	__u32 identity;
+	__u32 flags;
+};
+
+/* ---- policy ------------------------------------------------------------- */
+
+/* Policy direction of an endpoint; also the traffic direction of an event. */
+enum sl_dir {
+	SL_DIR_INGRESS = 1,
+	SL_DIR_EGRESS = 2,
+};
+
+enum sl_policy_action {
+	SL_ACTION_ALLOW = 1,
+	SL_ACTION_EXCEPT = 2, /* sl_cidr_policy: ipBlock except range, never allows */
+};
+
+/* LPM prefix lengths (bits) of the policy keys, after the prefixlen field. */
+enum sl_lpm_bits {
+	SL_POLICY_FIXED_BITS = 80,  /* sl_policy_key: ep_id, peer_id, dir, proto */
+	SL_POLICY_PREFIX_FULL = 96, /* ... and port */
+	SL_CIDR_FIXED_BITS = 64,    /* sl_cidr_policy_key: ep_id, dir, proto, port */
+	SL_CIDR_PREFIX_FULL = 96,   /* ... and ip */
+};
+
+struct sl_policy_key {
+	__u32 prefixlen;
+	__u32 ep_id;
+	__u32 peer_id;
+	__u8 dir;   /* enum sl_dir */
+	__u8 proto; /* enum sl_proto */
+	__be16 port;
+};
+
+struct sl_policy_val {
+	__u8 action; /* enum sl_policy_action */
+	__u8 pad;
+	__u16 rule;
+	__u32 policy_id;
+};
+
+struct sl_cidr_policy_key {
+	__u32 prefixlen;
+	__u32 ep_id;
+	__u8 dir;
+	__u8 proto;
+	__be16 port;
+	__u32 ip;
+};
+
+/* ---- services ----------------------------------------------------------- */
+enum sl_svc_scope {
+	SL_SCOPE_CLUSTERIP = 0,
+	SL_SCOPE_NODEPORT = 1, /* vip 0: any local node address */
+};
+
+enum sl_svc_flags {
+	SL_SVC_AFFINITY = 1, /* sessionAffinity: ClientIP */
+	SL_SVC_LOCAL = 2,    /* externalTrafficPolicy: Local */
+};
+
+struct sl_svc_key {
+	__u32 vip;
+	__be16 port;
+	__u8 proto; /* enum sl_proto */
+	__u8 scope; /* enum sl_svc_scope */
+};
+
+struct sl_svc_val {
+	__u32 svc_id;
+	__u16 count;
+	__u16 flags; /* enum sl_svc_flags */
+};
+
+struct sl_backend_key {
+	__u32 svc_id;
+	__u32 slot;
+};
+
+struct sl_backend {
+	__u32 ip;
+	__be16 port;
+	__u16 pad;
+};
+
+/* ---- conntrack ---------------------------------------------------------- */
+enum sl_ct_scope {
+	SL_CT_INGRESS = 1, /* to-container */
+	SL_CT_EGRESS = 2,  /* from-container */
+	SL_CT_NETDEV = 3,  /* from-netdev */
+};
+
+enum sl_ct_flags {
+	SL_CT_REPLY = 1,         /* entry matches the reply direction */
+	SL_CT_DNAT = 2,          /* rewrite daddr/dport to nat_addr/nat_port */
+	SL_CT_REVNAT = 4,        /* rewrite saddr/sport to nat_addr/nat_port */
+	SL_CT_SNAT = 8,          /* forward: saddr/sport := snat; reply: daddr/dport := snat */
+	SL_CT_SEEN_CLOSE = 16,   /* a FIN/RST was seen, CLOSE event emitted */
+	SL_CT_FIB_REDIRECT = 32, /* after NAT, bpf_fib_lookup + bpf_redirect (NodePort) */
+};
+
+struct sl_ct_key {
+	__u32 saddr;
+	__u32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto; /* enum sl_proto */
+	__u8 scope; /* enum sl_ct_scope (sl_drop_rl: enum sl_obs_point) */
+	__u16 pad;
+};
+
+struct sl_ct_entry {
+	__u64 created_ns; /* bpf_ktime_get_boot_ns */
+	__u64 last_seen_ns;
+	__u64 packets;
+	__u64 bytes;
+	__u32 nat_addr;
+	__be16 nat_port;
+	__u16 flags; /* enum sl_ct_flags */
+	__u32 policy_id;
+	__u32 orig_daddr; /* the destination the client dialed (VIP, node IP) */
+	__be16 orig_dport;
+	__u16 rule;
+	__u32 svc_id;
+	/* appended to the ARCHITECTURE.md list */
+	__u32 snat_addr;
+	__be16 snat_port;
+	__u16 pad;
+	__u32 src_identity;
+	__u32 dst_identity;
+	struct sl_ct_key pair; /* the other direction's entry */
+};
+
+/* ---- counters and config ------------------------------------------------ */
+
+/* sl_counters indexes. */
+enum sl_counter {
+	SL_CNT_PACKETS = 0,
+	SL_CNT_FORWARDED = 1,
+	SL_CNT_RB_FAIL = 2,
+	SL_CNT_CT_NEW = 3,
+	SL_CNT_FIB_FAIL = 4,
+	SL_CNT_NON_IPV4 = 5,
+	SL_CNT_DROP_BASE = 16, /* + enum sl_drop_reason */
+	SL_CNT_MAX = 32,
+};
+
+enum sl_event_level {
+	SL_EVENTS_FLOWS = 0, /* NEW, DROP, CLOSE */
+	SL_EVENTS_NONE = 1,
+	SL_EVENTS_ALL = 2, /* also one TRACE per forwarded packet */
+};
+
+#define SL_MAX_NODE_IPS 4
+
+struct sl_cfg {
+	__u32 node_ips[SL_MAX_NODE_IPS]; /* local node addresses (0 = unused) */
+	__u32 netdev_ifindex;            /* node device (eth0 in kind) */
+	__u32 event_level;               /* enum sl_event_level */
+	__u32 wakeup_bytes;              /* force a reader wakeup over this much pending data (0: 64 KiB) */
+	__u32 pad;
+};
+
+/* ---- flow events (sl_events ring buffer) -------------------------------- */
+enum sl_verdict {
+	SL_VERDICT_FORWARDED = 1,
+	SL_VERDICT_DROPPED = 2,
+};
+
+/* Why a packet was dropped: event drop_reason, counter SL_CNT_DROP_BASE + reason. */
+enum sl_drop_reason {
+	SL_DROP_NONE = 0,
+	SL_DROP_POLICY_DENIED = 1,
+	SL_DROP_SERVICE_BACKEND_NOT_FOUND = 2,
+	SL_DROP_INVALID_SOURCE_IP = 3,
+	SL_DROP_CT_MAP_INSERTION_FAILED = 4,
+	SL_DROP_POLICY_UNREPRESENTABLE = 5,
+	SL_DROP_UNKNOWN_ENDPOINT = 6,
+	SL_DROP_INVALID_PACKET = 7,
+	SL_DROP_FIB_LOOKUP_FAILED = 8, /* no route for a packet the datapath forwards itself */
+	SL_DROP_MAX,                   /* SL_CNT_DROP_BASE + SL_DROP_MAX <= SL_CNT_MAX */
+};
+
+enum sl_event_type {
+	SL_EVENT_NEW = 1,
+	SL_EVENT_DROP = 2,
+	SL_EVENT_CLOSE = 3,
+	SL_EVENT_TRACE = 4, /* only with SL_EVENTS_ALL */
+};
+
+enum sl_obs_point {
+	SL_OBS_FROM_CONTAINER = 1,
+	SL_OBS_TO_CONTAINER = 2,
+	SL_OBS_FROM_NETDEV = 3,
+};
+
+struct sl_flow_event {
+	__u64 ts_ns; /* bpf_ktime_get_boot_ns */
+	__u32 saddr;
+	__u32 daddr;
+	__u32 orig_daddr;
+	__be16 sport;
+	__be16 dport;
+	__be16 orig_dport;
+	__u8 proto;       /* enum sl_proto */
+	__u8 verdict;     /* enum sl_verdict */
+	__u8 drop_reason; /* enum sl_drop_reason */
+	__u8 direction;   /* enum sl_dir */
+	__u8 tcp_flags;   /* enum sl_tcp_flags */
+	__u8 event_type;  /* enum sl_event_type */
+	__u8 obs_point;   /* enum sl_obs_point */
+	__u8 is_reply;
+	__u16 rule;
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 policy_id;
+	__u32 pad;
+	__u64 packets;
+	__u64 bytes;
+};
+
+/*
+ * Every contract type in one struct: a pointer to it (sl_contract_anchor in
+ * lxc.c) puts all of them into BTF, also the enums only inline helpers use,
+ * so bpf2go -type finds them. Not a map value; never instantiated.
+ */
+struct sl_contract {
+	enum sl_proto proto;
+	enum sl_tcp_flags tcp_flags;
+	enum sl_ep_flags ep_flags;
+	enum sl_identity identity;
+	enum sl_dir dir;
+	enum sl_policy_action action;
+	enum sl_lpm_bits lpm_bits;
+	enum sl_svc_scope svc_scope;
+	enum sl_svc_flags svc_flags;
+	enum sl_ct_scope ct_scope;
+	enum sl_ct_flags ct_flags;
+	enum sl_counter counter;
+	enum sl_event_level event_level;
+	enum sl_verdict verdict;
+	enum sl_drop_reason drop_reason;
+	enum sl_event_type event_type;
+	enum sl_obs_point obs_point;
+	struct sl_cfg cfg;
+	struct sl_flow_event event;
+};
+
+/* ---- datapath-internal (not in Go) -------------------------------------- */
+
+/* What the hook learned about the packet so far; becomes the event. */
+struct sl_trace {
+	__u32 orig_daddr;
+	__be16 orig_dport;
+	__u8 obs_point; /* enum sl_obs_point */
+	__u8 direction; /* enum sl_dir */
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 policy_id;
+	__u16 rule;
+	__u8 is_reply;
+	__u8 pad;
+	__u32 ifindex;
+};
+
+#endif /* SL_TYPES_H */

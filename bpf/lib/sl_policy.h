@@ -87,7 +87,8 @@ static __always_inline enum sl_drop_reason sl_policy_check(const struct sl_endpo
 	t->policy_id = 0;
 	t->rule = 0;
 	if (ep->flags & SL_EP_POLICY_ERROR)
-		return SL_DROP_POLICY_UNREPRESENTABLE;
+		return ep->flags & SL_EP_POLICY_WRITE_FAILED ? SL_DROP_POLICY_WRITE_FAILED
+							      : SL_DROP_POLICY_UNREPRESENTABLE;
 	if (!(ep->flags & enforced))
 		return SL_DROP_NONE;
 	/* the node itself (kubelet probes) may always reach its pods */

@@ -58,6 +58,9 @@ enum sl_ep_flags {
 	SL_EP_INGRESS_ENFORCED = 1,
 	SL_EP_EGRESS_ENFORCED = 2,
 	SL_EP_POLICY_ERROR = 4,
+	/* with SL_EP_POLICY_ERROR: the agent could not write the endpoint's policy (maps full, write
+	 * failed), so it denies everything; dropped as SL_DROP_POLICY_WRITE_FAILED */
+	SL_EP_POLICY_WRITE_FAILED = 8,
 };
 
 struct sl_endpoint {
@@ -265,6 +268,7 @@ enum sl_drop_reason {
 	SL_DROP_UNKNOWN_ENDPOINT = 6,
 	SL_DROP_INVALID_PACKET = 7,
 	SL_DROP_FIB_LOOKUP_FAILED = 8, /* no route for a packet the datapath forwards itself */
+	SL_DROP_POLICY_WRITE_FAILED = 9, /* the endpoint's policy could not be written: deny-all */
 	SL_DROP_MAX,                   /* SL_CNT_DROP_BASE + SL_DROP_MAX <= SL_CNT_MAX */
 };
 

@@ -129,7 +129,8 @@ const (
 	SlSlDropReasonSL_DROP_UNKNOWN_ENDPOINT          SlSlDropReason = 6
 	SlSlDropReasonSL_DROP_INVALID_PACKET            SlSlDropReason = 7
 	SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED         SlSlDropReason = 8
-	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 9
+	SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED       SlSlDropReason = 9
+	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 10
 )
 
 type SlSlEndpoint struct {
@@ -145,9 +146,10 @@ type SlSlEndpoint struct {
 type SlSlEpFlags uint32
 
 const (
-	SlSlEpFlagsSL_EP_INGRESS_ENFORCED SlSlEpFlags = 1
-	SlSlEpFlagsSL_EP_EGRESS_ENFORCED  SlSlEpFlags = 2
-	SlSlEpFlagsSL_EP_POLICY_ERROR     SlSlEpFlags = 4
+	SlSlEpFlagsSL_EP_INGRESS_ENFORCED    SlSlEpFlags = 1
+	SlSlEpFlagsSL_EP_EGRESS_ENFORCED     SlSlEpFlags = 2
+	SlSlEpFlagsSL_EP_POLICY_ERROR        SlSlEpFlags = 4
+	SlSlEpFlagsSL_EP_POLICY_WRITE_FAILED SlSlEpFlags = 8
 )
 
 type SlSlEventLevel uint32

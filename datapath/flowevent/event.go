@@ -62,6 +62,7 @@ const (
 	DropUnknownEndpoint        = DropReason(bpfobj.SlSlDropReasonSL_DROP_UNKNOWN_ENDPOINT)
 	DropInvalidPacket          = DropReason(bpfobj.SlSlDropReasonSL_DROP_INVALID_PACKET)
 	DropFIBLookupFailed        = DropReason(bpfobj.SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED)
+	DropPolicyWriteFailed      = DropReason(bpfobj.SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED)
 	// dropMax is one past the last reason.
 	dropMax = DropReason(bpfobj.SlSlDropReasonSL_DROP_MAX)
 )
@@ -77,6 +78,7 @@ const (
 	DropNameUnknownEndpoint        = "UNKNOWN_ENDPOINT"
 	DropNameInvalidPacket          = "INVALID_PACKET"
 	DropNameFIBLookupFailed        = "FIB_LOOKUP_FAILED"
+	DropNamePolicyWriteFailed      = "POLICY_WRITE_FAILED"
 )
 
 var dropNames = [...]string{
@@ -88,6 +90,7 @@ var dropNames = [...]string{
 	DropUnknownEndpoint:        DropNameUnknownEndpoint,
 	DropInvalidPacket:          DropNameInvalidPacket,
 	DropFIBLookupFailed:        DropNameFIBLookupFailed,
+	DropPolicyWriteFailed:      DropNamePolicyWriteFailed,
 }
 
 // DropReasons lists every drop reason the datapath reports, in enum order.

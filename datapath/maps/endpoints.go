@@ -19,6 +19,10 @@ const (
 	// selecting the endpoint; the datapath denies everything
 	// (POLICY_UNREPRESENTABLE).
 	EndpointPolicyError = EndpointFlags(bpfobj.SlSlEpFlagsSL_EP_POLICY_ERROR)
+	// EndpointPolicyWriteFailed, set together with EndpointPolicyError: the
+	// agent could not write the endpoint's policy (maps full, write failed);
+	// the datapath denies everything (POLICY_WRITE_FAILED).
+	EndpointPolicyWriteFailed = EndpointFlags(bpfobj.SlSlEpFlagsSL_EP_POLICY_WRITE_FAILED)
 )
 
 // Endpoint is a local pod, keyed by its host veth ifindex.

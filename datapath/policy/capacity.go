@@ -16,8 +16,7 @@ type Overflow struct {
 }
 
 // FitCapacity makes next fit the policy maps: when the entries next asks for do not fit c, the
-// endpoints that need the most entries are set deny-all (EndpointPolicyError, their entries left
-// out) until the rest fits, and are returned with the reason. Endpoints are admitted in order of
+// endpoints that need the most entries are set deny-all (DenyAll: their entries left out) until the rest fits, and are returned with the reason. Endpoints are admitted in order of
 // the entries they add (fewest first, then ifindex), so the result is deterministic. A capacity of
 // 0 means unlimited.
 //
@@ -83,8 +82,9 @@ func FitCapacity(programmed, next State, c dpmaps.PolicyCapacity) (State, []Over
 	return DenyAll(next, idx), over
 }
 
-// DenyAll returns a copy of s in which the endpoints at ifindexes have EndpointPolicyError and no
-// sl_policy or sl_cidr_policy entries.
+// DenyAll returns a copy of s in which the endpoints at ifindexes have EndpointPolicyError and
+// EndpointPolicyWriteFailed (their policy could not be written) and no sl_policy or
+// sl_cidr_policy entries.
 func DenyAll(s State, ifindexes []uint32) State {
 	out := State{IPCache: s.IPCache, Policy: maps.Clone(s.Policy), CIDR: maps.Clone(s.CIDR), Endpoints: maps.Clone(s.Endpoints)}
 	eps := map[uint32]bool{}
@@ -93,7 +93,7 @@ func DenyAll(s State, ifindexes []uint32) State {
 		if !ok {
 			continue
 		}
-		e.Flags |= EndpointPolicyError
+		e.Flags |= EndpointPolicyError | EndpointPolicyWriteFailed
 		out.Endpoints[idx] = e
 		eps[e.EpID] = true
 	}

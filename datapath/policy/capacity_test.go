@@ -95,6 +95,6 @@ func TestIncomplete(t *testing.T) {
 		})
 	}
 	denied := DenyAll(next, []uint32{2})
-	require.Equal(t, EndpointPolicyError|EndpointIngressEnforced, denied.Endpoints[2].Flags)
+	require.Equal(t, EndpointPolicyError|EndpointPolicyWriteFailed|EndpointIngressEnforced, denied.Endpoints[2].Flags)
 	assert.Len(t, denied.Policy, 4)
 }

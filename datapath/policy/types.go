@@ -47,6 +47,9 @@ const (
 	EndpointIngressEnforced = maps.EndpointIngressEnforced
 	EndpointEgressEnforced  = maps.EndpointEgressEnforced
 	EndpointPolicyError     = maps.EndpointPolicyError
+	// EndpointPolicyWriteFailed marks a deny-all (EndpointPolicyError) endpoint whose policy could
+	// not be written (FitCapacity, DenyAll): the datapath drops with POLICY_WRITE_FAILED.
+	EndpointPolicyWriteFailed = maps.EndpointPolicyWriteFailed
 )
 
 // PodRef names a pod.

@@ -195,7 +195,7 @@ func (e *enricher) enrich(ev *flowevent.Event, clock flowevent.Clock) *flow.Flow
 				f.AllowedBy = []flow.Policy{{Kind: flow.PolicyKindNetworkPolicy, Namespace: ref.Namespace, Name: ref.Name}}
 			}
 		}
-		if ev.Verdict == flowevent.VerdictDropped && (ev.DropReason == flowevent.DropPolicyDenied || ev.DropReason == flowevent.DropPolicyUnrepresentable) {
+		if ev.Verdict == flowevent.VerdictDropped && (ev.DropReason == flowevent.DropPolicyDenied || ev.DropReason == flowevent.DropPolicyUnrepresentable || ev.DropReason == flowevent.DropPolicyWriteFailed) {
 			dir := policy.DirIngress
 			if ev.Direction == flowevent.DirectionEgress {
 				dir = policy.DirEgress

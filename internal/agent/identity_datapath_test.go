@@ -5,6 +5,7 @@ package agent
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/starlab-dev/starlab/datapath/flowevent"
 	"github.com/starlab-dev/starlab/datapath/loader"
 	"github.com/starlab-dev/starlab/datapath/maps"
 )
@@ -147,4 +149,68 @@ func TestRestartedAgentKeepsNewPodDenied(t *testing.T) {
 	t.Logf("states seen by the datapath during the restarted agent's first apply: %q", states)
 	assert.Equal(t, uint32(tcActShot), verdict(attacker), "attacker -> web stays denied")
 	assert.Equal(t, uint32(tcActOK), verdict(client), "client -> web still allowed")
+}
+
+// failingUpserts fails every sl_policy upsert while fail is set.
+type failingUpserts struct {
+	policyMaps
+	fail *error
+}
+
+func (m failingUpserts) UpsertPolicies(es []maps.PolicyEntry) error {
+	if *m.fail != nil {
+		return *m.fail
+	}
+	return m.policyMaps.UpsertPolicies(es)
+}
+
+// TestPolicyWriteFailureDropsWithItsOwnReason (issue 11 item 2): a policy selecting web whose
+// sl_policy write fails on the real maps leaves web deny-all, not on its old allow-all: a real SYN
+// from client is dropped with POLICY_WRITE_FAILED. Once the write succeeds, client is allowed.
+func TestPolicyWriteFailureDropsWithItsOwnReason(t *testing.T) {
+	require.Equal(t, 0, os.Geteuid(), "needs root: BPF maps and programs")
+	pinDir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("sltest-agentwf-%d", os.Getpid()))
+	t.Cleanup(func() { _ = os.RemoveAll(pinDir) })
+	dp, err := loader.Load(context.Background(), loader.Options{PinDir: pinDir})
+	require.NoError(t, err)
+	t.Cleanup(func() { dp.Close() })
+	require.NoError(t, dp.Maps.SetConfig(maps.Config{NodeIPs: []netip.Addr{netip.MustParseAddr("172.18.0.2")}, EventLevel: maps.EventsNone}))
+
+	web, client := netip.MustParseAddr("10.244.1.5"), netip.MustParseAddr("10.244.2.9")
+	sport := uint16(41000)
+	verdict := func() uint32 {
+		sport++
+		ret, err := dp.ToContainer().Run(&ebpf.RunOptions{Data: synPacket(client, web, sport, 8080)})
+		require.NoError(t, err)
+		return ret
+	}
+	drops := func() uint64 {
+		c, err := dp.Maps.ReadCounters()
+		require.NoError(t, err)
+		return c.Drops[uint8(flowevent.DropPolicyWriteFailed)]
+	}
+
+	var fail error
+	f := newPolicyFixture(t)
+	f.p.maps = failingUpserts{policyMaps: dp.Maps, fail: &fail}
+	ep := &Endpoint{Ifindex: 1}
+	ep.ContainerID, ep.PodNamespace, ep.PodName, ep.IP, ep.MAC = "web", "shop", webPod.Name, web.String(), "02:00:00:00:00:05"
+	require.NoError(t, ep.parse())
+	f.eps.register(ep)
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	require.Equal(t, uint32(tcActOK), verdict(), "no policy: web allows all")
+
+	fail = errors.New("injected sl_policy write failure")
+	require.NoError(t, f.netpols.Add(allowClient("8")))
+	require.ErrorContains(t, f.p.compileAndApply(t.Context()), "injected")
+	before := drops()
+	assert.Equal(t, uint32(tcActShot), verdict(), "web is deny-all after the failed write")
+	assert.Equal(t, before+1, drops(), "dropped as POLICY_WRITE_FAILED")
+
+	fail = nil
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	assert.Equal(t, uint32(tcActOK), verdict(), "written: client -> web:8080 allowed")
+	st, err := dp.Maps.LookupEndpoint(1)
+	require.NoError(t, err)
+	assert.Equal(t, maps.EndpointIngressEnforced, st.Flags)
 }

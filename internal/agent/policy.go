@@ -240,7 +240,7 @@ func (p *policies) failClosedLocked(next policy.State, eps []*Endpoint, applyErr
 	var over []policy.Overflow
 	for _, idx := range incomplete {
 		e := next.Endpoints[idx]
-		e.Flags |= policy.EndpointPolicyError
+		e.Flags |= policy.EndpointPolicyError | policy.EndpointPolicyWriteFailed
 		if err := p.maps.UpsertEndpoint(idx, e); err != nil {
 			p.log.Error("set endpoint deny-all after a failed policy write", "ifindex", idx, "err", err)
 			continue

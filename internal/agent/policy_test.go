@@ -308,7 +308,8 @@ func TestPolicyPartFailsClosedWhenPolicyCannotBeWritten(t *testing.T) {
 			tt.setup(f.maps)
 			require.NoError(t, f.netpols.Add(allowClientTwoPorts("9")))
 			_ = f.p.compileAndApply(t.Context()) // a write failure is also returned (the loop retries)
-			assert.Equal(t, maps.EndpointPolicyError, f.maps.s.Endpoints[12].Flags&maps.EndpointPolicyError, "web is deny-all, not left on allow-all")
+			assert.Equal(t, maps.EndpointPolicyError|maps.EndpointPolicyWriteFailed, f.maps.s.Endpoints[12].Flags&(maps.EndpointPolicyError|maps.EndpointPolicyWriteFailed),
+				"web is deny-all (dropped as POLICY_WRITE_FAILED), not left on allow-all")
 			assert.Zero(t, policyEntriesOf(f.maps.s, 12), "no partial entries of web are left")
 			assert.Equal(t, 1, failures[tt.reason], "starlab_policy_apply_failures_total{reason=%q}", tt.reason)
 			require.NotEmpty(t, f.events.Events)

@@ -75,6 +75,7 @@ const (
 	DropUnknownEndpoint        = flowevent.DropNameUnknownEndpoint
 	DropInvalidPacket          = flowevent.DropNameInvalidPacket
 	DropFIBLookupFailed        = flowevent.DropNameFIBLookupFailed
+	DropPolicyWriteFailed      = flowevent.DropNamePolicyWriteFailed
 )
 
 // dropReasons is every drop reason the datapath reports (filter validation).

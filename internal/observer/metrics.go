@@ -24,7 +24,7 @@ type Metrics struct {
 const (
 	MatchNetworkPolicy   = "network-policy" // a NetworkPolicy rule allowed it
 	MatchDefaultDeny     = "default-deny"   // no rule allowed a policed endpoint
-	MatchUnrepresentable = "policy-error"   // the policy could not be compiled: fail closed
+	MatchUnrepresentable = "policy-error"   // the policy could not be compiled or written: fail closed
 )
 
 // NewMetrics registers the observer's series on a fresh registry.
@@ -84,7 +84,7 @@ func policyMatch(f *flow.Flow) string {
 	if f.IsReply {
 		return ""
 	}
-	if f.DropReasonDesc == flow.DropPolicyUnrepresentable {
+	if f.DropReasonDesc == flow.DropPolicyUnrepresentable || f.DropReasonDesc == flow.DropPolicyWriteFailed {
 		return MatchUnrepresentable
 	}
 	if f.Verdict == flow.VerdictDropped && f.DropReasonDesc == flow.DropPolicyDenied {

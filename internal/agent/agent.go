@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -147,24 +148,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer sock.Close()
 	a.ready.Store(true)
 
-	// 4. API on <node address>:4245 (flows, status, metrics, healthz).
-	listen, err := apiListenAddr(a.cfg.Listen, nodeIP)
+	// 4. API on <node address>:4245 and 127.0.0.1:4245 (flows, status, metrics, healthz).
+	addrs, err := apiListenAddrs(a.cfg.Listen, nodeIP)
 	if err != nil {
 		return err
 	}
-	api := &http.Server{Addr: listen, Handler: a.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
-	apiErr := make(chan error, 1)
-	go func() {
-		if err := api.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			apiErr <- fmt.Errorf("serve %s: %w", listen, err)
-		}
-	}()
-	a.log.Info("API serving", "address", listen)
+	api := &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		_ = api.Shutdown(sctx)
 	}()
+	apiErr := make(chan error, len(addrs))
+	for _, addr := range addrs {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s for the API: %w", addr, err)
+		}
+		go func() {
+			if err := api.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				apiErr <- fmt.Errorf("serve %s: %w", addr, err)
+			}
+		}()
+	}
+	a.log.Info("API serving", "addresses", addrs)
 
 	// 5. Informers; wait for sync, program services and policy.
 	var wg sync.WaitGroup

@@ -106,22 +106,24 @@ func (a *Agent) status() agentapi.Status {
 	return s
 }
 
-// apiListenAddr is the address the API on the host network binds: listen as given, except that a
-// missing host means the node's address (not every address of the host, so the API is not served
-// on the host's other interfaces). The kubelet probes /healthz at the pod IP, which for this
-// hostNetwork pod is the node address, and the observer dials the same address.
-func apiListenAddr(listen string, node netip.Addr) (string, error) {
+// apiListenAddrs are the addresses the API on the host network binds: listen as given, except that
+// a missing host means the node's address and loopback (not every address of the host, so the API
+// is not served on the host's other interfaces). The kubelet probes /healthz at the pod IP, which
+// for this hostNetwork pod is the node address, and the observer dials the same address; a
+// port-forward to the agent pod (starlab bundle, the scenarios) dials loopback in the node's
+// network namespace, which no pod can reach.
+func apiListenAddrs(listen string, node netip.Addr) ([]string, error) {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
-		return "", fmt.Errorf("listen address %q: %w", listen, err)
+		return nil, fmt.Errorf("listen address %q: %w", listen, err)
 	}
 	if host != "" {
-		return listen, nil
+		return []string{listen}, nil
 	}
 	if !node.IsValid() {
-		return "", fmt.Errorf("listen address %q has no host and the node has no address to bind (set --listen=<ip>:%s)", listen, port)
+		return nil, fmt.Errorf("listen address %q has no host and the node has no address to bind (set --listen=<ip>:%s)", listen, port)
 	}
-	return net.JoinHostPort(node.String(), port), nil
+	return []string{net.JoinHostPort(node.String(), port), net.JoinHostPort("127.0.0.1", port)}, nil
 }
 
 func (a *Agent) apiHandler() http.Handler {

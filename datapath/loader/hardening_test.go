@@ -3,6 +3,7 @@
 package loader
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"syscall"
@@ -284,4 +285,17 @@ func TestSpoofedNodePortSYNCannotTakeOverReplies(t *testing.T) {
 		ev{Type: fe.TypeDrop, Verdict: fe.VerdictDropped, Reason: fe.DropCTTupleInUse, Obs: fe.ObsFromNetdev,
 			Dir: fe.DirectionIngress, Proto: tcp, Src: "10.244.2.10", Dst: "10.244.1.11", DstPort: 8080,
 			OrigDst: node1IP, OrigDstPort: 30080, SrcID: 258, DstID: 257})
+}
+
+// Item 8, clsact/cls_bpf fallback: the no-backend RST is delivered with
+// bpf_redirect_peer from the legacy TC ingress hook as well.
+func TestNoBackendRefusedAtOnceLegacyTC(t *testing.T) {
+	l := newLabMode(t, AttachLegacyTC)
+	a := l.pods["a"]
+	require.NoError(t, l.n1.dp.Maps.UpsertService(
+		maps.ServiceKey{VIP: netip.MustParseAddr("10.96.0.99"), Port: 80, Proto: maps.ProtoTCP}, maps.Service{ID: 9}, nil))
+	start := time.Now()
+	_, err := dial(a.ns, "tcp4", "10.96.0.99:80", "", 5*time.Second)
+	require.True(t, errors.Is(err, syscall.ECONNREFUSED), "want ECONNREFUSED, got %v", err)
+	require.Less(t, time.Since(start), 500*time.Millisecond, "refusal must be immediate")
 }

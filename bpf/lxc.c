@@ -24,9 +24,6 @@
 #include "lib/sl_lb.h"
 #include "lib/sl_policy.h"
 
-/* skb->mark of an RST we generated and redirected back into the pod */
-#define SL_MARK_SVC_RST 0x51a70000
-
 /* Parse the packet and find the pod endpoint of the veth: both pod hooks start the same way.
  * Returns SL_CONTINUE with *ep set, or the verdict (ARP passes; anything else not IPv4 fails closed). */
 static __always_inline int sl_lxc_prologue(struct __sk_buff *skb, struct sl_pkt *p,
@@ -54,10 +51,73 @@ static __always_inline int sl_lxc_prologue(struct __sk_buff *skb, struct sl_pkt 
 	return SL_CONTINUE;
 }
 
-/* Established flow or reply at either pod hook: NAT and counters (lib/sl_conntrack.h). */
-static __always_inline int sl_lxc_ct_hit(struct __sk_buff *skb, const struct sl_cfg *cfg,
-					 struct sl_pkt *p, struct sl_ct_entry *e, struct sl_trace *t)
+/*
+ * A forward conntrack hit whose entry was allowed under another policy
+ * revision of the endpoint (sl_endpoint.policy_rev): look the flow up in
+ * policy again, with the peer's current identity and, for egress, the
+ * post-DNAT destination. Allowed: the entry takes the endpoint's revision and
+ * the allowing rule. Denied: the entry and its pair are deleted (the next
+ * packet is a new flow, denied again) and the drop reason is returned, with
+ * the packet and trace set up as for a denied new flow. Replies are never
+ * looked up (policy allows the connection, not each direction).
+ */
+static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg *cfg, struct sl_pkt *p,
+							      const struct sl_ct_key *k, struct sl_ct_entry *e,
+							      const struct sl_endpoint *ep, enum sl_dir dir,
+							      struct sl_trace *t)
 {
+	enum sl_drop_reason reason;
+	struct sl_ct_key pk;
+	__u32 peer_ip = p->saddr, peer_id;
+	__be16 port = p->dport;
+
+	if ((e->flags & SL_CT_REPLY) || e->policy_rev == ep->policy_rev)
+		return SL_DROP_NONE;
+	if (dir == SL_DIR_EGRESS) {
+		peer_ip = p->daddr;
+		if (e->flags & SL_CT_DNAT) {
+			peer_ip = e->nat_addr;
+			port = e->nat_port;
+		}
+	}
+	peer_id = sl_peer_identity(cfg, peer_ip);
+	reason = sl_policy_check(ep, peer_id, peer_ip, dir, p->proto, port, t);
+	if (reason == SL_DROP_NONE) {
+		e->policy_rev = ep->policy_rev;
+		e->policy_id = t->policy_id;
+		e->rule = t->rule;
+		if (dir == SL_DIR_EGRESS)
+			e->dst_identity = peer_id;
+		else
+			e->src_identity = peer_id;
+		return SL_DROP_NONE;
+	}
+	if (dir == SL_DIR_EGRESS) {
+		t->dst_identity = peer_id;
+		p->daddr = peer_ip;
+		p->dport = port;
+	} else {
+		t->src_identity = peer_id;
+	}
+	__builtin_memcpy(&pk, &e->pair, sizeof(pk));
+	bpf_map_delete_elem(&sl_ct, &pk);
+	bpf_map_delete_elem(&sl_ct, k);
+	return reason;
+}
+
+/*
+ * Established flow or reply at either pod hook: policy again when the
+ * endpoint's policy changed since the entry was made, then NAT and counters
+ * (lib/sl_conntrack.h).
+ */
+static __always_inline int sl_lxc_ct_hit(struct __sk_buff *skb, const struct sl_cfg *cfg,
+					 struct sl_pkt *p, const struct sl_ct_key *k, struct sl_ct_entry *e,
+					 const struct sl_endpoint *ep, enum sl_dir dir, struct sl_trace *t)
+{
+	enum sl_drop_reason reason = sl_lxc_ct_recheck(cfg, p, k, e, ep, dir, t);
+
+	if (reason != SL_DROP_NONE)
+		return sl_drop_code(reason);
 	if (sl_ct_apply(skb, cfg, p, e, t) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
 	sl_count(SL_CNT_FORWARDED);
@@ -83,7 +143,7 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 	lb = sl_lb_from_pod(cfg, p, &svc, &be);
 	if (lb == SL_LB_NO_BACKEND) {
 		t->dst_identity = sl_identity_of(p->daddr);
-		return sl_refuse_no_backend(skb, cfg, p, t, SL_MARK_SVC_RST);
+		return sl_refuse_no_backend(skb, cfg, p, t, SL_REFUSE_INTO_POD);
 	}
 	if (lb == SL_LB_BACKEND) {
 		dst = be.ip;
@@ -101,6 +161,7 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 
 	/* conntrack: forward entry here, reply entry as seen at to-container */
 	sl_ct_init(&fwd, &rev, p, t);
+	fwd.policy_rev = ep->policy_rev;
 	sl_ct_key_of(&fk, p, SL_CT_EGRESS);
 	sl_ct_reply_key(&rk, p, dst, dport, p->saddr, p->sport, SL_CT_INGRESS);
 	if (lb == SL_LB_BACKEND) {
@@ -160,7 +221,7 @@ int sl_from_container(struct __sk_buff *skb)
 	sl_ct_key_of(&k, &p, SL_CT_EGRESS);
 	e = sl_ct_lookup(&k, &p);
 	if (e) {
-		r = sl_lxc_ct_hit(skb, cfg, &p, e, &t);
+		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, ep, SL_DIR_EGRESS, &t);
 		/* reply of a NodePort flow: source is now a node address */
 		if (r == TC_ACT_OK && (e->flags & SL_CT_FIB_REDIRECT))
 			r = sl_fib_redirect(skb, &p, ifindex);
@@ -194,12 +255,6 @@ int sl_to_container(struct __sk_buff *skb)
 	if (!cfg)
 		return TC_ACT_SHOT;
 
-	/* our own RST answer (sl_from_container, service without backends) */
-	if (skb->mark == SL_MARK_SVC_RST) {
-		skb->mark = 0;
-		return TC_ACT_OK;
-	}
-
 	/* parse, endpoint */
 	r = sl_lxc_prologue(skb, &p, &t, &ep);
 	if (r != SL_CONTINUE)
@@ -210,7 +265,7 @@ int sl_to_container(struct __sk_buff *skb)
 	sl_ct_key_of(&k, &p, SL_CT_INGRESS);
 	e = sl_ct_lookup(&k, &p);
 	if (e) {
-		r = sl_lxc_ct_hit(skb, cfg, &p, e, &t);
+		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, ep, SL_DIR_INGRESS, &t);
 		goto out;
 	}
 
@@ -224,6 +279,7 @@ int sl_to_container(struct __sk_buff *skb)
 
 	/* conntrack: forward entry here, reply entry as seen at from-container */
 	sl_ct_init(&fwd, &rev, &p, &t);
+	fwd.policy_rev = ep->policy_rev;
 	sl_ct_reply_key(&rk, &p, p.daddr, p.dport, p.saddr, p.sport, SL_CT_EGRESS);
 	if (sl_ct_create(&k, &fwd, &rk, &rev, SL_CT_CREATE_KEEP_NODEPORT) < 0) {
 		r = sl_drop_code(SL_DROP_CT_MAP_INSERTION_FAILED);

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Node device program (eth0 in kind nodes):
- *   sl_from_netdev - TCX ingress: NodePort.
- * Path: parse -> conntrack hit? (NAT, FIB redirect of SNATed flows) ->
- *   NodePort lookup -> backend -> DNAT (+SNAT and FIB redirect when the
- *   backend is on another node) -> event. Everything else passes untouched.
+ *   sl_from_netdev - TCX ingress: anti-spoofing of local pod addresses, NodePort.
+ * Path: parse -> source is a local pod? (drop) -> conntrack hit? (NAT, FIB
+ *   redirect of SNATed flows) -> NodePort lookup -> backend -> ingress policy
+ *   of a local backend -> conntrack (never over another flow's entries) ->
+ *   DNAT (+SNAT and FIB redirect when the backend is on another node) ->
+ *   event. Everything else passes untouched.
  * Handlers return a TC action, SL_CONTINUE, SL_FIB_FORWARD (forward it
  * ourselves: one sl_fib_redirect call site) or a drop code; the program ends
  * in sl_exit(), its one drop exit (lib/sl_drop.h).
@@ -22,18 +24,56 @@
 #include "lib/sl_csum.h"
 #include "lib/sl_conntrack.h"
 #include "lib/sl_lb.h"
+#include "lib/sl_policy.h"
 
-/* Parse: only IPv4 TCP/UDP can be NodePort traffic. Returns SL_CONTINUE, or TC_ACT_OK to pass the packet. */
+/* Parse: only IPv4 is looked at. Returns SL_CONTINUE, or TC_ACT_OK to pass the packet. */
 static __always_inline int sl_netdev_prologue(struct __sk_buff *skb, struct sl_pkt *p,
 					      struct sl_trace *t)
 {
 	__u16 eth_proto = 0;
 
-	if (sl_parse(skb, p, &eth_proto) != SL_PARSE_OK || !sl_has_ports(p->proto))
+	if (sl_parse(skb, p, &eth_proto) != SL_PARSE_OK)
 		return TC_ACT_OK;
 	t->orig_daddr = p->daddr;
 	t->orig_dport = p->dport;
 	return SL_CONTINUE;
+}
+
+/*
+ * A packet from the node's network with the source address of a pod on this
+ * node is forged: that pod's packets leave through its veth, never arrive on
+ * the node device. Left alone, it would carry the pod's identity into policy
+ * (any host on the node's network could borrow it). Every IPv4 packet is
+ * checked, fragments and ICMP included. Returns SL_CONTINUE or the drop code.
+ */
+static __always_inline int sl_netdev_check_source(const struct sl_pkt *p, struct sl_trace *t)
+{
+	if (!bpf_map_lookup_elem(&sl_ep_by_ip, &p->saddr))
+		return SL_CONTINUE;
+	sl_count(SL_CNT_PACKETS);
+	t->src_identity = sl_identity_of(p->saddr);
+	t->dst_identity = sl_identity_of(p->daddr);
+	return sl_drop_code(SL_DROP_INVALID_SOURCE_IP);
+}
+
+/*
+ * Ingress policy of a local NodePort backend (its endpoint behind
+ * *be_ifindex), evaluated before any conntrack state exists: a denied
+ * packet leaves no entry, so no reply path past the backend's egress policy.
+ * Fills t->policy_id/rule on allow. Returns SL_DROP_NONE or the drop reason.
+ */
+static __always_inline enum sl_drop_reason sl_nodeport_policy(const struct sl_cfg *cfg,
+							       const struct sl_pkt *p, __u32 *be_ifindex,
+							       const struct sl_backend *be,
+							       struct sl_trace *t)
+{
+	__u32 ifindex = *be_ifindex;
+	struct sl_endpoint *ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
+
+	if (!ep)
+		return SL_DROP_UNKNOWN_ENDPOINT;
+	return sl_policy_check(ep, sl_peer_identity(cfg, p->saddr), p->saddr, SL_DIR_INGRESS, p->proto,
+			       be->port, t);
 }
 
 /* Established NodePort flow or its reply: NAT, and forward SNATed (remote backend) flows ourselves. */
@@ -90,9 +130,11 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 	struct sl_ct_entry fwd, rev;
 	struct sl_svc_val svc = {};
 	struct sl_backend be = {};
+	enum sl_drop_reason reason;
+	__u32 *be_ifindex = 0;
 	__be16 snat_port = 0;
 	struct sl_ct_key rk;
-	int local, lb;
+	int local, lb, r;
 
 	/* NodePort lookup: destination must be a local node address */
 	if (!sl_is_node_ip(cfg, p->daddr))
@@ -102,14 +144,26 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 		return TC_ACT_OK;
 	sl_count(SL_CNT_PACKETS);
 	t->src_identity = sl_identity_of(p->saddr);
-	local = lb == SL_LB_BACKEND && bpf_map_lookup_elem(&sl_ep_by_ip, &be.ip) != 0;
+	if (lb == SL_LB_BACKEND)
+		be_ifindex = bpf_map_lookup_elem(&sl_ep_by_ip, &be.ip);
+	local = be_ifindex != 0;
 	if (lb == SL_LB_BACKEND && !local && (svc.flags & SL_SVC_LOCAL))
 		lb = SL_LB_NO_BACKEND; /* externalTrafficPolicy: Local */
 	if (lb == SL_LB_NO_BACKEND) {
 		t->dst_identity = SL_ID_HOST;
-		return sl_refuse_no_backend(skb, cfg, p, t, 0);
+		return sl_refuse_no_backend(skb, cfg, p, t, SL_REFUSE_OUT_DEVICE);
 	}
 	t->dst_identity = sl_identity_of(be.ip);
+
+	/* ingress policy of a local backend, before any conntrack state */
+	if (be_ifindex) {
+		reason = sl_nodeport_policy(cfg, p, be_ifindex, &be, t);
+		if (reason != SL_DROP_NONE) {
+			p->daddr = be.ip;
+			p->dport = be.port;
+			return sl_drop_code(reason);
+		}
+	}
 
 	/* conntrack */
 	sl_ct_init(&fwd, &rev, p, t);
@@ -128,8 +182,13 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 		if (!snat_port)
 			return sl_drop_code(SL_DROP_CT_MAP_INSERTION_FAILED);
 	}
-	if (sl_ct_create(k, &fwd, &rk, &rev, SL_CT_CREATE_REPLACE) < 0)
-		return sl_drop_code(SL_DROP_CT_MAP_INSERTION_FAILED);
+	r = sl_ct_create(k, &fwd, &rk, &rev, SL_CT_CREATE_NO_OVERWRITE);
+	if (r != SL_CT_CREATED) {
+		p->daddr = be.ip;
+		p->dport = be.port;
+		return sl_drop_code(r == SL_CT_CREATE_IN_USE ? SL_DROP_CT_TUPLE_IN_USE
+							     : SL_DROP_CT_MAP_INSERTION_FAILED);
+	}
 
 	/* NAT and forward */
 	if (sl_rewrite(skb, p, SL_NAT_DST, be.ip, be.port) < 0)
@@ -162,6 +221,14 @@ int sl_from_netdev(struct __sk_buff *skb)
 		return r;
 	cfg = sl_get_config();
 	if (!cfg)
+		return TC_ACT_OK;
+
+	/* anti-spoofing: no local pod's address from outside */
+	r = sl_netdev_check_source(&p, &t);
+	if (r != SL_CONTINUE)
+		return sl_exit(cfg, &p, &t, r);
+	/* only TCP/UDP can be NodePort traffic */
+	if (!sl_has_ports(p.proto))
 		return TC_ACT_OK;
 
 	/* conntrack: established NodePort flows and their replies */

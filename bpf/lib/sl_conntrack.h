@@ -13,10 +13,18 @@
 #include "sl_events.h"
 #include "sl_csum.h"
 
-/* How sl_ct_create treats an existing reply entry. */
+/* How sl_ct_create treats existing entries under its keys. */
 enum sl_ct_create_mode {
-	SL_CT_CREATE_REPLACE = 0,       /* replace it (port reuse) */
-	SL_CT_CREATE_KEEP_NODEPORT = 1, /* keep it when it is the reverse NAT of our NodePort flow */
+	SL_CT_CREATE_REPLACE = 0,       /* replace them (port reuse) */
+	SL_CT_CREATE_KEEP_NODEPORT = 1, /* keep the reply entry when it is the reverse NAT of our NodePort flow */
+	SL_CT_CREATE_NO_OVERWRITE = 2,  /* never replace another flow's entry (NodePort: outside traffic) */
+};
+
+/* sl_ct_create results. */
+enum sl_ct_create_result {
+	SL_CT_CREATED = 0,
+	SL_CT_CREATE_FAILED = -1, /* an entry could not be inserted (map full) */
+	SL_CT_CREATE_IN_USE = -2, /* SL_CT_CREATE_NO_OVERWRITE: a key holds another flow's entry */
 };
 
 /* The key of packets from (saddr, sport) to (daddr, dport) at hook scope. */
@@ -165,11 +173,32 @@ static __always_inline int sl_ct_is_nodeport_reply(struct sl_ct_entry *old, cons
 }
 
 /*
- * Create the forward entry and the reply entry, replacing stale ones (port
- * reuse). With SL_CT_CREATE_KEEP_NODEPORT, an existing reply entry that is the reverse
- * NAT of the NodePort flow this packet belongs to is kept (from-netdev
- * created it with the NAT the reply needs) and only marked as a reply.
- * Returns 0, or -1 when an entry could not be inserted.
+ * May a NodePort flow fk take the key of old, an existing reply entry? Only
+ * when old is what this flow left behind (its pair is fk: port reuse, or the
+ * forward entry was evicted), or a connection closed and idle for longer than
+ * any TCP TIME_WAIT; never a live flow of someone else.
+ */
+static __always_inline int sl_ct_reply_is_stale(const struct sl_ct_entry *old, const struct sl_ct_key *fk)
+{
+	struct sl_ct_key pk;
+
+	__builtin_memcpy(&pk, &old->pair, sizeof(pk));
+	if (sl_ct_key_eq(&pk, fk))
+		return 1;
+	return (old->flags & SL_CT_SEEN_CLOSE) &&
+	       bpf_ktime_get_boot_ns() - old->last_seen_ns > SL_CT_SYN_REUSE_NS;
+}
+
+/*
+ * Create the forward entry and the reply entry. SL_CT_CREATE_REPLACE and
+ * SL_CT_CREATE_KEEP_NODEPORT replace stale ones (port reuse; pod hooks, whose
+ * tuples carry the pod's own checked address). With SL_CT_CREATE_KEEP_NODEPORT,
+ * an existing reply entry that is the reverse NAT of the NodePort flow this
+ * packet belongs to is kept (from-netdev created it with the NAT the reply
+ * needs) and only marked as a reply. SL_CT_CREATE_NO_OVERWRITE (from-netdev:
+ * the tuple is whatever the outside sent) inserts the forward entry only if
+ * its key is free, and replaces a reply entry only if sl_ct_reply_is_stale.
+ * Returns an enum sl_ct_create_result; on failure nothing was created.
  */
 static __always_inline int sl_ct_create(const struct sl_ct_key *fk, struct sl_ct_entry *fwd,
 					const struct sl_ct_key *rk, struct sl_ct_entry *rev,
@@ -177,8 +206,29 @@ static __always_inline int sl_ct_create(const struct sl_ct_key *fk, struct sl_ct
 {
 	__builtin_memcpy(&fwd->pair, rk, sizeof(*rk));
 	__builtin_memcpy(&rev->pair, fk, sizeof(*fk));
+	if (mode == SL_CT_CREATE_NO_OVERWRITE) {
+		struct sl_ct_entry *old;
+
+		if (bpf_map_update_elem(&sl_ct, fk, fwd, BPF_NOEXIST) < 0)
+			return bpf_map_lookup_elem(&sl_ct, fk) ? SL_CT_CREATE_IN_USE : SL_CT_CREATE_FAILED;
+		if (bpf_map_update_elem(&sl_ct, rk, rev, BPF_NOEXIST) == 0) {
+			sl_count(SL_CNT_CT_NEW);
+			return SL_CT_CREATED;
+		}
+		old = bpf_map_lookup_elem(&sl_ct, rk);
+		if (old && !sl_ct_reply_is_stale(old, fk)) {
+			bpf_map_delete_elem(&sl_ct, fk);
+			return SL_CT_CREATE_IN_USE;
+		}
+		if (bpf_map_update_elem(&sl_ct, rk, rev, BPF_ANY) < 0) {
+			bpf_map_delete_elem(&sl_ct, fk);
+			return SL_CT_CREATE_FAILED;
+		}
+		sl_count(SL_CNT_CT_NEW);
+		return SL_CT_CREATED;
+	}
 	if (bpf_map_update_elem(&sl_ct, fk, fwd, BPF_ANY) < 0)
-		return -1;
+		return SL_CT_CREATE_FAILED;
 	if (mode == SL_CT_CREATE_KEEP_NODEPORT) {
 		struct sl_ct_entry *old = bpf_map_lookup_elem(&sl_ct, rk);
 
@@ -186,15 +236,15 @@ static __always_inline int sl_ct_create(const struct sl_ct_key *fk, struct sl_ct
 			old->flags |= SL_CT_REPLY;
 			old->flags &= ~SL_CT_SEEN_CLOSE;
 			sl_count(SL_CNT_CT_NEW);
-			return 0;
+			return SL_CT_CREATED;
 		}
 	}
 	if (bpf_map_update_elem(&sl_ct, rk, rev, BPF_ANY) < 0) {
 		bpf_map_delete_elem(&sl_ct, fk);
-		return -1;
+		return SL_CT_CREATE_FAILED;
 	}
 	sl_count(SL_CNT_CT_NEW);
-	return 0;
+	return SL_CT_CREATED;
 }
 
 /* Initialise a pair of entries for a new flow (timestamps, identities, policy). */

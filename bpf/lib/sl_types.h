@@ -70,6 +70,10 @@ struct sl_endpoint {
 	__u32 flags; /* enum sl_ep_flags */
 	__u8 mac[6];
 	__u8 pad[2];
+	/* appended: bumped by the agent whenever the endpoint's policy (its entries, its flags, the
+	 * identities of its peers) changes; conntrack entries record the revision they were allowed
+	 * under, and forward packets of an entry with another revision are looked up in policy again */
+	__u32 policy_rev;
 };
 
 /* ---- identities --------------------------------------------------------- */
@@ -219,6 +223,8 @@ struct sl_ct_entry {
 	__u32 src_identity;
 	__u32 dst_identity;
 	struct sl_ct_key pair; /* the other direction's entry */
+	__u32 policy_rev;      /* forward entries: sl_endpoint.policy_rev the flow was allowed under */
+	__u32 pad2;
 };
 
 /* ---- counters and config ------------------------------------------------ */
@@ -269,6 +275,7 @@ enum sl_drop_reason {
 	SL_DROP_INVALID_PACKET = 7,
 	SL_DROP_FIB_LOOKUP_FAILED = 8, /* no route for a packet the datapath forwards itself */
 	SL_DROP_POLICY_WRITE_FAILED = 9, /* the endpoint's policy could not be written: deny-all */
+	SL_DROP_CT_TUPLE_IN_USE = 10,    /* a NodePort flow's conntrack tuple belongs to another flow */
 	SL_DROP_MAX,                   /* SL_CNT_DROP_BASE + SL_DROP_MAX <= SL_CNT_MAX */
 };
 

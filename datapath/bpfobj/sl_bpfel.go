@@ -78,6 +78,8 @@ type SlSlCtEntry struct {
 	SrcIdentity uint32
 	DstIdentity uint32
 	Pair        SlSlCtKey
+	PolicyRev   uint32
+	Pad2        uint32
 }
 
 type SlSlCtFlags uint32
@@ -130,17 +132,19 @@ const (
 	SlSlDropReasonSL_DROP_INVALID_PACKET            SlSlDropReason = 7
 	SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED         SlSlDropReason = 8
 	SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED       SlSlDropReason = 9
-	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 10
+	SlSlDropReasonSL_DROP_CT_TUPLE_IN_USE           SlSlDropReason = 10
+	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 11
 )
 
 type SlSlEndpoint struct {
-	_        structs.HostLayout
-	Ip       uint32
-	EpId     uint32
-	Identity uint32
-	Flags    uint32
-	Mac      [6]uint8
-	Pad      [2]uint8
+	_         structs.HostLayout
+	Ip        uint32
+	EpId      uint32
+	Identity  uint32
+	Flags     uint32
+	Mac       [6]uint8
+	Pad       [2]uint8
+	PolicyRev uint32
 }
 
 type SlSlEpFlags uint32

@@ -63,6 +63,7 @@ const (
 	DropInvalidPacket          = DropReason(bpfobj.SlSlDropReasonSL_DROP_INVALID_PACKET)
 	DropFIBLookupFailed        = DropReason(bpfobj.SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED)
 	DropPolicyWriteFailed      = DropReason(bpfobj.SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED)
+	DropCTTupleInUse           = DropReason(bpfobj.SlSlDropReasonSL_DROP_CT_TUPLE_IN_USE)
 	// dropMax is one past the last reason.
 	dropMax = DropReason(bpfobj.SlSlDropReasonSL_DROP_MAX)
 )
@@ -79,6 +80,7 @@ const (
 	DropNameInvalidPacket          = "INVALID_PACKET"
 	DropNameFIBLookupFailed        = "FIB_LOOKUP_FAILED"
 	DropNamePolicyWriteFailed      = "POLICY_WRITE_FAILED"
+	DropNameCTTupleInUse           = "CT_TUPLE_IN_USE"
 )
 
 var dropNames = [...]string{
@@ -91,6 +93,7 @@ var dropNames = [...]string{
 	DropInvalidPacket:          DropNameInvalidPacket,
 	DropFIBLookupFailed:        DropNameFIBLookupFailed,
 	DropPolicyWriteFailed:      DropNamePolicyWriteFailed,
+	DropCTTupleInUse:           DropNameCTTupleInUse,
 }
 
 // DropReasons lists every drop reason the datapath reports, in enum order.

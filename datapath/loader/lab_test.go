@@ -257,9 +257,13 @@ func (l *lab) addPod(n *node, name, ip string, identity uint32) *pod {
 	return p
 }
 
-// setFlags rewrites a pod's endpoint flags.
+// setFlags rewrites a pod's endpoint flags and, as the agent does on every
+// policy change of an endpoint, bumps its policy revision.
 func (l *lab) setFlags(p *pod, f maps.EndpointFlags) {
-	require.NoError(l.t, p.node.dp.Maps.UpsertEndpoint(uint32(p.ifindex), maps.Endpoint{IP: p.ip, Identity: p.identity, Flags: f}))
+	cur, err := p.node.dp.Maps.LookupEndpoint(uint32(p.ifindex))
+	require.NoError(l.t, err)
+	require.NoError(l.t, p.node.dp.Maps.UpsertEndpoint(uint32(p.ifindex),
+		maps.Endpoint{IP: p.ip, Identity: p.identity, Flags: f, PolicyRevision: cur.PolicyRevision + 1}))
 }
 
 // ---- servers and clients --------------------------------------------------

@@ -58,6 +58,9 @@ type CTEntry struct {
 	SrcIdentity           uint32
 	DstIdentity           uint32
 	Pair                  CTKey
+	// PolicyRevision (forward entries): the endpoint's Endpoint.PolicyRevision
+	// the flow was allowed under.
+	PolicyRevision uint32
 }
 
 func ctKeyFromRaw(k bpfobj.SlSlCtKey) CTKey {
@@ -84,7 +87,7 @@ func ctEntryFromRaw(v bpfobj.SlSlCtEntry) CTEntry {
 		NatAddr: U32ToIP(v.NatAddr), NatPort: Ntohs(v.NatPort), Flags: CTFlags(v.Flags), PolicyID: v.PolicyId,
 		OrigDst: U32ToIP(v.OrigDaddr), OrigDstPort: Ntohs(v.OrigDport), Rule: v.Rule, SvcID: v.SvcId,
 		SnatAddr: U32ToIP(v.SnatAddr), SnatPort: Ntohs(v.SnatPort), SrcIdentity: v.SrcIdentity,
-		DstIdentity: v.DstIdentity, Pair: ctKeyFromRaw(v.Pair),
+		DstIdentity: v.DstIdentity, Pair: ctKeyFromRaw(v.Pair), PolicyRevision: v.PolicyRev,
 	}
 }
 

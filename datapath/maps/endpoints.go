@@ -34,6 +34,12 @@ type Endpoint struct {
 	Identity uint32
 	Flags    EndpointFlags
 	MAC      net.HardwareAddr
+	// PolicyRevision changes whenever the endpoint's policy does (its
+	// entries, its flags, its peers' identities). Conntrack entries record
+	// it; an established flow whose entry has another revision is looked up
+	// in policy again (a denied one is cut). It must never return to an
+	// earlier value while entries allowed under that value may still exist.
+	PolicyRevision uint32
 }
 
 func (e Endpoint) raw(ifindex uint32) (bpfobj.SlSlEndpoint, error) {
@@ -41,7 +47,7 @@ func (e Endpoint) raw(ifindex uint32) (bpfobj.SlSlEndpoint, error) {
 	if err != nil {
 		return bpfobj.SlSlEndpoint{}, err
 	}
-	r := bpfobj.SlSlEndpoint{Ip: ip, EpId: e.EpID, Identity: e.Identity, Flags: uint32(e.Flags)}
+	r := bpfobj.SlSlEndpoint{Ip: ip, EpId: e.EpID, Identity: e.Identity, Flags: uint32(e.Flags), PolicyRev: e.PolicyRevision}
 	if r.EpId == 0 {
 		r.EpId = ifindex
 	}
@@ -94,7 +100,7 @@ func (m *Maps) LookupEndpoint(ifindex uint32) (Endpoint, error) {
 func endpointFromRaw(r bpfobj.SlSlEndpoint) Endpoint {
 	return Endpoint{
 		IP: U32ToIP(r.Ip), EpID: r.EpId, Identity: r.Identity, Flags: EndpointFlags(r.Flags),
-		MAC: net.HardwareAddr(append([]byte(nil), r.Mac[:]...)),
+		MAC: net.HardwareAddr(append([]byte(nil), r.Mac[:]...)), PolicyRevision: r.PolicyRev,
 	}
 }
 

@@ -88,7 +88,7 @@ func TestPolicyBatchAndList(t *testing.T) {
 
 func TestMapFullIsTyped(t *testing.T) {
 	m := load(t).Maps
-	small, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 24, MaxEntries: 2})
+	small, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 28, MaxEntries: 2})
 	require.NoError(t, err)
 	defer small.Close()
 	m.Endpoints = small
@@ -126,7 +126,7 @@ func TestGCConntrack(t *testing.T) {
 		Proto, Scope uint8
 		Pad          uint16
 	}
-	val := make([]byte, 88)
+	val := make([]byte, 96)
 	put := func(i uint32, lastSeen uint64) {
 		for b := 0; b < 8; b++ {
 			val[8+b] = byte(lastSeen >> (8 * b))

@@ -197,11 +197,21 @@ func Diff(programmed, next State) Changes {
 		old, ok := programmed.Endpoints[idx]
 		w := EndpointWrite{Ifindex: idx, Endpoint: e}
 		switch {
-		case ok && sameEndpoint(old, e):
+		case ok && sameEndpoint(old, e) && old.PolicyRevision == e.PolicyRevision:
 		case ok && old.Flags&EndpointPolicyError == 0 && e.Flags&EndpointPolicyError != 0:
+			// deny-all with the new revision at once: every re-checked flow is denied, as it must be
 			c.EndpointsDenyAll = append(c.EndpointsDenyAll, w)
+		case ok && sameEndpoint(old, e):
+			// only the revision: written last, once the maps hold next, so a re-checked flow meets
+			// the new policy and not a state in between
+			c.EndpointsPermit = append(c.EndpointsPermit, w)
 		case ok && old.Flags == e.Flags:
-			c.EndpointsIdentity = append(c.EndpointsIdentity, w)
+			early := w
+			early.Endpoint.PolicyRevision = old.PolicyRevision
+			c.EndpointsIdentity = append(c.EndpointsIdentity, early)
+			if old.PolicyRevision != e.PolicyRevision {
+				c.EndpointsPermit = append(c.EndpointsPermit, w)
+			}
 		default:
 			c.EndpointsPermit = append(c.EndpointsPermit, w)
 		}
@@ -210,6 +220,42 @@ func Diff(programmed, next State) Changes {
 	return c
 }
 
+// NextRevision is a policy revision no endpoint of s has had yet: one past the highest programmed.
+// Revisions of an endpoint only grow, so a conntrack entry allowed under an earlier revision never
+// matches again.
+func NextRevision(s State) uint32 {
+	var top uint32
+	for _, e := range s.Endpoints {
+		top = max(top, e.PolicyRevision)
+	}
+	return top + 1
+}
+
+// Revise sets the PolicyRevision of every endpoint of next (a copy of its Endpoints map is
+// returned): the programmed revision when nothing that decides the endpoint's verdicts changes,
+// NextRevision(programmed) when something does (the endpoints Incomplete(programmed, next) lists:
+// its sl_endpoints value, its policy entries, or the ipcache for an enforcing endpoint). The
+// datapath looks the established flows of a revised endpoint up in policy again on their next
+// packet and cuts the ones next denies.
+func Revise(programmed, next State) State {
+	rev := NextRevision(programmed)
+	eps := make(map[uint32]maps.Endpoint, len(next.Endpoints))
+	for idx, e := range next.Endpoints {
+		if old, ok := programmed.Endpoints[idx]; ok {
+			e.PolicyRevision = old.PolicyRevision
+		}
+		eps[idx] = e
+	}
+	for _, idx := range Incomplete(programmed, next) {
+		e := eps[idx]
+		e.PolicyRevision = rev
+		eps[idx] = e
+	}
+	next.Endpoints = eps
+	return next
+}
+
+// sameEndpoint compares everything but the policy revision.
 func sameEndpoint(a, b maps.Endpoint) bool {
 	return a.IP == b.IP && a.EpID == b.EpID && a.Identity == b.Identity && a.Flags == b.Flags && bytes.Equal(a.MAC, b.MAC)
 }
@@ -265,7 +311,11 @@ type Writer interface {
 //     entries of an unenforced direction are never looked up, so writing them first widens
 //     nothing and spares new connections a deny in between.
 //
-// Conntrack is not touched: established flows keep going. Every write is idempotent, so after an
+// An endpoint whose only change is its policy revision (Revise) is written in step 3; one that
+// changes identity as well is written in step 2 with its old revision and again in step 3 with the
+// new one; one that becomes deny-all takes the new revision in step 1. Conntrack is not touched:
+// the datapath looks the established flows of an endpoint whose revision changed up in policy
+// again on their next packet, against the complete new state. Every write is idempotent, so after an
 // error the caller keeps the programmed State it diffed against and the next Diff repeats what
 // did not land.
 func (c Changes) Apply(w Writer) error {

@@ -205,6 +205,7 @@ func (p *policies) compileAndApply(ctx context.Context) error {
 	if c, ok := p.maps.(capacityReporter); ok {
 		next, over = policy.FitCapacity(p.programmed, next, c.PolicyCapacity())
 	}
+	next = policy.Revise(p.programmed, next) // changed endpoints get a new policy revision
 	if err := policy.Diff(p.programmed, next).Apply(p.maps); err != nil {
 		return p.failClosedLocked(next, eps, fmt.Errorf("apply policy: %w", err))
 	}
@@ -432,6 +433,7 @@ func (p *policies) writeEndpoint(ifindex uint32, base maps.Endpoint, keepExistin
 	if ok && sameEndpointValue(old, e) {
 		return nil
 	}
+	e.PolicyRevision = policy.NextRevision(p.programmed) // a new value: re-check its flows
 	if err := p.maps.UpsertEndpoint(ifindex, e); err != nil {
 		return err
 	}

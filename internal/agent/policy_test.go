@@ -251,7 +251,8 @@ func TestPolicyPartRestartKeepsIdentities(t *testing.T) {
 	attackerID := ipcacheIdentity(after, "10.244.2.66")
 	assert.GreaterOrEqual(t, attackerID, policy.FirstPodIdentity)
 	assert.False(t, referenced[attackerID], "the new pod's identity %d was in use before the restart", attackerID)
-	assert.Equal(t, []string{"ipcache upsert 1"}, g.maps.writes(), "only the new pod's ipcache entry is written")
+	assert.Equal(t, []string{"ipcache upsert 1", "endpoint 12 identity " + strconv.Itoa(int(webID)) + " flags 1"}, g.maps.writes(),
+		"only the new pod's ipcache entry is written, then web's new policy revision (its peers changed)")
 	assert.Equal(t, "shop/allow-client", g.p.PolicyResult().Policies[1].String(), "policy ids carried over")
 }
 

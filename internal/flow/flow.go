@@ -76,6 +76,7 @@ const (
 	DropInvalidPacket          = flowevent.DropNameInvalidPacket
 	DropFIBLookupFailed        = flowevent.DropNameFIBLookupFailed
 	DropPolicyWriteFailed      = flowevent.DropNamePolicyWriteFailed
+	DropCTTupleInUse           = flowevent.DropNameCTTupleInUse
 )
 
 // dropReasons is every drop reason the datapath reports (filter validation).

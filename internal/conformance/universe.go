@@ -45,7 +45,9 @@ func (u *Universe) Pods() []string {
 }
 
 // NamespaceBaseLabels are ns=<name>.
-func (u *Universe) NamespaceBaseLabels(ns string) map[string]string { return map[string]string{"ns": ns} }
+func (u *Universe) NamespaceBaseLabels(ns string) map[string]string {
+	return map[string]string{"ns": ns}
+}
 
 // PodBaseLabels are pod=<name>.
 func (u *Universe) PodBaseLabels(ref string) map[string]string {

@@ -1,0 +1,189 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+)
+
+// Wait modes: how the runner knows a state is programmed.
+const (
+	WaitRevision = "revision" // Starlab: every node's policy-revision annotation
+	WaitStable   = "stable"   // any CNI: the probed matrix is the same twice in a row
+)
+
+// Options configure a run.
+type Options struct {
+	Timeout        time.Duration // per connection
+	ProgramTimeout time.Duration // per state
+	FlowWait       time.Duration // how long to wait for conclusive flows
+	Wait           string        // WaitRevision or WaitStable
+	StableRounds   int           // WaitStable: identical matrices in a row (default 2)
+	Progress       io.Writer
+	Log            *slog.Logger
+}
+
+// Runner runs cases against one cluster.
+type Runner struct {
+	Client   kubernetes.Interface
+	Universe *Universe
+	Prober   Prober
+	Flows    FlowSource // nil: no flow comparison
+	Opts     Options
+	state    *State
+}
+
+// Run runs every case in order; a case that errors is a failed case, the run goes on (unless ctx
+// ends).
+func (r *Runner) Run(ctx context.Context, cases []Case, report *Report) error {
+	if r.Opts.StableRounds < 2 {
+		r.Opts.StableRounds = 2
+	}
+	for i, c := range cases {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("run stopped before case %s: %w", c.Name, err)
+		}
+		res := r.runCase(ctx, c)
+		report.Cases = append(report.Cases, res)
+		status := "PASS"
+		if !res.Passed {
+			status = "FAIL"
+		}
+		wrong := 0
+		for _, s := range res.Steps {
+			wrong += s.Wrong
+		}
+		line := fmt.Sprintf("[%d/%d] %s %s (%s", i+1, len(cases), status, c.Name, res.Duration.Round(10*time.Millisecond))
+		if wrong > 0 {
+			line += fmt.Sprintf(", %d wrong cells", wrong)
+		}
+		if res.Error != "" {
+			line += ", error: " + res.Error
+		}
+		fmt.Fprintln(r.progress(), line+")")
+	}
+	report.Tally()
+	return nil
+}
+
+func (r *Runner) progress() io.Writer {
+	if r.Opts.Progress == nil {
+		return io.Discard
+	}
+	return r.Opts.Progress
+}
+
+func (r *Runner) runCase(ctx context.Context, c Case) CaseResult {
+	start := time.Now()
+	res := CaseResult{Name: c.Name, Tags: c.Tags, Passed: true}
+	for _, s := range c.Steps {
+		sr, err := r.runStep(ctx, s)
+		if err != nil {
+			sr.Error = err.Error()
+			res.Error = fmt.Sprintf("step %q: %v", s.Name, err)
+			res.Passed = false
+			r.state = nil // unknown now: read it back at the next step
+		}
+		if sr.Wrong > 0 {
+			res.Passed = false
+		}
+		res.Steps = append(res.Steps, sr)
+		if err != nil {
+			break
+		}
+	}
+	res.Duration = time.Since(start)
+	return res
+}
+
+func (r *Runner) runStep(ctx context.Context, s Step) (StepResult, error) {
+	u := r.Universe
+	st := u.StateOf(s)
+	sr := StepResult{Name: s.Name, Policies: st.PolicyNames()}
+	o, err := u.Oracle(st)
+	if err != nil {
+		return sr, err
+	}
+	rv, changed, err := ApplyState(ctx, r.Client, u, r.state, st)
+	if err != nil {
+		return sr, err
+	}
+	r.state = &st
+	probes := MatrixProbes(u)
+	var start time.Time
+	switch {
+	case r.Opts.Wait == WaitRevision && changed:
+		if sr.ProgramWait, err = WaitProgrammed(ctx, r.Client, rv, r.Opts.ProgramTimeout); err != nil {
+			return sr, err
+		}
+		start = time.Now()
+		if sr.ProbeTime, err = RunProbes(ctx, r.Prober, u, probes, r.Opts.Timeout); err != nil {
+			return sr, err
+		}
+	case r.Opts.Wait == WaitRevision:
+		start = time.Now()
+		if sr.ProbeTime, err = RunProbes(ctx, r.Prober, u, probes, r.Opts.Timeout); err != nil {
+			return sr, err
+		}
+	default:
+		if probes, sr.Convergence, sr.ProbeTime, err = r.probeUntilStable(ctx); err != nil {
+			return sr, err
+		}
+		start = time.Now().Add(-sr.ProbeTime)
+	}
+	sr.Probes = len(probes)
+	n, err := Reconfirm(ctx, r.Prober, u, probes, o, r.Opts.Timeout)
+	if err != nil {
+		return sr, err
+	}
+	sr.Probes += n
+	var obs map[cellKey]Observation
+	if r.Flows != nil {
+		if obs, err = Observe(ctx, r.Flows, u.Namespaces, probes, start, r.Opts.FlowWait); err != nil {
+			return sr, err
+		}
+	}
+	sr.Cells, sr.Wrong, err = Compare(o, u.Pods(), probes, obs)
+	return sr, err
+}
+
+// probeUntilStable probes the matrix until StableRounds results in a row agree (or the program
+// timeout passes: then the last matrix counts). It returns the last matrix, the convergence time
+// and the last matrix's probe time.
+func (r *Runner) probeUntilStable(ctx context.Context) ([]Probe, time.Duration, time.Duration, error) {
+	start := time.Now()
+	var last []Probe
+	same := 0
+	for {
+		probes := MatrixProbes(r.Universe)
+		took, err := RunProbes(ctx, r.Prober, r.Universe, probes, r.Opts.Timeout)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if last != nil && sameMatrix(last, probes) {
+			same++
+		} else {
+			same = 1
+		}
+		last = probes
+		if same >= r.Opts.StableRounds || time.Since(start) > r.Opts.ProgramTimeout {
+			return last, time.Since(start) - took*time.Duration(same-1), took, nil
+		}
+	}
+}
+
+func sameMatrix(a, b []Probe) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Reachable != b[i].Reachable {
+			return false
+		}
+	}
+	return true
+}

@@ -19,7 +19,7 @@ import (
 
 type conformanceOptions struct {
 	profile, kubeconfig, image, flows, wait, output, reportDir string
-	include, exclude                                           []string
+	include, exclude, modes                                    []string
 	timeout, programTimeout, flowWait                          time.Duration
 	list, keep, all                                            bool
 }
@@ -45,6 +45,7 @@ func newConformanceCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.profile, "profile", conformance.ProfileFull, "case set: full (every generated case) or quick (about ten, for CI)")
 	f.StringSliceVar(&o.include, "include", nil, "run only cases with one of these tags (see --list)")
 	f.StringSliceVar(&o.exclude, "exclude", conformance.DefaultExcludes(), "skip cases with any of these tags")
+	f.StringSliceVar(&o.modes, "modes", conformance.AllModes(), "probe modes: pod-ip (the pod's IP), service-ip (the ClusterIP of its Service s-<pod>)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "run against this cluster instead of the lab (needs --image unless it runs the Starlab demos)")
 	f.StringVar(&o.image, "image", "", "starlab-demo image the nodes can pull (default: the lab's demo image)")
 	f.StringVar(&o.flows, "flows", "", "compare with flows: starlab (the Starlab observer) or none (default: starlab for the lab, none with --kubeconfig)")
@@ -79,6 +80,10 @@ func runConformance(cmd *cobra.Command, g *globalOptions, o *conformanceOptions)
 		fmt.Fprintf(out, "%d cases\n", len(cases))
 		return nil
 	}
+	modes, err := conformance.ParseModes(o.modes)
+	if err != nil {
+		return err
+	}
 	setupStart := time.Now()
 	target, err := conformanceTarget(ctx, g, o)
 	if err != nil {
@@ -89,7 +94,7 @@ func runConformance(cmd *cobra.Command, g *globalOptions, o *conformanceOptions)
 			return fmt.Errorf("%s: %w", target.Description, err)
 		}
 	}
-	fmt.Fprintf(prog, "target %s, probe image %s: creating namespaces x, y, z with pods a, b, c\n", target.Description, o.image)
+	fmt.Fprintf(prog, "target %s, probe image %s: creating namespaces x, y, z with pods a, b, c and their Services\n", target.Description, o.image)
 	if err := conformance.EnsureWorkloads(ctx, target.Client, u, o.image, 3*time.Minute); err != nil {
 		return fmt.Errorf("%s: %w", target.Description, err)
 	}
@@ -106,7 +111,7 @@ func runConformance(cmd *cobra.Command, g *globalOptions, o *conformanceOptions)
 		return err
 	}
 	runner := &conformance.Runner{Client: target.Client, Universe: u, Opts: conformance.Options{
-		Timeout: o.timeout, ProgramTimeout: o.programTimeout, FlowWait: o.flowWait, Progress: prog, Log: slog.Default(),
+		Timeout: o.timeout, ProgramTimeout: o.programTimeout, FlowWait: o.flowWait, Modes: modes, Progress: prog, Log: slog.Default(),
 	}}
 	if runner.Opts.Wait, err = conformanceWait(ctx, target, o.wait); err != nil {
 		return err
@@ -135,7 +140,7 @@ func runConformance(cmd *cobra.Command, g *globalOptions, o *conformanceOptions)
 	}
 	report := &conformance.Report{Target: target.Description, Flows: flows, Profile: o.profile, Started: time.Now().UTC()}
 	report.Setup = time.Since(setupStart)
-	fmt.Fprintf(prog, "running %d cases (wait: %s, flows: %s, probe timeout %s)\n", len(cases), runner.Opts.Wait, flows, o.timeout)
+	fmt.Fprintf(prog, "running %d cases (modes: %s, wait: %s, flows: %s, probe timeout %s)\n", len(cases), strings.Join(modes, ","), runner.Opts.Wait, flows, o.timeout)
 	runErr := runner.Run(ctx, cases, report)
 	report.Duration = time.Since(report.Started)
 	report.Tally()

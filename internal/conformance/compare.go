@@ -13,54 +13,71 @@ type cellKey struct {
 	from, to string
 	port     int32
 	proto    string
+	mode     string
 }
 
-func keyOf(from, to string, pp oracle.PortProto) cellKey {
-	return cellKey{from, to, pp.Port, string(pp.Protocol)}
+func keyOf(mode, from, to string, pp oracle.PortProto) cellKey {
+	return cellKey{from, to, pp.Port, string(pp.Protocol), mode}
 }
 
-// Compare joins the oracle's truth tables with the probes and (when obs is not nil) the flow
-// observations into cells, marking and explaining every wrong one.
-func Compare(o *oracle.Oracle, pods []string, probes []Probe, obs map[cellKey]Observation) ([]Cell, int, error) {
-	tables, err := o.TruthTable(pods, Columns())
-	if err != nil {
-		return nil, 0, err
-	}
+// Compare joins the oracle's expectations with the probes and (when obs is not nil) the flow
+// observations into cells, one truth table per mode and column, marking and explaining every wrong
+// cell. Service-mode cells are evaluated toward the pod's Service (its backends on the targetPort).
+func Compare(o *oracle.Oracle, pods []string, modes []string, probes []Probe, obs map[cellKey]Observation) ([]Cell, int, error) {
 	byKey := map[cellKey]*Probe{}
 	for i := range probes {
 		p := &probes[i]
-		byKey[keyOf(p.From, p.To, oracle.PortProto{Port: p.Port, Protocol: p.Protocol})] = p
+		byKey[keyOf(p.Mode, p.From, p.To, oracle.PortProto{Port: p.Port, Protocol: p.Protocol})] = p
 	}
 	var cells []Cell
 	wrong := 0
-	for _, t := range tables {
-		pp := oracle.PortProto{Port: t.Port, Protocol: t.Protocol}
-		for i, from := range t.Pods {
-			for j, to := range t.Pods {
-				v := t.Verdicts[i][j]
-				c := Cell{From: from, To: to, Port: t.Port, Protocol: t.Protocol, Expected: v.Allowed, Reason: v.Reason}
-				if from == to {
-					c.Ignored = true
-					cells = append(cells, c)
-					continue
-				}
-				k := keyOf(from, to, pp)
-				c.Probe = byKey[k]
-				if obs != nil {
-					if ob, ok := obs[k]; ok {
-						c.Observed = &ob
+	for _, mode := range modes {
+		for _, pp := range Columns() {
+			for _, from := range pods {
+				for _, to := range pods {
+					v, err := expect(o, mode, from, to, pp)
+					if err != nil {
+						return nil, 0, err
 					}
+					c := Cell{Mode: mode, From: from, To: to, Port: pp.Port, Protocol: pp.Protocol, Expected: v.Allowed, Reason: v.Reason}
+					if from == to {
+						c.Ignored = true
+						cells = append(cells, c)
+						continue
+					}
+					k := keyOf(mode, from, to, pp)
+					c.Probe = byKey[k]
+					if obs != nil {
+						if ob, ok := obs[k]; ok {
+							c.Observed = &ob
+						}
+					}
+					c.Why = judgeCell(v, c.Probe, c.Observed, obs != nil)
+					c.Wrong = len(c.Why) > 0
+					if c.Wrong {
+						wrong++
+					}
+					cells = append(cells, c)
 				}
-				c.Why = judgeCell(v, c.Probe, c.Observed, obs != nil)
-				c.Wrong = len(c.Why) > 0
-				if c.Wrong {
-					wrong++
-				}
-				cells = append(cells, c)
 			}
 		}
 	}
 	return cells, wrong, nil
+}
+
+// expect asks the oracle about one connection in a probe mode.
+func expect(o *oracle.Oracle, mode, from, to string, pp oracle.PortProto) (oracle.Verdict, error) {
+	sns, sname, _ := strings.Cut(from, "/")
+	dns, dname, _ := strings.Cut(to, "/")
+	dst := oracle.PodEndpoint(dns, dname)
+	if mode == ModeServiceIP {
+		dst = oracle.ServiceEndpoint(dns, ServiceName(dname))
+	}
+	v, err := o.Evaluate(oracle.PodEndpoint(sns, sname), dst, pp.Port, pp.Protocol)
+	if err != nil {
+		return oracle.Verdict{}, fmt.Errorf("oracle %s -> %s %s (%s): %w", from, to, pp, mode, err)
+	}
+	return v, nil
 }
 
 func verdictWord(allowed bool) string {

@@ -13,13 +13,11 @@ import (
 // fabricate returns probes (and observations) that agree with the oracle, for unit tests only.
 func fabricate(t *testing.T, u *Universe, o *oracle.Oracle) ([]Probe, map[cellKey]Observation) {
 	t.Helper()
-	probes := MatrixProbes(u)
+	probes := MatrixProbes(u, AllModes())
 	obs := map[cellKey]Observation{}
 	for i := range probes {
 		p := &probes[i]
-		sns, sname, _ := strings.Cut(p.From, "/")
-		dns, dname, _ := strings.Cut(p.To, "/")
-		v, err := o.Evaluate(oracle.PodEndpoint(sns, sname), oracle.PodEndpoint(dns, dname), p.Port, p.Protocol)
+		v, err := expect(o, p.Mode, p.From, p.To, oracle.PortProto{Port: p.Port, Protocol: p.Protocol})
 		require.NoError(t, err)
 		p.Reachable = v.Allowed
 		ob := Observation{Verdict: verdictWord(v.Allowed), AllowedBy: allowingPolicies(v)}
@@ -27,7 +25,7 @@ func fabricate(t *testing.T, u *Universe, o *oracle.Oracle) ([]Probe, map[cellKe
 			ob.Direction, ob.DeniedBy = denyingSide(v)
 			ob.AllowedBy = nil
 		}
-		obs[keyOf(p.From, p.To, oracle.PortProto{Port: p.Port, Protocol: p.Protocol})] = ob
+		obs[keyOf(p.Mode, p.From, p.To, oracle.PortProto{Port: p.Port, Protocol: p.Protocol})] = ob
 	}
 	return probes, obs
 }
@@ -35,7 +33,7 @@ func fabricate(t *testing.T, u *Universe, o *oracle.Oracle) ([]Probe, map[cellKe
 func find(cells []Cell, from, to string, port int32, proto string) *Cell {
 	for i := range cells {
 		c := &cells[i]
-		if c.From == from && c.To == to && c.Port == port && string(c.Protocol) == proto {
+		if c.Mode == ModePodIP && c.From == from && c.To == to && c.Port == port && string(c.Protocol) == proto {
 			return c
 		}
 	}
@@ -62,26 +60,26 @@ func TestCompare(t *testing.T) {
 		{name: "probe connects where denied", caseN: "deny-all/ingress/ns-x", flows: true,
 			mutate: func(p []Probe, obs map[cellKey]Observation) {
 				setProbe(p, "y/a", "x/b", 80, "TCP", true)
-				obs[cellKey{"y/a", "x/b", 80, "TCP"}] = Observation{Verdict: ObservedAllowed}
+				obs[cellKey{"y/a", "x/b", 80, "TCP", ModePodIP}] = Observation{Verdict: ObservedAllowed}
 			},
 			wrong: 1, cell: [4]string{"y/a", "x/b", "80", "TCP"}, whyPart: "probe: allowed, expected denied"},
 		{name: "denied_by names the wrong policy", caseN: "deny-all/ingress/ns-x", flows: true,
 			mutate: func(p []Probe, obs map[cellKey]Observation) {
-				obs[cellKey{"z/c", "x/a", 81, "UDP"}] = Observation{Verdict: ObservedDenied, Direction: "INGRESS", DeniedBy: []string{"x/other"}}
+				obs[cellKey{"z/c", "x/a", 81, "UDP", ModePodIP}] = Observation{Verdict: ObservedDenied, Direction: "INGRESS", DeniedBy: []string{"x/other"}}
 			},
 			wrong: 1, cell: [4]string{"z/c", "x/a", "81", "UDP"}, whyPart: "denied_by [x/other], the oracle names [x/deny-all-ingress]"},
 		{name: "drop on the wrong side", caseN: "deny-all/egress/ns-x", flows: true,
 			mutate: func(p []Probe, obs map[cellKey]Observation) {
-				obs[cellKey{"x/a", "y/b", 80, "TCP"}] = Observation{Verdict: ObservedDenied, Direction: "INGRESS", DeniedBy: []string{"x/deny-all-egress"}}
+				obs[cellKey{"x/a", "y/b", 80, "TCP", ModePodIP}] = Observation{Verdict: ObservedDenied, Direction: "INGRESS", DeniedBy: []string{"x/deny-all-egress"}}
 			},
 			wrong: 1, cell: [4]string{"x/a", "y/b", "80", "TCP"}, whyPart: "dropped at ingress, expected at egress"},
 		{name: "allowed_by not an allowing policy", caseN: "ingress/pod-b/tcp-80", flows: true,
 			mutate: func(p []Probe, obs map[cellKey]Observation) {
-				obs[cellKey{"x/b", "x/a", 80, "TCP"}] = Observation{Verdict: ObservedAllowed, AllowedBy: []string{"x/nope"}}
+				obs[cellKey{"x/b", "x/a", 80, "TCP", ModePodIP}] = Observation{Verdict: ObservedAllowed, AllowedBy: []string{"x/nope"}}
 			},
 			wrong: 1, cell: [4]string{"x/b", "x/a", "80", "TCP"}, whyPart: "allowed_by x/nope"},
 		{name: "missing flows", caseN: "ingress/pod-b/tcp-80", flows: true,
-			mutate: func(p []Probe, obs map[cellKey]Observation) { delete(obs, cellKey{"x/b", "x/a", 80, "TCP"}) },
+			mutate: func(p []Probe, obs map[cellKey]Observation) { delete(obs, cellKey{"x/b", "x/a", 80, "TCP", ModePodIP}) },
 			wrong:  1, cell: [4]string{"x/b", "x/a", "80", "TCP"}, whyPart: "flows: none observed"},
 		{name: "probe denied where allowed, no flows mode", caseN: "ingress/pod-b/tcp-80",
 			mutate: func(p []Probe, obs map[cellKey]Observation) { setProbe(p, "x/b", "x/a", 80, "TCP", false) },
@@ -100,9 +98,9 @@ func TestCompare(t *testing.T) {
 			if !tt.flows {
 				obs = nil
 			}
-			cells, wrong, err := Compare(o, u.Pods(), probes, obs)
+			cells, wrong, err := Compare(o, u.Pods(), AllModes(), probes, obs)
 			require.NoError(t, err)
-			assert.Len(t, cells, 4*81)
+			assert.Len(t, cells, 2*4*81)
 			assert.Equal(t, tt.wrong, wrong)
 			if tt.wrong == 0 {
 				return
@@ -121,7 +119,7 @@ func TestCompare(t *testing.T) {
 
 func setProbe(p []Probe, from, to string, port int32, proto string, reachable bool) {
 	for i := range p {
-		if p[i].From == from && p[i].To == to && p[i].Port == port && string(p[i].Protocol) == proto {
+		if p[i].Mode == ModePodIP && p[i].From == from && p[i].To == to && p[i].Port == port && string(p[i].Protocol) == proto {
 			p[i].Reachable = reachable
 		}
 	}
@@ -131,7 +129,7 @@ func TestLoopbackIgnored(t *testing.T) {
 	u := NewUniverse()
 	o, err := u.Oracle(u.StateOf(Step{Policies: pols(denyAll("x", dirIngress))}))
 	require.NoError(t, err)
-	cells, wrong, err := Compare(o, u.Pods(), nil, nil)
+	cells, wrong, err := Compare(o, u.Pods(), AllModes(), nil, nil)
 	require.NoError(t, err)
 	ignored := 0
 	for _, c := range cells {
@@ -140,6 +138,6 @@ func TestLoopbackIgnored(t *testing.T) {
 			assert.Equal(t, c.From, c.To)
 		}
 	}
-	assert.Equal(t, 4*9, ignored)
-	assert.Equal(t, 4*72, wrong, "every non-loopback cell is wrong when nothing was probed")
+	assert.Equal(t, 2*4*9, ignored)
+	assert.Equal(t, 2*4*72, wrong, "every non-loopback cell is wrong when nothing was probed")
 }

@@ -83,7 +83,7 @@ func judgeFlows(probes []Probe, flows []*flow.Flow) (map[cellKey]Observation, bo
 			continue
 		}
 		ob := judgeConnection(byConn[id])
-		out[keyOf(p.From, p.To, oracle.PortProto{Port: p.Port, Protocol: p.Protocol})] = ob
+		out[keyOf(p.Mode, p.From, p.To, oracle.PortProto{Port: p.Port, Protocol: p.Protocol})] = ob
 		if ob.Verdict != verdictWord(p.Reachable) {
 			conclusive = false
 		}

@@ -24,7 +24,7 @@ func TestJudgeFlows(t *testing.T) {
 		return flow.Policy{Kind: flow.PolicyKindNetworkPolicy, Namespace: ns, Name: name}
 	}
 	dd := flow.Policy{Kind: flow.PolicyKindDefaultDeny}
-	probe := Probe{From: "x/a", To: "y/b", Port: 80, Protocol: "TCP", LocalAddr: "0.0.0.0:40000", SrcIP: "10.244.1.10"}
+	probe := Probe{Mode: ModePodIP, From: "x/a", To: "y/b", Port: 80, Protocol: "TCP", LocalAddr: "0.0.0.0:40000", SrcIP: "10.244.1.10"}
 	tests := []struct {
 		name       string
 		reachable  bool
@@ -55,7 +55,7 @@ func TestJudgeFlows(t *testing.T) {
 			p := probe
 			p.Reachable = tt.reachable
 			obs, conclusive := judgeFlows([]Probe{p}, tt.flows)
-			got := obs[cellKey{"x/a", "y/b", 80, "TCP"}]
+			got := obs[cellKey{"x/a", "y/b", 80, "TCP", ModePodIP}]
 			got.Flows = nil
 			assert.Equal(t, tt.want.Verdict, got.Verdict)
 			assert.Equal(t, tt.want.Direction, got.Direction)

@@ -61,12 +61,39 @@ func EnsureWorkloads(ctx context.Context, cs kubernetes.Interface, u *Universe, 
 		} else if !apierrors.IsNotFound(err) {
 			return fmt.Errorf("get pod %s: %w", ref, err)
 		}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: u.PodBaseLabels(ref)}, Spec: podSpec(image)}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: u.StateOf(Step{}).PodLabels[ref]}, Spec: podSpec(image)}
 		if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("create pod %s: %w", ref, err)
 		}
 	}
+	if err := ensureServices(ctx, cs, u); err != nil {
+		return err
+	}
 	return waitPodsRunning(ctx, cs, u, image, timeout)
+}
+
+// ensureServices creates the Service s-<pod> in front of every pod and records its ClusterIP.
+func ensureServices(ctx context.Context, cs kubernetes.Interface, u *Universe) error {
+	for _, ref := range u.Pods() {
+		want := u.service(ref)
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: want.Namespace, Name: want.Name}, Spec: corev1.ServiceSpec{Selector: want.Selector}}
+		for _, p := range want.Ports {
+			svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.Name, Port: p.Port, Protocol: p.Protocol, TargetPort: p.TargetPort})
+		}
+		got, err := cs.CoreV1().Services(want.Namespace).Create(ctx, svc, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			got, err = cs.CoreV1().Services(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
+		}
+		if err != nil {
+			return fmt.Errorf("service %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		ip, err := netip.ParseAddr(got.Spec.ClusterIP)
+		if err != nil {
+			return fmt.Errorf("service %s/%s has no usable ClusterIP %q: %w", want.Namespace, want.Name, got.Spec.ClusterIP, err)
+		}
+		u.ServiceIPs[ref] = ip
+	}
+	return nil
 }
 
 func deletePodAndWait(ctx context.Context, cs kubernetes.Interface, ns, name string) error {

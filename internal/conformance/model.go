@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
 )
@@ -50,6 +51,8 @@ func (u *Universe) StateOf(s Step) State {
 		if l, ok := s.PodLabels[p]; ok {
 			st.PodLabels[p] = maps.Clone(l)
 		}
+		_, name, _ := strings.Cut(p, "/")
+		st.PodLabels[p][PodIDLabel] = name
 	}
 	for _, np := range s.Policies {
 		st.Policies[np.Namespace+"/"+np.Name] = np

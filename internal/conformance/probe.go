@@ -123,20 +123,31 @@ func (d *DemoProber) post(ctx context.Context, url string, body []byte, timeout 
 	return out.Results, nil
 }
 
-// MatrixProbes is every connection between distinct pods of u on every column.
-func MatrixProbes(u *Universe) []Probe {
+// MatrixProbes is every connection between distinct pods of u on every column, in every mode.
+func MatrixProbes(u *Universe, modes []string) []Probe {
 	var out []Probe
-	for _, from := range u.Pods() {
-		for _, to := range u.Pods() {
-			if from == to {
-				continue
-			}
-			for _, c := range Columns() {
-				out = append(out, Probe{From: from, To: to, Port: c.Port, Protocol: c.Protocol})
+	for _, mode := range modes {
+		for _, from := range u.Pods() {
+			for _, to := range u.Pods() {
+				if from == to {
+					continue
+				}
+				for _, c := range Columns() {
+					out = append(out, Probe{Mode: mode, From: from, To: to, Port: c.Port, Protocol: c.Protocol})
+				}
 			}
 		}
 	}
 	return out
+}
+
+// dialAddr is the address a probe dials in its mode.
+func dialAddr(u *Universe, p Probe) string {
+	ip := u.IPs[p.To]
+	if p.Mode == ModeServiceIP {
+		ip = u.ServiceIPs[p.To]
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(int(p.Port)))
 }
 
 // RunProbes makes every connection of want at once (one batch per source pod) toward the pod IPs of
@@ -152,8 +163,7 @@ func RunProbes(ctx context.Context, p Prober, u *Universe, want []Probe, timeout
 	for from, idx := range bySrc {
 		targets := make([]demo.BatchTarget, len(idx))
 		for k, i := range idx {
-			ip := u.IPs[want[i].To]
-			targets[k] = demo.BatchTarget{Target: net.JoinHostPort(ip.String(), strconv.Itoa(int(want[i].Port))), Protocol: strings.ToLower(string(want[i].Protocol))}
+			targets[k] = demo.BatchTarget{Target: dialAddr(u, want[i]), Protocol: strings.ToLower(string(want[i].Protocol))}
 		}
 		wg.Go(func() {
 			res, err := p.Batch(ctx, from, targets, timeout)
@@ -187,15 +197,13 @@ func Reconfirm(ctx context.Context, p Prober, u *Universe, probes []Probe, o *or
 		if pr.Reachable {
 			continue
 		}
-		sns, sname, _ := strings.Cut(pr.From, "/")
-		dns, dname, _ := strings.Cut(pr.To, "/")
-		v, err := o.Evaluate(oracle.PodEndpoint(sns, sname), oracle.PodEndpoint(dns, dname), pr.Port, pr.Protocol)
+		v, err := expect(o, pr.Mode, pr.From, pr.To, oracle.PortProto{Port: pr.Port, Protocol: pr.Protocol})
 		if err != nil {
-			return 0, fmt.Errorf("reconfirm %s -> %s: %w", pr.From, pr.To, err)
+			return 0, fmt.Errorf("reconfirm: %w", err)
 		}
 		if v.Allowed {
 			idx = append(idx, i)
-			again = append(again, Probe{From: pr.From, To: pr.To, Port: pr.Port, Protocol: pr.Protocol})
+			again = append(again, Probe{Mode: pr.Mode, From: pr.From, To: pr.To, Port: pr.Port, Protocol: pr.Protocol})
 		}
 	}
 	if len(again) == 0 {

@@ -38,8 +38,8 @@ func TestRunProbesAndReconfirm(t *testing.T) {
 		// y/b's first TCP connection to x/a:80 is lost; the second one works.
 		return !(from == "y/b" && tg.Target == target && tg.Protocol == "tcp" && call == 1)
 	}}
-	probes := MatrixProbes(u)
-	require.Len(t, probes, 72*4)
+	probes := MatrixProbes(u, AllModes())
+	require.Len(t, probes, 2*72*4)
 	_, err := RunProbes(context.Background(), fp, u, probes, time.Second)
 	require.NoError(t, err)
 	assert.Len(t, fp.batches, 9, "one batch per source pod")
@@ -50,7 +50,7 @@ func TestRunProbesAndReconfirm(t *testing.T) {
 	assert.Equal(t, 1, n)
 	for _, p := range probes {
 		assert.True(t, p.Reachable, "%s -> %s %s/%d", p.From, p.To, p.Protocol, p.Port)
-		if p.From == "y/b" && p.To == "x/a" && p.Port == 80 && p.Protocol == "TCP" {
+		if p.Mode == ModePodIP && p.From == "y/b" && p.To == "x/a" && p.Port == 80 && p.Protocol == "TCP" {
 			assert.True(t, p.Reconfirmed)
 			assert.Equal(t, u.IPs["y/b"].String(), p.SrcIP)
 		}

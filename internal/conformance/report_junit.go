@@ -57,7 +57,7 @@ func WriteJUnit(w io.Writer, r *Report) error {
 				for _, cell := range s.Cells {
 					if cell.Wrong {
 						wrong++
-						lines = append(lines, fmt.Sprintf("step %q: %s -> %s %s/%d: %s", s.Name, cell.From, cell.To, cell.Protocol, cell.Port, strings.Join(cell.Why, "; ")))
+						lines = append(lines, fmt.Sprintf("step %q: %s %s -> %s %s/%d: %s", s.Name, cell.Mode, cell.From, cell.To, cell.Protocol, cell.Port, strings.Join(cell.Why, "; ")))
 					}
 				}
 			}

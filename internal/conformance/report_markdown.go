@@ -48,7 +48,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 		if c.Error != "" {
 			fmt.Fprintf(w, "Error: %s\n\n", c.Error)
 		}
-		fmt.Fprintln(w, "| step | from | to | port | expected | probed | observed | why |\n|---|---|---|---|---|---|---|---|")
+		fmt.Fprintln(w, "| step | mode | from | to | port | expected | probed | observed | why |\n|---|---|---|---|---|---|---|---|---|")
 		for _, s := range c.Steps {
 			for _, cell := range s.Cells {
 				if !cell.Wrong {
@@ -61,7 +61,7 @@ func WriteMarkdown(w io.Writer, r *Report) {
 				if cell.Observed != nil {
 					observed = cell.Observed.Verdict
 				}
-				fmt.Fprintf(w, "| %s | %s | %s | %s/%d | %s | %s | %s | %s |\n", s.Name, cell.From, cell.To, cell.Protocol, cell.Port,
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s/%d | %s | %s | %s | %s |\n", s.Name, cell.Mode, cell.From, cell.To, cell.Protocol, cell.Port,
 					verdictWord(cell.Expected), probed, observed, strings.ReplaceAll(strings.Join(cell.Why, "; "), "|", "\\|"))
 			}
 		}

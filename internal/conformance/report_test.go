@@ -28,7 +28,7 @@ func sampleReport(t *testing.T) *Report {
 		if name == "ingress/pod-b/tcp-80" {
 			setProbe(probes, "x/c", "x/a", 80, "TCP", true) // fabricated wrong cell
 		}
-		cells, wrong, err := Compare(o, u.Pods(), probes, obs)
+		cells, wrong, err := Compare(o, u.Pods(), AllModes(), probes, obs)
 		require.NoError(t, err)
 		r.Cases = append(r.Cases, CaseResult{Name: c.Name, Tags: c.Tags, Passed: wrong == 0, Duration: time.Second,
 			Steps: []StepResult{{Name: "apply", Cells: cells, Wrong: wrong, ProbeTime: 1500 * time.Millisecond, Probes: len(probes)}}})
@@ -64,11 +64,11 @@ func TestMarkdownAndText(t *testing.T) {
 	WriteMarkdown(&md, r)
 	assert.Contains(t, md.String(), "## starlab conformance: 1/2 cases passed")
 	assert.Contains(t, md.String(), "| ingress | 1 | 1 |")
-	assert.Contains(t, md.String(), "| apply | x/c | x/a | TCP/80 | denied | allowed | denied |")
+	assert.Contains(t, md.String(), "| apply | pod-ip | x/c | x/a | TCP/80 | denied | allowed | denied |")
 	var txt bytes.Buffer
 	WriteText(&txt, r, false)
 	assert.NotContains(t, txt.String(), "PASS deny-all/ingress/ns-x", "passing cases only with verbose")
 	assert.Contains(t, txt.String(), "FAIL ingress/pod-b/tcp-80")
-	assert.Contains(t, txt.String(), "WRONG x/c -> x/a TCP/80")
+	assert.Contains(t, txt.String(), "WRONG pod-ip x/c -> x/a TCP/80")
 	assert.Contains(t, txt.String(), ".X*", "the wrong cell is marked: expected denied... ")
 }

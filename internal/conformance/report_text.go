@@ -45,7 +45,7 @@ func groupCells(cells []Cell) ([]string, map[string][]Cell) {
 	var order []string
 	out := map[string][]Cell{}
 	for _, c := range cells {
-		k := fmt.Sprintf("%s/%d", c.Protocol, c.Port)
+		k := fmt.Sprintf("%s %s/%d", c.Mode, c.Protocol, c.Port)
 		if _, ok := out[k]; !ok {
 			order = append(order, k)
 		}
@@ -78,7 +78,7 @@ func WriteTruthTables(w io.Writer, res CaseResult) {
 		for _, k := range order {
 			cells := groups[k]
 			pods := podsOf(cells)
-			fmt.Fprintf(w, "    %-6s %s\n", k, strings.Join(padAll(pods, 4), " "))
+			fmt.Fprintf(w, "    %s\n    %-6s %s\n", k, "", strings.Join(padAll(pods, 4), " "))
 			for i, from := range pods {
 				row := make([]string, len(pods))
 				for j := range pods {
@@ -89,7 +89,7 @@ func WriteTruthTables(w io.Writer, res CaseResult) {
 		}
 		for _, c := range s.Cells {
 			if c.Wrong {
-				fmt.Fprintf(w, "    WRONG %s -> %s %s/%d: %s\n", c.From, c.To, c.Protocol, c.Port, strings.Join(c.Why, "; "))
+				fmt.Fprintf(w, "    WRONG %s %s -> %s %s/%d: %s\n", c.Mode, c.From, c.To, c.Protocol, c.Port, strings.Join(c.Why, "; "))
 				if c.Observed != nil {
 					for _, f := range c.Observed.Flows {
 						fmt.Fprintf(w, "          flow: %s\n", f)

@@ -15,6 +15,7 @@ const (
 
 // Probe is one real connection of a matrix.
 type Probe struct {
+	Mode      string          `json:"mode"`
 	From      string          `json:"from"`
 	To        string          `json:"to"`
 	Port      int32           `json:"port"`
@@ -41,6 +42,7 @@ type Observation struct {
 
 // Cell is one connection of a truth table with the three verdicts.
 type Cell struct {
+	Mode     string          `json:"mode"`
 	From     string          `json:"from"`
 	To       string          `json:"to"`
 	Port     int32           `json:"port"`

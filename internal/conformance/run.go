@@ -23,6 +23,7 @@ type Options struct {
 	FlowWait       time.Duration // how long to wait for conclusive flows
 	Wait           string        // WaitRevision or WaitStable
 	StableRounds   int           // WaitStable: identical matrices in a row (default 2)
+	Modes          []string      // probe modes (default pod-ip)
 	Progress       io.Writer
 	Log            *slog.Logger
 }
@@ -70,6 +71,13 @@ func (r *Runner) Run(ctx context.Context, cases []Case, report *Report) error {
 	return nil
 }
 
+func (r *Runner) modes() []string {
+	if len(r.Opts.Modes) == 0 {
+		return []string{ModePodIP}
+	}
+	return r.Opts.Modes
+}
+
 func (r *Runner) progress() io.Writer {
 	if r.Opts.Progress == nil {
 		return io.Discard
@@ -113,7 +121,7 @@ func (r *Runner) runStep(ctx context.Context, s Step) (StepResult, error) {
 		return sr, err
 	}
 	r.state = &st
-	probes := MatrixProbes(u)
+	probes := MatrixProbes(u, r.modes())
 	var start time.Time
 	switch {
 	case r.Opts.Wait == WaitRevision && changed:
@@ -147,7 +155,7 @@ func (r *Runner) runStep(ctx context.Context, s Step) (StepResult, error) {
 			return sr, err
 		}
 	}
-	sr.Cells, sr.Wrong, err = Compare(o, u.Pods(), probes, obs)
+	sr.Cells, sr.Wrong, err = Compare(o, u.Pods(), r.modes(), probes, obs)
 	return sr, err
 }
 
@@ -159,7 +167,7 @@ func (r *Runner) probeUntilStable(ctx context.Context) ([]Probe, time.Duration, 
 	var last []Probe
 	same := 0
 	for {
-		probes := MatrixProbes(r.Universe)
+		probes := MatrixProbes(r.Universe, r.modes())
 		took, err := RunProbes(ctx, r.Prober, r.Universe, probes, r.Opts.Timeout)
 		if err != nil {
 			return nil, 0, 0, err

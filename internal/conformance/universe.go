@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/starlab-dev/starlab/internal/oracle"
 )
@@ -20,14 +21,19 @@ type Universe struct {
 	Namespaces []string
 	PodNames   []string
 	IPs        map[string]netip.Addr // ns/pod -> IP
+	ServiceIPs map[string]netip.Addr // ns/pod -> ClusterIP of its Service s-<pod>
 }
+
+// PodIDLabel selects each pod for its own Service; the cases never change it.
+const PodIDLabel = "conformance.starlab.dev/pod"
 
 // NewUniverse returns x, y, z with pods a, b, c and placeholder IPs 10.244.<ns>.<pod+10>.
 func NewUniverse() *Universe {
-	u := &Universe{Namespaces: []string{"x", "y", "z"}, PodNames: []string{"a", "b", "c"}, IPs: map[string]netip.Addr{}}
+	u := &Universe{Namespaces: []string{"x", "y", "z"}, PodNames: []string{"a", "b", "c"}, IPs: map[string]netip.Addr{}, ServiceIPs: map[string]netip.Addr{}}
 	for i, ns := range u.Namespaces {
 		for j, p := range u.PodNames {
 			u.IPs[ns+"/"+p] = netip.AddrFrom4([4]byte{10, 244, byte(i + 1), byte(j + 10)})
+			u.ServiceIPs[ns+"/"+p] = netip.AddrFrom4([4]byte{10, 96, byte(i + 1), byte(j + 10)})
 		}
 	}
 	return u
@@ -89,6 +95,7 @@ func (u *Universe) Cluster(st State) oracle.Cluster {
 	for _, ref := range u.Pods() {
 		ns, name, _ := strings.Cut(ref, "/")
 		c.Pods = append(c.Pods, oracle.Pod{Namespace: ns, Name: name, Labels: st.PodLabels[ref], IP: u.IPs[ref], Ports: containerPorts()})
+		c.Services = append(c.Services, u.service(ref))
 	}
 	for _, name := range st.PolicyNames() {
 		c.Policies = append(c.Policies, st.Policies[name])
@@ -103,4 +110,14 @@ func (u *Universe) Oracle(st State) (*oracle.Oracle, error) {
 		return nil, fmt.Errorf("oracle for the case's state: %w", err)
 	}
 	return o, nil
+}
+
+// service is the oracle's view of the Service in front of pod ref: every column, targetPort = port.
+func (u *Universe) service(ref string) oracle.Service {
+	ns, name, _ := strings.Cut(ref, "/")
+	s := oracle.Service{Namespace: ns, Name: ServiceName(name), Selector: map[string]string{PodIDLabel: name}, ClusterIP: u.ServiceIPs[ref]}
+	for _, c := range Columns() {
+		s.Ports = append(s.Ports, oracle.ServicePort{Name: PortName(c.Port, c.Protocol), Port: c.Port, Protocol: c.Protocol, TargetPort: intstr.FromInt32(c.Port)})
+	}
+	return s
 }

@@ -38,7 +38,7 @@ type DemoProber struct {
 // NewDemoProber returns a prober over forward. Close it to stop the forwards.
 func NewDemoProber(forward Forwarder) *DemoProber {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 4
+	tr.DisableKeepAlives = true // one stream per batch: idle port-forward streams end in resets that klog prints
 	return &DemoProber{forward: forward, client: &http.Client{Transport: tr}, bases: map[string]string{}}
 }
 
@@ -120,6 +120,9 @@ func (d *DemoProber) post(ctx context.Context, url string, body []byte, timeout 
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, fmt.Errorf("decode /probe/batch answer: %w", err)
 	}
+	// Read to the end (the trailing newline): closing with unread bytes resets the connection,
+	// which the port-forward logs as an error.
+	_, _ = io.Copy(io.Discard, resp.Body)
 	return out.Results, nil
 }
 
@@ -188,26 +191,33 @@ func fillProbe(p *Probe, r demo.ProbeResult, srcIP string) {
 	p.Reachable, p.Error, p.ElapsedMs, p.LocalAddr, p.SrcIP = r.Reachable, r.Error, r.ElapsedMs, r.LocalAddr, srcIP
 }
 
-// Reconfirm probes once more every connection that failed although the oracle allows it (a lost
-// UDP datagram, a slow first packet), keeping the second answer.
+// Reconfirm probes once more every connection whose answer differs from the oracle (a lost UDP
+// datagram or slow first packet; a new socket that happened to reuse the source port of an
+// earlier connection still in conntrack), keeping the second answer.
 func Reconfirm(ctx context.Context, p Prober, u *Universe, probes []Probe, o *oracle.Oracle, timeout time.Duration) (int, error) {
 	var idx []int
-	var again []Probe
 	for i, pr := range probes {
-		if pr.Reachable {
-			continue
-		}
 		v, err := expect(o, pr.Mode, pr.From, pr.To, oracle.PortProto{Port: pr.Port, Protocol: pr.Protocol})
 		if err != nil {
 			return 0, fmt.Errorf("reconfirm: %w", err)
 		}
-		if v.Allowed {
+		if v.Allowed != pr.Reachable {
 			idx = append(idx, i)
-			again = append(again, Probe{Mode: pr.Mode, From: pr.From, To: pr.To, Port: pr.Port, Protocol: pr.Protocol})
 		}
 	}
-	if len(again) == 0 {
+	return ReprobeAt(ctx, p, u, probes, idx, timeout)
+}
+
+// ReprobeAt makes the connections probes[idx] once more and keeps the new answers (marked
+// Reconfirmed). It returns how many it made.
+func ReprobeAt(ctx context.Context, p Prober, u *Universe, probes []Probe, idx []int, timeout time.Duration) (int, error) {
+	if len(idx) == 0 {
 		return 0, nil
+	}
+	again := make([]Probe, len(idx))
+	for k, i := range idx {
+		pr := probes[i]
+		again[k] = Probe{Mode: pr.Mode, From: pr.From, To: pr.To, Port: pr.Port, Protocol: pr.Protocol}
 	}
 	if _, err := RunProbes(ctx, p, u, again, timeout); err != nil {
 		return 0, err

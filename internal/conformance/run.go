@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/starlab-dev/starlab/internal/oracle"
 )
 
 // Wait modes: how the runner knows a state is programmed.
@@ -151,7 +153,7 @@ func (r *Runner) runStep(ctx context.Context, s Step) (StepResult, error) {
 	sr.Probes += n
 	var obs map[cellKey]Observation
 	if r.Flows != nil {
-		if obs, err = Observe(ctx, r.Flows, u.Namespaces, probes, start, r.Opts.FlowWait); err != nil {
+		if obs, err = r.observe(ctx, probes, start); err != nil {
 			return sr, err
 		}
 	}
@@ -194,4 +196,41 @@ func sameMatrix(a, b []Probe) bool {
 		}
 	}
 	return true
+}
+
+// observe reads the flows of probes; connections whose flows stay inconclusive (no NEW event: the
+// kernel reused the source port of an earlier connection still in conntrack) are probed once more
+// with a new socket and observed again.
+func (r *Runner) observe(ctx context.Context, probes []Probe, start time.Time) (map[cellKey]Observation, error) {
+	u := r.Universe
+	obs, err := Observe(ctx, r.Flows, u.Namespaces, probes, start, r.Opts.FlowWait)
+	if err != nil {
+		return nil, err
+	}
+	var idx []int
+	for i, p := range probes {
+		k := keyOf(p.Mode, p.From, p.To, oracle.PortProto{Port: p.Port, Protocol: p.Protocol})
+		if ob, ok := obs[k]; !ok || ob.Verdict != verdictWord(p.Reachable) {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return obs, nil
+	}
+	again := time.Now()
+	if _, err := ReprobeAt(ctx, r.Prober, u, probes, idx, r.Opts.Timeout); err != nil {
+		return nil, err
+	}
+	subset := make([]Probe, len(idx))
+	for k, i := range idx {
+		subset[k] = probes[i]
+	}
+	second, err := Observe(ctx, r.Flows, u.Namespaces, subset, again, r.Opts.FlowWait)
+	if err != nil {
+		return nil, err
+	}
+	for k, ob := range second {
+		obs[k] = ob
+	}
+	return obs, nil
 }

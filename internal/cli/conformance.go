@@ -52,7 +52,7 @@ func newConformanceCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.wait, "wait", "auto", "how to know a state is programmed: revision (Starlab annotation), stable (matrix unchanged twice), auto")
 	f.DurationVar(&o.timeout, "timeout", time.Second, "timeout of one probe connection (a denied probe costs it)")
 	f.DurationVar(&o.programTimeout, "program-timeout", time.Minute, "how long one state may take to be programmed")
-	f.DurationVar(&o.flowWait, "flow-wait", 10*time.Second, "how long to wait for the flows of a matrix to be conclusive")
+	f.DurationVar(&o.flowWait, "flow-wait", 5*time.Second, "how long to wait for the flows of a matrix to be conclusive")
 	f.StringVarP(&o.output, "output", "o", "text", "output: text, markdown or json")
 	f.StringVar(&o.reportDir, "report-dir", "", "where junit.xml, summary.md and report.json go (default out/conformance/<time>)")
 	f.BoolVar(&o.list, "list", false, "list the selected cases and their tags, run nothing")

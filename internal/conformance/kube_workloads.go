@@ -41,6 +41,9 @@ func podSpec(image string) corev1.PodSpec {
 // naming the image.
 func EnsureWorkloads(ctx context.Context, cs kubernetes.Interface, u *Universe, image string, timeout time.Duration) error {
 	for _, ns := range u.Namespaces {
+		if err := waitNamespaceNotTerminating(ctx, cs, ns); err != nil {
+			return err
+		}
 		labels := u.NamespaceBaseLabels(ns)
 		labels[ManagedLabel] = "true"
 		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{})
@@ -94,6 +97,21 @@ func ensureServices(ctx context.Context, cs kubernetes.Interface, u *Universe) e
 		u.ServiceIPs[ref] = ip
 	}
 	return nil
+}
+
+// waitNamespaceNotTerminating waits until namespace ns is either gone or not being deleted (a
+// previous run's cleanup may still be going on).
+func waitNamespaceNotTerminating(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	return pollUntil(ctx, 3*time.Minute, 500*time.Millisecond, fmt.Sprintf("namespace %s (deleted by an earlier run) gone", ns), func(ctx context.Context) (bool, string, error) {
+		cur, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, "", nil
+		}
+		if err != nil {
+			return false, "", fmt.Errorf("get namespace %s: %w", ns, err)
+		}
+		return cur.DeletionTimestamp == nil, "still terminating", nil
+	})
 }
 
 func deletePodAndWait(ctx context.Context, cs kubernetes.Interface, ns, name string) error {

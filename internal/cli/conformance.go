@@ -95,15 +95,15 @@ func runConformance(cmd *cobra.Command, g *globalOptions, o *conformanceOptions)
 		}
 	}
 	fmt.Fprintf(prog, "target %s, probe image %s: creating namespaces x, y, z with pods a, b, c and their Services\n", target.Description, o.image)
-	if err := conformance.EnsureWorkloads(ctx, target.Client, u, o.image, 3*time.Minute); err != nil {
-		return fmt.Errorf("%s: %w", target.Description, err)
-	}
 	if !o.keep {
 		defer func() {
 			if err := conformance.DeleteWorkloads(context.WithoutCancel(ctx), target.Client, u); err != nil {
 				slog.Warn("delete the conformance namespaces", "err", err)
 			}
 		}()
+	}
+	if err := conformance.EnsureWorkloads(ctx, target.Client, u, o.image, 3*time.Minute); err != nil {
+		return fmt.Errorf("%s: %w", target.Description, err)
 	}
 	// Cases with ipBlock peers use the real pod IPs: generate them now.
 	cases, err := conformance.Select(conformance.Generate(u), sel)

@@ -203,7 +203,9 @@ func sameMatrix(a, b []Probe) bool {
 // with a new socket and observed again.
 func (r *Runner) observe(ctx context.Context, probes []Probe, start time.Time) (map[cellKey]Observation, error) {
 	u := r.Universe
-	obs, err := Observe(ctx, r.Flows, u.Namespaces, probes, start, r.Opts.FlowWait)
+	// Flows of new connections arrive within a few hundred ms; a connection without NEW events
+	// never becomes conclusive, so the first pass waits briefly and the reprobe gets the full wait.
+	obs, err := Observe(ctx, r.Flows, u.Namespaces, probes, start, min(r.Opts.FlowWait, 2*time.Second))
 	if err != nil {
 		return nil, err
 	}

@@ -66,6 +66,8 @@ func Observe(ctx context.Context, src FlowSource, namespaces []string, probes []
 
 // judgeFlows groups flows by connection and judges each probe's; conclusive reports whether every
 // connection has a verdict matching its probe (so waiting longer cannot change anything we expect).
+// A connection is its source ip:port and protocol plus its destination (the address dialled, or the
+// backend after service translation): concurrent UDP sockets of one pod may share a source port.
 func judgeFlows(probes []Probe, flows []*flow.Flow) (map[cellKey]Observation, bool) {
 	byConn := map[connID][]*flow.Flow{}
 	for _, f := range flows {
@@ -82,7 +84,13 @@ func judgeFlows(probes []Probe, flows []*flow.Flow) (map[cellKey]Observation, bo
 		if !ok {
 			continue
 		}
-		ob := judgeConnection(byConn[id])
+		var mine []*flow.Flow
+		for _, f := range byConn[id] {
+			if toDestination(f, p) {
+				mine = append(mine, f)
+			}
+		}
+		ob := judgeConnection(mine)
 		out[keyOf(p.Mode, p.From, p.To, oracle.PortProto{Port: p.Port, Protocol: p.Protocol})] = ob
 		if ob.Verdict != verdictWord(p.Reachable) {
 			conclusive = false
@@ -151,4 +159,23 @@ func formatFlow(f *flow.Flow) string {
 		s += fmt.Sprintf(" allowed_by=%v", f.AllowedBy)
 	}
 	return s
+}
+
+// toDestination reports whether f goes where p dialled: p.Dst (the address dialled) or p.Backend
+// (the pod behind it), before or after translation. Probes without those (unit tests) match any.
+func toDestination(f *flow.Flow, p Probe) bool {
+	if p.Dst == "" {
+		return true
+	}
+	dst := net.JoinHostPort(f.IP.Destination, strconv.Itoa(int(f.L4.DestinationPort)))
+	orig := ""
+	if f.IP.OrigDestination != "" {
+		orig = net.JoinHostPort(f.IP.OrigDestination, strconv.Itoa(int(f.L4.OrigDestinationPort)))
+	}
+	for _, want := range []string{p.Dst, p.Backend} {
+		if want != "" && (dst == want || orig == want) {
+			return true
+		}
+	}
+	return false
 }

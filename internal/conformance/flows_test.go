@@ -84,3 +84,30 @@ func TestProbeConn(t *testing.T) {
 		assert.Equal(t, tt.want, got, tt.local)
 	}
 }
+
+func TestJudgeFlowsMatchesDestination(t *testing.T) {
+	p := Probe{Mode: ModeServiceIP, From: "x/b", To: "z/c", Port: 80, Protocol: "UDP", Reachable: true,
+		LocalAddr: "10.244.2.31:33205", SrcIP: "10.244.2.31", Dst: "10.96.0.5:80", Backend: "10.244.1.32:80"}
+	other := &flow.Flow{IP: flow.IP{Source: "10.244.2.31", Destination: "10.244.2.30"}, L4: flow.L4{Protocol: "UDP", SourcePort: 33205, DestinationPort: 81},
+		TrafficDirection: flow.DirectionIngress, Verdict: flow.VerdictForwarded}
+	mine := &flow.Flow{IP: flow.IP{Source: "10.244.2.31", Destination: "10.244.1.32", OrigDestination: "10.96.0.5"}, L4: flow.L4{Protocol: "UDP", SourcePort: 33205, DestinationPort: 80, OrigDestinationPort: 80},
+		TrafficDirection: flow.DirectionIngress, Verdict: flow.VerdictForwarded}
+	tests := []struct {
+		name  string
+		flows []*flow.Flow
+		want  string
+	}{
+		{"another socket with the same source port is not this connection", []*flow.Flow{other}, ObservedUnknown},
+		{"the translated flow is", []*flow.Flow{other, mine}, ObservedAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obs, _ := judgeFlows([]Probe{p}, tt.flows)
+			got := obs[cellKey{"x/b", "z/c", 80, "UDP", ModeServiceIP}]
+			assert.Equal(t, tt.want, got.Verdict)
+			if tt.want == ObservedAllowed {
+				assert.Len(t, got.Flows, 1)
+			}
+		})
+	}
+}

@@ -176,6 +176,8 @@ func RunProbes(ctx context.Context, p Prober, u *Universe, want []Probe, timeout
 			}
 			for k, i := range idx {
 				fillProbe(&want[i], res[k], u.IPs[from].String())
+				want[i].Dst = targets[k].Target
+				want[i].Backend = net.JoinHostPort(u.IPs[want[i].To].String(), strconv.Itoa(int(want[i].Port)))
 			}
 		})
 	}

@@ -23,6 +23,9 @@ type Probe struct {
 	Reachable bool            `json:"reachable"`
 	Error     string          `json:"error,omitempty"`
 	ElapsedMs float64         `json:"elapsedMs"`
+	// Dst is the address dialled, Backend the destination pod's ip:port (the same in pod-ip mode).
+	Dst     string `json:"dst,omitempty"`
+	Backend string `json:"backend,omitempty"`
 	// LocalAddr and SrcIP identify the connection in flows.
 	LocalAddr string `json:"localAddr,omitempty"`
 	SrcIP     string `json:"srcIP,omitempty"`

@@ -50,6 +50,7 @@ func newProbeCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.IntVar(&cfg.Port, "port", 8080, "HTTP port (/status, /probe, /healthz); peers connect here")
 	f.IntSliceVar(&cfg.Listen, "listen", nil, "extra TCP ports that accept connections")
+	f.IntSliceVar(&cfg.ListenUDP, "listen-udp", nil, "UDP ports that echo every datagram")
 	f.StringArrayVar(&peers, "peer", nil, "peer to probe: host:port (TCP connect) or http(s) URL (GET); repeatable")
 	f.DurationVar(&cfg.Interval, "interval", 2*time.Second, "time between probe rounds")
 	f.DurationVar(&cfg.Timeout, "timeout", time.Second, "timeout of one probe")

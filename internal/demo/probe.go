@@ -65,6 +65,8 @@ type ProbeConfig struct {
 	Port int
 	// Listen are extra TCP ports that accept (and close) connections.
 	Listen []int
+	// ListenUDP are UDP ports that echo every datagram (UDP probes see an answer).
+	ListenUDP []int
 	// Peers are probed every Interval with Timeout each.
 	Peers    []Peer
 	Interval time.Duration
@@ -167,6 +169,11 @@ func (p *Prober) Run(ctx context.Context) error {
 		listeners = append(listeners, l)
 		go acceptAndClose(l)
 	}
+	for _, port := range p.cfg.ListenUDP {
+		if err := ListenUDPEcho(ctx, p.cfg.Addr, port); err != nil {
+			return err
+		}
+	}
 	p.log.Info("probe serving", "port", p.cfg.Port, "listen", p.cfg.Listen, "peers", len(p.cfg.Peers), "interval", p.cfg.Interval)
 	return serveEvery(ctx, net.JoinHostPort(p.cfg.Addr, strconv.Itoa(p.cfg.Port)), mux, p.cfg.Interval, p.ProbeOnce)
 }
@@ -250,6 +257,7 @@ func Dial(ctx context.Context, protocol, target string) ProbeResult {
 func RegisterCommon(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /probe", handleProbe)
+	mux.HandleFunc("POST /probe/batch", handleProbeBatch)
 }
 
 func handleProbe(w http.ResponseWriter, r *http.Request) {

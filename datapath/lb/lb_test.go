@@ -2,6 +2,7 @@ package lb_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -466,4 +467,67 @@ func TestChangesApplyOrderAndErrors(t *testing.T) {
 	require.ErrorContains(t, err, "write "+a.String()+": map full")
 	assert.Equal(t, []string{"delete " + gone.String(), "write " + b.String()}, rec.log, "deletions first; one failed frontend does not hold back the others")
 	assert.Equal(t, []string{"10.244.1.6:8080"}, rec.resolve(t, b))
+}
+
+// TestTableReportsStaleBackends: every backend a frontend stops using is reported under the
+// service ID its conntrack entries carry, so the agent can move the flows load balanced to it.
+func TestTableReportsStaleBackends(t *testing.T) {
+	udp := corev1.ProtocolUDP
+	dns := func(s *corev1.Service) { s.Spec.Ports[0] = corev1.ServicePort{Name: "dns", Protocol: udp, Port: 53} }
+	key := cip(53, lb.ProtoUDP)
+	tests := []struct {
+		name   string
+		change func(t *testing.T, tab *lb.Table) lb.Changes
+		want   []string // "id backend"
+	}{
+		{name: "same backends: nothing stale", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			return c
+		}},
+		{name: "scale up: nothing stale", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.1.6"}, ep{ip: "10.244.1.7"}))
+			require.NoError(t, err)
+			return c
+		}},
+		{name: "one backend removed", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			return c
+		}, want: []string{"1 10.244.1.5:5353"}},
+		{name: "backend not ready", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.5", ready: ptr(false)}, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			return c
+		}, want: []string{"1 10.244.1.5:5353"}},
+		{name: "target port changed", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5354, udp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			return c
+		}, want: []string{"1 10.244.1.5:5353", "1 10.244.1.6:5353"}},
+		{name: "slice deleted", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.DeleteSlice("demo", "dns-a")
+			require.NoError(t, err)
+			return c
+		}, want: []string{"1 10.244.1.5:5353", "1 10.244.1.6:5353"}},
+		{name: "service deleted", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			return tab.DeleteService("demo", "web")
+		}, want: []string{"1 10.244.1.5:5353", "1 10.244.1.6:5353"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := lb.NewTable("n1")
+			_, err := tab.UpsertService(service(dns))
+			require.NoError(t, err)
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			require.Empty(t, c.Stale, "first backends: nothing stale")
+			var got []string
+			for _, s := range tt.change(t, tab).Stale {
+				assert.Equal(t, key, s.Key)
+				got = append(got, fmt.Sprintf("%d %s", s.ID, s.Backend))
+			}
+			assert.ElementsMatch(t, tt.want, got)
+		})
+	}
 }

@@ -17,6 +17,17 @@ type Changes struct {
 	Delete []ServiceKey
 	// Write lists the frontends whose value or backends changed, each with its whole new state.
 	Write []FrontendState
+	// Stale lists the backends a frontend no longer has (removed from its list, or the frontend
+	// deleted or renumbered), under the service ID the datapath's conntrack entries carry: flows
+	// load balanced to them still point at them until their conntrack entries go.
+	Stale []StaleBackend
+}
+
+// StaleBackend is a backend that frontend Key (service ID ID) no longer uses.
+type StaleBackend struct {
+	Key     ServiceKey
+	ID      uint32
+	Backend Backend
 }
 
 // FrontendState is one frontend as it must be programmed: the sl_services value and the backends
@@ -33,6 +44,21 @@ func (c Changes) Empty() bool { return len(c.Delete) == 0 && len(c.Write) == 0 }
 func (c *Changes) merge(o Changes) {
 	c.Delete = append(c.Delete, o.Delete...)
 	c.Write = append(c.Write, o.Write...)
+	c.Stale = append(c.Stale, o.Stale...)
+}
+
+// staleBackends appends to c the backends of old that the frontend key no longer has: all of them
+// when the service ID changed or the frontend is gone (now nil), else those missing from now.
+func (c *Changes) staleBackends(key ServiceKey, old *programmed, id uint32, now []Backend) {
+	if old == nil {
+		return
+	}
+	for _, b := range old.backends {
+		if old.id == id && slices.Contains(now, b) {
+			continue
+		}
+		c.Stale = append(c.Stale, StaleBackend{Key: key, ID: old.id, Backend: b})
+	}
 }
 
 // Writer writes whole frontends into sl_services and sl_backends (the agent implements it once over
@@ -252,6 +278,7 @@ func (t *Table) sync(k string) (Changes, error) {
 		if old == nil || old.id != id || old.flags != f.Flags || !slices.Equal(old.backends, f.Backends) {
 			val := ServiceValue{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags}
 			c.Write = append(c.Write, FrontendState{Key: f.Key, Value: val, Backends: f.Backends})
+			c.staleBackends(f.Key, old, id, f.Backends)
 		}
 		t.front[f.Key] = &programmed{owner: k, id: id, flags: f.Flags, backends: f.Backends}
 	}
@@ -264,6 +291,7 @@ func (t *Table) sync(k string) (Changes, error) {
 			continue
 		}
 		c.Delete = append(c.Delete, key)
+		c.staleBackends(key, old, 0, nil)
 		delete(t.front, key)
 		for fid, id := range t.ids {
 			if id == old.id {

@@ -79,8 +79,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 func (a *Agent) useDatapath(dp *loader.Datapath) {
 	a.dp = dp
 	a.endpoints.attach = dp
+	a.endpoints.ct = dp.Maps
 	a.policy.maps = dp.Maps
 	a.services.store = mapWriter{dp.Maps}
+	a.services.ct = dp.Maps
 	a.nodes.sink = dp.Maps
 }
 

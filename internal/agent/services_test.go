@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/starlab-dev/starlab/datapath/lb"
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 func webService(mut ...func(*corev1.Service)) *corev1.Service {
@@ -98,4 +99,45 @@ func TestServicesPartSeedPruneAndEvents(t *testing.T) {
 	store.fail = webClusterIP
 	s.onSlice(webSlice("10.244.1.5"), false) // a map error is logged; the next event retries
 	assert.Equal(t, uint16(0), store.front[webClusterIP].Count)
+}
+
+// TestServicesPartFlushesRemovedUDPBackends (issue 11 item 4): when a UDP backend leaves a
+// Service, the conntrack entries of the flows load balanced to it go, so the client's next
+// datagram picks a live backend; the remaining backend's flows, and TCP flows, stay.
+func TestServicesPartFlushesRemovedUDPBackends(t *testing.T) {
+	s, store := newTestServices("")
+	ct := &fakeConntrack{entries: map[maps.CTKey]maps.CTEntry{}}
+	s.ct = ct
+	dnsSvc := webService(func(sv *corev1.Service) {
+		sv.Spec.Type = corev1.ServiceTypeClusterIP
+		sv.Spec.Ports = []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}, {Name: "dnstcp", Port: 53, Protocol: corev1.ProtocolTCP}}
+	})
+	dnsSlice := func(ips ...string) *discoveryv1.EndpointSlice {
+		sl := webSlice(ips...)
+		sl.Ports = []discoveryv1.EndpointPort{
+			{Name: ptr("dns"), Port: ptr(int32(5353)), Protocol: ptr(corev1.ProtocolUDP)},
+			{Name: ptr("dnstcp"), Port: ptr(int32(5353)), Protocol: ptr(corev1.ProtocolTCP)},
+		}
+		return sl
+	}
+	s.onService(dnsSvc, false)
+	s.onSlice(dnsSlice("10.244.1.5", "10.244.1.6"), false)
+	udpKey := lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.50"), Port: 53, Proto: lb.ProtoUDP, Scope: lb.ScopeClusterIP}
+	tcpKey := udpKey
+	tcpKey.Proto = lb.ProtoTCP
+	vip, client := netip.MustParseAddr("10.96.0.50"), netip.MustParseAddr("10.244.2.9")
+	flow := func(key lb.ServiceKey, sport uint16, backend string) {
+		ct.entries[maps.CTKey{Src: client, Dst: vip, SrcPort: sport, DstPort: 53, Proto: maps.Proto(key.Proto), Scope: maps.CTEgress}] = maps.CTEntry{
+			Flags: maps.CTDNAT, NatAddr: netip.MustParseAddr(backend), NatPort: 5353, SvcID: store.front[key].ID}
+	}
+	flow(udpKey, 40001, "10.244.1.5")
+	flow(udpKey, 40002, "10.244.1.6")
+	flow(tcpKey, 40003, "10.244.1.5")
+
+	s.onSlice(dnsSlice("10.244.1.6"), false)
+	var left []uint16
+	for k := range ct.entries {
+		left = append(left, k.SrcPort)
+	}
+	assert.ElementsMatch(t, []uint16{40002, 40003}, left, "only the UDP flow to the removed backend is flushed")
 }

@@ -200,3 +200,35 @@ func TestRenderDefaultsKeepInClusterAPIServer(t *testing.T) {
 		assert.NotEqual(t, "KUBERNETES_SERVICE_HOST", e.Name)
 	}
 }
+
+// TestRenderExternalIPs: agent.services.externalIPs reaches the agent as --external-ips (default
+// allow, as kube-proxy), and the schema refuses anything but allow and deny.
+func TestRenderExternalIPs(t *testing.T) {
+	tests := []struct {
+		name  string
+		value any // nil: chart default
+		want  string
+	}{
+		{name: "default", want: "--external-ips=allow"},
+		{name: "allow", value: "allow", want: "--external-ips=allow"},
+		{name: "deny", value: "deny", want: "--external-ips=deny"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var vals map[string]any
+			if tt.value != nil {
+				vals = map[string]any{"agent": map[string]any{"services": map[string]any{"externalIPs": tt.value}}}
+			}
+			var ds appsv1.DaemonSet
+			require.NoError(t, sigyaml.UnmarshalStrict(render(t, vals)["DaemonSet/starlab-agent"], &ds))
+			assert.Contains(t, ds.Spec.Template.Spec.Containers[0].Args, tt.want)
+		})
+	}
+
+	inst := action.NewInstall(&action.Configuration{})
+	inst.DryRun, inst.ClientOnly, inst.Replace = true, true, true
+	inst.ReleaseName, inst.Namespace = "starlab", "kube-system"
+	_, err := inst.Run(loadChart(t), map[string]any{"agent": map[string]any{"services": map[string]any{"externalIPs": "sometimes"}}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "externalIPs")
+}

@@ -39,6 +39,7 @@ func run() error {
 	fs.IntVar(&cfg.FlowBuffer, "flow-buffer", cfg.FlowBuffer, "flows kept in memory")
 	fs.DurationVar(&cfg.CTGCInterval, "ct-gc-interval", cfg.CTGCInterval, "conntrack GC interval")
 	fs.DurationVar(&cfg.CTIdle, "ct-idle", cfg.CTIdle, "conntrack idle timeout")
+	fs.StringVar(&cfg.ExternalIPs, "external-ips", cfg.ExternalIPs, "Service externalIPs: allow (program them, as kube-proxy does) or deny (program none, report the Service)")
 	eventLevel := fs.Uint("event-level", 0, "flow events: 0 new/drop/close, 1 none, 2 every packet")
 	podCIDR := fs.String("cluster-pod-cidr", cfg.ClusterPodCIDR.String(), "cluster pod CIDR")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

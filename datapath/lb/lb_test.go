@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -357,11 +360,11 @@ func TestTableDiffs(t *testing.T) {
 	assert.Empty(t, rec.resolve(t, cip(80, lb.ProtoTCP)))
 	assert.Empty(t, rec.backends)
 
-	// Another service cannot take the same frontend.
-	other := service(func(s *corev1.Service) { s.Name = "clash" })
+	// A younger Service cannot take the same frontend.
+	other := service(func(s *corev1.Service) { s.Name = "clash"; s.CreationTimestamp = metav1.Unix(2000, 0) })
 	c, err = tab.UpsertService(other)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "already used by Service demo/web")
+	assert.Contains(t, err.Error(), "also claimed by Service demo/web, which keeps it")
 	apply(c)
 
 	// Delete: every entry removed.
@@ -530,4 +533,133 @@ func TestTableReportsStaleBackends(t *testing.T) {
 			assert.ElementsMatch(t, tt.want, got)
 		})
 	}
+}
+
+// frontendSvc is a ClusterIP Service ns/name created at second created, with clusterIP and
+// externalIPs, serving port 53/UDP from a slice with one backend.
+func frontendSvc(ns, name string, created int64, clusterIP string, externalIPs ...string) (*corev1.Service, *discoveryv1.EndpointSlice) {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.Unix(created, 0)},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: clusterIP, ClusterIPs: []string{clusterIP},
+			ExternalIPs: externalIPs, Ports: []corev1.ServicePort{{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53}}},
+	}
+	sl := slice(name+"-x", name, "dns", 5353, corev1.ProtocolUDP, ep{ip: "10.244.9." + strconv.Itoa(int(created%200))})
+	sl.Namespace = ns
+	return s, sl
+}
+
+// TestTableFrontendConflictsAndExternalIPs: who owns a frontend claimed by two Services does not
+// depend on the order the Services arrive in (a ClusterIP beats an externalIP, then the older
+// Service wins, then namespace/name); the loser gets a FrontendConflict error naming it; when the
+// winner goes, the loser takes over. With ExternalIPsDeny no externalIP is programmed and the
+// Service is reported.
+func TestTableFrontendConflictsAndExternalIPs(t *testing.T) {
+	victimIP := lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.53"), Port: 53, Proto: lb.ProtoUDP, Scope: lb.ScopeClusterIP}
+	public := lb.ServiceKey{VIP: netip.MustParseAddr("8.8.8.8"), Port: 53, Proto: lb.ProtoUDP, Scope: lb.ScopeClusterIP}
+	type svc struct {
+		ns, name    string
+		created     int64
+		clusterIP   string
+		externalIPs []string
+	}
+	tests := []struct {
+		name     string
+		policy   lb.ExternalIPPolicy
+		svcs     []svc
+		key      lb.ServiceKey
+		owner    string // "" : not programmed
+		losers   []string
+		reasons  []string
+		thenDrop string // delete this Service, then expect afterDrop to own key
+		after    string
+	}{
+		{
+			name: "older externalIP Service wins", key: public, owner: "a/old", losers: []string{"b/new"},
+			svcs: []svc{{"a", "old", 100, "10.96.0.1", []string{"8.8.8.8"}}, {"b", "new", 200, "10.96.0.2", []string{"8.8.8.8"}}},
+			thenDrop: "a/old", after: "b/new",
+		},
+		{
+			name: "same age: namespace/name decides", key: public, owner: "a/x", losers: []string{"b/x"},
+			svcs: []svc{{"b", "x", 100, "10.96.0.2", []string{"8.8.8.8"}}, {"a", "x", 100, "10.96.0.1", []string{"8.8.8.8"}}},
+		},
+		{
+			name: "a ClusterIP beats an older externalIP on it", key: victimIP, owner: "kube-system/dns", losers: []string{"evil/mitm"},
+			svcs: []svc{{"evil", "mitm", 1, "10.96.0.9", []string{"10.96.0.53"}}, {"kube-system", "dns", 100, "10.96.0.53", nil}},
+		},
+		{
+			name: "deny: externalIPs are not programmed", policy: lb.ExternalIPsDeny, key: public,
+			svcs:    []svc{{"a", "old", 100, "10.96.0.1", []string{"8.8.8.8"}}},
+			reasons: []string{"ExternalIPsDenied"},
+		},
+		{
+			name: "deny: the ClusterIP is still programmed", policy: lb.ExternalIPsDeny, key: lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.1"), Port: 53, Proto: lb.ProtoUDP},
+			owner: "a/old", svcs: []svc{{"a", "old", 100, "10.96.0.1", []string{"8.8.8.8"}}}, reasons: []string{"ExternalIPsDenied"},
+		},
+	}
+	for _, tt := range tests {
+		for _, reverse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/reverse=%v", tt.name, reverse), func(t *testing.T) {
+				tab := lb.NewTable("n1")
+				tab.SetExternalIPPolicy(tt.policy)
+				rec := newRecorder()
+				order := slices.Clone(tt.svcs)
+				if reverse {
+					slices.Reverse(order)
+				}
+				var losers, reasons []string
+				note := func(err error) {
+					var ie *lb.InputError
+					for _, e := range flatten(err) {
+						if errors.As(e, &ie) {
+							if ie.Reason == "FrontendConflict" {
+								losers = append(losers, ie.Namespace+"/"+ie.Name)
+							} else {
+								reasons = append(reasons, ie.Reason)
+							}
+						}
+					}
+				}
+				for _, s := range order {
+					sv, sl := frontendSvc(s.ns, s.name, s.created, s.clusterIP, s.externalIPs...)
+					c, err := tab.UpsertService(sv)
+					note(err)
+					require.NoError(t, c.Apply(rec))
+					c, err = tab.UpsertSlice(sl)
+					note(err)
+					require.NoError(t, c.Apply(rec))
+				}
+				owner, _, ok := tab.Lookup(tt.key)
+				assert.Equal(t, tt.owner, owner)
+				assert.Equal(t, tt.owner != "", ok)
+				_, programmed := rec.svcs[tt.key]
+				assert.Equal(t, tt.owner != "", programmed, "the maps agree")
+				assert.Subset(t, tt.losers, losers, "only losers are reported")
+				assert.Subset(t, losers, tt.losers, "every loser is reported")
+				assert.Subset(t, reasons, tt.reasons)
+				if tt.thenDrop == "" {
+					return
+				}
+				ns, name, _ := strings.Cut(tt.thenDrop, "/")
+				require.NoError(t, tab.DeleteService(ns, name).Apply(rec))
+				owner, _, _ = tab.Lookup(tt.key)
+				assert.Equal(t, tt.after, owner, "the remaining claimant takes the frontend over")
+				assert.Len(t, rec.resolve(t, tt.key), 1, "with its own backend")
+			})
+		}
+	}
+}
+
+// flatten returns the errors joined in err.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/starlab-dev/starlab/datapath/lb"
 	"github.com/starlab-dev/starlab/datapath/loader"
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/internal/flow"
@@ -63,7 +64,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.policy = newPolicies(cfg.NodeName, cfg.IdentitiesPath(), cfg.PolicyDebounce, log, a.endpoints, &a.synced)
 	a.endpoints.policy = a.policy
 	a.nodes = newNodeRoutes(cfg.NodeName, maps.EventLevel(cfg.EventLevel), log)
+	extIPs, _ := lb.ParseExternalIPPolicy(cfg.ExternalIPs) // checked by Validate
 	a.services = newServices(cfg.NodeName, log, a.nodes.isNodeIP)
+	a.services.table.SetExternalIPPolicy(extIPs)
 	a.flows = &flows{
 		enricher: enricher{node: cfg.NodeName, services: a.services, policies: a.policy},
 		log:      log, store: flow.NewStore(cfg.FlowBuffer), synced: &a.synced,

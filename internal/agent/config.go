@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/starlab-dev/starlab/datapath/lb"
 	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/cni"
 )
@@ -39,6 +40,9 @@ type Config struct {
 	Kubeconfig     string // optional; in-cluster config otherwise
 	DaemonSet      string // own DaemonSet name (uninstall detection); empty disables node cleanup
 	Namespace      string // own namespace (POD_NAMESPACE)
+	// ExternalIPs is what the agent does with Service spec.externalIPs: "allow" (program them, as
+	// kube-proxy does; the default) or "deny" (program none, report the Service).
+	ExternalIPs string
 }
 
 // DefaultConfig returns the production defaults.
@@ -55,6 +59,7 @@ func DefaultConfig() Config {
 		FlowBuffer:     16384,
 		CTGCInterval:   30 * time.Second,
 		CTIdle:         10 * time.Minute,
+		ExternalIPs:    lb.ExternalIPsAllow.String(),
 	}
 }
 
@@ -77,6 +82,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FlowBuffer < 16 {
 		errs = append(errs, fmt.Errorf("flow buffer %d: use at least 16", c.FlowBuffer))
+	}
+	if _, err := lb.ParseExternalIPPolicy(c.ExternalIPs); err != nil {
+		errs = append(errs, fmt.Errorf("--external-ips: %w", err))
 	}
 	if c.PolicyDebounce < 0 {
 		errs = append(errs, fmt.Errorf("policy debounce %s is negative", c.PolicyDebounce))

@@ -575,7 +575,7 @@ func TestTableFrontendConflictsAndExternalIPs(t *testing.T) {
 	}{
 		{
 			name: "older externalIP Service wins", key: public, owner: "a/old", losers: []string{"b/new"},
-			svcs: []svc{{"a", "old", 100, "10.96.0.1", []string{"8.8.8.8"}}, {"b", "new", 200, "10.96.0.2", []string{"8.8.8.8"}}},
+			svcs:     []svc{{"a", "old", 100, "10.96.0.1", []string{"8.8.8.8"}}, {"b", "new", 200, "10.96.0.2", []string{"8.8.8.8"}}},
 			thenDrop: "a/old", after: "b/new",
 		},
 		{

@@ -157,14 +157,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	api := &http.Server{Addr: listen, Handler: a.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	api, err := a.apiServer(listen)
+	if err != nil {
+		return err
+	}
 	apiErr := make(chan error, 1)
 	go func() {
-		if err := api.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := api.ListenAndServe
+		if api.TLSConfig != nil {
+			serve = func() error { return api.ListenAndServeTLS("", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			apiErr <- fmt.Errorf("serve %s: %w", listen, err)
 		}
 	}()
-	a.log.Info("API serving", "address", listen)
+	a.log.Info("API serving", "address", listen, "mutualTLS", a.cfg.TLS())
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()

@@ -43,6 +43,10 @@ type Config struct {
 	// ExternalIPs is what the agent does with Service spec.externalIPs: "allow" (program them, as
 	// kube-proxy does; the default) or "deny" (program none, report the Service).
 	ExternalIPs string
+	// TLSCert, TLSKey and TLSClientCA turn on mutual TLS for the API on :4245 (all three or none):
+	// the agent's certificate and key, and the CA whose client certificates it accepts (the
+	// observer's). /healthz stays open for the kubelet's probes.
+	TLSCert, TLSKey, TLSClientCA string
 }
 
 // DefaultConfig returns the production defaults.
@@ -86,11 +90,27 @@ func (c *Config) Validate() error {
 	if _, err := lb.ParseExternalIPPolicy(c.ExternalIPs); err != nil {
 		errs = append(errs, fmt.Errorf("--external-ips: %w", err))
 	}
+	if n := countSet(c.TLSCert, c.TLSKey, c.TLSClientCA); n != 0 && n != 3 {
+		errs = append(errs, errors.New("API TLS: set --tls-cert, --tls-key and --tls-client-ca together (or none)"))
+	}
 	if c.PolicyDebounce < 0 {
 		errs = append(errs, fmt.Errorf("policy debounce %s is negative", c.PolicyDebounce))
 	}
 	return errors.Join(errs...)
 }
+
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// TLS reports whether the API is served with mutual TLS.
+func (c *Config) TLS() bool { return c.TLSCert != "" }
 
 // PinDir is where the datapath pins maps and links.
 func (c *Config) PinDir() string { return filepath.Join(c.BPFFS, "starlab") }

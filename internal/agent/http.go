@@ -124,6 +124,22 @@ func apiListenAddr(listen string, node netip.Addr) (string, error) {
 	return net.JoinHostPort(node.String(), port), nil
 }
 
+// apiServer is the API server on listen: plain HTTP, or with mutual TLS when the config names
+// certificates (every path but /healthz then needs a client certificate of the configured CA).
+func (a *Agent) apiServer(listen string) (*http.Server, error) {
+	srv := &http.Server{Addr: listen, Handler: a.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	if !a.cfg.TLS() {
+		return srv, nil
+	}
+	tc, err := agentapi.ServerTLSConfig(a.cfg.TLSCert, a.cfg.TLSKey, a.cfg.TLSClientCA)
+	if err != nil {
+		return nil, err
+	}
+	srv.TLSConfig = tc
+	srv.Handler = agentapi.RequireClientCert(srv.Handler, agentapi.PathHealth)
+	return srv, nil
+}
+
 func (a *Agent) apiHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+agentapi.PathFlows, flow.Handler(a.flows.store, a.log))

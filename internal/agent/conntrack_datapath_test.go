@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -105,4 +107,51 @@ func TestReusedIPDoesNotInheritConntrack(t *testing.T) {
 	}))
 	addPod("db", db)
 	assert.Equal(t, uint32(tcActShot), datagram(), "the old stream's next datagram meets db's deny-all policy")
+}
+
+// TestRemovedUDPBackendIsLeft (issue 11 item 4): a UDP stream from a local pod to a Service VIP is
+// DNAT'd to backend B1 and stays on it through conntrack. B1 leaves the Service's EndpointSlice
+// (B2 joins): the services part flushes the stream's conntrack, so its next datagram, the same
+// 5-tuple, is load balanced again and reaches B2, not the dead B1.
+func TestRemovedUDPBackendIsLeft(t *testing.T) {
+	require.Equal(t, 0, os.Geteuid(), "needs root: BPF maps and programs")
+	pinDir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("sltest-agentlb-%d", os.Getpid()))
+	t.Cleanup(func() { _ = os.RemoveAll(pinDir) })
+	dp, err := loader.Load(context.Background(), loader.Options{PinDir: pinDir})
+	require.NoError(t, err)
+	t.Cleanup(func() { dp.Close() })
+	require.NoError(t, dp.Maps.SetConfig(maps.Config{NodeIPs: []netip.Addr{netip.MustParseAddr("172.18.0.2")}, EventLevel: maps.EventsNone}))
+
+	client, vip := netip.MustParseAddr("10.244.1.9"), netip.MustParseAddr("10.96.0.50")
+	// In BPF_PROG_TEST_RUN skb->ifindex is the loopback device: the client endpoint is at ifindex 1
+	// (no policy flags: it may send anywhere).
+	require.NoError(t, dp.Maps.UpsertEndpoint(1, maps.Endpoint{IP: client, Identity: maps.IdentityFirstPod, MAC: []byte{2, 0, 0, 0, 0, 9}}))
+	const sport = 40000
+	datagram := func() netip.Addr {
+		ret, err := dp.FromContainer().Run(&ebpf.RunOptions{Data: udpPacket(client, vip, sport, 53)})
+		require.NoError(t, err)
+		require.Equal(t, uint32(tcActOK), ret)
+		e, err := dp.Maps.LookupCT(maps.CTKey{Src: client, Dst: vip, SrcPort: sport, DstPort: 53, Proto: maps.ProtoUDP, Scope: maps.CTEgress})
+		require.NoError(t, err)
+		return e.NatAddr
+	}
+
+	s := newServices("n1", slog.Default(), nil)
+	s.store, s.ct = mapWriter{dp.Maps}, dp.Maps
+	svc := webService(func(sv *corev1.Service) {
+		sv.Spec.Type = corev1.ServiceTypeClusterIP
+		sv.Spec.Ports = []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}
+	})
+	slice := func(ip string) *discoveryv1.EndpointSlice {
+		sl := webSlice(ip)
+		sl.Ports = []discoveryv1.EndpointPort{{Name: ptr("dns"), Port: ptr(int32(5353)), Protocol: ptr(corev1.ProtocolUDP)}}
+		return sl
+	}
+	s.onService(svc, false)
+	s.onSlice(slice("10.244.2.11"), false)
+	require.Equal(t, "10.244.2.11", datagram().String(), "the stream goes to B1")
+	require.Equal(t, "10.244.2.11", datagram().String(), "and stays there")
+
+	s.onSlice(slice("10.244.2.12"), false) // B1 gone, B2 in
+	assert.Equal(t, "10.244.2.12", datagram().String(), "the stream's next datagram reaches B2")
 }

@@ -2,6 +2,8 @@ package charts_test
 
 import (
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	sigyaml "sigs.k8s.io/yaml"
 
 	"github.com/starlab-dev/starlab/charts"
+	"github.com/starlab-dev/starlab/internal/agentapi"
 )
 
 func loadChart(t *testing.T) *chart.Chart {
@@ -69,6 +72,7 @@ func TestLint(t *testing.T) {
 	dir := writeChart(t)
 	for name, vals := range map[string]map[string]any{
 		"defaults":   nil,
+		"mutual TLS": {"tls": map[string]any{"enabled": true}},
 		"lab values": {"agent": map[string]any{"image": "localhost/starlab/starlab-agent:abc123", "apiServer": map[string]any{"host": "172.18.0.2", "port": 6443}}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -199,4 +203,106 @@ func TestRenderDefaultsKeepInClusterAPIServer(t *testing.T) {
 	for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
 		assert.NotEqual(t, "KUBERNETES_SERVICE_HOST", e.Name)
 	}
+}
+
+// TestRenderExternalIPs: agent.services.externalIPs reaches the agent as --external-ips (default
+// allow, as kube-proxy), and the schema refuses anything but allow and deny.
+func TestRenderExternalIPs(t *testing.T) {
+	tests := []struct {
+		name  string
+		value any // nil: chart default
+		want  string
+	}{
+		{name: "default", want: "--external-ips=allow"},
+		{name: "allow", value: "allow", want: "--external-ips=allow"},
+		{name: "deny", value: "deny", want: "--external-ips=deny"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var vals map[string]any
+			if tt.value != nil {
+				vals = map[string]any{"agent": map[string]any{"services": map[string]any{"externalIPs": tt.value}}}
+			}
+			var ds appsv1.DaemonSet
+			require.NoError(t, sigyaml.UnmarshalStrict(render(t, vals)["DaemonSet/starlab-agent"], &ds))
+			assert.Contains(t, ds.Spec.Template.Spec.Containers[0].Args, tt.want)
+		})
+	}
+
+	inst := action.NewInstall(&action.Configuration{})
+	inst.DryRun, inst.ClientOnly, inst.Replace = true, true, true
+	inst.ReleaseName, inst.Namespace = "starlab", "kube-system"
+	_, err := inst.Run(loadChart(t), map[string]any{"agent": map[string]any{"services": map[string]any{"externalIPs": "sometimes"}}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "externalIPs")
+}
+
+// TestRenderMutualTLS (issue 11 item 9): tls.enabled makes a CA, a server certificate for the
+// agents and a client certificate for the observer (Secrets), wires both to them, and switches
+// the agents' probes to HTTPS; the rendered certificates complete a mutual TLS exchange through
+// the agent API's own helpers. By default none of it is rendered.
+func TestRenderMutualTLS(t *testing.T) {
+	off := render(t, nil)
+	assert.NotContains(t, off, "Secret/starlab-agent-tls")
+	assert.NotContains(t, off, "Secret/starlab-observer-tls")
+	var ds appsv1.DaemonSet
+	require.NoError(t, sigyaml.UnmarshalStrict(off["DaemonSet/starlab-agent"], &ds))
+	assert.NotContains(t, strings.Join(ds.Spec.Template.Spec.Containers[0].Args, " "), "--tls-")
+	assert.Equal(t, corev1.URIScheme(""), ds.Spec.Template.Spec.Containers[0].ReadinessProbe.HTTPGet.Scheme)
+
+	on := render(t, map[string]any{"tls": map[string]any{"enabled": true}})
+	dir := t.TempDir()
+	files := map[string]string{}
+	for _, name := range []string{"starlab-agent-tls", "starlab-observer-tls"} {
+		require.Contains(t, on, "Secret/"+name)
+		var sec corev1.Secret
+		require.NoError(t, sigyaml.UnmarshalStrict(on["Secret/"+name], &sec))
+		assert.Equal(t, corev1.SecretTypeTLS, sec.Type)
+		for _, k := range []string{"ca.crt", "tls.crt", "tls.key"} {
+			require.NotEmpty(t, sec.Data[k], "%s %s", name, k)
+			files[name+"/"+k] = filepath.Join(dir, name+"-"+k)
+			require.NoError(t, os.WriteFile(files[name+"/"+k], sec.Data[k], 0o600))
+		}
+	}
+
+	require.NoError(t, sigyaml.UnmarshalStrict(on["DaemonSet/starlab-agent"], &ds))
+	agent := ds.Spec.Template.Spec.Containers[0]
+	assert.Subset(t, agent.Args, []string{"--tls-cert=/etc/starlab/tls/tls.crt", "--tls-key=/etc/starlab/tls/tls.key", "--tls-client-ca=/etc/starlab/tls/ca.crt"})
+	assert.Equal(t, corev1.URISchemeHTTPS, agent.ReadinessProbe.HTTPGet.Scheme)
+	assert.Equal(t, corev1.URISchemeHTTPS, agent.LivenessProbe.HTTPGet.Scheme)
+	assert.Equal(t, "starlab-agent-tls", secretVolume(ds.Spec.Template.Spec.Volumes, "tls"))
+	var obs appsv1.Deployment
+	require.NoError(t, sigyaml.UnmarshalStrict(on["Deployment/starlab-observer"], &obs))
+	assert.Subset(t, obs.Spec.Template.Spec.Containers[0].Args, []string{"--agent-tls-cert=/etc/starlab/tls/tls.crt", "--agent-tls-key=/etc/starlab/tls/tls.key", "--agent-tls-ca=/etc/starlab/tls/ca.crt"})
+	assert.Equal(t, "starlab-observer-tls", secretVolume(obs.Spec.Template.Spec.Volumes, "tls"))
+
+	// The rendered certificates work with the agent API's TLS helpers.
+	srvTLS, err := agentapi.ServerTLSConfig(files["starlab-agent-tls/tls.crt"], files["starlab-agent-tls/tls.key"], files["starlab-agent-tls/ca.crt"])
+	require.NoError(t, err)
+	ts := httptest.NewUnstartedServer(agentapi.RequireClientCert(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("flows"))
+	}), agentapi.PathHealth))
+	ts.TLS = srvTLS
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	cliTLS, err := agentapi.ClientTLSConfig(files["starlab-observer-tls/tls.crt"], files["starlab-observer-tls/tls.key"], files["starlab-observer-tls/ca.crt"])
+	require.NoError(t, err)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: cliTLS}}).Get(ts.URL + agentapi.PathFlows)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the observer's certificate is accepted")
+	cliTLS.Certificates = nil
+	resp, err = (&http.Client{Transport: &http.Transport{TLSClientConfig: cliTLS}}).Get(ts.URL + agentapi.PathFlows)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "no certificate, no flows")
+}
+
+func secretVolume(vols []corev1.Volume, name string) string {
+	for _, v := range vols {
+		if v.Name == name && v.Secret != nil {
+			return v.Secret.SecretName
+		}
+	}
+	return ""
 }

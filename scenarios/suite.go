@@ -21,6 +21,7 @@ func scenarioSteps(w *World) []step {
 		newStarsSteps(w).steps(),
 		newShopSteps(w).steps(),
 		newServicesSteps(w).steps(),
+		newRestartSteps(w).steps(),
 		newObserverSteps(w).steps(),
 	)
 }

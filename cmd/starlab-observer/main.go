@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,9 @@ func run(ctx context.Context, args []string) error {
 	window := fs.Duration("merge-window", 200*time.Millisecond, "reorder window of the live merge")
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig (default: in-cluster)")
 	debug := fs.Bool("debug", false, "debug logging")
+	tlsCert := fs.String("agent-tls-cert", "", "client certificate (PEM) presented to the agents; with --agent-tls-key and --agent-tls-ca the agents are dialled with mutual TLS")
+	tlsKey := fs.String("agent-tls-key", "", "client key (PEM)")
+	tlsCA := fs.String("agent-tls-ca", "", "CA of the agents' server certificates (PEM)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,7 +62,17 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	obs, err := observer.New(observer.Config{Capacity: *capacity, MergeWindow: *window, Log: log})
+	ocfg := observer.Config{Capacity: *capacity, MergeWindow: *window, Log: log}
+	switch n := countSet(*tlsCert, *tlsKey, *tlsCA); n {
+	case 0:
+	case 3:
+		if ocfg.AgentTLS, err = agentapi.ClientTLSConfig(*tlsCert, *tlsKey, *tlsCA); err != nil {
+			return err
+		}
+	default:
+		return errors.New("agent TLS: set --agent-tls-cert, --agent-tls-key and --agent-tls-ca together (or none)")
+	}
+	obs, err := observer.New(ocfg)
 	if err != nil {
 		return err
 	}
@@ -86,4 +100,14 @@ func run(ctx context.Context, args []string) error {
 	case <-ctx.Done():
 		return nil
 	}
+}
+
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
 }

@@ -89,6 +89,9 @@ type Frontend struct {
 	Key             ServiceKey
 	Flags           uint16
 	Backends        []Backend // sorted, deduplicated
+	// External marks a frontend on one of the Service's spec.externalIPs (not its ClusterIP or a
+	// NodePort): any Service author can name any address there.
+	External bool
 }
 
 // id is the stable name of the frontend used for service ID assignment.
@@ -140,7 +143,11 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 		}
 	}
 
-	var vips []netip.Addr
+	type vip struct {
+		addr     netip.Addr
+		external bool
+	}
+	var vips []vip
 	ips := svc.Spec.ClusterIPs
 	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
 		ips = []string{svc.Spec.ClusterIP}
@@ -155,12 +162,12 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 			continue
 		}
 		if a.Is4() {
-			vips = append(vips, a)
+			vips = append(vips, vip{addr: a})
 		}
 	}
 	for _, s := range svc.Spec.ExternalIPs {
 		if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
-			vips = append(vips, a)
+			vips = append(vips, vip{addr: a, external: true})
 		} else {
 			errs = append(errs, svcErr(svc, "InvalidExternalIP", "externalIP %q is not an IPv4 address", s))
 		}
@@ -194,8 +201,10 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 			return f
 		}
 		if len(vips) > 0 {
-			for _, vip := range vips {
-				out = append(out, mk(ServiceKey{VIP: vip, Port: uint16(sp.Port), Proto: proto, Scope: ScopeClusterIP}, internalLocal))
+			for _, v := range vips {
+				f := mk(ServiceKey{VIP: v.addr, Port: uint16(sp.Port), Proto: proto, Scope: ScopeClusterIP}, internalLocal)
+				f.External = v.external
+				out = append(out, f)
 			}
 		}
 		if wantNodePort && sp.NodePort != 0 {

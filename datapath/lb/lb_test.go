@@ -2,7 +2,11 @@ package lb_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -356,11 +360,11 @@ func TestTableDiffs(t *testing.T) {
 	assert.Empty(t, rec.resolve(t, cip(80, lb.ProtoTCP)))
 	assert.Empty(t, rec.backends)
 
-	// Another service cannot take the same frontend.
-	other := service(func(s *corev1.Service) { s.Name = "clash" })
+	// A younger Service cannot take the same frontend.
+	other := service(func(s *corev1.Service) { s.Name = "clash"; s.CreationTimestamp = metav1.Unix(2000, 0) })
 	c, err = tab.UpsertService(other)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "already used by Service demo/web")
+	assert.Contains(t, err.Error(), "also claimed by Service demo/web, which keeps it")
 	apply(c)
 
 	// Delete: every entry removed.
@@ -466,4 +470,196 @@ func TestChangesApplyOrderAndErrors(t *testing.T) {
 	require.ErrorContains(t, err, "write "+a.String()+": map full")
 	assert.Equal(t, []string{"delete " + gone.String(), "write " + b.String()}, rec.log, "deletions first; one failed frontend does not hold back the others")
 	assert.Equal(t, []string{"10.244.1.6:8080"}, rec.resolve(t, b))
+}
+
+// TestTableReportsStaleBackends: every backend a frontend stops using is reported under the
+// service ID its conntrack entries carry, so the agent can move the flows load balanced to it.
+func TestTableReportsStaleBackends(t *testing.T) {
+	udp := corev1.ProtocolUDP
+	dns := func(s *corev1.Service) { s.Spec.Ports[0] = corev1.ServicePort{Name: "dns", Protocol: udp, Port: 53} }
+	key := cip(53, lb.ProtoUDP)
+	tests := []struct {
+		name   string
+		change func(t *testing.T, tab *lb.Table) lb.Changes
+		want   []string // "id backend"
+	}{
+		{name: "same backends: nothing stale", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			return c
+		}},
+		{name: "scale up: nothing stale", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.1.6"}, ep{ip: "10.244.1.7"}))
+			require.NoError(t, err)
+			return c
+		}},
+		{name: "one backend removed", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			return c
+		}, want: []string{"1 10.244.1.5:5353"}},
+		{name: "backend not ready", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.5", ready: ptr(false)}, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			return c
+		}, want: []string{"1 10.244.1.5:5353"}},
+		{name: "target port changed", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5354, udp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			return c
+		}, want: []string{"1 10.244.1.5:5353", "1 10.244.1.6:5353"}},
+		{name: "slice deleted", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			c, err := tab.DeleteSlice("demo", "dns-a")
+			require.NoError(t, err)
+			return c
+		}, want: []string{"1 10.244.1.5:5353", "1 10.244.1.6:5353"}},
+		{name: "service deleted", change: func(t *testing.T, tab *lb.Table) lb.Changes {
+			return tab.DeleteService("demo", "web")
+		}, want: []string{"1 10.244.1.5:5353", "1 10.244.1.6:5353"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := lb.NewTable("n1")
+			_, err := tab.UpsertService(service(dns))
+			require.NoError(t, err)
+			c, err := tab.UpsertSlice(slice("dns-a", "web", "dns", 5353, udp, ep{ip: "10.244.1.5"}, ep{ip: "10.244.1.6"}))
+			require.NoError(t, err)
+			require.Empty(t, c.Stale, "first backends: nothing stale")
+			var got []string
+			for _, s := range tt.change(t, tab).Stale {
+				assert.Equal(t, key, s.Key)
+				got = append(got, fmt.Sprintf("%d %s", s.ID, s.Backend))
+			}
+			assert.ElementsMatch(t, tt.want, got)
+		})
+	}
+}
+
+// frontendSvc is a ClusterIP Service ns/name created at second created, with clusterIP and
+// externalIPs, serving port 53/UDP from a slice with one backend.
+func frontendSvc(ns, name string, created int64, clusterIP string, externalIPs ...string) (*corev1.Service, *discoveryv1.EndpointSlice) {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.Unix(created, 0)},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: clusterIP, ClusterIPs: []string{clusterIP},
+			ExternalIPs: externalIPs, Ports: []corev1.ServicePort{{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53}}},
+	}
+	sl := slice(name+"-x", name, "dns", 5353, corev1.ProtocolUDP, ep{ip: "10.244.9." + strconv.Itoa(int(created%200))})
+	sl.Namespace = ns
+	return s, sl
+}
+
+// TestTableFrontendConflictsAndExternalIPs: who owns a frontend claimed by two Services does not
+// depend on the order the Services arrive in (a ClusterIP beats an externalIP, then the older
+// Service wins, then namespace/name); the loser gets a FrontendConflict error naming it; when the
+// winner goes, the loser takes over. With ExternalIPsDeny no externalIP is programmed and the
+// Service is reported.
+func TestTableFrontendConflictsAndExternalIPs(t *testing.T) {
+	victimIP := lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.53"), Port: 53, Proto: lb.ProtoUDP, Scope: lb.ScopeClusterIP}
+	public := lb.ServiceKey{VIP: netip.MustParseAddr("8.8.8.8"), Port: 53, Proto: lb.ProtoUDP, Scope: lb.ScopeClusterIP}
+	type svc struct {
+		ns, name    string
+		created     int64
+		clusterIP   string
+		externalIPs []string
+	}
+	tests := []struct {
+		name     string
+		policy   lb.ExternalIPPolicy
+		svcs     []svc
+		key      lb.ServiceKey
+		owner    string // "" : not programmed
+		losers   []string
+		reasons  []string
+		thenDrop string // delete this Service, then expect afterDrop to own key
+		after    string
+	}{
+		{
+			name: "older externalIP Service wins", key: public, owner: "a/old", losers: []string{"b/new"},
+			svcs:     []svc{{"a", "old", 100, "10.96.0.1", []string{"8.8.8.8"}}, {"b", "new", 200, "10.96.0.2", []string{"8.8.8.8"}}},
+			thenDrop: "a/old", after: "b/new",
+		},
+		{
+			name: "same age: namespace/name decides", key: public, owner: "a/x", losers: []string{"b/x"},
+			svcs: []svc{{"b", "x", 100, "10.96.0.2", []string{"8.8.8.8"}}, {"a", "x", 100, "10.96.0.1", []string{"8.8.8.8"}}},
+		},
+		{
+			name: "a ClusterIP beats an older externalIP on it", key: victimIP, owner: "kube-system/dns", losers: []string{"evil/mitm"},
+			svcs: []svc{{"evil", "mitm", 1, "10.96.0.9", []string{"10.96.0.53"}}, {"kube-system", "dns", 100, "10.96.0.53", nil}},
+		},
+		{
+			name: "deny: externalIPs are not programmed", policy: lb.ExternalIPsDeny, key: public,
+			svcs:    []svc{{"a", "old", 100, "10.96.0.1", []string{"8.8.8.8"}}},
+			reasons: []string{"ExternalIPsDenied"},
+		},
+		{
+			name: "deny: the ClusterIP is still programmed", policy: lb.ExternalIPsDeny, key: lb.ServiceKey{VIP: netip.MustParseAddr("10.96.0.1"), Port: 53, Proto: lb.ProtoUDP},
+			owner: "a/old", svcs: []svc{{"a", "old", 100, "10.96.0.1", []string{"8.8.8.8"}}}, reasons: []string{"ExternalIPsDenied"},
+		},
+	}
+	for _, tt := range tests {
+		for _, reverse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/reverse=%v", tt.name, reverse), func(t *testing.T) {
+				tab := lb.NewTable("n1")
+				tab.SetExternalIPPolicy(tt.policy)
+				rec := newRecorder()
+				order := slices.Clone(tt.svcs)
+				if reverse {
+					slices.Reverse(order)
+				}
+				var losers, reasons []string
+				note := func(err error) {
+					var ie *lb.InputError
+					for _, e := range flatten(err) {
+						if errors.As(e, &ie) {
+							if ie.Reason == "FrontendConflict" {
+								losers = append(losers, ie.Namespace+"/"+ie.Name)
+							} else {
+								reasons = append(reasons, ie.Reason)
+							}
+						}
+					}
+				}
+				for _, s := range order {
+					sv, sl := frontendSvc(s.ns, s.name, s.created, s.clusterIP, s.externalIPs...)
+					c, err := tab.UpsertService(sv)
+					note(err)
+					require.NoError(t, c.Apply(rec))
+					c, err = tab.UpsertSlice(sl)
+					note(err)
+					require.NoError(t, c.Apply(rec))
+				}
+				owner, _, ok := tab.Lookup(tt.key)
+				assert.Equal(t, tt.owner, owner)
+				assert.Equal(t, tt.owner != "", ok)
+				_, programmed := rec.svcs[tt.key]
+				assert.Equal(t, tt.owner != "", programmed, "the maps agree")
+				assert.Subset(t, tt.losers, losers, "only losers are reported")
+				assert.Subset(t, losers, tt.losers, "every loser is reported")
+				assert.Subset(t, reasons, tt.reasons)
+				if tt.thenDrop == "" {
+					return
+				}
+				ns, name, _ := strings.Cut(tt.thenDrop, "/")
+				require.NoError(t, tab.DeleteService(ns, name).Apply(rec))
+				owner, _, _ = tab.Lookup(tt.key)
+				assert.Equal(t, tt.after, owner, "the remaining claimant takes the frontend over")
+				assert.Len(t, rec.resolve(t, tt.key), 1, "with its own backend")
+			})
+		}
+	}
+}
+
+// flatten returns the errors joined in err.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }

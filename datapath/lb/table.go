@@ -17,6 +17,17 @@ type Changes struct {
 	Delete []ServiceKey
 	// Write lists the frontends whose value or backends changed, each with its whole new state.
 	Write []FrontendState
+	// Stale lists the backends a frontend no longer has (removed from its list, or the frontend
+	// deleted or renumbered), under the service ID the datapath's conntrack entries carry: flows
+	// load balanced to them still point at them until their conntrack entries go.
+	Stale []StaleBackend
+}
+
+// StaleBackend is a backend that frontend Key (service ID ID) no longer uses.
+type StaleBackend struct {
+	Key     ServiceKey
+	ID      uint32
+	Backend Backend
 }
 
 // FrontendState is one frontend as it must be programmed: the sl_services value and the backends
@@ -33,6 +44,21 @@ func (c Changes) Empty() bool { return len(c.Delete) == 0 && len(c.Write) == 0 }
 func (c *Changes) merge(o Changes) {
 	c.Delete = append(c.Delete, o.Delete...)
 	c.Write = append(c.Write, o.Write...)
+	c.Stale = append(c.Stale, o.Stale...)
+}
+
+// staleBackends appends to c the backends of old that the frontend key no longer has: all of them
+// when the service ID changed or the frontend is gone (now nil), else those missing from now.
+func (c *Changes) staleBackends(key ServiceKey, old *programmed, id uint32, now []Backend) {
+	if old == nil {
+		return
+	}
+	for _, b := range old.backends {
+		if old.id == id && slices.Contains(now, b) {
+			continue
+		}
+		c.Stale = append(c.Stale, StaleBackend{Key: key, ID: old.id, Backend: b})
+	}
 }
 
 // Writer writes whole frontends into sl_services and sl_backends (the agent implements it once over
@@ -83,7 +109,45 @@ type Table struct {
 	nextID   uint32
 	seed     map[ServiceKey]uint32 // IDs found in the maps at start-up, reused for the same frontend
 	seedUsed map[uint32]bool
+	// claims lists, per frontend key, the Services whose translation wants it (value: the claim
+	// is an externalIP only); claimed is the reverse index.
+	claims      map[ServiceKey]map[string]bool
+	claimed     map[string][]ServiceKey
+	externalIPs ExternalIPPolicy
 }
+
+// ExternalIPPolicy says what the table does with Service spec.externalIPs.
+type ExternalIPPolicy uint8
+
+// External IP policies.
+const (
+	// ExternalIPsAllow programs externalIPs as in-cluster VIPs, as kube-proxy does.
+	ExternalIPsAllow ExternalIPPolicy = iota
+	// ExternalIPsDeny programs none and reports each Service that has them (the CVE-2020-8554
+	// mitigation, like the DenyServiceExternalIPs admission plugin but on the datapath).
+	ExternalIPsDeny
+)
+
+// ParseExternalIPPolicy parses "allow" or "deny".
+func ParseExternalIPPolicy(s string) (ExternalIPPolicy, error) {
+	switch s {
+	case "allow", "":
+		return ExternalIPsAllow, nil
+	case "deny":
+		return ExternalIPsDeny, nil
+	}
+	return 0, fmt.Errorf("external IP policy %q: use allow or deny", s)
+}
+
+func (p ExternalIPPolicy) String() string {
+	if p == ExternalIPsDeny {
+		return "deny"
+	}
+	return "allow"
+}
+
+// SetExternalIPPolicy sets what the table does with externalIPs; call it before the first Upsert.
+func (t *Table) SetExternalIPPolicy(p ExternalIPPolicy) { t.externalIPs = p }
 
 // NewTable returns an empty table for the node nodeName.
 func NewTable(nodeName string) *Table {
@@ -96,6 +160,8 @@ func NewTable(nodeName string) *Table {
 		front:    map[ServiceKey]*programmed{},
 		ids:      map[string]uint32{},
 		nextID:   1,
+		claims:   map[ServiceKey]map[string]bool{},
+		claimed:  map[string][]ServiceKey{},
 	}
 }
 
@@ -217,33 +283,59 @@ func (t *Table) allocID(fid string, key ServiceKey) uint32 {
 }
 
 // sync recomputes the frontends of the Service named k and diffs them against what is programmed.
+// A frontend key claimed by several Services goes to the one that wins (see beats), whatever the
+// order the Services arrive in; the others are refused, each with a FrontendConflict error.
 func (t *Table) sync(k string) (Changes, error) {
 	var want []Frontend
-	var terr error
-	if svc, ok := t.services[k]; ok {
-		var slices []*discoveryv1.EndpointSlice
+	var errs []error
+	svc, ok := t.services[k]
+	if ok {
+		var sls []*discoveryv1.EndpointSlice
 		names := make([]string, 0, len(t.slices[k]))
 		for n := range t.slices[k] {
 			names = append(names, n)
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			slices = append(slices, t.slices[k][n])
+			sls = append(sls, t.slices[k][n])
 		}
-		want, terr = Translate(svc, slices, t.nodeName)
+		var terr error
+		want, terr = Translate(svc, sls, t.nodeName)
+		if terr != nil {
+			errs = append(errs, terr)
+		}
+		if t.externalIPs == ExternalIPsDeny {
+			var denied bool
+			want = slices.DeleteFunc(want, func(f Frontend) bool { denied = denied || f.External; return f.External })
+			if denied {
+				errs = append(errs, svcErr(svc, "ExternalIPsDenied", "spec.externalIPs %v are not programmed: this cluster refuses Service externalIPs (chart value agent.services.externalIPs=deny)", svc.Spec.ExternalIPs))
+			}
+		}
 	}
+	t.claim(k, want)
+
 	var c Changes
 	keep := map[ServiceKey]bool{}
 	var owned []ServiceKey
-	var errs []error
-	if terr != nil {
-		errs = append(errs, terr)
-	}
+	var resync []string // Services that win a frontend k gives up
 	for _, f := range want {
-		if p, ok := t.front[f.Key]; ok && p.owner != k {
-			svc := t.services[k]
-			errs = append(errs, svcErr(svc, "FrontendConflict", "%s is already used by Service %s: choose another port", f.Key, p.owner))
+		if keep[f.Key] {
+			continue // the same address listed twice (clusterIP and externalIP)
+		}
+		p := t.front[f.Key]
+		if w := t.winner(f.Key); w != k {
+			errs = append(errs, svcErr(svc, "FrontendConflict", "%s is also claimed by Service %s, which keeps it (a ClusterIP or NodePort beats an externalIP, then the older Service, then namespace/name): choose another address or port", f.Key, w))
+			if p != nil && p.owner == k {
+				resync = append(resync, w)
+			}
 			continue
+		}
+		if p != nil && p.owner != k {
+			// k takes the frontend over from a Service it beats.
+			if loser, ok := t.services[p.owner]; ok {
+				errs = append(errs, svcErr(loser, "FrontendConflict", "%s is also claimed by Service %s, which takes it (a ClusterIP or NodePort beats an externalIP, then the older Service, then namespace/name): choose another address or port", f.Key, k))
+			}
+			t.forgetID(p.id)
 		}
 		keep[f.Key] = true
 		owned = append(owned, f.Key)
@@ -252,6 +344,7 @@ func (t *Table) sync(k string) (Changes, error) {
 		if old == nil || old.id != id || old.flags != f.Flags || !slices.Equal(old.backends, f.Backends) {
 			val := ServiceValue{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags}
 			c.Write = append(c.Write, FrontendState{Key: f.Key, Value: val, Backends: f.Backends})
+			c.staleBackends(f.Key, old, id, f.Backends)
 		}
 		t.front[f.Key] = &programmed{owner: k, id: id, flags: f.Flags, backends: f.Backends}
 	}
@@ -264,11 +357,11 @@ func (t *Table) sync(k string) (Changes, error) {
 			continue
 		}
 		c.Delete = append(c.Delete, key)
+		c.staleBackends(key, old, 0, nil)
 		delete(t.front, key)
-		for fid, id := range t.ids {
-			if id == old.id {
-				delete(t.ids, fid)
-			}
+		t.forgetID(old.id)
+		if w := t.winner(key); w != "" {
+			resync = append(resync, w)
 		}
 	}
 	if len(owned) == 0 {
@@ -276,5 +369,75 @@ func (t *Table) sync(k string) (Changes, error) {
 	} else {
 		t.owned[k] = owned
 	}
+	for _, w := range resync {
+		if w == k {
+			continue
+		}
+		wc, werr := t.sync(w)
+		c.merge(wc)
+		if werr != nil {
+			errs = append(errs, werr)
+		}
+	}
 	return c, errors.Join(errs...)
+}
+
+// forgetID drops the frontend IDs mapped to id (a frontend gone or taken over gets a new ID if it
+// comes back).
+func (t *Table) forgetID(id uint32) {
+	for fid, v := range t.ids {
+		if v == id {
+			delete(t.ids, fid)
+		}
+	}
+}
+
+// claim records the frontend keys the Service k wants (want) in place of its previous claims.
+func (t *Table) claim(k string, want []Frontend) {
+	for _, key := range t.claimed[k] {
+		delete(t.claims[key], k)
+		if len(t.claims[key]) == 0 {
+			delete(t.claims, key)
+		}
+	}
+	delete(t.claimed, k)
+	for _, f := range want {
+		cl := t.claims[f.Key]
+		if cl == nil {
+			cl = map[string]bool{}
+			t.claims[f.Key] = cl
+		}
+		ext, seen := cl[k]
+		if !seen {
+			t.claimed[k] = append(t.claimed[k], f.Key)
+			ext = true
+		}
+		cl[k] = ext && f.External // a ClusterIP claim of the same address counts as one
+	}
+}
+
+// winner is the Service that gets frontend key among those claiming it ("" when none does).
+func (t *Table) winner(key ServiceKey) string {
+	best := ""
+	for k := range t.claims[key] {
+		if best == "" || t.beats(key, k, best) {
+			best = k
+		}
+	}
+	return best
+}
+
+// beats orders two Services claiming frontend key, the same way on every node and after every
+// restart: a ClusterIP or NodePort (addresses the API server allocates) beats an externalIP (any
+// author can write one), then the older creationTimestamp wins (kube-proxy and Cilium keep the
+// first Service), then the smaller namespace/name.
+func (t *Table) beats(key ServiceKey, a, b string) bool {
+	if ea, eb := t.claims[key][a], t.claims[key][b]; ea != eb {
+		return !ea
+	}
+	ta, tb := t.services[a].CreationTimestamp, t.services[b].CreationTimestamp
+	if !ta.Equal(&tb) {
+		return ta.Before(&tb)
+	}
+	return a < b
 }

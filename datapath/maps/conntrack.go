@@ -2,10 +2,12 @@ package maps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
 	"golang.org/x/sys/unix"
 )
@@ -167,4 +169,92 @@ func (m *Maps) GCConntrack(ctx context.Context, idle, closedIdle time.Duration) 
 		n++
 	}
 	return n, nil
+}
+
+// DeleteCTWhere deletes every conntrack entry for which match returns true, together with the
+// entry's pair (the other direction of the same flow, even when match does not hold for it), and
+// returns how many entries it removed. Deletions use BPF_MAP_DELETE_BATCH where the kernel has it,
+// else one key at a time; a key already gone (LRU eviction, the datapath's own close handling) is
+// not an error.
+func (m *Maps) DeleteCTWhere(ctx context.Context, match func(CTKey, CTEntry) bool) (int, error) {
+	seen := map[bpfobj.SlSlCtKey]bool{}
+	var keys []bpfobj.SlSlCtKey
+	add := func(k bpfobj.SlSlCtKey) {
+		if k == (bpfobj.SlSlCtKey{}) || seen[k] {
+			return
+		}
+		seen[k] = true
+		keys = append(keys, k)
+	}
+	var k bpfobj.SlSlCtKey
+	var v bpfobj.SlSlCtEntry
+	it := m.CT.Iterate()
+	for n := 0; it.Next(&k, &v); n++ {
+		if n%4096 == 0 && ctx.Err() != nil {
+			return 0, fmt.Errorf("conntrack flush: %w", ctx.Err())
+		}
+		if match(ctKeyFromRaw(k), ctEntryFromRaw(v)) {
+			add(k)
+			add(v.Pair)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("iterate %s: %w", NameCT, err)
+	}
+	return deleteCTKeys(ctx, m, keys)
+}
+
+// deleteCTKeys deletes keys from sl_ct: in batches, falling back to single deletes from the
+// first key a batch could not delete (missing key, or no batch support).
+func deleteCTKeys(ctx context.Context, m *Maps, keys []bpfobj.SlSlCtKey) (int, error) {
+	n := 0
+	for len(keys) > 0 {
+		if err := ctx.Err(); err != nil {
+			return n, fmt.Errorf("conntrack flush: %w", err)
+		}
+		chunk := keys[:min(len(keys), 4096)]
+		done, err := m.CT.BatchDelete(chunk, nil)
+		n += done
+		keys = keys[done:]
+		if err == nil {
+			continue
+		}
+		if len(keys) == 0 {
+			break
+		}
+		// The batch stopped at keys[0] (already gone, or batches unsupported): delete it alone.
+		if !errors.Is(err, ebpf.ErrKeyNotExist) && !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
+			return n, wrap(m.CT, NameCT, "batch delete", err)
+		}
+		if err := m.CT.Delete(&keys[0]); err == nil {
+			n++
+		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, wrap(m.CT, NameCT, "delete", err)
+		}
+		keys = keys[1:]
+	}
+	return n, nil
+}
+
+// CTInvolves reports whether ip appears in the conntrack entry as source, destination, NAT
+// target or SNAT address: every entry of the flows of an endpoint with that IP.
+func CTInvolves(ip netip.Addr) func(CTKey, CTEntry) bool {
+	return func(k CTKey, e CTEntry) bool {
+		return k.Src == ip || k.Dst == ip ||
+			(e.Flags&(CTDNAT|CTRevNAT) != 0 && e.NatAddr == ip) ||
+			(e.Flags&CTSNAT != 0 && e.SnatAddr == ip)
+	}
+}
+
+// CTToBackend reports whether the conntrack entry belongs to a flow that service svcID load
+// balanced to backend ip:port of protocol proto: the DNAT entry whose NAT target it is, or the
+// reverse-NAT entry of its replies.
+func CTToBackend(svcID uint32, proto Proto, ip netip.Addr, port uint16) func(CTKey, CTEntry) bool {
+	return func(k CTKey, e CTEntry) bool {
+		if e.SvcID != svcID || k.Proto != proto {
+			return false
+		}
+		return (e.Flags&CTDNAT != 0 && e.NatAddr == ip && e.NatPort == port) ||
+			(e.Flags&CTRevNAT != 0 && k.Src == ip && k.SrcPort == port)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
 	"github.com/starlab-dev/starlab/datapath/loader"
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/stretchr/testify/assert"
@@ -141,4 +142,36 @@ func TestGCConntrack(t *testing.T) {
 	left := 0
 	require.NoError(t, m.IterateCT(func(maps.CTKey, maps.CTEntry) bool { left++; return true }))
 	assert.Equal(t, 1, left)
+}
+
+// TestDeleteCTWhereTakesPairs writes two flows (each a forward and a reply entry) into sl_ct and
+// deletes the entries of one address: both of its entries go, the other flow stays.
+func TestDeleteCTWhereTakesPairs(t *testing.T) {
+	m := load(t).Maps
+	raw := func(src, dst string, sport, dport uint16, scope maps.CTScope) bpfobj.SlSlCtKey {
+		s, _ := maps.IPToU32(netip.MustParseAddr(src))
+		d, _ := maps.IPToU32(netip.MustParseAddr(dst))
+		return bpfobj.SlSlCtKey{Saddr: s, Daddr: d, Sport: maps.Htons(sport), Dport: maps.Htons(dport), Proto: uint8(maps.ProtoUDP), Scope: uint8(scope)}
+	}
+	pair := func(fk, rk bpfobj.SlSlCtKey) {
+		require.NoError(t, m.CT.Update(&fk, &bpfobj.SlSlCtEntry{Pair: rk}, ebpf.UpdateAny))
+		require.NoError(t, m.CT.Update(&rk, &bpfobj.SlSlCtEntry{Pair: fk, Flags: uint16(maps.CTReply)}, ebpf.UpdateAny))
+	}
+	pair(raw("10.244.2.9", "10.244.1.5", 40000, 53, maps.CTIngress), raw("10.244.1.5", "10.244.2.9", 53, 40000, maps.CTEgress))
+	pair(raw("10.244.2.9", "10.244.1.6", 40000, 53, maps.CTIngress), raw("10.244.1.6", "10.244.2.9", 53, 40000, maps.CTEgress))
+
+	// Match only the forward entry: its reply entry goes with it as its pair.
+	gone := netip.MustParseAddr("10.244.1.5")
+	n, err := m.DeleteCTWhere(t.Context(), func(k maps.CTKey, _ maps.CTEntry) bool { return k.Dst == gone })
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	var left []maps.CTKey
+	require.NoError(t, m.IterateCT(func(k maps.CTKey, _ maps.CTEntry) bool { left = append(left, k); return true }))
+	require.Len(t, left, 2)
+	for _, k := range left {
+		assert.Contains(t, []string{k.Src.String(), k.Dst.String()}, "10.244.1.6")
+	}
+	n, err = m.DeleteCTWhere(t.Context(), func(maps.CTKey, maps.CTEntry) bool { return false })
+	require.NoError(t, err)
+	assert.Zero(t, n)
 }

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/starlab-dev/starlab/datapath/lb"
 	"github.com/starlab-dev/starlab/datapath/loader"
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/internal/flow"
@@ -64,7 +65,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.policy = newPolicies(cfg.NodeName, cfg.IdentitiesPath(), cfg.PolicyDebounce, log, a.endpoints, &a.synced)
 	a.endpoints.policy = a.policy
 	a.nodes = newNodeRoutes(cfg.NodeName, maps.EventLevel(cfg.EventLevel), log)
+	extIPs, _ := lb.ParseExternalIPPolicy(cfg.ExternalIPs) // checked by Validate
 	a.services = newServices(cfg.NodeName, log, a.nodes.isNodeIP)
+	a.services.table.SetExternalIPPolicy(extIPs)
 	a.flows = &flows{
 		enricher: enricher{node: cfg.NodeName, services: a.services, policies: a.policy},
 		log:      log, store: flow.NewStore(cfg.FlowBuffer), synced: &a.synced,
@@ -80,8 +83,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 func (a *Agent) useDatapath(dp *loader.Datapath) {
 	a.dp = dp
 	a.endpoints.attach = dp
+	a.endpoints.ct = dp.Maps
 	a.policy.maps = dp.Maps
 	a.services.store = mapWriter{dp.Maps}
+	a.services.ct = dp.Maps
 	a.nodes.sink = dp.Maps
 }
 
@@ -153,7 +158,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	api := &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	api, err := a.apiServer()
+	if err != nil {
+		return err
+	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
@@ -166,12 +174,16 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("listen on %s for the API: %w", addr, err)
 		}
 		go func() {
-			if err := api.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := api.Serve
+			if api.TLSConfig != nil {
+				serve = func(l net.Listener) error { return api.ServeTLS(l, "", "") }
+			}
+			if err := serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				apiErr <- fmt.Errorf("serve %s: %w", addr, err)
 			}
 		}()
 	}
-	a.log.Info("API serving", "addresses", addrs)
+	a.log.Info("API serving", "addresses", addrs, "mutualTLS", a.cfg.TLS())
 
 	// 5. Informers; wait for sync, program services and policy.
 	var wg sync.WaitGroup

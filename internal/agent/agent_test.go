@@ -31,6 +31,7 @@ func TestConfigValidate(t *testing.T) {
 		{"ok", func(c *Config) {}, ""},
 		{"no node", func(c *Config) { c.NodeName = "" }, "node name is empty"},
 		{"event level", func(c *Config) { c.EventLevel = 3 }, "event level 3"},
+		{"external IPs", func(c *Config) { c.ExternalIPs = "maybe" }, `external IP policy "maybe": use allow or deny`},
 		{"flow buffer", func(c *Config) { c.FlowBuffer = 1 }, "flow buffer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

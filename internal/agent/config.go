@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/starlab-dev/starlab/datapath/lb"
 	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/cni"
 )
@@ -39,6 +40,13 @@ type Config struct {
 	Kubeconfig     string // optional; in-cluster config otherwise
 	DaemonSet      string // own DaemonSet name (uninstall detection); empty disables node cleanup
 	Namespace      string // own namespace (POD_NAMESPACE)
+	// ExternalIPs is what the agent does with Service spec.externalIPs: "allow" (program them, as
+	// kube-proxy does; the default) or "deny" (program none, report the Service).
+	ExternalIPs string
+	// TLSCert, TLSKey and TLSClientCA turn on mutual TLS for the API on :4245 (all three or none):
+	// the agent's certificate and key, and the CA whose client certificates it accepts (the
+	// observer's). /healthz stays open for the kubelet's probes.
+	TLSCert, TLSKey, TLSClientCA string
 }
 
 // DefaultConfig returns the production defaults.
@@ -55,6 +63,7 @@ func DefaultConfig() Config {
 		FlowBuffer:     16384,
 		CTGCInterval:   30 * time.Second,
 		CTIdle:         10 * time.Minute,
+		ExternalIPs:    lb.ExternalIPsAllow.String(),
 	}
 }
 
@@ -78,11 +87,30 @@ func (c *Config) Validate() error {
 	if c.FlowBuffer < 16 {
 		errs = append(errs, fmt.Errorf("flow buffer %d: use at least 16", c.FlowBuffer))
 	}
+	if _, err := lb.ParseExternalIPPolicy(c.ExternalIPs); err != nil {
+		errs = append(errs, fmt.Errorf("--external-ips: %w", err))
+	}
+	if n := countSet(c.TLSCert, c.TLSKey, c.TLSClientCA); n != 0 && n != 3 {
+		errs = append(errs, errors.New("API TLS: set --tls-cert, --tls-key and --tls-client-ca together (or none)"))
+	}
 	if c.PolicyDebounce < 0 {
 		errs = append(errs, fmt.Errorf("policy debounce %s is negative", c.PolicyDebounce))
 	}
 	return errors.Join(errs...)
 }
+
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// TLS reports whether the API is served with mutual TLS.
+func (c *Config) TLS() bool { return c.TLSCert != "" }
 
 // PinDir is where the datapath pins maps and links.
 func (c *Config) PinDir() string { return filepath.Join(c.BPFFS, "starlab") }

@@ -62,8 +62,9 @@ type endpointPolicy interface {
 	writeEndpoint(ifindex uint32, base maps.Endpoint, keepExisting bool) error
 	// removeEndpoint deletes the endpoint's sl_endpoints (and sl_ep_by_ip) entry.
 	removeEndpoint(ifindex uint32) error
-	// keepEndpoints deletes every sl_endpoints entry whose ifindex is not in keep.
-	keepEndpoints(keep map[uint32]bool) error
+	// keepEndpoints deletes every sl_endpoints entry whose ifindex is not in keep and returns the
+	// IPs of the entries it deleted.
+	keepEndpoints(keep map[uint32]bool) ([]netip.Addr, error)
 	// trigger schedules a debounced compilation.
 	trigger()
 }
@@ -72,6 +73,11 @@ type endpointPolicy interface {
 type attacher interface {
 	AttachEndpoint(ifindex int) error
 	DetachEndpoint(ifindex int) error
+}
+
+// conntrackFlusher deletes conntrack entries (*maps.Maps).
+type conntrackFlusher interface {
+	DeleteCTWhere(ctx context.Context, match func(maps.CTKey, maps.CTEntry) bool) (int, error)
 }
 
 // endpoints is the endpoint part: the CNI socket API, the endpoint records (memory and disk),
@@ -85,6 +91,7 @@ type endpoints struct {
 	ready     *atomic.Bool // datapath loaded and endpoint API serving
 	attach    attacher
 	policy    endpointPolicy
+	ct        conntrackFlusher               // nil: no conntrack flushes (tests without a datapath)
 	linkIndex func(name string) (int, error) // host veth name -> ifindex
 
 	mu   sync.RWMutex // byID, byIP
@@ -220,6 +227,7 @@ func (m *endpoints) reconcile(ctx context.Context) error {
 		return err
 	}
 	alloc, allocErr := m.ipamAllocator()
+	var stale []netip.Addr // IPs of endpoints that went away while the agent was down
 	for _, ep := range eps {
 		idx, err := m.linkIndex(ep.HostIfName)
 		if err != nil {
@@ -227,6 +235,7 @@ func (m *endpoints) reconcile(ctx context.Context) error {
 			if err := m.policy.removeEndpoint(uint32(ep.Ifindex)); err != nil {
 				m.log.Warn("delete stale endpoint entry", "ifindex", ep.Ifindex, "err", err)
 			}
+			stale = append(stale, ep.ip)
 			if allocErr == nil {
 				if err := alloc.Release(ctx, ep.ContainerID); err != nil {
 					m.log.Warn("release stale IP", "container", ep.ContainerID, "err", err)
@@ -253,8 +262,14 @@ func (m *endpoints) reconcile(ctx context.Context) error {
 	for _, ep := range m.list() {
 		known[uint32(ep.Ifindex)] = true
 	}
-	if err := m.policy.keepEndpoints(known); err != nil {
+	unowned, err := m.policy.keepEndpoints(known)
+	if err != nil {
 		return err
+	}
+	// Conntrack of the vanished endpoints goes with them, so a pod that gets one of their IPs
+	// starts without their flows.
+	for _, ip := range append(stale, unowned...) {
+		m.flushConntrack(ctx, ip, "endpoint gone while the agent was down")
 	}
 	m.log.Info("endpoints restored", "count", len(known))
 	return nil
@@ -325,6 +340,10 @@ func (m *endpoints) add(ctx context.Context, req cni.EndpointRequest) error {
 	if err := m.persist(ep); err != nil {
 		return err
 	}
+	// The IP is free (IPAM gave it to this pod): whatever conntrack still names it belongs to a
+	// previous owner whose DEL flush did not happen or did not finish. The new pod must not
+	// inherit those flows, so they go before its programs attach.
+	m.flushConntrack(ctx, ep.ip, "new endpoint")
 	if old := m.register(ep); old != nil && old.Ifindex != ep.Ifindex {
 		if err := m.policy.removeEndpoint(uint32(old.Ifindex)); err != nil {
 			m.log.Warn("delete endpoint entry of the replaced veth", "ifindex", old.Ifindex, "err", err)
@@ -347,13 +366,14 @@ func (m *endpoints) add(ctx context.Context, req cni.EndpointRequest) error {
 
 func (m *endpoints) handleDelete(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	m.delete(id)
+	m.delete(r.Context(), id)
 	w.WriteHeader(http.StatusOK)
 }
 
-// delete removes an endpoint; unknown IDs are fine (idempotent). Cleanup errors are logged, never
-// returned: the endpoint is gone from the agent's view either way, and DEL must not block.
-func (m *endpoints) delete(containerID string) {
+// delete removes an endpoint and the conntrack entries of its IP; unknown IDs are fine
+// (idempotent). Cleanup errors are logged, never returned: the endpoint is gone from the agent's
+// view either way, and DEL must not block.
+func (m *endpoints) delete(ctx context.Context, containerID string) {
 	ep := m.unregister(containerID)
 	if ep == nil {
 		return
@@ -368,11 +388,34 @@ func (m *endpoints) delete(containerID string) {
 	if err := removeIfExists(m.path(containerID)); err != nil {
 		errs = append(errs, err)
 	}
+	m.flushConntrack(ctx, ep.ip, "endpoint deleted")
 	m.log.Info("endpoint deleted", "container", containerID, "pod", ep.PodNamespace+"/"+ep.PodName, "ip", ep.IP)
 	m.policy.trigger()
 	if len(errs) > 0 {
 		m.log.Warn("endpoint cleanup incomplete", "container", containerID, "err", errors.Join(errs...))
 	}
+}
+
+// flushConntrack deletes every conntrack entry naming ip (source, destination, NAT or SNAT
+// address, and the paired entries), unless a live endpoint owns ip: conntrack is keyed by
+// addresses only, so a pod that gets a released IP would otherwise inherit the allowed flows of
+// its previous owner. Errors are logged: the caller's removal goes ahead either way.
+func (m *endpoints) flushConntrack(ctx context.Context, ip netip.Addr, why string) {
+	if m.ct == nil || !ip.IsValid() {
+		return
+	}
+	m.mu.RLock()
+	_, owned := m.byIP[ip]
+	m.mu.RUnlock()
+	if owned {
+		return
+	}
+	n, err := m.ct.DeleteCTWhere(ctx, maps.CTInvolves(ip))
+	if err != nil {
+		m.log.Warn("conntrack flush incomplete", "ip", ip, "reason", why, "removed", n, "err", err)
+		return
+	}
+	m.log.Debug("conntrack flushed", "ip", ip, "reason", why, "removed", n)
 }
 
 // detachAll detaches the programs of every endpoint (uninstall).

@@ -22,7 +22,10 @@ import (
 )
 
 // fakeEndpointPolicy records what the endpoint part asks of the policy part.
-type fakeEndpointPolicy struct{ calls []string }
+type fakeEndpointPolicy struct {
+	calls   []string
+	unowned []netip.Addr // IPs keepEndpoints reports as deleted
+}
 
 func (f *fakeEndpointPolicy) compileNow(context.Context) error {
 	f.calls = append(f.calls, "compile")
@@ -39,9 +42,9 @@ func (f *fakeEndpointPolicy) removeEndpoint(ifindex uint32) error {
 	return nil
 }
 
-func (f *fakeEndpointPolicy) keepEndpoints(keep map[uint32]bool) error {
+func (f *fakeEndpointPolicy) keepEndpoints(keep map[uint32]bool) ([]netip.Addr, error) {
 	f.calls = append(f.calls, fmt.Sprintf("keep %d", len(keep)))
-	return nil
+	return f.unowned, nil
 }
 
 func (f *fakeEndpointPolicy) trigger() { f.calls = append(f.calls, "trigger") }
@@ -167,4 +170,56 @@ func TestEndpointsReconcile(t *testing.T) {
 	assert.ElementsMatch(t, []string{"attach 12", "attach 14"}, att.calls)
 	assert.NoFileExists(t, m.path("gone"))
 	assert.NoFileExists(t, m.path("broken"), "unreadable records are dropped")
+}
+
+// fakeConntrack is an in-memory sl_ct (no pairs).
+type fakeConntrack struct{ entries map[maps.CTKey]maps.CTEntry }
+
+func (f *fakeConntrack) DeleteCTWhere(_ context.Context, match func(maps.CTKey, maps.CTEntry) bool) (int, error) {
+	n := 0
+	for k, e := range f.entries {
+		if match(k, e) {
+			delete(f.entries, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// peers returns the pod IPs that still have conntrack entries (flows from 10.244.2.9).
+func (f *fakeConntrack) peers() []string {
+	var out []string
+	for k := range f.entries {
+		out = append(out, k.Dst.String())
+	}
+	return out
+}
+
+// TestEndpointsFlushConntrack (issue 11 item 4): conntrack naming an endpoint's IP goes when the
+// endpoint goes (DEL, restart reconciliation of a vanished veth or an unowned map entry) and
+// before a new endpoint with that IP is programmed; live endpoints keep theirs.
+func TestEndpointsFlushConntrack(t *testing.T) {
+	m, pol, _ := newTestEndpoints(t, map[string]int{"veth-live": 12, "veth-new": 16})
+	ct := &fakeConntrack{entries: map[maps.CTKey]maps.CTEntry{}}
+	for _, ip := range []string{"10.244.1.5", "10.244.1.7", "10.244.1.8", "10.244.1.99"} {
+		ct.entries[maps.CTKey{Src: netip.MustParseAddr("10.244.2.9"), Dst: netip.MustParseAddr(ip), Proto: maps.ProtoUDP}] = maps.CTEntry{}
+	}
+	m.ct = ct
+	pol.unowned = []netip.Addr{netip.MustParseAddr("10.244.1.99")}
+	for _, ep := range []*Endpoint{
+		{EndpointRequest: request("live", "10.244.1.5"), Ifindex: 12},
+		{EndpointRequest: request("gone", "10.244.1.7"), Ifindex: 15},
+	} {
+		require.NoError(t, ep.parse())
+		require.NoError(t, m.persist(ep))
+	}
+
+	require.NoError(t, m.reconcile(t.Context()))
+	assert.ElementsMatch(t, []string{"10.244.1.5", "10.244.1.8"}, ct.peers(), "the vanished endpoint's and the unowned entry's flows are flushed")
+
+	require.NoError(t, m.add(t.Context(), request("new", "10.244.1.8")))
+	assert.ElementsMatch(t, []string{"10.244.1.5"}, ct.peers(), "a new endpoint starts without the flows of its IP's previous owner")
+
+	m.delete(t.Context(), "live")
+	assert.Empty(t, ct.peers(), "DEL flushes the endpoint's flows")
 }

@@ -126,6 +126,22 @@ func apiListenAddrs(listen string, node netip.Addr) ([]string, error) {
 	return []string{net.JoinHostPort(node.String(), port), net.JoinHostPort("127.0.0.1", port)}, nil
 }
 
+// apiServer is the API server (Run serves it on every address of apiListenAddrs): plain HTTP, or with mutual TLS when the config names
+// certificates (every path but /healthz then needs a client certificate of the configured CA).
+func (a *Agent) apiServer() (*http.Server, error) {
+	srv := &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	if !a.cfg.TLS() {
+		return srv, nil
+	}
+	tc, err := agentapi.ServerTLSConfig(a.cfg.TLSCert, a.cfg.TLSKey, a.cfg.TLSClientCA)
+	if err != nil {
+		return nil, err
+	}
+	srv.TLSConfig = tc
+	srv.Handler = agentapi.RequireClientCert(srv.Handler, agentapi.PathHealth)
+	return srv, nil
+}
+
 func (a *Agent) apiHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+agentapi.PathFlows, flow.Handler(a.flows.store, a.log))

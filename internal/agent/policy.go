@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -453,24 +454,26 @@ func (p *policies) removeEndpoint(ifindex uint32) error {
 }
 
 // keepEndpoints deletes every sl_endpoints entry whose ifindex is not in keep (entries no endpoint
-// record owns).
-func (p *policies) keepEndpoints(keep map[uint32]bool) error {
+// record owns) and returns the IPs of the entries it deleted.
+func (p *policies) keepEndpoints(keep map[uint32]bool) ([]netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	inMap, err := p.maps.ListEndpoints()
 	if err != nil {
-		return fmt.Errorf("list endpoints map: %w", err)
+		return nil, fmt.Errorf("list endpoints map: %w", err)
 	}
-	for idx := range inMap {
+	var removed []netip.Addr
+	for idx, e := range inMap {
 		if keep[idx] {
 			continue
 		}
 		if err := p.maps.DeleteEndpoint(idx); err != nil {
-			return fmt.Errorf("delete endpoint ifindex %d: %w", idx, err)
+			return removed, fmt.Errorf("delete endpoint ifindex %d: %w", idx, err)
 		}
 		p.recordEndpointLocked(idx, nil)
+		removed = append(removed, e.IP)
 	}
-	return nil
+	return removed, nil
 }
 
 // recordEndpointLocked sets (nil: removes) one endpoint in the programmed state.

@@ -164,7 +164,9 @@ func TestPolicyPartEndpointWrites(t *testing.T) {
 
 	// Entries no record owns are removed.
 	f.maps.s.Endpoints[99] = maps.Endpoint{IP: netip.MustParseAddr("10.244.1.99")}
-	require.NoError(t, f.p.keepEndpoints(map[uint32]bool{12: true}))
+	removed, err := f.p.keepEndpoints(map[uint32]bool{12: true})
+	require.NoError(t, err)
+	assert.Equal(t, []netip.Addr{netip.MustParseAddr("10.244.1.99")}, removed, "their IPs are returned for the conntrack flush")
 	assert.NotContains(t, f.maps.s.Endpoints, uint32(99))
 	assert.Contains(t, f.maps.s.Endpoints, uint32(12))
 }

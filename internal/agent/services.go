@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -15,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/starlab-dev/starlab/datapath/lb"
+	"github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // frontendStore is where the service part writes: the service maps (mapWriter).
@@ -37,6 +40,7 @@ type services struct {
 	isNodeIP func(netip.Addr) bool // NodePort lookups in ServiceByAddr
 	recorder record.EventRecorder  // nil: no Events
 	lookup   serviceGetter         // nil: Events without UID
+	ct       conntrackFlusher      // nil: no conntrack flushes
 
 	mu    sync.Mutex // table
 	table *lb.Table
@@ -123,6 +127,42 @@ func (s *services) apply(c lb.Changes) {
 		return
 	}
 	s.log.Debug("services programmed", "written", len(c.Write), "deleted", len(c.Delete))
+	s.flushStale(c.Stale)
+}
+
+// flushTimeout bounds one conntrack flush (informer handlers carry no context).
+const flushTimeout = 10 * time.Second
+
+// flushStale deletes the conntrack entries of UDP flows that a Service load balanced to a backend
+// it no longer has, as kube-proxy does: the client's next datagram is a conntrack miss and gets a
+// live backend. TCP connections are left to finish on their backend (kube-proxy's graceful
+// termination); a dead backend resets or times them out. Called after the new backends are written.
+func (s *services) flushStale(stale []lb.StaleBackend) {
+	var match []func(maps.CTKey, maps.CTEntry) bool
+	for _, b := range stale {
+		if b.Key.Proto != lb.ProtoUDP {
+			continue
+		}
+		match = append(match, maps.CTToBackend(b.ID, maps.ProtoUDP, b.Backend.IP, b.Backend.Port))
+	}
+	if s.ct == nil || len(match) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancel()
+	n, err := s.ct.DeleteCTWhere(ctx, func(k maps.CTKey, e maps.CTEntry) bool {
+		for _, m := range match {
+			if m(k, e) {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		s.log.Warn("conntrack flush of removed service backends incomplete", "backends", len(match), "removed", n, "err", err)
+		return
+	}
+	s.log.Debug("conntrack of removed service backends flushed", "backends", len(match), "removed", n)
 }
 
 // seed makes the lb table reuse the IDs of the previous agent (before any informer event).

@@ -5,6 +5,7 @@ package observer
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 )
 
@@ -31,8 +33,12 @@ type Config struct {
 	InitialLast int           // buffered flows asked from each agent on first connect (default 10000)
 	StatusEvery time.Duration // how often each agent's /v1/status (lost events) is read (default 5s)
 	Graph       GraphOptions
-	Client      *http.Client // to reach agents (default: no overall timeout, 5s dial)
-	Log         *slog.Logger
+	Client      *http.Client // to reach agents (default: no overall timeout, 5s dial, AgentTLS)
+	// AgentTLS, when set, makes the observer dial the agents with HTTPS and this configuration
+	// (agentapi.ClientTLSConfig: its client certificate and the agents' CA). A Client given too
+	// must carry it in its transport.
+	AgentTLS *tls.Config
+	Log      *slog.Logger
 }
 
 // Observer merges the agents' flow streams and serves the APIs.
@@ -79,6 +85,7 @@ func New(cfg Config) (*Observer, error) {
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			ResponseHeaderTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost:   2,
+			TLSClientConfig:       cfg.AgentTLS,
 		}}
 	}
 	m, err := NewMetrics()
@@ -90,6 +97,14 @@ func New(cfg Config) (*Observer, error) {
 		rate: newRateMeter(10), peers: map[string]*peer{}, late: map[string]uint64{}, cancels: map[string]context.CancelFunc{},
 		add: make(chan (<-chan *flow.Flow), 16),
 	}, nil
+}
+
+// agentClient is a client of the agent at addr (host:port): HTTPS when AgentTLS is set.
+func (o *Observer) agentClient(addr string) *agentapi.Client {
+	if o.cfg.AgentTLS != nil {
+		return agentapi.NewClientURL("https://"+addr, o.cfg.Client)
+	}
+	return agentapi.NewClient(addr, o.cfg.Client)
 }
 
 // Store is the observer's merged flow store.
@@ -171,7 +186,7 @@ func (o *Observer) SetAgent(node, addr, why string) error {
 	}
 	p, ok := o.peers[node]
 	if !ok {
-		p = newPeer(node, o.cfg.Client, o.log, o.cfg.InitialLast, o.cfg.StatusEvery, o.metrics.AddLost, o.backfill)
+		p = newPeer(node, o.agentClient, o.log, o.cfg.InitialLast, o.cfg.StatusEvery, o.metrics.AddLost, o.backfill)
 		pctx, cancel := context.WithCancel(o.ctx)
 		o.peers[node], o.cancels[node] = p, cancel
 		p.setAddr(addr, why)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
@@ -45,7 +44,7 @@ type peer struct {
 	out  chan *flow.Flow // merged by the observer; closed when the peer stops
 	// backfill stores the agent's buffered flows read on first connect (history, not live flows).
 	backfill func(*flow.Flow)
-	client   *http.Client
+	agent    func(addr string) *agentapi.Client // a client of the agent at addr
 	log      *slog.Logger
 	onLost   func(node string, n uint64)
 	// initialLast is how many buffered flows to ask for on the first connection.
@@ -65,10 +64,10 @@ type peer struct {
 // so the wait is part of their delay.
 const maxBackoff = time.Second
 
-func newPeer(node string, client *http.Client, log *slog.Logger, initialLast int, statusEvery time.Duration,
+func newPeer(node string, agent func(addr string) *agentapi.Client, log *slog.Logger, initialLast int, statusEvery time.Duration,
 	onLost func(string, uint64), backfill func(*flow.Flow)) *peer {
 	return &peer{statusEvery: statusEvery, backfill: backfill,
-		node: node, out: make(chan *flow.Flow, 1024), client: client, log: log.With("node", node),
+		node: node, out: make(chan *flow.Flow, 1024), agent: agent, log: log.With("node", node),
 		onLost: onLost, initialLast: initialLast, kick: make(chan struct{}, 1),
 		status: NodeStatus{Name: node, State: StateConnecting},
 	}
@@ -198,7 +197,7 @@ func (p *peer) stream(ctx context.Context, addr string) error {
 	} else {
 		q.Since = since.Add(time.Nanosecond)
 	}
-	flows, err := agentapi.NewClient(addr, p.client).Flows(ctx, q)
+	flows, err := p.agent(addr).Flows(ctx, q)
 	if err != nil {
 		return err
 	}
@@ -224,7 +223,7 @@ func (p *peer) stream(ctx context.Context, addr string) error {
 
 // readHistory stores the agent's newest initialLast buffered flows through backfill.
 func (p *peer) readHistory(ctx context.Context, addr string) error {
-	flows, err := agentapi.NewClient(addr, p.client).Flows(ctx, flow.Query{Last: p.initialLast})
+	flows, err := p.agent(addr).Flows(ctx, flow.Query{Last: p.initialLast})
 	if err != nil {
 		return err
 	}
@@ -280,7 +279,7 @@ func (p *peer) pollStatus(ctx context.Context) {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		st, err := agentapi.NewClient(addr, p.client).Status(sctx)
+		st, err := p.agent(addr).Status(sctx)
 		cancel()
 		if err != nil {
 			p.log.Debug("agent status", "err", err)

@@ -43,6 +43,7 @@ func NewRootCommand() *cobra.Command {
 		newObserveCommand(opts), newUICommand(opts),
 		newBundleCommand(opts),
 		newExplainCommand(opts), newPredictCommand(opts), newDiffCommand(opts),
+		newDemoCommand(opts),
 	)
 	return root
 }

@@ -119,7 +119,7 @@
 
   function arrowDefs(svg) {
     const defs = el("defs", {});
-    [["g", "#5fd38d"], ["r", "#ff6b7a"], ["o", "#f5a97f"]].forEach(([id, c]) => {
+    [["g", "#5fd38d"], ["r", "#ff6b7a"], ["o", "#ffd45c"]].forEach(([id, c]) => {
       const m = el("marker", { id: "a" + id, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" });
       m.appendChild(el("path", { d: "M0,0 L10,5 L0,10 z", fill: c }));
       defs.appendChild(m);
@@ -141,9 +141,9 @@
     if (n.ns) svg.appendChild(el("text", { x: n.x, y: n.y + 51, "text-anchor": "middle", class: "ns" }, n.ns));
   }
 
-  function circle(items, w, h) {
+  function circle(items, w, h, start) {
     const cx = w / 2, cy = h / 2 - 10, rx = w / 2 - 70, ry = h / 2 - 55;
-    items.forEach((it, i) => { const a = -Math.PI / 2 + (2 * Math.PI * i) / items.length; it.x = cx + rx * Math.cos(a); it.y = cy + ry * Math.sin(a); });
+    items.forEach((it, i) => { const a = (start == null ? -Math.PI / 2 : start) + (2 * Math.PI * i) / items.length; it.x = cx + rx * Math.cos(a); it.y = cy + ry * Math.sin(a); });
   }
 
   const COLORS = ["#3451b2", "#8a4fd1", "#1f8a8a", "#b2573a", "#5a7a1f", "#a03a72"];
@@ -157,7 +157,8 @@
     const nsColor = {}; p.namespaces.forEach((ns, i) => (nsColor[ns] = COLORS[i % COLORS.length]));
     if (r.probed) r.probed.rows.forEach((row, i) => r.probed.cols.forEach((col, j) => {
       const v = r.probed.cells[i][j], e = r.expected.cells[i][j];
-      if (v === "yes") edge(svg, by[row], by[col], "#5fd38d", "g");
+      if (v === "yes" && e === "no") edge(svg, by[row], by[col], "#ffd45c", "o", "unexpected", true);
+      else if (v === "yes") edge(svg, by[row], by[col], "#5fd38d", "g");
       else if (v === "no" && e === "yes") edge(svg, by[row], by[col], "#ff6b7a", "r", "", true);
     }));
     nodes.forEach((n) => node(svg, n, nsColor[n.ns] || "#3451b2"));
@@ -173,7 +174,7 @@
     }
     const nodes = graph.nodes.slice(0, 16).map((n) => ({ id: n.id, label: n.name.length > 18 ? n.name.slice(0, 17) + "…" : n.name, ns: n.namespace || n.kind }));
     nodes.sort((a, b) => (a.ns + a.id).localeCompare(b.ns + b.id));
-    circle(nodes, 560, 300);
+    circle(nodes, 560, 300, Math.PI);
     const by = {}; nodes.forEach((n) => (by[n.id] = n));
     const nss = [...new Set(nodes.map((n) => n.ns))];
     (graph.edges || []).forEach((e) => {
@@ -195,7 +196,7 @@
 
   function drawFlows() {
     const rows = (flows.length ? flows : state && state.result.flows) || [];
-    $("flowrows").innerHTML = rows.slice(-60).reverse().map((f) => "<tr><td>" + esc(new Date(f.time).toLocaleTimeString()) + '</td><td class="' + esc(f.verdict) + '">' + esc(f.verdict) + "</td><td>" + esc(f.dropReason) + "</td><td>" + esc(f.from) + "</td><td>" + esc(f.to) + "</td><td>" + esc(f.port) + "</td><td>" + esc(f.direction) + "</td><td>" + esc(f.policy) + "</td><td>" + esc(f.node) + "</td></tr>").join("") || '<tr><td colspan="9" class="hint">no flows yet</td></tr>';
+    $("flowrows").innerHTML = rows.slice(-60).reverse().map((f) => '<tr title="' + esc(f.direction + " on " + f.node) + '"><td>' + esc(new Date(f.time).toLocaleTimeString()) + '</td><td class="' + esc(f.verdict) + '">' + esc(f.verdict) + "</td><td>" + esc(f.dropReason) + "</td><td>" + esc(f.from) + "</td><td>" + esc(f.to) + "</td><td>" + esc(f.port) + "</td><td>" + esc(f.policy) + "</td></tr>").join("") || '<tr><td colspan="7" class="hint">no flows yet</td></tr>';
   }
 
   function draw() {

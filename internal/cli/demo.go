@@ -32,6 +32,7 @@ type demoOptions struct {
 	scripted    bool
 	output      string
 	steps       string
+	record      string
 	stepTimeout time.Duration
 }
 
@@ -70,6 +71,7 @@ step's flows. Keys: → next, ← back (undoes the step), r reset the part, f fl
 	f.BoolVar(&o.script, "script", false, "print every step's commands as a shell script and exit")
 	f.BoolVar(&o.scripted, "scripted", false, "walk every step headless, print each result, exit 1 if one differs")
 	f.StringVarP(&o.output, "output", "o", "text", "output of --list and --scripted: text or json")
+	f.StringVar(&o.record, "record", "", "with --scripted: write each step's result, matrix and a page screenshot into this directory")
 	f.StringVar(&o.steps, "steps", "", "directory of part YAML files (default: the talk's three parts)")
 	f.DurationVar(&o.stepTimeout, "step-timeout", workshop.DefaultStepTimeout, "bound of one step (apply, programming, probes)")
 	return cmd
@@ -81,6 +83,9 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions) error {
 	}
 	if o.port < 0 || o.port > 65535 {
 		return fmt.Errorf("--port %d: use 0 (any free port) or 1-65535", o.port)
+	}
+	if o.record != "" && !o.scripted {
+		return fmt.Errorf("--record %s needs --scripted (the recording is of the headless walk)", o.record)
 	}
 	if o.stepTimeout <= 0 {
 		return fmt.Errorf("--step-timeout %s: use a positive duration, e.g. 90s", o.stepTimeout)
@@ -107,7 +112,17 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions) error {
 	runner := workshop.NewRunner(parts, manifests.FS, cluster, slog.Default())
 	runner.SetTimeout(o.stepTimeout)
 	if o.scripted {
-		return walkDemo(ctx, runner, out, o.output)
+		var rec *workshop.Recorder
+		if o.record != "" {
+			rec = &workshop.Recorder{Dir: o.record}
+			url, stop, err := startDemoServer(ctx, runner, cluster, 0)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			rec.URL = url
+		}
+		return walkDemo(ctx, runner, out, o.output, rec)
 	}
 	return serveDemo(ctx, cmd, runner, cluster, o)
 }
@@ -185,7 +200,7 @@ func dockerExec(ctx context.Context, node string, argv ...string) (string, error
 }
 
 // walkDemo runs every step in order and prints each result.
-func walkDemo(ctx context.Context, r *workshop.Runner, out io.Writer, output string) error {
+func walkDemo(ctx context.Context, r *workshop.Runner, out io.Writer, output string, rec *workshop.Recorder) error {
 	var walk demoWalk
 	res, err := r.Start(ctx)
 	for {
@@ -201,6 +216,13 @@ func walkDemo(ctx context.Context, r *workshop.Runner, out io.Writer, output str
 		}
 		if output == "text" {
 			printStep(out, r.Parts(), res)
+		}
+		if rec != nil {
+			shot, err := rec.Record(ctx, len(walk.Steps), res)
+			if err != nil {
+				return err
+			}
+			slog.Info("recorded", "step", res.PartName+"/"+res.StepName, "screenshot", shot)
 		}
 		res, err = r.Next(ctx)
 	}
@@ -237,6 +259,17 @@ func printStep(w io.Writer, parts []workshop.Part, res workshop.StepResult) {
 		fmt.Fprintf(w, "  ERROR %s\n", res.Error)
 	}
 	fmt.Fprintf(w, "flows: %d\n", len(res.Flows))
+}
+
+// startDemoServer serves the presenter page on 127.0.0.1:port in the background and returns its URL.
+func startDemoServer(ctx context.Context, r *workshop.Runner, c workshop.Cluster, port int) (string, func(), error) {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return "", nil, fmt.Errorf("listen on 127.0.0.1:%d: %w", port, err)
+	}
+	srv := &http.Server{Handler: workshop.NewServer(ctx, r, c, slog.Default()), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/", func() { _ = srv.Close() }, nil
 }
 
 // serveDemo starts the script and serves the presenter page until ctx ends.

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/starlab-dev/starlab/manifests"
 )
 
 // DefaultParts holds the talk's three parts (parts/*.yaml) and the objects only they use.
@@ -81,7 +83,22 @@ func (s Step) Kubectl() string {
 	for _, f := range s.Apply {
 		b.WriteString(" -f " + manifestPath(f))
 	}
+	for _, o := range s.Objects {
+		if strings.Contains(o.YAML, manifests.DemoImagePlaceholder) {
+			// The demo image is the one the lab loaded: take it from the shop's db.
+			return fmt.Sprintf("sed \"s|%s|$(kubectl -n shop get deploy db -o jsonpath='{.spec.template.spec.containers[0].image}')|\" %s | kubectl apply -f -",
+				manifests.DemoImagePlaceholder, strings.Join(mapPaths(s.Apply), " "))
+		}
+	}
 	return b.String()
+}
+
+func mapPaths(files []string) []string {
+	out := make([]string, len(files))
+	for i, f := range files {
+		out[i] = manifestPath(f)
+	}
+	return out
 }
 
 // UndoKubectl is the kubectl line that undoes the step.

@@ -36,7 +36,7 @@ func TestDefaultPartsInOrder(t *testing.T) {
 		assert.Equal(t, "kubectl apply -f manifests/"+f, st.Kubectl())
 		assert.Equal(t, "kubectl delete --ignore-not-found -f manifests/"+f, st.UndoKubectl())
 	}
-	assert.Equal(t, "kubectl apply -f internal/workshop/parts/stranger.yaml", parts[1].Steps[1].Kubectl())
+	assert.Equal(t, `sed "s|localhost/starlab/demo:TAG|$(kubectl -n shop get deploy db -o jsonpath='{.spec.template.spec.containers[0].image}')|" internal/workshop/parts/stranger.yaml | kubectl apply -f -`, parts[1].Steps[1].Kubectl())
 }
 
 // featureTables returns the reachability tables of the first scenario of features/stars.feature,

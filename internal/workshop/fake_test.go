@@ -155,10 +155,19 @@ func (f *fakeCluster) Flows(_ context.Context, since time.Time, _ []string) ([]*
 }
 
 func (f *fakeCluster) Graph(context.Context, []string) (observer.GraphView, error) {
-	return observer.GraphView{
-		Nodes: []*observer.GraphNode{{ID: "shop/orders", Namespace: "shop", Name: "orders", Kind: "Deployment"}, {ID: "shop/db", Namespace: "shop", Name: "db", Kind: "Deployment"}},
-		Edges: []*observer.GraphEdge{{ID: "e1", Source: "shop/orders", Target: "shop/db", Forwarded: 12, Verdict: "forwarded"}},
-	}, nil
+	var g observer.GraphView
+	for _, id := range []string{"shop/shopper", "shop/orders", "shop/inventory", "shop/db", "stranger/stranger",
+		"stars/frontend", "stars/backend", "client/client", "management-ui/management-ui", "kube-system/coredns"} {
+		ns, name, _ := strings.Cut(id, "/")
+		g.Nodes = append(g.Nodes, &observer.GraphNode{ID: id, Namespace: ns, Name: name, Kind: "Deployment"})
+	}
+	for i, e := range [][3]string{{"shop/shopper", "shop/orders", "forwarded"}, {"shop/shopper", "shop/inventory", "forwarded"},
+		{"shop/orders", "shop/db", "forwarded"}, {"shop/inventory", "shop/db", "forwarded"}, {"stranger/stranger", "shop/db", "dropped"},
+		{"management-ui/management-ui", "stars/frontend", "forwarded"}, {"client/client", "stars/backend", "mixed"},
+		{"stars/frontend", "stars/backend", "forwarded"}, {"client/client", "kube-system/coredns", "forwarded"}} {
+		g.Edges = append(g.Edges, &observer.GraphEdge{ID: strconv.Itoa(i), Source: e[0], Target: e[1], Verdict: e[2], Forwarded: uint64(10 + i), Dropped: map[bool]uint64{true: 7}[e[2] != "forwarded"]})
+	}
+	return g, nil
 }
 
 // defaultParts loads the talk's parts.

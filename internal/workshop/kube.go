@@ -58,6 +58,9 @@ type KubeCluster struct {
 // NewKubeCluster returns the Cluster of the lab whose API server cfg reaches, with the observer at
 // obs and nodeExec to run commands on nodes.
 func NewKubeCluster(cfg *rest.Config, obs *observer.Client, nodeExec func(ctx context.Context, node string, argv ...string) (string, error), log *slog.Logger) (*KubeCluster, error) {
+	// A step probes every cell at once; client-go's default 5 requests/s would queue them.
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = 100, 200
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

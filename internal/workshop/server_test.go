@@ -51,7 +51,7 @@ func TestServerPages(t *testing.T) {
 		{"GET", "/app.css", 200, "font"},
 		{"GET", PathScript, 200, `"kubectl":"kubectl apply -f manifests/stars/policies/1-default-deny.yaml"`},
 		{"GET", PathState, 200, `"stepName":"no-kube-proxy"`},
-		{"GET", PathGraph, 200, `"shop/orders"`},
+		{"GET", PathGraph, 200, `"stranger/stranger"`},
 		{"GET", PathFlows, 200, `"dropReason":"POLICY_DENIED"`},
 		{"GET", PathNext, 404, ""},
 		{"POST", PathState, 405, ""},

@@ -48,6 +48,7 @@ func TestPageInChromium(t *testing.T) {
 	}{
 		{"stars-backend-policy", 9, "", []string{"The frontend may reach the backend", "kubectl apply -f manifests/stars/policies/3-backend-policy.yaml",
 			"client → backend: no", "≠ client -&gt; backend: expected no, probed yes", "the stars", `class="k">podSelector`}},
+		{"datapath-map", 2, "", []string{"No KUBE-SVC rules on any node", "fine", "service map"}},
 		{"shop-stranger-flows", 4, "?flows=1", []string{"A connection from a stranger", "service map", "POLICY_DENIED", "stars/default-deny", "stranger → db: yes"}},
 	}
 	dir := os.Getenv("STARLAB_SCREENSHOT_DIR")

@@ -127,18 +127,19 @@
     svg.appendChild(defs);
   }
 
-  function edge(svg, a, b, color, mark, label, dashed) {
-    const dx = b.x - a.x, dy = b.y - a.y, len = Math.hypot(dx, dy) || 1, r = 26;
+  function edge(svg, a, b, color, mark, label, dashed, radius) {
+    const dx = b.x - a.x, dy = b.y - a.y, len = Math.hypot(dx, dy) || 1, r = radius || 26;
     const off = 5, nx = -dy / len * off, ny = dx / len * off; // two directions side by side
     const x1 = a.x + dx / len * r + nx, y1 = a.y + dy / len * r + ny, x2 = b.x - dx / len * r + nx, y2 = b.y - dy / len * r + ny;
     svg.appendChild(el("line", { x1, y1, x2, y2, stroke: color, "stroke-width": 2, "marker-end": "url(#a" + mark + ")", "stroke-dasharray": dashed ? "5,4" : "" }));
     if (label) svg.appendChild(el("text", { x: (x1 + x2) / 2 + nx * 2, y: (y1 + y2) / 2 + ny * 2, class: "cnt", "text-anchor": "middle" }, label));
   }
 
-  function node(svg, n, color) {
-    svg.appendChild(el("circle", { cx: n.x, cy: n.y, r: 24, fill: color, stroke: "#0f1420", "stroke-width": 2 }));
-    svg.appendChild(el("text", { x: n.x, y: n.y + 38, "text-anchor": "middle" }, n.label));
-    if (n.ns) svg.appendChild(el("text", { x: n.x, y: n.y + 51, "text-anchor": "middle", class: "ns" }, n.ns));
+  function node(svg, n, color, radius, noNs) {
+    const r = radius || 24;
+    svg.appendChild(el("circle", { cx: n.x, cy: n.y, r: r, fill: color, stroke: "#0f1420", "stroke-width": 2 }));
+    svg.appendChild(el("text", { x: n.x, y: n.y + r + 14, "text-anchor": "middle" }, n.label));
+    if (n.ns && !noNs) svg.appendChild(el("text", { x: n.x, y: n.y + r + 27, "text-anchor": "middle", class: "ns" }, n.ns));
   }
 
   function circle(items, w, h, start) {
@@ -165,25 +166,40 @@
     $("picture-title").textContent = "the stars: an arrow for every connection that got through";
   }
 
-  // drawMap: the observer's service map of the part's namespaces.
+  // drawMap: the observer's service map, one box per namespace (a grid), its workloads inside.
   function drawMap(svg, p) {
     $("picture-title").textContent = "service map (observer): who talks to whom, how often, with what result";
     if (!graph || !graph.nodes || graph.nodes.length === 0) {
       svg.appendChild(el("text", { x: 280, y: 150, "text-anchor": "middle", class: "ns" }, graph ? "no flows yet" : "waiting for the observer…"));
       return;
     }
-    const nodes = graph.nodes.slice(0, 16).map((n) => ({ id: n.id, label: n.name.length > 18 ? n.name.slice(0, 17) + "…" : n.name, ns: n.namespace || n.kind }));
-    nodes.sort((a, b) => (a.ns + a.id).localeCompare(b.ns + b.id));
-    circle(nodes, 560, 300, Math.PI);
+    const nodes = graph.nodes.slice(0, 24).map((n) => ({ id: n.id, label: n.name.length > 16 ? n.name.slice(0, 15) + "…" : n.name, ns: n.namespace || n.kind }));
+    const nss = [...new Set(nodes.map((n) => n.ns))].sort();
+    const cols = Math.ceil(Math.sqrt(nss.length)), rows = Math.ceil(nss.length / cols);
+    const W = 560, H = 330, cw = W / cols, ch = H / rows;
+    nss.forEach((ns, i) => {
+      const bx = (i % cols) * cw, by = Math.floor(i / cols) * ch;
+      svg.appendChild(el("rect", { x: bx + 4, y: by + 4, width: cw - 8, height: ch - 8, rx: 8, fill: "#1a2236", stroke: COLORS[i % COLORS.length], "stroke-opacity": 0.6 }));
+      svg.appendChild(el("text", { x: bx + 12, y: by + 18, class: "ns" }, ns));
+      const inNs = nodes.filter((n) => n.ns === ns);
+      const maxLines = Math.max(1, Math.floor((ch - 34) / 46));
+      const per = Math.max(1, Math.min(inNs.length, Math.ceil(inNs.length / maxLines)));
+      const lines = Math.ceil(inNs.length / per);
+      inNs.forEach((n, j) => {
+        const c = j % per, r = Math.floor(j / per);
+        n.x = bx + (c + 0.5) * (cw / per);
+        n.y = by + 22 + (r + 0.5) * ((ch - 34) / lines) - 6;
+        n.color = COLORS[i % COLORS.length];
+      });
+    });
     const by = {}; nodes.forEach((n) => (by[n.id] = n));
-    const nss = [...new Set(nodes.map((n) => n.ns))];
     (graph.edges || []).forEach((e) => {
       const a = by[e.source], b = by[e.target];
       if (!a || !b || a === b) return;
-      const c = e.verdict === "forwarded" ? ["#5fd38d", "g"] : e.verdict === "dropped" ? ["#ff6b7a", "r"] : ["#f5a97f", "o"];
-      edge(svg, a, b, c[0], c[1], e.forwarded + "✓" + (e.dropped ? " " + e.dropped + "✗" : ""));
+      const c = e.verdict === "forwarded" ? ["#5fd38d", "g"] : e.verdict === "dropped" ? ["#ff6b7a", "r"] : ["#ffd45c", "o"];
+      edge(svg, a, b, c[0], c[1], e.forwarded + "✓" + (e.dropped ? " " + e.dropped + "✗" : ""), false, 16);
     });
-    nodes.forEach((n) => node(svg, n, COLORS[nss.indexOf(n.ns) % COLORS.length]));
+    nodes.forEach((n) => node(svg, n, n.color, 14, true));
   }
 
   function drawPicture() {

@@ -212,7 +212,10 @@
 
   function drawFlows() {
     const rows = (flows.length ? flows : state && state.result.flows) || [];
-    $("flowrows").innerHTML = rows.slice(-60).reverse().map((f) => '<tr title="' + esc(f.direction + " on " + f.node) + '"><td>' + esc(new Date(f.time).toLocaleTimeString()) + '</td><td class="' + esc(f.verdict) + '">' + esc(f.verdict) + "</td><td>" + esc(f.dropReason) + "</td><td>" + esc(f.from) + "</td><td>" + esc(f.to) + "</td><td>" + esc(f.port) + "</td><td>" + esc(f.policy) + "</td></tr>").join("") || '<tr><td colspan="7" class="hint">no flows yet</td></tr>';
+    const dir = (d) => ({ INGRESS: "in", EGRESS: "out" }[d] || d || "");
+    $("flowrows").innerHTML = rows.slice(-60).reverse().map((f) => '<tr title="' + esc(f.direction + " on " + f.node) + '"><td>' + esc(new Date(f.time).toLocaleTimeString()) +
+      '</td><td class="' + esc(f.verdict) + '">' + esc(f.verdict) + "</td><td>" + dir(f.direction) + "</td><td>" + esc(f.from) + " → " + esc(f.to) + "</td><td>" + esc(f.port) +
+      "</td><td>" + esc([f.dropReason, f.policy].filter(Boolean).join(" · ")) + "</td></tr>").join("") || '<tr><td colspan="6" class="hint">no flows yet</td></tr>';
   }
 
   function draw() {

@@ -73,6 +73,10 @@ func ViewFlows(flows []*flow.Flow) []FlowView {
 		}
 		var names []string
 		for _, p := range pols {
+			if p.Name == "" {
+				names = append(names, p.Kind) // e.g. the default deny of an isolated pod
+				continue
+			}
 			names = append(names, p.Namespace+"/"+p.Name)
 		}
 		out = append(out, FlowView{

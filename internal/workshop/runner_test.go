@@ -133,7 +133,7 @@ func TestRunnerRefusesWhileProgramming(t *testing.T) {
 		res, _ := r.Next(ctx)
 		done <- res
 	}()
-	require.Eventually(t, func() bool { _, _, busy, res := r.Position(); return busy && res.Phase == PhaseProgramming }, time2s, tick)
+	require.Eventually(t, func() bool { _, _, busy, res := r.Position(); return busy && res.Phase == PhaseProgramming }, waitFor, tick)
 	_, err = r.Next(ctx)
 	require.ErrorIs(t, err, ErrBusy, "never advances before the policy is programmed")
 	_, s, _, _ := r.Position()

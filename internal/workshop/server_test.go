@@ -15,7 +15,7 @@ import (
 )
 
 const (
-	time2s = 2 * time.Second
+	waitFor = 10 * time.Second
 	tick   = 10 * time.Millisecond
 )
 
@@ -82,7 +82,7 @@ func TestServerKeys(t *testing.T) {
 	}
 	idle := func() StateView {
 		var v StateView
-		require.Eventually(t, func() bool { v = getState(t, srv.URL); return !v.Busy }, time2s, tick)
+		require.Eventually(t, func() bool { v = getState(t, srv.URL); return !v.Busy }, waitFor, tick)
 		return v
 	}
 	require.Equal(t, http.StatusAccepted, post(PathNext))
@@ -102,7 +102,7 @@ func TestServerKeys(t *testing.T) {
 	}
 	fake.block = make(chan struct{}) // shop/stranger applies objects: it blocks in programming
 	require.Equal(t, http.StatusAccepted, post(PathNext))
-	require.Eventually(t, func() bool { return getState(t, srv.URL).Result.Phase == PhaseProgramming }, time2s, tick)
+	require.Eventually(t, func() bool { return getState(t, srv.URL).Result.Phase == PhaseProgramming }, waitFor, tick)
 	assert.Equal(t, http.StatusConflict, post(PathNext), "busy while programming")
 	close(fake.block)
 	v = idle()

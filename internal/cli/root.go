@@ -44,6 +44,7 @@ func NewRootCommand() *cobra.Command {
 		newBundleCommand(opts),
 		newExplainCommand(opts), newPredictCommand(opts), newDiffCommand(opts),
 		newConformanceCommand(opts),
+		newDemoCommand(opts),
 	)
 	return root
 }

@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -123,32 +124,13 @@ func deleteAndWait(ctx context.Context, ri dynamic.ResourceInterface, name strin
 	if err := ri.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return 0, fmt.Errorf("delete %s: %w", what, err)
 	}
-	timeout := time.NewTimer(time.Minute)
-	defer timeout.Stop()
-	for {
-		select {
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return 0, fmt.Errorf("watch of %s ended before its DELETED event", what)
-			}
-			if ev.Type != watch.Deleted {
-				continue
-			}
-			obj, ok := ev.Object.(*unstructured.Unstructured)
-			if !ok {
-				return 0, fmt.Errorf("DELETED event of %s carries %T", what, ev.Object)
-			}
-			rv, err := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("resourceVersion %q of deleted %s: %w", obj.GetResourceVersion(), what, err)
-			}
-			return rv, nil
-		case <-timeout.C:
-			return 0, fmt.Errorf("%s not deleted within 1m (finalizers?)", what)
-		case <-ctx.Done():
-			return 0, fmt.Errorf("wait for deletion of %s: %w", what, ctx.Err())
-		}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	rv, err := lab.DeletedResourceVersion(ctx, w, what)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		return 0, fmt.Errorf("%s not deleted within 1m (finalizers?): %w", what, err)
 	}
+	return rv, err
 }
 
 // DeleteNetworkPolicy deletes the NetworkPolicy namespace/name and waits until every node

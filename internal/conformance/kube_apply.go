@@ -15,8 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/starlab-dev/starlab/internal/lab"
 )
 
 // ApplyState moves the cluster from prev (nil: unknown, read it) to next: labels patched, policies
@@ -201,26 +202,11 @@ func deletePolicy(ctx context.Context, cs kubernetes.Interface, ns, name string)
 	if err := api.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("delete networkpolicy %s/%s: %w", ns, name, err)
 	}
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
-	for {
-		select {
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return "", fmt.Errorf("watch of networkpolicy %s/%s ended before its DELETED event", ns, name)
-			}
-			if ev.Type != watch.Deleted {
-				continue
-			}
-			np, ok := ev.Object.(*networkingv1.NetworkPolicy)
-			if !ok {
-				return "", fmt.Errorf("DELETED event of networkpolicy %s/%s carries %T", ns, name, ev.Object)
-			}
-			return np.ResourceVersion, nil
-		case <-timeout.C:
-			return "", fmt.Errorf("networkpolicy %s/%s not deleted within 30s", ns, name)
-		case <-ctx.Done():
-			return "", fmt.Errorf("wait for deletion of networkpolicy %s/%s: %w", ns, name, ctx.Err())
-		}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rv, err := lab.DeletedResourceVersion(ctx, w, fmt.Sprintf("networkpolicy %s/%s", ns, name))
+	if err != nil {
+		return "", err
 	}
+	return strconv.FormatInt(rv, 10), nil
 }

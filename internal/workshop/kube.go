@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -159,7 +158,7 @@ func (k *KubeCluster) Delete(ctx context.Context, objs []*unstructured.Unstructu
 			if err := ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				return 0, fmt.Errorf("delete %s: %w", what, err)
 			}
-			return deletedRV(ctx, w, what)
+			return lab.DeletedResourceVersion(ctx, w, what)
 		}()
 		if err != nil {
 			return 0, err
@@ -167,31 +166,6 @@ func (k *KubeCluster) Delete(ctx context.Context, objs []*unstructured.Unstructu
 		maxRV = max(maxRV, rv)
 	}
 	return maxRV, nil
-}
-
-func deletedRV(ctx context.Context, w watch.Interface, what string) (int64, error) {
-	for {
-		select {
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return 0, fmt.Errorf("watch of %s ended before its DELETED event", what)
-			}
-			if ev.Type != watch.Deleted {
-				continue
-			}
-			obj, ok := ev.Object.(*unstructured.Unstructured)
-			if !ok {
-				return 0, fmt.Errorf("DELETED event of %s carries %T", what, ev.Object)
-			}
-			rv, err := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("resourceVersion %q of deleted %s: %w", obj.GetResourceVersion(), what, err)
-			}
-			return rv, nil
-		case <-ctx.Done():
-			return 0, fmt.Errorf("wait for the deletion of %s: %w", what, ctx.Err())
-		}
-	}
 }
 
 // WaitProgrammed implements Cluster: every node's policy-revision annotation >= rv and the observer

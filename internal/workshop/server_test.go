@@ -16,7 +16,7 @@ import (
 
 const (
 	waitFor = 10 * time.Second
-	tick   = 10 * time.Millisecond
+	tick    = 10 * time.Millisecond
 )
 
 func newTestServer(t *testing.T, fake *fakeCluster) (*httptest.Server, *Runner) {

@@ -167,6 +167,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer cancel()
 		_ = api.Shutdown(sctx)
 	}()
+	// Decided once: Serve may fill in api.TLSConfig (HTTP/2 set-up) while another listener starts.
+	serve := api.Serve
+	if api.TLSConfig != nil {
+		serve = func(l net.Listener) error { return api.ServeTLS(l, "", "") }
+	}
 	apiErr := make(chan error, len(addrs))
 	for _, addr := range addrs {
 		l, err := net.Listen("tcp", addr)
@@ -174,10 +179,6 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("listen on %s for the API: %w", addr, err)
 		}
 		go func() {
-			serve := api.Serve
-			if api.TLSConfig != nil {
-				serve = func(l net.Listener) error { return api.ServeTLS(l, "", "") }
-			}
 			if err := serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				apiErr <- fmt.Errorf("serve %s: %w", addr, err)
 			}

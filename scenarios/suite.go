@@ -21,7 +21,6 @@ func scenarioSteps(w *World) []step {
 		newStarsSteps(w).steps(),
 		newShopSteps(w).steps(),
 		newServicesSteps(w).steps(),
-		newRestartSteps(w).steps(),
 		newObserverSteps(w).steps(),
 	)
 }

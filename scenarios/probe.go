@@ -2,10 +2,8 @@ package scenarios
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,13 +25,12 @@ func (e *Env) Probe(ctx context.Context, from PodRef, target, protocol string) (
 	if err != nil {
 		return demo.ProbeResult{}, err
 	}
-	q := url.Values{"target": {target}, "protocol": {protocol}, "timeout": {ProbeTimeout.String()}}
 	for attempt := 0; ; attempt++ {
 		local, err := e.PortForward(ctx, pod, port)
 		if err != nil {
 			return demo.ProbeResult{}, err
 		}
-		res, err := getProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d/probe?%s", local, q.Encode()))
+		res, err := demo.RequestProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d", local), target, protocol, ProbeTimeout)
 		if err == nil {
 			return res, nil
 		}
@@ -42,28 +39,6 @@ func (e *Env) Probe(ctx context.Context, from PodRef, target, protocol string) (
 			return demo.ProbeResult{}, fmt.Errorf("probe %s -> %s from pod %s/%s: %w", from, target, pod.Namespace, pod.Name, err)
 		}
 	}
-}
-
-func getProbe(ctx context.Context, u string) (demo.ProbeResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, ProbeTimeout+10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return demo.ProbeResult{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return demo.ProbeResult{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return demo.ProbeResult{}, fmt.Errorf("/probe answered %s", resp.Status)
-	}
-	var res demo.ProbeResult
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return demo.ProbeResult{}, fmt.Errorf("decode /probe answer: %w", err)
-	}
-	return res, nil
 }
 
 // probeFromPod makes one connection from inside pod to target (its demo /probe endpoint).
@@ -76,8 +51,7 @@ func (e *Env) probeFromPod(ctx context.Context, pod *corev1.Pod, target string) 
 	if err != nil {
 		return demo.ProbeResult{}, err
 	}
-	q := url.Values{"target": {target}, "protocol": {"tcp"}, "timeout": {ProbeTimeout.String()}}
-	res, err := getProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d/probe?%s", local, q.Encode()))
+	res, err := demo.RequestProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d", local), target, "tcp", ProbeTimeout)
 	if err != nil {
 		e.dropForward(pod, port)
 	}

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -63,14 +62,14 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	ocfg := observer.Config{Capacity: *capacity, MergeWindow: *window, Log: log}
-	switch n := countSet(*tlsCert, *tlsKey, *tlsCA); n {
-	case 0:
-	case 3:
+	useTLS, err := agentapi.TLSFilesSet(*tlsCert, *tlsKey, *tlsCA)
+	if err != nil {
+		return fmt.Errorf("agent TLS: set --agent-tls-cert, --agent-tls-key and --agent-tls-ca together (or none)")
+	}
+	if useTLS {
 		if ocfg.AgentTLS, err = agentapi.ClientTLSConfig(*tlsCert, *tlsKey, *tlsCA); err != nil {
 			return err
 		}
-	default:
-		return errors.New("agent TLS: set --agent-tls-cert, --agent-tls-key and --agent-tls-ca together (or none)")
 	}
 	obs, err := observer.New(ocfg)
 	if err != nil {
@@ -100,14 +99,4 @@ func run(ctx context.Context, args []string) error {
 	case <-ctx.Done():
 		return nil
 	}
-}
-
-func countSet(ss ...string) int {
-	n := 0
-	for _, s := range ss {
-		if s != "" {
-			n++
-		}
-	}
-	return n
 }

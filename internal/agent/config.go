@@ -90,23 +90,13 @@ func (c *Config) Validate() error {
 	if _, err := lb.ParseExternalIPPolicy(c.ExternalIPs); err != nil {
 		errs = append(errs, fmt.Errorf("--external-ips: %w", err))
 	}
-	if n := countSet(c.TLSCert, c.TLSKey, c.TLSClientCA); n != 0 && n != 3 {
+	if _, err := agentapi.TLSFilesSet(c.TLSCert, c.TLSKey, c.TLSClientCA); err != nil {
 		errs = append(errs, errors.New("API TLS: set --tls-cert, --tls-key and --tls-client-ca together (or none)"))
 	}
 	if c.PolicyDebounce < 0 {
 		errs = append(errs, fmt.Errorf("policy debounce %s is negative", c.PolicyDebounce))
 	}
 	return errors.Join(errs...)
-}
-
-func countSet(ss ...string) int {
-	n := 0
-	for _, s := range ss {
-		if s != "" {
-			n++
-		}
-	}
-	return n
 }
 
 // TLS reports whether the API is served with mutual TLS.

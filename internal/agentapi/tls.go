@@ -3,6 +3,7 @@ package agentapi
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -77,4 +78,22 @@ func RequireClientCert(h http.Handler, open ...string) http.Handler {
 		}
 		http.Error(w, "client certificate required", http.StatusUnauthorized)
 	})
+}
+
+// TLSFilesSet reports whether mutual TLS is configured by the three files (certificate, key, CA):
+// true when all are given, false when none is, and an error when only some are.
+func TLSFilesSet(certFile, keyFile, caFile string) (bool, error) {
+	n := 0
+	for _, f := range []string{certFile, keyFile, caFile} {
+		if f != "" {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return false, nil
+	case 3:
+		return true, nil
+	}
+	return false, errors.New("set the certificate, key and CA files together (or none)")
 }

@@ -62,3 +62,27 @@ func TestMutualTLSHelpers(t *testing.T) {
 		})
 	}
 }
+
+func TestTLSFilesSet(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		cert, key, ca string
+		want          bool
+		wantErr       bool
+	}{
+		{name: "none"},
+		{name: "all", cert: "c", key: "k", ca: "a", want: true},
+		{name: "cert only", cert: "c", wantErr: true},
+		{name: "no CA", cert: "c", key: "k", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := agentapi.TLSFilesSet(tc.cert, tc.key, tc.ca)
+			if tc.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}

@@ -2,10 +2,8 @@ package workshop
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -223,13 +221,12 @@ func (k *KubeCluster) Probe(ctx context.Context, from Workload, target string) (
 	if err != nil {
 		return ProbeResult{}, err
 	}
-	q := url.Values{"target": {target}, "protocol": {"tcp"}, "timeout": {probeTimeout.String()}}
 	for attempt := 0; ; attempt++ {
 		f, err := k.forward(ctx, pod, from.ProbePort)
 		if err != nil {
 			return ProbeResult{}, err
 		}
-		res, err := getProbe(ctx, fmt.Sprintf("%s/probe?%s", f.URL(), q.Encode()))
+		res, err := demo.RequestProbe(ctx, f.URL(), target, "tcp", probeTimeout)
 		if err == nil {
 			return ProbeResult{Reachable: res.Reachable, Error: res.Error, ElapsedMs: res.ElapsedMs}, nil
 		}
@@ -291,28 +288,6 @@ func (k *KubeCluster) dropForward(pod *corev1.Pod, port int) {
 		f.Close()
 		delete(k.forwards, key)
 	}
-}
-
-func getProbe(ctx context.Context, u string) (demo.ProbeResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout+10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return demo.ProbeResult{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return demo.ProbeResult{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return demo.ProbeResult{}, fmt.Errorf("/probe answered %s", resp.Status)
-	}
-	var res demo.ProbeResult
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return demo.ProbeResult{}, fmt.Errorf("decode /probe answer: %w", err)
-	}
-	return res, nil
 }
 
 // Flows implements Cluster.

@@ -6,7 +6,7 @@ OUT := out
 export CGO_ENABLED := 0
 BINARIES := starlab starlab-agent starlab-cni starlab-observer starlab-demo
 # Debian packages the build, tests and benchmarks need (Docker and debootstrap are also ensured by `starlab up`).
-APT_PACKAGES := docker.io debootstrap clang-16 llvm-16 libbpf-dev iproute2 iptables jq iperf3 chromium ca-certificates
+APT_PACKAGES := docker.io debootstrap clang-16 llvm-16 libbpf-dev iproute2 iptables jq iperf3 chromium tmux ca-certificates
 
 .PHONY: all deps build lab down test test-unit fuzz test-datapath test-e2e bench generate check-generate vet fmt clean
 

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +18,7 @@ import (
 	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/internal/observer"
 	"github.com/starlab-dev/starlab/internal/workshop"
+	"github.com/starlab-dev/starlab/internal/workshop/tui"
 	"github.com/starlab-dev/starlab/manifests"
 )
 
@@ -30,6 +30,7 @@ type demoOptions struct {
 	list        bool
 	script      bool
 	scripted    bool
+	tui         bool
 	output      string
 	steps       string
 	record      string
@@ -54,10 +55,12 @@ Each step shows its narrative, the YAML it applies and the kubectl line, the liv
 reachability matrix expected by the oracle next to the one probed from inside the pods, and the
 step's flows. Keys: → next, ← back (undoes the step), r reset the part, f flows.
 
+--tui plays the same steps in this terminal, for a presenter without a browser.
 --scripted walks every step headless and prints each result (exit status 1 when one differs);
 --list prints the steps, --script a shell script of their kubectl lines to rehearse without Starlab.
 --steps DIR reads the parts from your own YAML files (see internal/workshop/parts).`,
 		Example: `  starlab demo --open
+  starlab demo --tui
   starlab demo --scripted -o json > walk.json
   starlab demo --script > rehearse.sh`,
 		Args: cobra.NoArgs,
@@ -69,6 +72,7 @@ step's flows. Keys: → next, ← back (undoes the step), r reset the part, f fl
 	f.BoolVar(&o.open, "open", false, "open the page with xdg-open")
 	f.BoolVar(&o.list, "list", false, "print the parts and steps and exit")
 	f.BoolVar(&o.script, "script", false, "print every step's commands as a shell script and exit")
+	f.BoolVar(&o.tui, "tui", false, "play the steps in this terminal instead of a browser page (same keys; q quits)")
 	f.BoolVar(&o.scripted, "scripted", false, "walk every step headless, print each result, exit 1 if one differs")
 	f.StringVarP(&o.output, "output", "o", "text", "output of --list and --scripted: text or json")
 	f.StringVar(&o.record, "record", "", "with --scripted: write each step's result, matrix and a page screenshot into this directory")
@@ -87,6 +91,9 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions) error {
 	if o.record != "" && !o.scripted {
 		return fmt.Errorf("--record %s needs --scripted (the recording is of the headless walk)", o.record)
 	}
+	if o.tui && (o.scripted || o.open) {
+		return errors.New("--tui is the terminal walk: leave out --scripted and --open")
+	}
 	if o.stepTimeout <= 0 {
 		return fmt.Errorf("--step-timeout %s: use a positive duration, e.g. 90s", o.stepTimeout)
 	}
@@ -104,12 +111,25 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions) error {
 		return workshop.WriteShellScript(out, parts)
 	}
 	ctx := cmd.Context()
-	cluster, closeFn, err := demoCluster(ctx, g, o)
+	log := slog.Default()
+	if o.tui {
+		// The terminal belongs to the walk: the log goes to a file, named when the walk ends.
+		f, err := os.CreateTemp("", "starlab-demo-*.log")
+		if err != nil {
+			return fmt.Errorf("log file of the terminal walk: %w", err)
+		}
+		defer func() {
+			f.Close()
+			fmt.Fprintf(cmd.ErrOrStderr(), "log of the walk: %s\n", f.Name())
+		}()
+		log = slog.New(slog.NewTextHandler(f, nil))
+	}
+	cluster, closeFn, err := demoCluster(ctx, g, o, log)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	runner := workshop.NewRunner(parts, manifests.FS, cluster, slog.Default())
+	runner := workshop.NewRunner(parts, manifests.FS, cluster, log)
 	runner.SetTimeout(o.stepTimeout)
 	if o.scripted {
 		var rec *workshop.Recorder
@@ -123,6 +143,9 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions) error {
 			rec.URL = url
 		}
 		return walkDemo(ctx, runner, out, o.output, rec)
+	}
+	if o.tui {
+		return tui.Run(ctx, runner)
 	}
 	return serveDemo(ctx, cmd, runner, cluster, o)
 }
@@ -150,7 +173,7 @@ func demoParts(dir string) ([]workshop.Part, error) {
 }
 
 // demoCluster reaches the lab: its API server, its observer (port-forward) and its node containers.
-func demoCluster(ctx context.Context, g *globalOptions, o *demoOptions) (*workshop.KubeCluster, func(), error) {
+func demoCluster(ctx context.Context, g *globalOptions, o *demoOptions, log *slog.Logger) (*workshop.KubeCluster, func(), error) {
 	var opts []lab.Option
 	if o.oo.kubeconfig != "" {
 		opts = append(opts, lab.WithKubeconfigPath(o.oo.kubeconfig))
@@ -176,27 +199,12 @@ func demoCluster(ctx context.Context, g *globalOptions, o *demoOptions) (*worksh
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := workshop.NewKubeCluster(cfg, &observer.Client{Base: base}, dockerExec, slog.Default())
+	c, err := workshop.NewKubeCluster(cfg, &observer.Client{Base: base}, workshop.DockerExec, log)
 	if err != nil {
 		closeObs()
 		return nil, nil, err
 	}
 	return c, func() { c.Close(); closeObs() }, nil
-}
-
-// dockerExec runs argv in the node container called node.
-func dockerExec(ctx context.Context, node string, argv ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", append([]string{"exec", node}, argv...)...).Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return "", fmt.Errorf("docker exec %s %s: %w: %s", node, strings.Join(argv, " "), err, strings.TrimSpace(string(ee.Stderr)))
-		}
-		return "", fmt.Errorf("docker exec %s %s: %w", node, strings.Join(argv, " "), err)
-	}
-	return string(out), nil
 }
 
 // walkDemo runs every step in order and prints each result.

@@ -61,17 +61,7 @@ func (r *Runner) Position() (part, step int, busy bool, res StepResult) {
 // Start undoes every step's objects (a clean lab), then runs the first step of the first part.
 func (r *Runner) Start(ctx context.Context) (StepResult, error) {
 	return r.act(ctx, "start", func(ctx context.Context, res *StepResult) (int, int, error) {
-		var objs []*unstructured.Unstructured
-		for pi := len(r.parts) - 1; pi >= 0; pi-- {
-			for si := len(r.parts[pi].Steps) - 1; si >= 0; si-- {
-				o, err := stepObjects(&r.parts[pi].Steps[si])
-				if err != nil {
-					return 0, 0, err
-				}
-				objs = append(objs, o...)
-			}
-		}
-		if err := r.change(ctx, res, objs, true); err != nil {
+		if err := r.clean(ctx, res); err != nil {
 			return 0, 0, fmt.Errorf("clean up what an earlier run left: %w", err)
 		}
 		if err := r.applyStep(ctx, res, 0, 0); err != nil {
@@ -79,6 +69,39 @@ func (r *Runner) Start(ctx context.Context) (StepResult, error) {
 		}
 		return 0, 0, nil
 	})
+}
+
+// Clean deletes every step's objects, last step first, and waits until every node has programmed
+// the change: the lab as it was before the walk.
+func (r *Runner) Clean(ctx context.Context) error {
+	r.mu.Lock()
+	if r.busy {
+		r.mu.Unlock()
+		return ErrBusy
+	}
+	r.busy = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.busy = false
+		r.mu.Unlock()
+	}()
+	var res StepResult
+	return r.clean(ctx, &res)
+}
+
+func (r *Runner) clean(ctx context.Context, res *StepResult) error {
+	var objs []*unstructured.Unstructured
+	for pi := len(r.parts) - 1; pi >= 0; pi-- {
+		for si := len(r.parts[pi].Steps) - 1; si >= 0; si-- {
+			o, err := stepObjects(&r.parts[pi].Steps[si])
+			if err != nil {
+				return err
+			}
+			objs = append(objs, o...)
+		}
+	}
+	return r.change(ctx, res, objs, true)
 }
 
 // Next applies the next step (the first of the next part after a part's last).

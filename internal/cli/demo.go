@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +12,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
 	"github.com/starlab-dev/starlab/internal/lab"
@@ -31,6 +34,7 @@ type demoOptions struct {
 	script      bool
 	scripted    bool
 	tui         bool
+	up          bool
 	output      string
 	steps       string
 	record      string
@@ -72,6 +76,7 @@ step's flows. Keys: → next, ← back (undoes the step), r reset the part, f fl
 	f.BoolVar(&o.open, "open", false, "open the page with xdg-open")
 	f.BoolVar(&o.list, "list", false, "print the parts and steps and exit")
 	f.BoolVar(&o.script, "script", false, "print every step's commands as a shell script and exit")
+	f.BoolVar(&o.up, "up", false, "start the lab first when it is not running (as `starlab up`, with its progress); without it a terminal asks")
 	f.BoolVar(&o.tui, "tui", false, "play the steps in this terminal instead of a browser page (same keys; q quits)")
 	f.BoolVar(&o.scripted, "scripted", false, "walk every step headless, print each result, exit 1 if one differs")
 	f.StringVarP(&o.output, "output", "o", "text", "output of --list and --scripted: text or json")
@@ -124,6 +129,9 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions) error {
 		}()
 		log = slog.New(slog.NewTextHandler(f, nil))
 	}
+	if err := ensureDemoLab(cmd, g, o); err != nil {
+		return err
+	}
 	cluster, closeFn, err := demoCluster(ctx, g, o, log)
 	if err != nil {
 		return err
@@ -172,6 +180,44 @@ func demoParts(dir string) ([]workshop.Part, error) {
 	return parts, err
 }
 
+// ensureDemoLab starts the lab when it is not running and the presenter wants it: --up, or a yes on
+// the terminal. Without either, demoCluster says how to start it.
+func ensureDemoLab(cmd *cobra.Command, g *globalOptions, o *demoOptions) error {
+	if o.oo.kubeconfig != "" {
+		return nil // another cluster: not ours to start
+	}
+	l, err := lab.Open(g.clusterName)
+	if err != nil {
+		return err
+	}
+	ex, err := l.Inspect(cmd.Context())
+	if err != nil {
+		return fmt.Errorf("look for lab %q: %w", g.clusterName, err)
+	}
+	if ex.State == lab.StateRunning {
+		return nil
+	}
+	if !o.up {
+		in, ok := cmd.InOrStdin().(*os.File)
+		if !ok || !isatty.IsTerminal(in.Fd()) {
+			return nil
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "lab %q is %s. Start it now (2-4 minutes with a cached node image)? [Y/n] ", g.clusterName, ex.State)
+		answer, _ := bufio.NewReader(in).ReadString('\n')
+		if a := strings.TrimSpace(strings.ToLower(answer)); a != "" && a != "y" && a != "yes" {
+			return nil
+		}
+	}
+	up := newUpCommand(g)
+	up.SetContext(cmd.Context())
+	up.SetOut(cmd.ErrOrStderr()) // the demo's own output stays clean
+	up.SetErr(cmd.ErrOrStderr())
+	if err := up.RunE(up, nil); err != nil {
+		return fmt.Errorf("start lab %q for the demo: %w", g.clusterName, err)
+	}
+	return nil
+}
+
 // demoCluster reaches the lab: its API server, its observer (port-forward) and its node containers.
 func demoCluster(ctx context.Context, g *globalOptions, o *demoOptions, log *slog.Logger) (*workshop.KubeCluster, func(), error) {
 	var opts []lab.Option
@@ -188,7 +234,7 @@ func demoCluster(ctx context.Context, g *globalOptions, o *demoOptions, log *slo
 			return nil, nil, fmt.Errorf("look for lab %q: %w", g.clusterName, err)
 		}
 		if ex.State != lab.StateRunning {
-			return nil, nil, fmt.Errorf("lab %q is %s: start it with `starlab up --name %s` (2-4 minutes), then run starlab demo again", g.clusterName, ex.State, g.clusterName)
+			return nil, nil, fmt.Errorf("lab %q is %s: start it with `starlab up --name %s` (2-4 minutes), or run `starlab demo --up`", g.clusterName, ex.State, g.clusterName)
 		}
 	}
 	cfg, err := l.RESTConfig()

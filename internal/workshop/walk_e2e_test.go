@@ -160,7 +160,7 @@ func TestPresenterPageWalksTheTalk(t *testing.T) {
 
 	start := time.Now()
 	go func() { _, _ = r.Start(ctx) }()
-	require.NoError(t, chromedp.Do(bctx, chromedp.Navigate(srv.URL+"/")))
+	require.NoError(t, chromedp.Do(bctx, chromedp.EmulateViewport(1280, 720), chromedp.Navigate(srv.URL+"/")))
 
 	// shown waits until the page draws step (part, step) settled, then returns its status line.
 	shown := func(part, step int) string {

@@ -132,7 +132,8 @@
     const off = 5, nx = -dy / len * off, ny = dx / len * off; // two directions side by side
     const x1 = a.x + dx / len * r + nx, y1 = a.y + dy / len * r + ny, x2 = b.x - dx / len * r + nx, y2 = b.y - dy / len * r + ny;
     svg.appendChild(el("line", { x1, y1, x2, y2, stroke: color, "stroke-width": 2, "marker-end": "url(#a" + mark + ")", "stroke-dasharray": dashed ? "5,4" : "" }));
-    if (label) svg.appendChild(el("text", { x: (x1 + x2) / 2 + nx * 2, y: (y1 + y2) / 2 + ny * 2, class: "cnt", "text-anchor": "middle" }, label));
+    // A count only where the edge is long enough to carry it without covering the nodes.
+    if (label && len > 80) svg.appendChild(el("text", { x: (x1 + x2) / 2 + nx * 2, y: (y1 + y2) / 2 + ny * 2, class: "cnt", "text-anchor": "middle" }, label));
   }
 
   function node(svg, n, color, radius, noNs) {

@@ -26,6 +26,7 @@ func run() error {
 	fs := flag.NewFlagSet("starlab-agent", flag.ContinueOnError)
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (spec.nodeName)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "flow/status/metrics API address")
+	fs.StringVar(&cfg.HubbleListen, "hubble-listen", cfg.HubbleListen, "Hubble gRPC API address (observer.Observer over this node's flows); empty: none")
 	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "CNI endpoint API unix socket")
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "state directory (endpoint records, IPAM)")
 	fs.StringVar(&cfg.BPFFS, "bpffs", cfg.BPFFS, "bpffs mount point (pins go to <bpffs>/starlab)")

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/starlab-dev/starlab/internal/agentapi"
+	"github.com/starlab-dev/starlab/internal/hubbleapi"
 	"github.com/starlab-dev/starlab/internal/kubeclient"
 	"github.com/starlab-dev/starlab/internal/observer"
 )
@@ -31,6 +32,7 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("starlab-observer", flag.ContinueOnError)
 	listen := fs.String("listen", fmt.Sprintf(":%d", observer.Port), "address to serve the APIs and UI on")
+	hubbleListen := fs.String("hubble-listen", fmt.Sprintf(":%d", hubbleapi.Port), "address to serve Hubble's gRPC API (observer.Observer) on; empty: none")
 	namespace := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agent pods (default $POD_NAMESPACE)")
 	selector := fs.String("agent-selector", agentapi.PodSelector, "label selector of the agent pods")
 	agentPort := fs.Int("agent-port", agentapi.Port, "port the agents serve flows on")
@@ -79,13 +81,16 @@ func run(ctx context.Context, args []string) error {
 	defer cancel(nil)
 	obs.Start(ctx)
 	defer obs.Wait()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- obs.Serve(ctx, *listen) }()
+	if *hubbleListen != "" {
+		go func() { errc <- obs.HubbleServer(hubbleapi.BinaryVersion()).Serve(ctx, *hubbleListen) }()
+	}
 	go func() {
 		d := &observer.Discovery{Client: cs, Namespace: *namespace, Selector: *selector, AgentPort: *agentPort, Observer: obs}
 		errc <- d.Run(ctx)
 	}()
-	log.Info("observer serving", "listen", *listen, "namespace", *namespace, "selector", *selector)
+	log.Info("observer serving", "listen", *listen, "hubble", *hubbleListen, "namespace", *namespace, "selector", *selector)
 	select {
 	case err := <-errc:
 		if ctx.Err() != nil {

@@ -172,7 +172,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if api.TLSConfig != nil {
 		serve = func(l net.Listener) error { return api.ServeTLS(l, "", "") }
 	}
-	apiErr := make(chan error, len(addrs))
+	apiErr := make(chan error, 2*len(addrs))
 	for _, addr := range addrs {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -185,6 +185,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	a.log.Info("API serving", "addresses", addrs, "mutualTLS", a.cfg.TLS())
+	if err := a.serveHubble(ctx, nodeIP, api.TLSConfig, apiErr); err != nil {
+		return err
+	}
 
 	// 5. Informers; wait for sync, program services and policy.
 	var wg sync.WaitGroup

@@ -19,12 +19,14 @@ import (
 	"github.com/starlab-dev/starlab/datapath/lb"
 	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/cni"
+	"github.com/starlab-dev/starlab/internal/hubbleapi"
 )
 
 // Config configures the agent. Zero values take the defaults of DefaultConfig.
 type Config struct {
 	NodeName       string
 	Listen         string        // flow/status/metrics API (":4245": port 4245 on the node address)
+	HubbleListen   string        // Hubble's gRPC API over the node's flows (":4244"; "" none), bound like Listen
 	Socket         string        // CNI endpoint API unix socket
 	StateDir       string        // /var/lib/starlab: endpoints/, ipam/, identities.json
 	BPFFS          string        // bpffs mount (/sys/fs/bpf); pins go to <BPFFS>/starlab
@@ -53,6 +55,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Listen:         ":" + strconv.Itoa(agentapi.Port),
+		HubbleListen:   ":" + strconv.Itoa(hubbleapi.Port),
 		Socket:         cni.DefaultAgentSocket,
 		StateDir:       "/var/lib/starlab",
 		BPFFS:          "/sys/fs/bpf",

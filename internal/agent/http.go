@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,10 +14,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/starlab-dev/starlab/datapath/flowevent"
 	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
+	"github.com/starlab-dev/starlab/internal/hubbleapi"
 )
 
 type metrics struct {
@@ -160,4 +165,34 @@ func (a *Agent) apiHandler() http.Handler {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	return mux
+}
+
+// serveHubble serves Hubble's gRPC API (observer.Observer) over this node's flow store on the
+// addresses of apiListenAddrs(HubbleListen), with the HTTP API's mutual TLS when it has one, until ctx
+// ends; serving errors go to errc.
+func (a *Agent) serveHubble(ctx context.Context, nodeIP netip.Addr, tc *tls.Config, errc chan<- error) error {
+	if a.cfg.HubbleListen == "" {
+		return nil
+	}
+	addrs, err := apiListenAddrs(a.cfg.HubbleListen, nodeIP)
+	if err != nil {
+		return fmt.Errorf("--hubble-listen: %w", err)
+	}
+	var opts []grpc.ServerOption
+	if tc != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc.Clone())))
+	}
+	self := func() []hubbleapi.Node {
+		return []hubbleapi.Node{{Name: a.cfg.NodeName, Address: nodeIP.String(), Connected: true, Flows: a.flows.store.Total()}}
+	}
+	srv := hubbleapi.NewServer(a.flows.store, self, nil, hubbleapi.BinaryVersion())
+	for _, addr := range addrs {
+		go func() {
+			if err := srv.Serve(ctx, addr, opts...); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	a.log.Info("Hubble API serving", "addresses", addrs)
+	return nil
 }

@@ -46,6 +46,7 @@ type Filter struct {
 	DestinationWorkload  []string           `json:"destination_workload,omitempty"` // [namespace/]name
 	Workload             []string           `json:"workload,omitempty"`             // either side
 	TCPFlags             []string           `json:"tcp_flags,omitempty"`            // "SYN" or "SYN,ACK": all of them set
+	Reply                []bool             `json:"reply,omitempty"`                // is_reply true or false
 }
 
 // IsEmpty reports whether the filter has no field set (it then matches every flow).
@@ -56,7 +57,7 @@ func (f Filter) IsEmpty() bool {
 		len(f.SourcePort)+len(f.DestinationPort)+len(f.Port)+len(f.SourceIdentity)+len(f.DestinationIdentity)+
 		len(f.Identity)+len(f.Protocol)+len(f.Verdict)+len(f.DropReason)+len(f.TrafficDirection)+
 		len(f.EventType)+len(f.NodeName)+len(f.SourceWorkload)+len(f.DestinationWorkload)+len(f.Workload)+
-		len(f.TCPFlags) == 0
+		len(f.TCPFlags)+len(f.Reply) == 0
 }
 
 // predicate is one compiled field of a filter.
@@ -168,6 +169,7 @@ func (f Filter) compile() (compiledFilter, error) {
 		field(anyParsed(f.DestinationWorkload, workloadRef("destination_workload"), workloadMatch, dstEP)),
 		field(anyParsed(f.Workload, workloadRef("workload"), workloadMatch, srcEP, dstEP)),
 		field(anyParsed(f.TCPFlags, ParseTCPFlags, TCPFlags.setIn, tcpFlags)),
+		field(anyOf(f.Reply, isReply), nil),
 	}
 	var c compiledFilter
 	for _, x := range fields {
@@ -300,6 +302,7 @@ func dropReason(f *Flow) string                 { return f.DropReasonDesc }
 func trafficDirection(f *Flow) TrafficDirection { return f.TrafficDirection }
 func eventType(f *Flow) EventType               { return f.EventType }
 func nodeName(f *Flow) string                   { return f.NodeName }
+func isReply(f *Flow) bool                      { return f.IsReply }
 
 // parseAddr is the flow's address, or the zero Addr (which no prefix contains) when it has none.
 func parseAddr(s string) netip.Addr {
@@ -307,7 +310,8 @@ func parseAddr(s string) netip.Addr {
 	return a
 }
 
-// podRef is "namespace/name-prefix" or "name-prefix" (any namespace).
+// podRef is "namespace/name-prefix", "name-prefix" (any namespace) or "namespace/" (any pod of the
+// namespace, as Hubble's `--namespace` sends it).
 type podRef struct {
 	namespace string
 	prefix    string
@@ -318,8 +322,8 @@ func parsePodRef(v string) (podRef, error) {
 	if !found {
 		name, ns = ns, ""
 	}
-	if name == "" || (found && ns == "") || strings.Contains(name, "/") {
-		return podRef{}, fmt.Errorf("pod %q: use [namespace/]pod-name-prefix, e.g. stars/frontend or frontend", v)
+	if (name == "" && !found) || (found && ns == "") || strings.Contains(name, "/") {
+		return podRef{}, fmt.Errorf("pod %q: use [namespace/]pod-name-prefix or namespace/, e.g. stars/frontend, frontend or stars/", v)
 	}
 	return podRef{namespace: ns, prefix: name}, nil
 }

@@ -91,6 +91,10 @@ func TestFilterMatch(t *testing.T) {
 		{"tcp flags set", Filter{TCPFlags: []string{"syn"}}, true},
 		{"tcp flags all must be set", Filter{TCPFlags: []string{"SYN,ACK"}}, false},
 		{"tcp flags ORed", Filter{TCPFlags: []string{"SYN,ACK", "SYN"}}, true},
+		{"whole namespace as pod ref (hubble --namespace)", Filter{SourcePod: []string{"client/"}}, true},
+		{"whole other namespace as pod ref", Filter{SourcePod: []string{"stars/"}}, false},
+		{"not a reply", Filter{Reply: []bool{false}}, true},
+		{"replies only", Filter{Reply: []bool{true}}, false},
 		{"fields ANDed all match", Filter{SourceNamespace: []string{"client"}, Verdict: []Verdict{VerdictDropped}, DestinationPort: []uint16{6379}}, true},
 		{"fields ANDed one fails", Filter{SourceNamespace: []string{"client"}, Verdict: []Verdict{VerdictForwarded}}, false},
 	} {
@@ -133,7 +137,7 @@ func TestFilterCompileErrors(t *testing.T) {
 		{Filter{DropReason: []string{"X"}}, "POLICY_DENIED"},
 		{Filter{SourceIP: []string{"10.0.0.300"}}, "use an address"},
 		{Filter{SourceLabel: []string{"a in ("}}, "label selector"},
-		{Filter{Pod: []string{"ns/"}}, "[namespace/]pod-name-prefix"},
+		{Filter{Pod: []string{"/frontend"}}, "[namespace/]pod-name-prefix"},
 		{Filter{Protocol: []string{"gre"}}, "TCP, UDP"},
 		{Filter{TCPFlags: []string{"SYN,NOPE"}}, "flag names from SYN"},
 	} {

@@ -5,3 +5,5 @@ package hostprep
 import "syscall"
 
 func detachedProcAttr() *syscall.SysProcAttr { return nil }
+
+func closeInheritedOnExec() {}

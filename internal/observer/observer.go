@@ -21,6 +21,7 @@ import (
 
 	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
+	"github.com/starlab-dev/starlab/internal/hubbleapi"
 )
 
 // Port is the observer's HTTP port (the same number as the agents' agentapi.Port, on its own pod).
@@ -267,6 +268,20 @@ func (o *Observer) Status() Status {
 	}
 	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].Name < st.Nodes[j].Name })
 	return st
+}
+
+// HubbleServer is Hubble's gRPC API (observer.Observer) over the same flow store as the HTTP API, with
+// the agents as its nodes.
+func (o *Observer) HubbleServer(version string) *hubbleapi.Server {
+	nodes := func() []hubbleapi.Node {
+		st := o.Status()
+		out := make([]hubbleapi.Node, 0, len(st.Nodes))
+		for _, n := range st.Nodes {
+			out = append(out, hubbleapi.Node{Name: n.Name, Address: n.Address, Connected: n.State == StateConnected, Flows: n.Flows})
+		}
+		return out
+	}
+	return hubbleapi.NewServer(o.store, nodes, func() float64 { return o.rate.perSecond(time.Now()) }, version)
 }
 
 // Handler serves /api/v1/flows, /api/v1/graph, /api/v1/status, /metrics, /healthz and the UI at /.

@@ -1,0 +1,134 @@
+// Package hubbleapi serves Starlab's flows through Hubble's own gRPC API (observer.Observer from
+// github.com/cilium/cilium/api/v1/observer), so that the real `hubble` CLI and Hubble clients work
+// against the Starlab observer. It converts Starlab flows (internal/flow) into Hubble's Flow message
+// and Hubble's FlowFilters into Starlab filters; the protos are Cilium's, never copied.
+package hubbleapi
+
+import (
+	"net/netip"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/starlab-dev/starlab/internal/flow"
+)
+
+// Cilium's monitor message types (pkg/monitor/api), as Hubble reports them in Flow.event_type.
+// A Starlab NEW event is a policy verdict on a new connection, DROP a drop notification, CLOSE a
+// trace of the connection's end.
+const (
+	messageTypeDrop          = 1
+	messageTypeTrace         = 4
+	messageTypePolicyVerdict = 5
+)
+
+// EmitterName names Starlab in Flow.emitter.
+const EmitterName = "Starlab"
+
+// ToProto is f as Hubble's Flow message.
+func ToProto(f *flow.Flow, version string) *flowpb.Flow {
+	out := &flowpb.Flow{
+		Time:                  timestamppb.New(f.Time),
+		Uuid:                  f.UUID,
+		Emitter:               &flowpb.Emitter{Name: EmitterName, Version: version},
+		Verdict:               verdictProto(f.Verdict),
+		Type:                  flowpb.FlowType_L3_L4,
+		NodeName:              f.NodeName,
+		Source:                endpointProto(&f.Source),
+		Destination:           endpointProto(&f.Destination),
+		SourceService:         serviceProto(f.SourceService),
+		DestinationService:    serviceProto(f.DestinationService),
+		TrafficDirection:      directionProto(f.TrafficDirection),
+		IsReply:               wrapperspb.Bool(f.IsReply),
+		Reply:                 f.IsReply,
+		TraceObservationPoint: flowpb.TraceObservationPoint(flowpb.TraceObservationPoint_value[f.TraceObservationPoint]),
+		IP:                    &flowpb.IP{Source: f.IP.Source, Destination: f.IP.Destination, IpVersion: ipVersion(f.IP.Source)},
+		L4:                    l4Proto(&f.L4),
+	}
+	switch f.EventType {
+	case flow.EventDrop:
+		out.EventType = &flowpb.CiliumEventType{Type: messageTypeDrop}
+	case flow.EventClose:
+		out.EventType = &flowpb.CiliumEventType{Type: messageTypeTrace}
+	default:
+		out.EventType = &flowpb.CiliumEventType{Type: messageTypePolicyVerdict}
+	}
+	if f.Verdict == flow.VerdictDropped {
+		reason := flowpb.DropReason(flowpb.DropReason_value[f.DropReasonDesc])
+		out.DropReasonDesc = reason
+		out.DropReason = uint32(reason)
+		out.EventType.SubType = int32(reason)
+		if reason == flowpb.DropReason_DROP_REASON_UNKNOWN && f.DropReasonDesc != "" {
+			out.Summary = "drop reason " + f.DropReasonDesc // Starlab's own reasons have no Hubble number
+		}
+	}
+	allowed, denied := policiesProto(f.AllowedBy), policiesProto(f.DeniedBy)
+	if f.TrafficDirection == flow.DirectionEgress {
+		out.EgressAllowedBy, out.EgressDeniedBy = allowed, denied
+	} else {
+		out.IngressAllowedBy, out.IngressDeniedBy = allowed, denied
+	}
+	return out
+}
+
+func verdictProto(v flow.Verdict) flowpb.Verdict {
+	return flowpb.Verdict(flowpb.Verdict_value[string(v)])
+}
+
+func directionProto(d flow.TrafficDirection) flowpb.TrafficDirection {
+	return flowpb.TrafficDirection(flowpb.TrafficDirection_value[string(d)])
+}
+
+func ipVersion(addr string) flowpb.IPVersion {
+	a, err := netip.ParseAddr(addr)
+	switch {
+	case err != nil:
+		return flowpb.IPVersion_IP_NOT_USED
+	case a.Is4():
+		return flowpb.IPVersion_IPv4
+	}
+	return flowpb.IPVersion_IPv6
+}
+
+func endpointProto(e *flow.Endpoint) *flowpb.Endpoint {
+	out := &flowpb.Endpoint{Identity: e.Identity, Namespace: e.Namespace, PodName: e.PodName, Labels: e.Labels}
+	if e.Workload != nil {
+		out.Workloads = []*flowpb.Workload{{Name: e.Workload.Name, Kind: e.Workload.Kind}}
+	}
+	return out
+}
+
+func serviceProto(s *flow.Service) *flowpb.Service {
+	if s == nil {
+		return nil
+	}
+	return &flowpb.Service{Name: s.Name, Namespace: s.Namespace}
+}
+
+func policiesProto(ps []flow.Policy) []*flowpb.Policy {
+	var out []*flowpb.Policy
+	for _, p := range ps {
+		out = append(out, &flowpb.Policy{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name})
+	}
+	return out
+}
+
+func l4Proto(l *flow.L4) *flowpb.Layer4 {
+	switch l.Protocol {
+	case flow.ProtoTCP:
+		t := &flowpb.TCP{SourcePort: uint32(l.SourcePort), DestinationPort: uint32(l.DestinationPort)}
+		if l.Flags != nil {
+			t.Flags = &flowpb.TCPFlags{FIN: l.Flags.FIN, SYN: l.Flags.SYN, RST: l.Flags.RST, PSH: l.Flags.PSH,
+				ACK: l.Flags.ACK, URG: l.Flags.URG, ECE: l.Flags.ECE, CWR: l.Flags.CWR}
+		}
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: t}}
+	case flow.ProtoUDP:
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: uint32(l.SourcePort), DestinationPort: uint32(l.DestinationPort)}}}
+	case flow.ProtoSCTP:
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_SCTP{SCTP: &flowpb.SCTP{SourcePort: uint32(l.SourcePort), DestinationPort: uint32(l.DestinationPort)}}}
+	case flow.ProtoICMPv4:
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{}}}
+	}
+	return nil
+}

@@ -45,7 +45,7 @@ func TestRunProbesAndReconfirm(t *testing.T) {
 	assert.Len(t, fp.batches, 9, "one batch per source pod")
 	o, err := u.Oracle(u.StateOf(Step{}))
 	require.NoError(t, err)
-	n, err := Reconfirm(context.Background(), fp, u, probes, o, time.Second)
+	n, err := Reconfirm(context.Background(), fp, probes, o, time.Second)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	for _, p := range probes {

@@ -31,6 +31,9 @@ type Probe struct {
 	SrcIP     string `json:"srcIP,omitempty"`
 	// Reconfirmed: the first try failed and this is the second (confirming) try.
 	Reconfirmed bool `json:"reconfirmed,omitempty"`
+	// backends are the ip:port of every backend pod when the Service dialled has several (Backend
+	// is then empty): flows at the destination match any of them.
+	backends []string
 }
 
 // Observation is what the observer's flows of one connection say.

@@ -31,22 +31,23 @@ type BatchResponse struct {
 	Results []ProbeResult `json:"results"`
 }
 
-// ProbeBatch makes every connection of targets concurrently, each bounded by timeout.
-func ProbeBatch(ctx context.Context, targets []BatchTarget, timeout time.Duration) []ProbeResult {
+// ProbeBatch makes every connection of targets concurrently, each bounded by timeout, from source
+// ports taken from ports (nil: the kernel's choice).
+func ProbeBatch(ctx context.Context, ports *SourcePorts, targets []BatchTarget, timeout time.Duration) []ProbeResult {
 	out := make([]ProbeResult, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			out[i] = Dial(cctx, t.Protocol, t.Target)
+			out[i] = DialFrom(cctx, ports, t.Protocol, t.Target)
 		})
 	}
 	wg.Wait()
 	return out
 }
 
-func handleProbeBatch(w http.ResponseWriter, r *http.Request) {
+func handleProbeBatch(w http.ResponseWriter, r *http.Request, ports *SourcePorts) {
 	var req BatchRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("decode batch request: %v", err)})
@@ -75,5 +76,5 @@ func handleProbeBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, BatchResponse{Results: ProbeBatch(r.Context(), req.Probes, timeout)})
+	writeJSON(w, http.StatusOK, BatchResponse{Results: ProbeBatch(r.Context(), ports, req.Probes, timeout)})
 }

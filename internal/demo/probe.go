@@ -199,9 +199,15 @@ func acceptAndClose(l net.Listener) {
 	}
 }
 
-// Dial makes one connection to target now. TCP: reachable when the handshake completes. UDP: a
-// datagram is sent and reachable when any answer arrives before the deadline.
+// Dial makes one connection to target now from a source port of the kernel's choice (DialFrom).
 func Dial(ctx context.Context, protocol, target string) ProbeResult {
+	return DialFrom(ctx, nil, protocol, target)
+}
+
+// DialFrom makes one connection to target now, from the next source port of ports (nil: the
+// kernel's choice). TCP: reachable when the handshake completes. UDP: a datagram is sent and
+// reachable when any answer arrives before the deadline.
+func DialFrom(ctx context.Context, ports *SourcePorts, protocol, target string) ProbeResult {
 	start := time.Now()
 	res := ProbeResult{Target: target, Protocol: protocol}
 	finish := func(err error) ProbeResult {
@@ -218,7 +224,7 @@ func Dial(ctx context.Context, protocol, target string) ProbeResult {
 	case "tcp", "":
 		res.Protocol = "tcp"
 		var srcPort int
-		d.Control = bindEphemeral(&srcPort)
+		d.Control = ports.bind(&srcPort)
 		c, err := d.DialContext(ctx, "tcp", target)
 		if err != nil {
 			if srcPort != 0 {
@@ -231,6 +237,8 @@ func Dial(ctx context.Context, protocol, target string) ProbeResult {
 		c.Close()
 		return finish(nil)
 	case "udp":
+		var srcPort int
+		d.Control = ports.bind(&srcPort)
 		c, err := d.DialContext(ctx, "udp", target)
 		if err != nil {
 			return finish(fmt.Errorf("udp socket to %s: %w", target, err))
@@ -253,14 +261,16 @@ func Dial(ctx context.Context, protocol, target string) ProbeResult {
 	}
 }
 
-// RegisterCommon adds GET /probe and GET /healthz to mux.
+// RegisterCommon adds GET /healthz, GET /probe and POST /probe/batch to mux. The probes take
+// their source ports in turn from one SourcePorts, so no 5-tuple is reused soon.
 func RegisterCommon(mux *http.ServeMux) {
+	ports := NewEphemeralSourcePorts()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /probe", handleProbe)
-	mux.HandleFunc("POST /probe/batch", handleProbeBatch)
+	mux.HandleFunc("GET /probe", func(w http.ResponseWriter, r *http.Request) { handleProbe(w, r, ports) })
+	mux.HandleFunc("POST /probe/batch", func(w http.ResponseWriter, r *http.Request) { handleProbeBatch(w, r, ports) })
 }
 
-func handleProbe(w http.ResponseWriter, r *http.Request) {
+func handleProbe(w http.ResponseWriter, r *http.Request, ports *SourcePorts) {
 	q := r.URL.Query()
 	target := q.Get("target")
 	if _, _, err := net.SplitHostPort(target); err != nil {
@@ -286,7 +296,7 @@ func handleProbe(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	writeJSON(w, http.StatusOK, Dial(ctx, protocol, target))
+	writeJSON(w, http.StatusOK, DialFrom(ctx, ports, protocol, target))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -20,6 +20,14 @@ Feature: NetworkPolicy conformance: computed, probed and observed
       | egress/ipblock-except-y-b/all-ports  |
       | update/ingress/namespace-relabelled  |
 
+  Scenario: A node that enforces nothing fails the suite, and every wrong cell is named
+    The agent's test-only switch (a file in its state directory on the node; no flag or chart
+    value sets it) makes one agent program its pods without enforcement, as a broken CNI would.
+    Given the conformance pods a, b and c run in namespaces x, y and z
+    And the agent on the node of pod "x/a" skips enforcement
+    When I run starlab conformance with the "quick" profile, keeping the pods
+    Then starlab conformance failed, naming every wrong cell, each decided on that node
+
   Scenario: The quick generated set passes, and its JUnit report lists every case (last: it deletes x, y and z)
     When I run starlab conformance with the "quick" profile
     Then every conformance case passed and the JUnit report lists each one

@@ -17,8 +17,15 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+
+	"github.com/starlab-dev/starlab/internal/agent"
+	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/conformance"
 	"github.com/starlab-dev/starlab/internal/flow"
+	"github.com/starlab-dev/starlab/internal/helmrelease"
 	"github.com/starlab-dev/starlab/internal/observer"
 )
 
@@ -61,6 +68,8 @@ type conformanceSteps struct {
 	state *conformance.State
 	// run is the last `starlab conformance` run.
 	run *conformanceRun
+	// skipNode is the node whose agent was told to skip enforcement.
+	skipNode string
 }
 
 // conformanceRun is one `starlab conformance` process and what it wrote.
@@ -85,6 +94,9 @@ func (s *conformanceSteps) steps() []step {
 		{`^I apply the generated conformance case "([^"]*)"$`, s.applyCase},
 		{`^I run starlab conformance with the "([^"]*)" profile$`, s.runProfile},
 		{`^every conformance case passed and the JUnit report lists each one$`, s.everyCasePassed},
+		{`^the agent on the node of pod "([^"]*)" skips enforcement$`, s.agentSkipsEnforcement},
+		{`^I run starlab conformance with the "([^"]*)" profile, keeping the pods$`, s.runProfileKeep},
+		{`^starlab conformance failed, naming every wrong cell, each decided on that node$`, s.failedOnThatNode},
 	}
 }
 
@@ -150,11 +162,20 @@ func (s *conformanceSteps) applyCase(ctx context.Context, name string) error {
 }
 
 func (s *conformanceSteps) runProfile(ctx context.Context, profile string) error {
+	return s.runConformance(ctx, profile)
+}
+
+func (s *conformanceSteps) runProfileKeep(ctx context.Context, profile string) error {
+	return s.runConformance(ctx, profile, "--keep")
+}
+
+func (s *conformanceSteps) runConformance(ctx context.Context, profile string, extra ...string) error {
 	t := godog.T(ctx)
 	bin, err := starlabBinary()
 	require.NoError(t, err)
 	dir := filepath.Join(s.e.ReportDir, "conformance", slug(profile+" "+time.Now().UTC().Format("150405")))
-	r := &conformanceRun{dir: dir, args: []string{"--name", s.e.LabName, "conformance", "--profile", profile, "--report-dir", dir, "-o", "json"}}
+	args := append([]string{"--name", s.e.LabName, "conformance", "--profile", profile, "--report-dir", dir, "-o", "json"}, extra...)
+	r := &conformanceRun{dir: dir, args: args}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, bin, r.args...)
@@ -216,5 +237,97 @@ func (s *conformanceSteps) everyCasePassed(ctx context.Context) error {
 		names = append(names, c.Name)
 	}
 	assert.ElementsMatch(t, names, r.junitIDs, "junit.xml lists one test case per conformance case")
+	return nil
+}
+
+// agentSkipsEnforcement turns on the agent's test-only switch on the node of pod ref (a file in
+// its state directory, agent.TestSkipEnforcementFile) and waits until the agent says it
+// recompiled without enforcement; the scenario's cleanup turns it off the same way.
+func (s *conformanceSteps) agentSkipsEnforcement(ctx context.Context, ref string) error {
+	t := godog.T(ctx)
+	ns, name, _ := strings.Cut(ref, "/")
+	pod, err := s.e.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	node := pod.Spec.NodeName
+	cfg := agent.DefaultConfig() // the chart keeps the default state directory
+	path := cfg.TestSkipEnforcementPath()
+	s.w.Cleanup(func(ctx context.Context) error {
+		since := time.Now()
+		if _, err := nodeExec(ctx, node, "rm -f "+path); err != nil {
+			return err
+		}
+		return s.e.waitAgentLog(ctx, node, since, "skip_enforcement=false")
+	})
+	since := time.Now()
+	_, err = nodeExec(ctx, node, "touch "+path)
+	require.NoError(t, err)
+	require.NoError(t, s.e.waitAgentLog(ctx, node, since, "skip_enforcement=true"))
+	s.skipNode = node
+	godog.Logf(ctx, "the agent on %s enforces nothing now (%s)", node, path)
+	return nil
+}
+
+// waitAgentLog waits until the agent pod on node logs a line containing want after since.
+func (e *Env) waitAgentLog(ctx context.Context, node string, since time.Time, want string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		pods, err := e.Client.CoreV1().Pods(helmrelease.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: agentapi.PodSelector,
+			FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String()})
+		if err == nil && len(pods.Items) == 1 {
+			st := metav1.NewTime(since.Add(-time.Second))
+			b, lerr := e.Client.CoreV1().Pods(helmrelease.DefaultNamespace).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{SinceTime: &st}).DoRaw(ctx)
+			if lerr == nil && strings.Contains(string(b), want) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the agent on %s did not log %q: %w", node, want, ctx.Err())
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// failedOnThatNode: the run failed, every wrong cell is a connection the oracle denies on the
+// side of a pod on the node that enforces nothing, the probe got through, and the truth tables
+// name each one.
+func (s *conformanceSteps) failedOnThatNode(ctx context.Context) error {
+	t := godog.T(ctx)
+	r := s.run
+	require.NotNil(t, r, "run starlab conformance first")
+	require.NotEmpty(t, s.skipNode, "turn the skip-enforcement switch on first")
+	require.Error(t, r.err, "starlab conformance must fail when a node enforces nothing")
+	assert.Positive(t, r.report.Failed)
+	truth, err := os.ReadFile(filepath.Join(r.dir, "truth-tables.txt"))
+	require.NoError(t, err)
+	onNode := map[string]bool{}
+	pods, err := s.e.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("spec.nodeName", s.skipNode).String()})
+	require.NoError(t, err)
+	for _, p := range pods.Items {
+		onNode[p.Namespace+"/"+p.Name] = true
+	}
+	wrong := 0
+	for _, c := range r.report.Cases {
+		for _, st := range c.Steps {
+			for _, cell := range st.Cells {
+				if !cell.Wrong {
+					continue
+				}
+				wrong++
+				id := fmt.Sprintf("%s %s -> %s %s/%d", cell.Mode, cell.From, cell.To, cell.Protocol, cell.Port)
+				require.NotEmpty(t, cell.Why, id)
+				assert.True(t, strings.HasPrefix(cell.Why[0], "probe: allowed, expected denied"), "%s: %v", id, cell.Why)
+				decider := cell.To
+				if strings.Contains(cell.Reason, "denied on egress") {
+					decider = cell.From
+				}
+				assert.True(t, onNode[decider], "%s is denied by %s, which is not on %s: %s", id, decider, s.skipNode, cell.Reason)
+				assert.Contains(t, string(truth), "WRONG "+id+":", "the truth tables name every wrong cell")
+			}
+		}
+	}
+	assert.Positive(t, wrong)
+	godog.Logf(ctx, "%d cases failed with %d wrong cells, each denied on %s", r.report.Failed, wrong, s.skipNode)
 	return nil
 }

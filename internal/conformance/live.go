@@ -86,7 +86,9 @@ type LivePlan struct {
 	Skipped []string
 }
 
-// probedProtocols are what the demo probe can dial.
+// probedProtocols are what the live check probes. The demo probe also dials SCTP (protocol sctp,
+// ListenSCTP), but SCTP stays out until the datapath parses SCTP ports and the nodes' kernels
+// have SCTP.
 func probedProtocols() []corev1.Protocol {
 	return []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP}
 }
@@ -157,7 +159,7 @@ func PlanLive(o *oracle.Oracle, namespaces, modes []string) (*LivePlan, error) {
 					}
 					for _, cp := range dst.Ports {
 						if !slices.Contains(probedProtocols(), cp.Protocol) {
-							skip("%s %s/%d: the demo probe cannot dial %s", dst.Ref(), cp.Protocol, cp.Port, cp.Protocol)
+							skip("%s %s/%d: %s is not probed yet", dst.Ref(), cp.Protocol, cp.Port, cp.Protocol)
 							continue
 						}
 						addr := net.JoinHostPort(dst.IP.String(), strconv.Itoa(int(cp.Port)))
@@ -178,7 +180,7 @@ func PlanLive(o *oracle.Oracle, namespaces, modes []string) (*LivePlan, error) {
 					}
 					for _, sp := range svc.Ports {
 						if !slices.Contains(probedProtocols(), sp.Protocol) {
-							skip("service %s %s/%d: the demo probe cannot dial %s", svc.Ref(), sp.Protocol, sp.Port, sp.Protocol)
+							skip("service %s %s/%d: %s is not probed yet", svc.Ref(), sp.Protocol, sp.Port, sp.Protocol)
 							continue
 						}
 						p := Probe{Mode: mode, From: src.Ref(), To: svc.Ref(), Port: sp.Port, Protocol: sp.Protocol,

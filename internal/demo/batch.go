@@ -20,7 +20,7 @@ type BatchRequest struct {
 	Probes  []BatchTarget `json:"probes"`
 }
 
-// BatchTarget is one connection of a batch: host:port and tcp or udp.
+// BatchTarget is one connection of a batch: host:port and tcp, udp or sctp.
 type BatchTarget struct {
 	Target   string `json:"target"`
 	Protocol string `json:"protocol,omitempty"`
@@ -71,8 +71,8 @@ func handleProbeBatch(w http.ResponseWriter, r *http.Request, ports *SourcePorts
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("probe %d: target %q: want host:port", i, p.Target)})
 			return
 		}
-		if p.Protocol != "" && p.Protocol != "tcp" && p.Protocol != "udp" {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("probe %d: protocol %q: want tcp or udp", i, p.Protocol)})
+		if p.Protocol != "" && !validProtocol(p.Protocol) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("probe %d: protocol %q: want tcp, udp or sctp", i, p.Protocol)})
 			return
 		}
 	}

@@ -50,7 +50,7 @@ func TestProbeBatch(t *testing.T) {
 			{Target: "127.0.0.1:" + strconv.Itoa(udp), Protocol: "udp"},
 			{Target: "127.0.0.1:" + strconv.Itoa(closedUDP), Protocol: "udp"},
 		}}, http.StatusOK, []bool{true, true, false}},
-		{"bad protocol", BatchRequest{Probes: []BatchTarget{{Target: "a:1", Protocol: "sctp"}}}, http.StatusBadRequest, nil},
+		{"bad protocol", BatchRequest{Probes: []BatchTarget{{Target: "a:1", Protocol: "icmp"}}}, http.StatusBadRequest, nil},
 		{"bad target", BatchRequest{Probes: []BatchTarget{{Target: "nope"}}}, http.StatusBadRequest, nil},
 		{"bad timeout", BatchRequest{Timeout: "2h"}, http.StatusBadRequest, nil},
 	}

@@ -67,6 +67,8 @@ type ProbeConfig struct {
 	Listen []int
 	// ListenUDP are UDP ports that echo every datagram (UDP probes see an answer).
 	ListenUDP []int
+	// ListenSCTP are SCTP ports that accept associations (the node's kernel needs SCTP).
+	ListenSCTP []int
 	// Peers are probed every Interval with Timeout each.
 	Peers    []Peer
 	Interval time.Duration
@@ -174,6 +176,11 @@ func (p *Prober) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	for _, port := range p.cfg.ListenSCTP {
+		if err := ListenSCTP(ctx, p.cfg.Addr, port); err != nil {
+			return err
+		}
+	}
 	p.log.Info("probe serving", "port", p.cfg.Port, "listen", p.cfg.Listen, "peers", len(p.cfg.Peers), "interval", p.cfg.Interval)
 	return serveEvery(ctx, net.JoinHostPort(p.cfg.Addr, strconv.Itoa(p.cfg.Port)), mux, p.cfg.Interval, p.ProbeOnce)
 }
@@ -204,9 +211,15 @@ func Dial(ctx context.Context, protocol, target string) ProbeResult {
 	return DialFrom(ctx, nil, protocol, target)
 }
 
+// validProtocol reports whether a probe can dial protocol.
+func validProtocol(protocol string) bool {
+	return protocol == "tcp" || protocol == "udp" || protocol == "sctp"
+}
+
 // DialFrom makes one connection to target now, from the next source port of ports (nil: the
 // kernel's choice). TCP: reachable when the handshake completes. UDP: a datagram is sent and
-// reachable when any answer arrives before the deadline.
+// reachable when any answer arrives before the deadline. SCTP: reachable when the association is
+// established (INIT, INIT-ACK, COOKIE-ECHO, COOKIE-ACK).
 func DialFrom(ctx context.Context, ports *SourcePorts, protocol, target string) ProbeResult {
 	start := time.Now()
 	res := ProbeResult{Target: target, Protocol: protocol}
@@ -256,8 +269,16 @@ func DialFrom(ctx context.Context, ports *SourcePorts, protocol, target string) 
 			return finish(fmt.Errorf("udp answer from %s: %w", target, err))
 		}
 		return finish(nil)
+	case "sctp":
+		local, err := dialSCTP(ctx, ports, target)
+		res.LocalAddr = local
+		if err != nil {
+			return finish(err)
+		}
+		res.RemoteAddr = target
+		return finish(nil)
 	default:
-		return finish(fmt.Errorf("protocol %q: want tcp or udp", protocol))
+		return finish(fmt.Errorf("protocol %q: want tcp, udp or sctp", protocol))
 	}
 }
 
@@ -281,8 +302,8 @@ func handleProbe(w http.ResponseWriter, r *http.Request, ports *SourcePorts) {
 	if protocol == "" {
 		protocol = "tcp"
 	}
-	if protocol != "tcp" && protocol != "udp" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("protocol %q: want tcp or udp", protocol)})
+	if !validProtocol(protocol) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("protocol %q: want tcp, udp or sctp", protocol)})
 		return
 	}
 	timeout := time.Second

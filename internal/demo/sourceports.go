@@ -65,44 +65,47 @@ func (s *SourcePorts) bind(port *int) func(network, address string, c syscall.Ra
 	return func(network, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			six := network == "tcp6" || network == "udp6"
-			sockaddr := func(p int) syscall.Sockaddr {
-				if six {
-					return &syscall.SockaddrInet6{Port: p}
-				}
-				return &syscall.SockaddrInet4{Port: p}
-			}
-			serr = errors.New("no free source port")
-			for try := 0; try < bindTries && s != nil; try++ {
-				p := s.take()
-				if serr = syscall.Bind(int(fd), sockaddr(p)); serr == nil {
-					*port = p
-					return
-				}
-				if !errors.Is(serr, syscall.EADDRINUSE) {
-					break
-				}
-			}
-			// No allocator, or every port tried is taken: the kernel's choice.
-			if serr = syscall.Bind(int(fd), sockaddr(0)); serr != nil {
-				serr = fmt.Errorf("bind source port: %w", serr)
-				return
-			}
-			got, err := syscall.Getsockname(int(fd))
-			if err != nil {
-				serr = fmt.Errorf("read source port: %w", err)
-				return
-			}
-			switch a := got.(type) {
-			case *syscall.SockaddrInet4:
-				*port = a.Port
-			case *syscall.SockaddrInet6:
-				*port = a.Port
-			}
+			serr = s.bindFD(int(fd), network == "tcp6" || network == "udp6", port)
 		})
 		if err != nil {
 			return err
 		}
 		return serr
 	}
+}
+
+// bindFD binds socket fd to the next free port of s (nil s, or every port tried taken: the
+// kernel's choice) and stores the port in *port.
+func (s *SourcePorts) bindFD(fd int, six bool, port *int) error {
+	sockaddr := func(p int) syscall.Sockaddr {
+		if six {
+			return &syscall.SockaddrInet6{Port: p}
+		}
+		return &syscall.SockaddrInet4{Port: p}
+	}
+	for try := 0; try < bindTries && s != nil; try++ {
+		p := s.take()
+		err := syscall.Bind(fd, sockaddr(p))
+		if err == nil {
+			*port = p
+			return nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+	}
+	if err := syscall.Bind(fd, sockaddr(0)); err != nil {
+		return fmt.Errorf("bind source port: %w", err)
+	}
+	got, err := syscall.Getsockname(fd)
+	if err != nil {
+		return fmt.Errorf("read source port: %w", err)
+	}
+	switch a := got.(type) {
+	case *syscall.SockaddrInet4:
+		*port = a.Port
+	case *syscall.SockaddrInet6:
+		*port = a.Port
+	}
+	return nil
 }

@@ -150,13 +150,21 @@ func MatrixProbes(u *Universe, modes []string) []Probe {
 	return out
 }
 
-// dialAddr is the address a probe dials in its mode.
+// dialAddr is the address a probe reaches in its mode (for service-name, the ClusterIP the name
+// resolves to: flows carry that).
 func dialAddr(u *Universe, p Probe) string {
 	ip := u.IPs[p.To]
-	if p.Mode == ModeServiceIP {
+	if serviceMode(p.Mode) {
 		ip = u.ServiceIPs[p.To]
 	}
 	return net.JoinHostPort(ip.String(), strconv.Itoa(int(p.Port)))
+}
+
+// dialName is the target a service-name probe dials: the Service's fully qualified name (with the
+// root dot, so the resolver's search list is not tried first).
+func dialName(p Probe) string {
+	ns, name, _ := strings.Cut(p.To, "/")
+	return net.JoinHostPort(ServiceName(name)+"."+ns+".svc."+ClusterDomain+".", strconv.Itoa(int(p.Port)))
 }
 
 // RunProbes makes every connection of want at once (one batch per source pod) toward the pod IPs of
@@ -164,14 +172,17 @@ func dialAddr(u *Universe, p Probe) string {
 func RunProbes(ctx context.Context, p Prober, u *Universe, want []Probe, timeout time.Duration) (time.Duration, error) {
 	for i := range want {
 		want[i].Dst = dialAddr(u, want[i])
+		if want[i].Mode == ModeServiceName {
+			want[i].Target = dialName(want[i])
+		}
 		want[i].Backend = net.JoinHostPort(u.IPs[want[i].To].String(), strconv.Itoa(int(want[i].Port)))
 		want[i].SrcIP = u.IPs[want[i].From].String()
 	}
 	return ProbeAll(ctx, p, want, timeout)
 }
 
-// ProbeAll makes every connection of want (Dst, Protocol and SrcIP set) at once, one batch per
-// source pod, and fills the results in place. It returns how long the slowest batch took.
+// ProbeAll makes every connection of want (Dst or Target, Protocol and SrcIP set) at once, one
+// batch per source pod, and fills the results in place. It returns how long the slowest batch took.
 func ProbeAll(ctx context.Context, p Prober, want []Probe, timeout time.Duration) (time.Duration, error) {
 	bySrc := map[string][]int{}
 	for i, pr := range want {
@@ -183,7 +194,11 @@ func ProbeAll(ctx context.Context, p Prober, want []Probe, timeout time.Duration
 	for from, idx := range bySrc {
 		targets := make([]demo.BatchTarget, len(idx))
 		for k, i := range idx {
-			targets[k] = demo.BatchTarget{Target: want[i].Dst, Protocol: strings.ToLower(string(want[i].Protocol))}
+			target := want[i].Dst
+			if want[i].Target != "" {
+				target = want[i].Target
+			}
+			targets[k] = demo.BatchTarget{Target: target, Protocol: strings.ToLower(string(want[i].Protocol))}
 		}
 		wg.Go(func() {
 			res, err := p.Batch(ctx, from, targets, timeout)
@@ -235,7 +250,7 @@ func ReprobeAt(ctx context.Context, p Prober, probes []Probe, idx []int, timeout
 	for k, i := range idx {
 		pr := probes[i]
 		again[k] = Probe{Mode: pr.Mode, From: pr.From, To: pr.To, Port: pr.Port, Protocol: pr.Protocol,
-			Dst: pr.Dst, Backend: pr.Backend, SrcIP: pr.SrcIP, backends: pr.backends}
+			Target: pr.Target, Dst: pr.Dst, Backend: pr.Backend, SrcIP: pr.SrcIP, backends: pr.backends}
 	}
 	if _, err := ProbeAll(ctx, p, again, timeout); err != nil {
 		return 0, err

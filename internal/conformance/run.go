@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -113,6 +114,9 @@ func (r *Runner) runCase(ctx context.Context, c Case) CaseResult {
 func (r *Runner) runStep(ctx context.Context, s Step) (StepResult, error) {
 	u := r.Universe
 	st := u.StateOf(s)
+	if slices.Contains(r.modes(), ModeServiceName) {
+		st = WithDNSEgress(st)
+	}
 	sr := StepResult{Name: s.Name, Policies: st.PolicyNames()}
 	o, err := u.Oracle(st)
 	if err != nil {

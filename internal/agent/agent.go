@@ -63,6 +63,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, started: time.Now()}
 	a.endpoints = newEndpoints(cfg, log, &a.ready)
 	a.policy = newPolicies(cfg.NodeName, cfg.IdentitiesPath(), cfg.PolicyDebounce, log, a.endpoints, &a.synced)
+	a.policy.skipEnforcement = func() bool {
+		_, err := os.Stat(cfg.TestSkipEnforcementPath())
+		return err == nil
+	}
 	a.endpoints.policy = a.policy
 	a.nodes = newNodeRoutes(cfg.NodeName, maps.EventLevel(cfg.EventLevel), log)
 	extIPs, _ := lb.ParseExternalIPPolicy(cfg.ExternalIPs) // checked by Validate
@@ -208,9 +212,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("initial policy: %w", err)
 	}
 	a.policy.reportRevision(runCtx)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); a.policy.loop(runCtx) }()
 	go func() { defer wg.Done(); a.ctGCLoop(runCtx) }()
+	go func() { defer wg.Done(); a.watchTestSwitch(runCtx) }()
 
 	// 7. Install the CNI plugin and write the CNI config: the node turns Ready now.
 	if err := installBinary(a.cfg.CNISource, a.cfg.CNIBinDir, "starlab-cni"); err != nil {
@@ -337,6 +342,26 @@ func (a *Agent) startInformers(ctx context.Context) error {
 	}
 	a.log.Info("informers synced")
 	return nil
+}
+
+// watchTestSwitch recompiles the policy when the test-only skip-enforcement switch
+// (Config.TestSkipEnforcementPath) appears or goes, checking every second.
+func (a *Agent) watchTestSwitch(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	was := a.policy.skippingEnforcement()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := a.policy.skippingEnforcement(); now != was {
+			was = now
+			a.log.Warn("test switch changed: recompiling policy", "switch", a.cfg.TestSkipEnforcementPath(), "skip_enforcement", now)
+			a.policy.trigger()
+		}
+	}
 }
 
 func (a *Agent) ctGCLoop(ctx context.Context) {

@@ -115,5 +115,17 @@ func (c *Config) IdentitiesPath() string { return filepath.Join(c.StateDir, "ide
 // IPAMDir is the CNI IPAM state directory.
 func (c *Config) IPAMDir() string { return filepath.Join(c.StateDir, "ipam") }
 
+// TestSkipEnforcementFile is the name, in the state directory, of the test-only switch: while a
+// file of that name exists on the node, the agent programs its endpoints without enforcing any
+// policy (and warns at every compilation). Only root on the node can set it; no flag or chart
+// value does. The conformance scenarios use it to show the suite catches a CNI that enforces
+// nothing on one node.
+const TestSkipEnforcementFile = "TEST-SKIP-ENFORCEMENT"
+
+// TestSkipEnforcementPath is where the test-only switch lives on the node.
+func (c *Config) TestSkipEnforcementPath() string {
+	return filepath.Join(c.StateDir, TestSkipEnforcementFile)
+}
+
 // ConflistPath is the CNI config file the agent owns.
 func (c *Config) ConflistPath() string { return filepath.Join(c.CNIConfDir, cni.ConflistName) }

@@ -84,6 +84,18 @@ struct {
 	__type(value, __u64);
 } sl_drop_rl SEC(".maps");
 
+/*
+ * global DROP event budget (sl_drop.h): the current second of boot time (high
+ * 32 bits) and the DROP events emitted in it (low 32 bits), one word updated
+ * by compare-and-swap
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sl_drop_budget SEC(".maps");
+
 /* ---- events, counters, config ------------------------------------------- */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

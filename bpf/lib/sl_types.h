@@ -237,6 +237,7 @@ enum sl_counter {
 	SL_CNT_CT_NEW = 3,
 	SL_CNT_FIB_FAIL = 4,
 	SL_CNT_NON_IPV4 = 5,
+	SL_CNT_DROP_EVENTS_SUPPRESSED = 6, /* DROP events over the global limit (the drops are still counted) */
 	SL_CNT_DROP_BASE = 16, /* + enum sl_drop_reason */
 	SL_CNT_MAX = 32,
 };
@@ -254,7 +255,8 @@ struct sl_cfg {
 	__u32 netdev_ifindex;            /* node device (eth0 in kind) */
 	__u32 event_level;               /* enum sl_event_level */
 	__u32 wakeup_bytes;              /* force a reader wakeup over this much pending data (0: 64 KiB) */
-	__u32 pad;
+	/* was pad: DROP events per second on this node, all flows and CPUs together (0: 1000) */
+	__u32 drop_events_per_sec;
 };
 
 /* ---- flow events (sl_events ring buffer) -------------------------------- */

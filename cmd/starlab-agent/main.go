@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/starlab-dev/starlab/internal/agent"
@@ -43,6 +44,14 @@ func run() error {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "API server key (PEM)")
 	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "CA of the client certificates the API accepts (PEM)")
 	fs.StringVar(&cfg.ExternalIPs, "external-ips", cfg.ExternalIPs, "Service externalIPs: allow (program them, as kube-proxy does) or deny (program none, report the Service)")
+	fs.Func("drop-events-per-second", fmt.Sprintf("DROP flow events per second on the node, all flows together (default %d; drops over it are counted, not reported)", cfg.DropEventsPerSec), func(s string) error {
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return err
+		}
+		cfg.DropEventsPerSec = uint32(v)
+		return nil
+	})
 	eventLevel := fs.Uint("event-level", 0, "flow events: 0 new/drop/close, 1 none, 2 every packet")
 	podCIDR := fs.String("cluster-pod-cidr", cfg.ClusterPodCIDR.String(), "cluster pod CIDR")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

@@ -21,6 +21,7 @@ const (
 	SlNetdevMapSlConfig      = "sl_config"
 	SlNetdevMapSlCounters    = "sl_counters"
 	SlNetdevMapSlCt          = "sl_ct"
+	SlNetdevMapSlDropBudget  = "sl_drop_budget"
 	SlNetdevMapSlDropRl      = "sl_drop_rl"
 	SlNetdevMapSlEndpoints   = "sl_endpoints"
 	SlNetdevMapSlEpByIp      = "sl_ep_by_ip"
@@ -85,6 +86,7 @@ type SlNetdevMapSpecs struct {
 	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
 	SlCounters   *ebpf.MapSpec `ebpf:"sl_counters"`
 	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlDropBudget *ebpf.MapSpec `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
@@ -125,6 +127,7 @@ type SlNetdevMaps struct {
 	SlConfig     *ebpf.Map `ebpf:"sl_config"`
 	SlCounters   *ebpf.Map `ebpf:"sl_counters"`
 	SlCt         *ebpf.Map `ebpf:"sl_ct"`
+	SlDropBudget *ebpf.Map `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
@@ -141,6 +144,7 @@ func (m *SlNetdevMaps) Close() error {
 		m.SlConfig,
 		m.SlCounters,
 		m.SlCt,
+		m.SlDropBudget,
 		m.SlDropRl,
 		m.SlEndpoints,
 		m.SlEpByIp,

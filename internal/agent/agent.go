@@ -65,6 +65,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.policy = newPolicies(cfg.NodeName, cfg.IdentitiesPath(), cfg.PolicyDebounce, log, a.endpoints, &a.synced)
 	a.endpoints.policy = a.policy
 	a.nodes = newNodeRoutes(cfg.NodeName, maps.EventLevel(cfg.EventLevel), log)
+	a.nodes.dropEvents = cfg.DropEventsPerSec
 	extIPs, _ := lb.ParseExternalIPPolicy(cfg.ExternalIPs) // checked by Validate
 	a.services = newServices(cfg.NodeName, log, a.nodes.isNodeIP)
 	a.services.table.SetExternalIPPolicy(extIPs)

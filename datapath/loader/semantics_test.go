@@ -10,6 +10,7 @@ import (
 
 	fe "github.com/starlab-dev/starlab/datapath/flowevent"
 	"github.com/starlab-dev/starlab/datapath/maps"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -91,4 +92,50 @@ func TestDropEventsLimitedNodeWide(t *testing.T) {
 	require.LessOrEqual(t, events, limit*int(windows), "DROP events over the node-wide limit")
 	require.GreaterOrEqual(t, events, limit, "the limit's worth of DROP events is still reported")
 	require.Zero(t, c.RingbufReserveFailed-before.RingbufReserveFailed)
+}
+
+// Node traffic: traffic from the pod's own node is always allowed, and only
+// from the node's own addresses (sl_config); egress to the local node follows
+// the same rule. A packet from the node's network with the node's address is
+// forged (dropped at the node device, INVALID_SOURCE_IP), and an address the
+// ipcache maps to the host that is not one of the node's addresses is world.
+func TestHostIdentityOnlyForNodeOwnAddresses(t *testing.T) {
+	l := newLab(t)
+	a, b := l.pods["a"], l.pods["b"]
+	got := udpRecorder(t, b.ns, ":6010")
+	l.setFlags(b, maps.EndpointIngressEnforced) // default deny, no allow
+	l.setFlags(a, maps.EndpointEgressEnforced)  // default deny, no allow
+
+	// from the node itself (its own address): allowed into the default-deny pod
+	sendUDP(t, l.n1.ns, &net.UDPAddr{IP: net.ParseIP(node1IP)}, b.ip.String()+":6010", "from-node", 0)
+	require.True(t, received(got, "from-node", 2*time.Second), "the node's own traffic is always allowed")
+
+	// the node's address forged by a host on the node's network (on-link to node 1's device)
+	nsRun(t, l.extNS, "ip", "addr", "add", node1IP+"/32", "dev", "lo")
+	nsRun(t, l.extNS, "ip", "route", "add", "10.244.1.0/24", "dev", "eth0", "src", node1IP)
+	nsRun(t, l.extNS, "ip", "neigh", "replace", b.ip.String(), "lladdr", macIn(t, l.n1.ns, "eth0"), "dev", "eth0", "nud", "permanent")
+	sendUDP(t, l.extNS, &net.UDPAddr{IP: net.ParseIP(node1IP)}, b.ip.String()+":6010", "forged-node", 0)
+	assert.False(t, received(got, "forged-node", time.Second), "the node's address from the node network is forged")
+
+	// an address the ipcache calls host that is not one of the node's addresses (a node address
+	// sl_config does not hold): world, default-denied
+	require.NoError(t, l.n1.dp.Maps.UpsertIPCache(netip.MustParsePrefix("10.99.0.7/32"), maps.IdentityHost))
+	nsRun(t, l.n1.ns, "ip", "addr", "add", "10.99.0.7/32", "dev", "lo")
+	sendUDP(t, l.n1.ns, &net.UDPAddr{IP: net.ParseIP("10.99.0.7")}, b.ip.String()+":6010", "not-node", 0)
+	assert.False(t, received(got, "not-node", time.Second), "a non-node address never gets the host identity")
+
+	// egress from the default-deny pod a: to its own node allowed, to the other node denied
+	nodeGot := udpRecorder(t, l.n1.ns, node1IP+":6011")
+	otherGot := udpRecorder(t, l.n2.ns, node2IP+":6011")
+	sendUDP(t, a.ns, nil, node1IP+":6011", "to-node", 0)
+	assert.True(t, received(nodeGot, "to-node", 2*time.Second), "egress to the pod's own node is always allowed")
+	sendUDP(t, a.ns, nil, node2IP+":6011", "to-other-node", 0)
+	assert.False(t, received(otherGot, "to-other-node", time.Second), "egress to another node follows policy")
+
+	requireEvents(t, l.n1, func(e fe.Event) bool { return e.Type == fe.TypeDrop },
+		ev{Type: fe.TypeDrop, Verdict: fe.VerdictDropped, Reason: fe.DropInvalidSourceIP, Obs: fe.ObsFromNetdev,
+			Dir: fe.DirectionIngress, Proto: udp, Src: node1IP, Dst: "10.244.1.11", DstPort: 6010,
+			OrigDst: "10.244.1.11", OrigDstPort: 6010, SrcID: maps.IdentityHost, DstID: 257},
+		newEv(fe.ObsToContainer, udp, "10.99.0.7", "10.244.1.11", 6010, maps.IdentityWorld, 257).drop(fe.DropPolicyDenied),
+		newEv(fe.ObsFromContainer, udp, "10.244.1.10", node2IP, 6011, 256, maps.IdentityRemoteNode).drop(fe.DropPolicyDenied))
 }

@@ -123,6 +123,17 @@ static __always_inline int sl_ct_apply(struct __sk_buff *skb, const struct sl_cf
 			return -1;
 	}
 
+	if (p->proto == SL_PROTO_TCP) {
+		/* this direction's TCP state, for the agent's conntrack lifetimes */
+		__u16 seen = p->tcp_flags & SL_TCP_SYN ? 0 : SL_CT_SEEN_NON_SYN;
+
+		if (p->tcp_flags & SL_TCP_FIN)
+			seen |= SL_CT_SEEN_FIN;
+		if (p->tcp_flags & SL_TCP_RST)
+			seen |= SL_CT_SEEN_RST;
+		if (seen & ~flags)
+			e->flags |= seen;
+	}
 	if (p->proto == SL_PROTO_TCP && (p->tcp_flags & (SL_TCP_FIN | SL_TCP_RST)) &&
 	    !(flags & SL_CT_SEEN_CLOSE)) {
 		struct sl_ct_entry *pair;

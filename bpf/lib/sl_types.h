@@ -191,6 +191,11 @@ enum sl_ct_flags {
 	SL_CT_SNAT = 8,          /* forward: saddr/sport := snat; reply: daddr/dport := snat */
 	SL_CT_SEEN_CLOSE = 16,   /* a FIN/RST was seen, CLOSE event emitted */
 	SL_CT_FIB_REDIRECT = 32, /* after NAT, bpf_fib_lookup + bpf_redirect (NodePort) */
+	/* TCP state for the agent's conntrack lifetimes, each set by the packets of this entry's own
+	 * direction (sl_ct_apply): */
+	SL_CT_SEEN_NON_SYN = 64, /* a packet without SYN (the handshake is done) */
+	SL_CT_SEEN_FIN = 128,    /* a FIN */
+	SL_CT_SEEN_RST = 256,    /* an RST */
 };
 
 struct sl_ct_key {

@@ -92,6 +92,9 @@ const (
 	SlSlCtFlagsSL_CT_SNAT         SlSlCtFlags = 8
 	SlSlCtFlagsSL_CT_SEEN_CLOSE   SlSlCtFlags = 16
 	SlSlCtFlagsSL_CT_FIB_REDIRECT SlSlCtFlags = 32
+	SlSlCtFlagsSL_CT_SEEN_NON_SYN SlSlCtFlags = 64
+	SlSlCtFlagsSL_CT_SEEN_FIN     SlSlCtFlags = 128
+	SlSlCtFlagsSL_CT_SEEN_RST     SlSlCtFlags = 256
 )
 
 type SlSlCtKey struct {

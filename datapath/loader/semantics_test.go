@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
 	fe "github.com/starlab-dev/starlab/datapath/flowevent"
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/stretchr/testify/assert"
@@ -138,4 +139,114 @@ func TestHostIdentityOnlyForNodeOwnAddresses(t *testing.T) {
 			OrigDst: "10.244.1.11", OrigDstPort: 6010, SrcID: maps.IdentityHost, DstID: 257},
 		newEv(fe.ObsToContainer, udp, "10.99.0.7", "10.244.1.11", 6010, maps.IdentityWorld, 257).drop(fe.DropPolicyDenied),
 		newEv(fe.ObsFromContainer, udp, "10.244.1.10", node2IP, 6011, 256, maps.IdentityRemoteNode).drop(fe.DropPolicyDenied))
+}
+
+// ageCT moves the timestamps of every sl_ct entry of node n that involves
+// port (as source or destination port) back by d, as if the flow had been
+// idle that much longer.
+func ageCT(t *testing.T, n *node, port uint16, d time.Duration) int {
+	t.Helper()
+	var k bpfobj.SlSlCtKey
+	var v bpfobj.SlSlCtEntry
+	aged := map[bpfobj.SlSlCtKey]bpfobj.SlSlCtEntry{}
+	it := n.dp.Maps.CT.Iterate()
+	for it.Next(&k, &v) {
+		if maps.Ntohs(k.Sport) == port || maps.Ntohs(k.Dport) == port {
+			v.LastSeenNs -= uint64(d)
+			v.CreatedNs -= uint64(d)
+			aged[k] = v
+		}
+	}
+	require.NoError(t, it.Err())
+	for k, v := range aged {
+		require.NoError(t, n.dp.Maps.CT.Put(&k, &v))
+	}
+	return len(aged)
+}
+
+// ctEntriesWith counts node n's sl_ct entries involving port.
+func ctEntriesWith(t *testing.T, n *node, port uint16) int {
+	t.Helper()
+	c := 0
+	require.NoError(t, n.dp.Maps.IterateCT(func(k maps.CTKey, _ maps.CTEntry) bool {
+		if k.SrcPort == port || k.DstPort == port {
+			c++
+		}
+		return true
+	}))
+	return c
+}
+
+// Conntrack lifetimes: real flows (an open TCP connection, a closed one, a
+// SYN nobody answers, a UDP exchange) leave real entries; aged by rewriting
+// their timestamps, the agent's GC keeps or removes each by its lifetime
+// (maps.DefaultCTLifetimes: TCP established 6 h, SYN 60 s, closing 10 s,
+// non-TCP 60 s), and the open connection still works after 2 minutes idle.
+func TestConntrackLifetimesByProtocolAndState(t *testing.T) {
+	l := newLab(t)
+	a := l.pods["a"]
+	serveTCP(t, l.pods["b"].ns, "b", ":8080")
+	serveUDP(t, l.pods["b"].ns, "b", ":5353")
+	lifetimes := maps.DefaultCTLifetimes()
+	gc := func() {
+		_, err := l.n1.dp.Maps.GCConntrack(t.Context(), lifetimes)
+		require.NoError(t, err)
+	}
+
+	open, err := dial(a.ns, "tcp4", "10.244.1.11:8080", "", 3*time.Second)
+	require.NoError(t, err)
+	defer open.Close()
+	_, err = ask(open, "one")
+	require.NoError(t, err)
+	openPort := uint16(open.LocalAddr().(*net.TCPAddr).Port)
+
+	closed, err := dial(a.ns, "tcp4", "10.244.1.11:8080", "", 3*time.Second)
+	require.NoError(t, err)
+	_, err = ask(closed, "one")
+	require.NoError(t, err)
+	closedPort := uint16(closed.LocalAddr().(*net.TCPAddr).Port)
+	require.NoError(t, closed.Close()) // FIN from a, then the server's FIN
+	time.Sleep(200 * time.Millisecond)
+
+	// a SYN that nobody answers (no pod at that address on node 2)
+	_, err = dial(a.ns, "tcp4", "10.244.2.99:8081", "", 300*time.Millisecond)
+	require.Error(t, err)
+
+	_, err = udpRoundTrip(a.ns, "10.244.1.11:5353", "u")
+	require.NoError(t, err)
+
+	for _, p := range []uint16{openPort, closedPort, 8081, 5353} {
+		require.NotZero(t, ctEntriesWith(t, l.n1, p), "entries of port %d", p)
+	}
+
+	// 15 s idle: only the closed connection is over its lifetime
+	for _, p := range []uint16{openPort, closedPort, 8081, 5353} {
+		ageCT(t, l.n1, p, 15*time.Second)
+	}
+	gc()
+	assert.Zero(t, ctEntriesWith(t, l.n1, closedPort), "a closed TCP connection lives 10 s idle")
+	assert.NotZero(t, ctEntriesWith(t, l.n1, 8081), "a SYN-only TCP flow lives 60 s idle")
+	assert.NotZero(t, ctEntriesWith(t, l.n1, 5353), "a UDP flow lives 60 s idle")
+
+	// 2 min idle: the SYN-only flow and the UDP flow go, the open connection stays and works
+	for _, p := range []uint16{openPort, 8081, 5353} {
+		ageCT(t, l.n1, p, 2*time.Minute)
+	}
+	gc()
+	assert.Zero(t, ctEntriesWith(t, l.n1, 8081), "a SYN-only TCP flow lives 60 s idle")
+	assert.Zero(t, ctEntriesWith(t, l.n1, 5353), "a UDP flow lives 60 s idle")
+	assert.Equal(t, 4, ctEntriesWith(t, l.n1, openPort), "an established TCP connection lives 6 h idle")
+	got, err := ask(open, "two")
+	require.NoError(t, err)
+	assert.Equal(t, "b 10.244.1.10 two", got)
+
+	// idle past its lifetime (6 h 1 min; on a machine up for less than that, boot-time stamps
+	// cannot go back so far, and the lifetime is set to 5 min instead): the connection's entries go
+	age := 6*time.Hour + time.Minute
+	if now, err := maps.BootTimeNs(); err == nil && now < uint64(age+time.Minute) {
+		lifetimes.TCPEstablished, age = 5*time.Minute, 6*time.Minute
+	}
+	ageCT(t, l.n1, openPort, age)
+	gc()
+	assert.Zero(t, ctEntriesWith(t, l.n1, openPort), "an established TCP connection idle past its lifetime (%s) is removed", lifetimes.TCPEstablished)
 }

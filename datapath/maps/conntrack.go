@@ -33,7 +33,65 @@ const (
 	CTSNAT        = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SNAT)
 	CTSeenClose   = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_CLOSE)
 	CTFIBRedirect = CTFlags(bpfobj.SlSlCtFlagsSL_CT_FIB_REDIRECT)
+	// TCP state seen in the entry's own direction (for CTLifetimes).
+	CTSeenNonSYN = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_NON_SYN)
+	CTSeenFIN    = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_FIN)
+	CTSeenRST    = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_RST)
 )
+
+// CTLifetimes are how long a conntrack entry may stay idle, by protocol and
+// TCP state: Cilium's defaults (bpf-ct-timeout-regular-*; the service
+// lifetimes there are the same). A flow's two entries are judged together:
+// the state is that of the connection (both directions' flags) and the idle
+// time runs from the later of their last packets, so a one-way stream keeps
+// its reply entry.
+type CTLifetimes struct {
+	// TCPEstablished: a TCP connection past its handshake (a packet without
+	// SYN seen in either direction). Cilium: 21600 s.
+	TCPEstablished time.Duration
+	// TCPSyn: a TCP connection that has only seen SYN (and SYN-ACK)
+	// packets, a half-open connection or a SYN flood. Cilium: 60 s.
+	TCPSyn time.Duration
+	// TCPClosing: a TCP connection with a FIN in both directions or an RST
+	// in either. Cilium: 10 s.
+	TCPClosing time.Duration
+	// NonTCP: UDP, ICMP and everything else. Cilium: 60 s.
+	NonTCP time.Duration
+}
+
+// DefaultCTLifetimes returns Cilium's default lifetimes.
+func DefaultCTLifetimes() CTLifetimes {
+	return CTLifetimes{TCPEstablished: 6 * time.Hour, TCPSyn: time.Minute, TCPClosing: 10 * time.Second, NonTCP: time.Minute}
+}
+
+// Lifetime is how long the flow of entry e may stay idle (see CTLifetimes);
+// pair is the flow's other entry (e.Pair), nil when it is gone.
+func (l CTLifetimes) Lifetime(k CTKey, e CTEntry, pair *CTEntry) time.Duration {
+	if k.Proto != ProtoTCP {
+		return l.NonTCP
+	}
+	f := e.Flags
+	if pair != nil {
+		f |= pair.Flags
+	}
+	switch {
+	case f&CTSeenRST != 0, e.Flags&CTSeenFIN != 0 && pair != nil && pair.Flags&CTSeenFIN != 0:
+		return l.TCPClosing
+	case f&CTSeenNonSYN != 0:
+		return l.TCPEstablished
+	}
+	return l.TCPSyn
+}
+
+// Expired reports whether the flow of entry e (pair: its other entry, nil when
+// gone) has been idle for longer than its lifetime at boot time now (ns).
+func (l CTLifetimes) Expired(k CTKey, e CTEntry, pair *CTEntry, now uint64) bool {
+	last := e.LastSeenNs
+	if pair != nil && pair.LastSeenNs > last {
+		last = pair.LastSeenNs
+	}
+	return last < now && time.Duration(now-last) > l.Lifetime(k, e, pair)
+}
 
 // CTKey is a conntrack key (host-order ports).
 type CTKey struct {
@@ -131,44 +189,41 @@ func BootTimeNs() (uint64, error) {
 	return uint64(ts.Nano()), nil
 }
 
-// GCConntrack deletes conntrack entries idle for longer than idle (closed
-// TCP flows after closedIdle, if non-zero) and returns how many it removed.
-// The map is LRU, so GC only keeps stale NAT state from lingering.
-func (m *Maps) GCConntrack(ctx context.Context, idle, closedIdle time.Duration) (int, error) {
+// GCConntrack deletes the conntrack entries whose flow has outlived its
+// lifetime (CTLifetimes.Expired, both entries of a flow judged together) and
+// returns how many it removed. The map is LRU besides: GC is what ends idle
+// flows before the map fills.
+func (m *Maps) GCConntrack(ctx context.Context, l CTLifetimes) (int, error) {
 	now, err := BootTimeNs()
 	if err != nil {
 		return 0, err
 	}
+	entries := map[CTKey]CTEntry{}
+	if err := m.IterateCT(func(k CTKey, e CTEntry) bool {
+		entries[k] = e
+		return len(entries)%4096 != 0 || ctx.Err() == nil
+	}); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("conntrack gc: %w", err)
+	}
 	var stale []bpfobj.SlSlCtKey
-	var k bpfobj.SlSlCtKey
-	var v bpfobj.SlSlCtEntry
-	it := m.CT.Iterate()
-	for it.Next(&k, &v) {
-		limit := idle
-		if closedIdle > 0 && CTFlags(v.Flags)&CTSeenClose != 0 {
-			limit = closedIdle
+	for k, e := range entries {
+		var pair *CTEntry
+		if pe, ok := entries[e.Pair]; ok {
+			pair = &pe
 		}
-		if v.LastSeenNs < now && time.Duration(now-v.LastSeenNs) > limit {
-			stale = append(stale, k)
+		if !l.Expired(k, e, pair, now) {
+			continue
 		}
-		if len(stale)%4096 == 0 && ctx.Err() != nil {
-			return 0, fmt.Errorf("conntrack gc: %w", ctx.Err())
+		rk, err := k.raw()
+		if err != nil {
+			return 0, err
 		}
+		stale = append(stale, rk)
 	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("iterate %s: %w", NameCT, err)
-	}
-	n := 0
-	for i := range stale {
-		if err := ctx.Err(); err != nil {
-			return n, fmt.Errorf("conntrack gc: %w", err)
-		}
-		if err := del(m.CT, NameCT, &stale[i]); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
+	return deleteCTKeys(ctx, m, stale)
 }
 
 // DeleteCTWhere deletes every conntrack entry for which match returns true, together with the

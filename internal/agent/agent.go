@@ -352,7 +352,7 @@ func (a *Agent) ctGCLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, err := a.dp.Maps.GCConntrack(ctx, a.cfg.CTIdle, 30*time.Second)
+		n, err := a.dp.Maps.GCConntrack(ctx, a.cfg.CTLifetimes)
 		if err != nil {
 			a.log.Warn("conntrack gc", "err", err)
 			continue

@@ -40,10 +40,12 @@ type Config struct {
 	PolicyDebounce   time.Duration // batch window for policy compilation
 	FlowBuffer       int           // flows kept in memory
 	CTGCInterval     time.Duration
-	CTIdle           time.Duration
-	Kubeconfig       string // optional; in-cluster config otherwise
-	DaemonSet        string // own DaemonSet name (uninstall detection); empty disables node cleanup
-	Namespace        string // own namespace (POD_NAMESPACE)
+	// CTLifetimes: how long conntrack entries may stay idle, by protocol and TCP state (Cilium's
+	// defaults: TCP established 6 h, TCP SYN 60 s, TCP closing 10 s, non-TCP 60 s).
+	CTLifetimes maps.CTLifetimes
+	Kubeconfig  string // optional; in-cluster config otherwise
+	DaemonSet   string // own DaemonSet name (uninstall detection); empty disables node cleanup
+	Namespace   string // own namespace (POD_NAMESPACE)
 	// ExternalIPs is what the agent does with Service spec.externalIPs: "allow" (program them, as
 	// kube-proxy does; the default) or "deny" (program none, report the Service).
 	ExternalIPs string
@@ -66,7 +68,7 @@ func DefaultConfig() Config {
 		PolicyDebounce:   30 * time.Millisecond,
 		FlowBuffer:       16384,
 		CTGCInterval:     30 * time.Second,
-		CTIdle:           10 * time.Minute,
+		CTLifetimes:      maps.DefaultCTLifetimes(),
 		ExternalIPs:      lb.ExternalIPsAllow.String(),
 		DropEventsPerSec: maps.DefaultDropEventsPerSec,
 	}
@@ -100,6 +102,12 @@ func (c *Config) Validate() error {
 	}
 	if n := countSet(c.TLSCert, c.TLSKey, c.TLSClientCA); n != 0 && n != 3 {
 		errs = append(errs, errors.New("API TLS: set --tls-cert, --tls-key and --tls-client-ca together (or none)"))
+	}
+	for name, d := range map[string]time.Duration{"ct-lifetime-tcp": c.CTLifetimes.TCPEstablished, "ct-lifetime-tcp-syn": c.CTLifetimes.TCPSyn,
+		"ct-lifetime-tcp-closing": c.CTLifetimes.TCPClosing, "ct-lifetime-non-tcp": c.CTLifetimes.NonTCP} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("--%s %s: use a positive duration", name, d))
+		}
 	}
 	if c.PolicyDebounce < 0 {
 		errs = append(errs, fmt.Errorf("policy debounce %s is negative", c.PolicyDebounce))

@@ -84,7 +84,7 @@ static __always_inline int sl_netdev_ct_hit(struct __sk_buff *skb, const struct 
 					    struct sl_trace *t)
 {
 	sl_count(SL_CNT_PACKETS);
-	if (sl_ct_apply(skb, cfg, p, e, t) < 0)
+	if (sl_ct_apply(skb, cfg, p, e, SL_CT_MAP_NODEPORT, t) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
 	sl_count(SL_CNT_FORWARDED);
 	sl_emit_trace(cfg, p, t);
@@ -233,9 +233,9 @@ int sl_from_netdev(struct __sk_buff *skb)
 	if (!sl_has_ports(p.proto))
 		return TC_ACT_OK;
 
-	/* conntrack: established NodePort flows and their replies */
+	/* conntrack: established NodePort flows and their replies (sl_ct_nodeport) */
 	sl_ct_key_of(&k, &p, SL_CT_NETDEV);
-	e = sl_ct_lookup(&k, &p);
+	e = sl_ct_lookup(&k, &p, SL_CT_MAP_NODEPORT);
 	if (e)
 		r = sl_netdev_ct_hit(skb, cfg, &p, e, &t);
 	else

@@ -76,6 +76,19 @@ struct {
 	__type(value, struct sl_ct_entry);
 } sl_ct SEC(".maps");
 
+/*
+ * conntrack of NodePort flows (started from outside on the node device): every
+ * entry of such a flow, the from-netdev ones and, for a local backend, the
+ * backend's pod-hook ones. Apart from sl_ct so that a flood from outside
+ * evicts only its own kind, never a pod's established flow.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sl_ct_key);
+	__type(value, struct sl_ct_entry);
+} sl_ct_nodeport SEC(".maps");
+
 /* per-flow DROP event rate limit: key = packet tuple with scope = obs point */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -337,6 +337,7 @@ const (
 	SlMapSlConfig         = "sl_config"
 	SlMapSlCounters       = "sl_counters"
 	SlMapSlCt             = "sl_ct"
+	SlMapSlCtNodeport     = "sl_ct_nodeport"
 	SlMapSlDropBudget     = "sl_drop_budget"
 	SlMapSlDropRl         = "sl_drop_rl"
 	SlMapSlEndpoints      = "sl_endpoints"
@@ -405,6 +406,7 @@ type SlMapSpecs struct {
 	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
 	SlCounters   *ebpf.MapSpec `ebpf:"sl_counters"`
 	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
 	SlDropBudget *ebpf.MapSpec `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
@@ -447,6 +449,7 @@ type SlMaps struct {
 	SlConfig     *ebpf.Map `ebpf:"sl_config"`
 	SlCounters   *ebpf.Map `ebpf:"sl_counters"`
 	SlCt         *ebpf.Map `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.Map `ebpf:"sl_ct_nodeport"`
 	SlDropBudget *ebpf.Map `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
@@ -464,6 +467,7 @@ func (m *SlMaps) Close() error {
 		m.SlConfig,
 		m.SlCounters,
 		m.SlCt,
+		m.SlCtNodeport,
 		m.SlDropBudget,
 		m.SlDropRl,
 		m.SlEndpoints,

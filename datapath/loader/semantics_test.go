@@ -250,3 +250,99 @@ func TestConntrackLifetimesByProtocolAndState(t *testing.T) {
 	gc()
 	assert.Zero(t, ctEntriesWith(t, l.n1, openPort), "an established TCP connection idle past its lifetime (%s) is removed", lifetimes.TCPEstablished)
 }
+
+// floodNodePortUDP sends n UDP datagrams with checksum 0 from netns ns to
+// dst:port through a raw socket, each from its own (source address, source
+// port) in 10.200.0.0/16, paced a little.
+func floodNodePortUDP(t *testing.T, ns, dst string, port uint16, n int) {
+	t.Helper()
+	d := netip.MustParseAddr(dst).As4()
+	require.NoError(t, inNS(ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrInet4{Addr: d}
+		pkt := make([]byte, 20+8+4)
+		for i := 0; i < n; i++ {
+			src := [4]byte{10, 200, byte(i >> 14), byte(i >> 6)}
+			sport := uint16(1024 + i%64*512 + i%512) // distinct per i within its address
+			ip := pkt[:20]
+			ip[0], ip[1] = 0x45, 0
+			ip[2], ip[3] = byte(len(pkt)>>8), byte(len(pkt))
+			ip[4], ip[5], ip[6], ip[7] = 0, 0, 0x40, 0 // DF
+			ip[8], ip[9] = 64, byte(unix.IPPROTO_UDP)
+			ip[10], ip[11] = 0, 0 // the kernel fills the checksum
+			copy(ip[12:16], src[:])
+			copy(ip[16:20], d[:])
+			udp := pkt[20:28]
+			udp[0], udp[1] = byte(sport>>8), byte(sport)
+			udp[2], udp[3] = byte(port>>8), byte(port)
+			udp[4], udp[5] = 0, 12
+			udp[6], udp[7] = 0, 0 // no checksum
+			copy(pkt[28:], "syn!")
+			if err := unix.Sendto(fd, pkt, 0, to); err != nil {
+				return err
+			}
+			if i%200 == 199 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		return nil
+	}))
+}
+
+// NodePort state does not evict pod flows: a flood of distinct tuples
+// towards a NodePort (local backend, allowed by its policy: three conntrack
+// entries per datagram, more than sl_ct holds) fills only sl_ct_nodeport; the
+// established pod-to-pod connection keeps its entries in sl_ct, and its
+// replies, which only those entries let out of the egress-isolated server,
+// still pass.
+func TestNodePortFloodDoesNotEvictPodFlows(t *testing.T) {
+	const n = 200000
+	l := newLab(t)
+	a, b := l.pods["a"], l.pods["b"]
+	serveTCP(t, b.ns, "b", ":8080")
+	require.NoError(t, l.n1.dp.Maps.SetConfig(maps.Config{NodeIPs: []netip.Addr{l.n1.ip}, NetdevIfindex: uint32(l.n1.eth0), EventLevel: maps.EventsNone}))
+	require.NoError(t, l.n1.dp.Maps.UpsertService(maps.ServiceKey{Port: 30053, Proto: maps.ProtoUDP, Scope: maps.ScopeNodePort},
+		maps.Service{ID: 21}, []maps.Backend{{IP: b.ip, Port: 5353}}))
+	allowIngress(t, b, a.identity, maps.ProtoTCP, 8080, 51)
+	allowIngress(t, b, maps.IdentityWorld, maps.ProtoUDP, 5353, 52)
+	l.setFlags(b, maps.EndpointIngressEnforced|maps.EndpointEgressEnforced) // b answers only through conntrack
+
+	conn, err := dial(a.ns, "tcp4", b.ip.String()+":8080", "", 3*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	got, err := ask(conn, "before")
+	require.NoError(t, err)
+	require.Equal(t, "b 10.244.1.10 before", got)
+	cport := uint16(conn.LocalAddr().(*net.TCPAddr).Port)
+	podFlow := []maps.CTKey{
+		{Src: a.ip, Dst: b.ip, SrcPort: cport, DstPort: 8080, Proto: maps.ProtoTCP, Scope: maps.CTEgress},
+		{Src: b.ip, Dst: a.ip, SrcPort: 8080, DstPort: cport, Proto: maps.ProtoTCP, Scope: maps.CTIngress},
+		{Src: a.ip, Dst: b.ip, SrcPort: cport, DstPort: 8080, Proto: maps.ProtoTCP, Scope: maps.CTIngress},
+		{Src: b.ip, Dst: a.ip, SrcPort: 8080, DstPort: cport, Proto: maps.ProtoTCP, Scope: maps.CTEgress},
+	}
+	for _, k := range podFlow {
+		_, err := l.n1.dp.Maps.LookupCT(k)
+		require.NoError(t, err, "the pod flow's entry %+v", k)
+	}
+	before, err := l.n1.dp.Maps.ReadCounters()
+	require.NoError(t, err)
+
+	floodNodePortUDP(t, l.extNS, node1IP, 30053, n)
+
+	after, err := l.n1.dp.Maps.ReadCounters()
+	require.NoError(t, err)
+	created := after.CTNew - before.CTNew
+	t.Logf("%d NodePort datagrams sent: %d conntrack flows created", n, created)
+	require.Greater(t, created, uint64(262144/3), "the flood must create more state than sl_ct holds")
+	for _, k := range podFlow {
+		_, err := l.n1.dp.Maps.LookupCT(k)
+		assert.NoError(t, err, "the established pod flow's entry %+v survives the NodePort flood", k)
+	}
+	got, err = ask(conn, "after")
+	require.NoError(t, err, "the established pod flow still passes")
+	require.Equal(t, "b 10.244.1.10 after", got)
+}

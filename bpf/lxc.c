@@ -63,8 +63,8 @@ static __always_inline int sl_lxc_prologue(struct __sk_buff *skb, struct sl_pkt 
  */
 static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg *cfg, struct sl_pkt *p,
 							      const struct sl_ct_key *k, struct sl_ct_entry *e,
-							      const struct sl_endpoint *ep, enum sl_dir dir,
-							      struct sl_trace *t)
+							      enum sl_ct_map m, const struct sl_endpoint *ep,
+							      enum sl_dir dir, struct sl_trace *t)
 {
 	enum sl_drop_reason reason;
 	struct sl_ct_key pk;
@@ -100,8 +100,8 @@ static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg
 		t->src_identity = peer_id;
 	}
 	__builtin_memcpy(&pk, &e->pair, sizeof(pk));
-	bpf_map_delete_elem(&sl_ct, &pk);
-	bpf_map_delete_elem(&sl_ct, k);
+	sl_ct_map_delete(m, &pk);
+	sl_ct_map_delete(m, k);
 	return reason;
 }
 
@@ -112,13 +112,14 @@ static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg
  */
 static __always_inline int sl_lxc_ct_hit(struct __sk_buff *skb, const struct sl_cfg *cfg,
 					 struct sl_pkt *p, const struct sl_ct_key *k, struct sl_ct_entry *e,
-					 const struct sl_endpoint *ep, enum sl_dir dir, struct sl_trace *t)
+					 enum sl_ct_map m, const struct sl_endpoint *ep, enum sl_dir dir,
+					 struct sl_trace *t)
 {
-	enum sl_drop_reason reason = sl_lxc_ct_recheck(cfg, p, k, e, ep, dir, t);
+	enum sl_drop_reason reason = sl_lxc_ct_recheck(cfg, p, k, e, m, ep, dir, t);
 
 	if (reason != SL_DROP_NONE)
 		return sl_drop_code(reason);
-	if (sl_ct_apply(skb, cfg, p, e, t) < 0)
+	if (sl_ct_apply(skb, cfg, p, e, m, t) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
 	sl_count(SL_CNT_FORWARDED);
 	sl_emit_trace(cfg, p, t);
@@ -198,6 +199,7 @@ int sl_from_container(struct __sk_buff *skb)
 	struct sl_pkt p = {};
 	struct sl_endpoint *ep;
 	struct sl_ct_entry *e;
+	enum sl_ct_map m;
 	struct sl_ct_key k;
 	struct sl_cfg *cfg;
 	int r;
@@ -219,9 +221,9 @@ int sl_from_container(struct __sk_buff *skb)
 
 	/* conntrack: established flows and replies */
 	sl_ct_key_of(&k, &p, SL_CT_EGRESS);
-	e = sl_ct_lookup(&k, &p);
+	e = sl_ct_lookup_pod_hook(&k, &p, &m);
 	if (e) {
-		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, ep, SL_DIR_EGRESS, &t);
+		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, m, ep, SL_DIR_EGRESS, &t);
 		/* reply of a NodePort flow: source is now a node address */
 		if (r == TC_ACT_OK && (e->flags & SL_CT_FIB_REDIRECT))
 			r = sl_fib_redirect(skb, &p, ifindex);
@@ -247,6 +249,7 @@ int sl_to_container(struct __sk_buff *skb)
 	struct sl_pkt p = {};
 	struct sl_endpoint *ep;
 	struct sl_ct_entry *e;
+	enum sl_ct_map m;
 	struct sl_cfg *cfg;
 	int r;
 
@@ -263,9 +266,9 @@ int sl_to_container(struct __sk_buff *skb)
 
 	/* conntrack: established flows and replies (reverse NAT) */
 	sl_ct_key_of(&k, &p, SL_CT_INGRESS);
-	e = sl_ct_lookup(&k, &p);
+	e = sl_ct_lookup_pod_hook(&k, &p, &m);
 	if (e) {
-		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, ep, SL_DIR_INGRESS, &t);
+		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, m, ep, SL_DIR_INGRESS, &t);
 		goto out;
 	}
 

@@ -114,7 +114,7 @@ static __always_inline __be16 sl_snat_port(const struct sl_pkt *p, const struct 
 
 	for (int i = 0; i < 16; i++) {
 		rk.dport = bpf_htons(port);
-		if (!bpf_map_lookup_elem(&sl_ct, &rk))
+		if (!bpf_map_lookup_elem(&sl_ct_nodeport, &rk))
 			return rk.dport;
 		port = 32768 + (sl_hash32(port + i) % 28232);
 	}

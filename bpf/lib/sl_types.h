@@ -191,6 +191,11 @@ enum sl_ct_flags {
 	SL_CT_SNAT = 8,          /* forward: saddr/sport := snat; reply: daddr/dport := snat */
 	SL_CT_SEEN_CLOSE = 16,   /* a FIN/RST was seen, CLOSE event emitted */
 	SL_CT_FIB_REDIRECT = 32, /* after NAT, bpf_fib_lookup + bpf_redirect (NodePort) */
+	/* TCP state for the agent's conntrack lifetimes, each set by the packets of this entry's own
+	 * direction (sl_ct_apply): */
+	SL_CT_SEEN_NON_SYN = 64, /* a packet without SYN (the handshake is done) */
+	SL_CT_SEEN_FIN = 128,    /* a FIN */
+	SL_CT_SEEN_RST = 256,    /* an RST */
 };
 
 struct sl_ct_key {
@@ -237,6 +242,7 @@ enum sl_counter {
 	SL_CNT_CT_NEW = 3,
 	SL_CNT_FIB_FAIL = 4,
 	SL_CNT_NON_IPV4 = 5,
+	SL_CNT_DROP_EVENTS_SUPPRESSED = 6, /* DROP events over the global limit (the drops are still counted) */
 	SL_CNT_DROP_BASE = 16, /* + enum sl_drop_reason */
 	SL_CNT_MAX = 32,
 };
@@ -254,7 +260,8 @@ struct sl_cfg {
 	__u32 netdev_ifindex;            /* node device (eth0 in kind) */
 	__u32 event_level;               /* enum sl_event_level */
 	__u32 wakeup_bytes;              /* force a reader wakeup over this much pending data (0: 64 KiB) */
-	__u32 pad;
+	/* was pad: DROP events per second on this node, all flows and CPUs together (0: 1000) */
+	__u32 drop_events_per_sec;
 };
 
 /* ---- flow events (sl_events ring buffer) -------------------------------- */

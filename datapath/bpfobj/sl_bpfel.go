@@ -27,12 +27,12 @@ type SlSlBackendKey struct {
 }
 
 type SlSlCfg struct {
-	_             structs.HostLayout
-	NodeIps       [4]uint32
-	NetdevIfindex uint32
-	EventLevel    uint32
-	WakeupBytes   uint32
-	Pad           uint32
+	_                structs.HostLayout
+	NodeIps          [4]uint32
+	NetdevIfindex    uint32
+	EventLevel       uint32
+	WakeupBytes      uint32
+	DropEventsPerSec uint32
 }
 
 type SlSlCidrPolicyKey struct {
@@ -48,14 +48,15 @@ type SlSlCidrPolicyKey struct {
 type SlSlCounter uint32
 
 const (
-	SlSlCounterSL_CNT_PACKETS   SlSlCounter = 0
-	SlSlCounterSL_CNT_FORWARDED SlSlCounter = 1
-	SlSlCounterSL_CNT_RB_FAIL   SlSlCounter = 2
-	SlSlCounterSL_CNT_CT_NEW    SlSlCounter = 3
-	SlSlCounterSL_CNT_FIB_FAIL  SlSlCounter = 4
-	SlSlCounterSL_CNT_NON_IPV4  SlSlCounter = 5
-	SlSlCounterSL_CNT_DROP_BASE SlSlCounter = 16
-	SlSlCounterSL_CNT_MAX       SlSlCounter = 32
+	SlSlCounterSL_CNT_PACKETS                SlSlCounter = 0
+	SlSlCounterSL_CNT_FORWARDED              SlSlCounter = 1
+	SlSlCounterSL_CNT_RB_FAIL                SlSlCounter = 2
+	SlSlCounterSL_CNT_CT_NEW                 SlSlCounter = 3
+	SlSlCounterSL_CNT_FIB_FAIL               SlSlCounter = 4
+	SlSlCounterSL_CNT_NON_IPV4               SlSlCounter = 5
+	SlSlCounterSL_CNT_DROP_EVENTS_SUPPRESSED SlSlCounter = 6
+	SlSlCounterSL_CNT_DROP_BASE              SlSlCounter = 16
+	SlSlCounterSL_CNT_MAX                    SlSlCounter = 32
 )
 
 type SlSlCtEntry struct {
@@ -91,6 +92,9 @@ const (
 	SlSlCtFlagsSL_CT_SNAT         SlSlCtFlags = 8
 	SlSlCtFlagsSL_CT_SEEN_CLOSE   SlSlCtFlags = 16
 	SlSlCtFlagsSL_CT_FIB_REDIRECT SlSlCtFlags = 32
+	SlSlCtFlagsSL_CT_SEEN_NON_SYN SlSlCtFlags = 64
+	SlSlCtFlagsSL_CT_SEEN_FIN     SlSlCtFlags = 128
+	SlSlCtFlagsSL_CT_SEEN_RST     SlSlCtFlags = 256
 )
 
 type SlSlCtKey struct {
@@ -333,6 +337,8 @@ const (
 	SlMapSlConfig         = "sl_config"
 	SlMapSlCounters       = "sl_counters"
 	SlMapSlCt             = "sl_ct"
+	SlMapSlCtNodeport     = "sl_ct_nodeport"
+	SlMapSlDropBudget     = "sl_drop_budget"
 	SlMapSlDropRl         = "sl_drop_rl"
 	SlMapSlEndpoints      = "sl_endpoints"
 	SlMapSlEpByIp         = "sl_ep_by_ip"
@@ -400,6 +406,8 @@ type SlMapSpecs struct {
 	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
 	SlCounters   *ebpf.MapSpec `ebpf:"sl_counters"`
 	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
+	SlDropBudget *ebpf.MapSpec `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
@@ -441,6 +449,8 @@ type SlMaps struct {
 	SlConfig     *ebpf.Map `ebpf:"sl_config"`
 	SlCounters   *ebpf.Map `ebpf:"sl_counters"`
 	SlCt         *ebpf.Map `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.Map `ebpf:"sl_ct_nodeport"`
+	SlDropBudget *ebpf.Map `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
@@ -457,6 +467,8 @@ func (m *SlMaps) Close() error {
 		m.SlConfig,
 		m.SlCounters,
 		m.SlCt,
+		m.SlCtNodeport,
+		m.SlDropBudget,
 		m.SlDropRl,
 		m.SlEndpoints,
 		m.SlEpByIp,

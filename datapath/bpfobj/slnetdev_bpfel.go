@@ -21,6 +21,8 @@ const (
 	SlNetdevMapSlConfig      = "sl_config"
 	SlNetdevMapSlCounters    = "sl_counters"
 	SlNetdevMapSlCt          = "sl_ct"
+	SlNetdevMapSlCtNodeport  = "sl_ct_nodeport"
+	SlNetdevMapSlDropBudget  = "sl_drop_budget"
 	SlNetdevMapSlDropRl      = "sl_drop_rl"
 	SlNetdevMapSlEndpoints   = "sl_endpoints"
 	SlNetdevMapSlEpByIp      = "sl_ep_by_ip"
@@ -85,6 +87,8 @@ type SlNetdevMapSpecs struct {
 	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
 	SlCounters   *ebpf.MapSpec `ebpf:"sl_counters"`
 	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
+	SlDropBudget *ebpf.MapSpec `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
@@ -125,6 +129,8 @@ type SlNetdevMaps struct {
 	SlConfig     *ebpf.Map `ebpf:"sl_config"`
 	SlCounters   *ebpf.Map `ebpf:"sl_counters"`
 	SlCt         *ebpf.Map `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.Map `ebpf:"sl_ct_nodeport"`
+	SlDropBudget *ebpf.Map `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
@@ -141,6 +147,8 @@ func (m *SlNetdevMaps) Close() error {
 		m.SlConfig,
 		m.SlCounters,
 		m.SlCt,
+		m.SlCtNodeport,
+		m.SlDropBudget,
 		m.SlDropRl,
 		m.SlEndpoints,
 		m.SlEpByIp,

@@ -22,6 +22,7 @@ const (
 	NameServices   = bpfobj.SlMapSlServices
 	NameBackends   = bpfobj.SlMapSlBackends
 	NameCT         = bpfobj.SlMapSlCt
+	NameCTNodePort = bpfobj.SlMapSlCtNodeport
 	NameDropRL     = bpfobj.SlMapSlDropRl
 	NameEvents     = bpfobj.SlMapSlEvents
 	NameCounters   = bpfobj.SlMapSlCounters
@@ -56,6 +57,7 @@ type Maps struct {
 	Services   *ebpf.Map
 	Backends   *ebpf.Map
 	CT         *ebpf.Map
+	CTNodePort *ebpf.Map // conntrack of NodePort flows from outside (bpf/lib/sl_maps.h)
 	DropRL     *ebpf.Map
 	Events     *ebpf.Map
 	Counters   *ebpf.Map
@@ -67,7 +69,7 @@ type Maps struct {
 func New(o *bpfobj.SlMaps) *Maps {
 	return &Maps{
 		Endpoints: o.SlEndpoints, EpByIP: o.SlEpByIp, IPCache: o.SlIpcache, Policy: o.SlPolicy,
-		CIDRPolicy: o.SlCidrPolicy, Services: o.SlServices, Backends: o.SlBackends, CT: o.SlCt,
+		CIDRPolicy: o.SlCidrPolicy, Services: o.SlServices, Backends: o.SlBackends, CT: o.SlCt, CTNodePort: o.SlCtNodeport,
 		DropRL: o.SlDropRl, Events: o.SlEvents, Counters: o.SlCounters, Config: o.SlConfig,
 	}
 }

@@ -69,6 +69,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.endpoints.policy = a.policy
 	a.nodes = newNodeRoutes(cfg.NodeName, maps.EventLevel(cfg.EventLevel), log)
+	a.nodes.dropEvents = cfg.DropEventsPerSec
 	extIPs, _ := lb.ParseExternalIPPolicy(cfg.ExternalIPs) // checked by Validate
 	a.services = newServices(cfg.NodeName, log, a.nodes.isNodeIP)
 	a.services.table.SetExternalIPPolicy(extIPs)
@@ -376,7 +377,7 @@ func (a *Agent) ctGCLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, err := a.dp.Maps.GCConntrack(ctx, a.cfg.CTIdle, 30*time.Second)
+		n, err := a.dp.Maps.GCConntrack(ctx, a.cfg.CTLifetimes)
 		if err != nil {
 			a.log.Warn("conntrack gc", "err", err)
 			continue

@@ -393,10 +393,14 @@ func (p *policies) input(eps []*Endpoint) (policy.Input, error) {
 		cp := policy.PodFromK8s(pod)
 		ref := cp.Ref()
 		if ep, ok := local[ref]; ok && cp.Node == p.node {
-			// The CNI knows the IP before the kubelet reports it.
-			if !cp.IP.IsValid() && pod.DeletionTimestamp == nil {
+			// The CNI knows the IP before the kubelet reports it, and the pod holds it (a
+			// terminating one too) until its CNI DEL.
+			if !cp.IP.IsValid() {
 				cp.IP = ep.ip
 			}
+		} else if cp.Node == p.node && cp.Terminating {
+			// A terminating local pod without an endpoint: CNI DEL has released its IP.
+			cp.IP = netip.Addr{}
 		}
 		seen[ref] = true
 		in.Pods = append(in.Pods, cp)

@@ -133,7 +133,8 @@ const (
 	SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED         SlSlDropReason = 8
 	SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED       SlSlDropReason = 9
 	SlSlDropReasonSL_DROP_CT_TUPLE_IN_USE           SlSlDropReason = 10
-	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 11
+	SlSlDropReasonSL_DROP_FRAG_NOT_FOUND            SlSlDropReason = 11
+	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 12
 )
 
 type SlSlEndpoint struct {
@@ -198,6 +199,21 @@ type SlSlFlowEvent struct {
 	Pad         uint32
 	Packets     uint64
 	Bytes       uint64
+}
+
+type SlSlFragKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type SlSlFragVal struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
 }
 
 type SlSlIdentity uint32
@@ -337,6 +353,7 @@ const (
 	SlMapSlEndpoints      = "sl_endpoints"
 	SlMapSlEpByIp         = "sl_ep_by_ip"
 	SlMapSlEvents         = "sl_events"
+	SlMapSlFrag           = "sl_frag"
 	SlMapSlIpcache        = "sl_ipcache"
 	SlMapSlPolicy         = "sl_policy"
 	SlMapSlServices       = "sl_services"
@@ -404,6 +421,7 @@ type SlMapSpecs struct {
 	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
@@ -445,6 +463,7 @@ type SlMaps struct {
 	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.Map `ebpf:"sl_events"`
+	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
 	SlServices   *ebpf.Map `ebpf:"sl_services"`
@@ -461,6 +480,7 @@ func (m *SlMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEpByIp,
 		m.SlEvents,
+		m.SlFrag,
 		m.SlIpcache,
 		m.SlPolicy,
 		m.SlServices,

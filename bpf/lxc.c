@@ -232,7 +232,7 @@ int sl_from_container(struct __sk_buff *skb)
 	if (p.flags & SL_PKT_ICMP_ERR) {
 		__u16 f = 0;
 
-		r = sl_icmp_related(skb, cfg, &p, SL_CT_EGRESS, &t, &f);
+		r = sl_icmp_related(skb, cfg, &p, &t, &f);
 		if (r == TC_ACT_OK && (f & SL_CT_FIB_REDIRECT))
 			r = sl_fib_redirect(skb, &p, ifindex);
 		if (r != SL_CONTINUE)
@@ -287,7 +287,7 @@ int sl_to_container(struct __sk_buff *skb)
 	if (p.flags & SL_PKT_ICMP_ERR) {
 		__u16 f = 0;
 
-		r = sl_icmp_related(skb, cfg, &p, SL_CT_INGRESS, &t, &f);
+		r = sl_icmp_related(skb, cfg, &p, &t, &f);
 		if (r != SL_CONTINUE)
 			goto out;
 	}

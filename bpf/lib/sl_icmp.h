@@ -140,17 +140,22 @@ static __always_inline int sl_icmp_rewrite(struct __sk_buff *skb, struct sl_pkt 
 }
 
 /*
- * An ICMP error p at a hook of scope: find the flow it is about and apply its
- * NAT (the DNAT, reverse NAT and SNAT of the entry, as sl_ct_apply does for
- * the flow's own packets). The entry's counters and idle time are left alone
- * (errors do not keep a flow alive). Returns SL_CONTINUE when no tracked flow
- * is behind the error, TC_ACT_OK with *flags set to the entry's flags, or a
- * drop code.
+ * An ICMP error p at a pod hook (t->direction: egress = from-container, CT
+ * scope EGRESS; ingress = to-container, scope INGRESS): find the flow it is
+ * about and apply its NAT (the DNAT, reverse NAT and SNAT of the entry, as
+ * sl_ct_apply does for the flow's own packets). The entry's counters and idle
+ * time are left alone (errors do not keep a flow alive). Returns SL_CONTINUE
+ * when no tracked flow is behind the error, TC_ACT_OK with *flags set to the
+ * entry's flags, or a drop code. Inlined: as a BPF subprogram its stack and
+ * sl_from_container's together exceed the 512-byte limit.
  */
 static __always_inline int sl_icmp_related(struct __sk_buff *skb, const struct sl_cfg *cfg, struct sl_pkt *p,
-					   enum sl_ct_scope scope, struct sl_trace *t, __u16 *flags)
+					   struct sl_trace *t, __u16 *flags)
 {
+	enum sl_ct_scope scope = t->direction == SL_DIR_EGRESS ? SL_CT_EGRESS : SL_CT_INGRESS;
 	struct sl_icmp_inner in = {};
+	__be16 dst_port, src_port;
+	__u32 dst_ip, src_ip;
 	struct sl_ct_entry *e;
 	struct sl_ct_key k;
 	__u16 f;
@@ -174,12 +179,29 @@ static __always_inline int sl_icmp_related(struct __sk_buff *skb, const struct s
 	t->rule = e->rule;
 	t->src_identity = e->src_identity;
 	t->dst_identity = e->dst_identity;
-	if ((f & SL_CT_DNAT) && sl_icmp_rewrite(skb, p, &in, SL_NAT_DST, e->nat_addr, e->nat_port) < 0)
-		return sl_drop_code(SL_DROP_INVALID_PACKET);
-	if ((f & SL_CT_REVNAT) && sl_icmp_rewrite(skb, p, &in, SL_NAT_SRC, e->nat_addr, e->nat_port) < 0)
-		return sl_drop_code(SL_DROP_INVALID_PACKET);
-	if ((f & SL_CT_SNAT) &&
-	    sl_icmp_rewrite(skb, p, &in, (f & SL_CT_REPLY) ? SL_NAT_DST : SL_NAT_SRC, e->snat_addr, e->snat_port) < 0)
+	/* the flow's destination side: DNAT, or the SNAT of a reply; its source side:
+	 * reverse NAT, or the SNAT of a forward entry (no entry changes a side twice) */
+	dst_ip = in.saddr;
+	dst_port = in.sport;
+	src_ip = in.daddr;
+	src_port = in.dport;
+	if (f & SL_CT_DNAT) {
+		dst_ip = e->nat_addr;
+		dst_port = e->nat_port;
+	}
+	if (f & SL_CT_REVNAT) {
+		src_ip = e->nat_addr;
+		src_port = e->nat_port;
+	}
+	if ((f & SL_CT_SNAT) && (f & SL_CT_REPLY)) {
+		dst_ip = e->snat_addr;
+		dst_port = e->snat_port;
+	} else if (f & SL_CT_SNAT) {
+		src_ip = e->snat_addr;
+		src_port = e->snat_port;
+	}
+	if (sl_icmp_rewrite(skb, p, &in, SL_NAT_DST, dst_ip, dst_port) < 0 ||
+	    sl_icmp_rewrite(skb, p, &in, SL_NAT_SRC, src_ip, src_port) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
 	sl_count(SL_CNT_FORWARDED);
 	sl_emit_trace(cfg, p, t);

@@ -321,3 +321,46 @@ func TestSCTPPortPolicyServiceAndConntrack(t *testing.T) {
 		ne(b.ip.String(), 3869, fe.ObsFromContainer, 257), ne(b.ip.String(), 3869, fe.ObsToContainer, 257).drop(fe.DropPolicyDenied),
 		ne(c.ip.String(), 3868, fe.ObsFromContainer, 258).orig("10.96.0.68", 3868))
 }
+
+// TestPMTUOfServiceFlowReachesClient: the path to a Service's backend on the
+// other node narrows (MTU 1000 on the backend's veth); node n2 answers a
+// 1400-byte DF datagram with fragmentation needed, from its own address. The
+// error reaches the default-deny client as related to its flow, quoting the
+// VIP, so the client's kernel lowers the path MTU of its connected socket.
+func TestPMTUOfServiceFlowReachesClient(t *testing.T) {
+	l := newLab(t)
+	a, c := l.pods["a"], l.pods["c"]
+	serveUDPEcho(t, c.ns, ":5353")
+	require.NoError(t, l.n1.dp.Maps.UpsertService(
+		maps.ServiceKey{VIP: netip.MustParseAddr("10.96.0.79"), Port: 53, Proto: maps.ProtoUDP},
+		maps.Service{ID: 79}, []maps.Backend{{IP: c.ip, Port: 5353}}))
+	nsRun(t, c.node.ns, "ip", "link", "set", c.hostIf, "mtu", "1000")
+	nsRun(t, c.ns, "ip", "link", "set", "eth0", "mtu", "1000")
+	l.setFlags(a, maps.EndpointIngressEnforced)
+
+	conn, err := dial(a.ns, "udp4", "10.96.0.79:53", "", time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	raw, err := conn.(*net.UDPConn).SyscallConn()
+	require.NoError(t, err)
+	mtu := func() int {
+		v := 0
+		require.NoError(t, raw.Control(func(fd uintptr) {
+			v, err = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MTU)
+		}))
+		require.NoError(t, err)
+		return v
+	}
+	require.NoError(t, raw.Control(func(fd uintptr) {
+		err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MTU_DISCOVER, syscall.IP_PMTUDISC_DO)
+	}))
+	require.NoError(t, err)
+	require.Equal(t, 1500, mtu())
+	_, err = conn.Write(make([]byte, 1400))
+	require.NoError(t, err)
+	deadline := time.Now().Add(2 * time.Second)
+	for mtu() == 1500 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.Equal(t, 1000, mtu(), "the fragmentation needed of the narrowed path must reach the client's socket")
+}

@@ -4,7 +4,9 @@
  *   sl_from_container - TCX ingress: packets leaving the pod (egress policy)
  *   sl_to_container   - TCX egress:  packets entering the pod (ingress policy)
  * Each reads as the packet's path:
- *   parse -> endpoint -> conntrack hit? (NAT, counters) -> service lookup ->
+ *   parse (fragments get their first fragment's ports) -> endpoint ->
+ *   ICMP error of a tracked flow? (related: its NAT) ->
+ *   conntrack hit? (NAT, counters) -> service lookup ->
  *   policy -> conntrack create -> NAT -> forward / drop(reason) -> event.
  * Handlers return a TC action, SL_CONTINUE or a drop code; each program ends
  * in sl_exit(), its one drop exit (lib/sl_drop.h).
@@ -23,6 +25,7 @@
 #include "lib/sl_conntrack.h"
 #include "lib/sl_lb.h"
 #include "lib/sl_policy.h"
+#include "lib/sl_icmp.h"
 
 /* Parse the packet and find the pod endpoint of the veth: both pod hooks start the same way.
  * Returns SL_CONTINUE with *ep set, or the verdict (ARP passes; anything else not IPv4 fails closed). */
@@ -48,6 +51,14 @@ static __always_inline int sl_lxc_prologue(struct __sk_buff *skb, struct sl_pkt 
 	*ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
 	if (!*ep)
 		return sl_drop_code(SL_DROP_UNKNOWN_ENDPOINT);
+	/* a later fragment without its first one has no ports to decide on: fail closed */
+	if (p->flags & SL_PKT_FRAG_NOT_FOUND) {
+		if (t->direction == SL_DIR_EGRESS)
+			t->src_identity = (*ep)->identity;
+		else
+			t->dst_identity = (*ep)->identity;
+		return sl_drop_code(SL_DROP_FRAG_NOT_FOUND);
+	}
 	return SL_CONTINUE;
 }
 
@@ -219,6 +230,17 @@ int sl_from_container(struct __sk_buff *skb)
 		goto out;
 	}
 
+	/* ICMP error about a tracked flow: related, NAT of the flow (lib/sl_icmp.h) */
+	if (p.flags & SL_PKT_ICMP_ERR) {
+		__u16 f = 0;
+
+		r = sl_icmp_related(skb, cfg, &p, &t, &f);
+		if (r == TC_ACT_OK && (f & SL_CT_FIB_REDIRECT))
+			r = sl_fib_redirect(skb, &p, ifindex);
+		if (r != SL_CONTINUE)
+			goto out;
+	}
+
 	/* conntrack: established flows and replies */
 	sl_ct_key_of(&k, &p, SL_CT_EGRESS);
 	e = sl_ct_lookup_pod_hook(&k, &p, &m);
@@ -263,6 +285,15 @@ int sl_to_container(struct __sk_buff *skb)
 	if (r != SL_CONTINUE)
 		goto out;
 	t.dst_identity = ep->identity;
+
+	/* ICMP error about a tracked flow: related, even to a default-deny endpoint */
+	if (p.flags & SL_PKT_ICMP_ERR) {
+		__u16 f = 0;
+
+		r = sl_icmp_related(skb, cfg, &p, &t, &f);
+		if (r != SL_CONTINUE)
+			goto out;
+	}
 
 	/* conntrack: established flows and replies (reverse NAT) */
 	sl_ct_key_of(&k, &p, SL_CT_INGRESS);

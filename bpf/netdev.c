@@ -229,7 +229,7 @@ int sl_from_netdev(struct __sk_buff *skb)
 	r = sl_netdev_check_source(cfg, &p, &t);
 	if (r != SL_CONTINUE)
 		return sl_exit(cfg, &p, &t, r);
-	/* only TCP/UDP can be NodePort traffic */
+	/* only TCP/UDP/SCTP can be NodePort traffic */
 	if (!sl_has_ports(p.proto))
 		return TC_ACT_OK;
 

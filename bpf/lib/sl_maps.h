@@ -108,6 +108,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sl_drop_budget SEC(".maps");
+/* IPv4 fragments: the first fragment's ports for the later ones (Cilium's
+ * cilium_ipv4_frag_datagrams); LRU: a datagram lives as long as it is recent */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct sl_frag_key);
+	__type(value, struct sl_frag_val);
+} sl_frag SEC(".maps");
 
 /* ---- events, counters, config ------------------------------------------- */
 struct {

@@ -38,7 +38,7 @@ enum sl_proto {
 	SL_PROTO_ICMP = 1,
 	SL_PROTO_TCP = 6,
 	SL_PROTO_UDP = 17,
-	SL_PROTO_SCTP = 132, /* policy keys only: the datapath parses no SCTP ports */
+	SL_PROTO_SCTP = 132, /* ports parsed; Services only without port translation (CRC32c checksum) */
 };
 
 /* TCP header flags (struct tcphdr flags byte, sl_flow_event.tcp_flags). */
@@ -232,6 +232,23 @@ struct sl_ct_entry {
 	__u32 pad2;
 };
 
+/* ---- IPv4 fragments (sl_frag, LRU; written and read by BPF only) -------- */
+
+/* A datagram's fragments: the first fragment's (saddr, daddr, IP id, proto). */
+struct sl_frag_key {
+	__u32 saddr;
+	__u32 daddr;
+	__be16 id;
+	__u8 proto; /* enum sl_proto */
+	__u8 pad;
+};
+
+/* The L4 ports of the first fragment (the non-first ones carry none). */
+struct sl_frag_val {
+	__be16 sport;
+	__be16 dport;
+};
+
 /* ---- counters and config ------------------------------------------------ */
 
 /* sl_counters indexes. */
@@ -283,6 +300,7 @@ enum sl_drop_reason {
 	SL_DROP_FIB_LOOKUP_FAILED = 8, /* no route for a packet the datapath forwards itself */
 	SL_DROP_POLICY_WRITE_FAILED = 9, /* the endpoint's policy could not be written: deny-all */
 	SL_DROP_CT_TUPLE_IN_USE = 10,    /* a NodePort flow's conntrack tuple belongs to another flow */
+	SL_DROP_FRAG_NOT_FOUND = 11,     /* a non-first IPv4 fragment whose first fragment was never seen */
 	SL_DROP_MAX,                   /* SL_CNT_DROP_BASE + SL_DROP_MAX <= SL_CNT_MAX */
 };
 

@@ -137,7 +137,8 @@ const (
 	SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED         SlSlDropReason = 8
 	SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED       SlSlDropReason = 9
 	SlSlDropReasonSL_DROP_CT_TUPLE_IN_USE           SlSlDropReason = 10
-	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 11
+	SlSlDropReasonSL_DROP_FRAG_NOT_FOUND            SlSlDropReason = 11
+	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 12
 )
 
 type SlSlEndpoint struct {
@@ -202,6 +203,21 @@ type SlSlFlowEvent struct {
 	Pad         uint32
 	Packets     uint64
 	Bytes       uint64
+}
+
+type SlSlFragKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type SlSlFragVal struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
 }
 
 type SlSlIdentity uint32
@@ -343,6 +359,7 @@ const (
 	SlMapSlEndpoints      = "sl_endpoints"
 	SlMapSlEpByIp         = "sl_ep_by_ip"
 	SlMapSlEvents         = "sl_events"
+	SlMapSlFrag           = "sl_frag"
 	SlMapSlIpcache        = "sl_ipcache"
 	SlMapSlPolicy         = "sl_policy"
 	SlMapSlServices       = "sl_services"
@@ -412,6 +429,7 @@ type SlMapSpecs struct {
 	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
@@ -455,6 +473,7 @@ type SlMaps struct {
 	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.Map `ebpf:"sl_events"`
+	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
 	SlServices   *ebpf.Map `ebpf:"sl_services"`
@@ -473,6 +492,7 @@ func (m *SlMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEpByIp,
 		m.SlEvents,
+		m.SlFrag,
 		m.SlIpcache,
 		m.SlPolicy,
 		m.SlServices,

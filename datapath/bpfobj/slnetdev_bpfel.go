@@ -27,6 +27,7 @@ const (
 	SlNetdevMapSlEndpoints   = "sl_endpoints"
 	SlNetdevMapSlEpByIp      = "sl_ep_by_ip"
 	SlNetdevMapSlEvents      = "sl_events"
+	SlNetdevMapSlFrag        = "sl_frag"
 	SlNetdevMapSlIpcache     = "sl_ipcache"
 	SlNetdevMapSlPolicy      = "sl_policy"
 	SlNetdevMapSlServices    = "sl_services"
@@ -93,6 +94,7 @@ type SlNetdevMapSpecs struct {
 	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
@@ -135,6 +137,7 @@ type SlNetdevMaps struct {
 	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.Map `ebpf:"sl_events"`
+	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
 	SlServices   *ebpf.Map `ebpf:"sl_services"`
@@ -153,6 +156,7 @@ func (m *SlNetdevMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEpByIp,
 		m.SlEvents,
+		m.SlFrag,
 		m.SlIpcache,
 		m.SlPolicy,
 		m.SlServices,

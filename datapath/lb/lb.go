@@ -37,8 +37,9 @@ const (
 
 // IP protocol numbers used in keys.
 const (
-	ProtoTCP = uint8(maps.ProtoTCP)
-	ProtoUDP = uint8(maps.ProtoUDP)
+	ProtoTCP  = uint8(maps.ProtoTCP)
+	ProtoUDP  = uint8(maps.ProtoUDP)
+	ProtoSCTP = uint8(maps.ProtoSCTP)
 )
 
 // Annotations understood on Services.
@@ -192,6 +193,13 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 		if perr != nil {
 			errs = append(errs, perr)
 		}
+		if proto == ProtoSCTP {
+			var serr error
+			all, local, serr = sctpSamePort(svc, sp, all, local)
+			if serr != nil {
+				errs = append(errs, serr)
+			}
+		}
 		mk := func(key ServiceKey, isLocal bool) Frontend {
 			f := Frontend{Namespace: svc.Namespace, Name: svc.Name, PortName: sp.Name, Key: key, Flags: flags, Backends: all}
 			if isLocal {
@@ -207,7 +215,9 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 				out = append(out, f)
 			}
 		}
-		if wantNodePort && sp.NodePort != 0 {
+		if wantNodePort && sp.NodePort != 0 && proto == ProtoSCTP {
+			errs = append(errs, svcErr(svc, "UnsupportedProtocol", "port %q: SCTP NodePort is not supported (it translates the port); only the ClusterIP is programmed", sp.Name))
+		} else if wantNodePort && sp.NodePort != 0 {
 			out = append(out, mk(ServiceKey{VIP: netip.IPv4Unspecified(), Port: uint16(sp.NodePort), Proto: proto, Scope: ScopeNodePort}, externalLocal))
 		}
 	}
@@ -277,6 +287,26 @@ func backendsFor(svc *corev1.Service, sp corev1.ServicePort, slices []*discovery
 	return all, local, err
 }
 
+// sctpSamePort keeps the SCTP backends whose port is the Service port: the datapath cannot
+// translate SCTP ports (its CRC32c checksum has no incremental update), as in Cilium. Others are
+// left out and reported; with none left the frontend refuses (SERVICE_BACKEND_NOT_FOUND).
+func sctpSamePort(svc *corev1.Service, sp corev1.ServicePort, all, local []Backend) ([]Backend, []Backend, error) {
+	keep := func(bs []Backend) []Backend {
+		var out []Backend
+		for _, b := range bs {
+			if b.Port == uint16(sp.Port) {
+				out = append(out, b)
+			}
+		}
+		return out
+	}
+	kAll := keep(all)
+	if len(kAll) == len(all) {
+		return all, local, nil
+	}
+	return kAll, keep(local), svcErr(svc, "SCTPPortTranslation", "port %q (SCTP): %d backend(s) with a target port other than %d left out: SCTP ports are not translated, set targetPort to the port", sp.Name, len(all)-len(kAll), sp.Port)
+}
+
 func sortBackends(b []Backend) {
 	sort.Slice(b, func(i, j int) bool {
 		if c := b[i].IP.Compare(b[j].IP); c != 0 {
@@ -292,8 +322,10 @@ func protoNumber(p corev1.Protocol) (uint8, error) {
 		return ProtoTCP, nil
 	case corev1.ProtocolUDP:
 		return ProtoUDP, nil
+	case corev1.ProtocolSCTP:
+		return ProtoSCTP, nil
 	default:
-		return 0, fmt.Errorf("protocol %s is not supported: use TCP or UDP", p)
+		return 0, fmt.Errorf("protocol %s is not supported: use TCP, UDP or SCTP", p)
 	}
 }
 
@@ -303,6 +335,8 @@ func protoName(p uint8) string {
 		return "TCP"
 	case ProtoUDP:
 		return "UDP"
+	case ProtoSCTP:
+		return "SCTP"
 	}
 	return strconv.Itoa(int(p))
 }

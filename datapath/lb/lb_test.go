@@ -202,11 +202,38 @@ func TestTranslate(t *testing.T) {
 			slices: []*discoveryv1.EndpointSlice{webSlice},
 		},
 		{
-			name: "sctp rejected",
+			name: "sctp clusterip with the target port equal to the port",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{{Name: "s", Protocol: corev1.ProtocolSCTP, Port: 3868}}
+			}),
+			slices: []*discoveryv1.EndpointSlice{slice("web-s", "web", "s", 3868, corev1.ProtocolSCTP, ep{ip: "10.244.1.5", node: "n1"})},
+			want:   []want{{cip(3868, lb.ProtoSCTP), 0, []string{"10.244.1.5:3868"}}},
+		},
+		{
+			name: "sctp backends with another target port left out and reported",
 			svc: service(func(s *corev1.Service) {
 				s.Spec.Ports = []corev1.ServicePort{{Name: "s", Protocol: corev1.ProtocolSCTP, Port: 9}}
 			}),
-			wantErr: "protocol SCTP is not supported",
+			slices:  []*discoveryv1.EndpointSlice{slice("web-s", "web", "s", 3868, corev1.ProtocolSCTP, ep{ip: "10.244.1.5", node: "n1"})},
+			want:    []want{{cip(9, lb.ProtoSCTP), 0, nil}},
+			wantErr: "SCTP ports are not translated",
+		},
+		{
+			name: "sctp nodeport not programmed",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports = []corev1.ServicePort{{Name: "s", Protocol: corev1.ProtocolSCTP, Port: 3868, NodePort: 30868}}
+			}),
+			slices:  []*discoveryv1.EndpointSlice{slice("web-s", "web", "s", 3868, corev1.ProtocolSCTP, ep{ip: "10.244.1.5", node: "n1"})},
+			want:    []want{{cip(3868, lb.ProtoSCTP), 0, []string{"10.244.1.5:3868"}}},
+			wantErr: "SCTP NodePort is not supported",
+		},
+		{
+			name: "other protocols rejected",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{{Name: "s", Protocol: "DCCP", Port: 9}}
+			}),
+			wantErr: "protocol DCCP is not supported",
 		},
 		{
 			name: "duplicate endpoints across slices deduplicated",

@@ -83,7 +83,8 @@ const (
 	ProtoICMP = Proto(bpfobj.SlSlProtoSL_PROTO_ICMP)
 	ProtoTCP  = Proto(bpfobj.SlSlProtoSL_PROTO_TCP)
 	ProtoUDP  = Proto(bpfobj.SlSlProtoSL_PROTO_UDP)
-	// ProtoSCTP appears in policy keys only; the datapath parses no SCTP ports.
+	// ProtoSCTP: ports parsed for policy, conntrack and Services (Services without port
+	// translation: the datapath cannot update SCTP's CRC32c checksum).
 	ProtoSCTP = Proto(bpfobj.SlSlProtoSL_PROTO_SCTP)
 )
 

@@ -818,3 +818,37 @@ func TestTableRecreatedAndScaledToZero(t *testing.T) {
 	_, _, ok := tab.Frontend(cip(80, lb.ProtoTCP))
 	assert.False(t, ok, "old ClusterIP frontend gone")
 }
+
+// TestTableHealthChecks: an externalTrafficPolicy Local Service's healthCheckNodePort counts this
+// node's ready endpoints; terminating (even serving) ones and other nodes' do not count.
+func TestTableHealthChecks(t *testing.T) {
+	tab := lb.NewTable("n1")
+	lbLocal := func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		s.Spec.Ports[0].NodePort = 30081
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		s.Spec.HealthCheckNodePort = 32000
+	}
+	_, err := tab.UpsertService(service(lbLocal))
+	require.NoError(t, err)
+	assert.Equal(t, []lb.HealthCheck{{Namespace: "demo", Name: "web", Port: 32000, LocalEndpoints: 0}}, tab.HealthChecks())
+
+	_, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, corev1.ProtocolTCP,
+		ep{ip: "10.244.1.5", node: "n1"}, ep{ip: "10.244.1.6", node: "n1", ready: ptr(true)},
+		ep{ip: "10.244.2.7", node: "n2"}, ep{ip: "10.244.1.8", node: "n1", ready: ptr(false), serving: ptr(true), terminating: true}))
+	require.NoError(t, err)
+	assert.Equal(t, []lb.HealthCheck{{Namespace: "demo", Name: "web", Port: 32000, LocalEndpoints: 2}}, tab.HealthChecks())
+
+	_, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, corev1.ProtocolTCP,
+		ep{ip: "10.244.1.8", node: "n1", ready: ptr(false), serving: ptr(true), terminating: true}))
+	require.NoError(t, err)
+	assert.Equal(t, []lb.HealthCheck{{Namespace: "demo", Name: "web", Port: 32000, LocalEndpoints: 0}}, tab.HealthChecks(), "only terminating left")
+
+	_, err = tab.UpsertService(service(lbLocal, func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster }))
+	require.NoError(t, err)
+	assert.Empty(t, tab.HealthChecks(), "Cluster policy: no health check")
+	_, err = tab.UpsertService(service(lbLocal))
+	require.NoError(t, err)
+	tab.DeleteService("demo", "web")
+	assert.Empty(t, tab.HealthChecks(), "deleted")
+}

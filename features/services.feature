@@ -73,6 +73,7 @@ Feature: Pod networking and Services without kube-proxy
     And the parity pod "lbclient" reaches "slow-pna.kpr-e2e:8080"
     And the "lbclient" pod on the node of the "slow" pod reaches "slow-local.kpr-e2e:8080"
     And NodePort 30081 answers from this host on the node of the "slow" pod
+    And the health check port of Service "slow-lb" answers 503 with 0 local endpoints on the node of the "slow" pod
 
   @kpr
   Scenario: publishNotReadyAddresses reaches a pod that is not ready
@@ -108,3 +109,9 @@ Feature: Pod networking and Services without kube-proxy
     Then the parity pod "lbclient" is refused by "web.kpr-e2e:8080"
     When I scale the parity Deployment "web" to 2 replicas
     Then the parity pod "lbclient" reaches "web.kpr-e2e:8080"
+
+  @kpr
+  Scenario: healthCheckNodePort answers with the node's local endpoint count
+    Given the kube-proxy parity workloads are running
+    Then the health check port of Service "slow-lb" answers 200 with 1 local endpoint on the node of the "slow" pod
+    And the health check port of Service "slow-lb" answers 503 with 0 local endpoints on a node other than the "slow" pod

@@ -2,7 +2,9 @@ package scenarios
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -40,6 +42,7 @@ func (s *servicesSteps) kprSteps() []step {
 		{`^I remove the label "([^"]*)" from the Service "([^"]*)"$`, s.kprUnlabelService},
 		{`^I recreate the Service "([^"]*)" with a new ClusterIP$`, s.kprRecreateService},
 		{`^I scale the parity Deployment "([^"]*)" to (\d+) replicas$`, s.kprScale},
+		{`^the health check port of Service "([^"]*)" answers (\d+) with (\d+) local endpoints? on (the node of|a node other than) the "([^"]*)" pod$`, s.kprHealthCheck},
 	}
 }
 
@@ -260,5 +263,52 @@ func (s *servicesSteps) kprScale(ctx context.Context, name string, n int) error 
 		}
 		return len(list.Items) == n && len(s.kprPods(ctx, name, true)) == n, fmt.Sprintf("%d pods", len(list.Items)), nil
 	}))
+	return nil
+}
+
+// kprHealthCheck GETs the Service's healthCheckNodePort on a node from this host and checks the
+// status code and kube-proxy's body (service name, localEndpoints).
+func (s *servicesSteps) kprHealthCheck(ctx context.Context, name string, code, count int, which, of string) error {
+	t := godog.T(ctx)
+	svc, err := s.e.Client.CoreV1().Services(kprNamespace).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NotZero(t, svc.Spec.HealthCheckNodePort, "Service %s has no healthCheckNodePort", name)
+	pinned := s.kprNodeOf(ctx, of)
+	ips, err := s.e.nodeIPs(ctx)
+	require.NoError(t, err)
+	node := ""
+	for n := range ips {
+		if (which == "the node of") == (n == pinned) {
+			node = n
+			break
+		}
+	}
+	require.NotEmpty(t, node, "no node for %q %s", which, pinned)
+	u := fmt.Sprintf("http://%s/healthz", net.JoinHostPort(ips[node], strconv.Itoa(int(svc.Spec.HealthCheckNodePort))))
+	var last string
+	assert.NoError(t, poll(ctx, kprConverge, 250*time.Millisecond, "GET "+u, func(ctx context.Context) (bool, string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return false, "", err
+		}
+		resp, err := (&http.Client{Timeout: 3 * time.Second}).Do(req)
+		if err != nil {
+			last = err.Error()
+			return false, last, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		var body struct {
+			Service struct {
+				Namespace, Name string
+			} `json:"service"`
+			LocalEndpoints int `json:"localEndpoints"`
+		}
+		if json.Unmarshal(b, &body) != nil {
+			return false, last, nil
+		}
+		return resp.StatusCode == code && body.LocalEndpoints == count && body.Service.Name == name && body.Service.Namespace == kprNamespace, last, nil
+	}), "health check of %s on node %s: last answer %s", name, node, last)
 	return nil
 }

@@ -115,3 +115,9 @@ Feature: Pod networking and Services without kube-proxy
     Given the kube-proxy parity workloads are running
     Then the health check port of Service "slow-lb" answers 200 with 1 local endpoint on the node of the "slow" pod
     And the health check port of Service "slow-lb" answers 503 with 0 local endpoints on a node other than the "slow" pod
+
+  @kpr
+  Scenario: Hairpin: a pod reaches itself through its own Service
+    Given the kube-proxy parity workloads are running
+    Then the parity pod "slow" reaches "slow.kpr-e2e:8080"
+    And the parity pod "slow" reaches "slow-local.kpr-e2e:8080"

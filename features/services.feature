@@ -121,3 +121,8 @@ Feature: Pod networking and Services without kube-proxy
     Given the kube-proxy parity workloads are running
     Then the parity pod "slow" reaches "slow.kpr-e2e:8080"
     And the parity pod "slow" reaches "slow-local.kpr-e2e:8080"
+
+  @kpr @soak
+  Scenario: Scaling a Service 0, 5, 0, 3 under continuous connections: each succeeds or is refused at once
+    Given the kube-proxy parity workloads are running
+    When while the parity pod "lbclient" connects to "web.kpr-e2e:8080" continuously, I scale Deployment "web" through 0, 5, 0, 3 replicas

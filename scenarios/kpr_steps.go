@@ -42,6 +42,7 @@ func (s *servicesSteps) kprSteps() []step {
 		{`^I remove the label "([^"]*)" from the Service "([^"]*)"$`, s.kprUnlabelService},
 		{`^I recreate the Service "([^"]*)" with a new ClusterIP$`, s.kprRecreateService},
 		{`^I scale the parity Deployment "([^"]*)" to (\d+) replicas$`, s.kprScale},
+		{`^while the parity pod "([^"]*)" connects to "([^"]*)" continuously, I scale Deployment "([^"]*)" through ([\d, ]+) replicas$`, s.kprSoak},
 		{`^the health check port of Service "([^"]*)" answers (\d+) with (\d+) local endpoints? on (the node of|a node other than) the "([^"]*)" pod$`, s.kprHealthCheck},
 	}
 }
@@ -310,5 +311,74 @@ func (s *servicesSteps) kprHealthCheck(ctx context.Context, name string, code, c
 		}
 		return resp.StatusCode == code && body.LocalEndpoints == count && body.Service.Name == name && body.Service.Namespace == kprNamespace, last, nil
 	}), "health check of %s on node %s: last answer %s", name, node, last)
+	return nil
+}
+
+// kprSoak scales the Deployment through the replica counts (waiting at each until exactly that
+// many pods are ready and none is left) while one client pod connects to target without pause.
+// Every connection must either succeed or be refused at once (a TCP RST within 500 ms): none may
+// hang until the probe's timeout, whatever the backends are doing.
+func (s *servicesSteps) kprSoak(ctx context.Context, app, target, name, counts string) error {
+	t := godog.T(ctx)
+	pods := s.kprPods(ctx, app, true)
+	require.NotEmpty(t, pods, "no ready %s pod", app)
+	client := pods[0]
+	var steps []int
+	for _, f := range strings.Split(counts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		require.NoError(t, err, "replica count %q", f)
+		steps = append(steps, n)
+	}
+	type outcome struct {
+		at         time.Duration
+		ok         bool
+		err        string
+		elapsedMs  float64
+		probeError error
+	}
+	start := time.Now()
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan []outcome)
+	go func() {
+		var out []outcome
+		for pctx.Err() == nil {
+			res, err := s.e.probeFromPod(pctx, &client, target)
+			if pctx.Err() != nil {
+				break
+			}
+			out = append(out, outcome{at: time.Since(start), ok: res.Reachable, err: res.Error, elapsedMs: res.ElapsedMs, probeError: err})
+		}
+		done <- out
+	}()
+	for _, n := range steps {
+		if err := s.kprScale(ctx, name, n); err != nil {
+			stop()
+			<-done
+			return err
+		}
+		// hold each scale a moment so connections meet the settled state too
+		time.Sleep(2 * time.Second)
+	}
+	stop()
+	out := <-done
+	var ok, refused int
+	var bad []string
+	for _, o := range out {
+		switch {
+		case o.probeError != nil:
+			bad = append(bad, fmt.Sprintf("%s: probe failed: %v", o.at.Round(time.Millisecond), o.probeError))
+		case o.ok:
+			ok++
+		case strings.Contains(o.err, "connection refused") && o.elapsedMs < 500:
+			refused++
+		default:
+			bad = append(bad, fmt.Sprintf("%s: %q after %.0f ms", o.at.Round(time.Millisecond), o.err, o.elapsedMs))
+		}
+	}
+	t.Logf("soak %s -> %s through %v: %d connections, %d succeeded, %d refused at once, %d hung or failed otherwise", client.Name, target, steps, len(out), ok, refused, len(bad))
+	assert.Greater(t, len(out), 20, "the client connected continuously")
+	assert.Positive(t, ok, "some connections succeeded")
+	assert.Positive(t, refused, "some connections met 0 replicas and were refused")
+	assert.Empty(t, bad, "connections that neither succeeded nor were refused at once")
 	return nil
 }

@@ -56,6 +56,9 @@ func (s *servicesSteps) kprWorkloadsRunning(ctx context.Context) error {
 	for d, n := range map[string]int{"lbclient": 2, "slow": 1, "unready": 1, "web": 2} {
 		require.NoError(t, s.e.scaleDeployment(ctx, kprNamespace, d, n))
 	}
+	// A pod that is never Ready would hold up the suite's lab readiness check on the next run.
+	e := s.e
+	s.w.Cleanup(func(ctx context.Context) error { return e.scaleDeployment(ctx, kprNamespace, "unready", 0) })
 	require.NoError(t, poll(ctx, 3*time.Minute, 500*time.Millisecond, "kpr-e2e pods up", func(ctx context.Context) (bool, string, error) {
 		var waiting []string
 		for d, n := range map[string]int{"lbclient": 2, "slow": 1, "web": 2} {

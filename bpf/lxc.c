@@ -149,7 +149,7 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 	enum sl_drop_reason reason;
 	__u32 dst = p->daddr;
 	__be16 dport = p->dport;
-	int lb;
+	int lb, hairpin = 0;
 
 	/* service lookup */
 	lb = sl_lb_from_pod(cfg, p, &svc, &be);
@@ -185,6 +185,21 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 		rev.nat_addr = p->daddr;
 		rev.nat_port = p->dport;
 		rev.svc_id = svc.svc_id;
+		/*
+		 * Hairpin: source := SL_HAIRPIN_ADDR (same port); the reply,
+		 * hairpin address as destination, leaves the pod again and is
+		 * found here at from-container.
+		 */
+		if (dst == p->saddr) {
+			hairpin = 1;
+			fwd.flags |= SL_CT_SNAT;
+			fwd.snat_addr = SL_HAIRPIN_ADDR;
+			fwd.snat_port = p->sport;
+			rev.flags |= SL_CT_SNAT;
+			rev.snat_addr = p->saddr;
+			rev.snat_port = p->sport;
+			sl_ct_reply_key(&rk, p, dst, dport, SL_HAIRPIN_ADDR, p->sport, SL_CT_EGRESS);
+		}
 	}
 	if (sl_ct_create(&fk, &fwd, &rk, &rev, SL_CT_CREATE_REPLACE) < 0)
 		return sl_drop_code(SL_DROP_CT_MAP_INSERTION_FAILED);
@@ -192,9 +207,14 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 	/* DNAT */
 	if (lb == SL_LB_BACKEND && sl_rewrite(skb, p, SL_NAT_DST, dst, dport) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
+	if (hairpin && sl_rewrite(skb, p, SL_NAT_SRC, SL_HAIRPIN_ADDR, p->sport) < 0)
+		return sl_drop_code(SL_DROP_INVALID_PACKET);
 
 	sl_count(SL_CNT_FORWARDED);
 	sl_emit_new(cfg, p, t);
+	/* back into the pod it came from (the stack would route it there, but as a local martian) */
+	if (hairpin)
+		return bpf_redirect_peer(t->ifindex, 0);
 	return TC_ACT_OK;
 }
 
@@ -249,6 +269,9 @@ int sl_from_container(struct __sk_buff *skb)
 		/* reply of a NodePort flow: source is now a node address */
 		if (r == TC_ACT_OK && (e->flags & SL_CT_FIB_REDIRECT))
 			r = sl_fib_redirect(skb, &p, ifindex);
+		/* hairpin flow, either direction: translated back to this pod */
+		else if (r == TC_ACT_OK && p.daddr == ep->ip)
+			r = bpf_redirect_peer(ifindex, 0);
 		goto out;
 	}
 

@@ -22,6 +22,14 @@ enum sl_lb_result {
 /* The vip of SL_SCOPE_NODEPORT entries: any local node address. */
 #define SL_NODEPORT_VIP 0
 
+/*
+ * Hairpin: a pod load balanced to itself. Its packets are SNATed to this
+ * link-local address (169.254.42.1, Cilium's IPV4_LOOPBACK) so the pod's
+ * kernel accepts them (a packet from its own address would be a martian) and
+ * its replies leave through eth0 to be reverse-translated.
+ */
+#define SL_HAIRPIN_ADDR bpf_htonl(0xa9fe2a01)
+
 static __always_inline __u32 sl_hash32(__u32 h)
 {
 	h ^= h >> 16;

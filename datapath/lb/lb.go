@@ -42,11 +42,17 @@ const (
 	ProtoSCTP = uint8(maps.ProtoSCTP)
 )
 
-// Annotations understood on Services.
+// Labels and annotations understood on Services.
 const (
-	// AnnotationServiceProxyName: when set, the Service belongs to another proxy and is skipped
-	// (same rule as kube-proxy).
-	AnnotationServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	// LabelServiceProxyName: when set (any value), the Service belongs to another proxy and is
+	// skipped, as kube-proxy does; removing the label hands it back. The same key as an annotation
+	// is honoured too (the rule before issue 12).
+	LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	// AnnotationServiceProxyName is LabelServiceProxyName as an annotation.
+	AnnotationServiceProxyName = LabelServiceProxyName
+	// LabelHeadless: when present (any value), the Service is headless for the proxy and skipped,
+	// as kube-proxy does; removing the label hands it back.
+	LabelHeadless = "service.kubernetes.io/headless"
 	// AnnotationNodePort: "false" programs no NodePort frontends for the Service. Must parse as a bool.
 	AnnotationNodePort = "starlab.dev/nodeport"
 )
@@ -127,7 +133,7 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 	if svc == nil {
 		return nil, errors.New("translate: nil service")
 	}
-	if svc.Annotations[AnnotationServiceProxyName] != "" {
+	if Skipped(svc) {
 		return nil, nil
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
@@ -224,8 +230,45 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 	return out, errors.Join(errs...)
 }
 
-// backendsFor resolves one service port against the slices: all ready endpoints and the local ones.
+// Skipped reports whether svc is left to another proxy: it carries the label
+// service.kubernetes.io/service-proxy-name or service.kubernetes.io/headless (kube-proxy's
+// informer selector), or the service-proxy-name annotation.
+func Skipped(svc *corev1.Service) bool {
+	if _, ok := svc.Labels[LabelServiceProxyName]; ok {
+		return true
+	}
+	if _, ok := svc.Labels[LabelHeadless]; ok {
+		return true
+	}
+	return svc.Annotations[AnnotationServiceProxyName] != ""
+}
+
+// endpointState is what an EndpointSlice endpoint's conditions say, read as kube-proxy reads them:
+// ready defaults to true, serving defaults to ready, terminating to false. With
+// publishNotReadyAddresses every endpoint counts as ready (the EndpointSlice controller sets ready
+// for them too; the proxy does not second-guess it).
+type endpointState struct{ ready, serving, terminating bool }
+
+func stateOf(svc *corev1.Service, c discoveryv1.EndpointConditions) endpointState {
+	st := endpointState{ready: c.Ready == nil || *c.Ready}
+	st.serving = st.ready
+	if c.Serving != nil {
+		st.serving = *c.Serving
+	}
+	st.terminating = c.Terminating != nil && *c.Terminating
+	if svc.Spec.PublishNotReadyAddresses {
+		st.ready = true
+	}
+	return st
+}
+
+// backendsFor resolves one service port against the slices, the way kube-proxy categorises
+// endpoints: all is the ready endpoints, or when none is ready, the serving terminating ones
+// (graceful termination: a Service whose every pod is going away keeps answering until they stop
+// serving); local is the same choice made among this node's endpoints only (Local traffic
+// policies).
 func backendsFor(svc *corev1.Service, sp corev1.ServicePort, slices []*discoveryv1.EndpointSlice, nodeName string) (all, local []Backend, err error) {
+	var ready, readyLocal, term, termLocal []Backend
 	seen := map[Backend]bool{}
 	var unmatched []string
 	for _, sl := range slices {
@@ -255,10 +298,9 @@ func backendsFor(svc *corev1.Service, sp corev1.ServicePort, slices []*discovery
 			continue
 		}
 		for _, ep := range sl.Endpoints {
-			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
-				continue
-			}
-			if ep.Conditions.Terminating != nil && *ep.Conditions.Terminating {
+			st := stateOf(svc, ep.Conditions)
+			usable := st.ready || (st.serving && st.terminating)
+			if !usable {
 				continue
 			}
 			isLocal := ep.NodeName != nil && *ep.NodeName == nodeName
@@ -272,12 +314,26 @@ func backendsFor(svc *corev1.Service, sp corev1.ServicePort, slices []*discovery
 					continue
 				}
 				seen[b] = true
-				all = append(all, b)
-				if isLocal {
-					local = append(local, b)
+				if st.ready {
+					ready = append(ready, b)
+					if isLocal {
+						readyLocal = append(readyLocal, b)
+					}
+				} else {
+					term = append(term, b)
+					if isLocal {
+						termLocal = append(termLocal, b)
+					}
 				}
 			}
 		}
+	}
+	all, local = ready, readyLocal
+	if len(all) == 0 {
+		all = term
+	}
+	if len(local) == 0 {
+		local = termLocal
 	}
 	sortBackends(all)
 	sortBackends(local)

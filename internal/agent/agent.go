@@ -73,6 +73,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	extIPs, _ := lb.ParseExternalIPPolicy(cfg.ExternalIPs) // checked by Validate
 	a.services = newServices(cfg.NodeName, log, a.nodes.isNodeIP)
 	a.services.table.SetExternalIPPolicy(extIPs)
+	a.services.health = newHealthChecks(log)
 	a.flows = &flows{
 		enricher: enricher{node: cfg.NodeName, services: a.services, policies: a.policy},
 		log:      log, store: flow.NewStore(cfg.FlowBuffer), synced: &a.synced,
@@ -190,6 +191,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	a.log.Info("API serving", "addresses", addrs, "mutualTLS", a.cfg.TLS())
+
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		a.services.health.close(sctx)
+	}()
 
 	// 5. Informers; wait for sync, program services and policy.
 	var wg sync.WaitGroup

@@ -4,7 +4,9 @@
  *   sl_from_container - TCX ingress: packets leaving the pod (egress policy)
  *   sl_to_container   - TCX egress:  packets entering the pod (ingress policy)
  * Each reads as the packet's path:
- *   parse -> endpoint -> conntrack hit? (NAT, counters) -> service lookup ->
+ *   parse (fragments get their first fragment's ports) -> endpoint ->
+ *   ICMP error of a tracked flow? (related: its NAT) ->
+ *   conntrack hit? (NAT, counters) -> service lookup ->
  *   policy -> conntrack create -> NAT -> forward / drop(reason) -> event.
  * Handlers return a TC action, SL_CONTINUE or a drop code; each program ends
  * in sl_exit(), its one drop exit (lib/sl_drop.h).
@@ -23,6 +25,7 @@
 #include "lib/sl_conntrack.h"
 #include "lib/sl_lb.h"
 #include "lib/sl_policy.h"
+#include "lib/sl_icmp.h"
 
 /* Parse the packet and find the pod endpoint of the veth: both pod hooks start the same way.
  * Returns SL_CONTINUE with *ep set, or the verdict (ARP passes; anything else not IPv4 fails closed). */
@@ -48,6 +51,14 @@ static __always_inline int sl_lxc_prologue(struct __sk_buff *skb, struct sl_pkt 
 	*ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
 	if (!*ep)
 		return sl_drop_code(SL_DROP_UNKNOWN_ENDPOINT);
+	/* a later fragment without its first one has no ports to decide on: fail closed */
+	if (p->flags & SL_PKT_FRAG_NOT_FOUND) {
+		if (t->direction == SL_DIR_EGRESS)
+			t->src_identity = (*ep)->identity;
+		else
+			t->dst_identity = (*ep)->identity;
+		return sl_drop_code(SL_DROP_FRAG_NOT_FOUND);
+	}
 	return SL_CONTINUE;
 }
 
@@ -63,8 +74,8 @@ static __always_inline int sl_lxc_prologue(struct __sk_buff *skb, struct sl_pkt 
  */
 static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg *cfg, struct sl_pkt *p,
 							      const struct sl_ct_key *k, struct sl_ct_entry *e,
-							      const struct sl_endpoint *ep, enum sl_dir dir,
-							      struct sl_trace *t)
+							      enum sl_ct_map m, const struct sl_endpoint *ep,
+							      enum sl_dir dir, struct sl_trace *t)
 {
 	enum sl_drop_reason reason;
 	struct sl_ct_key pk;
@@ -100,8 +111,8 @@ static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg
 		t->src_identity = peer_id;
 	}
 	__builtin_memcpy(&pk, &e->pair, sizeof(pk));
-	bpf_map_delete_elem(&sl_ct, &pk);
-	bpf_map_delete_elem(&sl_ct, k);
+	sl_ct_map_delete(m, &pk);
+	sl_ct_map_delete(m, k);
 	return reason;
 }
 
@@ -112,13 +123,14 @@ static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg
  */
 static __always_inline int sl_lxc_ct_hit(struct __sk_buff *skb, const struct sl_cfg *cfg,
 					 struct sl_pkt *p, const struct sl_ct_key *k, struct sl_ct_entry *e,
-					 const struct sl_endpoint *ep, enum sl_dir dir, struct sl_trace *t)
+					 enum sl_ct_map m, const struct sl_endpoint *ep, enum sl_dir dir,
+					 struct sl_trace *t)
 {
-	enum sl_drop_reason reason = sl_lxc_ct_recheck(cfg, p, k, e, ep, dir, t);
+	enum sl_drop_reason reason = sl_lxc_ct_recheck(cfg, p, k, e, m, ep, dir, t);
 
 	if (reason != SL_DROP_NONE)
 		return sl_drop_code(reason);
-	if (sl_ct_apply(skb, cfg, p, e, t) < 0)
+	if (sl_ct_apply(skb, cfg, p, e, m, t) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
 	sl_count(SL_CNT_FORWARDED);
 	sl_emit_trace(cfg, p, t);
@@ -137,7 +149,7 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 	enum sl_drop_reason reason;
 	__u32 dst = p->daddr;
 	__be16 dport = p->dport;
-	int lb;
+	int lb, hairpin = 0;
 
 	/* service lookup */
 	lb = sl_lb_from_pod(cfg, p, &svc, &be);
@@ -173,6 +185,21 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 		rev.nat_addr = p->daddr;
 		rev.nat_port = p->dport;
 		rev.svc_id = svc.svc_id;
+		/*
+		 * Hairpin: source := SL_HAIRPIN_ADDR (same port); the reply,
+		 * hairpin address as destination, leaves the pod again and is
+		 * found here at from-container.
+		 */
+		if (dst == p->saddr) {
+			hairpin = 1;
+			fwd.flags |= SL_CT_SNAT;
+			fwd.snat_addr = SL_HAIRPIN_ADDR;
+			fwd.snat_port = p->sport;
+			rev.flags |= SL_CT_SNAT;
+			rev.snat_addr = p->saddr;
+			rev.snat_port = p->sport;
+			sl_ct_reply_key(&rk, p, dst, dport, SL_HAIRPIN_ADDR, p->sport, SL_CT_EGRESS);
+		}
 	}
 	if (sl_ct_create(&fk, &fwd, &rk, &rev, SL_CT_CREATE_REPLACE) < 0)
 		return sl_drop_code(SL_DROP_CT_MAP_INSERTION_FAILED);
@@ -180,9 +207,14 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 	/* DNAT */
 	if (lb == SL_LB_BACKEND && sl_rewrite(skb, p, SL_NAT_DST, dst, dport) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
+	if (hairpin && sl_rewrite(skb, p, SL_NAT_SRC, SL_HAIRPIN_ADDR, p->sport) < 0)
+		return sl_drop_code(SL_DROP_INVALID_PACKET);
 
 	sl_count(SL_CNT_FORWARDED);
 	sl_emit_new(cfg, p, t);
+	/* back into the pod it came from (the stack would route it there, but as a local martian) */
+	if (hairpin)
+		return bpf_redirect_peer(t->ifindex, 0);
 	return TC_ACT_OK;
 }
 
@@ -198,6 +230,7 @@ int sl_from_container(struct __sk_buff *skb)
 	struct sl_pkt p = {};
 	struct sl_endpoint *ep;
 	struct sl_ct_entry *e;
+	enum sl_ct_map m;
 	struct sl_ct_key k;
 	struct sl_cfg *cfg;
 	int r;
@@ -217,14 +250,28 @@ int sl_from_container(struct __sk_buff *skb)
 		goto out;
 	}
 
+	/* ICMP error about a tracked flow: related, NAT of the flow (lib/sl_icmp.h) */
+	if (p.flags & SL_PKT_ICMP_ERR) {
+		__u16 f = 0;
+
+		r = sl_icmp_related(skb, cfg, &p, &t, &f);
+		if (r == TC_ACT_OK && (f & SL_CT_FIB_REDIRECT))
+			r = sl_fib_redirect(skb, &p, ifindex);
+		if (r != SL_CONTINUE)
+			goto out;
+	}
+
 	/* conntrack: established flows and replies */
 	sl_ct_key_of(&k, &p, SL_CT_EGRESS);
-	e = sl_ct_lookup(&k, &p);
+	e = sl_ct_lookup_pod_hook(&k, &p, &m);
 	if (e) {
-		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, ep, SL_DIR_EGRESS, &t);
+		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, m, ep, SL_DIR_EGRESS, &t);
 		/* reply of a NodePort flow: source is now a node address */
 		if (r == TC_ACT_OK && (e->flags & SL_CT_FIB_REDIRECT))
 			r = sl_fib_redirect(skb, &p, ifindex);
+		/* hairpin flow, either direction: translated back to this pod */
+		else if (r == TC_ACT_OK && p.daddr == ep->ip)
+			r = bpf_redirect_peer(ifindex, 0);
 		goto out;
 	}
 
@@ -247,6 +294,7 @@ int sl_to_container(struct __sk_buff *skb)
 	struct sl_pkt p = {};
 	struct sl_endpoint *ep;
 	struct sl_ct_entry *e;
+	enum sl_ct_map m;
 	struct sl_cfg *cfg;
 	int r;
 
@@ -261,11 +309,20 @@ int sl_to_container(struct __sk_buff *skb)
 		goto out;
 	t.dst_identity = ep->identity;
 
+	/* ICMP error about a tracked flow: related, even to a default-deny endpoint */
+	if (p.flags & SL_PKT_ICMP_ERR) {
+		__u16 f = 0;
+
+		r = sl_icmp_related(skb, cfg, &p, &t, &f);
+		if (r != SL_CONTINUE)
+			goto out;
+	}
+
 	/* conntrack: established flows and replies (reverse NAT) */
 	sl_ct_key_of(&k, &p, SL_CT_INGRESS);
-	e = sl_ct_lookup(&k, &p);
+	e = sl_ct_lookup_pod_hook(&k, &p, &m);
 	if (e) {
-		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, ep, SL_DIR_INGRESS, &t);
+		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, m, ep, SL_DIR_INGRESS, &t);
 		goto out;
 	}
 

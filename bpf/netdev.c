@@ -41,14 +41,16 @@ static __always_inline int sl_netdev_prologue(struct __sk_buff *skb, struct sl_p
 
 /*
  * A packet from the node's network with the source address of a pod on this
- * node is forged: that pod's packets leave through its veth, never arrive on
- * the node device. Left alone, it would carry the pod's identity into policy
- * (any host on the node's network could borrow it). Every IPv4 packet is
- * checked, fragments and ICMP included. Returns SL_CONTINUE or the drop code.
+ * node, or of the node itself, is forged: that pod's packets leave through its
+ * veth, the node's own never arrive on its device. Left alone, it would carry
+ * the pod's identity, or the host's (always allowed), into policy (any host on
+ * the node's network could borrow it). Every IPv4 packet is checked,
+ * fragments and ICMP included. Returns SL_CONTINUE or the drop code.
  */
-static __always_inline int sl_netdev_check_source(const struct sl_pkt *p, struct sl_trace *t)
+static __always_inline int sl_netdev_check_source(const struct sl_cfg *cfg, const struct sl_pkt *p,
+						  struct sl_trace *t)
 {
-	if (!bpf_map_lookup_elem(&sl_ep_by_ip, &p->saddr))
+	if (!bpf_map_lookup_elem(&sl_ep_by_ip, &p->saddr) && !sl_is_node_ip(cfg, p->saddr))
 		return SL_CONTINUE;
 	sl_count(SL_CNT_PACKETS);
 	t->src_identity = sl_identity_of(p->saddr);
@@ -82,7 +84,7 @@ static __always_inline int sl_netdev_ct_hit(struct __sk_buff *skb, const struct 
 					    struct sl_trace *t)
 {
 	sl_count(SL_CNT_PACKETS);
-	if (sl_ct_apply(skb, cfg, p, e, t) < 0)
+	if (sl_ct_apply(skb, cfg, p, e, SL_CT_MAP_NODEPORT, t) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
 	sl_count(SL_CNT_FORWARDED);
 	sl_emit_trace(cfg, p, t);
@@ -223,17 +225,17 @@ int sl_from_netdev(struct __sk_buff *skb)
 	if (!cfg)
 		return TC_ACT_OK;
 
-	/* anti-spoofing: no local pod's address from outside */
-	r = sl_netdev_check_source(&p, &t);
+	/* anti-spoofing: no local pod's or node's address from outside */
+	r = sl_netdev_check_source(cfg, &p, &t);
 	if (r != SL_CONTINUE)
 		return sl_exit(cfg, &p, &t, r);
-	/* only TCP/UDP can be NodePort traffic */
+	/* only TCP/UDP/SCTP can be NodePort traffic */
 	if (!sl_has_ports(p.proto))
 		return TC_ACT_OK;
 
-	/* conntrack: established NodePort flows and their replies */
+	/* conntrack: established NodePort flows and their replies (sl_ct_nodeport) */
 	sl_ct_key_of(&k, &p, SL_CT_NETDEV);
-	e = sl_ct_lookup(&k, &p);
+	e = sl_ct_lookup(&k, &p, SL_CT_MAP_NODEPORT);
 	if (e)
 		r = sl_netdev_ct_hit(skb, cfg, &p, e, &t);
 	else

@@ -14,12 +14,14 @@ Feature: Two REST APIs sharing one database
       | shopper   | yes     | yes       | yes     |
       | orders    | ignored | yes       | yes     |
       | inventory | yes     | ignored   | yes     |
+    And the reachability matches the policies
     When I apply the shop policy "db-only-apis"
     Then the shop reachability is:
       | from \ to | orders  | inventory | db      |
       | shopper   | yes     | yes       | no      |
       | orders    | ignored | yes       | yes     |
       | inventory | yes     | ignored   | yes     |
+    And the reachability matches the policies
     And the inventory holds 5 "widget"
     And an order for 3 "widget" is accepted
     And an order for 3 "widget" is refused

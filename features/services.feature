@@ -59,3 +59,72 @@ Feature: Pod networking and Services without kube-proxy
     Then every node is Ready
     And pod "client" reaches "web.svc-e2e:8080"
     And every "client" pod reaches every "web" pod on another node by pod IP
+
+  # Kube-proxy parity (issue 12): workloads in namespace kpr-e2e (testdata/kpr.yaml): clients
+  # "lbclient" on two nodes; "slow", one server next to a client that keeps serving 60 s after it is
+  # told to stop, behind Services "slow" (Cluster), "slow-local" (internal and external traffic
+  # policy Local, NodePort 30081) and "slow-pna" (publishNotReadyAddresses); "unready", a server
+  # that never gets ready, behind "unready" (publishNotReadyAddresses) and "unready-plain"; "web".
+  @kpr
+  Scenario: A Service whose only endpoint is terminating but serving still answers
+    Given the kube-proxy parity workloads are running
+    When I scale Deployment "slow" to 0 replicas while its pod keeps serving
+    Then the parity pod "lbclient" reaches "slow.kpr-e2e:8080"
+    And the parity pod "lbclient" reaches "slow-pna.kpr-e2e:8080"
+    And the "lbclient" pod on the node of the "slow" pod reaches "slow-local.kpr-e2e:8080"
+    And NodePort 30081 answers from this host on the node of the "slow" pod
+    And the health check port of Service "slow-lb" answers 503 with 0 local endpoints on the node of the "slow" pod
+
+  @kpr
+  Scenario: publishNotReadyAddresses reaches a pod that is not ready
+    Given the kube-proxy parity workloads are running
+    Then the parity pod "lbclient" reaches "unready.kpr-e2e:8080"
+    And the parity pod "lbclient" is refused by "unready-plain.kpr-e2e:8080"
+
+  @kpr
+  Scenario: internalTrafficPolicy Local keeps a pod's Service traffic on its node
+    Given the kube-proxy parity workloads are running
+    Then the "lbclient" pod on the node of the "slow" pod reaches "slow-local.kpr-e2e:8080"
+    And the "lbclient" pod on another node than the "slow" pod is refused by "slow-local.kpr-e2e:8080"
+
+  @kpr
+  Scenario: The headless and service-proxy-name labels take a Service away, removing them brings it back
+    Given the kube-proxy parity workloads are running
+    When I set the label "service.kubernetes.io/service-proxy-name=other-proxy" on the Service "web"
+    Then the parity pod "lbclient" cannot reach "web.kpr-e2e:8080"
+    When I remove the label "service.kubernetes.io/service-proxy-name" from the Service "web"
+    Then the parity pod "lbclient" reaches "web.kpr-e2e:8080"
+    When I set the label "service.kubernetes.io/headless=" on the Service "web"
+    Then the parity pod "lbclient" cannot reach "web.kpr-e2e:8080"
+    When I remove the label "service.kubernetes.io/headless" from the Service "web"
+    Then the parity pod "lbclient" reaches "web.kpr-e2e:8080"
+
+  @kpr
+  Scenario: A recreated Service and a Service scaled to 0 and back answer
+    Given the kube-proxy parity workloads are running
+    Then the parity pod "lbclient" reaches "web.kpr-e2e:8080"
+    When I recreate the Service "web" with a new ClusterIP
+    Then the parity pod "lbclient" reaches "web.kpr-e2e:8080"
+    When I scale the parity Deployment "web" to 0 replicas
+    Then the parity pod "lbclient" is refused by "web.kpr-e2e:8080"
+    When I scale the parity Deployment "web" to 2 replicas
+    Then the parity pod "lbclient" reaches "web.kpr-e2e:8080"
+
+  @kpr
+  Scenario: healthCheckNodePort answers with the node's local endpoint count
+    Given the kube-proxy parity workloads are running
+    Then the health check port of Service "slow-lb" answers 200 with 1 local endpoint on the node of the "slow" pod
+    And the health check port of Service "slow-lb" answers 503 with 0 local endpoints on a node other than the "slow" pod
+
+  @kpr
+  Scenario: Hairpin: a pod reaches itself through its own Service
+    Given the kube-proxy parity workloads are running
+    Then the parity pod "slow" reaches "slow.kpr-e2e:8080"
+    And the parity pod "slow" reaches "slow-local.kpr-e2e:8080"
+
+  # Known failing (issue 12, open): 2 of 1383 connections hung right after a scale to 0 (a terminating
+  # backend used after its pod exited). @wip scenarios are left out of `make test` until they pass.
+  @kpr @soak @wip
+  Scenario: Scaling a Service 0, 5, 0, 3 under continuous connections: each succeeds or is refused at once
+    Given the kube-proxy parity workloads are running
+    When while the parity pod "lbclient" connects to "web.kpr-e2e:8080" continuously, I scale Deployment "web" through 0, 5, 0, 3 replicas

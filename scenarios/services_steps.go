@@ -36,6 +36,8 @@ type servicesSteps struct {
 	// chartValues are the values the chart was installed with, read before uninstalling it so the
 	// reinstall step (and the cleanup) can put it back.
 	chartValues map[string]any
+	// kprPinned is the pod a kube-proxy parity step scaled away while it keeps serving.
+	kprPinned *corev1.Pod
 }
 
 // newServicesSteps returns the steps of features/services.feature for the scenario of w.
@@ -45,7 +47,7 @@ func newServicesSteps(w *World) *servicesSteps {
 
 // steps lists the steps of features/services.feature and their methods.
 func (s *servicesSteps) steps() []step {
-	return []step{
+	return append([]step{
 		{`^the services test workloads are running$`, s.workloadsRunning},
 		{`^every node is Ready$`, s.everyNodeReady},
 		{`^CoreDNS is Running and Ready$`, s.coreDNSReady},
@@ -67,7 +69,7 @@ func (s *servicesSteps) steps() []step {
 		{`^I uninstall the starlab chart$`, s.uninstallChart},
 		{`^no node has the starlab CNI config, CNI plugin or pinned datapath$`, s.nodesHaveNoStarlabFiles},
 		{`^I reinstall the starlab chart$`, s.reinstallChart},
-	}
+	}, s.kprSteps()...)
 }
 
 func (s *servicesSteps) workloadsRunning(ctx context.Context) error {

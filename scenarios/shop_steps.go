@@ -112,6 +112,7 @@ func (s *shopSteps) demoRunningWithoutPolicies(ctx context.Context) error {
 	require.NoError(t, s.e.WaitDeploymentsAvailable(ctx, 3*time.Minute, "shop"), "the shop demo is deployed by `starlab up` (manifests/apis)")
 	require.NoError(t, s.e.deleteShopPolicies(ctx))
 	s.w.Cleanup(s.e.deleteShopPolicies)
+	s.w.SetScope("shop")
 	return nil
 }
 

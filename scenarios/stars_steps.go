@@ -66,6 +66,7 @@ func (s *starsSteps) demoRunningWithoutPolicies(ctx context.Context) error {
 		"the stars demo is deployed by `starlab up` (manifests/stars)")
 	require.NoError(t, s.e.deleteStarsPolicies(ctx))
 	s.w.Cleanup(s.e.deleteStarsPolicies)
+	s.w.SetScope(starsNamespaces()...)
 	return nil
 }
 

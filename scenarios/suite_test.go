@@ -103,7 +103,13 @@ func TestFeatures(t *testing.T) {
 	if p := os.Getenv("STARLAB_FEATURES"); p != "" {
 		paths = filepath.SplitList(p)
 	}
-	status, err := RunSuite(t.Context(), e2e.env, SuiteOptions{Paths: paths, Tags: os.Getenv("STARLAB_TAGS"), TestingT: t})
+	// @wip marks a scenario written for an open issue that does not pass yet (each says why in the
+	// feature file); STARLAB_TAGS=@wip runs them.
+	tags := "~@wip"
+	if v := os.Getenv("STARLAB_TAGS"); v != "" {
+		tags = v
+	}
+	status, err := RunSuite(t.Context(), e2e.env, SuiteOptions{Paths: paths, Tags: tags, TestingT: t})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,13 @@ func NewEnv(labName, kubeconfig, reportDir string, log *slog.Logger) (*Env, erro
 type World struct {
 	Env      *Env
 	cleanups []func(context.Context) error
+	// scope are the namespaces whose pods and Services "the reachability matches the policies"
+	// checks (set by the feature's Given step).
+	scope []string
 }
+
+// SetScope sets the namespaces the reachability step checks.
+func (w *World) SetScope(namespaces ...string) { w.scope = namespaces }
 
 func newWorld(env *Env) *World {
 	return &World{Env: env}

@@ -3,6 +3,9 @@
  * Connection tracking: one LRU entry per direction and hook scope. On allow
  * the forward entry and the reply entry (keyed as the reply will be seen at
  * the hook it crosses) are created together; each carries the NAT to apply.
+ * A flow's entries all live in one map (enum sl_ct_map): sl_ct_nodeport for
+ * NodePort flows from outside, sl_ct for every other flow; the pod hooks look
+ * in sl_ct first.
  */
 #ifndef SL_CONNTRACK_H
 #define SL_CONNTRACK_H
@@ -13,11 +16,35 @@
 #include "sl_events.h"
 #include "sl_csum.h"
 
+/* The conntrack map of a flow. */
+enum sl_ct_map {
+	SL_CT_MAP_PODS = 0,     /* sl_ct */
+	SL_CT_MAP_NODEPORT = 1, /* sl_ct_nodeport: flows started from outside through a NodePort */
+};
+
+/* Helpers over the map of a flow: with m a constant the other branch folds away. */
+static __always_inline struct sl_ct_entry *sl_ct_map_lookup(enum sl_ct_map m, const struct sl_ct_key *k)
+{
+	if (m == SL_CT_MAP_NODEPORT)
+		return bpf_map_lookup_elem(&sl_ct_nodeport, k);
+	return bpf_map_lookup_elem(&sl_ct, k);
+}
+
+static __always_inline void sl_ct_map_delete(enum sl_ct_map m, const struct sl_ct_key *k)
+{
+	if (m == SL_CT_MAP_NODEPORT)
+		bpf_map_delete_elem(&sl_ct_nodeport, k);
+	else
+		bpf_map_delete_elem(&sl_ct, k);
+}
+
 /* How sl_ct_create treats existing entries under its keys. */
 enum sl_ct_create_mode {
-	SL_CT_CREATE_REPLACE = 0,       /* replace them (port reuse) */
-	SL_CT_CREATE_KEEP_NODEPORT = 1, /* keep the reply entry when it is the reverse NAT of our NodePort flow */
-	SL_CT_CREATE_NO_OVERWRITE = 2,  /* never replace another flow's entry (NodePort: outside traffic) */
+	SL_CT_CREATE_REPLACE = 0,       /* replace them (port reuse); sl_ct */
+	SL_CT_CREATE_KEEP_NODEPORT = 1, /* keep the reply entry when it is the reverse NAT of our NodePort flow
+					 * (then in sl_ct_nodeport, else as REPLACE) */
+	SL_CT_CREATE_NO_OVERWRITE = 2,  /* never replace another flow's entry (NodePort: outside traffic);
+					 * sl_ct_nodeport */
 };
 
 /* sl_ct_create results. */
@@ -65,14 +92,15 @@ static __always_inline void sl_ct_reply_key(struct sl_ct_key *rk, const struct s
 #define SL_CT_SYN_REUSE_NS (60ULL * 1000000000ULL)
 
 /*
- * Look up the entry for this packet. A bare SYN that hits the forward entry
- * of a closed (or long idle, older than any SYN retransmission) connection is
- * port reuse: the entry is deleted so the flow is evaluated again.
+ * Look up the entry for this packet in map m. A bare SYN that hits the
+ * forward entry of a closed (or long idle, older than any SYN retransmission)
+ * connection is port reuse: the entry is deleted so the flow is evaluated
+ * again.
  */
 static __always_inline struct sl_ct_entry *sl_ct_lookup(const struct sl_ct_key *k,
-							const struct sl_pkt *p)
+							const struct sl_pkt *p, enum sl_ct_map m)
 {
-	struct sl_ct_entry *e = bpf_map_lookup_elem(&sl_ct, k);
+	struct sl_ct_entry *e = sl_ct_map_lookup(m, k);
 
 	if (!e)
 		return 0;
@@ -81,10 +109,27 @@ static __always_inline struct sl_ct_entry *sl_ct_lookup(const struct sl_ct_key *
 	    !(e->flags & SL_CT_REPLY) &&
 	    ((e->flags & SL_CT_SEEN_CLOSE) ||
 	     bpf_ktime_get_boot_ns() - e->created_ns > SL_CT_SYN_REUSE_NS)) {
-		bpf_map_delete_elem(&sl_ct, k);
+		sl_ct_map_delete(m, k);
 		return 0;
 	}
 	return e;
+}
+
+/*
+ * Look up the entry for this packet at a pod hook: sl_ct (pod flows), then
+ * sl_ct_nodeport (a NodePort flow to a local backend). *m is set to the map
+ * the entry is in.
+ */
+static __always_inline struct sl_ct_entry *sl_ct_lookup_pod_hook(const struct sl_ct_key *k,
+								 const struct sl_pkt *p, enum sl_ct_map *m)
+{
+	struct sl_ct_entry *e = sl_ct_lookup(k, p, SL_CT_MAP_PODS);
+
+	*m = SL_CT_MAP_PODS;
+	if (e)
+		return e;
+	*m = SL_CT_MAP_NODEPORT;
+	return sl_ct_lookup(k, p, SL_CT_MAP_NODEPORT);
 }
 
 /*
@@ -94,7 +139,7 @@ static __always_inline struct sl_ct_entry *sl_ct_lookup(const struct sl_ct_key *
  */
 static __always_inline int sl_ct_apply(struct __sk_buff *skb, const struct sl_cfg *cfg,
 				       struct sl_pkt *p, struct sl_ct_entry *e,
-				       struct sl_trace *t)
+				       enum sl_ct_map m, struct sl_trace *t)
 {
 	__u16 flags = e->flags;
 
@@ -123,6 +168,17 @@ static __always_inline int sl_ct_apply(struct __sk_buff *skb, const struct sl_cf
 			return -1;
 	}
 
+	if (p->proto == SL_PROTO_TCP) {
+		/* this direction's TCP state, for the agent's conntrack lifetimes */
+		__u16 seen = p->tcp_flags & SL_TCP_SYN ? 0 : SL_CT_SEEN_NON_SYN;
+
+		if (p->tcp_flags & SL_TCP_FIN)
+			seen |= SL_CT_SEEN_FIN;
+		if (p->tcp_flags & SL_TCP_RST)
+			seen |= SL_CT_SEEN_RST;
+		if (seen & ~flags)
+			e->flags |= seen;
+	}
 	if (p->proto == SL_PROTO_TCP && (p->tcp_flags & (SL_TCP_FIN | SL_TCP_RST)) &&
 	    !(flags & SL_CT_SEEN_CLOSE)) {
 		struct sl_ct_entry *pair;
@@ -130,7 +186,7 @@ static __always_inline int sl_ct_apply(struct __sk_buff *skb, const struct sl_cf
 		int emit = 1;
 
 		e->flags |= SL_CT_SEEN_CLOSE;
-		pair = bpf_map_lookup_elem(&sl_ct, &e->pair);
+		pair = sl_ct_map_lookup(m, &e->pair);
 		if (pair) {
 			if (pair->flags & SL_CT_SEEN_CLOSE)
 				emit = 0;
@@ -167,7 +223,7 @@ static __always_inline int sl_ct_is_nodeport_reply(struct sl_ct_entry *old, cons
 	__builtin_memcpy(&pk, &old->pair, sizeof(pk));
 	if (pk.scope != SL_CT_NETDEV)
 		return 0;
-	pe = bpf_map_lookup_elem(&sl_ct, &pk);
+	pe = bpf_map_lookup_elem(&sl_ct_nodeport, &pk);
 	return pe && (pe->flags & SL_CT_DNAT) && pe->nat_addr == fk->daddr &&
 	       pe->nat_port == fk->dport && sl_ct_key_eq(&pe->pair, rk);
 }
@@ -191,54 +247,65 @@ static __always_inline int sl_ct_reply_is_stale(const struct sl_ct_entry *old, c
 
 /*
  * Create the forward entry and the reply entry. SL_CT_CREATE_REPLACE and
- * SL_CT_CREATE_KEEP_NODEPORT replace stale ones (port reuse; pod hooks, whose
- * tuples carry the pod's own checked address). With SL_CT_CREATE_KEEP_NODEPORT,
- * an existing reply entry that is the reverse NAT of the NodePort flow this
- * packet belongs to is kept (from-netdev created it with the NAT the reply
- * needs) and only marked as a reply. SL_CT_CREATE_NO_OVERWRITE (from-netdev:
- * the tuple is whatever the outside sent) inserts the forward entry only if
- * its key is free, and replaces a reply entry only if sl_ct_reply_is_stale.
- * Returns an enum sl_ct_create_result; on failure nothing was created.
+ * SL_CT_CREATE_KEEP_NODEPORT replace stale ones in sl_ct (port reuse; pod
+ * hooks, whose tuples carry the pod's own checked address). With
+ * SL_CT_CREATE_KEEP_NODEPORT, an existing reply entry in sl_ct_nodeport that
+ * is the reverse NAT of the NodePort flow this packet belongs to is kept
+ * (from-netdev created it with the NAT the reply needs) and only marked as a
+ * reply, and the forward entry joins it there. SL_CT_CREATE_NO_OVERWRITE
+ * (from-netdev: the tuple is whatever the outside sent) creates both in
+ * sl_ct_nodeport: the forward entry only if its key is free, the reply entry
+ * only if its key is free or sl_ct_reply_is_stale, and neither while sl_ct
+ * holds a live entry under the reply key (a pod flow, which the pod hooks
+ * would find first). Returns an enum sl_ct_create_result; on failure nothing
+ * was created.
  */
 static __always_inline int sl_ct_create(const struct sl_ct_key *fk, struct sl_ct_entry *fwd,
 					const struct sl_ct_key *rk, struct sl_ct_entry *rev,
 					enum sl_ct_create_mode mode)
 {
+	struct sl_ct_entry *old;
+
 	__builtin_memcpy(&fwd->pair, rk, sizeof(*rk));
 	__builtin_memcpy(&rev->pair, fk, sizeof(*fk));
 	if (mode == SL_CT_CREATE_NO_OVERWRITE) {
-		struct sl_ct_entry *old;
-
-		if (bpf_map_update_elem(&sl_ct, fk, fwd, BPF_NOEXIST) < 0)
-			return bpf_map_lookup_elem(&sl_ct, fk) ? SL_CT_CREATE_IN_USE : SL_CT_CREATE_FAILED;
-		if (bpf_map_update_elem(&sl_ct, rk, rev, BPF_NOEXIST) == 0) {
+		old = bpf_map_lookup_elem(&sl_ct, rk);
+		if (old) {
+			if (!sl_ct_reply_is_stale(old, fk))
+				return SL_CT_CREATE_IN_USE;
+			bpf_map_delete_elem(&sl_ct, rk);
+		}
+		if (bpf_map_update_elem(&sl_ct_nodeport, fk, fwd, BPF_NOEXIST) < 0)
+			return bpf_map_lookup_elem(&sl_ct_nodeport, fk) ? SL_CT_CREATE_IN_USE : SL_CT_CREATE_FAILED;
+		if (bpf_map_update_elem(&sl_ct_nodeport, rk, rev, BPF_NOEXIST) == 0) {
 			sl_count(SL_CNT_CT_NEW);
 			return SL_CT_CREATED;
 		}
-		old = bpf_map_lookup_elem(&sl_ct, rk);
+		old = bpf_map_lookup_elem(&sl_ct_nodeport, rk);
 		if (old && !sl_ct_reply_is_stale(old, fk)) {
-			bpf_map_delete_elem(&sl_ct, fk);
+			bpf_map_delete_elem(&sl_ct_nodeport, fk);
 			return SL_CT_CREATE_IN_USE;
 		}
-		if (bpf_map_update_elem(&sl_ct, rk, rev, BPF_ANY) < 0) {
-			bpf_map_delete_elem(&sl_ct, fk);
+		if (bpf_map_update_elem(&sl_ct_nodeport, rk, rev, BPF_ANY) < 0) {
+			bpf_map_delete_elem(&sl_ct_nodeport, fk);
 			return SL_CT_CREATE_FAILED;
 		}
 		sl_count(SL_CNT_CT_NEW);
 		return SL_CT_CREATED;
 	}
-	if (bpf_map_update_elem(&sl_ct, fk, fwd, BPF_ANY) < 0)
-		return SL_CT_CREATE_FAILED;
 	if (mode == SL_CT_CREATE_KEEP_NODEPORT) {
-		struct sl_ct_entry *old = bpf_map_lookup_elem(&sl_ct, rk);
-
+		old = bpf_map_lookup_elem(&sl_ct_nodeport, rk);
 		if (old && sl_ct_is_nodeport_reply(old, fk, rk)) {
+			if (bpf_map_update_elem(&sl_ct_nodeport, fk, fwd, BPF_ANY) < 0)
+				return SL_CT_CREATE_FAILED;
 			old->flags |= SL_CT_REPLY;
 			old->flags &= ~SL_CT_SEEN_CLOSE;
 			sl_count(SL_CNT_CT_NEW);
 			return SL_CT_CREATED;
 		}
 	}
+	if (bpf_map_update_elem(&sl_ct, fk, fwd, BPF_ANY) < 0)
+		return SL_CT_CREATE_FAILED;
 	if (bpf_map_update_elem(&sl_ct, rk, rev, BPF_ANY) < 0) {
 		bpf_map_delete_elem(&sl_ct, fk);
 		return SL_CT_CREATE_FAILED;

@@ -21,9 +21,26 @@ enum sl_nat_side {
 };
 
 /*
+ * Rewrite only the IP address of one side, fixing the IP header checksum:
+ * non-first fragments (their L4 checksum is in the first fragment, which
+ * gets the pseudo-header update) and SCTP (CRC32c covers no pseudo header).
+ */
+static __always_inline int sl_rewrite_ip(struct __sk_buff *skb, int is_src, __u32 old_ip, __u32 new_ip)
+{
+	if (old_ip == new_ip)
+		return 0;
+	if (bpf_l3_csum_replace(skb, SL_IP_CSUM_OFF, old_ip, new_ip, sizeof(new_ip)) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, is_src ? SL_IP_SRC_OFF : SL_IP_DST_OFF, &new_ip, sizeof(new_ip), 0);
+}
+
+/*
  * Rewrite the source (SL_NAT_SRC) or destination (SL_NAT_DST) address and
  * port of a TCP/UDP packet, fixing the IP and L4 checksums (pseudo header included). Updates
- * p to the new tuple. Returns 0 or a negative error.
+ * p to the new tuple. Non-first fragments get the address only (their ports
+ * are in the first fragment). SCTP: the address only, a port change fails
+ * (its CRC32c checksum cannot be updated incrementally; Services must keep
+ * the port, as in Cilium). Returns 0 or a negative error.
  */
 static __always_inline int sl_rewrite(struct __sk_buff *skb, struct sl_pkt *p, enum sl_nat_side side,
 				      __u32 new_ip, __be16 new_port)
@@ -34,6 +51,13 @@ static __always_inline int sl_rewrite(struct __sk_buff *skb, struct sl_pkt *p, e
 	__u32 csum_off, port_off;
 	__u64 l4flags = 0;
 
+	if ((p->flags & SL_PKT_FRAG_LATER) || p->proto == SL_PROTO_SCTP) {
+		if (p->proto == SL_PROTO_SCTP && old_port != new_port)
+			return -1;
+		if (sl_rewrite_ip(skb, is_src, old_ip, new_ip) < 0)
+			return -1;
+		goto out;
+	}
 	if (p->proto == SL_PROTO_TCP) {
 		csum_off = p->l4_off + __builtin_offsetof(struct tcphdr, check);
 		port_off = p->l4_off + (is_src ? __builtin_offsetof(struct tcphdr, source)
@@ -64,6 +88,7 @@ static __always_inline int sl_rewrite(struct __sk_buff *skb, struct sl_pkt *p, e
 		if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
 			return -1;
 	}
+out:
 	if (is_src) {
 		p->saddr = new_ip;
 		p->sport = new_port;

@@ -5,7 +5,11 @@
  * SL_FIB_FORWARD (the entry program forwards the packet itself) or a drop code, sl_drop_code(reason). Every entry program ends in
  * sl_exit(), its one drop exit: it counts the reason (sl_counters
  * SL_CNT_DROP_BASE + reason), emits a rate-limited DROP event and returns
- * TC_ACT_SHOT. The reasons are enum sl_drop_reason in sl_types.h.
+ * TC_ACT_SHOT. The reasons are enum sl_drop_reason in sl_types.h. DROP events
+ * are limited twice: once per second per flow (sl_drop_rl), and to
+ * sl_cfg.drop_events_per_sec on the whole node (sl_drop_budget), so a flood of
+ * distinct flows cannot bury the ring buffer; events over the node's limit are
+ * counted (SL_CNT_DROP_EVENTS_SUPPRESSED), the drops themselves always are.
  */
 #ifndef SL_DROP_H
 #define SL_DROP_H
@@ -22,6 +26,42 @@ enum sl_ret {
 };
 
 #define SL_DROP_EVENT_INTERVAL_NS 1000000000ULL
+#define SL_DROP_EVENTS_PER_SEC_DEFAULT 1000
+#define SL_DROP_BUDGET_TRIES 4
+
+/*
+ * Take one DROP event from the node's budget for the second of boot time now
+ * falls in. The word holds that second and the events emitted in it; a
+ * compare-and-swap moves it on, so concurrent CPUs never exceed the limit (a
+ * CPU that loses SL_DROP_BUDGET_TRIES races gives its event up). Returns 1
+ * when the event may be emitted.
+ */
+static __always_inline int sl_drop_budget_take(const struct sl_cfg *cfg, __u64 now)
+{
+	__u32 zero = 0, limit = cfg->drop_events_per_sec;
+	__u64 sec = (__u32)(now / SL_DROP_EVENT_INTERVAL_NS);
+	__u64 *b = bpf_map_lookup_elem(&sl_drop_budget, &zero);
+
+	if (!b)
+		return 0;
+	if (!limit)
+		limit = SL_DROP_EVENTS_PER_SEC_DEFAULT;
+#pragma unroll
+	for (int i = 0; i < SL_DROP_BUDGET_TRIES; i++) {
+		__u64 old = *(volatile __u64 *)b, next;
+
+		if ((old >> 32) == sec) {
+			if ((__u32)old >= limit)
+				return 0;
+			next = old + 1;
+		} else {
+			next = (sec << 32) | 1;
+		}
+		if (__sync_val_compare_and_swap(b, old, next) == old)
+			return 1;
+	}
+	return 0;
+}
 
 /* The return value of a handler that drops the packet for reason (never SL_DROP_NONE). */
 static __always_inline int sl_drop_code(enum sl_drop_reason reason)
@@ -30,7 +70,8 @@ static __always_inline int sl_drop_code(enum sl_drop_reason reason)
 }
 
 /*
- * Emit a DROP event at most once per second per flow. A BPF subprogram, not
+ * Emit a DROP event at most once per second per flow, and within the node's
+ * budget (sl_drop_budget_take). A BPF subprogram, not
  * inlined: the entry programs' one exit then reads the packet and trace from
  * the stack instead of keeping every field live in registers on every path
  * into it.
@@ -50,13 +91,16 @@ static __noinline void sl_drop_notify(const struct sl_cfg *cfg, const struct sl_
 
 	now = bpf_ktime_get_boot_ns();
 	last = bpf_map_lookup_elem(&sl_drop_rl, &k);
-	if (last) {
-		if (now - *last < SL_DROP_EVENT_INTERVAL_NS)
-			return;
-		*last = now;
-	} else {
-		bpf_map_update_elem(&sl_drop_rl, &k, &now, BPF_ANY);
+	if (last && now - *last < SL_DROP_EVENT_INTERVAL_NS)
+		return;
+	if (!sl_drop_budget_take(cfg, now)) {
+		sl_count(SL_CNT_DROP_EVENTS_SUPPRESSED);
+		return;
 	}
+	if (last)
+		*last = now;
+	else
+		bpf_map_update_elem(&sl_drop_rl, &k, &now, BPF_ANY);
 	sl_emit(cfg, p, t, SL_EVENT_DROP, SL_VERDICT_DROPPED, reason, 1, p->len);
 }
 

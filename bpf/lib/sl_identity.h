@@ -14,10 +14,19 @@ static __always_inline __u32 sl_identity_of(__u32 ip)
 	return v ? v->identity : SL_ID_WORLD;
 }
 
-/* The peer's identity as a hook sees it: this node's own addresses are the host. */
+/*
+ * The peer's identity as a hook sees it: this node's own addresses (sl_config)
+ * are the host, and only they: an ipcache entry naming the host for any other
+ * address (a node address sl_config does not hold) gives world.
+ */
 static __always_inline __u32 sl_peer_identity(const struct sl_cfg *cfg, __u32 ip)
 {
-	return sl_is_node_ip(cfg, ip) ? SL_ID_HOST : sl_identity_of(ip);
+	__u32 id;
+
+	if (sl_is_node_ip(cfg, ip))
+		return SL_ID_HOST;
+	id = sl_identity_of(ip);
+	return id == SL_ID_HOST ? SL_ID_WORLD : id;
 }
 
 #endif /* SL_IDENTITY_H */

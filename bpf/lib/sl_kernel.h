@@ -170,6 +170,9 @@ struct bpf_redir_neigh {
 
 #define ICMP_ECHOREPLY 0
 #define ICMP_ECHO 8
+#define ICMP_DEST_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
 
 struct ethhdr {
 	__u8 h_dest[ETH_ALEN];
@@ -219,6 +222,14 @@ struct icmphdr {
 	__sum16 checksum;
 	__be16 id;
 	__be16 sequence;
+};
+
+/* SCTP common header (RFC 9260 3.1); the checksum is CRC32c over the packet, no pseudo header. */
+struct sctphdr {
+	__be16 source;
+	__be16 dest;
+	__be32 vtag;
+	__u32 checksum;
 };
 
 #define IP_MF 0x2000

@@ -22,6 +22,14 @@ enum sl_lb_result {
 /* The vip of SL_SCOPE_NODEPORT entries: any local node address. */
 #define SL_NODEPORT_VIP 0
 
+/*
+ * Hairpin: a pod load balanced to itself. Its packets are SNATed to this
+ * link-local address (169.254.42.1, Cilium's IPV4_LOOPBACK) so the pod's
+ * kernel accepts them (a packet from its own address would be a martian) and
+ * its replies leave through eth0 to be reverse-translated.
+ */
+#define SL_HAIRPIN_ADDR bpf_htonl(0xa9fe2a01)
+
 static __always_inline __u32 sl_hash32(__u32 h)
 {
 	h ^= h >> 16;
@@ -114,7 +122,7 @@ static __always_inline __be16 sl_snat_port(const struct sl_pkt *p, const struct 
 
 	for (int i = 0; i < 16; i++) {
 		rk.dport = bpf_htons(port);
-		if (!bpf_map_lookup_elem(&sl_ct, &rk))
+		if (!bpf_map_lookup_elem(&sl_ct_nodeport, &rk))
 			return rk.dport;
 		port = 32768 + (sl_hash32(port + i) % 28232);
 	}

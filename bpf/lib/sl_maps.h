@@ -76,6 +76,19 @@ struct {
 	__type(value, struct sl_ct_entry);
 } sl_ct SEC(".maps");
 
+/*
+ * conntrack of NodePort flows (started from outside on the node device): every
+ * entry of such a flow, the from-netdev ones and, for a local backend, the
+ * backend's pod-hook ones. Apart from sl_ct so that a flood from outside
+ * evicts only its own kind, never a pod's established flow.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sl_ct_key);
+	__type(value, struct sl_ct_entry);
+} sl_ct_nodeport SEC(".maps");
+
 /* per-flow DROP event rate limit: key = packet tuple with scope = obs point */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -83,6 +96,26 @@ struct {
 	__type(key, struct sl_ct_key);
 	__type(value, __u64);
 } sl_drop_rl SEC(".maps");
+
+/*
+ * global DROP event budget (sl_drop.h): the current second of boot time (high
+ * 32 bits) and the DROP events emitted in it (low 32 bits), one word updated
+ * by compare-and-swap
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sl_drop_budget SEC(".maps");
+/* IPv4 fragments: the first fragment's ports for the later ones (Cilium's
+ * cilium_ipv4_frag_datagrams); LRU: a datagram lives as long as it is recent */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct sl_frag_key);
+	__type(value, struct sl_frag_val);
+} sl_frag SEC(".maps");
 
 /* ---- events, counters, config ------------------------------------------- */
 struct {

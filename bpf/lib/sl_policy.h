@@ -91,8 +91,9 @@ static __always_inline enum sl_drop_reason sl_policy_check(const struct sl_endpo
 							      : SL_DROP_POLICY_UNREPRESENTABLE;
 	if (!(ep->flags & enforced))
 		return SL_DROP_NONE;
-	/* the node itself (kubelet probes) may always reach its pods */
-	if (dir == SL_DIR_INGRESS && peer_id == SL_ID_HOST)
+	/* traffic from and to the pod's own node (kubelet probes) is always allowed; peer_id is the
+	 * host only for the node's own addresses (sl_peer_identity) */
+	if (peer_id == SL_ID_HOST)
 		return SL_DROP_NONE;
 
 	v = sl_policy_lookup_wildcards(ep->ep_id, peer_id, dir, proto, port);

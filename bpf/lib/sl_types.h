@@ -38,7 +38,7 @@ enum sl_proto {
 	SL_PROTO_ICMP = 1,
 	SL_PROTO_TCP = 6,
 	SL_PROTO_UDP = 17,
-	SL_PROTO_SCTP = 132, /* policy keys only: the datapath parses no SCTP ports */
+	SL_PROTO_SCTP = 132, /* ports parsed; Services only without port translation (CRC32c checksum) */
 };
 
 /* TCP header flags (struct tcphdr flags byte, sl_flow_event.tcp_flags). */
@@ -191,6 +191,11 @@ enum sl_ct_flags {
 	SL_CT_SNAT = 8,          /* forward: saddr/sport := snat; reply: daddr/dport := snat */
 	SL_CT_SEEN_CLOSE = 16,   /* a FIN/RST was seen, CLOSE event emitted */
 	SL_CT_FIB_REDIRECT = 32, /* after NAT, bpf_fib_lookup + bpf_redirect (NodePort) */
+	/* TCP state for the agent's conntrack lifetimes, each set by the packets of this entry's own
+	 * direction (sl_ct_apply): */
+	SL_CT_SEEN_NON_SYN = 64, /* a packet without SYN (the handshake is done) */
+	SL_CT_SEEN_FIN = 128,    /* a FIN */
+	SL_CT_SEEN_RST = 256,    /* an RST */
 };
 
 struct sl_ct_key {
@@ -227,6 +232,23 @@ struct sl_ct_entry {
 	__u32 pad2;
 };
 
+/* ---- IPv4 fragments (sl_frag, LRU; written and read by BPF only) -------- */
+
+/* A datagram's fragments: the first fragment's (saddr, daddr, IP id, proto). */
+struct sl_frag_key {
+	__u32 saddr;
+	__u32 daddr;
+	__be16 id;
+	__u8 proto; /* enum sl_proto */
+	__u8 pad;
+};
+
+/* The L4 ports of the first fragment (the non-first ones carry none). */
+struct sl_frag_val {
+	__be16 sport;
+	__be16 dport;
+};
+
 /* ---- counters and config ------------------------------------------------ */
 
 /* sl_counters indexes. */
@@ -237,6 +259,7 @@ enum sl_counter {
 	SL_CNT_CT_NEW = 3,
 	SL_CNT_FIB_FAIL = 4,
 	SL_CNT_NON_IPV4 = 5,
+	SL_CNT_DROP_EVENTS_SUPPRESSED = 6, /* DROP events over the global limit (the drops are still counted) */
 	SL_CNT_DROP_BASE = 16, /* + enum sl_drop_reason */
 	SL_CNT_MAX = 32,
 };
@@ -254,7 +277,8 @@ struct sl_cfg {
 	__u32 netdev_ifindex;            /* node device (eth0 in kind) */
 	__u32 event_level;               /* enum sl_event_level */
 	__u32 wakeup_bytes;              /* force a reader wakeup over this much pending data (0: 64 KiB) */
-	__u32 pad;
+	/* was pad: DROP events per second on this node, all flows and CPUs together (0: 1000) */
+	__u32 drop_events_per_sec;
 };
 
 /* ---- flow events (sl_events ring buffer) -------------------------------- */
@@ -276,6 +300,7 @@ enum sl_drop_reason {
 	SL_DROP_FIB_LOOKUP_FAILED = 8, /* no route for a packet the datapath forwards itself */
 	SL_DROP_POLICY_WRITE_FAILED = 9, /* the endpoint's policy could not be written: deny-all */
 	SL_DROP_CT_TUPLE_IN_USE = 10,    /* a NodePort flow's conntrack tuple belongs to another flow */
+	SL_DROP_FRAG_NOT_FOUND = 11,     /* a non-first IPv4 fragment whose first fragment was never seen */
 	SL_DROP_MAX,                   /* SL_CNT_DROP_BASE + SL_DROP_MAX <= SL_CNT_MAX */
 };
 

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/starlab-dev/starlab/internal/agent"
@@ -39,11 +40,22 @@ func run() error {
 	fs.DurationVar(&cfg.PolicyDebounce, "policy-debounce", cfg.PolicyDebounce, "batch window for policy compilation")
 	fs.IntVar(&cfg.FlowBuffer, "flow-buffer", cfg.FlowBuffer, "flows kept in memory")
 	fs.DurationVar(&cfg.CTGCInterval, "ct-gc-interval", cfg.CTGCInterval, "conntrack GC interval")
-	fs.DurationVar(&cfg.CTIdle, "ct-idle", cfg.CTIdle, "conntrack idle timeout")
+	fs.DurationVar(&cfg.CTLifetimes.TCPEstablished, "ct-lifetime-tcp", cfg.CTLifetimes.TCPEstablished, "conntrack: idle lifetime of an established TCP connection")
+	fs.DurationVar(&cfg.CTLifetimes.TCPSyn, "ct-lifetime-tcp-syn", cfg.CTLifetimes.TCPSyn, "conntrack: idle lifetime of a TCP connection that has seen only SYNs")
+	fs.DurationVar(&cfg.CTLifetimes.TCPClosing, "ct-lifetime-tcp-closing", cfg.CTLifetimes.TCPClosing, "conntrack: idle lifetime of a TCP connection with a FIN both ways or an RST")
+	fs.DurationVar(&cfg.CTLifetimes.NonTCP, "ct-lifetime-non-tcp", cfg.CTLifetimes.NonTCP, "conntrack: idle lifetime of a UDP (or other non-TCP) flow")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "API server certificate (PEM); with --tls-key and --tls-client-ca the API requires client certificates, except /healthz")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "API server key (PEM)")
 	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "CA of the client certificates the API accepts (PEM)")
 	fs.StringVar(&cfg.ExternalIPs, "external-ips", cfg.ExternalIPs, "Service externalIPs: allow (program them, as kube-proxy does) or deny (program none, report the Service)")
+	fs.Func("drop-events-per-second", fmt.Sprintf("DROP flow events per second on the node, all flows together (default %d; drops over it are counted, not reported)", cfg.DropEventsPerSec), func(s string) error {
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return err
+		}
+		cfg.DropEventsPerSec = uint32(v)
+		return nil
+	})
 	eventLevel := fs.Uint("event-level", 0, "flow events: 0 new/drop/close, 1 none, 2 every packet")
 	podCIDR := fs.String("cluster-pod-cidr", cfg.ClusterPodCIDR.String(), "cluster pod CIDR")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

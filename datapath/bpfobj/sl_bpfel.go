@@ -27,12 +27,12 @@ type SlSlBackendKey struct {
 }
 
 type SlSlCfg struct {
-	_             structs.HostLayout
-	NodeIps       [4]uint32
-	NetdevIfindex uint32
-	EventLevel    uint32
-	WakeupBytes   uint32
-	Pad           uint32
+	_                structs.HostLayout
+	NodeIps          [4]uint32
+	NetdevIfindex    uint32
+	EventLevel       uint32
+	WakeupBytes      uint32
+	DropEventsPerSec uint32
 }
 
 type SlSlCidrPolicyKey struct {
@@ -48,14 +48,15 @@ type SlSlCidrPolicyKey struct {
 type SlSlCounter uint32
 
 const (
-	SlSlCounterSL_CNT_PACKETS   SlSlCounter = 0
-	SlSlCounterSL_CNT_FORWARDED SlSlCounter = 1
-	SlSlCounterSL_CNT_RB_FAIL   SlSlCounter = 2
-	SlSlCounterSL_CNT_CT_NEW    SlSlCounter = 3
-	SlSlCounterSL_CNT_FIB_FAIL  SlSlCounter = 4
-	SlSlCounterSL_CNT_NON_IPV4  SlSlCounter = 5
-	SlSlCounterSL_CNT_DROP_BASE SlSlCounter = 16
-	SlSlCounterSL_CNT_MAX       SlSlCounter = 32
+	SlSlCounterSL_CNT_PACKETS                SlSlCounter = 0
+	SlSlCounterSL_CNT_FORWARDED              SlSlCounter = 1
+	SlSlCounterSL_CNT_RB_FAIL                SlSlCounter = 2
+	SlSlCounterSL_CNT_CT_NEW                 SlSlCounter = 3
+	SlSlCounterSL_CNT_FIB_FAIL               SlSlCounter = 4
+	SlSlCounterSL_CNT_NON_IPV4               SlSlCounter = 5
+	SlSlCounterSL_CNT_DROP_EVENTS_SUPPRESSED SlSlCounter = 6
+	SlSlCounterSL_CNT_DROP_BASE              SlSlCounter = 16
+	SlSlCounterSL_CNT_MAX                    SlSlCounter = 32
 )
 
 type SlSlCtEntry struct {
@@ -91,6 +92,9 @@ const (
 	SlSlCtFlagsSL_CT_SNAT         SlSlCtFlags = 8
 	SlSlCtFlagsSL_CT_SEEN_CLOSE   SlSlCtFlags = 16
 	SlSlCtFlagsSL_CT_FIB_REDIRECT SlSlCtFlags = 32
+	SlSlCtFlagsSL_CT_SEEN_NON_SYN SlSlCtFlags = 64
+	SlSlCtFlagsSL_CT_SEEN_FIN     SlSlCtFlags = 128
+	SlSlCtFlagsSL_CT_SEEN_RST     SlSlCtFlags = 256
 )
 
 type SlSlCtKey struct {
@@ -133,7 +137,8 @@ const (
 	SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED         SlSlDropReason = 8
 	SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED       SlSlDropReason = 9
 	SlSlDropReasonSL_DROP_CT_TUPLE_IN_USE           SlSlDropReason = 10
-	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 11
+	SlSlDropReasonSL_DROP_FRAG_NOT_FOUND            SlSlDropReason = 11
+	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 12
 )
 
 type SlSlEndpoint struct {
@@ -198,6 +203,21 @@ type SlSlFlowEvent struct {
 	Pad         uint32
 	Packets     uint64
 	Bytes       uint64
+}
+
+type SlSlFragKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type SlSlFragVal struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
 }
 
 type SlSlIdentity uint32
@@ -333,10 +353,13 @@ const (
 	SlMapSlConfig         = "sl_config"
 	SlMapSlCounters       = "sl_counters"
 	SlMapSlCt             = "sl_ct"
+	SlMapSlCtNodeport     = "sl_ct_nodeport"
+	SlMapSlDropBudget     = "sl_drop_budget"
 	SlMapSlDropRl         = "sl_drop_rl"
 	SlMapSlEndpoints      = "sl_endpoints"
 	SlMapSlEpByIp         = "sl_ep_by_ip"
 	SlMapSlEvents         = "sl_events"
+	SlMapSlFrag           = "sl_frag"
 	SlMapSlIpcache        = "sl_ipcache"
 	SlMapSlPolicy         = "sl_policy"
 	SlMapSlServices       = "sl_services"
@@ -400,10 +423,13 @@ type SlMapSpecs struct {
 	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
 	SlCounters   *ebpf.MapSpec `ebpf:"sl_counters"`
 	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
+	SlDropBudget *ebpf.MapSpec `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
@@ -441,10 +467,13 @@ type SlMaps struct {
 	SlConfig     *ebpf.Map `ebpf:"sl_config"`
 	SlCounters   *ebpf.Map `ebpf:"sl_counters"`
 	SlCt         *ebpf.Map `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.Map `ebpf:"sl_ct_nodeport"`
+	SlDropBudget *ebpf.Map `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.Map `ebpf:"sl_events"`
+	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
 	SlServices   *ebpf.Map `ebpf:"sl_services"`
@@ -457,10 +486,13 @@ func (m *SlMaps) Close() error {
 		m.SlConfig,
 		m.SlCounters,
 		m.SlCt,
+		m.SlCtNodeport,
+		m.SlDropBudget,
 		m.SlDropRl,
 		m.SlEndpoints,
 		m.SlEpByIp,
 		m.SlEvents,
+		m.SlFrag,
 		m.SlIpcache,
 		m.SlPolicy,
 		m.SlServices,

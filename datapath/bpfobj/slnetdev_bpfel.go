@@ -21,10 +21,13 @@ const (
 	SlNetdevMapSlConfig      = "sl_config"
 	SlNetdevMapSlCounters    = "sl_counters"
 	SlNetdevMapSlCt          = "sl_ct"
+	SlNetdevMapSlCtNodeport  = "sl_ct_nodeport"
+	SlNetdevMapSlDropBudget  = "sl_drop_budget"
 	SlNetdevMapSlDropRl      = "sl_drop_rl"
 	SlNetdevMapSlEndpoints   = "sl_endpoints"
 	SlNetdevMapSlEpByIp      = "sl_ep_by_ip"
 	SlNetdevMapSlEvents      = "sl_events"
+	SlNetdevMapSlFrag        = "sl_frag"
 	SlNetdevMapSlIpcache     = "sl_ipcache"
 	SlNetdevMapSlPolicy      = "sl_policy"
 	SlNetdevMapSlServices    = "sl_services"
@@ -85,10 +88,13 @@ type SlNetdevMapSpecs struct {
 	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
 	SlCounters   *ebpf.MapSpec `ebpf:"sl_counters"`
 	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
+	SlDropBudget *ebpf.MapSpec `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
@@ -125,10 +131,13 @@ type SlNetdevMaps struct {
 	SlConfig     *ebpf.Map `ebpf:"sl_config"`
 	SlCounters   *ebpf.Map `ebpf:"sl_counters"`
 	SlCt         *ebpf.Map `ebpf:"sl_ct"`
+	SlCtNodeport *ebpf.Map `ebpf:"sl_ct_nodeport"`
+	SlDropBudget *ebpf.Map `ebpf:"sl_drop_budget"`
 	SlDropRl     *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
 	SlEvents     *ebpf.Map `ebpf:"sl_events"`
+	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
 	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
 	SlServices   *ebpf.Map `ebpf:"sl_services"`
@@ -141,10 +150,13 @@ func (m *SlNetdevMaps) Close() error {
 		m.SlConfig,
 		m.SlCounters,
 		m.SlCt,
+		m.SlCtNodeport,
+		m.SlDropBudget,
 		m.SlDropRl,
 		m.SlEndpoints,
 		m.SlEpByIp,
 		m.SlEvents,
+		m.SlFrag,
 		m.SlIpcache,
 		m.SlPolicy,
 		m.SlServices,

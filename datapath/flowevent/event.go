@@ -64,6 +64,7 @@ const (
 	DropFIBLookupFailed        = DropReason(bpfobj.SlSlDropReasonSL_DROP_FIB_LOOKUP_FAILED)
 	DropPolicyWriteFailed      = DropReason(bpfobj.SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED)
 	DropCTTupleInUse           = DropReason(bpfobj.SlSlDropReasonSL_DROP_CT_TUPLE_IN_USE)
+	DropFragNotFound           = DropReason(bpfobj.SlSlDropReasonSL_DROP_FRAG_NOT_FOUND)
 	// dropMax is one past the last reason.
 	dropMax = DropReason(bpfobj.SlSlDropReasonSL_DROP_MAX)
 )
@@ -81,6 +82,7 @@ const (
 	DropNameFIBLookupFailed        = "FIB_LOOKUP_FAILED"
 	DropNamePolicyWriteFailed      = "POLICY_WRITE_FAILED"
 	DropNameCTTupleInUse           = "CT_TUPLE_IN_USE"
+	DropNameFragNotFound           = "FRAG_NOT_FOUND"
 )
 
 var dropNames = [...]string{
@@ -94,6 +96,7 @@ var dropNames = [...]string{
 	DropFIBLookupFailed:        DropNameFIBLookupFailed,
 	DropPolicyWriteFailed:      DropNamePolicyWriteFailed,
 	DropCTTupleInUse:           DropNameCTTupleInUse,
+	DropFragNotFound:           DropNameFragNotFound,
 }
 
 // DropReasons lists every drop reason the datapath reports, in enum order.

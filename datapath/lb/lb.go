@@ -37,15 +37,22 @@ const (
 
 // IP protocol numbers used in keys.
 const (
-	ProtoTCP = uint8(maps.ProtoTCP)
-	ProtoUDP = uint8(maps.ProtoUDP)
+	ProtoTCP  = uint8(maps.ProtoTCP)
+	ProtoUDP  = uint8(maps.ProtoUDP)
+	ProtoSCTP = uint8(maps.ProtoSCTP)
 )
 
-// Annotations understood on Services.
+// Labels and annotations understood on Services.
 const (
-	// AnnotationServiceProxyName: when set, the Service belongs to another proxy and is skipped
-	// (same rule as kube-proxy).
-	AnnotationServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	// LabelServiceProxyName: when set (any value), the Service belongs to another proxy and is
+	// skipped, as kube-proxy does; removing the label hands it back. The same key as an annotation
+	// is honoured too (the rule before issue 12).
+	LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	// AnnotationServiceProxyName is LabelServiceProxyName as an annotation.
+	AnnotationServiceProxyName = LabelServiceProxyName
+	// LabelHeadless: when present (any value), the Service is headless for the proxy and skipped,
+	// as kube-proxy does; removing the label hands it back.
+	LabelHeadless = "service.kubernetes.io/headless"
 	// AnnotationNodePort: "false" programs no NodePort frontends for the Service. Must parse as a bool.
 	AnnotationNodePort = "starlab.dev/nodeport"
 )
@@ -126,7 +133,7 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 	if svc == nil {
 		return nil, errors.New("translate: nil service")
 	}
-	if svc.Annotations[AnnotationServiceProxyName] != "" {
+	if Skipped(svc) {
 		return nil, nil
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
@@ -192,6 +199,13 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 		if perr != nil {
 			errs = append(errs, perr)
 		}
+		if proto == ProtoSCTP {
+			var serr error
+			all, local, serr = sctpSamePort(svc, sp, all, local)
+			if serr != nil {
+				errs = append(errs, serr)
+			}
+		}
 		mk := func(key ServiceKey, isLocal bool) Frontend {
 			f := Frontend{Namespace: svc.Namespace, Name: svc.Name, PortName: sp.Name, Key: key, Flags: flags, Backends: all}
 			if isLocal {
@@ -207,15 +221,54 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 				out = append(out, f)
 			}
 		}
-		if wantNodePort && sp.NodePort != 0 {
+		if wantNodePort && sp.NodePort != 0 && proto == ProtoSCTP {
+			errs = append(errs, svcErr(svc, "UnsupportedProtocol", "port %q: SCTP NodePort is not supported (it translates the port); only the ClusterIP is programmed", sp.Name))
+		} else if wantNodePort && sp.NodePort != 0 {
 			out = append(out, mk(ServiceKey{VIP: netip.IPv4Unspecified(), Port: uint16(sp.NodePort), Proto: proto, Scope: ScopeNodePort}, externalLocal))
 		}
 	}
 	return out, errors.Join(errs...)
 }
 
-// backendsFor resolves one service port against the slices: all ready endpoints and the local ones.
+// Skipped reports whether svc is left to another proxy: it carries the label
+// service.kubernetes.io/service-proxy-name or service.kubernetes.io/headless (kube-proxy's
+// informer selector), or the service-proxy-name annotation.
+func Skipped(svc *corev1.Service) bool {
+	if _, ok := svc.Labels[LabelServiceProxyName]; ok {
+		return true
+	}
+	if _, ok := svc.Labels[LabelHeadless]; ok {
+		return true
+	}
+	return svc.Annotations[AnnotationServiceProxyName] != ""
+}
+
+// endpointState is what an EndpointSlice endpoint's conditions say, read as kube-proxy reads them:
+// ready defaults to true, serving defaults to ready, terminating to false. With
+// publishNotReadyAddresses every endpoint counts as ready (the EndpointSlice controller sets ready
+// for them too; the proxy does not second-guess it).
+type endpointState struct{ ready, serving, terminating bool }
+
+func stateOf(svc *corev1.Service, c discoveryv1.EndpointConditions) endpointState {
+	st := endpointState{ready: c.Ready == nil || *c.Ready}
+	st.serving = st.ready
+	if c.Serving != nil {
+		st.serving = *c.Serving
+	}
+	st.terminating = c.Terminating != nil && *c.Terminating
+	if svc.Spec.PublishNotReadyAddresses {
+		st.ready = true
+	}
+	return st
+}
+
+// backendsFor resolves one service port against the slices, the way kube-proxy categorises
+// endpoints: all is the ready endpoints, or when none is ready, the serving terminating ones
+// (graceful termination: a Service whose every pod is going away keeps answering until they stop
+// serving); local is the same choice made among this node's endpoints only (Local traffic
+// policies).
 func backendsFor(svc *corev1.Service, sp corev1.ServicePort, slices []*discoveryv1.EndpointSlice, nodeName string) (all, local []Backend, err error) {
+	var ready, readyLocal, term, termLocal []Backend
 	seen := map[Backend]bool{}
 	var unmatched []string
 	for _, sl := range slices {
@@ -245,10 +298,9 @@ func backendsFor(svc *corev1.Service, sp corev1.ServicePort, slices []*discovery
 			continue
 		}
 		for _, ep := range sl.Endpoints {
-			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
-				continue
-			}
-			if ep.Conditions.Terminating != nil && *ep.Conditions.Terminating {
+			st := stateOf(svc, ep.Conditions)
+			usable := st.ready || (st.serving && st.terminating)
+			if !usable {
 				continue
 			}
 			isLocal := ep.NodeName != nil && *ep.NodeName == nodeName
@@ -262,12 +314,26 @@ func backendsFor(svc *corev1.Service, sp corev1.ServicePort, slices []*discovery
 					continue
 				}
 				seen[b] = true
-				all = append(all, b)
-				if isLocal {
-					local = append(local, b)
+				if st.ready {
+					ready = append(ready, b)
+					if isLocal {
+						readyLocal = append(readyLocal, b)
+					}
+				} else {
+					term = append(term, b)
+					if isLocal {
+						termLocal = append(termLocal, b)
+					}
 				}
 			}
 		}
+	}
+	all, local = ready, readyLocal
+	if len(all) == 0 {
+		all = term
+	}
+	if len(local) == 0 {
+		local = termLocal
 	}
 	sortBackends(all)
 	sortBackends(local)
@@ -275,6 +341,26 @@ func backendsFor(svc *corev1.Service, sp corev1.ServicePort, slices []*discovery
 		err = svcErr(svc, "PortNotInEndpoints", "service port %q (%s) matches no port of EndpointSlice(s) %v: name the Service port and the target port alike; the port refuses connections until fixed", sp.Name, sp.Protocol, unmatched)
 	}
 	return all, local, err
+}
+
+// sctpSamePort keeps the SCTP backends whose port is the Service port: the datapath cannot
+// translate SCTP ports (its CRC32c checksum has no incremental update), as in Cilium. Others are
+// left out and reported; with none left the frontend refuses (SERVICE_BACKEND_NOT_FOUND).
+func sctpSamePort(svc *corev1.Service, sp corev1.ServicePort, all, local []Backend) ([]Backend, []Backend, error) {
+	keep := func(bs []Backend) []Backend {
+		var out []Backend
+		for _, b := range bs {
+			if b.Port == uint16(sp.Port) {
+				out = append(out, b)
+			}
+		}
+		return out
+	}
+	kAll := keep(all)
+	if len(kAll) == len(all) {
+		return all, local, nil
+	}
+	return kAll, keep(local), svcErr(svc, "SCTPPortTranslation", "port %q (SCTP): %d backend(s) with a target port other than %d left out: SCTP ports are not translated, set targetPort to the port", sp.Name, len(all)-len(kAll), sp.Port)
 }
 
 func sortBackends(b []Backend) {
@@ -292,8 +378,10 @@ func protoNumber(p corev1.Protocol) (uint8, error) {
 		return ProtoTCP, nil
 	case corev1.ProtocolUDP:
 		return ProtoUDP, nil
+	case corev1.ProtocolSCTP:
+		return ProtoSCTP, nil
 	default:
-		return 0, fmt.Errorf("protocol %s is not supported: use TCP or UDP", p)
+		return 0, fmt.Errorf("protocol %s is not supported: use TCP, UDP or SCTP", p)
 	}
 }
 
@@ -303,6 +391,8 @@ func protoName(p uint8) string {
 		return "TCP"
 	case ProtoUDP:
 		return "UDP"
+	case ProtoSCTP:
+		return "SCTP"
 	}
 	return strconv.Itoa(int(p))
 }

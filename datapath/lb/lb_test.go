@@ -42,6 +42,7 @@ type ep struct {
 	ip, node    string
 	ready       *bool
 	terminating bool
+	serving     *bool
 }
 
 func slice(name, svc, portName string, port int32, proto corev1.Protocol, eps ...ep) *discoveryv1.EndpointSlice {
@@ -51,7 +52,7 @@ func slice(name, svc, portName string, port int32, proto corev1.Protocol, eps ..
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr(portName), Port: ptr(port), Protocol: ptr(proto)}},
 	}
 	for _, e := range eps {
-		d := discoveryv1.Endpoint{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{Ready: e.ready}}
+		d := discoveryv1.Endpoint{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{Ready: e.ready, Serving: e.serving}}
 		if e.terminating {
 			d.Conditions.Terminating = ptr(true)
 		}
@@ -202,11 +203,38 @@ func TestTranslate(t *testing.T) {
 			slices: []*discoveryv1.EndpointSlice{webSlice},
 		},
 		{
-			name: "sctp rejected",
+			name: "sctp clusterip with the target port equal to the port",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{{Name: "s", Protocol: corev1.ProtocolSCTP, Port: 3868}}
+			}),
+			slices: []*discoveryv1.EndpointSlice{slice("web-s", "web", "s", 3868, corev1.ProtocolSCTP, ep{ip: "10.244.1.5", node: "n1"})},
+			want:   []want{{cip(3868, lb.ProtoSCTP), 0, []string{"10.244.1.5:3868"}}},
+		},
+		{
+			name: "sctp backends with another target port left out and reported",
 			svc: service(func(s *corev1.Service) {
 				s.Spec.Ports = []corev1.ServicePort{{Name: "s", Protocol: corev1.ProtocolSCTP, Port: 9}}
 			}),
-			wantErr: "protocol SCTP is not supported",
+			slices:  []*discoveryv1.EndpointSlice{slice("web-s", "web", "s", 3868, corev1.ProtocolSCTP, ep{ip: "10.244.1.5", node: "n1"})},
+			want:    []want{{cip(9, lb.ProtoSCTP), 0, nil}},
+			wantErr: "SCTP ports are not translated",
+		},
+		{
+			name: "sctp nodeport not programmed",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports = []corev1.ServicePort{{Name: "s", Protocol: corev1.ProtocolSCTP, Port: 3868, NodePort: 30868}}
+			}),
+			slices:  []*discoveryv1.EndpointSlice{slice("web-s", "web", "s", 3868, corev1.ProtocolSCTP, ep{ip: "10.244.1.5", node: "n1"})},
+			want:    []want{{cip(3868, lb.ProtoSCTP), 0, []string{"10.244.1.5:3868"}}},
+			wantErr: "SCTP NodePort is not supported",
+		},
+		{
+			name: "other protocols rejected",
+			svc: service(func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{{Name: "s", Protocol: "DCCP", Port: 9}}
+			}),
+			wantErr: "protocol DCCP is not supported",
 		},
 		{
 			name: "duplicate endpoints across slices deduplicated",
@@ -662,4 +690,192 @@ func flatten(err error) []error {
 		return out
 	}
 	return []error{err}
+}
+
+// TestTranslateEndpointConditions: backends come from the ready endpoints; when none is ready, from
+// the serving terminating ones (for the cluster-wide and the node-local choice alike);
+// publishNotReadyAddresses uses every endpoint.
+func TestTranslateEndpointConditions(t *testing.T) {
+	tcp := corev1.ProtocolTCP
+	local := func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeNodePort
+		s.Spec.Ports[0].NodePort = 30081
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyLocal)
+	}
+	term := func(ip, node string) ep {
+		return ep{ip: ip, node: node, ready: ptr(false), serving: ptr(true), terminating: true}
+	}
+	tests := []struct {
+		name   string
+		svc    *corev1.Service
+		eps    []ep
+		want   []string // ClusterIP (or, with Local, the ClusterIP and NodePort) backends
+		wantNP []string // NodePort backends (Local only)
+	}{
+		{
+			name: "ready beats serving terminating",
+			svc:  service(),
+			eps:  []ep{{ip: "10.244.1.5", node: "n1", ready: ptr(true)}, term("10.244.2.7", "n2")},
+			want: []string{"10.244.1.5:8080"},
+		},
+		{
+			name: "only terminating left: serving ones used",
+			svc:  service(),
+			eps: []ep{term("10.244.2.7", "n2"), term("10.244.1.5", "n1"),
+				{ip: "10.244.1.6", node: "n1", ready: ptr(false), serving: ptr(false), terminating: true},
+				{ip: "10.244.1.7", node: "n1", ready: ptr(false)}},
+			want: []string{"10.244.1.5:8080", "10.244.2.7:8080"},
+		},
+		{
+			name: "local: ready remote does not hide the serving terminating local one",
+			svc:  service(local),
+			eps:  []ep{{ip: "10.244.2.7", node: "n2", ready: ptr(true)}, term("10.244.1.5", "n1")},
+			want: []string{"10.244.1.5:8080"}, wantNP: []string{"10.244.1.5:8080"},
+		},
+		{
+			name: "local: ready local beats terminating local",
+			svc:  service(local),
+			eps:  []ep{{ip: "10.244.1.9", node: "n1", ready: ptr(true)}, term("10.244.1.5", "n1")},
+			want: []string{"10.244.1.9:8080"}, wantNP: []string{"10.244.1.9:8080"},
+		},
+		{
+			name: "local: nothing serving here",
+			svc:  service(local),
+			eps:  []ep{{ip: "10.244.2.7", node: "n2", ready: ptr(true)}, {ip: "10.244.1.5", node: "n1", ready: ptr(false), serving: ptr(false), terminating: true}},
+			want: nil, wantNP: nil,
+		},
+		{
+			name: "publishNotReadyAddresses uses unready and terminating endpoints",
+			svc:  service(func(s *corev1.Service) { s.Spec.PublishNotReadyAddresses = true }),
+			eps: []ep{{ip: "10.244.1.5", node: "n1", ready: ptr(false)},
+				{ip: "10.244.1.6", node: "n1", ready: ptr(true), serving: ptr(false), terminating: true},
+				{ip: "10.244.1.7", node: "n1", ready: ptr(true)}},
+			want: []string{"10.244.1.5:8080", "10.244.1.6:8080", "10.244.1.7:8080"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, err := lb.Translate(tc.svc, []*discoveryv1.EndpointSlice{slice("web-a", "web", "http", 8080, tcp, tc.eps...)}, "n1")
+			require.NoError(t, err)
+			got := map[lb.ServiceKey][]string{}
+			for _, f := range fs {
+				var bs []string
+				for _, b := range f.Backends {
+					bs = append(bs, b.String())
+				}
+				got[f.Key] = bs
+			}
+			assert.Equal(t, tc.want, got[cip(80, lb.ProtoTCP)], "clusterIP backends")
+			if tc.svc.Spec.Type == corev1.ServiceTypeNodePort {
+				assert.Equal(t, tc.wantNP, got[np(30081, lb.ProtoTCP)], "nodePort backends")
+			}
+		})
+	}
+}
+
+// TestTableSkipLabels: the labels service.kubernetes.io/headless and service-proxy-name take a
+// Service out of the table's hands (its frontends deleted) and their removal brings it back.
+func TestTableSkipLabels(t *testing.T) {
+	for _, label := range []string{lb.LabelHeadless, lb.LabelServiceProxyName} {
+		t.Run(label, func(t *testing.T) {
+			tab := lb.NewTable("n1")
+			_, err := tab.UpsertSlice(slice("web-a", "web", "http", 8080, corev1.ProtocolTCP, ep{ip: "10.244.1.5", node: "n1"}))
+			require.ErrorIs(t, err, lb.ErrUnknownService)
+			c, err := tab.UpsertService(service())
+			require.NoError(t, err)
+			require.Len(t, c.Write, 1)
+			_, _, ok := tab.Frontend(cip(80, lb.ProtoTCP))
+			require.True(t, ok)
+
+			c, err = tab.UpsertService(service(func(s *corev1.Service) { s.Labels = map[string]string{label: ""} }))
+			require.NoError(t, err)
+			assert.Equal(t, []lb.ServiceKey{cip(80, lb.ProtoTCP)}, c.Delete, "labelled: frontend removed")
+			_, _, ok = tab.Frontend(cip(80, lb.ProtoTCP))
+			assert.False(t, ok)
+
+			c, err = tab.UpsertService(service())
+			require.NoError(t, err)
+			require.Len(t, c.Write, 1, "label removed: frontend back")
+			assert.Equal(t, []lb.Backend{be("10.244.1.5:8080")}, c.Write[0].Backends)
+		})
+	}
+}
+
+// TestTableRecreatedAndScaledToZero: a Service deleted and created again with a new ClusterIP gets
+// a fresh service ID (no backend slot or conntrack entry of the old one applies), and the old
+// frontend is deleted; a Service scaled to 0 and back writes its frontend with count 0, then with
+// the new backends under the same ID.
+func TestTableRecreatedAndScaledToZero(t *testing.T) {
+	tab := lb.NewTable("n1")
+	_, err := tab.UpsertService(service())
+	require.NoError(t, err)
+	c, err := tab.UpsertSlice(slice("web-a", "web", "http", 8080, corev1.ProtocolTCP, ep{ip: "10.244.1.5", node: "n1"}))
+	require.NoError(t, err)
+	require.Len(t, c.Write, 1)
+	oldID := c.Write[0].Value.ID
+
+	// Scaled to 0: the slice keeps existing with no endpoints.
+	c, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, corev1.ProtocolTCP))
+	require.NoError(t, err)
+	require.Len(t, c.Write, 1)
+	assert.Equal(t, uint16(0), c.Write[0].Value.Count)
+	assert.Equal(t, []lb.StaleBackend{{Key: cip(80, lb.ProtoTCP), ID: oldID, Backend: be("10.244.1.5:8080")}}, c.Stale)
+	c, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, corev1.ProtocolTCP, ep{ip: "10.244.1.8", node: "n1"}))
+	require.NoError(t, err)
+	require.Len(t, c.Write, 1)
+	assert.Equal(t, lb.ServiceValue{ID: oldID, Count: 1}, c.Write[0].Value)
+
+	// Recreated: delete (slice and Service), then a new one with another ClusterIP.
+	_, err = tab.DeleteSlice("demo", "web-a")
+	require.NoError(t, err)
+	c = tab.DeleteService("demo", "web")
+	assert.Equal(t, []lb.ServiceKey{cip(80, lb.ProtoTCP)}, c.Delete)
+	newIP := netip.MustParseAddr("10.96.0.77")
+	c, err = tab.UpsertService(service(func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "10.96.0.77", []string{"10.96.0.77"} }))
+	require.NoError(t, err)
+	require.Len(t, c.Write, 1)
+	c, err = tab.UpsertSlice(slice("web-b", "web", "http", 8080, corev1.ProtocolTCP, ep{ip: "10.244.1.9", node: "n1"}))
+	require.NoError(t, err)
+	require.Len(t, c.Write, 1)
+	key := lb.ServiceKey{VIP: newIP, Port: 80, Proto: lb.ProtoTCP, Scope: lb.ScopeClusterIP}
+	assert.Equal(t, key, c.Write[0].Key)
+	assert.NotEqual(t, oldID, c.Write[0].Value.ID, "a recreated Service gets a fresh service ID")
+	assert.Equal(t, []lb.Backend{be("10.244.1.9:8080")}, c.Write[0].Backends)
+	_, _, ok := tab.Frontend(cip(80, lb.ProtoTCP))
+	assert.False(t, ok, "old ClusterIP frontend gone")
+}
+
+// TestTableHealthChecks: an externalTrafficPolicy Local Service's healthCheckNodePort counts this
+// node's ready endpoints; terminating (even serving) ones and other nodes' do not count.
+func TestTableHealthChecks(t *testing.T) {
+	tab := lb.NewTable("n1")
+	lbLocal := func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		s.Spec.Ports[0].NodePort = 30081
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		s.Spec.HealthCheckNodePort = 32000
+	}
+	_, err := tab.UpsertService(service(lbLocal))
+	require.NoError(t, err)
+	assert.Equal(t, []lb.HealthCheck{{Namespace: "demo", Name: "web", Port: 32000, LocalEndpoints: 0}}, tab.HealthChecks())
+
+	_, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, corev1.ProtocolTCP,
+		ep{ip: "10.244.1.5", node: "n1"}, ep{ip: "10.244.1.6", node: "n1", ready: ptr(true)},
+		ep{ip: "10.244.2.7", node: "n2"}, ep{ip: "10.244.1.8", node: "n1", ready: ptr(false), serving: ptr(true), terminating: true}))
+	require.NoError(t, err)
+	assert.Equal(t, []lb.HealthCheck{{Namespace: "demo", Name: "web", Port: 32000, LocalEndpoints: 2}}, tab.HealthChecks())
+
+	_, err = tab.UpsertSlice(slice("web-a", "web", "http", 8080, corev1.ProtocolTCP,
+		ep{ip: "10.244.1.8", node: "n1", ready: ptr(false), serving: ptr(true), terminating: true}))
+	require.NoError(t, err)
+	assert.Equal(t, []lb.HealthCheck{{Namespace: "demo", Name: "web", Port: 32000, LocalEndpoints: 0}}, tab.HealthChecks(), "only terminating left")
+
+	_, err = tab.UpsertService(service(lbLocal, func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster }))
+	require.NoError(t, err)
+	assert.Empty(t, tab.HealthChecks(), "Cluster policy: no health check")
+	_, err = tab.UpsertService(service(lbLocal))
+	require.NoError(t, err)
+	tab.DeleteService("demo", "web")
+	assert.Empty(t, tab.HealthChecks(), "deleted")
 }

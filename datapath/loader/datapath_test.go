@@ -527,3 +527,24 @@ func TestSessionAffinity(t *testing.T) {
 		require.Equal(t, first[:1], got[:1], "connection %d went to another backend", i)
 	}
 }
+
+// TestHairpin: a pod reaching itself through its own Service (the backend chosen is the client).
+// The datapath SNATs the source to the hairpin address 169.254.42.1 (SL_HAIRPIN_ADDR, as Cilium's
+// IPV4_LOOPBACK) and hands the packet straight back into the pod; the reply is reverse-translated
+// at from-container (source back to the VIP, destination back to the pod) and handed back too.
+func TestHairpin(t *testing.T) {
+	l := newLab(t)
+	b := l.pods["b"]
+	serveTCP(t, b.ns, "b", ":8080")
+	require.NoError(t, l.n1.dp.Maps.UpsertService(
+		maps.ServiceKey{VIP: netip.MustParseAddr("10.96.0.30"), Port: 80, Proto: maps.ProtoTCP},
+		maps.Service{ID: 3}, []maps.Backend{{IP: b.ip, Port: 8080}}))
+	for i := 0; i < 3; i++ {
+		reply, remote := tcpRoundTrip(t, b.ns, "10.96.0.30:80")
+		require.Equal(t, "b 169.254.42.1 hello", reply, "the server sees the hairpin address")
+		require.Equal(t, "10.96.0.30:80", remote, "the client sees the VIP")
+	}
+	// other pods still reach b with their own address
+	reply, _ := tcpRoundTrip(t, l.pods["a"].ns, "10.96.0.30:80")
+	require.Equal(t, "b 10.244.1.10 hello", reply)
+}

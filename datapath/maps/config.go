@@ -31,7 +31,15 @@ type Config struct {
 	// WakeupBytes: force a reader wakeup once this much event data is
 	// pending (0 = 64 KiB).
 	WakeupBytes uint32
+	// DropEventsPerSec limits the DROP events of the whole node (all flows
+	// and CPUs) per second of boot time, on top of the per-flow limit of one
+	// per second; drops over it are still counted (0 = DefaultDropEventsPerSec).
+	DropEventsPerSec uint32
 }
+
+// DefaultDropEventsPerSec is the datapath's node-wide DROP event limit when
+// Config.DropEventsPerSec is 0 (SL_DROP_EVENTS_PER_SEC_DEFAULT in bpf/lib/sl_drop.h).
+const DefaultDropEventsPerSec = 1000
 
 // SetConfig writes sl_config.
 func (m *Maps) SetConfig(c Config) error {
@@ -49,6 +57,7 @@ func (m *Maps) SetConfig(c Config) error {
 	r.NetdevIfindex = c.NetdevIfindex
 	r.EventLevel = uint32(c.EventLevel)
 	r.WakeupBytes = c.WakeupBytes
+	r.DropEventsPerSec = c.DropEventsPerSec
 	zero := uint32(0)
 	return put(m.Config, NameConfig, &zero, &r)
 }
@@ -60,7 +69,7 @@ func (m *Maps) GetConfig() (Config, error) {
 	if err := m.Config.Lookup(&zero, &r); err != nil {
 		return Config{}, fmt.Errorf("lookup %s: %w", NameConfig, err)
 	}
-	c := Config{NetdevIfindex: r.NetdevIfindex, EventLevel: EventLevel(r.EventLevel), WakeupBytes: r.WakeupBytes}
+	c := Config{NetdevIfindex: r.NetdevIfindex, EventLevel: EventLevel(r.EventLevel), WakeupBytes: r.WakeupBytes, DropEventsPerSec: r.DropEventsPerSec}
 	for _, v := range r.NodeIps {
 		if v != 0 {
 			c.NodeIPs = append(c.NodeIPs, U32ToIP(v))
@@ -77,13 +86,18 @@ const (
 	CounterCTNew     = uint32(bpfobj.SlSlCounterSL_CNT_CT_NEW)
 	CounterFIBFail   = uint32(bpfobj.SlSlCounterSL_CNT_FIB_FAIL)
 	CounterNonIPv4   = uint32(bpfobj.SlSlCounterSL_CNT_NON_IPV4)
-	CounterDropBase  = uint32(bpfobj.SlSlCounterSL_CNT_DROP_BASE) // + drop reason
-	counterMax       = uint32(bpfobj.SlSlCounterSL_CNT_MAX)
+	// CounterDropEventsSuppressed counts DROP events the node-wide limit
+	// suppressed (Config.DropEventsPerSec; the drops are counted by reason).
+	CounterDropEventsSuppressed = uint32(bpfobj.SlSlCounterSL_CNT_DROP_EVENTS_SUPPRESSED)
+	CounterDropBase             = uint32(bpfobj.SlSlCounterSL_CNT_DROP_BASE) // + drop reason
+	counterMax                  = uint32(bpfobj.SlSlCounterSL_CNT_MAX)
 )
 
 // Counters are the summed per-CPU datapath counters.
 type Counters struct {
 	Packets, Forwarded, RingbufReserveFailed, CTNew, FIBFailed, NonIPv4 uint64
+	// DropEventsSuppressed: DROP events over the node-wide limit (not emitted).
+	DropEventsSuppressed uint64
 	// Drops by drop reason (enum sl_drop_reason, see flowevent.DropReason).
 	Drops map[uint8]uint64
 }
@@ -113,6 +127,8 @@ func (m *Maps) ReadCounters() (Counters, error) {
 			c.FIBFailed = s
 		case i == CounterNonIPv4:
 			c.NonIPv4 = s
+		case i == CounterDropEventsSuppressed:
+			c.DropEventsSuppressed = s
 		case i > CounterDropBase && s > 0:
 			c.Drops[uint8(i-CounterDropBase)] = s
 		}

@@ -33,7 +33,65 @@ const (
 	CTSNAT        = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SNAT)
 	CTSeenClose   = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_CLOSE)
 	CTFIBRedirect = CTFlags(bpfobj.SlSlCtFlagsSL_CT_FIB_REDIRECT)
+	// TCP state seen in the entry's own direction (for CTLifetimes).
+	CTSeenNonSYN = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_NON_SYN)
+	CTSeenFIN    = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_FIN)
+	CTSeenRST    = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_RST)
 )
+
+// CTLifetimes are how long a conntrack entry may stay idle, by protocol and
+// TCP state: Cilium's defaults (bpf-ct-timeout-regular-*; the service
+// lifetimes there are the same). A flow's two entries are judged together:
+// the state is that of the connection (both directions' flags) and the idle
+// time runs from the later of their last packets, so a one-way stream keeps
+// its reply entry.
+type CTLifetimes struct {
+	// TCPEstablished: a TCP connection past its handshake (a packet without
+	// SYN seen in either direction). Cilium: 21600 s.
+	TCPEstablished time.Duration
+	// TCPSyn: a TCP connection that has only seen SYN (and SYN-ACK)
+	// packets, a half-open connection or a SYN flood. Cilium: 60 s.
+	TCPSyn time.Duration
+	// TCPClosing: a TCP connection with a FIN in both directions or an RST
+	// in either. Cilium: 10 s.
+	TCPClosing time.Duration
+	// NonTCP: UDP, ICMP and everything else. Cilium: 60 s.
+	NonTCP time.Duration
+}
+
+// DefaultCTLifetimes returns Cilium's default lifetimes.
+func DefaultCTLifetimes() CTLifetimes {
+	return CTLifetimes{TCPEstablished: 6 * time.Hour, TCPSyn: time.Minute, TCPClosing: 10 * time.Second, NonTCP: time.Minute}
+}
+
+// Lifetime is how long the flow of entry e may stay idle (see CTLifetimes);
+// pair is the flow's other entry (e.Pair), nil when it is gone.
+func (l CTLifetimes) Lifetime(k CTKey, e CTEntry, pair *CTEntry) time.Duration {
+	if k.Proto != ProtoTCP {
+		return l.NonTCP
+	}
+	f := e.Flags
+	if pair != nil {
+		f |= pair.Flags
+	}
+	switch {
+	case f&CTSeenRST != 0, e.Flags&CTSeenFIN != 0 && pair != nil && pair.Flags&CTSeenFIN != 0:
+		return l.TCPClosing
+	case f&CTSeenNonSYN != 0:
+		return l.TCPEstablished
+	}
+	return l.TCPSyn
+}
+
+// Expired reports whether the flow of entry e (pair: its other entry, nil when
+// gone) has been idle for longer than its lifetime at boot time now (ns).
+func (l CTLifetimes) Expired(k CTKey, e CTEntry, pair *CTEntry, now uint64) bool {
+	last := e.LastSeenNs
+	if pair != nil && pair.LastSeenNs > last {
+		last = pair.LastSeenNs
+	}
+	return last < now && time.Duration(now-last) > l.Lifetime(k, e, pair)
+}
 
 // CTKey is a conntrack key (host-order ports).
 type CTKey struct {
@@ -93,33 +151,68 @@ func ctEntryFromRaw(v bpfobj.SlSlCtEntry) CTEntry {
 	}
 }
 
-// IterateCT calls fn for every conntrack entry; fn returning false stops.
+// ctMap is one of the conntrack maps. A flow's entries (and so every entry's
+// pair) are in one of them: sl_ct_nodeport for NodePort flows from outside,
+// sl_ct for the rest.
+type ctMap struct {
+	name string
+	m    *ebpf.Map
+}
+
+// ctMaps are the conntrack maps, sl_ct first (the order the pod hooks look them up in).
+func (m *Maps) ctMaps() []ctMap {
+	out := []ctMap{{NameCT, m.CT}}
+	if m.CTNodePort != nil {
+		out = append(out, ctMap{NameCTNodePort, m.CTNodePort})
+	}
+	return out
+}
+
+// IterateCT calls fn for every conntrack entry (sl_ct, then sl_ct_nodeport); fn returning false stops.
 func (m *Maps) IterateCT(fn func(CTKey, CTEntry) bool) error {
+	for _, cm := range m.ctMaps() {
+		stop := false
+		if err := iterateCTMap(cm, func(k CTKey, e CTEntry) bool {
+			stop = !fn(k, e)
+			return !stop
+		}); err != nil || stop {
+			return err
+		}
+	}
+	return nil
+}
+
+func iterateCTMap(cm ctMap, fn func(CTKey, CTEntry) bool) error {
 	var k bpfobj.SlSlCtKey
 	var v bpfobj.SlSlCtEntry
-	it := m.CT.Iterate()
+	it := cm.m.Iterate()
 	for it.Next(&k, &v) {
 		if !fn(ctKeyFromRaw(k), ctEntryFromRaw(v)) {
 			return nil
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate %s: %w", NameCT, err)
+		return fmt.Errorf("iterate %s: %w", cm.name, err)
 	}
 	return nil
 }
 
-// LookupCT returns one conntrack entry.
+// LookupCT returns one conntrack entry, from sl_ct or else sl_ct_nodeport.
 func (m *Maps) LookupCT(k CTKey) (CTEntry, error) {
 	rk, err := k.raw()
 	if err != nil {
 		return CTEntry{}, err
 	}
 	var v bpfobj.SlSlCtEntry
-	if err := m.CT.Lookup(&rk, &v); err != nil {
-		return CTEntry{}, fmt.Errorf("lookup %s %+v: %w", NameCT, k, err)
+	var errs []error
+	for _, cm := range m.ctMaps() {
+		err := cm.m.Lookup(&rk, &v)
+		if err == nil {
+			return ctEntryFromRaw(v), nil
+		}
+		errs = append(errs, fmt.Errorf("lookup %s %+v: %w", cm.name, k, err))
 	}
-	return ctEntryFromRaw(v), nil
+	return CTEntry{}, errors.Join(errs...)
 }
 
 // BootTimeNs is the CLOCK_BOOTTIME the datapath stamps entries and events with.
@@ -131,44 +224,53 @@ func BootTimeNs() (uint64, error) {
 	return uint64(ts.Nano()), nil
 }
 
-// GCConntrack deletes conntrack entries idle for longer than idle (closed
-// TCP flows after closedIdle, if non-zero) and returns how many it removed.
-// The map is LRU, so GC only keeps stale NAT state from lingering.
-func (m *Maps) GCConntrack(ctx context.Context, idle, closedIdle time.Duration) (int, error) {
+// GCConntrack deletes the conntrack entries whose flow has outlived its
+// lifetime (CTLifetimes.Expired, both entries of a flow judged together) and
+// returns how many it removed. The map is LRU besides: GC is what ends idle
+// flows before the map fills.
+func (m *Maps) GCConntrack(ctx context.Context, l CTLifetimes) (int, error) {
 	now, err := BootTimeNs()
 	if err != nil {
 		return 0, err
 	}
+	total := 0
+	for _, cm := range m.ctMaps() {
+		n, err := gcCTMap(ctx, cm, l, now)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func gcCTMap(ctx context.Context, cm ctMap, l CTLifetimes, now uint64) (int, error) {
+	entries := map[CTKey]CTEntry{}
+	if err := iterateCTMap(cm, func(k CTKey, e CTEntry) bool {
+		entries[k] = e
+		return len(entries)%4096 != 0 || ctx.Err() == nil
+	}); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("conntrack gc: %w", err)
+	}
 	var stale []bpfobj.SlSlCtKey
-	var k bpfobj.SlSlCtKey
-	var v bpfobj.SlSlCtEntry
-	it := m.CT.Iterate()
-	for it.Next(&k, &v) {
-		limit := idle
-		if closedIdle > 0 && CTFlags(v.Flags)&CTSeenClose != 0 {
-			limit = closedIdle
+	for k, e := range entries {
+		var pair *CTEntry
+		if pe, ok := entries[e.Pair]; ok {
+			pair = &pe
 		}
-		if v.LastSeenNs < now && time.Duration(now-v.LastSeenNs) > limit {
-			stale = append(stale, k)
+		if !l.Expired(k, e, pair, now) {
+			continue
 		}
-		if len(stale)%4096 == 0 && ctx.Err() != nil {
-			return 0, fmt.Errorf("conntrack gc: %w", ctx.Err())
+		rk, err := k.raw()
+		if err != nil {
+			return 0, err
 		}
+		stale = append(stale, rk)
 	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("iterate %s: %w", NameCT, err)
-	}
-	n := 0
-	for i := range stale {
-		if err := ctx.Err(); err != nil {
-			return n, fmt.Errorf("conntrack gc: %w", err)
-		}
-		if err := del(m.CT, NameCT, &stale[i]); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
+	return deleteCTKeys(ctx, cm, stale)
 }
 
 // DeleteCTWhere deletes every conntrack entry for which match returns true, together with the
@@ -177,6 +279,18 @@ func (m *Maps) GCConntrack(ctx context.Context, idle, closedIdle time.Duration) 
 // else one key at a time; a key already gone (LRU eviction, the datapath's own close handling) is
 // not an error.
 func (m *Maps) DeleteCTWhere(ctx context.Context, match func(CTKey, CTEntry) bool) (int, error) {
+	total := 0
+	for _, cm := range m.ctMaps() {
+		n, err := deleteCTMapWhere(ctx, cm, match)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func deleteCTMapWhere(ctx context.Context, cm ctMap, match func(CTKey, CTEntry) bool) (int, error) {
 	seen := map[bpfobj.SlSlCtKey]bool{}
 	var keys []bpfobj.SlSlCtKey
 	add := func(k bpfobj.SlSlCtKey) {
@@ -188,7 +302,7 @@ func (m *Maps) DeleteCTWhere(ctx context.Context, match func(CTKey, CTEntry) boo
 	}
 	var k bpfobj.SlSlCtKey
 	var v bpfobj.SlSlCtEntry
-	it := m.CT.Iterate()
+	it := cm.m.Iterate()
 	for n := 0; it.Next(&k, &v); n++ {
 		if n%4096 == 0 && ctx.Err() != nil {
 			return 0, fmt.Errorf("conntrack flush: %w", ctx.Err())
@@ -199,21 +313,21 @@ func (m *Maps) DeleteCTWhere(ctx context.Context, match func(CTKey, CTEntry) boo
 		}
 	}
 	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("iterate %s: %w", NameCT, err)
+		return 0, fmt.Errorf("iterate %s: %w", cm.name, err)
 	}
-	return deleteCTKeys(ctx, m, keys)
+	return deleteCTKeys(ctx, cm, keys)
 }
 
-// deleteCTKeys deletes keys from sl_ct: in batches, falling back to single deletes from the
-// first key a batch could not delete (missing key, or no batch support).
-func deleteCTKeys(ctx context.Context, m *Maps, keys []bpfobj.SlSlCtKey) (int, error) {
+// deleteCTKeys deletes keys from a conntrack map: in batches, falling back to single deletes from
+// the first key a batch could not delete (missing key, or no batch support).
+func deleteCTKeys(ctx context.Context, cm ctMap, keys []bpfobj.SlSlCtKey) (int, error) {
 	n := 0
 	for len(keys) > 0 {
 		if err := ctx.Err(); err != nil {
 			return n, fmt.Errorf("conntrack flush: %w", err)
 		}
 		chunk := keys[:min(len(keys), 4096)]
-		done, err := m.CT.BatchDelete(chunk, nil)
+		done, err := cm.m.BatchDelete(chunk, nil)
 		n += done
 		keys = keys[done:]
 		if err == nil {
@@ -224,12 +338,12 @@ func deleteCTKeys(ctx context.Context, m *Maps, keys []bpfobj.SlSlCtKey) (int, e
 		}
 		// The batch stopped at keys[0] (already gone, or batches unsupported): delete it alone.
 		if !errors.Is(err, ebpf.ErrKeyNotExist) && !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
-			return n, wrap(m.CT, NameCT, "batch delete", err)
+			return n, wrap(cm.m, cm.name, "batch delete", err)
 		}
-		if err := m.CT.Delete(&keys[0]); err == nil {
+		if err := cm.m.Delete(&keys[0]); err == nil {
 			n++
 		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return n, wrap(m.CT, NameCT, "delete", err)
+			return n, wrap(cm.m, cm.name, "delete", err)
 		}
 		keys = keys[1:]
 	}

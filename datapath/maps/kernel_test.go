@@ -136,7 +136,7 @@ func TestGCConntrack(t *testing.T) {
 	}
 	put(1, now-uint64(10*time.Minute))
 	put(2, now)
-	n, err := m.GCConntrack(context.Background(), time.Minute, 0)
+	n, err := m.GCConntrack(context.Background(), maps.DefaultCTLifetimes())
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	left := 0

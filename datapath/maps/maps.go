@@ -22,6 +22,7 @@ const (
 	NameServices   = bpfobj.SlMapSlServices
 	NameBackends   = bpfobj.SlMapSlBackends
 	NameCT         = bpfobj.SlMapSlCt
+	NameCTNodePort = bpfobj.SlMapSlCtNodeport
 	NameDropRL     = bpfobj.SlMapSlDropRl
 	NameEvents     = bpfobj.SlMapSlEvents
 	NameCounters   = bpfobj.SlMapSlCounters
@@ -56,6 +57,7 @@ type Maps struct {
 	Services   *ebpf.Map
 	Backends   *ebpf.Map
 	CT         *ebpf.Map
+	CTNodePort *ebpf.Map // conntrack of NodePort flows from outside (bpf/lib/sl_maps.h)
 	DropRL     *ebpf.Map
 	Events     *ebpf.Map
 	Counters   *ebpf.Map
@@ -67,7 +69,7 @@ type Maps struct {
 func New(o *bpfobj.SlMaps) *Maps {
 	return &Maps{
 		Endpoints: o.SlEndpoints, EpByIP: o.SlEpByIp, IPCache: o.SlIpcache, Policy: o.SlPolicy,
-		CIDRPolicy: o.SlCidrPolicy, Services: o.SlServices, Backends: o.SlBackends, CT: o.SlCt,
+		CIDRPolicy: o.SlCidrPolicy, Services: o.SlServices, Backends: o.SlBackends, CT: o.SlCt, CTNodePort: o.SlCtNodeport,
 		DropRL: o.SlDropRl, Events: o.SlEvents, Counters: o.SlCounters, Config: o.SlConfig,
 	}
 }
@@ -81,7 +83,8 @@ const (
 	ProtoICMP = Proto(bpfobj.SlSlProtoSL_PROTO_ICMP)
 	ProtoTCP  = Proto(bpfobj.SlSlProtoSL_PROTO_TCP)
 	ProtoUDP  = Proto(bpfobj.SlSlProtoSL_PROTO_UDP)
-	// ProtoSCTP appears in policy keys only; the datapath parses no SCTP ports.
+	// ProtoSCTP: ports parsed for policy, conntrack and Services (Services without port
+	// translation: the datapath cannot update SCTP's CRC32c checksum).
 	ProtoSCTP = Proto(bpfobj.SlSlProtoSL_PROTO_SCTP)
 )
 

@@ -51,8 +51,8 @@ type Backend struct {
 }
 
 func (k ServiceKey) raw() (bpfobj.SlSlSvcKey, error) {
-	if k.Proto != ProtoTCP && k.Proto != ProtoUDP {
-		return bpfobj.SlSlSvcKey{}, fmt.Errorf("service %s:%d: protocol %s not supported (TCP or UDP)", k.VIP, k.Port, k.Proto)
+	if k.Proto != ProtoTCP && k.Proto != ProtoUDP && k.Proto != ProtoSCTP {
+		return bpfobj.SlSlSvcKey{}, fmt.Errorf("service %s:%d: protocol %s not supported (TCP, UDP or SCTP)", k.VIP, k.Port, k.Proto)
 	}
 	if k.Port == 0 {
 		return bpfobj.SlSlSvcKey{}, fmt.Errorf("service %s/%s: port 0", k.VIP, k.Proto)

@@ -227,7 +227,9 @@ func sortedPods(in []Pod) []*Pod {
 
 // buildIPCache maps node IPs to host/remote-node and pod IPs to their
 // identity. An address claimed by two owners with different identities gets
-// IdentityUnmanaged (no pod selector matches it: fail closed).
+// IdentityUnmanaged (no pod selector matches it: fail closed), except that a
+// terminating pod's claim yields to any other owner's (its address was
+// released and given to a new pod; until then it keeps its identity).
 func buildIPCache(in Input, podIdentity map[PodRef]uint32, problems *[]Problem) []maps.IPCacheEntry {
 	owner := map[netip.Addr]uint32{}
 	conflict := map[netip.Addr]bool{}
@@ -250,11 +252,20 @@ func buildIPCache(in Input, podIdentity map[PodRef]uint32, problems *[]Problem) 
 			set(ip, id)
 		}
 	}
-	for _, p := range sortedPods(in.Pods) {
-		if p.HostNetwork {
+	pods := sortedPods(in.Pods)
+	for _, p := range pods {
+		if !p.HostNetwork && !p.Terminating {
+			set(p.IP, podIdentity[p.Ref()])
+		}
+	}
+	live := gomaps.Clone(owner)
+	for _, p := range pods {
+		if p.HostNetwork || !p.Terminating {
 			continue
 		}
-		set(p.IP, podIdentity[p.Ref()])
+		if _, taken := live[p.IP]; !taken {
+			set(p.IP, podIdentity[p.Ref()])
+		}
 	}
 	out := make([]maps.IPCacheEntry, 0, len(owner))
 	for ip, id := range owner {

@@ -778,6 +778,11 @@ func TestPodFromK8s(t *testing.T) {
 		IP:    netip.MustParseAddr("10.0.1.10"),
 		Ports: []ContainerPort{{Name: "http", Port: 8080, Protocol: ProtoTCP}, {Name: "dns", Port: 53, Protocol: ProtoUDP}},
 	}, got)
+	now := metav1.Now()
+	pod.DeletionTimestamp = &now
+	got = PodFromK8s(pod)
+	assert.True(t, got.Terminating)
+	assert.Equal(t, netip.MustParseAddr("10.0.1.10"), got.IP, "a terminating pod keeps its IP (and identity) until it is gone")
 	pod.Status.Phase = corev1.PodSucceeded
 	assert.False(t, PodFromK8s(pod).IP.IsValid(), "a finished pod's IP may belong to another pod")
 

@@ -21,9 +21,9 @@ import (
 // the same verdict, because every level holds the complete answer for its
 // traffic (see compileCIDR). Decide models the fall-through.
 //
-// The datapath's own exemption (ingress from the local host identity is
-// always allowed, for kubelet probes) is not part of the compiled entries
-// and is not applied here.
+// The datapath's own exemption (traffic from and to the local host identity,
+// the node's own addresses, is always allowed: kubelet probes) is not part of
+// the compiled entries and is not applied here.
 func (r *Result) Decide(ep uint32, dir maps.Direction, peerIP netip.Addr, proto maps.Proto, port uint16) (allowed bool, policyID uint32) {
 	e := r.Endpoints[ep]
 	if e == nil || e.Flags&EndpointPolicyError != 0 {

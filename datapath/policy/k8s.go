@@ -11,7 +11,10 @@ import (
 
 // PodFromK8s converts a corev1.Pod into the compiler's Pod. A pod that has
 // finished (phase Succeeded or Failed) gets no IP: its address may already
-// belong to another pod. Container ports with an unknown protocol are kept
+// belong to another pod. A terminating pod (deletionTimestamp set, not
+// finished) keeps its IP and so its identity: its in-flight traffic is still
+// judged by its labels until it is gone (Terminating marks it, so that a live
+// pod that gets its address wins the ipcache entry). Container ports with an unknown protocol are kept
 // out (a named port pointing at them then resolves to nothing: fail closed).
 func PodFromK8s(p *corev1.Pod) Pod {
 	out := Pod{
@@ -20,8 +23,9 @@ func PodFromK8s(p *corev1.Pod) Pod {
 		Labels:      p.Labels,
 		Node:        p.Spec.NodeName,
 		HostNetwork: p.Spec.HostNetwork,
+		Terminating: p.DeletionTimestamp != nil,
 	}
-	if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && p.DeletionTimestamp == nil {
+	if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
 		if ip, err := netip.ParseAddr(p.Status.PodIP); err == nil && ip.Is4() {
 			out.IP = ip
 		}

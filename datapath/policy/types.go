@@ -85,6 +85,9 @@ type Pod struct {
 	IP          netip.Addr // invalid when the pod has no IP (yet, or any more)
 	Node        string
 	HostNetwork bool // host-network pods get no identity and no ipcache entry
+	// Terminating: the pod is being deleted (deletionTimestamp set). It keeps its IP and identity;
+	// a pod that is not terminating wins an address both claim (the address was released and reused).
+	Terminating bool
 	Ports       []ContainerPort
 }
 

@@ -63,11 +63,17 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, started: time.Now()}
 	a.endpoints = newEndpoints(cfg, log, &a.ready)
 	a.policy = newPolicies(cfg.NodeName, cfg.IdentitiesPath(), cfg.PolicyDebounce, log, a.endpoints, &a.synced)
+	a.policy.skipEnforcement = func() bool {
+		_, err := os.Stat(cfg.TestSkipEnforcementPath())
+		return err == nil
+	}
 	a.endpoints.policy = a.policy
 	a.nodes = newNodeRoutes(cfg.NodeName, maps.EventLevel(cfg.EventLevel), log)
+	a.nodes.dropEvents = cfg.DropEventsPerSec
 	extIPs, _ := lb.ParseExternalIPPolicy(cfg.ExternalIPs) // checked by Validate
 	a.services = newServices(cfg.NodeName, log, a.nodes.isNodeIP)
 	a.services.table.SetExternalIPPolicy(extIPs)
+	a.services.health = newHealthChecks(log)
 	a.flows = &flows{
 		enricher: enricher{node: cfg.NodeName, services: a.services, policies: a.policy},
 		log:      log, store: flow.NewStore(cfg.FlowBuffer), synced: &a.synced,
@@ -189,6 +195,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		a.services.health.close(sctx)
+	}()
+
 	// 5. Informers; wait for sync, program services and policy.
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -211,9 +223,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("initial policy: %w", err)
 	}
 	a.policy.reportRevision(runCtx)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); a.policy.loop(runCtx) }()
 	go func() { defer wg.Done(); a.ctGCLoop(runCtx) }()
+	go func() { defer wg.Done(); a.watchTestSwitch(runCtx) }()
 
 	// 7. Install the CNI plugin and write the CNI config: the node turns Ready now.
 	if err := installBinary(a.cfg.CNISource, a.cfg.CNIBinDir, "starlab-cni"); err != nil {
@@ -342,6 +355,26 @@ func (a *Agent) startInformers(ctx context.Context) error {
 	return nil
 }
 
+// watchTestSwitch recompiles the policy when the test-only skip-enforcement switch
+// (Config.TestSkipEnforcementPath) appears or goes, checking every second.
+func (a *Agent) watchTestSwitch(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	was := a.policy.skippingEnforcement()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := a.policy.skippingEnforcement(); now != was {
+			was = now
+			a.log.Warn("test switch changed: recompiling policy", "switch", a.cfg.TestSkipEnforcementPath(), "skip_enforcement", now)
+			a.policy.trigger()
+		}
+	}
+}
+
 func (a *Agent) ctGCLoop(ctx context.Context) {
 	if a.cfg.CTGCInterval <= 0 {
 		return
@@ -354,7 +387,7 @@ func (a *Agent) ctGCLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, err := a.dp.Maps.GCConntrack(ctx, a.cfg.CTIdle, 30*time.Second)
+		n, err := a.dp.Maps.GCConntrack(ctx, a.cfg.CTLifetimes)
 		if err != nil {
 			a.log.Warn("conntrack gc", "err", err)
 			continue

@@ -58,6 +58,14 @@ func newMetrics(a *Agent) *metrics {
 			func() float64 { return float64(a.policy.programmedRevision.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_services", Help: "Programmed service frontends."},
 			func() float64 { return float64(a.services.len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_datapath_drop_events_suppressed_total", Help: "DROP flow events the node-wide limit suppressed (--drop-events-per-second; the drops are in starlab_datapath_drops_total)."},
+			func() float64 {
+				c, err := a.dp.Maps.ReadCounters()
+				if err != nil {
+					return 0
+				}
+				return float64(c.DropEventsSuppressed)
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_datapath_drops_total", Help: "Packets dropped by the datapath (all reasons, from sl_counters)."},
 			func() float64 {
 				c, err := a.dp.Maps.ReadCounters()
@@ -106,7 +114,8 @@ func (a *Agent) status() agentapi.Status {
 			drops[flowevent.DropReason(r).String()] = v
 		}
 		s.DatapathCounters = map[string]any{"packets": c.Packets, "forwarded": c.Forwarded, "ringbuf_reserve_failed": c.RingbufReserveFailed,
-			"ct_new": c.CTNew, "fib_failed": c.FIBFailed, "drops": drops}
+			"ct_new": c.CTNew, "fib_failed": c.FIBFailed, "drops": drops,
+			"drop_events_suppressed": c.DropEventsSuppressed}
 	}
 	return s
 }

@@ -104,6 +104,8 @@ type nodeRoutes struct {
 	node       string
 	log        *slog.Logger
 	eventLevel maps.EventLevel
+	// dropEvents is sl_config's node-wide DROP event limit per second (0: the datapath's default).
+	dropEvents uint32
 	routes     routeTable
 	sink       configWriter
 	// dev is set once by Run before the node informer starts, read-only afterwards.
@@ -178,7 +180,7 @@ func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
 	if len(ips) == 0 {
 		return
 	}
-	cfg := maps.Config{NodeIPs: ips, NetdevIfindex: uint32(r.dev.Index), EventLevel: r.eventLevel}
+	cfg := maps.Config{NodeIPs: ips, NetdevIfindex: uint32(r.dev.Index), EventLevel: r.eventLevel, DropEventsPerSec: r.dropEvents}
 	if last := r.config.Load(); last != nil && sameConfig(cfg, *last) {
 		return
 	}
@@ -190,7 +192,8 @@ func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
 }
 
 func sameConfig(a, b maps.Config) bool {
-	return slices.Equal(a.NodeIPs, b.NodeIPs) && a.NetdevIfindex == b.NetdevIfindex && a.EventLevel == b.EventLevel && a.WakeupBytes == b.WakeupBytes
+	return slices.Equal(a.NodeIPs, b.NodeIPs) && a.NetdevIfindex == b.NetdevIfindex && a.EventLevel == b.EventLevel && a.WakeupBytes == b.WakeupBytes &&
+		a.DropEventsPerSec == b.DropEventsPerSec
 }
 
 // isNodeIP reports whether ip is one of this node's addresses.

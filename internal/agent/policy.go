@@ -69,6 +69,10 @@ type policies struct {
 	// applyFailures counts endpoints newly set deny-all because their policy could not be written
 	// (reason "capacity" or "write"); may be nil.
 	applyFailures func(reason string, n int)
+	// skipEnforcement is the test-only switch (Config.TestSkipEnforcementPath): when it reports
+	// true, endpoints are programmed without enforcement, so the conformance suite can show it
+	// catches a broken CNI. nil: never.
+	skipEnforcement func() bool
 	// Set by Run before the part is used, read-only afterwards.
 	maps     policyMaps
 	sources  policySources
@@ -201,6 +205,12 @@ func (p *policies) compileAndApply(ctx context.Context) error {
 		bases[uint32(ep.Ifindex)] = ep.base()
 	}
 	next := policy.Desired(res, bases)
+	if p.skippingEnforcement() {
+		for idx, e := range next.Endpoints {
+			next.Endpoints[idx] = unenforced(e)
+		}
+		p.log.Warn("TEST SWITCH: policy is NOT enforced on this node", "switch", "test-skip-enforcement", "endpoints", len(next.Endpoints))
+	}
 	// Capacity first: endpoints whose entries do not fit are deny-all before anything is written.
 	var over []policy.Overflow
 	if c, ok := p.maps.(capacityReporter); ok {
@@ -383,10 +393,14 @@ func (p *policies) input(eps []*Endpoint) (policy.Input, error) {
 		cp := policy.PodFromK8s(pod)
 		ref := cp.Ref()
 		if ep, ok := local[ref]; ok && cp.Node == p.node {
-			// The CNI knows the IP before the kubelet reports it.
-			if !cp.IP.IsValid() && pod.DeletionTimestamp == nil {
+			// The CNI knows the IP before the kubelet reports it, and the pod holds it (a
+			// terminating one too) until its CNI DEL.
+			if !cp.IP.IsValid() {
 				cp.IP = ep.ip
 			}
+		} else if cp.Node == p.node && cp.Terminating {
+			// A terminating local pod without an endpoint: CNI DEL has released its IP.
+			cp.IP = netip.Addr{}
 		}
 		seen[ref] = true
 		in.Pods = append(in.Pods, cp)
@@ -431,6 +445,9 @@ func (p *policies) writeEndpoint(ifindex uint32, base maps.Endpoint, keepExistin
 		return nil
 	}
 	e := p.result.Load().EndpointState(ifindex, base)
+	if p.result.Load() != nil && p.skippingEnforcement() {
+		e = unenforced(e)
+	}
 	if ok && sameEndpointValue(old, e) {
 		return nil
 	}
@@ -440,6 +457,17 @@ func (p *policies) writeEndpoint(ifindex uint32, base maps.Endpoint, keepExistin
 	}
 	p.recordEndpointLocked(ifindex, &e)
 	return nil
+}
+
+// skippingEnforcement reports whether the test-only skip-enforcement switch is on.
+func (p *policies) skippingEnforcement() bool {
+	return p.skipEnforcement != nil && p.skipEnforcement()
+}
+
+// unenforced is e without enforcement: its policy entries stay, the datapath allows everything.
+func unenforced(e maps.Endpoint) maps.Endpoint {
+	e.Flags &^= maps.EndpointIngressEnforced | maps.EndpointEgressEnforced
+	return e
 }
 
 // removeEndpoint deletes the endpoint's entry and forgets it.

@@ -325,3 +325,30 @@ func TestPolicyPartFailsClosedWhenPolicyCannotBeWritten(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyPartTestSkipEnforcementSwitch: with the test-only switch on, endpoints selected by a
+// policy are programmed without enforcement (the policy entries stay); off again, enforcement
+// returns with a new policy revision, so established flows are checked again.
+func TestPolicyPartTestSkipEnforcementSwitch(t *testing.T) {
+	f := newPolicyFixture(t)
+	ep := f.addWeb(t)
+	skip := true
+	f.p.skipEnforcement = func() bool { return skip }
+	require.NoError(t, f.netpols.Add(allowClient("41")))
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	assert.Zero(t, f.maps.s.Endpoints[12].Flags&maps.EndpointIngressEnforced, "switch on: not enforced")
+	assert.NotEmpty(t, f.maps.s.Policy, "the policy entries are still written")
+	require.NoError(t, f.p.writeEndpoint(12, ep.base(), false))
+	assert.Zero(t, f.maps.s.Endpoints[12].Flags&maps.EndpointIngressEnforced, "an endpoint write keeps the switch")
+
+	before := f.maps.s.Endpoints[12].PolicyRevision
+	skip = false
+	require.NoError(t, f.p.compileAndApply(t.Context()))
+	assert.Equal(t, maps.EndpointIngressEnforced, f.maps.s.Endpoints[12].Flags&maps.EndpointIngressEnforced, "switch off: enforced again")
+	assert.NotEqual(t, before, f.maps.s.Endpoints[12].PolicyRevision)
+}
+
+func TestTestSkipEnforcementPath(t *testing.T) {
+	cfg := DefaultConfig()
+	assert.Equal(t, "/var/lib/starlab/TEST-SKIP-ENFORCEMENT", cfg.TestSkipEnforcementPath())
+}

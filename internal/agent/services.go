@@ -41,6 +41,7 @@ type services struct {
 	recorder record.EventRecorder  // nil: no Events
 	lookup   serviceGetter         // nil: Events without UID
 	ct       conntrackFlusher      // nil: no conntrack flushes
+	health   *healthChecks         // nil: healthCheckNodePorts not served
 
 	mu    sync.Mutex // table
 	table *lb.Table
@@ -117,8 +118,11 @@ func (s *services) reportError(err error) {
 	}
 }
 
-// apply writes c (mu held).
+// apply writes c (mu held) and brings the health check ports up to date.
 func (s *services) apply(c lb.Changes) {
+	if s.health != nil {
+		s.health.sync(s.table.HealthChecks())
+	}
 	if c.Empty() {
 		return
 	}

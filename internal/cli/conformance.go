@@ -45,7 +45,7 @@ func newConformanceCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.profile, "profile", conformance.ProfileFull, "case set: full (every generated case) or quick (about ten, for CI)")
 	f.StringSliceVar(&o.include, "include", nil, "run only cases with one of these tags (see --list)")
 	f.StringSliceVar(&o.exclude, "exclude", conformance.DefaultExcludes(), "skip cases with any of these tags")
-	f.StringSliceVar(&o.modes, "modes", conformance.AllModes(), "probe modes: pod-ip (the pod's IP), service-ip (the ClusterIP of its Service s-<pod>)")
+	f.StringSliceVar(&o.modes, "modes", conformance.AllModes(), "probe modes: pod-ip (the pod's IP), service-ip (the ClusterIP of its Service s-<pod>), service-name (s-<pod>.<ns>.svc.cluster.local through the cluster DNS; policies isolating egress then also allow DNS)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "run against this cluster instead of the lab (needs --image unless it runs the Starlab demos)")
 	f.StringVar(&o.image, "image", "", "starlab-demo image the nodes can pull (default: the lab's demo image)")
 	f.StringVar(&o.flows, "flows", "", "compare with flows: starlab (the Starlab observer) or none (default: starlab for the lab, none with --kubeconfig)")

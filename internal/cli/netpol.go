@@ -8,9 +8,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/starlab-dev/starlab/internal/conformance"
 	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/internal/oracle"
 )
@@ -66,42 +66,10 @@ func liveOracle(ctx context.Context, g *globalOptions) (*oracle.Oracle, error) {
 	return o, nil
 }
 
-// clusterFromAPI reads namespaces, pods that have not finished, services and network policies.
+// clusterFromAPI reads namespaces, pods that have not finished, services and network policies
+// (conformance.ReadCluster, shared with the reachability check).
 func clusterFromAPI(ctx context.Context, cs kubernetes.Interface) (oracle.Cluster, error) {
-	var c oracle.Cluster
-	nss, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return c, fmt.Errorf("list namespaces: %w", err)
-	}
-	for i := range nss.Items {
-		c.Namespaces = append(c.Namespaces, oracle.NamespaceFromK8s(&nss.Items[i]))
-	}
-	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return c, fmt.Errorf("list pods: %w", err)
-	}
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue
-		}
-		c.Pods = append(c.Pods, oracle.PodFromK8s(p))
-	}
-	svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return c, fmt.Errorf("list services: %w", err)
-	}
-	for i := range svcs.Items {
-		c.Services = append(c.Services, oracle.ServiceFromK8s(&svcs.Items[i]))
-	}
-	nps, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return c, fmt.Errorf("list networkpolicies: %w", err)
-	}
-	for i := range nps.Items {
-		c.Policies = append(c.Policies, &nps.Items[i])
-	}
-	return c, nil
+	return conformance.ReadCluster(ctx, cs)
 }
 
 // portFlags turns --port/--protocol into the truth-table columns; none means the ports the pods serve.

@@ -70,7 +70,7 @@ func expect(o *oracle.Oracle, mode, from, to string, pp oracle.PortProto) (oracl
 	sns, sname, _ := strings.Cut(from, "/")
 	dns, dname, _ := strings.Cut(to, "/")
 	dst := oracle.PodEndpoint(dns, dname)
-	if mode == ModeServiceIP {
+	if serviceMode(mode) {
 		dst = oracle.ServiceEndpoint(dns, ServiceName(dname))
 	}
 	v, err := o.Evaluate(oracle.PodEndpoint(sns, sname), dst, pp.Port, pp.Protocol)

@@ -172,7 +172,7 @@ func toDestination(f *flow.Flow, p Probe) bool {
 	if f.IP.OrigDestination != "" {
 		orig = net.JoinHostPort(f.IP.OrigDestination, strconv.Itoa(int(f.L4.OrigDestinationPort)))
 	}
-	for _, want := range []string{p.Dst, p.Backend} {
+	for _, want := range append([]string{p.Dst, p.Backend}, p.backends...) {
 		if want != "" && (dst == want || orig == want) {
 			return true
 		}

@@ -28,6 +28,8 @@ type Forwarder func(ctx context.Context, namespace, pod string, port int) (base 
 // DemoProber sends POST /probe/batch to each pod's demo probe through a port-forward opened once
 // per pod and kept for the run.
 type DemoProber struct {
+	// PortOf returns the demo HTTP port of pod ns/pod (nil: ControlPort, the suite's own pods).
+	PortOf  func(ref string) int
 	forward Forwarder
 	client  *http.Client
 	mu      sync.Mutex
@@ -59,9 +61,13 @@ func (d *DemoProber) base(ctx context.Context, ref string) (string, error) {
 		return b, nil
 	}
 	ns, pod, _ := strings.Cut(ref, "/")
-	b, closeFn, err := d.forward(ctx, ns, pod, ControlPort)
+	port := ControlPort
+	if d.PortOf != nil {
+		port = d.PortOf(ref)
+	}
+	b, closeFn, err := d.forward(ctx, ns, pod, port)
 	if err != nil {
-		return "", fmt.Errorf("port-forward to pod %s port %d: %w", ref, ControlPort, err)
+		return "", fmt.Errorf("port-forward to pod %s port %d: %w", ref, port, err)
 	}
 	d.bases[ref] = b
 	d.closers = append(d.closers, closeFn)
@@ -144,18 +150,40 @@ func MatrixProbes(u *Universe, modes []string) []Probe {
 	return out
 }
 
-// dialAddr is the address a probe dials in its mode.
+// dialAddr is the address a probe reaches in its mode (for service-name, the ClusterIP the name
+// resolves to: flows carry that).
 func dialAddr(u *Universe, p Probe) string {
 	ip := u.IPs[p.To]
-	if p.Mode == ModeServiceIP {
+	if serviceMode(p.Mode) {
 		ip = u.ServiceIPs[p.To]
 	}
 	return net.JoinHostPort(ip.String(), strconv.Itoa(int(p.Port)))
 }
 
+// dialName is the target a service-name probe dials: the Service's fully qualified name (with the
+// root dot, so the resolver's search list is not tried first).
+func dialName(p Probe) string {
+	ns, name, _ := strings.Cut(p.To, "/")
+	return net.JoinHostPort(ServiceName(name)+"."+ns+".svc."+ClusterDomain+".", strconv.Itoa(int(p.Port)))
+}
+
 // RunProbes makes every connection of want at once (one batch per source pod) toward the pod IPs of
 // u, and fills the results in place. It returns how long the whole matrix took.
 func RunProbes(ctx context.Context, p Prober, u *Universe, want []Probe, timeout time.Duration) (time.Duration, error) {
+	for i := range want {
+		want[i].Dst = dialAddr(u, want[i])
+		if want[i].Mode == ModeServiceName {
+			want[i].Target = dialName(want[i])
+		}
+		want[i].Backend = net.JoinHostPort(u.IPs[want[i].To].String(), strconv.Itoa(int(want[i].Port)))
+		want[i].SrcIP = u.IPs[want[i].From].String()
+	}
+	return ProbeAll(ctx, p, want, timeout)
+}
+
+// ProbeAll makes every connection of want (Dst or Target, Protocol and SrcIP set) at once, one
+// batch per source pod, and fills the results in place. It returns how long the slowest batch took.
+func ProbeAll(ctx context.Context, p Prober, want []Probe, timeout time.Duration) (time.Duration, error) {
 	bySrc := map[string][]int{}
 	for i, pr := range want {
 		bySrc[pr.From] = append(bySrc[pr.From], i)
@@ -166,7 +194,11 @@ func RunProbes(ctx context.Context, p Prober, u *Universe, want []Probe, timeout
 	for from, idx := range bySrc {
 		targets := make([]demo.BatchTarget, len(idx))
 		for k, i := range idx {
-			targets[k] = demo.BatchTarget{Target: dialAddr(u, want[i]), Protocol: strings.ToLower(string(want[i].Protocol))}
+			target := want[i].Dst
+			if want[i].Target != "" {
+				target = want[i].Target
+			}
+			targets[k] = demo.BatchTarget{Target: target, Protocol: strings.ToLower(string(want[i].Protocol))}
 		}
 		wg.Go(func() {
 			res, err := p.Batch(ctx, from, targets, timeout)
@@ -175,9 +207,7 @@ func RunProbes(ctx context.Context, p Prober, u *Universe, want []Probe, timeout
 				return
 			}
 			for k, i := range idx {
-				fillProbe(&want[i], res[k], u.IPs[from].String())
-				want[i].Dst = targets[k].Target
-				want[i].Backend = net.JoinHostPort(u.IPs[want[i].To].String(), strconv.Itoa(int(want[i].Port)))
+				fillProbe(&want[i], res[k])
 			}
 		})
 	}
@@ -189,14 +219,14 @@ func RunProbes(ctx context.Context, p Prober, u *Universe, want []Probe, timeout
 	return time.Since(start), nil
 }
 
-func fillProbe(p *Probe, r demo.ProbeResult, srcIP string) {
-	p.Reachable, p.Error, p.ElapsedMs, p.LocalAddr, p.SrcIP = r.Reachable, r.Error, r.ElapsedMs, r.LocalAddr, srcIP
+func fillProbe(p *Probe, r demo.ProbeResult) {
+	p.Reachable, p.Error, p.ElapsedMs, p.LocalAddr = r.Reachable, r.Error, r.ElapsedMs, r.LocalAddr
 }
 
 // Reconfirm probes once more every connection whose answer differs from the oracle (a lost UDP
 // datagram or slow first packet; a new socket that happened to reuse the source port of an
 // earlier connection still in conntrack), keeping the second answer.
-func Reconfirm(ctx context.Context, p Prober, u *Universe, probes []Probe, o *oracle.Oracle, timeout time.Duration) (int, error) {
+func Reconfirm(ctx context.Context, p Prober, probes []Probe, o *oracle.Oracle, timeout time.Duration) (int, error) {
 	var idx []int
 	for i, pr := range probes {
 		v, err := expect(o, pr.Mode, pr.From, pr.To, oracle.PortProto{Port: pr.Port, Protocol: pr.Protocol})
@@ -207,21 +237,22 @@ func Reconfirm(ctx context.Context, p Prober, u *Universe, probes []Probe, o *or
 			idx = append(idx, i)
 		}
 	}
-	return ReprobeAt(ctx, p, u, probes, idx, timeout)
+	return ReprobeAt(ctx, p, probes, idx, timeout)
 }
 
-// ReprobeAt makes the connections probes[idx] once more and keeps the new answers (marked
-// Reconfirmed). It returns how many it made.
-func ReprobeAt(ctx context.Context, p Prober, u *Universe, probes []Probe, idx []int, timeout time.Duration) (int, error) {
+// ReprobeAt makes the connections probes[idx] (already probed once, so Dst and SrcIP are set) once
+// more and keeps the new answers (marked Reconfirmed). It returns how many it made.
+func ReprobeAt(ctx context.Context, p Prober, probes []Probe, idx []int, timeout time.Duration) (int, error) {
 	if len(idx) == 0 {
 		return 0, nil
 	}
 	again := make([]Probe, len(idx))
 	for k, i := range idx {
 		pr := probes[i]
-		again[k] = Probe{Mode: pr.Mode, From: pr.From, To: pr.To, Port: pr.Port, Protocol: pr.Protocol}
+		again[k] = Probe{Mode: pr.Mode, From: pr.From, To: pr.To, Port: pr.Port, Protocol: pr.Protocol,
+			Target: pr.Target, Dst: pr.Dst, Backend: pr.Backend, SrcIP: pr.SrcIP, backends: pr.backends}
 	}
-	if _, err := RunProbes(ctx, p, u, again, timeout); err != nil {
+	if _, err := ProbeAll(ctx, p, again, timeout); err != nil {
 		return 0, err
 	}
 	for k, i := range idx {

@@ -3,6 +3,7 @@ package conformance
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -133,4 +134,58 @@ func WriteText(w io.Writer, r *Report, verbose bool) {
 func Summary(r *Report) string {
 	return fmt.Sprintf("%d cases: %d passed, %d failed in %s (setup %s; probe matrix mean %s, max %s; flows %s)",
 		len(r.Cases), r.Passed, r.Failed, r.Duration.Round(1e8), r.Setup.Round(1e8), r.MeanProbe.Round(1e6), r.MaxProbe.Round(1e6), r.Flows)
+}
+
+// WriteLiveTables prints a live check as truth tables, one per probe mode and port (rows: sources,
+// columns: destinations; cells: expected, probed, observed), then every wrong cell with the
+// oracle's reason, what was wrong and the connection's flows.
+func WriteLiveTables(w io.Writer, r *LiveResult) {
+	fmt.Fprintf(w, "policies %v; %d connections (%d wrong) in %s\n", r.Policies, r.Probes, r.Wrong, r.ProbeTime.Round(1e6))
+	fmt.Fprintln(w, "cells: expected / probed / observed; . allowed, X denied, ? unknown, - none, * wrong; blank: not served")
+	order, groups := groupCells(r.Cells)
+	for _, k := range order {
+		cells := groups[k]
+		var rows, cols []string
+		byPair := map[[2]string]Cell{}
+		for _, c := range cells {
+			if !slices.Contains(rows, c.From) {
+				rows = append(rows, c.From)
+			}
+			if !slices.Contains(cols, c.To) {
+				cols = append(cols, c.To)
+			}
+			byPair[[2]string{c.From, c.To}] = c
+		}
+		width := len("from \\ to")
+		for _, n := range append(slices.Clone(rows), cols...) {
+			width = max(width, len(n))
+		}
+		fmt.Fprintf(w, "  %s\n  %-*s %s\n", k, width, "from \\ to", strings.Join(padAll(cols, width), " "))
+		for _, from := range rows {
+			row := make([]string, len(cols))
+			for j, to := range cols {
+				mark := ""
+				if c, ok := byPair[[2]string{from, to}]; ok {
+					mark = cellMarks(c)
+				}
+				row[j] = fmt.Sprintf("%-*s", width, mark)
+			}
+			fmt.Fprintf(w, "  %-*s %s\n", width, from, strings.Join(row, " "))
+		}
+	}
+	for _, c := range r.Cells {
+		if !c.Wrong {
+			continue
+		}
+		fmt.Fprintf(w, "  WRONG %s %s -> %s %s/%d: %s\n", c.Mode, c.From, c.To, c.Protocol, c.Port, strings.Join(c.Why, "; "))
+		fmt.Fprintf(w, "        oracle: %s\n", c.Reason)
+		if c.Observed != nil {
+			for _, f := range c.Observed.Flows {
+				fmt.Fprintf(w, "        flow: %s\n", f)
+			}
+		}
+	}
+	for _, s := range r.Skipped {
+		fmt.Fprintf(w, "  not probed: %s\n", s)
+	}
 }

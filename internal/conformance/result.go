@@ -23,7 +23,10 @@ type Probe struct {
 	Reachable bool            `json:"reachable"`
 	Error     string          `json:"error,omitempty"`
 	ElapsedMs float64         `json:"elapsedMs"`
-	// Dst is the address dialled, Backend the destination pod's ip:port (the same in pod-ip mode).
+	// Target is the name:port dialled in service-name mode (empty: Dst is dialled).
+	Target string `json:"target,omitempty"`
+	// Dst is the address dialled (service-name: what the name resolves to), Backend the
+	// destination pod's ip:port (the same in pod-ip mode).
 	Dst     string `json:"dst,omitempty"`
 	Backend string `json:"backend,omitempty"`
 	// LocalAddr and SrcIP identify the connection in flows.
@@ -31,6 +34,9 @@ type Probe struct {
 	SrcIP     string `json:"srcIP,omitempty"`
 	// Reconfirmed: the first try failed and this is the second (confirming) try.
 	Reconfirmed bool `json:"reconfirmed,omitempty"`
+	// backends are the ip:port of every backend pod when the Service dialled has several (Backend
+	// is then empty): flows at the destination match any of them.
+	backends []string
 }
 
 // Observation is what the observer's flows of one connection say.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -113,6 +114,9 @@ func (r *Runner) runCase(ctx context.Context, c Case) CaseResult {
 func (r *Runner) runStep(ctx context.Context, s Step) (StepResult, error) {
 	u := r.Universe
 	st := u.StateOf(s)
+	if slices.Contains(r.modes(), ModeServiceName) {
+		st = WithDNSEgress(st)
+	}
 	sr := StepResult{Name: s.Name, Policies: st.PolicyNames()}
 	o, err := u.Oracle(st)
 	if err != nil {
@@ -146,7 +150,7 @@ func (r *Runner) runStep(ctx context.Context, s Step) (StepResult, error) {
 		start = time.Now().Add(-sr.ProbeTime)
 	}
 	sr.Probes = len(probes)
-	n, err := Reconfirm(ctx, r.Prober, u, probes, o, r.Opts.Timeout)
+	n, err := Reconfirm(ctx, r.Prober, probes, o, r.Opts.Timeout)
 	if err != nil {
 		return sr, err
 	}
@@ -198,14 +202,18 @@ func sameMatrix(a, b []Probe) bool {
 	return true
 }
 
-// observe reads the flows of probes; connections whose flows stay inconclusive (no NEW event: the
-// kernel reused the source port of an earlier connection still in conntrack) are probed once more
-// with a new socket and observed again.
+// observe reads the flows of probes made since start (ObserveProbes).
 func (r *Runner) observe(ctx context.Context, probes []Probe, start time.Time) (map[cellKey]Observation, error) {
-	u := r.Universe
+	return ObserveProbes(ctx, r.Prober, r.Flows, r.Universe.Namespaces, probes, start, r.Opts.FlowWait, r.Opts.Timeout)
+}
+
+// ObserveProbes reads the flows of probes (made since start, from pods of namespaces);
+// connections whose flows stay inconclusive (no NEW event: the kernel reused the source port of an
+// earlier connection still in conntrack) are probed once more with a new socket and observed again.
+func ObserveProbes(ctx context.Context, prober Prober, src FlowSource, namespaces []string, probes []Probe, start time.Time, flowWait, timeout time.Duration) (map[cellKey]Observation, error) {
 	// Flows of new connections arrive within a few hundred ms; a connection without NEW events
 	// never becomes conclusive, so the first pass waits briefly and the reprobe gets the full wait.
-	obs, err := Observe(ctx, r.Flows, u.Namespaces, probes, start, min(r.Opts.FlowWait, 2*time.Second))
+	obs, err := Observe(ctx, src, namespaces, probes, start, min(flowWait, 2*time.Second))
 	if err != nil {
 		return nil, err
 	}
@@ -220,14 +228,14 @@ func (r *Runner) observe(ctx context.Context, probes []Probe, start time.Time) (
 		return obs, nil
 	}
 	again := time.Now()
-	if _, err := ReprobeAt(ctx, r.Prober, u, probes, idx, r.Opts.Timeout); err != nil {
+	if _, err := ReprobeAt(ctx, prober, probes, idx, timeout); err != nil {
 		return nil, err
 	}
 	subset := make([]Probe, len(idx))
 	for k, i := range idx {
 		subset[k] = probes[i]
 	}
-	second, err := Observe(ctx, r.Flows, u.Namespaces, subset, again, r.Opts.FlowWait)
+	second, err := Observe(ctx, src, namespaces, subset, again, flowWait)
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ type BatchRequest struct {
 	Probes  []BatchTarget `json:"probes"`
 }
 
-// BatchTarget is one connection of a batch: host:port and tcp or udp.
+// BatchTarget is one connection of a batch: host:port and tcp, udp or sctp.
 type BatchTarget struct {
 	Target   string `json:"target"`
 	Protocol string `json:"protocol,omitempty"`
@@ -31,22 +31,23 @@ type BatchResponse struct {
 	Results []ProbeResult `json:"results"`
 }
 
-// ProbeBatch makes every connection of targets concurrently, each bounded by timeout.
-func ProbeBatch(ctx context.Context, targets []BatchTarget, timeout time.Duration) []ProbeResult {
+// ProbeBatch makes every connection of targets concurrently, each bounded by timeout, from source
+// ports taken from ports (nil: the kernel's choice).
+func ProbeBatch(ctx context.Context, ports *SourcePorts, targets []BatchTarget, timeout time.Duration) []ProbeResult {
 	out := make([]ProbeResult, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			out[i] = Dial(cctx, t.Protocol, t.Target)
+			out[i] = DialFrom(cctx, ports, t.Protocol, t.Target)
 		})
 	}
 	wg.Wait()
 	return out
 }
 
-func handleProbeBatch(w http.ResponseWriter, r *http.Request) {
+func handleProbeBatch(w http.ResponseWriter, r *http.Request, ports *SourcePorts) {
 	var req BatchRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("decode batch request: %v", err)})
@@ -70,10 +71,10 @@ func handleProbeBatch(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("probe %d: target %q: want host:port", i, p.Target)})
 			return
 		}
-		if p.Protocol != "" && p.Protocol != "tcp" && p.Protocol != "udp" {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("probe %d: protocol %q: want tcp or udp", i, p.Protocol)})
+		if p.Protocol != "" && !validProtocol(p.Protocol) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("probe %d: protocol %q: want tcp, udp or sctp", i, p.Protocol)})
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, BatchResponse{Results: ProbeBatch(r.Context(), req.Probes, timeout)})
+	writeJSON(w, http.StatusOK, BatchResponse{Results: ProbeBatch(r.Context(), ports, req.Probes, timeout)})
 }

@@ -50,7 +50,7 @@ func TestProbeBatch(t *testing.T) {
 			{Target: "127.0.0.1:" + strconv.Itoa(udp), Protocol: "udp"},
 			{Target: "127.0.0.1:" + strconv.Itoa(closedUDP), Protocol: "udp"},
 		}}, http.StatusOK, []bool{true, true, false}},
-		{"bad protocol", BatchRequest{Probes: []BatchTarget{{Target: "a:1", Protocol: "sctp"}}}, http.StatusBadRequest, nil},
+		{"bad protocol", BatchRequest{Probes: []BatchTarget{{Target: "a:1", Protocol: "icmp"}}}, http.StatusBadRequest, nil},
 		{"bad target", BatchRequest{Probes: []BatchTarget{{Target: "nope"}}}, http.StatusBadRequest, nil},
 		{"bad timeout", BatchRequest{Timeout: "2h"}, http.StatusBadRequest, nil},
 	}
@@ -73,4 +73,54 @@ func TestProbeBatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProbeBatchNeverReusesSourcePorts: one probe process must not reuse a source port (so a
+// 5-tuple an earlier probe left in some conntrack table) across batches. A reused UDP 5-tuple is
+// one flow to the destination's conntrack: probed through a ClusterIP after the pod IP, the
+// destination forwards it as established and reports no NEW flow (the conformance runs' "allowed,
+// no ingress flow" cells); with Linux conntrack a reused 5-tuple even passes a policy that now
+// denies it.
+func TestProbeBatchNeverReusesSourcePorts(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	udp := freeUDPPort(t)
+	require.NoError(t, ListenUDPEcho(ctx, "127.0.0.1", udp))
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer tcp.Close()
+	go acceptAndClose(tcp)
+	mux := http.NewServeMux()
+	RegisterCommon(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	seen := map[string]int{}
+	for batch := 0; batch < 8; batch++ {
+		req := BatchRequest{Timeout: "2s"}
+		for i := 0; i < 150; i++ {
+			req.Probes = append(req.Probes, BatchTarget{Target: "127.0.0.1:" + strconv.Itoa(udp), Protocol: "udp"},
+				BatchTarget{Target: tcp.Addr().String(), Protocol: "tcp"})
+		}
+		b, err := json.Marshal(req)
+		require.NoError(t, err)
+		resp, err := http.Post(srv.URL+"/probe/batch", "application/json", bytes.NewReader(b))
+		require.NoError(t, err)
+		var got BatchResponse
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+		resp.Body.Close()
+		for i, r := range got.Results {
+			require.True(t, r.Reachable, "probe %d of batch %d: %+v", i, batch, r)
+			_, port, err := net.SplitHostPort(r.LocalAddr)
+			require.NoError(t, err, "probe %d of batch %d: %+v", i, batch, r)
+			seen[r.Protocol+"/"+port]++
+		}
+	}
+	var reused []string
+	for k, n := range seen {
+		if n > 1 {
+			reused = append(reused, k)
+		}
+	}
+	assert.Empty(t, reused, "source ports used more than once in 8 batches of 150 UDP and 150 TCP probes")
 }

@@ -158,7 +158,7 @@ func TestProbeEndpoint(t *testing.T) {
 		{name: "udp echo", query: "target=" + udp.LocalAddr().String() + "&protocol=udp", code: 200, reachable: true},
 		{name: "udp closed", query: "target=" + closed + "&protocol=udp&timeout=300ms", code: 200, errHas: "udp answer"},
 		{name: "no port", query: "target=localhost", code: 400, errHas: "want host:port"},
-		{name: "bad protocol", query: "target=" + open + "&protocol=sctp", code: 400, errHas: "want tcp or udp"},
+		{name: "bad protocol", query: "target=" + open + "&protocol=icmp", code: 400, errHas: "want tcp, udp or sctp"},
 		{name: "bad timeout", query: "target=" + open + "&timeout=soon", code: 400, errHas: "duration"},
 	}
 	for _, tt := range tests {

@@ -67,6 +67,8 @@ type ProbeConfig struct {
 	Listen []int
 	// ListenUDP are UDP ports that echo every datagram (UDP probes see an answer).
 	ListenUDP []int
+	// ListenSCTP are SCTP ports that accept associations (the node's kernel needs SCTP).
+	ListenSCTP []int
 	// Peers are probed every Interval with Timeout each.
 	Peers    []Peer
 	Interval time.Duration
@@ -174,6 +176,11 @@ func (p *Prober) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	for _, port := range p.cfg.ListenSCTP {
+		if err := ListenSCTP(ctx, p.cfg.Addr, port); err != nil {
+			return err
+		}
+	}
 	p.log.Info("probe serving", "port", p.cfg.Port, "listen", p.cfg.Listen, "peers", len(p.cfg.Peers), "interval", p.cfg.Interval)
 	return serveEvery(ctx, net.JoinHostPort(p.cfg.Addr, strconv.Itoa(p.cfg.Port)), mux, p.cfg.Interval, p.ProbeOnce)
 }
@@ -199,9 +206,21 @@ func acceptAndClose(l net.Listener) {
 	}
 }
 
-// Dial makes one connection to target now. TCP: reachable when the handshake completes. UDP: a
-// datagram is sent and reachable when any answer arrives before the deadline.
+// Dial makes one connection to target now from a source port of the kernel's choice (DialFrom).
 func Dial(ctx context.Context, protocol, target string) ProbeResult {
+	return DialFrom(ctx, nil, protocol, target)
+}
+
+// validProtocol reports whether a probe can dial protocol.
+func validProtocol(protocol string) bool {
+	return protocol == "tcp" || protocol == "udp" || protocol == "sctp"
+}
+
+// DialFrom makes one connection to target now, from the next source port of ports (nil: the
+// kernel's choice). TCP: reachable when the handshake completes. UDP: a datagram is sent and
+// reachable when any answer arrives before the deadline. SCTP: reachable when the association is
+// established (INIT, INIT-ACK, COOKIE-ECHO, COOKIE-ACK).
+func DialFrom(ctx context.Context, ports *SourcePorts, protocol, target string) ProbeResult {
 	start := time.Now()
 	res := ProbeResult{Target: target, Protocol: protocol}
 	finish := func(err error) ProbeResult {
@@ -218,7 +237,7 @@ func Dial(ctx context.Context, protocol, target string) ProbeResult {
 	case "tcp", "":
 		res.Protocol = "tcp"
 		var srcPort int
-		d.Control = bindEphemeral(&srcPort)
+		d.Control = ports.bind(&srcPort)
 		c, err := d.DialContext(ctx, "tcp", target)
 		if err != nil {
 			if srcPort != 0 {
@@ -231,6 +250,8 @@ func Dial(ctx context.Context, protocol, target string) ProbeResult {
 		c.Close()
 		return finish(nil)
 	case "udp":
+		var srcPort int
+		d.Control = ports.bind(&srcPort)
 		c, err := d.DialContext(ctx, "udp", target)
 		if err != nil {
 			return finish(fmt.Errorf("udp socket to %s: %w", target, err))
@@ -248,19 +269,29 @@ func Dial(ctx context.Context, protocol, target string) ProbeResult {
 			return finish(fmt.Errorf("udp answer from %s: %w", target, err))
 		}
 		return finish(nil)
+	case "sctp":
+		local, err := dialSCTP(ctx, ports, target)
+		res.LocalAddr = local
+		if err != nil {
+			return finish(err)
+		}
+		res.RemoteAddr = target
+		return finish(nil)
 	default:
-		return finish(fmt.Errorf("protocol %q: want tcp or udp", protocol))
+		return finish(fmt.Errorf("protocol %q: want tcp, udp or sctp", protocol))
 	}
 }
 
-// RegisterCommon adds GET /probe and GET /healthz to mux.
+// RegisterCommon adds GET /healthz, GET /probe and POST /probe/batch to mux. The probes take
+// their source ports in turn from one SourcePorts, so no 5-tuple is reused soon.
 func RegisterCommon(mux *http.ServeMux) {
+	ports := NewEphemeralSourcePorts()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /probe", handleProbe)
-	mux.HandleFunc("POST /probe/batch", handleProbeBatch)
+	mux.HandleFunc("GET /probe", func(w http.ResponseWriter, r *http.Request) { handleProbe(w, r, ports) })
+	mux.HandleFunc("POST /probe/batch", func(w http.ResponseWriter, r *http.Request) { handleProbeBatch(w, r, ports) })
 }
 
-func handleProbe(w http.ResponseWriter, r *http.Request) {
+func handleProbe(w http.ResponseWriter, r *http.Request, ports *SourcePorts) {
 	q := r.URL.Query()
 	target := q.Get("target")
 	if _, _, err := net.SplitHostPort(target); err != nil {
@@ -271,8 +302,8 @@ func handleProbe(w http.ResponseWriter, r *http.Request) {
 	if protocol == "" {
 		protocol = "tcp"
 	}
-	if protocol != "tcp" && protocol != "udp" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("protocol %q: want tcp or udp", protocol)})
+	if !validProtocol(protocol) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("protocol %q: want tcp, udp or sctp", protocol)})
 		return
 	}
 	timeout := time.Second
@@ -286,7 +317,7 @@ func handleProbe(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	writeJSON(w, http.StatusOK, Dial(ctx, protocol, target))
+	writeJSON(w, http.StatusOK, DialFrom(ctx, ports, protocol, target))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -77,6 +77,7 @@ const (
 	DropFIBLookupFailed        = flowevent.DropNameFIBLookupFailed
 	DropPolicyWriteFailed      = flowevent.DropNamePolicyWriteFailed
 	DropCTTupleInUse           = flowevent.DropNameCTTupleInUse
+	DropFragNotFound           = flowevent.DropNameFragNotFound
 )
 
 // dropReasons is every drop reason the datapath reports (filter validation).

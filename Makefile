@@ -8,7 +8,7 @@ BINARIES := starlab starlab-agent starlab-cni starlab-observer starlab-demo
 # Debian packages the build, tests and benchmarks need (Docker and debootstrap are also ensured by `starlab up`).
 APT_PACKAGES := docker.io debootstrap clang-16 llvm-16 libbpf-dev iproute2 iptables jq iperf3 chromium tmux ca-certificates
 
-.PHONY: all deps build lab down test test-unit fuzz test-datapath test-e2e bench generate check-generate vet fmt clean
+.PHONY: all deps build hubble lab down test test-unit fuzz test-datapath test-e2e bench generate check-generate vet fmt clean
 
 all: build
 
@@ -23,6 +23,12 @@ deps:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+
+# The real hubble CLI (github.com/cilium/cilium/hubble v1.20.x), built offline from its own module
+# internal/hubblecli (Cilium's Kubernetes client needs its own client-go); the e2e layer runs it.
+hubble:
+	@mkdir -p $(BIN)
+	cd internal/hubblecli && $(GO) build -trimpath -o $(CURDIR)/$(BIN)/hubble github.com/cilium/cilium/hubble
 
 lab: deps build
 	$(BIN)/starlab up
@@ -64,7 +70,7 @@ test-datapath:
 # running lab; the lifecycle tests create and delete their own uniquely named clusters. The lab is removed
 # at the end whatever the result; the node image stays in the content-keyed cache (/var/cache/starlab).
 E2E_LAB ?= starlab-e2e
-test-e2e: build
+test-e2e: build hubble
 	@set -o pipefail; rc=0; \
 	$(BIN)/starlab down --name $(E2E_LAB) >/dev/null 2>&1 || true; \
 	$(BIN)/starlab up --name $(E2E_LAB) || rc=$$?; \

@@ -338,7 +338,7 @@ func (p podRef) match(e *Endpoint) bool {
 	return strings.HasPrefix(e.PodName, p.prefix)
 }
 
-// svcRef is "namespace/name" or "name" (any namespace).
+// svcRef is "namespace/name", "name" (any namespace) or "namespace/" (any service of the namespace).
 type svcRef struct {
 	namespace string
 	name      string
@@ -349,14 +349,14 @@ func parseSvcRef(v string) (svcRef, error) {
 	if !found {
 		name, ns = ns, ""
 	}
-	if name == "" || (found && ns == "") || strings.Contains(name, "/") {
-		return svcRef{}, fmt.Errorf("service %q: use [namespace/]service-name, e.g. stars/backend or backend", v)
+	if (name == "" && !found) || (found && ns == "") || strings.Contains(name, "/") {
+		return svcRef{}, fmt.Errorf("service %q: use [namespace/]service-name or namespace/, e.g. stars/backend, backend or stars/", v)
 	}
 	return svcRef{namespace: ns, name: name}, nil
 }
 
 func (r svcRef) match(s *Service) bool {
-	return s.Name == r.name && (r.namespace == "" || s.Namespace == r.namespace)
+	return (r.name == "" || s.Name == r.name) && (r.namespace == "" || s.Namespace == r.namespace)
 }
 
 // matchSet is match for a flow's optional service (nil: the flow has none).

@@ -14,9 +14,11 @@ import (
 	"github.com/starlab-dev/starlab/internal/flow"
 )
 
-// Cilium's monitor message types (pkg/monitor/api), as Hubble reports them in Flow.event_type.
-// A Starlab NEW event is a policy verdict on a new connection, DROP a drop notification, CLOSE a
-// trace of the connection's end.
+// Cilium's monitor message types (MessageTypeDrop, MessageTypeTrace, MessageTypePolicyVerdict of
+// github.com/cilium/cilium/pkg/monitor/api, whose package pulls in Cilium's Kubernetes client, which
+// does not build against this module's client-go), as Hubble reports them in Flow.event_type: a
+// Starlab NEW event is a policy verdict on a new connection, DROP a drop notification, CLOSE a trace
+// of the connection's end.
 const (
 	messageTypeDrop          = 1
 	messageTypeTrace         = 4
@@ -46,10 +48,14 @@ func ToProto(f *flow.Flow, version string) *flowpb.Flow {
 		IP:                    &flowpb.IP{Source: f.IP.Source, Destination: f.IP.Destination, IpVersion: ipVersion(f.IP.Source)},
 		L4:                    l4Proto(&f.L4),
 	}
-	switch f.EventType {
-	case flow.EventDrop:
+	switch {
+	case f.EventType == flow.EventDrop && f.DropReasonDesc == flow.DropPolicyDenied:
+		// A connection denied by policy is Cilium's policy-verdict event with verdict DROPPED: hubble
+		// prints it as "DENIED", with --print-policy-names "DENIED BY <policy> (<kind>)".
+		out.EventType = &flowpb.CiliumEventType{Type: messageTypePolicyVerdict}
+	case f.EventType == flow.EventDrop:
 		out.EventType = &flowpb.CiliumEventType{Type: messageTypeDrop}
-	case flow.EventClose:
+	case f.EventType == flow.EventClose:
 		out.EventType = &flowpb.CiliumEventType{Type: messageTypeTrace}
 	default:
 		out.EventType = &flowpb.CiliumEventType{Type: messageTypePolicyVerdict}
@@ -58,7 +64,9 @@ func ToProto(f *flow.Flow, version string) *flowpb.Flow {
 		reason := flowpb.DropReason(flowpb.DropReason_value[f.DropReasonDesc])
 		out.DropReasonDesc = reason
 		out.DropReason = uint32(reason)
-		out.EventType.SubType = int32(reason)
+		if out.EventType.Type == messageTypeDrop {
+			out.EventType.SubType = int32(reason) // a drop notification's subtype is its reason
+		}
 		if reason == flowpb.DropReason_DROP_REASON_UNKNOWN && f.DropReasonDesc != "" {
 			out.Summary = "drop reason " + f.DropReasonDesc // Starlab's own reasons have no Hubble number
 		}

@@ -13,6 +13,8 @@ import (
 	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -51,8 +53,18 @@ func NewServer(store *flow.Store, nodes func() []Node, rate func() float64, vers
 	return &Server{store: store, nodes: nodes, rate: rate, version: version, started: time.Now()}
 }
 
-// Register adds the server to g.
-func (s *Server) Register(g *grpc.Server) { observerpb.RegisterObserverServer(g, s) }
+// ObserverServiceName is the name `hubble status` health-checks (ObserverServiceName of
+// github.com/cilium/cilium/pkg/hubble/api/v1, which imports pkg/monitor/api: see messageTypeDrop).
+const ObserverServiceName = "hubble.server.Observer"
+
+// Register adds the server to g, with gRPC's health service answering SERVING for Hubble's observer
+// service (what `hubble status` checks first).
+func (s *Server) Register(g *grpc.Server) {
+	observerpb.RegisterObserverServer(g, s)
+	h := health.NewServer()
+	h.SetServingStatus(ObserverServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, h)
+}
 
 // Serve listens on addr and serves Hubble's API until ctx ends.
 func (s *Server) Serve(ctx context.Context, addr string, opts ...grpc.ServerOption) error {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -52,6 +53,10 @@ func sampleFlows() []*flow.Flow {
 
 // serve runs the server over a store of the sample flows on a loopback port and returns a client.
 func serve(t *testing.T, flows ...*flow.Flow) observerpb.ObserverClient {
+	return observerpb.NewObserverClient(serveConn(t, flows...))
+}
+
+func serveConn(t *testing.T, flows ...*flow.Flow) *grpc.ClientConn {
 	t.Helper()
 	store := flow.NewStore(100)
 	if flows == nil {
@@ -73,7 +78,7 @@ func serve(t *testing.T, flows ...*flow.Flow) observerpb.ObserverClient {
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	return observerpb.NewObserverClient(conn)
+	return conn
 }
 
 func getFlows(t *testing.T, c observerpb.ObserverClient, req *observerpb.GetFlowsRequest) ([]*flowpb.Flow, error) {
@@ -130,7 +135,9 @@ func TestGetFlowsAsHubbleFlows(t *testing.T) {
 	b := fs[1]
 	assert.Equal(t, flowpb.Verdict_DROPPED, b.GetVerdict())
 	assert.Equal(t, flowpb.DropReason_POLICY_DENIED, b.GetDropReasonDesc())
-	assert.Equal(t, int32(messageTypeDrop), b.GetEventType().GetType())
+	assert.Equal(t, int32(messageTypePolicyVerdict), b.GetEventType().GetType(), "a policy denial is a policy verdict (hubble: DENIED BY ...)")
+	assert.Equal(t, int32(messageTypeDrop), fs[2].GetEventType().GetType(), "other drops are drop notifications")
+	assert.Equal(t, int32(flowpb.DropReason_DROP_REASON_UNKNOWN), fs[2].GetEventType().GetSubType())
 	assert.Equal(t, uint32(53), b.GetL4().GetUDP().GetDestinationPort())
 	require.Len(t, b.GetEgressDeniedBy(), 1)
 	assert.Equal(t, flow.PolicyKindDefaultDeny, b.GetEgressDeniedBy()[0].GetKind())
@@ -156,7 +163,7 @@ func TestGetFlowsFiltersAsHubbleCLISendsThem(t *testing.T) {
 		{"--port 53 --protocol udp", &observerpb.GetFlowsRequest{Number: 10, Whitelist: []*flowpb.FlowFilter{{DestinationPort: []string{"53"}, Protocol: []string{"udp"}}}}, []string{"b"}},
 		{"--drop-reason-desc POLICY_DENIED", &observerpb.GetFlowsRequest{Number: 10, Whitelist: []*flowpb.FlowFilter{{DropReasonDesc: []flowpb.DropReason{flowpb.DropReason_POLICY_DENIED}}}}, []string{"b"}},
 		{"--traffic-direction egress", &observerpb.GetFlowsRequest{Number: 10, Whitelist: []*flowpb.FlowFilter{{TrafficDirection: []flowpb.TrafficDirection{flowpb.TrafficDirection_EGRESS}}}}, []string{"b"}},
-		{"--type drop", &observerpb.GetFlowsRequest{Number: 10, Whitelist: []*flowpb.FlowFilter{{EventType: []*flowpb.EventTypeFilter{{Type: messageTypeDrop}}}}}, []string{"b", "c"}},
+		{"--type drop (policy denials included)", &observerpb.GetFlowsRequest{Number: 10, Whitelist: []*flowpb.FlowFilter{{EventType: []*flowpb.EventTypeFilter{{Type: messageTypeDrop}}}}}, []string{"b", "c"}},
 		{"--tcp-flags SYN", &observerpb.GetFlowsRequest{Number: 10, Whitelist: []*flowpb.FlowFilter{{TcpFlags: []*flowpb.TCPFlags{{SYN: true}}}}}, []string{"a"}},
 		{"--not --verdict DROPPED (blacklist)", &observerpb.GetFlowsRequest{Number: 10, Blacklist: []*flowpb.FlowFilter{{Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}}}}, []string{"a"}},
 		{"--node-name w1", &observerpb.GetFlowsRequest{Number: 10, Whitelist: []*flowpb.FlowFilter{{NodeName: []string{"w1"}}}}, []string{"a"}},
@@ -216,4 +223,11 @@ func TestServerStatusNodesAndNamespaces(t *testing.T) {
 		names = append(names, n.GetNamespace())
 	}
 	assert.Equal(t, []string{"client", "stars"}, names, "namespaces of the last hour's flows, sorted")
+}
+
+func TestHealthCheckAsHubbleStatusAsks(t *testing.T) {
+	conn := serveConn(t)
+	resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: ObserverServiceName})
+	require.NoError(t, err)
+	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
 }

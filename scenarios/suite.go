@@ -22,6 +22,7 @@ func scenarioSteps(w *World) []step {
 		newShopSteps(w).steps(),
 		newServicesSteps(w).steps(),
 		newObserverSteps(w).steps(),
+		newHardeningSteps(w).steps(),
 	)
 }
 

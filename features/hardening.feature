@@ -23,4 +23,5 @@ Feature: The datapath holds through policy changes and agent restarts
     And no held NodePort connection failed or was opened again
     And every allowed probe during the restart got through
     And no denied probe during the restart got through
+    And the observer shows no dropped flow in hard-e2e during the restart other than the denied probes
     And every agent reports an endpoint for each pod on its node

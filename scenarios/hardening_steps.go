@@ -56,6 +56,8 @@ type hardeningSteps struct {
 // restartRecord is what the continuous probes recorded while the agents restarted.
 type restartRecord struct {
 	began, ended time.Time // agent pods deleted .. every new agent ready
+	from, until  time.Time // the probes ran
+	deniedIPs    []string  // the denied probes' destinations (the client pods)
 
 	mu             sync.Mutex
 	allowed        int      // allowed probes made
@@ -92,6 +94,7 @@ func (s *hardeningSteps) steps() []step {
 		{`^no held NodePort connection failed or was opened again$`, s.noNodePortHoldBroke},
 		{`^every allowed probe during the restart got through$`, s.everyAllowedProbePassed},
 		{`^no denied probe during the restart got through$`, s.noDeniedProbePassed},
+		{`^the observer shows no dropped flow in hard-e2e during the restart other than the denied probes$`, s.noDropsDuringRestart},
 	}
 }
 
@@ -454,6 +457,10 @@ func (s *hardeningSteps) restartWhileProbing(ctx context.Context) error {
 		})
 	}
 
+	r.from = time.Now()
+	for _, c := range clients {
+		r.deniedIPs = append(r.deniedIPs, c.Status.PodIP)
+	}
 	time.Sleep(2 * time.Second) // probes, streams and holds running before the restart
 	r.began = time.Now()
 	restartErr := newServicesSteps(s.w).restartAgents(ctx)
@@ -461,6 +468,7 @@ func (s *hardeningSteps) restartWhileProbing(ctx context.Context) error {
 	time.Sleep(5 * time.Second)
 	stop()
 	wg.Wait()
+	r.until = time.Now()
 	s.stopHolds()
 	require.NoError(t, restartErr)
 	for _, st := range s.streams {
@@ -518,5 +526,50 @@ func (s *hardeningSteps) noDeniedProbePassed(ctx context.Context) error {
 	require.NotNil(t, r, "the restart step ran")
 	assert.NotZero(t, r.denied, "denied probes were made")
 	assert.Empty(t, r.deniedAnswered, "denied probes that got through during the restart")
+	return nil
+}
+
+// noDropsDuringRestart checks the observer's flows of the probing window: every DROPPED flow from or
+// to a hard-e2e pod must be a denied probe (a client pod to the other client's HTTP port). A drop of
+// anything else (a Service without backends while an agent restarts, an unknown endpoint, a stream's
+// packet) is a break even when no probe happened to see it.
+func (s *hardeningSteps) noDropsDuringRestart(ctx context.Context) error {
+	t := godog.T(ctx)
+	r := s.restart
+	require.NotNil(t, r, "the restart step ran")
+	q := flow.Query{Since: r.from, Until: r.until, Allow: []flow.Filter{
+		{SourceNamespace: []string{hardNamespace}, Verdict: []flow.Verdict{flow.VerdictDropped}},
+		{DestinationNamespace: []string{hardNamespace}, Verdict: []flow.Verdict{flow.VerdictDropped}},
+	}}
+	var fl []*flow.Flow
+	// The new agents' flows reach the observer once it reconnected: wait for the window's end to be
+	// covered by every node (the drops of the denied probes run until the end).
+	err := poll(ctx, 20*time.Second, 500*time.Millisecond, "the observer's flows of the restart", func(ctx context.Context) (bool, string, error) {
+		var err error
+		fl, err = s.e.Observe(ctx, q)
+		if err != nil {
+			return false, "", err
+		}
+		st, err := s.e.ObserverStatus(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		return st.Unavailable == 0, fmt.Sprintf("observer: %d nodes unavailable", st.Unavailable), nil
+	})
+	require.NoError(t, err)
+	_ = s.e.AppendFlows(fl)
+	var bad []string
+	denied := 0
+	for _, f := range fl {
+		if f.DropReasonDesc == "POLICY_DENIED" && f.L4.DestinationPort == hardHTTPPort && slices.Contains(r.deniedIPs, f.IP.Destination) &&
+			slices.Contains(r.deniedIPs, f.IP.Source) {
+			denied++
+			continue
+		}
+		bad = append(bad, FormatFlow(f))
+	}
+	t.Logf("observer: %d dropped flows of the denied probes during the restart window", denied)
+	assert.Positive(t, denied, "the denied probes' drops were observed")
+	assert.Empty(t, bad, "dropped flows during the restart that no denied probe explains")
 	return nil
 }

@@ -63,7 +63,7 @@ func BenchmarkAgentRestartToProgrammed(b *testing.B) {
 	b.ReportMetric(float64(p.Max.Microseconds())/1000, "programmed-max-ms")
 	b.ReportMetric(float64(a.P50.Microseconds())/1000, "api-p50-ms")
 	b.ReportMetric(float64(a.Max.Microseconds())/1000, "api-max-ms")
-	b.Logf("fully programmed: %s; API up: %s", p, a)
+	b.Logf("fully programmed: n=%d min=%s p50=%s max=%s; API up: p50=%s max=%s", p.N, p.Min, p.P50, p.Max, a.P50, a.Max)
 }
 
 // restartResult is one node's measurement.
@@ -105,11 +105,10 @@ func restartAgentsMeasured(ctx context.Context, e *Env) (map[string]restartResul
 	}
 
 	pctx, stop := context.WithCancel(ctx)
-	defer stop()
 	var mu sync.Mutex
 	samples := map[string][]statusSample{}
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() { stop(); wg.Wait() }() // the pollers end before the samples are dropped
 	for node, ip := range ips {
 		wg.Go(func() {
 			c := agentClient(ip)

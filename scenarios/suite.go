@@ -23,6 +23,7 @@ func scenarioSteps(w *World) []step {
 		newServicesSteps(w).steps(),
 		newObserverSteps(w).steps(),
 		newConformanceSteps(w).steps(),
+		newHardeningSteps(w).steps(),
 	)
 }
 

@@ -177,6 +177,19 @@ func (t *Table) Frontend(key ServiceKey) (ServiceValue, []Backend, bool) {
 // Len returns the number of programmed frontends.
 func (t *Table) Len() int { return len(t.front) }
 
+// Frontends returns every frontend of the table with its whole state, in key order: what writing
+// the whole table at once takes (the agent does it once after its informers synced, having held the
+// writes of the initial events back).
+func (t *Table) Frontends() []FrontendState {
+	out := make([]FrontendState, 0, len(t.front))
+	for k := range t.front {
+		v, bs, _ := t.Frontend(k)
+		out = append(out, FrontendState{Key: k, Value: v, Backends: bs})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key.String() < out[j].Key.String() })
+	return out
+}
+
 // Lookup returns the programmed frontend for key: the owning Service ("ns/name") and its ID.
 func (t *Table) Lookup(key ServiceKey) (owner string, id uint32, ok bool) {
 	p, ok := t.front[key]

@@ -147,6 +147,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.services.seed(); err != nil {
 		return err
 	}
+	a.services.hold() // until the informers synced: no frontend is written before its backends
 
 	// 3. Restore endpoints of a previous run, then serve the CNI endpoint API.
 	if err := a.endpoints.reconcile(ctx); err != nil {
@@ -216,6 +217,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.flows.start(runCtx, &wg, a.dp.Maps.Events, a.dp.Maps.Counters); err != nil {
 		return err
 	}
+	a.services.release()
 	if err := a.services.pruneStale(); err != nil {
 		a.log.Warn("prune stale services", "err", err)
 	}

@@ -43,8 +43,12 @@ type services struct {
 	ct       conntrackFlusher      // nil: no conntrack flushes
 	health   *healthChecks         // nil: healthCheckNodePorts not served
 
-	mu    sync.Mutex // table
+	mu    sync.Mutex // table, holding, heldStale
 	table *lb.Table
+	// holding keeps the maps as they are while the table takes the initial informer events (hold
+	// .. release); heldStale are the stale backends those events produced, flushed at release.
+	holding   bool
+	heldStale []lb.StaleBackend
 }
 
 func newServices(nodeName string, log *slog.Logger, isNodeIP func(netip.Addr) bool) *services {
@@ -118,8 +122,13 @@ func (s *services) reportError(err error) {
 	}
 }
 
-// apply writes c (mu held) and brings the health check ports up to date.
+// apply writes c (mu held) and brings the health check ports up to date; while holding, only the
+// stale backends are kept for release.
 func (s *services) apply(c lb.Changes) {
+	if s.holding {
+		s.heldStale = append(s.heldStale, c.Stale...)
+		return
+	}
 	if s.health != nil {
 		s.health.sync(s.table.HealthChecks())
 	}
@@ -180,6 +189,34 @@ func (s *services) seed() error {
 	s.mu.Unlock()
 	s.log.Info("service IDs carried over from the pinned maps", "frontends", len(ids))
 	return nil
+}
+
+// hold makes the part update its table from informer events without writing the maps, until
+// release. A restarted agent holds while its informers deliver the initial objects: a Service
+// arrives before its EndpointSlices, and written at once it would be a frontend without backends
+// (new connections refused, SERVICE_BACKEND_NOT_FOUND) until they follow, while the pinned maps
+// already hold its backends.
+func (s *services) hold() {
+	s.mu.Lock()
+	s.holding = true
+	s.mu.Unlock()
+}
+
+// release writes every frontend of the table (the pinned values are rewritten in place, slot by
+// slot, so established and new connections see the old or the new backends, never none), flushes
+// the conntrack of the stale backends seen while holding, and lets later events write again.
+// Call it once the service handlers have seen every initial object, before pruneStale.
+func (s *services) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.holding {
+		return
+	}
+	s.holding = false
+	c := lb.Changes{Write: s.table.Frontends(), Stale: s.heldStale}
+	s.heldStale = nil
+	s.apply(c)
+	s.log.Info("services programmed after the informers synced", "frontends", len(c.Write))
 }
 
 // pruneStale removes service entries left in the pinned maps by a previous run that the current

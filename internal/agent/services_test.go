@@ -105,6 +105,31 @@ func TestServicesPartSeedPruneAndEvents(t *testing.T) {
 	assert.Equal(t, uint16(0), store.front[webClusterIP].Count)
 }
 
+// TestServicesPartRestartWritesNoFrontendWithoutBackends: a restarted agent's informers deliver a
+// Service before its EndpointSlice. The pinned maps already hold the frontend with its backend;
+// written at once, the Service alone would become a frontend without backends (new connections
+// refused) until the slice followed. Held until the informers synced, the maps only ever see the
+// whole frontend.
+func TestServicesPartRestartWritesNoFrontendWithoutBackends(t *testing.T) {
+	s, store := newTestServices("")
+	store.front[webClusterIP] = lb.ServiceValue{ID: 7, Count: 1}
+	store.front[webNodePort] = lb.ServiceValue{ID: 8, Count: 1}
+	require.NoError(t, s.seed())
+	s.hold()
+	s.onService(webService(), false)
+	s.onSlice(webSlice("10.244.1.5"), false)
+	for _, l := range store.log {
+		assert.NotContains(t, l, "backends 0", "a frontend was written without backends while the informers synced: %q", store.log)
+	}
+	s.release()
+	assert.ElementsMatch(t, []string{"write " + webClusterIP.String() + " backends 1", "write " + webNodePort.String() + " backends 1"}, store.log)
+	assert.Equal(t, lb.ServiceValue{ID: 7, Count: 1}, store.front[webClusterIP], "same ID, same backends")
+
+	store.log = nil
+	s.onSlice(webSlice("10.244.1.5", "10.244.2.9"), false) // after release, events write at once
+	assert.ElementsMatch(t, []string{"write " + webClusterIP.String() + " backends 2", "write " + webNodePort.String() + " backends 2"}, store.log)
+}
+
 // TestServicesPartFlushesRemovedUDPBackends (issue 11 item 4): when a UDP backend leaves a
 // Service, the conntrack entries of the flows load balanced to it go, so the client's next
 // datagram picks a live backend; the remaining backend's flows, and TCP flows, stay.

@@ -52,6 +52,7 @@ func newProbeCommand() *cobra.Command {
 	f.IntSliceVar(&cfg.Listen, "listen", nil, "extra TCP ports that accept connections")
 	f.IntSliceVar(&cfg.ListenUDP, "listen-udp", nil, "UDP ports that echo every datagram")
 	f.IntSliceVar(&cfg.ListenSCTP, "listen-sctp", nil, "SCTP ports that accept associations (the node's kernel needs SCTP)")
+	f.IntSliceVar(&cfg.Echo, "echo", nil, "TCP ports that echo every byte back and keep connections open (peers of POST /streams)")
 	f.StringArrayVar(&peers, "peer", nil, "peer to probe: host:port (TCP connect) or http(s) URL (GET); repeatable")
 	f.DurationVar(&cfg.Interval, "interval", 2*time.Second, "time between probe rounds")
 	f.DurationVar(&cfg.Timeout, "timeout", time.Second, "timeout of one probe")

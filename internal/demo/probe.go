@@ -69,6 +69,8 @@ type ProbeConfig struct {
 	ListenUDP []int
 	// ListenSCTP are SCTP ports that accept associations (the node's kernel needs SCTP).
 	ListenSCTP []int
+	// Echo are TCP ports that echo every byte back and keep connections open (stream peers).
+	Echo []int
 	// Peers are probed every Interval with Timeout each.
 	Peers    []Peer
 	Interval time.Duration
@@ -152,11 +154,13 @@ func (p *Prober) probePeer(ctx context.Context, peer Peer) error {
 	return nil
 }
 
-// Run serves HTTP on Port, accepts on Listen and probes until ctx ends.
+// Run serves HTTP on Port (with the streams API, stream.go), accepts on Listen, echoes on
+// ListenUDP and Echo, and probes until ctx ends.
 func (p *Prober) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, p.Status()) })
 	RegisterCommon(mux)
+	newStreamRegistry(ctx).register(mux)
 	var listeners []net.Listener
 	defer func() {
 		for _, l := range listeners {
@@ -181,7 +185,12 @@ func (p *Prober) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	p.log.Info("probe serving", "port", p.cfg.Port, "listen", p.cfg.Listen, "peers", len(p.cfg.Peers), "interval", p.cfg.Interval)
+	for _, port := range p.cfg.Echo {
+		if err := ListenTCPEcho(ctx, p.cfg.Addr, port); err != nil {
+			return err
+		}
+	}
+	p.log.Info("probe serving", "port", p.cfg.Port, "listen", p.cfg.Listen, "echo", p.cfg.Echo, "peers", len(p.cfg.Peers), "interval", p.cfg.Interval)
 	return serveEvery(ctx, net.JoinHostPort(p.cfg.Addr, strconv.Itoa(p.cfg.Port)), mux, p.cfg.Interval, p.ProbeOnce)
 }
 

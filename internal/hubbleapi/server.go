@@ -23,7 +23,7 @@ import (
 )
 
 // Port serves Hubble's gRPC API on the observer, the port a Cilium agent serves it on (Starlab's HTTP
-// APIs keep 4245): `kubectl -n starlab port-forward deploy/starlab-observer 4245:4244`, then plain
+// APIs keep 4245): `kubectl -n starlab-system port-forward deploy/starlab-observer 4245:4244`, then plain
 // `hubble observe` (whose default server is localhost:4245).
 const Port = 4244
 

@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/oracle"
 	"github.com/starlab-dev/starlab/manifests"
 )
@@ -188,4 +190,49 @@ func TestNetpolCommandsBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDiffObservedFlowsMeetChanges: --observed lists the changes real traffic meets. The stars step 3
+// -> 4 change (client -> frontend:80 opens) is met by the client's connections to frontend pods (named
+// by their Deployment), not by replies, other ports or other pairs.
+func TestDiffObservedFlowsMeetChanges(t *testing.T) {
+	workloads := t.TempDir()
+	files, err := manifests.Files(manifests.StarsDir)
+	require.NoError(t, err)
+	copyEmbedded(t, workloads, files)
+	base, head := t.TempDir(), t.TempDir()
+	writePolicySteps(t, base, 3)
+	writePolicySteps(t, head, 4)
+	b, err := manifestOracle(workloads, base)
+	require.NoError(t, err)
+	h, err := manifestOracle(workloads, head)
+	require.NoError(t, err)
+	changes, err := oracle.Diff(b, h, nil)
+	require.NoError(t, err)
+	require.Len(t, changes, 1)
+
+	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	ep := func(ns, pod, workload string) flow.Endpoint {
+		e := flow.Endpoint{Namespace: ns, PodName: pod}
+		if workload != "" {
+			e.Workload = &flow.Workload{Name: workload, Kind: "Deployment"}
+		}
+		return e
+	}
+	client, frontend, backend := ep("client", "client-5d8f-x2", "client"), ep("stars", "frontend-67d5-wc", "frontend"), ep("stars", "backend-6c45-ch", "backend")
+	tcp := func(port uint16) flow.L4 { return flow.L4{Protocol: flow.ProtoTCP, DestinationPort: port} }
+	flows := []*flow.Flow{
+		{Time: t0, Source: client, Destination: frontend, L4: tcp(80), Verdict: flow.VerdictDropped},
+		{Time: t0.Add(2 * time.Second), Source: client, Destination: frontend, L4: tcp(80), Verdict: flow.VerdictDropped},
+		{Time: t0.Add(3 * time.Second), Source: frontend, Destination: client, L4: tcp(80), IsReply: true},
+		{Time: t0.Add(4 * time.Second), Source: client, Destination: frontend, L4: tcp(81)},
+		{Time: t0.Add(5 * time.Second), Source: client, Destination: backend, L4: tcp(6379)},
+	}
+	got := matchObserved(changes, flows)
+	require.Len(t, got, 1)
+	assert.Equal(t, "client/client", got[0].From)
+	assert.Equal(t, "stars/frontend", got[0].To)
+	assert.Equal(t, 2, got[0].Flows)
+	assert.Equal(t, t0.Add(2*time.Second), got[0].LastSeen)
+	assert.Empty(t, matchObserved(changes, flows[2:]), "replies, other ports and unchanged pairs meet no change")
 }

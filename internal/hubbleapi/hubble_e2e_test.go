@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,21 +23,8 @@ import (
 	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/internal/observer"
 	"github.com/starlab-dev/starlab/internal/portforward"
+	"github.com/starlab-dev/starlab/internal/repobin"
 )
-
-// hubbleBinary is bin/hubble, built by `make hubble` from github.com/cilium/cilium/hubble (the
-// internal/hubblecli module), or $STARLAB_HUBBLE.
-func hubbleBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("STARLAB_HUBBLE"); p != "" {
-		return p
-	}
-	p, err := filepath.Abs(filepath.Join("..", "..", "bin", "hubble"))
-	require.NoError(t, err)
-	_, err = os.Stat(p)
-	require.NoError(t, err, "%s missing: run `make hubble` (the real hubble CLI, built offline from the cilium module)", p)
-	return p
-}
 
 // hubbleFlow is the part of `hubble observe -o json` lines the test reads.
 type hubbleFlow struct {
@@ -64,7 +50,9 @@ type hubbleFlow struct {
 // probes' flows as JSON, and --verdict, --from-namespace, --to-pod and --print-policy-names filter and
 // print as Hubble users expect. A deny policy on the stars backend makes the drops to look for.
 func TestRealHubbleCLIAgainstTheLab(t *testing.T) {
-	hubble := hubbleBinary(t)
+	// bin/hubble, built by `make hubble` from github.com/cilium/cilium/hubble (module internal/hubblecli).
+	hubble, err := repobin.Find("hubble", "STARLAB_HUBBLE", "hubble")
+	require.NoError(t, err)
 	name := os.Getenv("STARLAB_LAB")
 	require.NotEmpty(t, name, "STARLAB_LAB is not set: name a running lab, or run `make test-e2e`")
 	l, err := lab.Open(name)

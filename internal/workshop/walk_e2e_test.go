@@ -29,6 +29,7 @@ import (
 
 	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/internal/observer"
+	"github.com/starlab-dev/starlab/internal/repobin"
 	"github.com/starlab-dev/starlab/internal/workshop"
 	"github.com/starlab-dev/starlab/manifests"
 )
@@ -238,7 +239,8 @@ func TestPresenterPageWalksTheTalk(t *testing.T) {
 // step and checks the screen at each: the step's title, "done", the matrices, and no difference.
 func TestTUIWalksTheTalk(t *testing.T) {
 	name, cfg, parts := walkLab(t)
-	bin := starlabBinary(t)
+	bin, err := repobin.Find("starlab", "STARLAB_BIN", "build")
+	require.NoError(t, err)
 	tmux, err := exec.LookPath("tmux")
 	require.NoError(t, err, "tmux is needed for the terminal walk: apt-get install -y tmux")
 	session := fmt.Sprintf("starlab-tui-%d", os.Getpid())
@@ -291,17 +293,4 @@ func TestTUIWalksTheTalk(t *testing.T) {
 		}
 	}
 	run("send-keys", "-t", session, "q")
-}
-
-// starlabBinary is bin/starlab at the module root (`make test-e2e` builds it), or $STARLAB_BIN.
-func starlabBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("STARLAB_BIN"); p != "" {
-		return p
-	}
-	p, err := filepath.Abs(filepath.Join("..", "..", "bin", "starlab"))
-	require.NoError(t, err)
-	_, err = os.Stat(p)
-	require.NoError(t, err, "%s missing: run `make build` (or set STARLAB_BIN)", p)
-	return p
 }

@@ -127,14 +127,22 @@ func TestPredictStars(t *testing.T) {
 	assert.Contains(t, out, "| TCP/6379 from \\ to | client/client | management-ui/management-ui | stars/backend | stars/frontend |")
 }
 
-func TestDiffStarsStep3To4(t *testing.T) {
-	workloads := t.TempDir()
+// diffDirs writes the stars workloads, and the policy steps up to base and up to head, into three
+// temporary directories.
+func diffDirs(t *testing.T, baseSteps, headSteps int) (workloads, base, head string) {
+	t.Helper()
+	workloads = t.TempDir()
 	files, err := manifests.Files(manifests.StarsDir)
 	require.NoError(t, err)
 	copyEmbedded(t, workloads, files)
-	base, head := t.TempDir(), t.TempDir()
-	writePolicySteps(t, base, 3)
-	writePolicySteps(t, head, 4)
+	base, head = t.TempDir(), t.TempDir()
+	writePolicySteps(t, base, baseSteps)
+	writePolicySteps(t, head, headSteps)
+	return workloads, base, head
+}
+
+func TestDiffStarsStep3To4(t *testing.T) {
+	workloads, base, head := diffDirs(t, 3, 4)
 
 	out, err := run(t, "diff", base, head, "-f", workloads)
 	require.NoError(t, err)
@@ -196,13 +204,7 @@ func TestNetpolCommandsBadInput(t *testing.T) {
 // -> 4 change (client -> frontend:80 opens) is met by the client's connections to frontend pods (named
 // by their Deployment), not by replies, other ports or other pairs.
 func TestDiffObservedFlowsMeetChanges(t *testing.T) {
-	workloads := t.TempDir()
-	files, err := manifests.Files(manifests.StarsDir)
-	require.NoError(t, err)
-	copyEmbedded(t, workloads, files)
-	base, head := t.TempDir(), t.TempDir()
-	writePolicySteps(t, base, 3)
-	writePolicySteps(t, head, 4)
+	workloads, base, head := diffDirs(t, 3, 4)
 	b, err := manifestOracle(workloads, base)
 	require.NoError(t, err)
 	h, err := manifestOracle(workloads, head)

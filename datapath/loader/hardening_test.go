@@ -30,13 +30,7 @@ func udpRecorder(t *testing.T, ns, addr string) <-chan string {
 // udpSocket is udpRecorder that also returns its socket (to send from it).
 func udpSocket(t *testing.T, ns, addr string) (<-chan string, net.PacketConn) {
 	t.Helper()
-	var pc net.PacketConn
-	require.NoError(t, inNS(ns, func() error {
-		var err error
-		pc, err = net.ListenPacket("udp4", addr)
-		return err
-	}))
-	t.Cleanup(func() { pc.Close() })
+	pc := listenUDPIn(t, ns, addr)
 	ch := make(chan string, 64)
 	go func() {
 		buf := make([]byte, 2048)

@@ -299,8 +299,8 @@ func serveTCP(t *testing.T, ns, name, addr string) {
 	}()
 }
 
-// serveUDP answers each datagram with "<name> <remote ip> <payload>".
-func serveUDP(t *testing.T, ns, name, addr string) {
+// listenUDPIn opens a UDP socket on addr inside the network namespace ns, closed when the test ends.
+func listenUDPIn(t *testing.T, ns, addr string) net.PacketConn {
 	t.Helper()
 	var pc net.PacketConn
 	require.NoError(t, inNS(ns, func() error {
@@ -309,6 +309,13 @@ func serveUDP(t *testing.T, ns, name, addr string) {
 		return err
 	}))
 	t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
+// serveUDP answers each datagram with "<name> <remote ip> <payload>".
+func serveUDP(t *testing.T, ns, name, addr string) {
+	t.Helper()
+	pc := listenUDPIn(t, ns, addr)
 	go func() {
 		buf := make([]byte, 2048)
 		for {

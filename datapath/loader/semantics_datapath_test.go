@@ -179,13 +179,7 @@ func ipv4Header(src, dst netip.Addr, proto uint8, id, fragOff uint16, totalLen i
 // serveUDPEcho answers every datagram with itself (any size).
 func serveUDPEcho(t *testing.T, ns, addr string) {
 	t.Helper()
-	var pc net.PacketConn
-	require.NoError(t, inNS(ns, func() error {
-		var err error
-		pc, err = net.ListenPacket("udp4", addr)
-		return err
-	}))
-	t.Cleanup(func() { pc.Close() })
+	pc := listenUDPIn(t, ns, addr)
 	go func() {
 		buf := make([]byte, 65536)
 		for {

@@ -42,6 +42,9 @@ type ServiceKey struct {
 type Service struct {
 	ID    uint32
 	Flags ServiceFlags
+	// AffinityTimeout: with ServiceAffinity, seconds a client keeps its backend after its last
+	// new connection (sl_affinity entries older than this are chosen anew).
+	AffinityTimeout uint32
 }
 
 // Backend is one service backend.
@@ -110,7 +113,7 @@ func (m *Maps) UpsertService(k ServiceKey, s Service, backends []Backend) error 
 	if err := batchPut(m.Backends, NameBackends, keys, vals); err != nil {
 		return fmt.Errorf("service %d backends: %w", s.ID, err)
 	}
-	v := bpfobj.SlSlSvcVal{SvcId: s.ID, Count: uint16(len(backends)), Flags: uint16(s.Flags)}
+	v := bpfobj.SlSlSvcVal{SvcId: s.ID, Count: uint16(len(backends)), Flags: uint16(s.Flags), AffinityTimeoutS: s.AffinityTimeout}
 	if err := put(m.Services, NameServices, &rk, &v); err != nil {
 		return err
 	}
@@ -169,7 +172,7 @@ func (m *Maps) ListServices() ([]ServiceEntry, error) {
 	for it.Next(&k, &v) {
 		e := ServiceEntry{
 			Key:     ServiceKey{Port: Ntohs(k.Port), Proto: Proto(k.Proto), Scope: Scope(k.Scope)},
-			Service: Service{ID: v.SvcId, Flags: ServiceFlags(v.Flags)},
+			Service: Service{ID: v.SvcId, Flags: ServiceFlags(v.Flags), AffinityTimeout: v.AffinityTimeoutS},
 		}
 		if k.Scope == uint8(ScopeClusterIP) {
 			e.Key.VIP = U32ToIP(k.Vip)

@@ -560,18 +560,27 @@ func TestSessionAffinityTimeout(t *testing.T) {
 		return strings.Fields(reply)[0]
 	}
 	seen := map[string]int{}
+	var chosen []string
+	var recorded []maps.Backend // the sl_affinity entry after each round
 	for round := 0; round < 10; round++ {
 		first := backendOf()
 		for i := 0; i < 5; i++ {
 			require.Equal(t, first, backendOf(), "round %d: connection %d within the timeout went to another backend", round, i)
 		}
 		seen[first]++
+		chosen = append(chosen, first)
 		var v bpfobj.SlSlAffinityVal
-		require.NoError(t, l.n1.dp.Maps.Affinity.Lookup(&bpfobj.SlSlAffinityKey{ClientIp: client, SvcId: 1}, &v), "round %d: affinity entry", round)
-		require.Equal(t, byName[first], maps.Backend{IP: maps.U32ToIP(v.BackendIp), Port: maps.Ntohs(v.BackendPort)}, "round %d: recorded backend", round)
+		var rec maps.Backend
+		if err := l.n1.dp.Maps.Affinity.Lookup(&bpfobj.SlSlAffinityKey{ClientIp: client, SvcId: 1}, &v); err == nil {
+			rec = maps.Backend{IP: maps.U32ToIP(v.BackendIp), Port: maps.Ntohs(v.BackendPort)}
+		}
+		recorded = append(recorded, rec)
 		time.Sleep(timeout + 300*time.Millisecond)
 	}
 	require.Greater(t, len(seen), 1, "after the timeout new connections must be load balanced anew, got %v", seen)
+	for round, name := range chosen {
+		assert.Equal(t, byName[name], recorded[round], "round %d: sl_affinity records the backend", round)
+	}
 }
 
 // TestHairpin: a pod reaching itself through its own Service (the backend chosen is the client).

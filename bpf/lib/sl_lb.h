@@ -64,10 +64,13 @@ static __always_inline struct sl_backend *sl_backend_at(__u32 svc_id, __u32 slot
  * for (client, service) while it was last used less than the service's
  * timeout ago and its slot still holds it; otherwise a new choice by the
  * 5-tuple hash, recorded. Only new connections get here (conntrack hits skip
- * load balancing), so each one refreshes the entry's last use.
+ * load balancing), so each one refreshes the entry's last use. A subprogram
+ * (__noinline): its keys stay off the large frames of the entry programs
+ * (the verifier's 512-byte limit counts caller and callee frames together).
+ * Copies the backend into *be; returns 0, or -1 without a usable backend.
  */
-static __always_inline struct sl_backend *sl_lb_affinity(const struct sl_pkt *p,
-							 const struct sl_svc_val *svc)
+static __noinline int sl_lb_affinity(const struct sl_pkt *p, const struct sl_svc_val *svc,
+				     struct sl_backend *be)
 {
 	struct sl_affinity_key ak = { .client_ip = p->saddr, .svc_id = svc->svc_id };
 	struct sl_affinity_val nv = {};
@@ -81,19 +84,21 @@ static __always_inline struct sl_backend *sl_lb_affinity(const struct sl_pkt *p,
 		b = sl_backend_at(svc->svc_id, a->slot);
 		if (b && b->ip == a->backend_ip && b->port == a->backend_port) {
 			a->last_used_ns = now;
-			return b;
+			*be = *b;
+			return 0;
 		}
 	}
 	nv.slot = sl_flow_hash(p) % svc->count;
 	b = sl_backend_at(svc->svc_id, nv.slot);
 	if (!b)
-		return NULL;
+		return -1;
+	*be = *b;
 	nv.last_used_ns = now;
 	nv.backend_ip = b->ip;
 	nv.backend_port = b->port;
 	/* best effort: without the entry the next connection is hashed anew */
 	bpf_map_update_elem(&sl_affinity, &ak, &nv, BPF_ANY);
-	return b;
+	return 0;
 }
 
 /*
@@ -115,9 +120,8 @@ static __always_inline int sl_lb_select(const struct sl_pkt *p, __u32 vip, __u8 
 	if (svc->count == 0)
 		return SL_LB_NO_BACKEND;
 	if (svc->flags & SL_SVC_AFFINITY)
-		b = sl_lb_affinity(p, svc);
-	else
-		b = sl_backend_at(svc->svc_id, sl_flow_hash(p) % svc->count);
+		return sl_lb_affinity(p, svc, be) == 0 ? SL_LB_BACKEND : SL_LB_NO_BACKEND;
+	b = sl_backend_at(svc->svc_id, sl_flow_hash(p) % svc->count);
 	if (!b)
 		return SL_LB_NO_BACKEND;
 	*be = *b;

@@ -522,7 +522,7 @@ func TestSessionAffinity(t *testing.T) {
 	serveTCP(t, c.ns, "c", ":8080")
 	require.NoError(t, l.n1.dp.Maps.UpsertService(
 		maps.ServiceKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: maps.ProtoTCP},
-		maps.Service{ID: 1, Flags: maps.ServiceAffinity}, []maps.Backend{{IP: b.ip, Port: 8080}, {IP: c.ip, Port: 8080}}))
+		maps.Service{ID: 1, Flags: maps.ServiceAffinity, AffinityTimeout: 10800}, []maps.Backend{{IP: b.ip, Port: 8080}, {IP: c.ip, Port: 8080}}))
 	first, _ := tcpRoundTrip(t, a.ns, "10.96.0.10:80")
 	for i := 0; i < 8; i++ {
 		got, _ := tcpRoundTrip(t, a.ns, "10.96.0.10:80")

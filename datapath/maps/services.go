@@ -91,6 +91,9 @@ func (m *Maps) UpsertService(k ServiceKey, s Service, backends []Backend) error 
 	if s.ID == 0 {
 		return fmt.Errorf("service %s:%d/%s: service ID 0 is reserved, use IDs from 1", k.VIP, k.Port, k.Proto)
 	}
+	if s.Flags&ServiceAffinity != 0 && s.AffinityTimeout == 0 {
+		return fmt.Errorf("service %s:%d/%s: session affinity with timeout 0 would never pin a client: set AffinityTimeout (seconds, Kubernetes default 10800)", k.VIP, k.Port, k.Proto)
+	}
 	if len(backends) > 0xffff {
 		return fmt.Errorf("service %s:%d/%s: %d backends, at most 65535", k.VIP, k.Port, k.Proto, len(backends))
 	}

@@ -40,27 +40,76 @@ static __always_inline __u32 sl_hash32(__u32 h)
 	return h;
 }
 
-static __always_inline __u32 sl_flow_hash(const struct sl_pkt *p, int client_only)
+/* Hash of the 5-tuple: the backend choice of a new connection. */
+static __always_inline __u32 sl_flow_hash(const struct sl_pkt *p)
 {
 	__u32 h = sl_hash32(p->saddr);
 
-	if (client_only)
-		return h;
 	h = sl_hash32(h ^ p->daddr);
 	h = sl_hash32(h ^ (((__u32)p->sport << 16) | p->dport));
 	return sl_hash32(h ^ p->proto);
 }
 
+/* A backend slot of service svc_id; NULL when the slot is empty. */
+static __always_inline struct sl_backend *sl_backend_at(__u32 svc_id, __u32 slot)
+{
+	struct sl_backend_key bk = { .svc_id = svc_id, .slot = slot };
+	struct sl_backend *b = bpf_map_lookup_elem(&sl_backends, &bk);
+
+	return b && b->ip ? b : NULL;
+}
+
+/*
+ * sessionAffinity: ClientIP, as Cilium's lb4_affinity: the backend recorded
+ * for (client, service) while it was last used less than the service's
+ * timeout ago and its slot still holds it; otherwise a new choice by the
+ * 5-tuple hash, recorded. Only new connections get here (conntrack hits skip
+ * load balancing), so each one refreshes the entry's last use. A subprogram
+ * (__noinline): its keys stay off the large frames of the entry programs
+ * (the verifier's 512-byte limit counts caller and callee frames together).
+ * Copies the backend into *be; returns 0, or -1 without a usable backend.
+ */
+static __noinline int sl_lb_affinity(const struct sl_pkt *p, const struct sl_svc_val *svc,
+				     struct sl_backend *be)
+{
+	struct sl_affinity_key ak = { .client_ip = p->saddr, .svc_id = svc->svc_id };
+	struct sl_affinity_val nv = {};
+	struct sl_affinity_val *a;
+	struct sl_backend *b;
+	__u64 now = bpf_ktime_get_ns();
+
+	a = bpf_map_lookup_elem(&sl_affinity, &ak);
+	if (a && now - a->last_used_ns < (__u64)svc->affinity_timeout_s * 1000000000ULL &&
+	    a->slot < svc->count) {
+		b = sl_backend_at(svc->svc_id, a->slot);
+		if (b && b->ip == a->backend_ip && b->port == a->backend_port) {
+			a->last_used_ns = now;
+			*be = *b;
+			return 0;
+		}
+	}
+	nv.slot = sl_flow_hash(p) % svc->count;
+	b = sl_backend_at(svc->svc_id, nv.slot);
+	if (!b)
+		return -1;
+	*be = *b;
+	nv.last_used_ns = now;
+	nv.backend_ip = b->ip;
+	nv.backend_port = b->port;
+	/* best effort: without the entry the next connection is hashed anew */
+	bpf_map_update_elem(&sl_affinity, &ak, &nv, BPF_ANY);
+	return 0;
+}
+
 /*
  * Find the service for (vip, dport, proto, scope) and choose the backend for
- * this connection: hash of the 5-tuple (client IP only with affinity) modulo
- * the backend count.
+ * this connection: hash of the 5-tuple modulo the backend count, or the
+ * client's recorded backend with affinity (sl_lb_affinity).
  */
 static __always_inline int sl_lb_select(const struct sl_pkt *p, __u32 vip, __u8 scope,
 					struct sl_svc_val *svc_out, struct sl_backend *be)
 {
 	struct sl_svc_key sk = { .vip = vip, .port = p->dport, .proto = p->proto, .scope = scope };
-	struct sl_backend_key bk = {};
 	struct sl_svc_val *svc;
 	struct sl_backend *b;
 
@@ -70,10 +119,10 @@ static __always_inline int sl_lb_select(const struct sl_pkt *p, __u32 vip, __u8 
 	*svc_out = *svc;
 	if (svc->count == 0)
 		return SL_LB_NO_BACKEND;
-	bk.svc_id = svc->svc_id;
-	bk.slot = sl_flow_hash(p, svc->flags & SL_SVC_AFFINITY) % svc->count;
-	b = bpf_map_lookup_elem(&sl_backends, &bk);
-	if (!b || !b->ip)
+	if (svc->flags & SL_SVC_AFFINITY)
+		return sl_lb_affinity(p, svc, be) == 0 ? SL_LB_BACKEND : SL_LB_NO_BACKEND;
+	b = sl_backend_at(svc->svc_id, sl_flow_hash(p) % svc->count);
+	if (!b)
 		return SL_LB_NO_BACKEND;
 	*be = *b;
 	return SL_LB_BACKEND;

@@ -68,6 +68,14 @@ struct {
 	__type(value, struct sl_backend);
 } sl_backends SEC(".maps");
 
+/* sessionAffinity: ClientIP, (client, service) -> backend and last use (Cilium's lb4_affinity) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sl_affinity_key);
+	__type(value, struct sl_affinity_val);
+} sl_affinity SEC(".maps");
+
 /* ---- conntrack ---------------------------------------------------------- */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

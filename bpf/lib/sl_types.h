@@ -12,6 +12,7 @@
  *   struct sl_policy_*, sl_cidr_*,
  *     sl_policy_action, sl_lpm_bits      -> datapath/maps/policy.go (datapath/policy uses it)
  *   struct sl_svc_*, sl_backend*,
+ *     sl_affinity_*,
  *     sl_svc_scope, sl_svc_flags         -> datapath/maps/services.go (datapath/lb uses it)
  *   struct sl_ct_*, sl_ct_scope/flags    -> datapath/maps/conntrack.go
  *   struct sl_cfg, sl_event_level,
@@ -164,6 +165,7 @@ struct sl_svc_val {
 	__u32 svc_id;
 	__u16 count;
 	__u16 flags; /* enum sl_svc_flags */
+	__u32 affinity_timeout_s; /* SL_SVC_AFFINITY: sessionAffinityConfig.clientIP.timeoutSeconds */
 };
 
 struct sl_backend_key {
@@ -174,6 +176,20 @@ struct sl_backend_key {
 struct sl_backend {
 	__u32 ip;
 	__be16 port;
+	__u16 pad;
+};
+
+/* sl_affinity (LRU): the backend a client was last given by an affinity service */
+struct sl_affinity_key {
+	__u32 client_ip;
+	__u32 svc_id;
+};
+
+struct sl_affinity_val {
+	__u64 last_used_ns; /* bpf_ktime_get_ns of the last new connection */
+	__u32 slot; /* sl_backends slot; reused only while it still holds backend_ip:port */
+	__u32 backend_ip;
+	__be16 backend_port;
 	__u16 pad;
 };
 
@@ -368,6 +384,8 @@ struct sl_contract {
 	enum sl_obs_point obs_point;
 	struct sl_cfg cfg;
 	struct sl_flow_event event;
+	struct sl_affinity_key affinity_key;
+	struct sl_affinity_val affinity_val;
 };
 
 /* ---- datapath-internal (not in Go) -------------------------------------- */

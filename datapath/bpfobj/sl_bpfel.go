@@ -13,6 +13,22 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type SlSlAffinityKey struct {
+	_        structs.HostLayout
+	ClientIp uint32
+	SvcId    uint32
+}
+
+type SlSlAffinityVal struct {
+	_           structs.HostLayout
+	LastUsedNs  uint64
+	Slot        uint32
+	BackendIp   uint32
+	BackendPort uint16
+	Pad         uint16
+	_           [4]byte
+}
+
 type SlSlBackend struct {
 	_    structs.HostLayout
 	Ip   uint32
@@ -318,10 +334,11 @@ const (
 )
 
 type SlSlSvcVal struct {
-	_     structs.HostLayout
-	SvcId uint32
-	Count uint16
-	Flags uint16
+	_                structs.HostLayout
+	SvcId            uint32
+	Count            uint16
+	Flags            uint16
+	AffinityTimeoutS uint32
 }
 
 type SlSlTcpFlags uint32
@@ -348,6 +365,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SlMapSlAffinity       = "sl_affinity"
 	SlMapSlBackends       = "sl_backends"
 	SlMapSlCidrPolicy     = "sl_cidr_policy"
 	SlMapSlConfig         = "sl_config"
@@ -418,6 +436,7 @@ type SlProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SlMapSpecs struct {
+	SlAffinity   *ebpf.MapSpec `ebpf:"sl_affinity"`
 	SlBackends   *ebpf.MapSpec `ebpf:"sl_backends"`
 	SlCidrPolicy *ebpf.MapSpec `ebpf:"sl_cidr_policy"`
 	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
@@ -462,6 +481,7 @@ func (o *SlObjects) Close() error {
 //
 // It can be passed to LoadSlObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SlMaps struct {
+	SlAffinity   *ebpf.Map `ebpf:"sl_affinity"`
 	SlBackends   *ebpf.Map `ebpf:"sl_backends"`
 	SlCidrPolicy *ebpf.Map `ebpf:"sl_cidr_policy"`
 	SlConfig     *ebpf.Map `ebpf:"sl_config"`
@@ -481,6 +501,7 @@ type SlMaps struct {
 
 func (m *SlMaps) Close() error {
 	return _SlClose(
+		m.SlAffinity,
 		m.SlBackends,
 		m.SlCidrPolicy,
 		m.SlConfig,

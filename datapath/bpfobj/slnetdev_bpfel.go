@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SlNetdevMapSlAffinity    = "sl_affinity"
 	SlNetdevMapSlBackends    = "sl_backends"
 	SlNetdevMapSlCidrPolicy  = "sl_cidr_policy"
 	SlNetdevMapSlConfig      = "sl_config"
@@ -83,6 +84,7 @@ type SlNetdevProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SlNetdevMapSpecs struct {
+	SlAffinity   *ebpf.MapSpec `ebpf:"sl_affinity"`
 	SlBackends   *ebpf.MapSpec `ebpf:"sl_backends"`
 	SlCidrPolicy *ebpf.MapSpec `ebpf:"sl_cidr_policy"`
 	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
@@ -126,6 +128,7 @@ func (o *SlNetdevObjects) Close() error {
 //
 // It can be passed to LoadSlNetdevObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SlNetdevMaps struct {
+	SlAffinity   *ebpf.Map `ebpf:"sl_affinity"`
 	SlBackends   *ebpf.Map `ebpf:"sl_backends"`
 	SlCidrPolicy *ebpf.Map `ebpf:"sl_cidr_policy"`
 	SlConfig     *ebpf.Map `ebpf:"sl_config"`
@@ -145,6 +148,7 @@ type SlNetdevMaps struct {
 
 func (m *SlNetdevMaps) Close() error {
 	return _SlNetdevClose(
+		m.SlAffinity,
 		m.SlBackends,
 		m.SlCidrPolicy,
 		m.SlConfig,

@@ -74,11 +74,18 @@ func (k ServiceKey) String() string {
 	return fmt.Sprintf("%s %s:%d/%s", s, k.VIP, k.Port, protoName(k.Proto))
 }
 
+// DefaultAffinityTimeout is the sessionAffinity: ClientIP timeout when the Service sets none
+// (Kubernetes' DefaultClientIPServiceAffinitySeconds, 3 hours), in seconds.
+const DefaultAffinityTimeout = uint32(corev1.DefaultClientIPServiceAffinitySeconds)
+
 // ServiceValue is the sl_services value.
 type ServiceValue struct {
 	ID    uint32
 	Count uint16
 	Flags uint16
+	// AffinityTimeout: with FlagAffinity, seconds a client keeps its backend after its last new
+	// connection (sessionAffinityConfig.clientIP.timeoutSeconds); 0 otherwise.
+	AffinityTimeout uint32
 }
 
 // Backend is the sl_backends value.
@@ -95,6 +102,7 @@ type Frontend struct {
 	PortName        string
 	Key             ServiceKey
 	Flags           uint16
+	AffinityTimeout uint32    // seconds, with FlagAffinity (see ServiceValue)
 	Backends        []Backend // sorted, deduplicated
 	// External marks a frontend on one of the Service's spec.externalIPs (not its ClusterIP or a
 	// NodePort): any Service author can name any address there.
@@ -181,8 +189,10 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 	}
 
 	var flags uint16
+	var timeout uint32
 	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
 		flags |= FlagAffinity
+		timeout = affinityTimeout(svc)
 	}
 	internalLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 	externalLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
@@ -207,7 +217,7 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 			}
 		}
 		mk := func(key ServiceKey, isLocal bool) Frontend {
-			f := Frontend{Namespace: svc.Namespace, Name: svc.Name, PortName: sp.Name, Key: key, Flags: flags, Backends: all}
+			f := Frontend{Namespace: svc.Namespace, Name: svc.Name, PortName: sp.Name, Key: key, Flags: flags, AffinityTimeout: timeout, Backends: all}
 			if isLocal {
 				f.Flags |= FlagLocal
 				f.Backends = local
@@ -228,6 +238,17 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// affinityTimeout is the ClientIP affinity timeout of svc in seconds: timeoutSeconds, or
+// DefaultAffinityTimeout when unset or not positive (the API server defaults it and rejects values
+// outside 1..86400; a zero here would never pin).
+func affinityTimeout(svc *corev1.Service) uint32 {
+	c := svc.Spec.SessionAffinityConfig
+	if c == nil || c.ClientIP == nil || c.ClientIP.TimeoutSeconds == nil || *c.ClientIP.TimeoutSeconds <= 0 {
+		return DefaultAffinityTimeout
+	}
+	return uint32(*c.ClientIP.TimeoutSeconds)
 }
 
 // Skipped reports whether svc is left to another proxy: it carries the label

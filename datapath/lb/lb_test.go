@@ -879,3 +879,66 @@ func TestTableHealthChecks(t *testing.T) {
 	tab.DeleteService("demo", "web")
 	assert.Empty(t, tab.HealthChecks(), "deleted")
 }
+
+// TestAffinityTimeout: sessionAffinity ClientIP carries its timeout into every frontend of the
+// Service (ClusterIP and NodePort), 10800 s when unset (the Kubernetes default), the Service's
+// timeoutSeconds otherwise; without affinity it is 0. The Table rewrites the frontends when only
+// the timeout changes.
+func TestAffinityTimeout(t *testing.T) {
+	affinity := func(timeout *int32) svcOpt {
+		return func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeNodePort
+			s.Spec.Ports[0].NodePort = 30080
+			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+			if timeout != nil {
+				s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: timeout}}
+			}
+		}
+	}
+	webSlice := slice("web-a", "web", "http", 8080, corev1.ProtocolTCP, ep{ip: "10.244.1.5"}, ep{ip: "10.244.2.7"})
+	for _, tc := range []struct {
+		name string
+		svc  *corev1.Service
+		want uint32
+	}{
+		{"unset: Kubernetes default", service(affinity(nil)), 10800},
+		{"config without clientIP: default", service(affinity(nil), func(s *corev1.Service) {
+			s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{}
+		}), 10800},
+		{"explicit", service(affinity(ptr(int32(2)))), 2},
+		{"maximum", service(affinity(ptr(int32(86400)))), 86400},
+		{"no affinity: no timeout", service(func(s *corev1.Service) {
+			s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr(int32(60))}}
+		}), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, err := lb.Translate(tc.svc, []*discoveryv1.EndpointSlice{webSlice}, "n1")
+			require.NoError(t, err)
+			require.NotEmpty(t, fs)
+			for _, f := range fs {
+				assert.Equal(t, tc.want, f.AffinityTimeout, "%s", f.Key)
+			}
+		})
+	}
+	assert.Equal(t, uint32(10800), lb.DefaultAffinityTimeout)
+
+	tab := lb.NewTable("n1")
+	_, err := tab.UpsertService(service(affinity(ptr(int32(2)))))
+	require.NoError(t, err)
+	c, err := tab.UpsertSlice(webSlice)
+	require.NoError(t, err)
+	require.Len(t, c.Write, 2)
+	for _, w := range c.Write {
+		assert.Equal(t, lb.FlagAffinity, w.Value.Flags)
+		assert.Equal(t, uint32(2), w.Value.AffinityTimeout, "%s", w.Key)
+	}
+	c, err = tab.UpsertService(service(affinity(ptr(int32(30)))))
+	require.NoError(t, err)
+	require.Len(t, c.Write, 2, "a timeout change rewrites the frontends")
+	for _, w := range c.Write {
+		assert.Equal(t, uint32(30), w.Value.AffinityTimeout, "%s", w.Key)
+	}
+	v, _, ok := tab.Frontend(cip(80, lb.ProtoTCP))
+	require.True(t, ok)
+	assert.Equal(t, uint32(30), v.AffinityTimeout)
+}

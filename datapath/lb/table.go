@@ -94,6 +94,7 @@ type programmed struct {
 	owner    string
 	id       uint32
 	flags    uint16
+	timeout  uint32 // affinity timeout, seconds
 	backends []Backend
 }
 
@@ -171,7 +172,7 @@ func (t *Table) Frontend(key ServiceKey) (ServiceValue, []Backend, bool) {
 	if !ok {
 		return ServiceValue{}, nil, false
 	}
-	return ServiceValue{ID: p.id, Count: uint16(len(p.backends)), Flags: p.flags}, p.backends, true
+	return ServiceValue{ID: p.id, Count: uint16(len(p.backends)), Flags: p.flags, AffinityTimeout: p.timeout}, p.backends, true
 }
 
 // Len returns the number of programmed frontends.
@@ -354,12 +355,12 @@ func (t *Table) sync(k string) (Changes, error) {
 		owned = append(owned, f.Key)
 		id := t.allocID(f.id(), f.Key)
 		old := t.front[f.Key]
-		if old == nil || old.id != id || old.flags != f.Flags || !slices.Equal(old.backends, f.Backends) {
-			val := ServiceValue{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags}
+		if old == nil || old.id != id || old.flags != f.Flags || old.timeout != f.AffinityTimeout || !slices.Equal(old.backends, f.Backends) {
+			val := ServiceValue{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout}
 			c.Write = append(c.Write, FrontendState{Key: f.Key, Value: val, Backends: f.Backends})
 			c.staleBackends(f.Key, old, id, f.Backends)
 		}
-		t.front[f.Key] = &programmed{owner: k, id: id, flags: f.Flags, backends: f.Backends}
+		t.front[f.Key] = &programmed{owner: k, id: id, flags: f.Flags, timeout: f.AffinityTimeout, backends: f.Backends}
 	}
 	for _, key := range t.owned[k] {
 		if keep[key] {

@@ -4,6 +4,7 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starlab-dev/starlab/datapath/bpfobj"
 	fe "github.com/starlab-dev/starlab/datapath/flowevent"
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/stretchr/testify/assert"
@@ -520,11 +522,64 @@ func TestSessionAffinity(t *testing.T) {
 	serveTCP(t, c.ns, "c", ":8080")
 	require.NoError(t, l.n1.dp.Maps.UpsertService(
 		maps.ServiceKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: maps.ProtoTCP},
-		maps.Service{ID: 1, Flags: maps.ServiceAffinity}, []maps.Backend{{IP: b.ip, Port: 8080}, {IP: c.ip, Port: 8080}}))
+		maps.Service{ID: 1, Flags: maps.ServiceAffinity, AffinityTimeout: 10800}, []maps.Backend{{IP: b.ip, Port: 8080}, {IP: c.ip, Port: 8080}}))
 	first, _ := tcpRoundTrip(t, a.ns, "10.96.0.10:80")
 	for i := 0; i < 8; i++ {
 		got, _ := tcpRoundTrip(t, a.ns, "10.96.0.10:80")
 		require.Equal(t, first[:1], got[:1], "connection %d went to another backend", i)
+	}
+}
+
+// TestSessionAffinityTimeout: the ClientIP affinity lasts its timeout (sl_affinity, as Cilium's
+// lb4_affinity). Within the timeout every new connection of the client reaches the backend it was
+// given; once the timeout has passed since its last connection, the next one is load balanced
+// anew by its 5-tuple (and pinned again). Over 10 rounds spaced past the timeout, 4 backends are
+// all reached by one backend only with probability 4^-9; a stateless client-IP hash picks the same
+// backend in every round.
+func TestSessionAffinityTimeout(t *testing.T) {
+	l := newLab(t)
+	a, b, c := l.pods["a"], l.pods["b"], l.pods["c"]
+	var backends []maps.Backend
+	byName := map[string]maps.Backend{}
+	for _, p := range []*pod{b, c} {
+		for _, port := range []uint16{8080, 8081} {
+			name := fmt.Sprintf("%s%d", p.name, port)
+			serveTCP(t, p.ns, name, fmt.Sprintf(":%d", port))
+			byName[name] = maps.Backend{IP: p.ip, Port: port}
+			backends = append(backends, byName[name])
+		}
+	}
+	client, err := maps.IPToU32(a.ip)
+	require.NoError(t, err)
+	const timeout = time.Second
+	require.NoError(t, l.n1.dp.Maps.UpsertService(
+		maps.ServiceKey{VIP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: maps.ProtoTCP},
+		maps.Service{ID: 1, Flags: maps.ServiceAffinity, AffinityTimeout: uint32(timeout / time.Second)}, backends))
+	backendOf := func() string {
+		reply, _ := tcpRoundTrip(t, a.ns, "10.96.0.10:80")
+		return strings.Fields(reply)[0]
+	}
+	seen := map[string]int{}
+	var chosen []string
+	var recorded []maps.Backend // the sl_affinity entry after each round
+	for round := 0; round < 10; round++ {
+		first := backendOf()
+		for i := 0; i < 5; i++ {
+			require.Equal(t, first, backendOf(), "round %d: connection %d within the timeout went to another backend", round, i)
+		}
+		seen[first]++
+		chosen = append(chosen, first)
+		var v bpfobj.SlSlAffinityVal
+		var rec maps.Backend
+		if err := l.n1.dp.Maps.Affinity.Lookup(&bpfobj.SlSlAffinityKey{ClientIp: client, SvcId: 1}, &v); err == nil {
+			rec = maps.Backend{IP: maps.U32ToIP(v.BackendIp), Port: maps.Ntohs(v.BackendPort)}
+		}
+		recorded = append(recorded, rec)
+		time.Sleep(timeout + 300*time.Millisecond)
+	}
+	require.Greater(t, len(seen), 1, "after the timeout new connections must be load balanced anew, got %v", seen)
+	for round, name := range chosen {
+		assert.Equal(t, byName[name], recorded[round], "round %d: sl_affinity records the backend", round)
 	}
 }
 

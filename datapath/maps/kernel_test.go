@@ -55,6 +55,12 @@ func TestServiceSlotsShrink(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, svcs, 1)
 	assert.Equal(t, []maps.Backend{be("10.0.0.3")}, svcs[0].Backends)
+	require.NoError(t, m.UpsertService(k, maps.Service{ID: 4, Flags: maps.ServiceAffinity, AffinityTimeout: 30}, []maps.Backend{be("10.0.0.3")}))
+	svcs, err = m.ListServices()
+	require.NoError(t, err)
+	require.Len(t, svcs, 1)
+	assert.Equal(t, maps.Service{ID: 4, Flags: maps.ServiceAffinity, AffinityTimeout: 30}, svcs[0].Service, "the affinity timeout round-trips")
+	require.Error(t, m.UpsertService(k, maps.Service{ID: 4, Flags: maps.ServiceAffinity}, []maps.Backend{be("10.0.0.3")}), "affinity without a timeout")
 	n := 0
 	var bk, bv [8]byte
 	it := m.Backends.Iterate()

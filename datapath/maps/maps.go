@@ -21,6 +21,7 @@ const (
 	NameCIDRPolicy = bpfobj.SlMapSlCidrPolicy
 	NameServices   = bpfobj.SlMapSlServices
 	NameBackends   = bpfobj.SlMapSlBackends
+	NameAffinity   = bpfobj.SlMapSlAffinity
 	NameCT         = bpfobj.SlMapSlCt
 	NameCTNodePort = bpfobj.SlMapSlCtNodeport
 	NameDropRL     = bpfobj.SlMapSlDropRl
@@ -56,6 +57,7 @@ type Maps struct {
 	CIDRPolicy *ebpf.Map
 	Services   *ebpf.Map
 	Backends   *ebpf.Map
+	Affinity   *ebpf.Map // sessionAffinity: ClientIP, (client, service) -> backend (LRU)
 	CT         *ebpf.Map
 	CTNodePort *ebpf.Map // conntrack of NodePort flows from outside (bpf/lib/sl_maps.h)
 	DropRL     *ebpf.Map
@@ -69,7 +71,7 @@ type Maps struct {
 func New(o *bpfobj.SlMaps) *Maps {
 	return &Maps{
 		Endpoints: o.SlEndpoints, EpByIP: o.SlEpByIp, IPCache: o.SlIpcache, Policy: o.SlPolicy,
-		CIDRPolicy: o.SlCidrPolicy, Services: o.SlServices, Backends: o.SlBackends, CT: o.SlCt, CTNodePort: o.SlCtNodeport,
+		CIDRPolicy: o.SlCidrPolicy, Services: o.SlServices, Backends: o.SlBackends, Affinity: o.SlAffinity, CT: o.SlCt, CTNodePort: o.SlCtNodeport,
 		DropRL: o.SlDropRl, Events: o.SlEvents, Counters: o.SlCounters, Config: o.SlConfig,
 	}
 }

@@ -42,6 +42,9 @@ type ServiceKey struct {
 type Service struct {
 	ID    uint32
 	Flags ServiceFlags
+	// AffinityTimeout: with ServiceAffinity, seconds a client keeps its backend after its last
+	// new connection (sl_affinity entries older than this are chosen anew).
+	AffinityTimeout uint32
 }
 
 // Backend is one service backend.
@@ -88,6 +91,9 @@ func (m *Maps) UpsertService(k ServiceKey, s Service, backends []Backend) error 
 	if s.ID == 0 {
 		return fmt.Errorf("service %s:%d/%s: service ID 0 is reserved, use IDs from 1", k.VIP, k.Port, k.Proto)
 	}
+	if s.Flags&ServiceAffinity != 0 && s.AffinityTimeout == 0 {
+		return fmt.Errorf("service %s:%d/%s: session affinity with timeout 0 would never pin a client: set AffinityTimeout (seconds, Kubernetes default 10800)", k.VIP, k.Port, k.Proto)
+	}
 	if len(backends) > 0xffff {
 		return fmt.Errorf("service %s:%d/%s: %d backends, at most 65535", k.VIP, k.Port, k.Proto, len(backends))
 	}
@@ -110,7 +116,7 @@ func (m *Maps) UpsertService(k ServiceKey, s Service, backends []Backend) error 
 	if err := batchPut(m.Backends, NameBackends, keys, vals); err != nil {
 		return fmt.Errorf("service %d backends: %w", s.ID, err)
 	}
-	v := bpfobj.SlSlSvcVal{SvcId: s.ID, Count: uint16(len(backends)), Flags: uint16(s.Flags)}
+	v := bpfobj.SlSlSvcVal{SvcId: s.ID, Count: uint16(len(backends)), Flags: uint16(s.Flags), AffinityTimeoutS: s.AffinityTimeout}
 	if err := put(m.Services, NameServices, &rk, &v); err != nil {
 		return err
 	}
@@ -169,7 +175,7 @@ func (m *Maps) ListServices() ([]ServiceEntry, error) {
 	for it.Next(&k, &v) {
 		e := ServiceEntry{
 			Key:     ServiceKey{Port: Ntohs(k.Port), Proto: Proto(k.Proto), Scope: Scope(k.Scope)},
-			Service: Service{ID: v.SvcId, Flags: ServiceFlags(v.Flags)},
+			Service: Service{ID: v.SvcId, Flags: ServiceFlags(v.Flags), AffinityTimeout: v.AffinityTimeoutS},
 		}
 		if k.Scope == uint8(ScopeClusterIP) {
 			e.Key.VIP = U32ToIP(k.Vip)

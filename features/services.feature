@@ -63,7 +63,7 @@ Feature: Pod networking and Services without kube-proxy
   # Kube-proxy parity (issue 12): workloads in namespace kpr-e2e (testdata/kpr.yaml): clients
   # "lbclient" on two nodes; "slow", one server next to a client that keeps serving 60 s after it is
   # told to stop, behind Services "slow" (Cluster), "slow-local" (internal and external traffic
-  # policy Local, NodePort 30081) and "slow-pna" (publishNotReadyAddresses); "unready", a server
+  # policy Local, NodePort 30082) and "slow-pna" (publishNotReadyAddresses); "unready", a server
   # that never gets ready, behind "unready" (publishNotReadyAddresses) and "unready-plain"; "web".
   @kpr
   Scenario: A Service whose only endpoint is terminating but serving still answers
@@ -72,7 +72,7 @@ Feature: Pod networking and Services without kube-proxy
     Then the parity pod "lbclient" reaches "slow.kpr-e2e:8080"
     And the parity pod "lbclient" reaches "slow-pna.kpr-e2e:8080"
     And the "lbclient" pod on the node of the "slow" pod reaches "slow-local.kpr-e2e:8080"
-    And NodePort 30081 answers from this host on the node of the "slow" pod
+    And NodePort 30082 answers from this host on the node of the "slow" pod
     And the health check port of Service "slow-lb" answers 503 with 0 local endpoints on the node of the "slow" pod
 
   @kpr

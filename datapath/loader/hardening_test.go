@@ -293,3 +293,21 @@ func TestNoBackendRefusedAtOnceLegacyTC(t *testing.T) {
 	require.True(t, errors.Is(err, syscall.ECONNREFUSED), "want ECONNREFUSED, got %v", err)
 	require.Less(t, time.Since(start), 500*time.Millisecond, "refusal must be immediate")
 }
+
+// Item 3 across nodes: a TCP connection from a pod of another node (its packets arrive through the
+// node device) is cut at the destination's to-container by a new ingress deny, as on one node.
+func TestNewDenyCutsEstablishedTCPFromAnotherNode(t *testing.T) {
+	l := newLab(t)
+	a, c := l.pods["a"], l.pods["c"]
+	serveTCP(t, c.ns, "c", ":8080")
+	conn, err := dial(a.ns, "tcp4", "10.244.2.10:8080", "", 3*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	got, err := ask(conn, "one")
+	require.NoError(t, err)
+	require.Equal(t, "c 10.244.1.10 one", got)
+
+	l.setFlags(c, maps.EndpointIngressEnforced)
+	_, err = ask(conn, "two")
+	assert.Error(t, err, "the open TCP connection from another node must be cut by the new deny")
+}

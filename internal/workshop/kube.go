@@ -101,6 +101,13 @@ func (k *KubeCluster) Apply(ctx context.Context, objs []*unstructured.Unstructur
 		}
 		subst = append(subst, u)
 	}
+	for _, o := range subst {
+		if o.GetKind() == "Namespace" {
+			if err := k.waitNamespaceGone(ctx, o.GetName()); err != nil {
+				return 0, err
+			}
+		}
+	}
 	applied, err := k.applier.Apply(ctx, subst)
 	if err != nil {
 		return 0, err
@@ -125,6 +132,25 @@ func (k *KubeCluster) demoImage(ctx context.Context) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no demo deployment (shop/db or stars/backend) to take the demo image from: run starlab up")
+}
+
+// waitNamespaceGone waits while namespace name is being deleted (an undo or an earlier walk's clean-up
+// deleted it): nothing can be created in a terminating namespace.
+func (k *KubeCluster) waitNamespaceGone(ctx context.Context, name string) error {
+	for {
+		ns, err := k.cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && ns.DeletionTimestamp == nil) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("look at namespace %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("namespace %s is still being deleted (an earlier step's undo): %w", name, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Delete implements Cluster: each object is deleted and its DELETED event's resourceVersion is

@@ -119,15 +119,40 @@ func (s *Server) key(do func(context.Context) (StepResult, error)) http.HandlerF
 			return
 		}
 		s.setErr("")
+		done := make(chan error, 1)
 		go func() {
-			if _, err := do(s.ctx); err != nil {
+			_, err := do(s.ctx)
+			if err != nil {
 				s.setErr(err.Error())
 				if !errors.Is(err, ErrEnd) && !errors.Is(err, ErrStart) && !errors.Is(err, ErrBusy) {
 					s.log.Warn("step failed", "err", err)
 				}
 			}
+			done <- err
 		}()
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "started"})
+		// Answer once the runner has taken the key (busy with its step) or refused it, so the page's
+		// next poll never shows the state from before the key.
+		wait := time.NewTimer(2 * time.Second)
+		defer wait.Stop()
+		for {
+			if _, _, busy, _ := s.runner.Position(); busy {
+				writeJSON(w, http.StatusAccepted, map[string]string{"status": "started"})
+				return
+			}
+			select {
+			case err := <-done:
+				if errors.Is(err, ErrBusy) {
+					writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+					return
+				}
+				writeJSON(w, http.StatusAccepted, map[string]string{"status": "done"})
+				return
+			case <-wait.C:
+				writeJSON(w, http.StatusAccepted, map[string]string{"status": "started"})
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
 	}
 }
 

@@ -111,6 +111,7 @@ const (
 	SlSlCtFlagsSL_CT_SEEN_NON_SYN SlSlCtFlags = 64
 	SlSlCtFlagsSL_CT_SEEN_FIN     SlSlCtFlags = 128
 	SlSlCtFlagsSL_CT_SEEN_RST     SlSlCtFlags = 256
+	SlSlCtFlagsSL_CT_DENIED       SlSlCtFlags = 512
 )
 
 type SlSlCtKey struct {

@@ -2,7 +2,8 @@
 /*
  * Node device program (eth0 in kind nodes):
  *   sl_from_netdev - TCX ingress: anti-spoofing of local pod addresses, NodePort.
- * Path: parse -> source is a local pod? (drop) -> conntrack hit? (NAT, FIB
+ * Path: parse -> source is a local pod? (drop) -> to a local pod that is
+ *   gone? (refuse) -> conntrack hit? (NAT, FIB
  *   redirect of SNATed flows) -> NodePort lookup -> backend -> ingress policy
  *   of a local backend -> conntrack (never over another flow's entries) ->
  *   DNAT (+SNAT and FIB redirect when the backend is on another node) ->
@@ -153,7 +154,7 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 		lb = SL_LB_NO_BACKEND; /* externalTrafficPolicy: Local */
 	if (lb == SL_LB_NO_BACKEND) {
 		t->dst_identity = SL_ID_HOST;
-		return sl_refuse_no_backend(skb, cfg, p, t, SL_REFUSE_OUT_DEVICE);
+		return sl_refuse(skb, cfg, p, t, SL_REFUSE_OUT_DEVICE, SL_DROP_SERVICE_BACKEND_NOT_FOUND);
 	}
 	t->dst_identity = sl_identity_of(be.ip);
 
@@ -229,6 +230,13 @@ int sl_from_netdev(struct __sk_buff *skb)
 	r = sl_netdev_check_source(cfg, &p, &t);
 	if (r != SL_CONTINUE)
 		return sl_exit(cfg, &p, &t, r);
+	/* to a pod of this node that is gone (another node's stale backend or conntrack): refused */
+	if (sl_local_pod_gone(cfg, p.daddr)) {
+		sl_count(SL_CNT_PACKETS);
+		t.src_identity = sl_identity_of(p.saddr);
+		t.dst_identity = sl_identity_of(p.daddr);
+		return sl_exit(cfg, &p, &t, sl_refuse(skb, cfg, &p, &t, SL_REFUSE_OUT_DEVICE, SL_DROP_ENDPOINT_GONE));
+	}
 	/* only TCP/UDP/SCTP can be NodePort traffic */
 	if (!sl_has_ports(p.proto))
 		return TC_ACT_OK;

@@ -3,6 +3,7 @@ package scenarios
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -59,7 +60,9 @@ func (s *servicesSteps) kprWorkloadsRunning(ctx context.Context) error {
 	// A pod that is never Ready would hold up the suite's lab readiness check on the next run.
 	e := s.e
 	s.w.Cleanup(func(ctx context.Context) error { return e.scaleDeployment(ctx, kprNamespace, "unready", 0) })
-	require.NoError(t, poll(ctx, 3*time.Minute, 500*time.Millisecond, "kpr-e2e pods up", func(ctx context.Context) (bool, string, error) {
+	// Isolation: no pod of an earlier scenario may still be terminating (a terminating but serving
+	// pod is a valid fallback endpoint, and would answer where this scenario expects none).
+	require.NoError(t, poll(ctx, 3*time.Minute, 500*time.Millisecond, "kpr-e2e pods up, none terminating", func(ctx context.Context) (bool, string, error) {
 		var waiting []string
 		for d, n := range map[string]int{"lbclient": 2, "slow": 1, "web": 2} {
 			if got := s.kprPods(ctx, d, true); len(got) != n {
@@ -69,9 +72,45 @@ func (s *servicesSteps) kprWorkloadsRunning(ctx context.Context) error {
 		if got := s.kprPods(ctx, "unready", false); len(got) != 1 {
 			waiting = append(waiting, fmt.Sprintf("unready %d/1 running", len(got)))
 		}
+		term, err := s.kprTerminating(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		if len(term) > 0 {
+			waiting = append(waiting, "terminating: "+strings.Join(term, " "))
+		}
 		return len(waiting) == 0, strings.Join(waiting, ", "), nil
 	}))
 	return nil
+}
+
+// kprTerminating names the pods of the parity namespace that are being deleted.
+func (s *servicesSteps) kprTerminating(ctx context.Context) ([]string, error) {
+	list, err := s.e.Client.CoreV1().Pods(kprNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list pods in %s: %w", kprNamespace, err)
+	}
+	var out []string
+	for _, p := range list.Items {
+		if p.DeletionTimestamp != nil {
+			out = append(out, p.Name)
+		}
+	}
+	return out, nil
+}
+
+// kprForceDelete deletes the pod at once (grace period 0, past its preStop hook) and waits until
+// it is gone, so the next scenario does not meet it as a terminating but serving endpoint.
+func (e *Env) kprForceDelete(ctx context.Context, name string) error {
+	pods := e.Client.CoreV1().Pods(kprNamespace)
+	zero := int64(0)
+	if err := pods.Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("force delete pod %s/%s: %w", kprNamespace, name, err)
+	}
+	return poll(ctx, time.Minute, 250*time.Millisecond, "pod "+name+" gone", func(ctx context.Context) (bool, string, error) {
+		_, err := pods.Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err), nil
+	})
 }
 
 // kprPods lists the running, not terminating pods of app (ready ones only when ready).
@@ -99,7 +138,10 @@ func (s *servicesSteps) kprScaleToZeroServing(ctx context.Context, name string) 
 	s.kprPinned = pods[0].DeepCopy()
 	e := s.e
 	require.NoError(t, e.scaleDeployment(ctx, kprNamespace, name, 0))
-	s.w.Cleanup(func(ctx context.Context) error { return e.scaleDeployment(ctx, kprNamespace, name, 1) })
+	pinned := s.kprPinned.Name
+	s.w.Cleanup(func(ctx context.Context) error {
+		return errors.Join(e.kprForceDelete(ctx, pinned), e.scaleDeployment(ctx, kprNamespace, name, 1))
+	})
 	ip := s.kprPinned.Status.PodIP
 	require.NoError(t, poll(ctx, time.Minute, 250*time.Millisecond, "endpoint "+ip+" terminating and serving", func(ctx context.Context) (bool, string, error) {
 		sls, err := e.Client.DiscoveryV1().EndpointSlices(kprNamespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})

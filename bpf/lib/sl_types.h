@@ -295,6 +295,10 @@ struct sl_cfg {
 	__u32 wakeup_bytes;              /* force a reader wakeup over this much pending data (0: 64 KiB) */
 	/* was pad: DROP events per second on this node, all flows and CPUs together (0: 1000) */
 	__u32 drop_events_per_sec;
+	/* appended: this node's pod CIDR (address and mask; mask 0: unset), written once the endpoints
+	 * of a previous run are restored: an address in it without an endpoint is a pod that is gone */
+	__u32 pod_cidr;
+	__u32 pod_cidr_mask;
 };
 
 /* ---- flow events (sl_events ring buffer) -------------------------------- */
@@ -317,6 +321,8 @@ enum sl_drop_reason {
 	SL_DROP_POLICY_WRITE_FAILED = 9, /* the endpoint's policy could not be written: deny-all */
 	SL_DROP_CT_TUPLE_IN_USE = 10,    /* a NodePort flow's conntrack tuple belongs to another flow */
 	SL_DROP_FRAG_NOT_FOUND = 11,     /* a non-first IPv4 fragment whose first fragment was never seen */
+	SL_DROP_ENDPOINT_GONE = 12,      /* to an address of this node's pod CIDR without an endpoint (pod gone) */
+	SL_DROP_LB_SOURCE_RANGE = 13,    /* a LoadBalancer Service's loadBalancerSourceRanges exclude the client */
 	SL_DROP_MAX,                   /* SL_CNT_DROP_BASE + SL_DROP_MAX <= SL_CNT_MAX */
 };
 

@@ -49,6 +49,8 @@ type SlSlCfg struct {
 	EventLevel       uint32
 	WakeupBytes      uint32
 	DropEventsPerSec uint32
+	PodCidr          uint32
+	PodCidrMask      uint32
 }
 
 type SlSlCidrPolicyKey struct {
@@ -154,7 +156,9 @@ const (
 	SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED       SlSlDropReason = 9
 	SlSlDropReasonSL_DROP_CT_TUPLE_IN_USE           SlSlDropReason = 10
 	SlSlDropReasonSL_DROP_FRAG_NOT_FOUND            SlSlDropReason = 11
-	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 12
+	SlSlDropReasonSL_DROP_ENDPOINT_GONE             SlSlDropReason = 12
+	SlSlDropReasonSL_DROP_LB_SOURCE_RANGE           SlSlDropReason = 13
+	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 14
 )
 
 type SlSlEndpoint struct {

@@ -2,6 +2,7 @@ package maps
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
@@ -35,6 +36,10 @@ type Config struct {
 	// and CPUs) per second of boot time, on top of the per-flow limit of one
 	// per second; drops over it are still counted (0 = DefaultDropEventsPerSec).
 	DropEventsPerSec uint32
+	// PodCIDR is this node's pod CIDR: the datapath refuses connections to its addresses that
+	// have no endpoint (pods that are gone) instead of routing them out of the node. The zero
+	// value leaves the guard off (set it once the endpoints are in the maps).
+	PodCIDR netip.Prefix
 }
 
 // DefaultDropEventsPerSec is the datapath's node-wide DROP event limit when
@@ -58,6 +63,18 @@ func (m *Maps) SetConfig(c Config) error {
 	r.EventLevel = uint32(c.EventLevel)
 	r.WakeupBytes = c.WakeupBytes
 	r.DropEventsPerSec = c.DropEventsPerSec
+	if c.PodCIDR.IsValid() {
+		if !c.PodCIDR.Addr().Is4() {
+			return fmt.Errorf("config pod CIDR %s: the datapath is IPv4 only", c.PodCIDR)
+		}
+		p := c.PodCIDR.Masked()
+		v, err := mustIP("config pod CIDR", p.Addr())
+		if err != nil {
+			return err
+		}
+		m, _ := mustIP("config pod CIDR mask", netip.AddrFrom4([4]byte(net.CIDRMask(p.Bits(), 32))))
+		r.PodCidr, r.PodCidrMask = v, m
+	}
 	zero := uint32(0)
 	return put(m.Config, NameConfig, &zero, &r)
 }
@@ -74,6 +91,11 @@ func (m *Maps) GetConfig() (Config, error) {
 		if v != 0 {
 			c.NodeIPs = append(c.NodeIPs, U32ToIP(v))
 		}
+	}
+	if r.PodCidrMask != 0 {
+		m := U32ToIP(r.PodCidrMask).As4()
+		bits, _ := net.IPMask(m[:]).Size()
+		c.PodCIDR = netip.PrefixFrom(U32ToIP(r.PodCidr), bits)
 	}
 	return c, nil
 }

@@ -153,6 +153,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.endpoints.reconcile(ctx); err != nil {
 		return err
 	}
+	a.nodes.guardPodCIDR(cidr) // every live pod has its endpoint again
 	sock, err := serveUnix(ctx, a.cfg.Socket, a.endpoints.handler(), a.log)
 	if err != nil {
 		return err

@@ -76,6 +76,14 @@ struct {
 	__type(value, struct sl_affinity_val);
 } sl_affinity SEC(".maps");
 
+/* socket LB reverse translation (bpf/sock.c): (socket, backend) -> service address */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sl_sock_revnat_key);
+	__type(value, struct sl_sock_revnat_val);
+} sl_sock_revnat SEC(".maps");
+
 /* ---- conntrack ---------------------------------------------------------- */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

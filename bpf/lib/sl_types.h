@@ -193,6 +193,21 @@ struct sl_affinity_val {
 	__u16 pad;
 };
 
+/* sl_sock_revnat (LRU): a socket the socket LB translated, and the backend it gave it -> the
+ * service address the application asked for (getpeername4, recvmsg4 answer with it) */
+struct sl_sock_revnat_key {
+	__u64 cookie; /* bpf_get_socket_cookie */
+	__u32 backend_ip;
+	__be16 backend_port;
+	__u16 pad;
+};
+
+struct sl_sock_revnat_val {
+	__u32 vip;
+	__be16 vport;
+	__u16 pad;
+};
+
 /* ---- conntrack ---------------------------------------------------------- */
 enum sl_ct_scope {
 	SL_CT_INGRESS = 1, /* to-container */
@@ -276,6 +291,7 @@ enum sl_counter {
 	SL_CNT_FIB_FAIL = 4,
 	SL_CNT_NON_IPV4 = 5,
 	SL_CNT_DROP_EVENTS_SUPPRESSED = 6, /* DROP events over the global limit (the drops are still counted) */
+	SL_CNT_SOCK_XLATE = 7,             /* connects and sends the socket LB translated (bpf/sock.c) */
 	SL_CNT_DROP_BASE = 16, /* + enum sl_drop_reason */
 	SL_CNT_MAX = 32,
 };
@@ -299,6 +315,9 @@ struct sl_cfg {
 	 * of a previous run are restored: an address in it without an endpoint is a pod that is gone */
 	__u32 pod_cidr;
 	__u32 pod_cidr_mask;
+	/* appended: socket LB (bpf/sock.c) translates only sockets of this network namespace, the
+	 * node's own (host processes, hostNetwork pods); 0: translates none */
+	__u64 sock_netns_cookie;
 };
 
 /* ---- flow events (sl_events ring buffer) -------------------------------- */
@@ -392,6 +411,8 @@ struct sl_contract {
 	struct sl_flow_event event;
 	struct sl_affinity_key affinity_key;
 	struct sl_affinity_val affinity_val;
+	struct sl_sock_revnat_key sock_revnat_key;
+	struct sl_sock_revnat_val sock_revnat_val;
 };
 
 /* ---- datapath-internal (not in Go) -------------------------------------- */

@@ -51,6 +51,7 @@ type SlSlCfg struct {
 	DropEventsPerSec uint32
 	PodCidr          uint32
 	PodCidrMask      uint32
+	SockNetnsCookie  uint64
 }
 
 type SlSlCidrPolicyKey struct {
@@ -73,6 +74,7 @@ const (
 	SlSlCounterSL_CNT_FIB_FAIL               SlSlCounter = 4
 	SlSlCounterSL_CNT_NON_IPV4               SlSlCounter = 5
 	SlSlCounterSL_CNT_DROP_EVENTS_SUPPRESSED SlSlCounter = 6
+	SlSlCounterSL_CNT_SOCK_XLATE             SlSlCounter = 7
 	SlSlCounterSL_CNT_DROP_BASE              SlSlCounter = 16
 	SlSlCounterSL_CNT_MAX                    SlSlCounter = 32
 )
@@ -315,6 +317,21 @@ const (
 	SlSlProtoSL_PROTO_SCTP SlSlProto = 132
 )
 
+type SlSlSockRevnatKey struct {
+	_           structs.HostLayout
+	Cookie      uint64
+	BackendIp   uint32
+	BackendPort uint16
+	Pad         uint16
+}
+
+type SlSlSockRevnatVal struct {
+	_     structs.HostLayout
+	Vip   uint32
+	Vport uint16
+	Pad   uint16
+}
+
 type SlSlSvcFlags uint32
 
 const (
@@ -385,6 +402,7 @@ const (
 	SlMapSlIpcache        = "sl_ipcache"
 	SlMapSlPolicy         = "sl_policy"
 	SlMapSlServices       = "sl_services"
+	SlMapSlSockRevnat     = "sl_sock_revnat"
 	SlProgSlFromContainer = "sl_from_container"
 	SlProgSlToContainer   = "sl_to_container"
 	SlVarSlContractAnchor = "sl_contract_anchor"
@@ -456,6 +474,7 @@ type SlMapSpecs struct {
 	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
+	SlSockRevnat *ebpf.MapSpec `ebpf:"sl_sock_revnat"`
 }
 
 // SlVariableSpecs contains global variables before they are loaded into the kernel.
@@ -501,6 +520,7 @@ type SlMaps struct {
 	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
 	SlServices   *ebpf.Map `ebpf:"sl_services"`
+	SlSockRevnat *ebpf.Map `ebpf:"sl_sock_revnat"`
 }
 
 func (m *SlMaps) Close() error {
@@ -521,6 +541,7 @@ func (m *SlMaps) Close() error {
 		m.SlIpcache,
 		m.SlPolicy,
 		m.SlServices,
+		m.SlSockRevnat,
 	)
 }
 

@@ -32,6 +32,7 @@ const (
 	SlNetdevMapSlIpcache     = "sl_ipcache"
 	SlNetdevMapSlPolicy      = "sl_policy"
 	SlNetdevMapSlServices    = "sl_services"
+	SlNetdevMapSlSockRevnat  = "sl_sock_revnat"
 	SlNetdevProgSlFromNetdev = "sl_from_netdev"
 )
 
@@ -100,6 +101,7 @@ type SlNetdevMapSpecs struct {
 	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
+	SlSockRevnat *ebpf.MapSpec `ebpf:"sl_sock_revnat"`
 }
 
 // SlNetdevVariableSpecs contains global variables before they are loaded into the kernel.
@@ -144,6 +146,7 @@ type SlNetdevMaps struct {
 	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
 	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
 	SlServices   *ebpf.Map `ebpf:"sl_services"`
+	SlSockRevnat *ebpf.Map `ebpf:"sl_sock_revnat"`
 }
 
 func (m *SlNetdevMaps) Close() error {
@@ -164,6 +167,7 @@ func (m *SlNetdevMaps) Close() error {
 		m.SlIpcache,
 		m.SlPolicy,
 		m.SlServices,
+		m.SlSockRevnat,
 	)
 }
 

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
 )
 
@@ -40,6 +42,9 @@ type Config struct {
 	// have no endpoint (pods that are gone) instead of routing them out of the node. The zero
 	// value leaves the guard off (set it once the endpoints are in the maps).
 	PodCIDR netip.Prefix
+	// SockNetnsCookie is the network namespace whose sockets the socket LB (bpf/sock.c)
+	// translates: the node's own (NetnsCookie of the agent's). 0: none.
+	SockNetnsCookie uint64
 }
 
 // DefaultDropEventsPerSec is the datapath's node-wide DROP event limit when
@@ -75,6 +80,7 @@ func (m *Maps) SetConfig(c Config) error {
 		m, _ := mustIP("config pod CIDR mask", netip.AddrFrom4([4]byte(net.CIDRMask(p.Bits(), 32))))
 		r.PodCidr, r.PodCidrMask = v, m
 	}
+	r.SockNetnsCookie = c.SockNetnsCookie
 	zero := uint32(0)
 	return put(m.Config, NameConfig, &zero, &r)
 }
@@ -86,7 +92,8 @@ func (m *Maps) GetConfig() (Config, error) {
 	if err := m.Config.Lookup(&zero, &r); err != nil {
 		return Config{}, fmt.Errorf("lookup %s: %w", NameConfig, err)
 	}
-	c := Config{NetdevIfindex: r.NetdevIfindex, EventLevel: EventLevel(r.EventLevel), WakeupBytes: r.WakeupBytes, DropEventsPerSec: r.DropEventsPerSec}
+	c := Config{NetdevIfindex: r.NetdevIfindex, EventLevel: EventLevel(r.EventLevel), WakeupBytes: r.WakeupBytes, DropEventsPerSec: r.DropEventsPerSec,
+		SockNetnsCookie: r.SockNetnsCookie}
 	for _, v := range r.NodeIps {
 		if v != 0 {
 			c.NodeIPs = append(c.NodeIPs, U32ToIP(v))
@@ -111,8 +118,10 @@ const (
 	// CounterDropEventsSuppressed counts DROP events the node-wide limit
 	// suppressed (Config.DropEventsPerSec; the drops are counted by reason).
 	CounterDropEventsSuppressed = uint32(bpfobj.SlSlCounterSL_CNT_DROP_EVENTS_SUPPRESSED)
-	CounterDropBase             = uint32(bpfobj.SlSlCounterSL_CNT_DROP_BASE) // + drop reason
-	counterMax                  = uint32(bpfobj.SlSlCounterSL_CNT_MAX)
+	// CounterSockTranslated counts the connects and sends the socket LB translated.
+	CounterSockTranslated = uint32(bpfobj.SlSlCounterSL_CNT_SOCK_XLATE)
+	CounterDropBase       = uint32(bpfobj.SlSlCounterSL_CNT_DROP_BASE) // + drop reason
+	counterMax            = uint32(bpfobj.SlSlCounterSL_CNT_MAX)
 )
 
 // Counters are the summed per-CPU datapath counters.
@@ -120,6 +129,8 @@ type Counters struct {
 	Packets, Forwarded, RingbufReserveFailed, CTNew, FIBFailed, NonIPv4 uint64
 	// DropEventsSuppressed: DROP events over the node-wide limit (not emitted).
 	DropEventsSuppressed uint64
+	// SockTranslated: connects and sends the socket LB (bpf/sock.c) translated.
+	SockTranslated uint64
 	// Drops by drop reason (enum sl_drop_reason, see flowevent.DropReason).
 	Drops map[uint8]uint64
 }
@@ -151,9 +162,26 @@ func (m *Maps) ReadCounters() (Counters, error) {
 			c.NonIPv4 = s
 		case i == CounterDropEventsSuppressed:
 			c.DropEventsSuppressed = s
+		case i == CounterSockTranslated:
+			c.SockTranslated = s
 		case i > CounterDropBase && s > 0:
 			c.Drops[uint8(i-CounterDropBase)] = s
 		}
 	}
 	return c, nil
+}
+
+// NetnsCookie is the cookie of the calling thread's network namespace (SO_NETNS_COOKIE), the
+// value bpf_get_netns_cookie gives its sockets: Config.SockNetnsCookie.
+func NetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie: getsockopt SO_NETNS_COOKIE (kernel 5.14+): %w", err)
+	}
+	return v, nil
 }

@@ -119,6 +119,8 @@ type nodeRoutes struct {
 	// podCIDR goes into sl_config once guardPodCIDR is called; own is the last own Node seen.
 	podCIDR netip.Prefix
 	own     *corev1.Node
+	// sockNetns is the socket LB's network namespace cookie in sl_config (0: off).
+	sockNetns uint64
 }
 
 func newNodeRoutes(node string, eventLevel maps.EventLevel, log *slog.Logger) *nodeRoutes {
@@ -183,6 +185,17 @@ func (r *nodeRoutes) guardPodCIDR(cidr netip.Prefix) {
 	}
 }
 
+// setSocketLBNetns puts the network namespace whose sockets the socket LB translates (the node's,
+// cookie from maps.NetnsCookie; 0: none) into sl_config.
+func (r *nodeRoutes) setSocketLBNetns(cookie uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sockNetns = cookie
+	if r.own != nil {
+		r.syncOwnLocked(r.own)
+	}
+}
+
 func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
 	r.own = n
 	var ips []netip.Addr
@@ -197,7 +210,8 @@ func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
 	if len(ips) == 0 {
 		return
 	}
-	cfg := maps.Config{NodeIPs: ips, NetdevIfindex: uint32(r.dev.Index), EventLevel: r.eventLevel, DropEventsPerSec: r.dropEvents, PodCIDR: r.podCIDR}
+	cfg := maps.Config{NodeIPs: ips, NetdevIfindex: uint32(r.dev.Index), EventLevel: r.eventLevel, DropEventsPerSec: r.dropEvents, PodCIDR: r.podCIDR,
+		SockNetnsCookie: r.sockNetns}
 	if last := r.config.Load(); last != nil && sameConfig(cfg, *last) {
 		return
 	}
@@ -210,7 +224,7 @@ func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
 
 func sameConfig(a, b maps.Config) bool {
 	return slices.Equal(a.NodeIPs, b.NodeIPs) && a.NetdevIfindex == b.NetdevIfindex && a.EventLevel == b.EventLevel && a.WakeupBytes == b.WakeupBytes &&
-		a.DropEventsPerSec == b.DropEventsPerSec && a.PodCIDR == b.PodCIDR
+		a.DropEventsPerSec == b.DropEventsPerSec && a.PodCIDR == b.PodCIDR && a.SockNetnsCookie == b.SockNetnsCookie
 }
 
 // isNodeIP reports whether ip is one of this node's addresses.

@@ -45,6 +45,9 @@ func (s *servicesSteps) kprSteps() []step {
 		{`^I scale the parity Deployment "([^"]*)" to (\d+) replicas$`, s.kprScale},
 		{`^while the parity pod "([^"]*)" connects to "([^"]*)" continuously, I scale Deployment "([^"]*)" through ([\d, ]+) replicas$`, s.kprSoak},
 		{`^the health check port of Service "([^"]*)" answers (\d+) with (\d+) local endpoints? on (the node of|a node other than) the "([^"]*)" pod$`, s.kprHealthCheck},
+		{`^every node (reaches|is refused by) the ClusterIP of Service "([^"]*)" on port (\d+)$`, s.kprEveryNodeClusterIP},
+		{`^every node reaches NodePort (\d+) on its own address$`, s.kprEveryNodeOwnNodePort},
+		{`^(the node of|a node other than that of) the "([^"]*)" pod (reaches|is refused by) the ClusterIP of Service "([^"]*)" on port (\d+)$`, s.kprNodeOfClusterIP},
 	}
 }
 
@@ -425,5 +428,74 @@ func (s *servicesSteps) kprSoak(ctx context.Context, app, target, name, counts s
 	assert.Positive(t, ok, "some connections succeeded")
 	assert.Positive(t, refused, "some connections met 0 replicas and were refused")
 	assert.Empty(t, bad, "connections that neither succeeded nor were refused at once")
+	return nil
+}
+
+// kprNodeDial makes one HTTP connection from the kind node container (docker exec: the node's
+// network namespace and cgroup, as a hostNetwork pod has) to addr and checks the outcome: reaches
+// (HTTP 200) or is refused by (curl exit 7, connection refused, within 500 ms). Polled for
+// kprConverge like the pod probes.
+func (s *servicesSteps) kprNodeDial(ctx context.Context, node, outcome, addr string) {
+	t := godog.T(ctx)
+	cmd := fmt.Sprintf("curl -s -o /dev/null -m 3 -w '%%{http_code} %%{time_total}' http://%s/healthz; echo \" $?\"", addr)
+	var last string
+	assert.NoError(t, poll(ctx, kprConverge, 250*time.Millisecond, fmt.Sprintf("node %s %s %s", node, outcome, addr), func(ctx context.Context) (bool, string, error) {
+		out, err := nodeExec(ctx, node, cmd)
+		if err != nil {
+			return false, "", err
+		}
+		last = strings.TrimSpace(out)
+		var code string
+		var secs float64
+		var rc int
+		if _, err := fmt.Sscanf(last, "%s %g %d", &code, &secs, &rc); err != nil {
+			return false, last, nil
+		}
+		if outcome == "reaches" {
+			return code == "200", last, nil
+		}
+		return rc == 7 && secs < 0.5, last, nil
+	}), "from node %s to %s: last curl (code seconds exit) %s", node, addr, last)
+}
+
+// kprClusterIP is the ClusterIP:port of a parity Service.
+func (s *servicesSteps) kprClusterIP(ctx context.Context, name string, port int) string {
+	svc, err := s.e.Client.CoreV1().Services(kprNamespace).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(godog.T(ctx), err)
+	return net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(port))
+}
+
+func (s *servicesSteps) kprEveryNodeClusterIP(ctx context.Context, outcome, name string, port int) error {
+	addr := s.kprClusterIP(ctx, name, port)
+	ips, err := s.e.nodeIPs(ctx)
+	require.NoError(godog.T(ctx), err)
+	for node := range ips {
+		s.kprNodeDial(ctx, node, outcome, addr)
+	}
+	return nil
+}
+
+func (s *servicesSteps) kprEveryNodeOwnNodePort(ctx context.Context, port int) error {
+	ips, err := s.e.nodeIPs(ctx)
+	require.NoError(godog.T(ctx), err)
+	for node, ip := range ips {
+		s.kprNodeDial(ctx, node, "reaches", net.JoinHostPort(ip, strconv.Itoa(port)))
+	}
+	return nil
+}
+
+func (s *servicesSteps) kprNodeOfClusterIP(ctx context.Context, which, of, outcome, name string, port int) error {
+	t := godog.T(ctx)
+	addr := s.kprClusterIP(ctx, name, port)
+	pinned := s.kprNodeOf(ctx, of)
+	ips, err := s.e.nodeIPs(ctx)
+	require.NoError(t, err)
+	for node := range ips {
+		if (which == "the node of") == (node == pinned) {
+			s.kprNodeDial(ctx, node, outcome, addr)
+			return nil
+		}
+	}
+	require.Failf(t, "no node", "no node for %q %s", which, pinned)
 	return nil
 }

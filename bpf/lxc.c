@@ -204,6 +204,10 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 		t->dst_identity = sl_identity_of(p->daddr);
 		return sl_refuse(skb, cfg, p, t, SL_REFUSE_INTO_POD, SL_DROP_SERVICE_BACKEND_NOT_FOUND);
 	}
+	if (lb == SL_LB_BACKEND && !sl_lb_source_allowed(&svc, p->saddr)) {
+		t->dst_identity = sl_identity_of(p->daddr);
+		return sl_drop_code(SL_DROP_LB_SOURCE_RANGE);
+	}
 	if (lb == SL_LB_BACKEND) {
 		dst = be.ip;
 		dport = be.port;

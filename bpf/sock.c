@@ -78,9 +78,10 @@ static __always_inline int sl_sock_xlate_fwd(struct bpf_sock_addr *ctx)
 		r = sl_lb_select(&p, SL_NODEPORT_VIP, SL_SCOPE_NODEPORT, &svc, &be);
 	if (r == SL_LB_NONE)
 		return SL_SOCK_PASS;
-	if (r == SL_LB_NO_BACKEND || sl_local_pod_gone(cfg, be.ip)) {
-		sl_count(SL_CNT_DROP_BASE + (r == SL_LB_NO_BACKEND ? SL_DROP_SERVICE_BACKEND_NOT_FOUND
-								  : SL_DROP_ENDPOINT_GONE));
+	if (r == SL_LB_NO_BACKEND || sl_local_pod_gone(cfg, be.ip) || !sl_lb_source_allowed(&svc, p.saddr)) {
+		sl_count(SL_CNT_DROP_BASE + (r == SL_LB_NO_BACKEND    ? SL_DROP_SERVICE_BACKEND_NOT_FOUND
+					     : !sl_lb_source_allowed(&svc, p.saddr) ? SL_DROP_LB_SOURCE_RANGE
+										 : SL_DROP_ENDPOINT_GONE));
 		bpf_set_retval(-SL_ECONNREFUSED);
 		return SL_SOCK_REJECT;
 	}

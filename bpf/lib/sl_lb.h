@@ -102,6 +102,20 @@ static __noinline int sl_lb_affinity(const struct sl_pkt *p, const struct sl_svc
 }
 
 /*
+ * loadBalancerSourceRanges: a frontend with SL_SVC_SOURCE_RANGES takes only
+ * clients inside one of its ranges (sl_lb_src_ranges under its svc_id), as
+ * kube-proxy's firewall chain. Returns 1 when client may connect.
+ */
+static __always_inline int sl_lb_source_allowed(const struct sl_svc_val *svc, __u32 client)
+{
+	struct sl_lb_src_key k = { .prefixlen = 64, .svc_id = svc->svc_id, .addr = client };
+
+	if (!(svc->flags & SL_SVC_SOURCE_RANGES))
+		return 1;
+	return bpf_map_lookup_elem(&sl_lb_src_ranges, &k) != 0;
+}
+
+/*
  * Find the service for (vip, dport, proto, scope) and choose the backend for
  * this connection: hash of the 5-tuple modulo the backend count, or the
  * client's recorded backend with affinity (sl_lb_affinity).

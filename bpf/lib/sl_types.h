@@ -152,6 +152,8 @@ enum sl_svc_scope {
 enum sl_svc_flags {
 	SL_SVC_AFFINITY = 1, /* sessionAffinity: ClientIP */
 	SL_SVC_LOCAL = 2,    /* externalTrafficPolicy: Local */
+	SL_SVC_EXTERNAL = 4, /* an external address (spec.externalIPs, LoadBalancer ingress): also from outside the node */
+	SL_SVC_SOURCE_RANGES = 8, /* loadBalancerSourceRanges: only clients in sl_lb_src_ranges under svc_id */
 };
 
 struct sl_svc_key {
@@ -191,6 +193,17 @@ struct sl_affinity_val {
 	__u32 backend_ip;
 	__be16 backend_port;
 	__u16 pad;
+};
+
+/* sl_lb_src_ranges (LPM): a frontend's loadBalancerSourceRanges; prefixlen = 32 + the range's bits */
+struct sl_lb_src_key {
+	__u32 prefixlen;
+	__u32 svc_id;
+	__u32 addr;
+};
+
+enum sl_lb_src_bits {
+	SL_LB_SRC_FIXED_BITS = 32, /* svc_id */
 };
 
 /* sl_sock_revnat (LRU): a socket the socket LB translated, and the backend it gave it -> the
@@ -416,6 +429,8 @@ struct sl_contract {
 	struct sl_flow_event event;
 	struct sl_affinity_key affinity_key;
 	struct sl_affinity_val affinity_val;
+	struct sl_lb_src_key lb_src_key;
+	enum sl_lb_src_bits lb_src_bits;
 	struct sl_sock_revnat_key sock_revnat_key;
 	struct sl_sock_revnat_val sock_revnat_val;
 };

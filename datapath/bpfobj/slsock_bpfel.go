@@ -30,6 +30,7 @@ const (
 	SlSockMapSlEvents            = "sl_events"
 	SlSockMapSlFrag              = "sl_frag"
 	SlSockMapSlIpcache           = "sl_ipcache"
+	SlSockMapSlLbSrcRanges       = "sl_lb_src_ranges"
 	SlSockMapSlPolicy            = "sl_policy"
 	SlSockMapSlServices          = "sl_services"
 	SlSockMapSlSockRevnat        = "sl_sock_revnat"
@@ -91,23 +92,24 @@ type SlSockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SlSockMapSpecs struct {
-	SlAffinity   *ebpf.MapSpec `ebpf:"sl_affinity"`
-	SlBackends   *ebpf.MapSpec `ebpf:"sl_backends"`
-	SlCidrPolicy *ebpf.MapSpec `ebpf:"sl_cidr_policy"`
-	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
-	SlCounters   *ebpf.MapSpec `ebpf:"sl_counters"`
-	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
-	SlCtNodeport *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
-	SlDropBudget *ebpf.MapSpec `ebpf:"sl_drop_budget"`
-	SlDropRl     *ebpf.MapSpec `ebpf:"sl_drop_rl"`
-	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
-	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
-	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
-	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
-	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
-	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
-	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
-	SlSockRevnat *ebpf.MapSpec `ebpf:"sl_sock_revnat"`
+	SlAffinity    *ebpf.MapSpec `ebpf:"sl_affinity"`
+	SlBackends    *ebpf.MapSpec `ebpf:"sl_backends"`
+	SlCidrPolicy  *ebpf.MapSpec `ebpf:"sl_cidr_policy"`
+	SlConfig      *ebpf.MapSpec `ebpf:"sl_config"`
+	SlCounters    *ebpf.MapSpec `ebpf:"sl_counters"`
+	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlCtNodeport  *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
+	SlDropBudget  *ebpf.MapSpec `ebpf:"sl_drop_budget"`
+	SlDropRl      *ebpf.MapSpec `ebpf:"sl_drop_rl"`
+	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
+	SlEpByIp      *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
+	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
+	SlLbSrcRanges *ebpf.MapSpec `ebpf:"sl_lb_src_ranges"`
+	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
+	SlServices    *ebpf.MapSpec `ebpf:"sl_services"`
+	SlSockRevnat  *ebpf.MapSpec `ebpf:"sl_sock_revnat"`
 }
 
 // SlSockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -136,23 +138,24 @@ func (o *SlSockObjects) Close() error {
 //
 // It can be passed to LoadSlSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SlSockMaps struct {
-	SlAffinity   *ebpf.Map `ebpf:"sl_affinity"`
-	SlBackends   *ebpf.Map `ebpf:"sl_backends"`
-	SlCidrPolicy *ebpf.Map `ebpf:"sl_cidr_policy"`
-	SlConfig     *ebpf.Map `ebpf:"sl_config"`
-	SlCounters   *ebpf.Map `ebpf:"sl_counters"`
-	SlCt         *ebpf.Map `ebpf:"sl_ct"`
-	SlCtNodeport *ebpf.Map `ebpf:"sl_ct_nodeport"`
-	SlDropBudget *ebpf.Map `ebpf:"sl_drop_budget"`
-	SlDropRl     *ebpf.Map `ebpf:"sl_drop_rl"`
-	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
-	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
-	SlEvents     *ebpf.Map `ebpf:"sl_events"`
-	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
-	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
-	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
-	SlServices   *ebpf.Map `ebpf:"sl_services"`
-	SlSockRevnat *ebpf.Map `ebpf:"sl_sock_revnat"`
+	SlAffinity    *ebpf.Map `ebpf:"sl_affinity"`
+	SlBackends    *ebpf.Map `ebpf:"sl_backends"`
+	SlCidrPolicy  *ebpf.Map `ebpf:"sl_cidr_policy"`
+	SlConfig      *ebpf.Map `ebpf:"sl_config"`
+	SlCounters    *ebpf.Map `ebpf:"sl_counters"`
+	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlCtNodeport  *ebpf.Map `ebpf:"sl_ct_nodeport"`
+	SlDropBudget  *ebpf.Map `ebpf:"sl_drop_budget"`
+	SlDropRl      *ebpf.Map `ebpf:"sl_drop_rl"`
+	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
+	SlEpByIp      *ebpf.Map `ebpf:"sl_ep_by_ip"`
+	SlEvents      *ebpf.Map `ebpf:"sl_events"`
+	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
+	SlLbSrcRanges *ebpf.Map `ebpf:"sl_lb_src_ranges"`
+	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
+	SlServices    *ebpf.Map `ebpf:"sl_services"`
+	SlSockRevnat  *ebpf.Map `ebpf:"sl_sock_revnat"`
 }
 
 func (m *SlSockMaps) Close() error {
@@ -171,6 +174,7 @@ func (m *SlSockMaps) Close() error {
 		m.SlEvents,
 		m.SlFrag,
 		m.SlIpcache,
+		m.SlLbSrcRanges,
 		m.SlPolicy,
 		m.SlServices,
 		m.SlSockRevnat,

@@ -159,6 +159,31 @@ static __always_inline int sl_lxc_ct_hit(struct __sk_buff *skb, const struct sl_
 	return TC_ACT_OK;
 }
 
+/*
+ * A connection still opening (a bare SYN: the retransmit of one whose first
+ * SYN made the entry) towards a pod of this node that is gone, as a backend
+ * (DNAT) or directly: its entry and the pair go, the SYN is refused (RST), so
+ * the client neither hangs on the dead address nor keeps it for the next try.
+ * Returns SL_CONTINUE when the flow's destination is alive.
+ */
+static __always_inline int sl_lxc_ct_gone(struct __sk_buff *skb, const struct sl_cfg *cfg,
+					  const struct sl_pkt *p, const struct sl_ct_key *k,
+					  const struct sl_ct_entry *e, enum sl_ct_map m,
+					  struct sl_trace *t)
+{
+	struct sl_ct_key pk;
+	__u32 to = (e->flags & SL_CT_DNAT) ? e->nat_addr : p->daddr;
+
+	if ((e->flags & SL_CT_REPLY) || p->proto != SL_PROTO_TCP ||
+	    (p->tcp_flags & (SL_TCP_SYN | SL_TCP_ACK)) != SL_TCP_SYN || !sl_local_pod_gone(cfg, to))
+		return SL_CONTINUE;
+	t->dst_identity = sl_identity_of(to);
+	__builtin_memcpy(&pk, &e->pair, sizeof(pk));
+	sl_ct_map_delete(m, &pk);
+	sl_ct_map_delete(m, k);
+	return sl_refuse(skb, cfg, p, t, SL_REFUSE_INTO_POD, SL_DROP_ENDPOINT_GONE);
+}
+
 /* A new flow leaves the pod: service DNAT, egress policy, conntrack. */
 static __always_inline int sl_from_container_new(struct __sk_buff *skb, const struct sl_cfg *cfg,
 						 struct sl_pkt *p, const struct sl_endpoint *ep,
@@ -177,11 +202,20 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 	lb = sl_lb_from_pod(cfg, p, &svc, &be);
 	if (lb == SL_LB_NO_BACKEND) {
 		t->dst_identity = sl_identity_of(p->daddr);
-		return sl_refuse_no_backend(skb, cfg, p, t, SL_REFUSE_INTO_POD);
+		return sl_refuse(skb, cfg, p, t, SL_REFUSE_INTO_POD, SL_DROP_SERVICE_BACKEND_NOT_FOUND);
+	}
+	if (lb == SL_LB_BACKEND && !sl_lb_source_allowed(&svc, p->saddr)) {
+		t->dst_identity = sl_identity_of(p->daddr);
+		return sl_drop_code(SL_DROP_LB_SOURCE_RANGE);
 	}
 	if (lb == SL_LB_BACKEND) {
 		dst = be.ip;
 		dport = be.port;
+	}
+	/* a pod of this node that is gone (a backend the Service still lists): refused, not routed out */
+	if (sl_local_pod_gone(cfg, dst)) {
+		t->dst_identity = sl_identity_of(dst);
+		return sl_refuse(skb, cfg, p, t, SL_REFUSE_INTO_POD, SL_DROP_ENDPOINT_GONE);
 	}
 
 	/* egress policy of the source endpoint, on the post-DNAT destination */
@@ -287,6 +321,9 @@ int sl_from_container(struct __sk_buff *skb)
 	sl_ct_key_of(&k, &p, SL_CT_EGRESS);
 	e = sl_ct_lookup_pod_hook(&k, &p, &m);
 	if (e) {
+		r = sl_lxc_ct_gone(skb, cfg, &p, &k, e, m, &t);
+		if (r != SL_CONTINUE)
+			goto out;
 		r = sl_lxc_ct_hit(skb, cfg, &p, e, m, ep, SL_DIR_EGRESS, &t);
 		/* reply of a NodePort flow: source is now a node address */
 		if (r == TC_ACT_OK && (e->flags & SL_CT_FIB_REDIRECT))

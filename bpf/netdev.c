@@ -5,7 +5,8 @@
  *   sl_to_netdev   - TCX egress: reverse NAT of the replies of NodePort flows
  *                    whose backend is in the node's own network namespace
  *                    (a hostNetwork pod on this node).
- * Path: parse -> source is a local pod? (drop) -> conntrack hit? (NAT, FIB
+ * Path: parse -> source is a local pod? (drop) -> to a local pod that is
+ *   gone? (refuse) -> conntrack hit? (NAT, FIB
  *   redirect of SNATed flows) -> NodePort lookup -> backend -> ingress policy
  *   of a local backend -> conntrack (never over another flow's entries) ->
  *   DNAT (+SNAT and FIB redirect when the backend is on another node) ->
@@ -119,28 +120,29 @@ static __always_inline void sl_nodeport_to_host(struct sl_ct_key *rk, const stru
 }
 
 /*
- * Remote backend: SNAT to the node address (p->daddr) so the reply comes back
- * here. Returns the SNAT port (network order), or 0 when none was free.
+ * Remote backend: SNAT to the node address node_ip (the NodePort's address, or
+ * the node's first address for an external one) so the reply comes back here.
+ * Returns the SNAT port (network order), or 0 when none was free.
  */
 static __always_inline __be16 sl_nodeport_to_remote(struct sl_ct_entry *fwd, struct sl_ct_entry *rev,
 						    struct sl_ct_key *rk, const struct sl_pkt *p,
-						    const struct sl_backend *be)
+						    const struct sl_backend *be, __u32 node_ip)
 {
-	__be16 snat_port = sl_snat_port(p, be, p->daddr);
+	__be16 snat_port = sl_snat_port(p, be, node_ip);
 
 	if (!snat_port)
 		return 0;
 	fwd->flags |= SL_CT_SNAT;
-	fwd->snat_addr = p->daddr;
+	fwd->snat_addr = node_ip;
 	fwd->snat_port = snat_port;
 	rev->flags |= SL_CT_SNAT;
 	rev->snat_addr = p->saddr;
 	rev->snat_port = p->sport;
-	sl_ct_reply_key(rk, p, be->ip, be->port, p->daddr, snat_port, SL_CT_NETDEV);
+	sl_ct_reply_key(rk, p, be->ip, be->port, node_ip, snat_port, SL_CT_NETDEV);
 	return snat_port;
 }
 
-/* A new flow to a local node address: NodePort lookup, conntrack pair, DNAT (+SNAT), forward. */
+/* A new flow to a local node address (NodePort) or a Service's external address: lookup, conntrack pair, DNAT (+SNAT), forward. */
 static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct sl_cfg *cfg,
 					   struct sl_pkt *p, const struct sl_ct_key *k,
 					   struct sl_trace *t)
@@ -153,15 +155,29 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 	__be16 snat_port = 0;
 	struct sl_ct_key rk;
 	int local, host = 0, lb, r;
+	__u32 snat_ip = p->daddr;
 
-	/* NodePort lookup: destination must be a local node address */
-	if (!sl_is_node_ip(cfg, p->daddr))
-		return TC_ACT_OK;
-	lb = sl_lb_select(p, SL_NODEPORT_VIP, SL_SCOPE_NODEPORT, &svc, &be);
+	/*
+	 * NodePort when the destination is a local node address; otherwise an
+	 * external address of a Service (spec.externalIPs, LoadBalancer ingress)
+	 * that the network routed to this node. ClusterIPs stay in-cluster.
+	 */
+	if (sl_is_node_ip(cfg, p->daddr)) {
+		lb = sl_lb_select(p, SL_NODEPORT_VIP, SL_SCOPE_NODEPORT, &svc, &be);
+	} else {
+		lb = sl_lb_select(p, p->daddr, SL_SCOPE_CLUSTERIP, &svc, &be);
+		if (!(svc.flags & SL_SVC_EXTERNAL))
+			lb = SL_LB_NONE;
+		snat_ip = cfg->node_ips[0];
+	}
 	if (lb == SL_LB_NONE)
 		return TC_ACT_OK;
 	sl_count(SL_CNT_PACKETS);
 	t->src_identity = sl_identity_of(p->saddr);
+	if (!sl_lb_source_allowed(&svc, p->saddr)) {
+		t->dst_identity = SL_ID_HOST;
+		return sl_drop_code(SL_DROP_LB_SOURCE_RANGE);
+	}
 	if (lb == SL_LB_BACKEND) {
 		be_ifindex = bpf_map_lookup_elem(&sl_ep_by_ip, &be.ip);
 		host = !be_ifindex && sl_is_node_ip(cfg, be.ip);
@@ -171,7 +187,7 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 		lb = SL_LB_NO_BACKEND; /* externalTrafficPolicy: Local */
 	if (lb == SL_LB_NO_BACKEND) {
 		t->dst_identity = SL_ID_HOST;
-		return sl_refuse_no_backend(skb, cfg, p, t, SL_REFUSE_OUT_DEVICE);
+		return sl_refuse(skb, cfg, p, t, SL_REFUSE_OUT_DEVICE, SL_DROP_SERVICE_BACKEND_NOT_FOUND);
 	}
 	t->dst_identity = host ? SL_ID_HOST : sl_identity_of(be.ip);
 
@@ -200,7 +216,7 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 	} else if (local) {
 		sl_nodeport_to_local(&rev, &rk, p, &be);
 	} else {
-		snat_port = sl_nodeport_to_remote(&fwd, &rev, &rk, p, &be);
+		snat_port = sl_nodeport_to_remote(&fwd, &rev, &rk, p, &be, snat_ip);
 		if (!snat_port)
 			return sl_drop_code(SL_DROP_CT_MAP_INSERTION_FAILED);
 	}
@@ -249,6 +265,13 @@ int sl_from_netdev(struct __sk_buff *skb)
 	r = sl_netdev_check_source(cfg, &p, &t);
 	if (r != SL_CONTINUE)
 		return sl_exit(cfg, &p, &t, r);
+	/* to a pod of this node that is gone (another node's stale backend or conntrack): refused */
+	if (sl_local_pod_gone(cfg, p.daddr)) {
+		sl_count(SL_CNT_PACKETS);
+		t.src_identity = sl_identity_of(p.saddr);
+		t.dst_identity = sl_identity_of(p.daddr);
+		return sl_exit(cfg, &p, &t, sl_refuse(skb, cfg, &p, &t, SL_REFUSE_OUT_DEVICE, SL_DROP_ENDPOINT_GONE));
+	}
 	/* only TCP/UDP/SCTP can be NodePort traffic */
 	if (!sl_has_ports(p.proto))
 		return TC_ACT_OK;

@@ -64,7 +64,8 @@ Feature: Pod networking and Services without kube-proxy
   # "lbclient" on two nodes; "slow", one server next to a client that keeps serving 60 s after it is
   # told to stop, behind Services "slow" (Cluster), "slow-local" (internal and external traffic
   # policy Local, NodePort 30082) and "slow-pna" (publishNotReadyAddresses); "unready", a server
-  # that never gets ready, behind "unready" (publishNotReadyAddresses) and "unready-plain"; "web".
+  # that never gets ready, behind "unready" (publishNotReadyAddresses) and "unready-plain"; "web"
+  # (also behind "web-np", NodePort 30083).
   @kpr
   Scenario: A Service whose only endpoint is terminating but serving still answers
     Given the kube-proxy parity workloads are running
@@ -130,3 +131,19 @@ Feature: Pod networking and Services without kube-proxy
   Scenario: Scaling a Service 0, 5, 0, 3 under continuous connections: each succeeds or is refused at once
     Given the kube-proxy parity workloads are running
     When while the parity pod "lbclient" connects to "web.kpr-e2e:8080" continuously, I scale Deployment "web" through 0, 5, 0, 3 replicas
+
+  # The node's own clients (socket LB, bpf/sock.c): processes in the node's network namespace, as
+  # hostNetwork pods are, run through `docker exec` in the kind node container (its cgroup).
+  # @wip until run on a lab (written with the socket LB; the datapath test passes).
+  @kpr @wip
+  Scenario: The node itself reaches ClusterIPs and its own NodePort
+    Given the kube-proxy parity workloads are running
+    Then every node reaches the ClusterIP of Service "web" on port 8080
+    And every node reaches NodePort 30083 on its own address
+    And every node is refused by the ClusterIP of Service "empty-kpr" on port 8080
+
+  @kpr @wip
+  Scenario: internalTrafficPolicy Local from the node itself
+    Given the kube-proxy parity workloads are running
+    Then the node of the "slow" pod reaches the ClusterIP of Service "slow-local" on port 8080
+    And a node other than that of the "slow" pod is refused by the ClusterIP of Service "slow-local" on port 8080

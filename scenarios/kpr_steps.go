@@ -3,6 +3,7 @@ package scenarios
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -44,6 +45,9 @@ func (s *servicesSteps) kprSteps() []step {
 		{`^I scale the parity Deployment "([^"]*)" to (\d+) replicas$`, s.kprScale},
 		{`^while the parity pod "([^"]*)" connects to "([^"]*)" continuously, I scale Deployment "([^"]*)" through ([\d, ]+) replicas$`, s.kprSoak},
 		{`^the health check port of Service "([^"]*)" answers (\d+) with (\d+) local endpoints? on (the node of|a node other than) the "([^"]*)" pod$`, s.kprHealthCheck},
+		{`^every node (reaches|is refused by) the ClusterIP of Service "([^"]*)" on port (\d+)$`, s.kprEveryNodeClusterIP},
+		{`^every node reaches NodePort (\d+) on its own address$`, s.kprEveryNodeOwnNodePort},
+		{`^(the node of|a node other than that of) the "([^"]*)" pod (reaches|is refused by) the ClusterIP of Service "([^"]*)" on port (\d+)$`, s.kprNodeOfClusterIP},
 	}
 }
 
@@ -59,7 +63,9 @@ func (s *servicesSteps) kprWorkloadsRunning(ctx context.Context) error {
 	// A pod that is never Ready would hold up the suite's lab readiness check on the next run.
 	e := s.e
 	s.w.Cleanup(func(ctx context.Context) error { return e.scaleDeployment(ctx, kprNamespace, "unready", 0) })
-	require.NoError(t, poll(ctx, 3*time.Minute, 500*time.Millisecond, "kpr-e2e pods up", func(ctx context.Context) (bool, string, error) {
+	// Isolation: no pod of an earlier scenario may still be terminating (a terminating but serving
+	// pod is a valid fallback endpoint, and would answer where this scenario expects none).
+	require.NoError(t, poll(ctx, 3*time.Minute, 500*time.Millisecond, "kpr-e2e pods up, none terminating", func(ctx context.Context) (bool, string, error) {
 		var waiting []string
 		for d, n := range map[string]int{"lbclient": 2, "slow": 1, "web": 2} {
 			if got := s.kprPods(ctx, d, true); len(got) != n {
@@ -69,9 +75,45 @@ func (s *servicesSteps) kprWorkloadsRunning(ctx context.Context) error {
 		if got := s.kprPods(ctx, "unready", false); len(got) != 1 {
 			waiting = append(waiting, fmt.Sprintf("unready %d/1 running", len(got)))
 		}
+		term, err := s.kprTerminating(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		if len(term) > 0 {
+			waiting = append(waiting, "terminating: "+strings.Join(term, " "))
+		}
 		return len(waiting) == 0, strings.Join(waiting, ", "), nil
 	}))
 	return nil
+}
+
+// kprTerminating names the pods of the parity namespace that are being deleted.
+func (s *servicesSteps) kprTerminating(ctx context.Context) ([]string, error) {
+	list, err := s.e.Client.CoreV1().Pods(kprNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list pods in %s: %w", kprNamespace, err)
+	}
+	var out []string
+	for _, p := range list.Items {
+		if p.DeletionTimestamp != nil {
+			out = append(out, p.Name)
+		}
+	}
+	return out, nil
+}
+
+// kprForceDelete deletes the pod at once (grace period 0, past its preStop hook) and waits until
+// it is gone, so the next scenario does not meet it as a terminating but serving endpoint.
+func (e *Env) kprForceDelete(ctx context.Context, name string) error {
+	pods := e.Client.CoreV1().Pods(kprNamespace)
+	zero := int64(0)
+	if err := pods.Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("force delete pod %s/%s: %w", kprNamespace, name, err)
+	}
+	return poll(ctx, time.Minute, 250*time.Millisecond, "pod "+name+" gone", func(ctx context.Context) (bool, string, error) {
+		_, err := pods.Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err), nil
+	})
 }
 
 // kprPods lists the running, not terminating pods of app (ready ones only when ready).
@@ -99,7 +141,10 @@ func (s *servicesSteps) kprScaleToZeroServing(ctx context.Context, name string) 
 	s.kprPinned = pods[0].DeepCopy()
 	e := s.e
 	require.NoError(t, e.scaleDeployment(ctx, kprNamespace, name, 0))
-	s.w.Cleanup(func(ctx context.Context) error { return e.scaleDeployment(ctx, kprNamespace, name, 1) })
+	pinned := s.kprPinned.Name
+	s.w.Cleanup(func(ctx context.Context) error {
+		return errors.Join(e.kprForceDelete(ctx, pinned), e.scaleDeployment(ctx, kprNamespace, name, 1))
+	})
 	ip := s.kprPinned.Status.PodIP
 	require.NoError(t, poll(ctx, time.Minute, 250*time.Millisecond, "endpoint "+ip+" terminating and serving", func(ctx context.Context) (bool, string, error) {
 		sls, err := e.Client.DiscoveryV1().EndpointSlices(kprNamespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
@@ -383,5 +428,74 @@ func (s *servicesSteps) kprSoak(ctx context.Context, app, target, name, counts s
 	assert.Positive(t, ok, "some connections succeeded")
 	assert.Positive(t, refused, "some connections met 0 replicas and were refused")
 	assert.Empty(t, bad, "connections that neither succeeded nor were refused at once")
+	return nil
+}
+
+// kprNodeDial makes one HTTP connection from the kind node container (docker exec: the node's
+// network namespace and cgroup, as a hostNetwork pod has) to addr and checks the outcome: reaches
+// (HTTP 200) or is refused by (curl exit 7, connection refused, within 500 ms). Polled for
+// kprConverge like the pod probes.
+func (s *servicesSteps) kprNodeDial(ctx context.Context, node, outcome, addr string) {
+	t := godog.T(ctx)
+	cmd := fmt.Sprintf("curl -s -o /dev/null -m 3 -w '%%{http_code} %%{time_total}' http://%s/healthz; echo \" $?\"", addr)
+	var last string
+	assert.NoError(t, poll(ctx, kprConverge, 250*time.Millisecond, fmt.Sprintf("node %s %s %s", node, outcome, addr), func(ctx context.Context) (bool, string, error) {
+		out, err := nodeExec(ctx, node, cmd)
+		if err != nil {
+			return false, "", err
+		}
+		last = strings.TrimSpace(out)
+		var code string
+		var secs float64
+		var rc int
+		if _, err := fmt.Sscanf(last, "%s %g %d", &code, &secs, &rc); err != nil {
+			return false, last, nil
+		}
+		if outcome == "reaches" {
+			return code == "200", last, nil
+		}
+		return rc == 7 && secs < 0.5, last, nil
+	}), "from node %s to %s: last curl (code seconds exit) %s", node, addr, last)
+}
+
+// kprClusterIP is the ClusterIP:port of a parity Service.
+func (s *servicesSteps) kprClusterIP(ctx context.Context, name string, port int) string {
+	svc, err := s.e.Client.CoreV1().Services(kprNamespace).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(godog.T(ctx), err)
+	return net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(port))
+}
+
+func (s *servicesSteps) kprEveryNodeClusterIP(ctx context.Context, outcome, name string, port int) error {
+	addr := s.kprClusterIP(ctx, name, port)
+	ips, err := s.e.nodeIPs(ctx)
+	require.NoError(godog.T(ctx), err)
+	for node := range ips {
+		s.kprNodeDial(ctx, node, outcome, addr)
+	}
+	return nil
+}
+
+func (s *servicesSteps) kprEveryNodeOwnNodePort(ctx context.Context, port int) error {
+	ips, err := s.e.nodeIPs(ctx)
+	require.NoError(godog.T(ctx), err)
+	for node, ip := range ips {
+		s.kprNodeDial(ctx, node, "reaches", net.JoinHostPort(ip, strconv.Itoa(port)))
+	}
+	return nil
+}
+
+func (s *servicesSteps) kprNodeOfClusterIP(ctx context.Context, which, of, outcome, name string, port int) error {
+	t := godog.T(ctx)
+	addr := s.kprClusterIP(ctx, name, port)
+	pinned := s.kprNodeOf(ctx, of)
+	ips, err := s.e.nodeIPs(ctx)
+	require.NoError(t, err)
+	for node := range ips {
+		if (which == "the node of") == (node == pinned) {
+			s.kprNodeDial(ctx, node, outcome, addr)
+			return nil
+		}
+	}
+	require.Failf(t, "no node", "no node for %q %s", which, pinned)
 	return nil
 }

@@ -33,4 +33,21 @@ static __always_inline int sl_is_node_ip(const struct sl_cfg *cfg, __u32 ip)
 	return 0;
 }
 
+/* ip is in this node's pod CIDR (sl_cfg.pod_cidr; never while it is unset). */
+static __always_inline int sl_in_pod_cidr(const struct sl_cfg *cfg, __u32 ip)
+{
+	return cfg->pod_cidr_mask && (ip & cfg->pod_cidr_mask) == cfg->pod_cidr;
+}
+
+/*
+ * ip is an address of this node's pod CIDR with no endpoint: a pod that is
+ * gone (or not there yet). The kernel has no route to it but the default one,
+ * so a packet to it would leave through the node device and a connection
+ * would hang until its timeout: callers refuse it instead.
+ */
+static __always_inline int sl_local_pod_gone(const struct sl_cfg *cfg, __u32 ip)
+{
+	return sl_in_pod_cidr(cfg, ip) && !bpf_map_lookup_elem(&sl_ep_by_ip, &ip);
+}
+
 #endif /* SL_CONFIG_H */

@@ -235,4 +235,21 @@ struct sctphdr {
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
 
+/* cgroup sock_addr programs (include/uapi/linux/bpf.h): connect4, sendmsg4, recvmsg4, getpeername4. */
+struct bpf_sock;
+struct bpf_sock_addr {
+	__u32 user_family;
+	__u32 user_ip4;    /* network order */
+	__u32 user_ip6[4];
+	__u32 user_port;   /* network order, in the low 16 bits */
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 msg_src_ip4;
+	__u32 msg_src_ip6[4];
+	__bpf_md_ptr(struct bpf_sock *, sk);
+};
+
+#define SL_ECONNREFUSED 111
+
 #endif /* SL_KERNEL_H */

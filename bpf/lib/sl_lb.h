@@ -102,6 +102,20 @@ static __noinline int sl_lb_affinity(const struct sl_pkt *p, const struct sl_svc
 }
 
 /*
+ * loadBalancerSourceRanges: a frontend with SL_SVC_SOURCE_RANGES takes only
+ * clients inside one of its ranges (sl_lb_src_ranges under its svc_id), as
+ * kube-proxy's firewall chain. Returns 1 when client may connect.
+ */
+static __always_inline int sl_lb_source_allowed(const struct sl_svc_val *svc, __u32 client)
+{
+	struct sl_lb_src_key k = { .prefixlen = 64, .svc_id = svc->svc_id, .addr = client };
+
+	if (!(svc->flags & SL_SVC_SOURCE_RANGES))
+		return 1;
+	return bpf_map_lookup_elem(&sl_lb_src_ranges, &k) != 0;
+}
+
+/*
  * Find the service for (vip, dport, proto, scope) and choose the backend for
  * this connection: hash of the 5-tuple modulo the backend count, or the
  * client's recorded backend with affinity (sl_lb_affinity).
@@ -178,35 +192,36 @@ static __always_inline __be16 sl_snat_port(const struct sl_pkt *p, const struct 
 	return 0;
 }
 
-/* Where sl_refuse_no_backend sends its RST. */
+/* Where sl_refuse sends its RST. */
 enum sl_refuse_to {
 	SL_REFUSE_OUT_DEVICE = 0, /* back out of the ingress device (node device: to the client) */
 	SL_REFUSE_INTO_POD = 1,   /* into the pod behind the host veth (bpf_redirect_peer) */
 };
 
 /*
- * Answer a connection to a service without (usable) backends: a bare TCP SYN
- * is refused at once with an RST instead of letting the connect time out; the
- * drop is still counted and reported. At a pod's host veth (TC ingress) the
+ * Answer a connection that has nowhere to go (reason: a service without
+ * usable backends, a backend pod that is gone): a bare TCP SYN is refused at
+ * once with an RST instead of letting the connect time out; the drop is still
+ * counted and reported. At a pod's host veth (TC ingress) the
  * RST is delivered straight into the pod with bpf_redirect_peer, as Cilium
  * delivers to local pods: it never crosses the host veth's egress, so
  * sl_to_container needs no way to recognise it (no skb->mark that a host
  * process could set too). Returns that redirect, or the drop code for the
  * entry program's exit.
  */
-static __always_inline int sl_refuse_no_backend(struct __sk_buff *skb, const struct sl_cfg *cfg,
-						const struct sl_pkt *p, const struct sl_trace *t,
-						enum sl_refuse_to to)
+static __always_inline int sl_refuse(struct __sk_buff *skb, const struct sl_cfg *cfg,
+				     const struct sl_pkt *p, const struct sl_trace *t,
+				     enum sl_refuse_to to, enum sl_drop_reason reason)
 {
 	if (p->proto == SL_PROTO_TCP &&
 	    (p->tcp_flags & (SL_TCP_SYN | SL_TCP_ACK)) == SL_TCP_SYN &&
 	    sl_tcp_rst_reply(skb, p) == 0) {
-		sl_drop_event(cfg, p, t, SL_DROP_SERVICE_BACKEND_NOT_FOUND);
+		sl_drop_event(cfg, p, t, reason);
 		if (to == SL_REFUSE_INTO_POD)
 			return bpf_redirect_peer(t->ifindex, 0);
 		return bpf_redirect(t->ifindex, 0);
 	}
-	return sl_drop_code(SL_DROP_SERVICE_BACKEND_NOT_FOUND);
+	return sl_drop_code(reason);
 }
 
 /*

@@ -76,6 +76,23 @@ struct {
 	__type(value, struct sl_affinity_val);
 } sl_affinity SEC(".maps");
 
+/* loadBalancerSourceRanges: (svc_id, client prefix) -> 1 */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_lb_src_key);
+	__type(value, __u8);
+} sl_lb_src_ranges SEC(".maps");
+
+/* socket LB reverse translation (bpf/sock.c): (socket, backend) -> service address */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sl_sock_revnat_key);
+	__type(value, struct sl_sock_revnat_val);
+} sl_sock_revnat SEC(".maps");
+
 /* ---- conntrack ---------------------------------------------------------- */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

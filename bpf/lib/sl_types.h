@@ -152,6 +152,8 @@ enum sl_svc_scope {
 enum sl_svc_flags {
 	SL_SVC_AFFINITY = 1, /* sessionAffinity: ClientIP */
 	SL_SVC_LOCAL = 2,    /* externalTrafficPolicy: Local */
+	SL_SVC_EXTERNAL = 4, /* an external address (spec.externalIPs, LoadBalancer ingress): also from outside the node */
+	SL_SVC_SOURCE_RANGES = 8, /* loadBalancerSourceRanges: only clients in sl_lb_src_ranges under svc_id */
 };
 
 struct sl_svc_key {
@@ -190,6 +192,32 @@ struct sl_affinity_val {
 	__u32 slot; /* sl_backends slot; reused only while it still holds backend_ip:port */
 	__u32 backend_ip;
 	__be16 backend_port;
+	__u16 pad;
+};
+
+/* sl_lb_src_ranges (LPM): a frontend's loadBalancerSourceRanges; prefixlen = 32 + the range's bits */
+struct sl_lb_src_key {
+	__u32 prefixlen;
+	__u32 svc_id;
+	__u32 addr;
+};
+
+enum sl_lb_src_bits {
+	SL_LB_SRC_FIXED_BITS = 32, /* svc_id */
+};
+
+/* sl_sock_revnat (LRU): a socket the socket LB translated, and the backend it gave it -> the
+ * service address the application asked for (getpeername4, recvmsg4 answer with it) */
+struct sl_sock_revnat_key {
+	__u64 cookie; /* bpf_get_socket_cookie */
+	__u32 backend_ip;
+	__be16 backend_port;
+	__u16 pad;
+};
+
+struct sl_sock_revnat_val {
+	__u32 vip;
+	__be16 vport;
 	__u16 pad;
 };
 
@@ -280,6 +308,7 @@ enum sl_counter {
 	SL_CNT_FIB_FAIL = 4,
 	SL_CNT_NON_IPV4 = 5,
 	SL_CNT_DROP_EVENTS_SUPPRESSED = 6, /* DROP events over the global limit (the drops are still counted) */
+	SL_CNT_SOCK_XLATE = 7,             /* connects and sends the socket LB translated (bpf/sock.c) */
 	SL_CNT_DROP_BASE = 16, /* + enum sl_drop_reason */
 	SL_CNT_MAX = 32,
 };
@@ -299,6 +328,13 @@ struct sl_cfg {
 	__u32 wakeup_bytes;              /* force a reader wakeup over this much pending data (0: 64 KiB) */
 	/* was pad: DROP events per second on this node, all flows and CPUs together (0: 1000) */
 	__u32 drop_events_per_sec;
+	/* appended: this node's pod CIDR (address and mask; mask 0: unset), written once the endpoints
+	 * of a previous run are restored: an address in it without an endpoint is a pod that is gone */
+	__u32 pod_cidr;
+	__u32 pod_cidr_mask;
+	/* appended: socket LB (bpf/sock.c) translates only sockets of this network namespace, the
+	 * node's own (host processes, hostNetwork pods); 0: translates none */
+	__u64 sock_netns_cookie;
 };
 
 /* ---- flow events (sl_events ring buffer) -------------------------------- */
@@ -321,6 +357,8 @@ enum sl_drop_reason {
 	SL_DROP_POLICY_WRITE_FAILED = 9, /* the endpoint's policy could not be written: deny-all */
 	SL_DROP_CT_TUPLE_IN_USE = 10,    /* a NodePort flow's conntrack tuple belongs to another flow */
 	SL_DROP_FRAG_NOT_FOUND = 11,     /* a non-first IPv4 fragment whose first fragment was never seen */
+	SL_DROP_ENDPOINT_GONE = 12,      /* to an address of this node's pod CIDR without an endpoint (pod gone) */
+	SL_DROP_LB_SOURCE_RANGE = 13,    /* a LoadBalancer Service's loadBalancerSourceRanges exclude the client */
 	SL_DROP_MAX,                   /* SL_CNT_DROP_BASE + SL_DROP_MAX <= SL_CNT_MAX */
 };
 
@@ -391,6 +429,10 @@ struct sl_contract {
 	struct sl_flow_event event;
 	struct sl_affinity_key affinity_key;
 	struct sl_affinity_val affinity_val;
+	struct sl_lb_src_key lb_src_key;
+	enum sl_lb_src_bits lb_src_bits;
+	struct sl_sock_revnat_key sock_revnat_key;
+	struct sl_sock_revnat_val sock_revnat_val;
 };
 
 /* ---- datapath-internal (not in Go) -------------------------------------- */

@@ -48,6 +48,7 @@ func run() error {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "API server key (PEM)")
 	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "CA of the client certificates the API accepts (PEM)")
 	fs.StringVar(&cfg.ExternalIPs, "external-ips", cfg.ExternalIPs, "Service externalIPs: allow (program them, as kube-proxy does) or deny (program none, report the Service)")
+	fs.StringVar(&cfg.SocketLBCgroup, "socket-lb-cgroup", cfg.SocketLBCgroup, "cgroup v2 directory for the socket LB hooks (ClusterIP/NodePort from the node itself and hostNetwork pods): the node's own cgroup, never the machine's root; empty: off")
 	fs.Func("drop-events-per-second", fmt.Sprintf("DROP flow events per second on the node, all flows together (default %d; drops over it are counted, not reported)", cfg.DropEventsPerSec), func(s string) error {
 		v, err := strconv.ParseUint(s, 10, 32)
 		if err != nil {

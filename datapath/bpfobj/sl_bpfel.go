@@ -49,6 +49,9 @@ type SlSlCfg struct {
 	EventLevel       uint32
 	WakeupBytes      uint32
 	DropEventsPerSec uint32
+	PodCidr          uint32
+	PodCidrMask      uint32
+	SockNetnsCookie  uint64
 }
 
 type SlSlCidrPolicyKey struct {
@@ -71,6 +74,7 @@ const (
 	SlSlCounterSL_CNT_FIB_FAIL               SlSlCounter = 4
 	SlSlCounterSL_CNT_NON_IPV4               SlSlCounter = 5
 	SlSlCounterSL_CNT_DROP_EVENTS_SUPPRESSED SlSlCounter = 6
+	SlSlCounterSL_CNT_SOCK_XLATE             SlSlCounter = 7
 	SlSlCounterSL_CNT_DROP_BASE              SlSlCounter = 16
 	SlSlCounterSL_CNT_MAX                    SlSlCounter = 32
 )
@@ -155,7 +159,9 @@ const (
 	SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED       SlSlDropReason = 9
 	SlSlDropReasonSL_DROP_CT_TUPLE_IN_USE           SlSlDropReason = 10
 	SlSlDropReasonSL_DROP_FRAG_NOT_FOUND            SlSlDropReason = 11
-	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 12
+	SlSlDropReasonSL_DROP_ENDPOINT_GONE             SlSlDropReason = 12
+	SlSlDropReasonSL_DROP_LB_SOURCE_RANGE           SlSlDropReason = 13
+	SlSlDropReasonSL_DROP_MAX                       SlSlDropReason = 14
 )
 
 type SlSlEndpoint struct {
@@ -260,6 +266,19 @@ type SlSlIpcacheVal struct {
 	Flags    uint32
 }
 
+type SlSlLbSrcBits uint32
+
+const (
+	SlSlLbSrcBitsSL_LB_SRC_FIXED_BITS SlSlLbSrcBits = 32
+)
+
+type SlSlLbSrcKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	SvcId     uint32
+	Addr      uint32
+}
+
 type SlSlLpmBits uint32
 
 const (
@@ -313,11 +332,28 @@ const (
 	SlSlProtoSL_PROTO_SCTP SlSlProto = 132
 )
 
+type SlSlSockRevnatKey struct {
+	_           structs.HostLayout
+	Cookie      uint64
+	BackendIp   uint32
+	BackendPort uint16
+	Pad         uint16
+}
+
+type SlSlSockRevnatVal struct {
+	_     structs.HostLayout
+	Vip   uint32
+	Vport uint16
+	Pad   uint16
+}
+
 type SlSlSvcFlags uint32
 
 const (
-	SlSlSvcFlagsSL_SVC_AFFINITY SlSlSvcFlags = 1
-	SlSlSvcFlagsSL_SVC_LOCAL    SlSlSvcFlags = 2
+	SlSlSvcFlagsSL_SVC_AFFINITY      SlSlSvcFlags = 1
+	SlSlSvcFlagsSL_SVC_LOCAL         SlSlSvcFlags = 2
+	SlSlSvcFlagsSL_SVC_EXTERNAL      SlSlSvcFlags = 4
+	SlSlSvcFlagsSL_SVC_SOURCE_RANGES SlSlSvcFlags = 8
 )
 
 type SlSlSvcKey struct {
@@ -381,8 +417,10 @@ const (
 	SlMapSlEvents         = "sl_events"
 	SlMapSlFrag           = "sl_frag"
 	SlMapSlIpcache        = "sl_ipcache"
+	SlMapSlLbSrcRanges    = "sl_lb_src_ranges"
 	SlMapSlPolicy         = "sl_policy"
 	SlMapSlServices       = "sl_services"
+	SlMapSlSockRevnat     = "sl_sock_revnat"
 	SlProgSlFromContainer = "sl_from_container"
 	SlProgSlToContainer   = "sl_to_container"
 	SlVarSlContractAnchor = "sl_contract_anchor"
@@ -438,22 +476,24 @@ type SlProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SlMapSpecs struct {
-	SlAffinity   *ebpf.MapSpec `ebpf:"sl_affinity"`
-	SlBackends   *ebpf.MapSpec `ebpf:"sl_backends"`
-	SlCidrPolicy *ebpf.MapSpec `ebpf:"sl_cidr_policy"`
-	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
-	SlCounters   *ebpf.MapSpec `ebpf:"sl_counters"`
-	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
-	SlCtNodeport *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
-	SlDropBudget *ebpf.MapSpec `ebpf:"sl_drop_budget"`
-	SlDropRl     *ebpf.MapSpec `ebpf:"sl_drop_rl"`
-	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
-	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
-	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
-	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
-	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
-	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
-	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
+	SlAffinity    *ebpf.MapSpec `ebpf:"sl_affinity"`
+	SlBackends    *ebpf.MapSpec `ebpf:"sl_backends"`
+	SlCidrPolicy  *ebpf.MapSpec `ebpf:"sl_cidr_policy"`
+	SlConfig      *ebpf.MapSpec `ebpf:"sl_config"`
+	SlCounters    *ebpf.MapSpec `ebpf:"sl_counters"`
+	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlCtNodeport  *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
+	SlDropBudget  *ebpf.MapSpec `ebpf:"sl_drop_budget"`
+	SlDropRl      *ebpf.MapSpec `ebpf:"sl_drop_rl"`
+	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
+	SlEpByIp      *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
+	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
+	SlLbSrcRanges *ebpf.MapSpec `ebpf:"sl_lb_src_ranges"`
+	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
+	SlServices    *ebpf.MapSpec `ebpf:"sl_services"`
+	SlSockRevnat  *ebpf.MapSpec `ebpf:"sl_sock_revnat"`
 }
 
 // SlVariableSpecs contains global variables before they are loaded into the kernel.
@@ -483,22 +523,24 @@ func (o *SlObjects) Close() error {
 //
 // It can be passed to LoadSlObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SlMaps struct {
-	SlAffinity   *ebpf.Map `ebpf:"sl_affinity"`
-	SlBackends   *ebpf.Map `ebpf:"sl_backends"`
-	SlCidrPolicy *ebpf.Map `ebpf:"sl_cidr_policy"`
-	SlConfig     *ebpf.Map `ebpf:"sl_config"`
-	SlCounters   *ebpf.Map `ebpf:"sl_counters"`
-	SlCt         *ebpf.Map `ebpf:"sl_ct"`
-	SlCtNodeport *ebpf.Map `ebpf:"sl_ct_nodeport"`
-	SlDropBudget *ebpf.Map `ebpf:"sl_drop_budget"`
-	SlDropRl     *ebpf.Map `ebpf:"sl_drop_rl"`
-	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
-	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
-	SlEvents     *ebpf.Map `ebpf:"sl_events"`
-	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
-	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
-	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
-	SlServices   *ebpf.Map `ebpf:"sl_services"`
+	SlAffinity    *ebpf.Map `ebpf:"sl_affinity"`
+	SlBackends    *ebpf.Map `ebpf:"sl_backends"`
+	SlCidrPolicy  *ebpf.Map `ebpf:"sl_cidr_policy"`
+	SlConfig      *ebpf.Map `ebpf:"sl_config"`
+	SlCounters    *ebpf.Map `ebpf:"sl_counters"`
+	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlCtNodeport  *ebpf.Map `ebpf:"sl_ct_nodeport"`
+	SlDropBudget  *ebpf.Map `ebpf:"sl_drop_budget"`
+	SlDropRl      *ebpf.Map `ebpf:"sl_drop_rl"`
+	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
+	SlEpByIp      *ebpf.Map `ebpf:"sl_ep_by_ip"`
+	SlEvents      *ebpf.Map `ebpf:"sl_events"`
+	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
+	SlLbSrcRanges *ebpf.Map `ebpf:"sl_lb_src_ranges"`
+	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
+	SlServices    *ebpf.Map `ebpf:"sl_services"`
+	SlSockRevnat  *ebpf.Map `ebpf:"sl_sock_revnat"`
 }
 
 func (m *SlMaps) Close() error {
@@ -517,8 +559,10 @@ func (m *SlMaps) Close() error {
 		m.SlEvents,
 		m.SlFrag,
 		m.SlIpcache,
+		m.SlLbSrcRanges,
 		m.SlPolicy,
 		m.SlServices,
+		m.SlSockRevnat,
 	)
 }
 

@@ -30,8 +30,10 @@ const (
 	SlNetdevMapSlEvents      = "sl_events"
 	SlNetdevMapSlFrag        = "sl_frag"
 	SlNetdevMapSlIpcache     = "sl_ipcache"
+	SlNetdevMapSlLbSrcRanges = "sl_lb_src_ranges"
 	SlNetdevMapSlPolicy      = "sl_policy"
 	SlNetdevMapSlServices    = "sl_services"
+	SlNetdevMapSlSockRevnat  = "sl_sock_revnat"
 	SlNetdevProgSlFromNetdev = "sl_from_netdev"
 	SlNetdevProgSlToNetdev   = "sl_to_netdev"
 )
@@ -86,22 +88,24 @@ type SlNetdevProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SlNetdevMapSpecs struct {
-	SlAffinity   *ebpf.MapSpec `ebpf:"sl_affinity"`
-	SlBackends   *ebpf.MapSpec `ebpf:"sl_backends"`
-	SlCidrPolicy *ebpf.MapSpec `ebpf:"sl_cidr_policy"`
-	SlConfig     *ebpf.MapSpec `ebpf:"sl_config"`
-	SlCounters   *ebpf.MapSpec `ebpf:"sl_counters"`
-	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
-	SlCtNodeport *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
-	SlDropBudget *ebpf.MapSpec `ebpf:"sl_drop_budget"`
-	SlDropRl     *ebpf.MapSpec `ebpf:"sl_drop_rl"`
-	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
-	SlEpByIp     *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
-	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
-	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
-	SlIpcache    *ebpf.MapSpec `ebpf:"sl_ipcache"`
-	SlPolicy     *ebpf.MapSpec `ebpf:"sl_policy"`
-	SlServices   *ebpf.MapSpec `ebpf:"sl_services"`
+	SlAffinity    *ebpf.MapSpec `ebpf:"sl_affinity"`
+	SlBackends    *ebpf.MapSpec `ebpf:"sl_backends"`
+	SlCidrPolicy  *ebpf.MapSpec `ebpf:"sl_cidr_policy"`
+	SlConfig      *ebpf.MapSpec `ebpf:"sl_config"`
+	SlCounters    *ebpf.MapSpec `ebpf:"sl_counters"`
+	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlCtNodeport  *ebpf.MapSpec `ebpf:"sl_ct_nodeport"`
+	SlDropBudget  *ebpf.MapSpec `ebpf:"sl_drop_budget"`
+	SlDropRl      *ebpf.MapSpec `ebpf:"sl_drop_rl"`
+	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
+	SlEpByIp      *ebpf.MapSpec `ebpf:"sl_ep_by_ip"`
+	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
+	SlLbSrcRanges *ebpf.MapSpec `ebpf:"sl_lb_src_ranges"`
+	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
+	SlServices    *ebpf.MapSpec `ebpf:"sl_services"`
+	SlSockRevnat  *ebpf.MapSpec `ebpf:"sl_sock_revnat"`
 }
 
 // SlNetdevVariableSpecs contains global variables before they are loaded into the kernel.
@@ -130,22 +134,24 @@ func (o *SlNetdevObjects) Close() error {
 //
 // It can be passed to LoadSlNetdevObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SlNetdevMaps struct {
-	SlAffinity   *ebpf.Map `ebpf:"sl_affinity"`
-	SlBackends   *ebpf.Map `ebpf:"sl_backends"`
-	SlCidrPolicy *ebpf.Map `ebpf:"sl_cidr_policy"`
-	SlConfig     *ebpf.Map `ebpf:"sl_config"`
-	SlCounters   *ebpf.Map `ebpf:"sl_counters"`
-	SlCt         *ebpf.Map `ebpf:"sl_ct"`
-	SlCtNodeport *ebpf.Map `ebpf:"sl_ct_nodeport"`
-	SlDropBudget *ebpf.Map `ebpf:"sl_drop_budget"`
-	SlDropRl     *ebpf.Map `ebpf:"sl_drop_rl"`
-	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
-	SlEpByIp     *ebpf.Map `ebpf:"sl_ep_by_ip"`
-	SlEvents     *ebpf.Map `ebpf:"sl_events"`
-	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
-	SlIpcache    *ebpf.Map `ebpf:"sl_ipcache"`
-	SlPolicy     *ebpf.Map `ebpf:"sl_policy"`
-	SlServices   *ebpf.Map `ebpf:"sl_services"`
+	SlAffinity    *ebpf.Map `ebpf:"sl_affinity"`
+	SlBackends    *ebpf.Map `ebpf:"sl_backends"`
+	SlCidrPolicy  *ebpf.Map `ebpf:"sl_cidr_policy"`
+	SlConfig      *ebpf.Map `ebpf:"sl_config"`
+	SlCounters    *ebpf.Map `ebpf:"sl_counters"`
+	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlCtNodeport  *ebpf.Map `ebpf:"sl_ct_nodeport"`
+	SlDropBudget  *ebpf.Map `ebpf:"sl_drop_budget"`
+	SlDropRl      *ebpf.Map `ebpf:"sl_drop_rl"`
+	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
+	SlEpByIp      *ebpf.Map `ebpf:"sl_ep_by_ip"`
+	SlEvents      *ebpf.Map `ebpf:"sl_events"`
+	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
+	SlLbSrcRanges *ebpf.Map `ebpf:"sl_lb_src_ranges"`
+	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
+	SlServices    *ebpf.Map `ebpf:"sl_services"`
+	SlSockRevnat  *ebpf.Map `ebpf:"sl_sock_revnat"`
 }
 
 func (m *SlNetdevMaps) Close() error {
@@ -164,8 +170,10 @@ func (m *SlNetdevMaps) Close() error {
 		m.SlEvents,
 		m.SlFrag,
 		m.SlIpcache,
+		m.SlLbSrcRanges,
 		m.SlPolicy,
 		m.SlServices,
+		m.SlSockRevnat,
 	)
 }
 

@@ -65,6 +65,8 @@ const (
 	DropPolicyWriteFailed      = DropReason(bpfobj.SlSlDropReasonSL_DROP_POLICY_WRITE_FAILED)
 	DropCTTupleInUse           = DropReason(bpfobj.SlSlDropReasonSL_DROP_CT_TUPLE_IN_USE)
 	DropFragNotFound           = DropReason(bpfobj.SlSlDropReasonSL_DROP_FRAG_NOT_FOUND)
+	DropEndpointGone           = DropReason(bpfobj.SlSlDropReasonSL_DROP_ENDPOINT_GONE)
+	DropLBSourceRange          = DropReason(bpfobj.SlSlDropReasonSL_DROP_LB_SOURCE_RANGE)
 	// dropMax is one past the last reason.
 	dropMax = DropReason(bpfobj.SlSlDropReasonSL_DROP_MAX)
 )
@@ -83,6 +85,8 @@ const (
 	DropNamePolicyWriteFailed      = "POLICY_WRITE_FAILED"
 	DropNameCTTupleInUse           = "CT_TUPLE_IN_USE"
 	DropNameFragNotFound           = "FRAG_NOT_FOUND"
+	DropNameEndpointGone           = "ENDPOINT_GONE"
+	DropNameLBSourceRange          = "LB_SOURCE_RANGE_DENIED"
 )
 
 var dropNames = [...]string{
@@ -97,6 +101,8 @@ var dropNames = [...]string{
 	DropPolicyWriteFailed:      DropNamePolicyWriteFailed,
 	DropCTTupleInUse:           DropNameCTTupleInUse,
 	DropFragNotFound:           DropNameFragNotFound,
+	DropEndpointGone:           DropNameEndpointGone,
+	DropLBSourceRange:          DropNameLBSourceRange,
 }
 
 // DropReasons lists every drop reason the datapath reports, in enum order.

@@ -15,8 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/starlab-dev/starlab/datapath/maps"
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +35,7 @@ const (
 const (
 	FlagAffinity = uint16(maps.ServiceAffinity) // SL_SVC_AFFINITY: sessionAffinity ClientIP
 	FlagLocal    = uint16(maps.ServiceLocal)    // SL_SVC_LOCAL: traffic policy Local, backends are node-local only
+	FlagExternal = uint16(maps.ServiceExternal) // SL_SVC_EXTERNAL: an external address, served from outside the node too
 )
 
 // IP protocol numbers used in keys.
@@ -86,6 +89,9 @@ type ServiceValue struct {
 	// AffinityTimeout: with FlagAffinity, seconds a client keeps its backend after its last new
 	// connection (sessionAffinityConfig.clientIP.timeoutSeconds); 0 otherwise.
 	AffinityTimeout uint32
+	// SourceRanges: loadBalancerSourceRanges of a LoadBalancer ingress IP frontend, the only
+	// clients it takes (empty: any; the writer sets SL_SVC_SOURCE_RANGES).
+	SourceRanges []netip.Prefix
 }
 
 // Backend is the sl_backends value.
@@ -107,6 +113,11 @@ type Frontend struct {
 	// External marks a frontend on one of the Service's spec.externalIPs (not its ClusterIP or a
 	// NodePort): any Service author can name any address there.
 	External bool
+	// LBIngress marks a frontend on a LoadBalancer ingress IP (status.loadBalancer.ingress, set by
+	// the load-balancer controller).
+	LBIngress bool
+	// SourceRanges: the Service's loadBalancerSourceRanges, on LBIngress frontends only (sorted).
+	SourceRanges []netip.Prefix
 }
 
 // id is the stable name of the frontend used for service ID assignment.
@@ -159,8 +170,9 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 	}
 
 	type vip struct {
-		addr     netip.Addr
-		external bool
+		addr      netip.Addr
+		external  bool
+		lbIngress bool
 	}
 	var vips []vip
 	ips := svc.Spec.ClusterIPs
@@ -187,12 +199,23 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 			errs = append(errs, svcErr(svc, "InvalidExternalIP", "externalIP %q is not an IPv4 address", s))
 		}
 	}
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			if a, err := netip.ParseAddr(in.IP); err == nil && a.Is4() {
+				vips = append(vips, vip{addr: a, lbIngress: true})
+			}
+		}
+	}
 
 	var flags uint16
 	var timeout uint32
 	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
 		flags |= FlagAffinity
 		timeout = affinityTimeout(svc)
+	}
+	ranges, rerr := sourceRanges(svc)
+	if rerr != nil {
+		errs = append(errs, rerr)
 	}
 	internalLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 	externalLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
@@ -226,8 +249,16 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 		}
 		if len(vips) > 0 {
 			for _, v := range vips {
-				f := mk(ServiceKey{VIP: v.addr, Port: uint16(sp.Port), Proto: proto, Scope: ScopeClusterIP}, internalLocal)
-				f.External = v.external
+				// external addresses follow externalTrafficPolicy, as kube-proxy's
+				outside := v.external || v.lbIngress
+				f := mk(ServiceKey{VIP: v.addr, Port: uint16(sp.Port), Proto: proto, Scope: ScopeClusterIP}, (internalLocal && !outside) || (externalLocal && outside))
+				f.External, f.LBIngress = v.external, v.lbIngress
+				if v.lbIngress {
+					f.SourceRanges = ranges
+				}
+				if outside {
+					f.Flags |= FlagExternal
+				}
 				out = append(out, f)
 			}
 		}
@@ -238,6 +269,34 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// sourceRanges parses spec.loadBalancerSourceRanges (IPv4 CIDRs; sorted, deduplicated). A range
+// that does not parse is reported and left out; when none parses, the frontend takes no client
+// (a range 255.255.255.255/32, fail closed) rather than every one.
+func sourceRanges(svc *corev1.Service) ([]netip.Prefix, error) {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || len(svc.Spec.LoadBalancerSourceRanges) == 0 {
+		return nil, nil
+	}
+	var out []netip.Prefix
+	var bad []string
+	for _, r := range svc.Spec.LoadBalancerSourceRanges {
+		p, err := netip.ParsePrefix(strings.TrimSpace(r))
+		if err != nil || !p.Addr().Is4() {
+			bad = append(bad, r)
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	out = slices.Compact(out)
+	if len(bad) == 0 {
+		return out, nil
+	}
+	if len(out) == 0 {
+		out = []netip.Prefix{netip.MustParsePrefix("255.255.255.255/32")}
+	}
+	return out, svcErr(svc, "InvalidSourceRange", "loadBalancerSourceRanges %v are not IPv4 CIDRs: they are left out (write them as a.b.c.d/n)", bad)
 }
 
 // affinityTimeout is the ClientIP affinity timeout of svc in seconds: timeoutSeconds, or

@@ -942,3 +942,62 @@ func TestAffinityTimeout(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, uint32(30), v.AffinityTimeout)
 }
+
+// External addresses (spec.externalIPs, LoadBalancer ingress IPs) are frontends with FlagExternal
+// (the datapath serves them from outside the node) and follow externalTrafficPolicy, as in
+// kube-proxy; the ClusterIP follows internalTrafficPolicy.
+func TestTranslateExternalAddresses(t *testing.T) {
+	svc := service(func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		s.Spec.ExternalIPs = []string{"203.0.113.7"}
+		s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyLocal)
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.9"}, {Hostname: "lb.example"}}
+		s.Spec.LoadBalancerSourceRanges = []string{"192.168.1.7/24", "10.0.0.0/8"}
+	})
+	sl := slice("web-1", "web", "http", 8080, corev1.ProtocolTCP,
+		ep{ip: "10.244.1.5", node: "n1"}, ep{ip: "10.244.2.5", node: "n2"})
+	fs, err := lb.Translate(svc, []*discoveryv1.EndpointSlice{sl}, "n1")
+	require.NoError(t, err)
+	got := map[string]lb.Frontend{}
+	for _, f := range fs {
+		if f.Key.Scope == lb.ScopeClusterIP {
+			got[f.Key.VIP.String()] = f
+		}
+	}
+	require.Len(t, got, 3)
+	all := []lb.Backend{be("10.244.1.5:8080"), be("10.244.2.5:8080")}
+	require.Equal(t, lb.FlagLocal, got["10.96.0.10"].Flags, "ClusterIP: internalTrafficPolicy Local")
+	require.Equal(t, []lb.Backend{be("10.244.1.5:8080")}, got["10.96.0.10"].Backends)
+	for _, vip := range []string{"203.0.113.7", "198.51.100.9"} {
+		require.Equal(t, lb.FlagExternal, got[vip].Flags, "%s: external, externalTrafficPolicy Cluster", vip)
+		require.Equal(t, all, got[vip].Backends, vip)
+	}
+	require.True(t, got["203.0.113.7"].External)
+	require.True(t, got["198.51.100.9"].LBIngress)
+	require.False(t, got["198.51.100.9"].External, "an LB ingress IP is not a user-written externalIP (deny policy)")
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.0/24")}, got["198.51.100.9"].SourceRanges,
+		"loadBalancerSourceRanges on the LB ingress IP, masked and sorted")
+	require.Empty(t, got["203.0.113.7"].SourceRanges, "not on externalIPs (kube-proxy applies them to LB IPs)")
+	require.Empty(t, got["10.96.0.10"].SourceRanges)
+
+	bad := svc.DeepCopy()
+	bad.Spec.LoadBalancerSourceRanges = []string{"not-a-cidr"}
+	fs, err = lb.Translate(bad, []*discoveryv1.EndpointSlice{sl}, "n1")
+	require.ErrorContains(t, err, "not IPv4 CIDRs")
+	for _, f := range fs {
+		if f.LBIngress {
+			require.Equal(t, []netip.Prefix{netip.MustParsePrefix("255.255.255.255/32")}, f.SourceRanges, "fail closed")
+		}
+	}
+
+	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	fs, err = lb.Translate(svc, []*discoveryv1.EndpointSlice{sl}, "n2")
+	require.NoError(t, err)
+	for _, f := range fs {
+		if f.Key.Scope == lb.ScopeClusterIP && f.Key.VIP.String() == "198.51.100.9" {
+			require.Equal(t, lb.FlagExternal|lb.FlagLocal, f.Flags)
+			require.Equal(t, []lb.Backend{be("10.244.2.5:8080")}, f.Backends)
+		}
+	}
+}

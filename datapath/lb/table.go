@@ -3,6 +3,7 @@ package lb
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
 
@@ -95,6 +96,7 @@ type programmed struct {
 	id       uint32
 	flags    uint16
 	timeout  uint32 // affinity timeout, seconds
+	ranges   []netip.Prefix
 	backends []Backend
 }
 
@@ -172,7 +174,7 @@ func (t *Table) Frontend(key ServiceKey) (ServiceValue, []Backend, bool) {
 	if !ok {
 		return ServiceValue{}, nil, false
 	}
-	return ServiceValue{ID: p.id, Count: uint16(len(p.backends)), Flags: p.flags, AffinityTimeout: p.timeout}, p.backends, true
+	return ServiceValue{ID: p.id, Count: uint16(len(p.backends)), Flags: p.flags, AffinityTimeout: p.timeout, SourceRanges: p.ranges}, p.backends, true
 }
 
 // Len returns the number of programmed frontends.
@@ -355,12 +357,13 @@ func (t *Table) sync(k string) (Changes, error) {
 		owned = append(owned, f.Key)
 		id := t.allocID(f.id(), f.Key)
 		old := t.front[f.Key]
-		if old == nil || old.id != id || old.flags != f.Flags || old.timeout != f.AffinityTimeout || !slices.Equal(old.backends, f.Backends) {
-			val := ServiceValue{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout}
+		if old == nil || old.id != id || old.flags != f.Flags || old.timeout != f.AffinityTimeout || !slices.Equal(old.backends, f.Backends) ||
+			!slices.Equal(old.ranges, f.SourceRanges) {
+			val := ServiceValue{ID: id, Count: uint16(len(f.Backends)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout, SourceRanges: f.SourceRanges}
 			c.Write = append(c.Write, FrontendState{Key: f.Key, Value: val, Backends: f.Backends})
 			c.staleBackends(f.Key, old, id, f.Backends)
 		}
-		t.front[f.Key] = &programmed{owner: k, id: id, flags: f.Flags, timeout: f.AffinityTimeout, backends: f.Backends}
+		t.front[f.Key] = &programmed{owner: k, id: id, flags: f.Flags, timeout: f.AffinityTimeout, ranges: f.SourceRanges, backends: f.Backends}
 	}
 	for _, key := range t.owned[k] {
 		if keep[key] {

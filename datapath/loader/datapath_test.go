@@ -392,7 +392,7 @@ func TestRestartKeepsAttachmentsAndConnections(t *testing.T) {
 	require.NoError(t, inNS(l.n1.ns, func() error { live, err = dp.UpdatePinnedLinks(); return err }))
 	require.ElementsMatch(t, []Attachment{
 		{a.ifindex, "from-container"}, {a.ifindex, "to-container"},
-		{b.ifindex, "from-container"}, {b.ifindex, "to-container"}, {l.n1.eth0, "from-netdev"},
+		{b.ifindex, "from-container"}, {b.ifindex, "to-container"}, {l.n1.eth0, "from-netdev"}, {l.n1.eth0, "to-netdev"},
 	}, live)
 	require.NoError(t, inNS(l.n1.ns, func() error { return dp.AttachEndpoint(a.ifindex) }), "re-attach is idempotent")
 	got, err = ask(conn, "after")

@@ -77,6 +77,7 @@ type Datapath struct {
 	mode   AttachMode
 	lxc    *bpfobj.SlObjects
 	netdev *bpfobj.SlNetdevObjects
+	sock   *bpfobj.SlSockObjects
 }
 
 // Load loads (or re-uses the pinned maps of) the datapath. It mounts bpffs at
@@ -130,8 +131,23 @@ func Load(ctx context.Context, opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("load netdev program (bpf/netdev.c): %w", verifierDetail(err))
 	}
 
+	// The socket LB object (bpf/sock.c): the same maps again.
+	sockSpec, err := bpfobj.LoadSlSock()
+	if err != nil {
+		lxc.Close()
+		netdev.Close()
+		return nil, fmt.Errorf("load socket LB object spec: %w", err)
+	}
+	pinMaps(sockSpec)
+	var sock bpfobj.SlSockObjects
+	if err := sockSpec.LoadAndAssign(&sock, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}); err != nil {
+		lxc.Close()
+		netdev.Close()
+		return nil, fmt.Errorf("load socket LB programs (bpf/sock.c): %w", verifierDetail(err))
+	}
+
 	log.Info("datapath loaded", "pinDir", pinDir)
-	return &Datapath{Maps: maps.New(&lxc.SlMaps), pinDir: pinDir, log: log, mode: opts.Mode, lxc: &lxc, netdev: &netdev}, nil
+	return &Datapath{Maps: maps.New(&lxc.SlMaps), pinDir: pinDir, log: log, mode: opts.Mode, lxc: &lxc, netdev: &netdev, sock: &sock}, nil
 }
 
 // pinMaps pins every map of bpf/lib/sl_maps.h by name. The global-data maps
@@ -198,7 +214,7 @@ func (d *Datapath) ToNetdev() *ebpf.Program { return d.netdev.SlToNetdev }
 // Close releases file descriptors. Pinned maps and links stay, so programs
 // remain attached and state survives until the next Load.
 func (d *Datapath) Close() error {
-	if err := errors.Join(d.lxc.Close(), d.netdev.Close()); err != nil {
+	if err := errors.Join(d.lxc.Close(), d.netdev.Close(), d.sock.Close()); err != nil {
 		return fmt.Errorf("close datapath objects: %w", err)
 	}
 	return nil

@@ -2,7 +2,10 @@ package maps
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/starlab-dev/starlab/datapath/bpfobj"
 )
@@ -35,6 +38,13 @@ type Config struct {
 	// and CPUs) per second of boot time, on top of the per-flow limit of one
 	// per second; drops over it are still counted (0 = DefaultDropEventsPerSec).
 	DropEventsPerSec uint32
+	// PodCIDR is this node's pod CIDR: the datapath refuses connections to its addresses that
+	// have no endpoint (pods that are gone) instead of routing them out of the node. The zero
+	// value leaves the guard off (set it once the endpoints are in the maps).
+	PodCIDR netip.Prefix
+	// SockNetnsCookie is the network namespace whose sockets the socket LB (bpf/sock.c)
+	// translates: the node's own (NetnsCookie of the agent's). 0: none.
+	SockNetnsCookie uint64
 }
 
 // DefaultDropEventsPerSec is the datapath's node-wide DROP event limit when
@@ -58,6 +68,19 @@ func (m *Maps) SetConfig(c Config) error {
 	r.EventLevel = uint32(c.EventLevel)
 	r.WakeupBytes = c.WakeupBytes
 	r.DropEventsPerSec = c.DropEventsPerSec
+	if c.PodCIDR.IsValid() {
+		if !c.PodCIDR.Addr().Is4() {
+			return fmt.Errorf("config pod CIDR %s: the datapath is IPv4 only", c.PodCIDR)
+		}
+		p := c.PodCIDR.Masked()
+		v, err := mustIP("config pod CIDR", p.Addr())
+		if err != nil {
+			return err
+		}
+		m, _ := mustIP("config pod CIDR mask", netip.AddrFrom4([4]byte(net.CIDRMask(p.Bits(), 32))))
+		r.PodCidr, r.PodCidrMask = v, m
+	}
+	r.SockNetnsCookie = c.SockNetnsCookie
 	zero := uint32(0)
 	return put(m.Config, NameConfig, &zero, &r)
 }
@@ -69,11 +92,17 @@ func (m *Maps) GetConfig() (Config, error) {
 	if err := m.Config.Lookup(&zero, &r); err != nil {
 		return Config{}, fmt.Errorf("lookup %s: %w", NameConfig, err)
 	}
-	c := Config{NetdevIfindex: r.NetdevIfindex, EventLevel: EventLevel(r.EventLevel), WakeupBytes: r.WakeupBytes, DropEventsPerSec: r.DropEventsPerSec}
+	c := Config{NetdevIfindex: r.NetdevIfindex, EventLevel: EventLevel(r.EventLevel), WakeupBytes: r.WakeupBytes, DropEventsPerSec: r.DropEventsPerSec,
+		SockNetnsCookie: r.SockNetnsCookie}
 	for _, v := range r.NodeIps {
 		if v != 0 {
 			c.NodeIPs = append(c.NodeIPs, U32ToIP(v))
 		}
+	}
+	if r.PodCidrMask != 0 {
+		m := U32ToIP(r.PodCidrMask).As4()
+		bits, _ := net.IPMask(m[:]).Size()
+		c.PodCIDR = netip.PrefixFrom(U32ToIP(r.PodCidr), bits)
 	}
 	return c, nil
 }
@@ -89,8 +118,10 @@ const (
 	// CounterDropEventsSuppressed counts DROP events the node-wide limit
 	// suppressed (Config.DropEventsPerSec; the drops are counted by reason).
 	CounterDropEventsSuppressed = uint32(bpfobj.SlSlCounterSL_CNT_DROP_EVENTS_SUPPRESSED)
-	CounterDropBase             = uint32(bpfobj.SlSlCounterSL_CNT_DROP_BASE) // + drop reason
-	counterMax                  = uint32(bpfobj.SlSlCounterSL_CNT_MAX)
+	// CounterSockTranslated counts the connects and sends the socket LB translated.
+	CounterSockTranslated = uint32(bpfobj.SlSlCounterSL_CNT_SOCK_XLATE)
+	CounterDropBase       = uint32(bpfobj.SlSlCounterSL_CNT_DROP_BASE) // + drop reason
+	counterMax            = uint32(bpfobj.SlSlCounterSL_CNT_MAX)
 )
 
 // Counters are the summed per-CPU datapath counters.
@@ -98,6 +129,8 @@ type Counters struct {
 	Packets, Forwarded, RingbufReserveFailed, CTNew, FIBFailed, NonIPv4 uint64
 	// DropEventsSuppressed: DROP events over the node-wide limit (not emitted).
 	DropEventsSuppressed uint64
+	// SockTranslated: connects and sends the socket LB (bpf/sock.c) translated.
+	SockTranslated uint64
 	// Drops by drop reason (enum sl_drop_reason, see flowevent.DropReason).
 	Drops map[uint8]uint64
 }
@@ -129,9 +162,26 @@ func (m *Maps) ReadCounters() (Counters, error) {
 			c.NonIPv4 = s
 		case i == CounterDropEventsSuppressed:
 			c.DropEventsSuppressed = s
+		case i == CounterSockTranslated:
+			c.SockTranslated = s
 		case i > CounterDropBase && s > 0:
 			c.Drops[uint8(i-CounterDropBase)] = s
 		}
 	}
 	return c, nil
+}
+
+// NetnsCookie is the cookie of the calling thread's network namespace (SO_NETNS_COOKIE), the
+// value bpf_get_netns_cookie gives its sockets: Config.SockNetnsCookie.
+func NetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie: getsockopt SO_NETNS_COOKIE (kernel 5.14+): %w", err)
+	}
+	return v, nil
 }

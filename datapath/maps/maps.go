@@ -14,20 +14,21 @@ import (
 // Map names (pinned under the loader's pin directory with these names), as
 // bpf2go generated them from bpf/lib/sl_maps.h.
 const (
-	NameEndpoints  = bpfobj.SlMapSlEndpoints
-	NameEpByIP     = bpfobj.SlMapSlEpByIp
-	NameIPCache    = bpfobj.SlMapSlIpcache
-	NamePolicy     = bpfobj.SlMapSlPolicy
-	NameCIDRPolicy = bpfobj.SlMapSlCidrPolicy
-	NameServices   = bpfobj.SlMapSlServices
-	NameBackends   = bpfobj.SlMapSlBackends
-	NameAffinity   = bpfobj.SlMapSlAffinity
-	NameCT         = bpfobj.SlMapSlCt
-	NameCTNodePort = bpfobj.SlMapSlCtNodeport
-	NameDropRL     = bpfobj.SlMapSlDropRl
-	NameEvents     = bpfobj.SlMapSlEvents
-	NameCounters   = bpfobj.SlMapSlCounters
-	NameConfig     = bpfobj.SlMapSlConfig
+	NameEndpoints      = bpfobj.SlMapSlEndpoints
+	NameEpByIP         = bpfobj.SlMapSlEpByIp
+	NameIPCache        = bpfobj.SlMapSlIpcache
+	NamePolicy         = bpfobj.SlMapSlPolicy
+	NameCIDRPolicy     = bpfobj.SlMapSlCidrPolicy
+	NameServices       = bpfobj.SlMapSlServices
+	NameBackends       = bpfobj.SlMapSlBackends
+	NameAffinity       = bpfobj.SlMapSlAffinity
+	NameLBSourceRanges = bpfobj.SlMapSlLbSrcRanges
+	NameCT             = bpfobj.SlMapSlCt
+	NameCTNodePort     = bpfobj.SlMapSlCtNodeport
+	NameDropRL         = bpfobj.SlMapSlDropRl
+	NameEvents         = bpfobj.SlMapSlEvents
+	NameCounters       = bpfobj.SlMapSlCounters
+	NameConfig         = bpfobj.SlMapSlConfig
 )
 
 // ErrMapFull is matched (errors.Is) by insert errors of a map at capacity.
@@ -58,12 +59,14 @@ type Maps struct {
 	Services   *ebpf.Map
 	Backends   *ebpf.Map
 	Affinity   *ebpf.Map // sessionAffinity: ClientIP, (client, service) -> backend (LRU)
-	CT         *ebpf.Map
-	CTNodePort *ebpf.Map // conntrack of NodePort flows from outside (bpf/lib/sl_maps.h)
-	DropRL     *ebpf.Map
-	Events     *ebpf.Map
-	Counters   *ebpf.Map
-	Config     *ebpf.Map
+	// LBSourceRanges: loadBalancerSourceRanges, (service ID, client prefix) (LPM)
+	LBSourceRanges *ebpf.Map
+	CT             *ebpf.Map
+	CTNodePort     *ebpf.Map // conntrack of NodePort flows from outside (bpf/lib/sl_maps.h)
+	DropRL         *ebpf.Map
+	Events         *ebpf.Map
+	Counters       *ebpf.Map
+	Config         *ebpf.Map
 }
 
 // New wraps the maps of the loaded lxc object (bpfobj.SlObjects, which holds
@@ -71,7 +74,7 @@ type Maps struct {
 func New(o *bpfobj.SlMaps) *Maps {
 	return &Maps{
 		Endpoints: o.SlEndpoints, EpByIP: o.SlEpByIp, IPCache: o.SlIpcache, Policy: o.SlPolicy,
-		CIDRPolicy: o.SlCidrPolicy, Services: o.SlServices, Backends: o.SlBackends, Affinity: o.SlAffinity, CT: o.SlCt, CTNodePort: o.SlCtNodeport,
+		CIDRPolicy: o.SlCidrPolicy, Services: o.SlServices, Backends: o.SlBackends, Affinity: o.SlAffinity, LBSourceRanges: o.SlLbSrcRanges, CT: o.SlCt, CTNodePort: o.SlCtNodeport,
 		DropRL: o.SlDropRl, Events: o.SlEvents, Counters: o.SlCounters, Config: o.SlConfig,
 	}
 }

@@ -27,6 +27,10 @@ type ServiceFlags uint16
 const (
 	ServiceAffinity = ServiceFlags(bpfobj.SlSlSvcFlagsSL_SVC_AFFINITY) // sessionAffinity: ClientIP
 	ServiceLocal    = ServiceFlags(bpfobj.SlSlSvcFlagsSL_SVC_LOCAL)    // externalTrafficPolicy: Local
+	// ServiceExternal: an external address (externalIPs, LoadBalancer ingress), served from outside too.
+	ServiceExternal = ServiceFlags(bpfobj.SlSlSvcFlagsSL_SVC_EXTERNAL)
+	// ServiceSourceRanges: loadBalancerSourceRanges, set by UpsertService when Service.SourceRanges is not empty.
+	ServiceSourceRanges = ServiceFlags(bpfobj.SlSlSvcFlagsSL_SVC_SOURCE_RANGES)
 )
 
 // ServiceKey is an sl_services key.
@@ -45,6 +49,8 @@ type Service struct {
 	// AffinityTimeout: with ServiceAffinity, seconds a client keeps its backend after its last
 	// new connection (sl_affinity entries older than this are chosen anew).
 	AffinityTimeout uint32
+	// SourceRanges: loadBalancerSourceRanges, the only clients the frontend takes (empty: any).
+	SourceRanges []netip.Prefix
 }
 
 // Backend is one service backend.
@@ -116,9 +122,22 @@ func (m *Maps) UpsertService(k ServiceKey, s Service, backends []Backend) error 
 	if err := batchPut(m.Backends, NameBackends, keys, vals); err != nil {
 		return fmt.Errorf("service %d backends: %w", s.ID, err)
 	}
-	v := bpfobj.SlSlSvcVal{SvcId: s.ID, Count: uint16(len(backends)), Flags: uint16(s.Flags), AffinityTimeoutS: s.AffinityTimeout}
+	flags := s.Flags &^ ServiceSourceRanges
+	if len(s.SourceRanges) > 0 {
+		flags |= ServiceSourceRanges
+	}
+	// ranges first: the frontend never takes a client its new ranges exclude
+	if err := m.writeSourceRanges(s.ID, s.SourceRanges); err != nil {
+		return err
+	}
+	v := bpfobj.SlSlSvcVal{SvcId: s.ID, Count: uint16(len(backends)), Flags: uint16(flags), AffinityTimeoutS: s.AffinityTimeout}
 	if err := put(m.Services, NameServices, &rk, &v); err != nil {
 		return err
+	}
+	if hadOld && old.SvcId != s.ID {
+		if err := m.writeSourceRanges(old.SvcId, nil); err != nil {
+			return err
+		}
 	}
 	if hadOld {
 		var stale []bpfobj.SlSlBackendKey
@@ -148,6 +167,9 @@ func (m *Maps) DeleteService(k ServiceKey) error {
 		return fmt.Errorf("lookup %s: %w", NameServices, err)
 	}
 	if err := del(m.Services, NameServices, &rk); err != nil {
+		return err
+	}
+	if err := m.writeSourceRanges(old.SvcId, nil); err != nil {
 		return err
 	}
 	for i := uint32(0); i < uint32(old.Count); i++ {
@@ -194,4 +216,41 @@ func (m *Maps) ListServices() ([]ServiceEntry, error) {
 		return nil, fmt.Errorf("iterate %s: %w", NameServices, err)
 	}
 	return out, nil
+}
+
+// writeSourceRanges makes the sl_lb_src_ranges entries of service id exactly ranges (nil: none).
+func (m *Maps) writeSourceRanges(id uint32, ranges []netip.Prefix) error {
+	want := map[bpfobj.SlSlLbSrcKey]bool{}
+	for _, r := range ranges {
+		if !r.Addr().Is4() {
+			return fmt.Errorf("service %d: loadBalancerSourceRange %s is not IPv4", id, r)
+		}
+		r = r.Masked()
+		a, _ := IPToU32(r.Addr())
+		want[bpfobj.SlSlLbSrcKey{Prefixlen: uint32(bpfobj.SlSlLbSrcBitsSL_LB_SRC_FIXED_BITS) + uint32(r.Bits()), SvcId: id, Addr: a}] = true
+	}
+	var stale []bpfobj.SlSlLbSrcKey
+	var k bpfobj.SlSlLbSrcKey
+	var v uint8
+	it := m.LBSourceRanges.Iterate()
+	for it.Next(&k, &v) {
+		if k.SvcId == id && !want[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", NameLBSourceRanges, err)
+	}
+	one := uint8(1)
+	for wk := range want {
+		if err := put(m.LBSourceRanges, NameLBSourceRanges, &wk, &one); err != nil {
+			return err
+		}
+	}
+	for i := range stale {
+		if err := del(m.LBSourceRanges, NameLBSourceRanges, &stale[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -153,6 +153,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.endpoints.reconcile(ctx); err != nil {
 		return err
 	}
+	a.nodes.guardPodCIDR(cidr) // every live pod has its endpoint again
 	sock, err := serveUnix(ctx, a.cfg.Socket, a.endpoints.handler(), a.log)
 	if err != nil {
 		return err
@@ -220,6 +221,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.services.release()
 	if err := a.services.pruneStale(); err != nil {
 		a.log.Warn("prune stale services", "err", err)
+	}
+	if sock := a.startSocketLB(); sock != nil {
+		defer func() {
+			if err := sock.Close(); err != nil {
+				a.log.Warn("detach socket LB", "err", err)
+			}
+		}()
 	}
 	if err := a.policy.compileAndApply(runCtx); err != nil {
 		return fmt.Errorf("initial policy: %w", err)
@@ -441,4 +449,30 @@ func (a *Agent) cleanupNode() {
 	// reinstalled agent restores their endpoints from the records.
 	_ = os.Remove(a.cfg.Socket)
 	a.log.Info("node cleaned")
+}
+
+// startSocketLB attaches the socket LB hooks to the node's own cgroup (Config.SocketLBCgroup) for
+// the sockets of the agent's network namespace, the node's (the agent runs with hostNetwork).
+// Without it ClusterIPs and this node's NodePorts stay unreachable from the node itself and from
+// hostNetwork pods; the pods' own traffic is translated by the veth programs either way, so a
+// failure is logged, not fatal. The caller closes it on exit: nothing outlives the agent.
+func (a *Agent) startSocketLB() *loader.SocketLB {
+	if a.cfg.SocketLBCgroup == "" {
+		a.log.Info("socket LB off (--socket-lb-cgroup empty)")
+		return nil
+	}
+	cookie, err := maps.NetnsCookie()
+	if err != nil {
+		a.log.Error("socket LB off", "err", err)
+		return nil
+	}
+	a.nodes.setSocketLBNetns(cookie)
+	s, err := a.dp.AttachSocketLB(a.cfg.SocketLBCgroup)
+	if err != nil {
+		a.nodes.setSocketLBNetns(0)
+		a.log.Error("socket LB off: ClusterIP from the node itself and hostNetwork pods unavailable", "err", err)
+		return nil
+	}
+	a.log.Info("socket LB attached", "cgroup", s.Cgroup(), "netnsCookie", cookie)
+	return s
 }

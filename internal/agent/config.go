@@ -51,6 +51,10 @@ type Config struct {
 	// ExternalIPs is what the agent does with Service spec.externalIPs: "allow" (program them, as
 	// kube-proxy does; the default) or "deny" (program none, report the Service).
 	ExternalIPs string
+	// SocketLBCgroup is the cgroup v2 directory the socket LB hooks (bpf/sock.c: ClusterIP and
+	// NodePort for the node's own clients) are attached to: the node's own cgroup, never the
+	// machine's root (refused); "" leaves the socket LB off (docs/ARCHITECTURE.md "Socket LB").
+	SocketLBCgroup string
 	// TLSCert, TLSKey and TLSClientCA turn on mutual TLS for the API on :4245 (all three or none):
 	// the agent's certificate and key, and the CA whose client certificates it accepts (the
 	// observer's). /healthz stays open for the kubelet's probes.
@@ -74,8 +78,13 @@ func DefaultConfig() Config {
 		CTLifetimes:      maps.DefaultCTLifetimes(),
 		ExternalIPs:      lb.ExternalIPsAllow.String(),
 		DropEventsPerSec: maps.DefaultDropEventsPerSec,
+		SocketLBCgroup:   DefaultSocketLBCgroup,
 	}
 }
+
+// DefaultSocketLBCgroup is where the chart mounts the node's cgroup v2 hierarchy (the node's
+// /sys/fs/cgroup/unified: its root is the kind node container's own cgroup).
+const DefaultSocketLBCgroup = "/host/sys/fs/cgroup/unified"
 
 // Validate checks the config and fills derived defaults.
 func (c *Config) Validate() error {

@@ -114,8 +114,13 @@ type nodeRoutes struct {
 	// node addresses without taking mu.
 	config atomic.Pointer[maps.Config]
 
-	mu        sync.Mutex // installed; serialises the config writes
+	mu        sync.Mutex // installed, podCIDR, own; serialises the config writes
 	installed map[netip.Prefix]netip.Addr
+	// podCIDR goes into sl_config once guardPodCIDR is called; own is the last own Node seen.
+	podCIDR netip.Prefix
+	own     *corev1.Node
+	// sockNetns is the socket LB's network namespace cookie in sl_config (0: off).
+	sockNetns uint64
 }
 
 func newNodeRoutes(node string, eventLevel maps.EventLevel, log *slog.Logger) *nodeRoutes {
@@ -167,7 +172,32 @@ func (r *nodeRoutes) syncOwn(n *corev1.Node) {
 	r.syncOwnLocked(n)
 }
 
+// guardPodCIDR puts this node's pod CIDR into sl_config: from then on the datapath refuses
+// connections to its addresses without an endpoint (pods that are gone) instead of letting the
+// kernel route them out of the node device, where they hang. Called once the endpoints of a
+// previous run are back in the maps (before, a live pod would be refused).
+func (r *nodeRoutes) guardPodCIDR(cidr netip.Prefix) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.podCIDR = cidr
+	if r.own != nil {
+		r.syncOwnLocked(r.own)
+	}
+}
+
+// setSocketLBNetns puts the network namespace whose sockets the socket LB translates (the node's,
+// cookie from maps.NetnsCookie; 0: none) into sl_config.
+func (r *nodeRoutes) setSocketLBNetns(cookie uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sockNetns = cookie
+	if r.own != nil {
+		r.syncOwnLocked(r.own)
+	}
+}
+
 func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
+	r.own = n
 	var ips []netip.Addr
 	for _, ad := range n.Status.Addresses {
 		if ad.Type != corev1.NodeInternalIP && ad.Type != corev1.NodeExternalIP {
@@ -180,7 +210,8 @@ func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
 	if len(ips) == 0 {
 		return
 	}
-	cfg := maps.Config{NodeIPs: ips, NetdevIfindex: uint32(r.dev.Index), EventLevel: r.eventLevel, DropEventsPerSec: r.dropEvents}
+	cfg := maps.Config{NodeIPs: ips, NetdevIfindex: uint32(r.dev.Index), EventLevel: r.eventLevel, DropEventsPerSec: r.dropEvents, PodCIDR: r.podCIDR,
+		SockNetnsCookie: r.sockNetns}
 	if last := r.config.Load(); last != nil && sameConfig(cfg, *last) {
 		return
 	}
@@ -193,7 +224,7 @@ func (r *nodeRoutes) syncOwnLocked(n *corev1.Node) {
 
 func sameConfig(a, b maps.Config) bool {
 	return slices.Equal(a.NodeIPs, b.NodeIPs) && a.NetdevIfindex == b.NetdevIfindex && a.EventLevel == b.EventLevel && a.WakeupBytes == b.WakeupBytes &&
-		a.DropEventsPerSec == b.DropEventsPerSec
+		a.DropEventsPerSec == b.DropEventsPerSec && a.PodCIDR == b.PodCIDR && a.SockNetnsCookie == b.SockNetnsCookie
 }
 
 // isNodeIP reports whether ip is one of this node's addresses.

@@ -26,7 +26,7 @@ func (w mapWriter) WriteFrontend(k lb.ServiceKey, v lb.ServiceValue, backends []
 	for i, b := range backends {
 		bs[i] = maps.Backend{IP: b.IP, Port: b.Port}
 	}
-	return w.UpsertService(serviceKey(k), maps.Service{ID: v.ID, Flags: maps.ServiceFlags(v.Flags), AffinityTimeout: v.AffinityTimeout}, bs)
+	return w.UpsertService(serviceKey(k), maps.Service{ID: v.ID, Flags: maps.ServiceFlags(v.Flags), AffinityTimeout: v.AffinityTimeout, SourceRanges: v.SourceRanges}, bs)
 }
 
 // DeleteFrontend implements lb.Writer with maps.DeleteService (frontend and its slots).

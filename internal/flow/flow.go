@@ -79,6 +79,8 @@ const (
 	DropPolicyWriteFailed      = flowevent.DropNamePolicyWriteFailed
 	DropCTTupleInUse           = flowevent.DropNameCTTupleInUse
 	DropFragNotFound           = flowevent.DropNameFragNotFound
+	DropEndpointGone           = flowevent.DropNameEndpointGone
+	DropLBSourceRange          = flowevent.DropNameLBSourceRange
 )
 
 // dropReasons is every drop reason the datapath reports (filter validation).

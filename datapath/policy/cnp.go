@@ -416,8 +416,8 @@ type tierAtoms struct {
 }
 
 type policyAtom struct {
-	key maps.PolicyKey
-	hit maps.TierHit
+	key  maps.PolicyKey
+	hit  maps.TierHit
 	tier Tier
 }
 
@@ -440,7 +440,9 @@ func endpointTierAtoms(ep *Endpoint, p *Pod, id *identityInfo, cnps []*compiledC
 		for _, dir := range []maps.Direction{DirIngress, DirEgress} {
 			for _, r := range cp.rules[dir] {
 				hit := maps.TierHit{Prec: cp.prec + uint32(r.index), PolicyID: cp.ref.ID, Rule: r.index, Action: r.action}
-				addP := func(k maps.PolicyKey) { out.policy = append(out.policy, policyAtom{key: k, hit: hit, tier: cp.ref.Tier}) }
+				addP := func(k maps.PolicyKey) {
+					out.policy = append(out.policy, policyAtom{key: k, hit: hit, tier: cp.ref.Tier})
+				}
 				addC := func(proto maps.Proto, port uint16, pfx netip.Prefix) {
 					out.cidr = append(out.cidr, cidrAtom{key: maps.CIDRPolicyKey{EpID: ep.EpID, Dir: dir, Proto: proto, Port: port, Prefix: pfx}, hit: hit, tier: cp.ref.Tier})
 				}

@@ -79,97 +79,95 @@ static __always_inline struct sl_policy_val *sl_cidr_lookup(__u32 ep_id, __u32 p
 	return 0;
 }
 
-/* What the tier lookups found, combined. */
+/* What the tier lookups found, combined: the best hit per tier, the first NetworkPolicy allow. */
 struct sl_tier_acc {
-	struct sl_tier_hit admin;
-	struct sl_tier_hit baseline;
-	__u32 np_policy_id; /* a NetworkPolicy allow (its policy and rule), 0 = none */
-	__u16 np_rule;
+	const struct sl_tier_hit *admin;
+	const struct sl_tier_hit *baseline;
+	const struct sl_policy_val *np;
 };
 
 static __always_inline void sl_tier_fold(struct sl_tier_acc *acc, const struct sl_policy_val *v)
 {
 	if (!v)
 		return;
-	if (v->admin.prec && v->admin.prec < acc->admin.prec)
-		acc->admin = v->admin;
-	if (v->baseline.prec && v->baseline.prec < acc->baseline.prec)
-		acc->baseline = v->baseline;
-	if (v->action == SL_ACTION_ALLOW && !acc->np_policy_id) {
-		acc->np_policy_id = v->policy_id;
-		acc->np_rule = v->rule;
-	}
+	if (v->admin.prec && (!acc->admin || v->admin.prec < acc->admin->prec))
+		acc->admin = &v->admin;
+	if (v->baseline.prec && (!acc->baseline || v->baseline.prec < acc->baseline->prec))
+		acc->baseline = &v->baseline;
+	if (v->action == SL_ACTION_ALLOW && !acc->np)
+		acc->np = v;
 }
 
-/* Every sl_policy and sl_cidr_policy lookup of the flow, folded into acc. */
-static __always_inline void sl_tier_lookups(struct sl_tier_acc *acc, __u32 ep_id, __u32 peer_id,
-					    __u32 peer_ip, __u8 dir, __u8 proto, __be16 port)
+/* One key buffer for both maps: the subprogram's frame stays small. */
+union sl_tier_key {
+	struct sl_policy_key p;
+	struct sl_cidr_policy_key c;
+};
+
+/*
+ * The tier walk (see the top of this file): every sl_policy and sl_cidr_policy lookup of the
+ * flow folded into one sl_tier_acc, then Admin -> NetworkPolicy -> Baseline -> allow. Fills t
+ * with the deciding rule and any Admin Pass. q packs dir (bits 0-7), proto (8-15), port (16-31,
+ * network order) and "enforced by a NetworkPolicy" (bit 32). A subprogram: one copy for every
+ * hook that checks policy, its frame apart from the entry program's (512 bytes combined).
+ */
+static __noinline int sl_tier_check(__u32 ep_id, __u32 peer_id, __u32 peer_ip, __u64 q,
+				    struct sl_trace *t)
 {
-	struct sl_policy_key k = {
-		.prefixlen = SL_POLICY_PREFIX_FULL,
-		.ep_id = ep_id,
-		.peer_id = peer_id,
-		.dir = dir,
-		.proto = proto,
-		.port = port,
-	};
-	struct sl_cidr_policy_key c = {
-		.prefixlen = SL_CIDR_PREFIX_FULL,
-		.ep_id = ep_id,
-		.dir = dir,
-		.proto = proto,
-		.port = port,
-		.ip = peer_ip,
-	};
+	struct sl_tier_acc acc = {};
+	union sl_tier_key k;
+	__u8 dir = q & 0xff, proto = (q >> 8) & 0xff;
+	__be16 port = (q >> 16) & 0xffff;
 
-	sl_tier_fold(acc, bpf_map_lookup_elem(&sl_policy, &k));
-	k.proto = 0;
-	k.port = 0;
-	sl_tier_fold(acc, bpf_map_lookup_elem(&sl_policy, &k));
-	k.peer_id = 0;
-	sl_tier_fold(acc, bpf_map_lookup_elem(&sl_policy, &k));
-	k.proto = proto;
-	k.port = port;
-	sl_tier_fold(acc, bpf_map_lookup_elem(&sl_policy, &k));
-	sl_tier_fold(acc, bpf_map_lookup_elem(&sl_cidr_policy, &c));
-	c.port = 0;
-	sl_tier_fold(acc, bpf_map_lookup_elem(&sl_cidr_policy, &c));
-	c.proto = 0;
-	sl_tier_fold(acc, bpf_map_lookup_elem(&sl_cidr_policy, &c));
-}
+	__builtin_memset(&k, 0, sizeof(k));
+	k.p.prefixlen = SL_POLICY_PREFIX_FULL;
+	k.p.ep_id = ep_id;
+	k.p.peer_id = peer_id;
+	k.p.dir = dir;
+	k.p.proto = proto;
+	k.p.port = port;
+	sl_tier_fold(&acc, bpf_map_lookup_elem(&sl_policy, &k.p));
+	k.p.proto = 0;
+	k.p.port = 0;
+	sl_tier_fold(&acc, bpf_map_lookup_elem(&sl_policy, &k.p));
+	k.p.peer_id = 0;
+	sl_tier_fold(&acc, bpf_map_lookup_elem(&sl_policy, &k.p));
+	k.p.proto = proto;
+	k.p.port = port;
+	sl_tier_fold(&acc, bpf_map_lookup_elem(&sl_policy, &k.p));
 
-/* The tier walk (see the top of this file). Fills t with the deciding rule and any Admin Pass. */
-static __always_inline enum sl_drop_reason sl_tier_check(const struct sl_endpoint *ep, __u32 peer_id,
-							 __u32 peer_ip, enum sl_dir dir, __u8 proto,
-							 __be16 port, __u32 enforced,
-							 struct sl_trace *t)
-{
-	struct sl_tier_acc acc = {
-		.admin = {.prec = 0xffffffff},
-		.baseline = {.prec = 0xffffffff},
-	};
+	k.c.prefixlen = SL_CIDR_PREFIX_FULL;
+	k.c.ep_id = ep_id;
+	k.c.dir = dir;
+	k.c.proto = proto;
+	k.c.port = port;
+	k.c.ip = peer_ip;
+	sl_tier_fold(&acc, bpf_map_lookup_elem(&sl_cidr_policy, &k.c));
+	k.c.port = 0;
+	sl_tier_fold(&acc, bpf_map_lookup_elem(&sl_cidr_policy, &k.c));
+	k.c.proto = 0;
+	sl_tier_fold(&acc, bpf_map_lookup_elem(&sl_cidr_policy, &k.c));
 
-	sl_tier_lookups(&acc, ep->ep_id, peer_id, peer_ip, dir, proto, port);
-	if (acc.admin.prec != 0xffffffff) {
-		if (acc.admin.action != SL_CNP_PASS) {
-			t->policy_id = acc.admin.policy_id;
-			t->rule = acc.admin.rule;
-			return acc.admin.action == SL_CNP_ACCEPT ? SL_DROP_NONE : SL_DROP_POLICY_DENIED;
+	if (acc.admin) {
+		if (acc.admin->action != SL_CNP_PASS) {
+			t->policy_id = acc.admin->policy_id;
+			t->rule = acc.admin->rule;
+			return acc.admin->action == SL_CNP_ACCEPT ? SL_DROP_NONE : SL_DROP_POLICY_DENIED;
 		}
-		t->pass_policy_id = acc.admin.policy_id;
-		t->pass_rule = acc.admin.rule;
+		t->pass_policy_id = acc.admin->policy_id;
+		t->pass_rule = acc.admin->rule;
 	}
-	if (ep->flags & enforced) {
-		if (!acc.np_policy_id)
+	if (q >> 32) {
+		if (!acc.np)
 			return SL_DROP_POLICY_DENIED;
-		t->policy_id = acc.np_policy_id;
-		t->rule = acc.np_rule;
+		t->policy_id = acc.np->policy_id;
+		t->rule = acc.np->rule;
 		return SL_DROP_NONE;
 	}
-	if (acc.baseline.prec != 0xffffffff && acc.baseline.action != SL_CNP_PASS) {
-		t->policy_id = acc.baseline.policy_id;
-		t->rule = acc.baseline.rule;
-		return acc.baseline.action == SL_CNP_ACCEPT ? SL_DROP_NONE : SL_DROP_POLICY_DENIED;
+	if (acc.baseline && acc.baseline->action != SL_CNP_PASS) {
+		t->policy_id = acc.baseline->policy_id;
+		t->rule = acc.baseline->rule;
+		return acc.baseline->action == SL_CNP_ACCEPT ? SL_DROP_NONE : SL_DROP_POLICY_DENIED;
 	}
 	return SL_DROP_NONE;
 }
@@ -202,7 +200,10 @@ static __always_inline enum sl_drop_reason sl_policy_check(const struct sl_endpo
 	if (peer_id == SL_ID_HOST)
 		return SL_DROP_NONE;
 	if (ep->flags & tiers)
-		return sl_tier_check(ep, peer_id, peer_ip, dir, proto, port, enforced, t);
+		return sl_tier_check(ep->ep_id, peer_id, peer_ip,
+				     (__u64)dir | (__u64)proto << 8 | (__u64)port << 16 |
+					     (__u64)!!(ep->flags & enforced) << 32,
+				     t);
 
 	v = sl_policy_lookup_wildcards(ep->ep_id, peer_id, dir, proto, port);
 	if (!v || v->action != SL_ACTION_ALLOW)

@@ -115,7 +115,7 @@ const (
 	// PolicyKindClusterNetworkPolicy: a ClusterNetworkPolicy (policy.networking.k8s.io) rule of
 	// the Admin or Baseline tier.
 	PolicyKindClusterNetworkPolicy = "ClusterNetworkPolicy"
-	PolicyKindDefaultDeny   = "DefaultDeny"
+	PolicyKindDefaultDeny          = "DefaultDeny"
 )
 
 // Flow is one observed network event.

@@ -98,6 +98,14 @@ static __always_inline void sl_tier_fold(struct sl_tier_acc *acc, const struct s
 		acc->np = v;
 }
 
+/* A final tier decision (Accept or Deny): the rule goes into the trace. */
+static __always_inline int sl_tier_final(const struct sl_tier_hit *h, struct sl_trace *t)
+{
+	t->policy_id = h->policy_id;
+	t->rule = h->rule;
+	return h->action == SL_CNP_ACCEPT ? SL_DROP_NONE : SL_DROP_POLICY_DENIED;
+}
+
 /* One key buffer for both maps: the subprogram's frame stays small. */
 union sl_tier_key {
 	struct sl_policy_key p;
@@ -149,11 +157,8 @@ static __noinline int sl_tier_check(__u32 ep_id, __u32 peer_id, __u32 peer_ip, _
 	sl_tier_fold(&acc, bpf_map_lookup_elem(&sl_cidr_policy, &k.c));
 
 	if (acc.admin) {
-		if (acc.admin->action != SL_CNP_PASS) {
-			t->policy_id = acc.admin->policy_id;
-			t->rule = acc.admin->rule;
-			return acc.admin->action == SL_CNP_ACCEPT ? SL_DROP_NONE : SL_DROP_POLICY_DENIED;
-		}
+		if (acc.admin->action != SL_CNP_PASS)
+			return sl_tier_final(acc.admin, t);
 		t->pass_policy_id = acc.admin->policy_id;
 		t->pass_rule = acc.admin->rule;
 	}
@@ -164,11 +169,8 @@ static __noinline int sl_tier_check(__u32 ep_id, __u32 peer_id, __u32 peer_ip, _
 		t->rule = acc.np->rule;
 		return SL_DROP_NONE;
 	}
-	if (acc.baseline && acc.baseline->action != SL_CNP_PASS) {
-		t->policy_id = acc.baseline->policy_id;
-		t->rule = acc.baseline->rule;
-		return acc.baseline->action == SL_CNP_ACCEPT ? SL_DROP_NONE : SL_DROP_POLICY_DENIED;
-	}
+	if (acc.baseline && acc.baseline->action != SL_CNP_PASS)
+		return sl_tier_final(acc.baseline, t);
 	return SL_DROP_NONE;
 }
 

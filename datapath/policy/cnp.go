@@ -411,18 +411,13 @@ func (r *cnpRule) namedResolvable(dir maps.Direction, idents []*identityInfo) bo
 // tierAtoms holds one endpoint's ClusterNetworkPolicy rules as keys with tier hits, before
 // folding: sl_policy keys and sl_cidr_policy keys.
 type tierAtoms struct {
-	policy []policyAtom
-	cidr   []cidrAtom
+	policy []tierAtom[maps.PolicyKey]
+	cidr   []tierAtom[maps.CIDRPolicyKey]
 }
 
-type policyAtom struct {
-	key  maps.PolicyKey
-	hit  maps.TierHit
-	tier Tier
-}
-
-type cidrAtom struct {
-	key  maps.CIDRPolicyKey
+// tierAtom is one rule's hit on one key, before folding.
+type tierAtom[K comparable] struct {
+	key  K
 	hit  maps.TierHit
 	tier Tier
 }
@@ -441,10 +436,10 @@ func endpointTierAtoms(ep *Endpoint, p *Pod, id *identityInfo, cnps []*compiledC
 			for _, r := range cp.rules[dir] {
 				hit := maps.TierHit{Prec: cp.prec + uint32(r.index), PolicyID: cp.ref.ID, Rule: r.index, Action: r.action}
 				addP := func(k maps.PolicyKey) {
-					out.policy = append(out.policy, policyAtom{key: k, hit: hit, tier: cp.ref.Tier})
+					out.policy = append(out.policy, tierAtom[maps.PolicyKey]{key: normPolicyKey(k), hit: hit, tier: cp.ref.Tier})
 				}
 				addC := func(proto maps.Proto, port uint16, pfx netip.Prefix) {
-					out.cidr = append(out.cidr, cidrAtom{key: maps.CIDRPolicyKey{EpID: ep.EpID, Dir: dir, Proto: proto, Port: port, Prefix: pfx}, hit: hit, tier: cp.ref.Tier})
+					out.cidr = append(out.cidr, tierAtom[maps.CIDRPolicyKey]{key: maps.CIDRPolicyKey{EpID: ep.EpID, Dir: dir, Proto: proto, Port: port, Prefix: pfx}, hit: hit, tier: cp.ref.Tier})
 				}
 				if r.denyAll {
 					addP(maps.PolicyKey{EpID: ep.EpID, PeerID: IdentityAny, Dir: dir})
@@ -547,35 +542,49 @@ func normPolicyKey(k maps.PolicyKey) maps.PolicyKey {
 	return k
 }
 
-func foldPolicy(np []maps.PolicyEntry, atoms []policyAtom) []maps.PolicyEntry {
+func foldPolicy(np []maps.PolicyEntry, atoms []tierAtom[maps.PolicyKey]) []maps.PolicyEntry {
 	vals := map[maps.PolicyKey]maps.PolicyValue{}
 	for _, e := range np {
 		vals[normPolicyKey(e.Key)] = e.Value
 	}
-	for _, a := range atoms {
-		k := normPolicyKey(a.key)
-		if _, ok := vals[k]; ok {
-			continue
-		}
-		// The NetworkPolicy answer the LPM gave for this key: its longest covering entry.
-		best, v := -1, maps.PolicyValue{}
-		for _, e := range np {
-			if portCovers(e.Key, k) && int(e.Key.PortPrefixLen) > best {
-				best, v = int(e.Key.PortPrefixLen), e.Value
-			}
-		}
-		vals[k] = maps.PolicyValue{Action: v.Action, Rule: v.Rule, PolicyID: v.PolicyID}
-	}
+	vals = foldKeys(vals, atoms, portCovers, func(k maps.PolicyKey) int { return int(k.PortPrefixLen) })
 	out := make([]maps.PolicyEntry, 0, len(vals))
 	for k, v := range vals {
-		for _, a := range atoms {
-			if portCovers(a.key, k) {
-				mergeTier(&v, a.tier, a.hit)
-			}
-		}
 		out = append(out, maps.PolicyEntry{Key: k, Value: v})
 	}
 	slices.SortFunc(out, func(a, b maps.PolicyEntry) int { return comparePolicyKey(a.Key, b.Key) })
+	return out
+}
+
+// foldKeys adds the atoms' keys to np (the NetworkPolicy entries of one endpoint: key -> value):
+// a new key gets the NetworkPolicy part of its longest covering entry of np; then every key gets,
+// per tier, the best hit of the atoms covering it. covers(a, b): a's prefix covers b's in the same
+// lookup slot; plen: a key's prefix length.
+func foldKeys[K comparable](np map[K]maps.PolicyValue, atoms []tierAtom[K], covers func(a, b K) bool, plen func(K) int) map[K]maps.PolicyValue {
+	out := make(map[K]maps.PolicyValue, len(np)+len(atoms))
+	for k, v := range np {
+		out[k] = v
+	}
+	for _, a := range atoms {
+		if _, ok := out[a.key]; ok {
+			continue
+		}
+		best, v := -1, maps.PolicyValue{}
+		for k, e := range np {
+			if covers(k, a.key) && plen(k) > best {
+				best, v = plen(k), e
+			}
+		}
+		out[a.key] = maps.PolicyValue{Action: v.Action, Rule: v.Rule, PolicyID: v.PolicyID}
+	}
+	for k, v := range out {
+		for _, a := range atoms {
+			if covers(a.key, k) {
+				mergeTier(&v, a.tier, a.hit)
+			}
+		}
+		out[k] = v
+	}
 	return out
 }
 
@@ -585,31 +594,14 @@ func cidrCovers(a, b maps.CIDRPolicyKey) bool {
 		a.Prefix.Bits() <= b.Prefix.Bits() && a.Prefix.Contains(b.Prefix.Addr())
 }
 
-func foldCIDR(np []maps.CIDRPolicyEntry, atoms []cidrAtom) []maps.CIDRPolicyEntry {
+func foldCIDR(np []maps.CIDRPolicyEntry, atoms []tierAtom[maps.CIDRPolicyKey]) []maps.CIDRPolicyEntry {
 	vals := map[maps.CIDRPolicyKey]maps.PolicyValue{}
 	for _, e := range np {
 		vals[e.Key] = e.Value
 	}
-	for _, a := range atoms {
-		k := a.key
-		if _, ok := vals[k]; ok {
-			continue
-		}
-		best, v := -1, maps.PolicyValue{}
-		for _, e := range np {
-			if cidrCovers(e.Key, k) && e.Key.Prefix.Bits() > best {
-				best, v = e.Key.Prefix.Bits(), e.Value
-			}
-		}
-		vals[k] = maps.PolicyValue{Action: v.Action, Rule: v.Rule, PolicyID: v.PolicyID}
-	}
+	vals = foldKeys(vals, atoms, cidrCovers, func(k maps.CIDRPolicyKey) int { return k.Prefix.Bits() })
 	out := make([]maps.CIDRPolicyEntry, 0, len(vals))
 	for k, v := range vals {
-		for _, a := range atoms {
-			if cidrCovers(a.key, k) {
-				mergeTier(&v, a.tier, a.hit)
-			}
-		}
 		out = append(out, maps.CIDRPolicyEntry{Key: k, Value: v})
 	}
 	slices.SortFunc(out, func(a, b maps.CIDRPolicyEntry) int { return compareCIDRKey(a.Key, b.Key) })

@@ -18,30 +18,11 @@ import (
 // then Baseline the same way (Pass allows); then allow. It shares no code with the compiler and
 // expects valid objects.
 func naiveDecideTiers(in Input, pod PodRef, dir maps.Direction, peerIP netip.Addr, proto maps.Proto, port uint16) bool {
-	var self, peer *Pod
-	for i := range in.Pods {
-		p := &in.Pods[i]
-		if p.Namespace == pod.Namespace && p.Name == pod.Name {
-			self = p
-		}
-		if !p.HostNetwork && p.IP.IsValid() && p.IP == peerIP {
-			peer = p
-		}
-	}
+	self, peer := naiveParties(in, pod, peerIP)
 	if self == nil {
 		return false
 	}
-	nsLabels := func(name string) labels.Set {
-		set := labels.Set{"kubernetes.io/metadata.name": name}
-		for _, ns := range in.Namespaces {
-			if ns.Name == name {
-				for k, v := range ns.Labels {
-					set[k] = v
-				}
-			}
-		}
-		return set
-	}
+	nsLabels := naiveNSLabels(in)
 	match := func(s *metav1.LabelSelector, set labels.Set) bool {
 		sel, err := metav1.LabelSelectorAsSelector(s)
 		return err == nil && sel.Matches(set)

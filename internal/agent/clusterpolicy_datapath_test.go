@@ -45,7 +45,9 @@ func TestAgentClusterPolicyTiersInDatapath(t *testing.T) {
 	var events []flowevent.Event
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go func() { _ = rd.Run(ctx, func(e *flowevent.Event) { mu.Lock(); events = append(events, *e); mu.Unlock() }) }()
+	go func() {
+		_ = rd.Run(ctx, func(e *flowevent.Event) { mu.Lock(); events = append(events, *e); mu.Unlock() })
+	}()
 	t.Cleanup(func() { _ = rd.Close() })
 
 	web := netip.MustParseAddr("10.244.1.5")

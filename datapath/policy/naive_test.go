@@ -16,31 +16,11 @@ import (
 // in direction dir with a peer at peerIP. It is deliberately simple and
 // shares no code with the compiler. Invalid objects deny.
 func naiveDecide(in Input, pod PodRef, dir maps.Direction, peerIP netip.Addr, proto maps.Proto, port uint16) bool {
-	var self *Pod
-	var peer *Pod
-	for i := range in.Pods {
-		p := &in.Pods[i]
-		if p.Namespace == pod.Namespace && p.Name == pod.Name {
-			self = p
-		}
-		if !p.HostNetwork && p.IP.IsValid() && p.IP == peerIP {
-			peer = p
-		}
-	}
+	self, peer := naiveParties(in, pod, peerIP)
 	if self == nil {
 		return false
 	}
-	nsLabels := func(name string) labels.Set {
-		set := labels.Set{"kubernetes.io/metadata.name": name}
-		for _, ns := range in.Namespaces {
-			if ns.Name == name {
-				for k, v := range ns.Labels {
-					set[k] = v
-				}
-			}
-		}
-		return set
-	}
+	nsLabels := naiveNSLabels(in)
 	matches := func(sel *metav1.LabelSelector, set labels.Set) (bool, bool) {
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		if err != nil {
@@ -87,6 +67,35 @@ func naiveDecide(in Input, pod PodRef, dir maps.Direction, peerIP netip.Addr, pr
 		}
 	}
 	return !selected
+}
+
+// naiveParties finds the local pod and the pod (not host-network) that has the peer's address.
+func naiveParties(in Input, pod PodRef, peerIP netip.Addr) (self, peer *Pod) {
+	for i := range in.Pods {
+		p := &in.Pods[i]
+		if p.Namespace == pod.Namespace && p.Name == pod.Name {
+			self = p
+		}
+		if !p.HostNetwork && p.IP.IsValid() && p.IP == peerIP {
+			peer = p
+		}
+	}
+	return self, peer
+}
+
+// naiveNSLabels returns a namespace's labels, kubernetes.io/metadata.name included.
+func naiveNSLabels(in Input) func(string) labels.Set {
+	return func(name string) labels.Set {
+		set := labels.Set{"kubernetes.io/metadata.name": name}
+		for _, ns := range in.Namespaces {
+			if ns.Name == name {
+				for k, v := range ns.Labels {
+					set[k] = v
+				}
+			}
+		}
+		return set
+	}
 }
 
 func naivePeersMatch(policyNS string, peers []networkingv1.NetworkPolicyPeer, peer *Pod, ip netip.Addr,

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -23,33 +24,9 @@ func TestAgnhostArchiveLayout(t *testing.T) {
 	out := filepath.Join(dir, "a.tar")
 	require.NoError(t, writeAgnhostArchive(out, bin, []byte("bash-binary")))
 
-	tag, err := name.NewTag(AgnhostImage)
-	require.NoError(t, err)
-	img, err := tarball.ImageFromPath(out, &tag)
-	require.NoError(t, err, "the archive holds exactly %s", AgnhostImage)
-	cf, err := img.ConfigFile()
-	require.NoError(t, err)
+	cf, got, _ := archiveImage(t, out, AgnhostImage)
 	assert.Equal(t, []string{"/agnhost"}, cf.Config.Entrypoint)
 	assert.Equal(t, []string{"pause"}, cf.Config.Cmd)
-
-	layers, err := img.Layers()
-	require.NoError(t, err)
-	require.Len(t, layers, 1)
-	rc, err := layers[0].Uncompressed()
-	require.NoError(t, err)
-	defer rc.Close()
-	got := map[string]string{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		data, err := io.ReadAll(tr)
-		require.NoError(t, err)
-		got[h.Name] = string(data) + h.Linkname
-	}
 	assert.Equal(t, "agnhost-binary", got["agnhost"])
 	assert.Equal(t, "bash-binary", got["bin/bash"])
 	assert.Equal(t, "agnhost", got["agnhost-2"])
@@ -60,4 +37,35 @@ func TestAgnhostArchiveLayout(t *testing.T) {
 func TestAgnhostModulePinsTheNodeKubernetes(t *testing.T) {
 	assert.Contains(t, moduleFiles["modules/agnhost/go.mod"], "require k8s.io/kubernetes "+DefaultVersion)
 	assert.Contains(t, moduleFiles["modules/agnhost/tools.go"], AgnhostPackage)
+}
+
+// archiveImage reads image ref of a docker-archive: its config, and its one layer's entries (name ->
+// content, or link target) and modes.
+func archiveImage(t *testing.T, archive, ref string) (*v1.ConfigFile, map[string]string, map[string]int64) {
+	t.Helper()
+	tag, err := name.NewTag(ref)
+	require.NoError(t, err)
+	img, err := tarball.ImageFromPath(archive, &tag)
+	require.NoError(t, err, "the archive holds %s", ref)
+	cf, err := img.ConfigFile()
+	require.NoError(t, err)
+	layers, err := img.Layers()
+	require.NoError(t, err)
+	require.Len(t, layers, 1)
+	rc, err := layers[0].Uncompressed()
+	require.NoError(t, err)
+	defer rc.Close()
+	files, modes := map[string]string{}, map[string]int64{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		data, err := io.ReadAll(tr)
+		require.NoError(t, err)
+		files[h.Name], modes[h.Name] = string(data)+h.Linkname, h.Mode
+	}
+	return cf, files, modes
 }

@@ -138,7 +138,11 @@ func (s *conformanceSteps) podsRun(ctx context.Context) error {
 }
 
 func (s *conformanceSteps) applyState(ctx context.Context, u *conformance.Universe, prev *conformance.State, next conformance.State) error {
-	rv, changed, err := conformance.ApplyState(ctx, s.e.Client, u, prev, next)
+	np, err := npclient.NewForConfig(s.e.RESTConfig)
+	if err != nil {
+		return fmt.Errorf("clusternetworkpolicy client: %w", err)
+	}
+	rv, changed, err := conformance.ApplyState(ctx, s.e.Client, np, u, prev, next)
 	if err != nil || !changed {
 		return err
 	}

@@ -133,13 +133,20 @@ func judgeConnection(fl []*flow.Flow) Observation {
 	return ob
 }
 
-// policyRefs returns namespace/name of the NetworkPolicies in ps (the DefaultDeny marker left out),
-// sorted.
+// policyKindClusterNetworkPolicy is the kind flows name a ClusterNetworkPolicy with.
+const policyKindClusterNetworkPolicy = "ClusterNetworkPolicy"
+
+// policyRefs returns namespace/name of the NetworkPolicies and cnp/NAME of the ClusterNetworkPolicies
+// in ps (the DefaultDeny marker left out), sorted: the oracle's names.
 func policyRefs(ps []flow.Policy) []string {
 	var out []string
 	for _, p := range ps {
-		if p.Kind == flow.PolicyKindNetworkPolicy && p.Name != "" {
+		switch {
+		case p.Name == "":
+		case p.Kind == flow.PolicyKindNetworkPolicy:
 			out = append(out, p.Namespace+"/"+p.Name)
+		case p.Kind == policyKindClusterNetworkPolicy:
+			out = append(out, "cnp/"+p.Name)
 		}
 	}
 	slices.Sort(out)

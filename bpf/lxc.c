@@ -117,6 +117,8 @@ static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg
 		e->policy_rev = ep->policy_rev;
 		e->policy_id = t->policy_id;
 		e->rule = t->rule;
+		e->pass_policy_id = t->pass_policy_id;
+		e->pass_rule = t->pass_rule;
 		if (dir == SL_DIR_EGRESS)
 			e->dst_identity = peer_id;
 		else

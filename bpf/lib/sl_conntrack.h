@@ -150,6 +150,8 @@ static __always_inline int sl_ct_apply(struct __sk_buff *skb, const struct sl_cf
 	t->is_reply = !!(flags & SL_CT_REPLY);
 	t->policy_id = e->policy_id;
 	t->rule = e->rule;
+	t->pass_policy_id = e->pass_policy_id;
+	t->pass_rule = e->pass_rule;
 	t->src_identity = e->src_identity;
 	t->dst_identity = e->dst_identity;
 	t->orig_daddr = p->daddr;
@@ -328,6 +330,8 @@ static __always_inline void sl_ct_init(struct sl_ct_entry *fwd, struct sl_ct_ent
 	fwd->bytes = p->len;
 	fwd->policy_id = t->policy_id;
 	fwd->rule = t->rule;
+	fwd->pass_policy_id = t->pass_policy_id;
+	fwd->pass_rule = t->pass_rule;
 	fwd->orig_daddr = t->orig_daddr;
 	fwd->orig_dport = t->orig_dport;
 	fwd->src_identity = t->src_identity;
@@ -337,6 +341,8 @@ static __always_inline void sl_ct_init(struct sl_ct_entry *fwd, struct sl_ct_ent
 	rev->flags = SL_CT_REPLY;
 	rev->policy_id = t->policy_id;
 	rev->rule = t->rule;
+	rev->pass_policy_id = t->pass_policy_id;
+	rev->pass_rule = t->pass_rule;
 	rev->orig_daddr = t->orig_daddr;
 	rev->orig_dport = t->orig_dport;
 	rev->src_identity = t->dst_identity;

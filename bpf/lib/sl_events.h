@@ -46,6 +46,9 @@ static __always_inline void sl_emit(const struct sl_cfg *cfg, const struct sl_pk
 	e->dst_identity = t->dst_identity;
 	e->policy_id = t->policy_id;
 	e->pad = 0;
+	e->pass_policy_id = t->pass_policy_id;
+	e->pass_rule = t->pass_rule;
+	e->pad2 = 0;
 	e->packets = packets;
 	e->bytes = bytes;
 

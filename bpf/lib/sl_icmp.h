@@ -177,6 +177,8 @@ static __always_inline int sl_icmp_related(struct __sk_buff *skb, const struct s
 	t->is_reply = !!(f & SL_CT_REPLY);
 	t->policy_id = e->policy_id;
 	t->rule = e->rule;
+	t->pass_policy_id = e->pass_policy_id;
+	t->pass_rule = e->pass_rule;
 	t->src_identity = e->src_identity;
 	t->dst_identity = e->dst_identity;
 	/* the flow's destination side: DNAT, or the SNAT of a reply; its source side:

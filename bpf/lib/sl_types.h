@@ -62,6 +62,10 @@ enum sl_ep_flags {
 	/* with SL_EP_POLICY_ERROR: the agent could not write the endpoint's policy (maps full, write
 	 * failed), so it denies everything; dropped as SL_DROP_POLICY_WRITE_FAILED */
 	SL_EP_POLICY_WRITE_FAILED = 8,
+	/* a ClusterNetworkPolicy (Admin or Baseline tier) has rules for this direction: the datapath
+	 * does every sl_policy/sl_cidr_policy lookup and walks the tiers (sl_policy.h) */
+	SL_EP_INGRESS_TIERS = 16,
+	SL_EP_EGRESS_TIERS = 32,
 };
 
 struct sl_endpoint {
@@ -106,6 +110,7 @@ enum sl_dir {
 };
 
 enum sl_policy_action {
+	SL_ACTION_NONE = 0,   /* no NetworkPolicy allows this key (only the tier hits say something) */
 	SL_ACTION_ALLOW = 1,
 	SL_ACTION_EXCEPT = 2, /* sl_cidr_policy: ipBlock except range, never allows */
 };
@@ -127,11 +132,38 @@ struct sl_policy_key {
 	__be16 port;
 };
 
+/* ClusterNetworkPolicy rule actions (struct sl_tier_hit). */
+enum sl_cnp_action {
+	SL_CNP_ACCEPT = 1,
+	SL_CNP_DENY = 2,
+	SL_CNP_PASS = 3,
+};
+
+/*
+ * The best ClusterNetworkPolicy rule of one tier (Admin or Baseline) that
+ * matches the traffic of a policy key, with every rule of a shorter covering
+ * prefix (port prefix in sl_policy, address prefix in sl_cidr_policy) folded in
+ * by the compiler: one LPM hit per lookup is complete for its slot. prec 0 =
+ * no rule of the tier; otherwise lower wins (priority, then policy name, then
+ * rule order, ranked by the compiler per compilation).
+ */
+struct sl_tier_hit {
+	__u32 prec;
+	__u32 policy_id;
+	__u16 rule;
+	__u8 action; /* enum sl_cnp_action */
+	__u8 pad;
+};
+
 struct sl_policy_val {
+	/* NetworkPolicy: SL_ACTION_ALLOW (policy_id, rule allow), SL_ACTION_EXCEPT, or SL_ACTION_NONE */
 	__u8 action; /* enum sl_policy_action */
 	__u8 pad;
 	__u16 rule;
 	__u32 policy_id;
+	/* appended: the ClusterNetworkPolicy tiers for this key (endpoints with SL_EP_*_TIERS only) */
+	struct sl_tier_hit admin;
+	struct sl_tier_hit baseline;
 };
 
 struct sl_cidr_policy_key {
@@ -244,12 +276,12 @@ struct sl_ct_entry {
 	/* appended to the ARCHITECTURE.md list */
 	__u32 snat_addr;
 	__be16 snat_port;
-	__u16 pad;
+	__u16 pass_rule; /* the Admin Pass rule the flow went through (pass_policy_id != 0) */
 	__u32 src_identity;
 	__u32 dst_identity;
 	struct sl_ct_key pair; /* the other direction's entry */
 	__u32 policy_rev;      /* forward entries: sl_endpoint.policy_rev the flow was allowed under */
-	__u32 pad2;
+	__u32 pass_policy_id;  /* the ClusterNetworkPolicy whose Admin Pass rule handed it on, 0 = none */
 };
 
 /* ---- IPv4 fragments (sl_frag, LRU; written and read by BPF only) -------- */
@@ -358,10 +390,14 @@ struct sl_flow_event {
 	__u32 ifindex;
 	__u32 src_identity;
 	__u32 dst_identity;
-	__u32 policy_id;
+	__u32 policy_id; /* the deciding policy (NetworkPolicy or ClusterNetworkPolicy), 0 = none */
 	__u32 pad;
 	__u64 packets;
 	__u64 bytes;
+	/* appended: the Admin Pass rule that handed the decision on to NetworkPolicy, 0 = none */
+	__u32 pass_policy_id;
+	__u16 pass_rule;
+	__u16 pad2;
 };
 
 /*
@@ -376,6 +412,7 @@ struct sl_contract {
 	enum sl_identity identity;
 	enum sl_dir dir;
 	enum sl_policy_action action;
+	enum sl_cnp_action cnp_action;
 	enum sl_lpm_bits lpm_bits;
 	enum sl_svc_scope svc_scope;
 	enum sl_svc_flags svc_flags;
@@ -408,6 +445,9 @@ struct sl_trace {
 	__u8 is_reply;
 	__u8 pad;
 	__u32 ifindex;
+	__u32 pass_policy_id; /* Admin Pass rule that handed the decision on (0 = none) */
+	__u16 pass_rule;
+	__u16 pad2;
 };
 
 #endif /* SL_TYPES_H */

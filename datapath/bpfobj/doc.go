@@ -14,5 +14,5 @@
 // SlNetdevObjects.
 package bpfobj
 
-//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target bpfel -type sl_flow_event -type sl_proto -type sl_tcp_flags -type sl_ep_flags -type sl_identity -type sl_dir -type sl_policy_action -type sl_lpm_bits -type sl_svc_scope -type sl_svc_flags -type sl_ct_scope -type sl_ct_flags -type sl_counter -type sl_event_level -type sl_verdict -type sl_drop_reason -type sl_event_type -type sl_obs_point Sl ../../bpf/lxc.c -- -I../../bpf -O2 -g -Wall
+//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target bpfel -type sl_flow_event -type sl_proto -type sl_tcp_flags -type sl_ep_flags -type sl_identity -type sl_dir -type sl_policy_action -type sl_cnp_action -type sl_lpm_bits -type sl_svc_scope -type sl_svc_flags -type sl_ct_scope -type sl_ct_flags -type sl_counter -type sl_event_level -type sl_verdict -type sl_drop_reason -type sl_event_type -type sl_obs_point Sl ../../bpf/lxc.c -- -I../../bpf -O2 -g -Wall
 //go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -target bpfel -no-global-types SlNetdev ../../bpf/netdev.c -- -I../../bpf -O2 -g -Wall

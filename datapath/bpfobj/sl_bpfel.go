@@ -61,6 +61,14 @@ type SlSlCidrPolicyKey struct {
 	Ip        uint32
 }
 
+type SlSlCnpAction uint32
+
+const (
+	SlSlCnpActionSL_CNP_ACCEPT SlSlCnpAction = 1
+	SlSlCnpActionSL_CNP_DENY   SlSlCnpAction = 2
+	SlSlCnpActionSL_CNP_PASS   SlSlCnpAction = 3
+)
+
 type SlSlCounter uint32
 
 const (
@@ -76,27 +84,27 @@ const (
 )
 
 type SlSlCtEntry struct {
-	_           structs.HostLayout
-	CreatedNs   uint64
-	LastSeenNs  uint64
-	Packets     uint64
-	Bytes       uint64
-	NatAddr     uint32
-	NatPort     uint16
-	Flags       uint16
-	PolicyId    uint32
-	OrigDaddr   uint32
-	OrigDport   uint16
-	Rule        uint16
-	SvcId       uint32
-	SnatAddr    uint32
-	SnatPort    uint16
-	Pad         uint16
-	SrcIdentity uint32
-	DstIdentity uint32
-	Pair        SlSlCtKey
-	PolicyRev   uint32
-	Pad2        uint32
+	_            structs.HostLayout
+	CreatedNs    uint64
+	LastSeenNs   uint64
+	Packets      uint64
+	Bytes        uint64
+	NatAddr      uint32
+	NatPort      uint16
+	Flags        uint16
+	PolicyId     uint32
+	OrigDaddr    uint32
+	OrigDport    uint16
+	Rule         uint16
+	SvcId        uint32
+	SnatAddr     uint32
+	SnatPort     uint16
+	PassRule     uint16
+	SrcIdentity  uint32
+	DstIdentity  uint32
+	Pair         SlSlCtKey
+	PolicyRev    uint32
+	PassPolicyId uint32
 }
 
 type SlSlCtFlags uint32
@@ -176,6 +184,8 @@ const (
 	SlSlEpFlagsSL_EP_EGRESS_ENFORCED     SlSlEpFlags = 2
 	SlSlEpFlagsSL_EP_POLICY_ERROR        SlSlEpFlags = 4
 	SlSlEpFlagsSL_EP_POLICY_WRITE_FAILED SlSlEpFlags = 8
+	SlSlEpFlagsSL_EP_INGRESS_TIERS       SlSlEpFlags = 16
+	SlSlEpFlagsSL_EP_EGRESS_TIERS        SlSlEpFlags = 32
 )
 
 type SlSlEventLevel uint32
@@ -196,30 +206,33 @@ const (
 )
 
 type SlSlFlowEvent struct {
-	_           structs.HostLayout
-	TsNs        uint64
-	Saddr       uint32
-	Daddr       uint32
-	OrigDaddr   uint32
-	Sport       uint16
-	Dport       uint16
-	OrigDport   uint16
-	Proto       uint8
-	Verdict     uint8
-	DropReason  uint8
-	Direction   uint8
-	TcpFlags    uint8
-	EventType   uint8
-	ObsPoint    uint8
-	IsReply     uint8
-	Rule        uint16
-	Ifindex     uint32
-	SrcIdentity uint32
-	DstIdentity uint32
-	PolicyId    uint32
-	Pad         uint32
-	Packets     uint64
-	Bytes       uint64
+	_            structs.HostLayout
+	TsNs         uint64
+	Saddr        uint32
+	Daddr        uint32
+	OrigDaddr    uint32
+	Sport        uint16
+	Dport        uint16
+	OrigDport    uint16
+	Proto        uint8
+	Verdict      uint8
+	DropReason   uint8
+	Direction    uint8
+	TcpFlags     uint8
+	EventType    uint8
+	ObsPoint     uint8
+	IsReply      uint8
+	Rule         uint16
+	Ifindex      uint32
+	SrcIdentity  uint32
+	DstIdentity  uint32
+	PolicyId     uint32
+	Pad          uint32
+	Packets      uint64
+	Bytes        uint64
+	PassPolicyId uint32
+	PassRule     uint16
+	Pad2         uint16
 }
 
 type SlSlFragKey struct {
@@ -281,6 +294,7 @@ const (
 type SlSlPolicyAction uint32
 
 const (
+	SlSlPolicyActionSL_ACTION_NONE   SlSlPolicyAction = 0
 	SlSlPolicyActionSL_ACTION_ALLOW  SlSlPolicyAction = 1
 	SlSlPolicyActionSL_ACTION_EXCEPT SlSlPolicyAction = 2
 )
@@ -301,6 +315,22 @@ type SlSlPolicyVal struct {
 	Pad      uint8
 	Rule     uint16
 	PolicyId uint32
+	Admin    struct {
+		_        structs.HostLayout
+		Prec     uint32
+		PolicyId uint32
+		Rule     uint16
+		Action   uint8
+		Pad      uint8
+	}
+	Baseline struct {
+		_        structs.HostLayout
+		Prec     uint32
+		PolicyId uint32
+		Rule     uint16
+		Action   uint8
+		Pad      uint8
+	}
 }
 
 type SlSlProto uint32

@@ -231,6 +231,10 @@ type Event struct {
 	PolicyID    uint32
 	Packets     uint64
 	Bytes       uint64
+	// PassPolicyID and PassRule name the ClusterNetworkPolicy Admin rule whose Pass handed the
+	// decision on to NetworkPolicy (0: none).
+	PassPolicyID uint32
+	PassRule     uint16
 }
 
 // Decode parses one raw event: the record is copied into the generated
@@ -272,6 +276,9 @@ func FromRaw(r *Raw, e *Event) {
 		PolicyID:    r.PolicyId,
 		Packets:     r.Packets,
 		Bytes:       r.Bytes,
+
+		PassPolicyID: r.PassPolicyId,
+		PassRule:     r.PassRule,
 	}
 }
 
@@ -298,6 +305,9 @@ func (e *Event) String() string {
 	}
 	if e.PolicyID != 0 {
 		fmt.Fprintf(&sb, " policy=%d rule=%d", e.PolicyID, e.Rule)
+	}
+	if e.PassPolicyID != 0 {
+		fmt.Fprintf(&sb, " pass=%d rule=%d", e.PassPolicyID, e.PassRule)
 	}
 	if e.Type == TypeClose {
 		fmt.Fprintf(&sb, " packets=%d bytes=%d", e.Packets, e.Bytes)

@@ -114,6 +114,33 @@ func BenchmarkPolicyNewFlow(b *testing.B) {
 	}
 }
 
+// BenchmarkPolicyNewFlowTiers: BenchmarkPolicyNewFlow for an endpoint with ClusterNetworkPolicy
+// rules (SL_EP_EGRESS_TIERS): every sl_policy and sl_cidr_policy lookup is taken and folded, the
+// Admin hit (a Pass on the peer) hands on to NetworkPolicy, which denies (no allow for the port).
+func BenchmarkPolicyNewFlowTiers(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			dp := benchDatapath(b)
+			addEndpoints(b, dp, 1, maps.EndpointEgressEnforced|maps.EndpointEgressTiers)
+			var entries []maps.PolicyEntry
+			for i := 0; i < n; i++ {
+				entries = append(entries, maps.PolicyEntry{
+					Key: maps.PolicyKey{EpID: uint32(1 + i%50), PeerID: uint32(256 + i), Dir: maps.Egress, Proto: maps.ProtoTCP,
+						Port: uint16(1000 + i), PortPrefixLen: 16},
+					Value: maps.PolicyValue{Action: maps.ActionAllow, PolicyID: uint32(i + 1),
+						Admin: maps.TierHit{Prec: uint32(10 + i), PolicyID: uint32(5000 + i), Action: maps.CNPAccept}},
+				})
+			}
+			entries = append(entries, maps.PolicyEntry{
+				Key:   maps.PolicyKey{EpID: 1, PeerID: 257, Dir: maps.Egress},
+				Value: maps.PolicyValue{Admin: maps.TierHit{Prec: 3, PolicyID: 9000, Action: maps.CNPPass}},
+			})
+			require.NoError(b, dp.Maps.UpsertPolicies(entries))
+			runBench(b, dp.FromContainer(), tcpPacket(benchSrc, benchDst, 40000, 9999, 0x02), actShot)
+		})
+	}
+}
+
 // BenchmarkEstablished: conntrack-hit path with 10 vs 1,000 endpoints.
 func BenchmarkEstablished(b *testing.B) {
 	for _, n := range []int{10, 1000} {

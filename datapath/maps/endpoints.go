@@ -23,6 +23,11 @@ const (
 	// agent could not write the endpoint's policy (maps full, write failed);
 	// the datapath denies everything (POLICY_WRITE_FAILED).
 	EndpointPolicyWriteFailed = EndpointFlags(bpfobj.SlSlEpFlagsSL_EP_POLICY_WRITE_FAILED)
+	// EndpointIngressTiers and EndpointEgressTiers: a ClusterNetworkPolicy has rules for the
+	// direction; the datapath takes every policy lookup and walks the tiers (Admin,
+	// NetworkPolicy, Baseline) instead of stopping at the first hit.
+	EndpointIngressTiers = EndpointFlags(bpfobj.SlSlEpFlagsSL_EP_INGRESS_TIERS)
+	EndpointEgressTiers  = EndpointFlags(bpfobj.SlSlEpFlagsSL_EP_EGRESS_TIERS)
 )
 
 // Endpoint is a local pod, keyed by its host veth ifindex.

@@ -12,11 +12,36 @@ type Action uint8
 
 // Actions.
 const (
+	// ActionNone: no NetworkPolicy allows the key's traffic; only its tier hits say something.
+	ActionNone  = Action(bpfobj.SlSlPolicyActionSL_ACTION_NONE)
 	ActionAllow = Action(bpfobj.SlSlPolicyActionSL_ACTION_ALLOW)
 	// ActionExcept (sl_cidr_policy only): an ipBlock "except" range; it
 	// never allows, the datapath moves on to the next, wider lookup.
 	ActionExcept = Action(bpfobj.SlSlPolicyActionSL_ACTION_EXCEPT)
 )
+
+// CNPAction is a ClusterNetworkPolicy rule action (enum sl_cnp_action).
+type CNPAction uint8
+
+// ClusterNetworkPolicy actions.
+const (
+	CNPAccept = CNPAction(bpfobj.SlSlCnpActionSL_CNP_ACCEPT)
+	CNPDeny   = CNPAction(bpfobj.SlSlCnpActionSL_CNP_DENY)
+	CNPPass   = CNPAction(bpfobj.SlSlCnpActionSL_CNP_PASS)
+)
+
+var cnpActionNames = [...]string{CNPAccept: "Accept", CNPDeny: "Deny", CNPPass: "Pass"}
+
+func (a CNPAction) String() string { return EnumName(cnpActionNames[:], uint8(a), "CNP_ACTION_%d") }
+
+// TierHit is struct sl_tier_hit: the best ClusterNetworkPolicy rule of one tier for a key, with
+// the rules of every shorter covering prefix folded in. Prec 0 means no rule; lower wins.
+type TierHit struct {
+	Prec     uint32
+	PolicyID uint32
+	Rule     uint16
+	Action   CNPAction
+}
 
 // policyFixedBits is ep_id + peer_id + dir + proto.
 const policyFixedBits = uint32(bpfobj.SlSlLpmBitsSL_POLICY_FIXED_BITS)
@@ -36,11 +61,14 @@ type PolicyKey struct {
 	PortPrefixLen uint8
 }
 
-// PolicyValue is an sl_policy / sl_cidr_policy value.
+// PolicyValue is an sl_policy / sl_cidr_policy value: the NetworkPolicy part (Action, Rule,
+// PolicyID) and the ClusterNetworkPolicy tiers (zero on endpoints without tier flags).
 type PolicyValue struct {
 	Action   Action
 	Rule     uint16
 	PolicyID uint32
+	Admin    TierHit
+	Baseline TierHit
 }
 
 // PolicyEntry is one key/value pair.
@@ -74,7 +102,18 @@ func (k PolicyKey) raw() (bpfobj.SlSlPolicyKey, error) {
 }
 
 func (v PolicyValue) raw() bpfobj.SlSlPolicyVal {
-	return bpfobj.SlSlPolicyVal{Action: uint8(v.Action), Rule: v.Rule, PolicyId: v.PolicyID}
+	r := bpfobj.SlSlPolicyVal{Action: uint8(v.Action), Rule: v.Rule, PolicyId: v.PolicyID}
+	r.Admin.Prec, r.Admin.PolicyId, r.Admin.Rule, r.Admin.Action = v.Admin.Prec, v.Admin.PolicyID, v.Admin.Rule, uint8(v.Admin.Action)
+	r.Baseline.Prec, r.Baseline.PolicyId, r.Baseline.Rule, r.Baseline.Action = v.Baseline.Prec, v.Baseline.PolicyID, v.Baseline.Rule, uint8(v.Baseline.Action)
+	return r
+}
+
+func policyValueFromRaw(r *bpfobj.SlSlPolicyVal) PolicyValue {
+	return PolicyValue{
+		Action: Action(r.Action), Rule: r.Rule, PolicyID: r.PolicyId,
+		Admin:    TierHit{Prec: r.Admin.Prec, PolicyID: r.Admin.PolicyId, Rule: r.Admin.Rule, Action: CNPAction(r.Admin.Action)},
+		Baseline: TierHit{Prec: r.Baseline.Prec, PolicyID: r.Baseline.PolicyId, Rule: r.Baseline.Rule, Action: CNPAction(r.Baseline.Action)},
+	}
 }
 
 // UpsertPolicy writes one sl_policy entry.
@@ -114,7 +153,7 @@ func (m *Maps) ListPolicies() ([]PolicyEntry, error) {
 		out = append(out, PolicyEntry{
 			Key: PolicyKey{EpID: k.EpId, PeerID: k.PeerId, Dir: Direction(k.Dir), Proto: Proto(k.Proto),
 				Port: Ntohs(k.Port), PortPrefixLen: plen},
-			Value: PolicyValue{Action: Action(v.Action), Rule: v.Rule, PolicyID: v.PolicyId},
+			Value: policyValueFromRaw(&v),
 		})
 	}
 	if err := it.Err(); err != nil {
@@ -189,7 +228,7 @@ func (m *Maps) ListCIDRPolicies() ([]CIDRPolicyEntry, error) {
 		out = append(out, CIDRPolicyEntry{
 			Key: CIDRPolicyKey{EpID: k.EpId, Dir: Direction(k.Dir), Proto: Proto(k.Proto), Port: Ntohs(k.Port),
 				Prefix: netip.PrefixFrom(U32ToIP(k.Ip), bitsLen)},
-			Value: PolicyValue{Action: Action(v.Action), Rule: v.Rule, PolicyID: v.PolicyId},
+			Value: policyValueFromRaw(&v),
 		})
 	}
 	if err := it.Err(); err != nil {

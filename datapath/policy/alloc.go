@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	slmaps "github.com/starlab-dev/starlab/datapath/maps"
 )
 
 // Allocator hands out pod identities (per namespace + pod label set, from
@@ -83,11 +85,6 @@ func RestoreAllocator(saved AllocatorState, programmed State) (*Allocator, error
 	if err := restore(a.policies, &a.nextPolicy, saved.Policies, saved.NextPolicy, 1, "policy"); err != nil {
 		return nil, err
 	}
-	above := func(next *uint32, n, first uint32) {
-		if n >= first && n != ^uint32(0) && n >= *next {
-			*next = n + 1
-		}
-	}
 	for _, e := range programmed.IPCache {
 		above(&a.nextID, e.Identity, FirstPodIdentity)
 	}
@@ -96,16 +93,30 @@ func RestoreAllocator(saved AllocatorState, programmed State) (*Allocator, error
 	}
 	for k, v := range programmed.Policy {
 		above(&a.nextID, k.PeerID, FirstPodIdentity)
-		above(&a.nextPolicy, v.PolicyID, 1)
+		abovePolicies(&a.nextPolicy, v)
 	}
 	for _, v := range programmed.CIDR {
-		above(&a.nextPolicy, v.PolicyID, 1)
+		abovePolicies(&a.nextPolicy, v)
 	}
 	return a, nil
 }
 
 // restore copies saved numbers into known, checking they are valid and
 // unique, and sets next above all of them.
+// above raises next above n (numbers from first up; the all-ones value is never handed out).
+func above(next *uint32, n, first uint32) {
+	if n >= first && n != ^uint32(0) && n >= *next {
+		*next = n + 1
+	}
+}
+
+// abovePolicies raises next above every policy id a value references (NetworkPolicy and tiers).
+func abovePolicies(next *uint32, v slmaps.PolicyValue) {
+	for _, id := range []uint32{v.PolicyID, v.Admin.PolicyID, v.Baseline.PolicyID} {
+		above(next, id, 1)
+	}
+}
+
 func restore(known map[string]uint32, next *uint32, saved map[string]uint32, savedNext, first uint32, what string) error {
 	owner := make(map[uint32]string, len(saved))
 	*next = max(*next, savedNext, first)

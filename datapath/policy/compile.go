@@ -140,6 +140,17 @@ func Compile(in Input) (*Result, error) {
 		seenPol[k] = true
 		polKeys = append(polKeys, k)
 	}
+	for i, cnp := range in.ClusterPolicies {
+		if cnp == nil || cnp.Name == "" {
+			return nil, fmt.Errorf("compile policy: clusternetworkpolicy %d in input is nil or has an empty name", i)
+		}
+		k := clusterPolicyKey(cnp.Name)
+		if seenPol[k] {
+			return nil, fmt.Errorf("compile policy: clusternetworkpolicy %s listed twice in input", cnp.Name)
+		}
+		seenPol[k] = true
+		polKeys = append(polKeys, k)
+	}
 	idNums, polNums, err := alloc.allocate(idKeys, polKeys)
 	if err != nil {
 		return nil, fmt.Errorf("compile policy: %w", err)
@@ -186,6 +197,8 @@ func Compile(in Input) (*Result, error) {
 		}
 	}
 
+	cnps := compileClusterPolicies(in, polNums, identList, res)
+
 	// Local endpoints.
 	for _, ref := range slices.SortedFunc(gomaps.Keys(in.LocalEndpoints), func(a, b PodRef) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
@@ -210,6 +223,9 @@ func Compile(in Input) (*Result, error) {
 		}
 		ep.Identity = podIdentity[ref]
 		compileEndpoint(ep, p, byNamespace[p.Namespace])
+		if ep.Flags&EndpointPolicyError == 0 {
+			foldTiers(ep, endpointTierAtoms(ep, p, idents[ep.Identity], cnps))
+		}
 	}
 	return res, nil
 }

@@ -25,35 +25,106 @@ import (
 // the node's own addresses, is always allowed: kubelet probes) is not part of
 // the compiled entries and is not applied here.
 func (r *Result) Decide(ep uint32, dir maps.Direction, peerIP netip.Addr, proto maps.Proto, port uint16) (allowed bool, policyID uint32) {
-	e := r.Endpoints[ep]
-	if e == nil || e.Flags&EndpointPolicyError != 0 {
+	v := r.DecideVerdict(ep, dir, peerIP, proto, port)
+	if !v.Allowed {
 		return false, 0
 	}
-	enforced := EndpointIngressEnforced
-	if dir == DirEgress {
-		enforced = EndpointEgressEnforced
+	return true, v.PolicyID
+}
+
+// Verdict is what the datapath decides for one new flow: allowed or not, and the rule that
+// decided (PolicyID 0: no rule, a default allow or NetworkPolicy's default deny), plus the Admin
+// Pass rule the decision went through (PassPolicyID 0: none). Tier is the deciding tier
+// (TierNone for a direction nothing enforces, or an endpoint that fails closed).
+type Verdict struct {
+	Allowed      bool
+	Tier         Tier
+	PolicyID     uint32
+	Rule         uint16
+	PassPolicyID uint32
+	PassRule     uint16
+}
+
+// DecideVerdict is Decide with the deciding rule and tier. Endpoints with a tier flag for the
+// direction are evaluated as bpf/lib/sl_policy.h's sl_tier_check does: every lookup, the lowest
+// precedence per tier, any NetworkPolicy allow; then Admin Accept/Deny, else NetworkPolicy when
+// enforced, else Baseline Accept/Deny, else allow.
+func (r *Result) DecideVerdict(ep uint32, dir maps.Direction, peerIP netip.Addr, proto maps.Proto, port uint16) Verdict {
+	e := r.Endpoints[ep]
+	if e == nil || e.Flags&EndpointPolicyError != 0 {
+		return Verdict{}
 	}
-	if e.Flags&enforced == 0 {
-		return true, 0
+	enforced, tiers := EndpointIngressEnforced, EndpointIngressTiers
+	if dir == DirEgress {
+		enforced, tiers = EndpointEgressEnforced, EndpointEgressTiers
+	}
+	if e.Flags&(enforced|tiers) == 0 {
+		return Verdict{Allowed: true}
 	}
 	peer := r.lookupIdentity(peerIP)
-	for _, l := range [...]struct {
+	slots := [...]struct {
 		peer  uint32
 		proto maps.Proto
-	}{{peer, proto}, {peer, ProtoAny}, {IdentityAny, proto}, {IdentityAny, ProtoAny}} {
-		if v, ok := e.lookupPolicy(dir, l.peer, l.proto, port); ok {
-			return v.Action == ActionAllow, v.PolicyID
-		}
-	}
-	for _, l := range [...]struct {
+	}{{peer, proto}, {peer, ProtoAny}, {IdentityAny, proto}, {IdentityAny, ProtoAny}}
+	levels := [...]struct {
 		proto maps.Proto
 		port  uint16
-	}{{proto, port}, {proto, 0}, {ProtoAny, 0}} {
-		if v, ok := e.lookupCIDR(dir, l.proto, l.port, peerIP); ok && v.Action == ActionAllow {
-			return true, v.PolicyID
+	}{{proto, port}, {proto, 0}, {ProtoAny, 0}}
+	if e.Flags&tiers == 0 {
+		for _, l := range slots {
+			if v, ok := e.lookupPolicy(dir, l.peer, l.proto, port); ok {
+				if v.Action != ActionAllow {
+					break
+				}
+				return Verdict{Allowed: true, Tier: TierNetworkPolicy, PolicyID: v.PolicyID, Rule: v.Rule}
+			}
+		}
+		for _, l := range levels {
+			if v, ok := e.lookupCIDR(dir, l.proto, l.port, peerIP); ok && v.Action == ActionAllow {
+				return Verdict{Allowed: true, Tier: TierNetworkPolicy, PolicyID: v.PolicyID, Rule: v.Rule}
+			}
+		}
+		return Verdict{Tier: TierNetworkPolicy}
+	}
+
+	var admin, baseline maps.TierHit
+	var np *maps.PolicyValue
+	fold := func(v maps.PolicyValue) {
+		mergeHit(&admin, v.Admin)
+		mergeHit(&baseline, v.Baseline)
+		if v.Action == ActionAllow && np == nil {
+			np = &v
 		}
 	}
-	return false, 0
+	for _, l := range slots {
+		if v, ok := e.lookupPolicy(dir, l.peer, l.proto, port); ok {
+			fold(v)
+		}
+	}
+	for _, l := range levels {
+		if v, ok := e.lookupCIDR(dir, l.proto, l.port, peerIP); ok {
+			fold(v)
+		}
+	}
+	var out Verdict
+	if admin.Prec != 0 {
+		if admin.Action != CNPPass {
+			return Verdict{Allowed: admin.Action == CNPAccept, Tier: TierAdmin, PolicyID: admin.PolicyID, Rule: admin.Rule}
+		}
+		out.PassPolicyID, out.PassRule = admin.PolicyID, admin.Rule
+	}
+	switch {
+	case e.Flags&enforced != 0:
+		out.Tier = TierNetworkPolicy
+		if np != nil {
+			out.Allowed, out.PolicyID, out.Rule = true, np.PolicyID, np.Rule
+		}
+	case baseline.Prec != 0 && baseline.Action != CNPPass:
+		out.Tier, out.Allowed, out.PolicyID, out.Rule = TierBaseline, baseline.Action == CNPAccept, baseline.PolicyID, baseline.Rule
+	default:
+		out.Allowed = true
+	}
+	return out
 }
 
 // lookupIdentity is the sl_ipcache LPM lookup.

@@ -10,6 +10,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/starlab-dev/starlab/datapath/maps"
 )
@@ -139,8 +140,8 @@ func (g *gen) ports() []networkingv1.NetworkPolicyPort {
 func fuzzInput(g *gen) Input {
 	in := Input{
 		Nodes: []Node{
-			{Name: "local", IPs: fuzzNodeIPs[:1]},
-			{Name: "remote", IPs: fuzzNodeIPs[1:]},
+			{Name: "local", IPs: fuzzNodeIPs[:1], Labels: map[string]string{"role": "x"}},
+			{Name: "remote", IPs: fuzzNodeIPs[1:], Labels: map[string]string{"role": "y"}},
 		},
 		LocalNode:      "local",
 		LocalEndpoints: map[PodRef]uint32{},
@@ -201,6 +202,9 @@ func fuzzInput(g *gen) Input {
 			np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: g.peers(), Ports: g.ports()})
 		}
 		in.Policies = append(in.Policies, np)
+	}
+	for i := range g.n(4) {
+		in.ClusterPolicies = append(in.ClusterPolicies, g.clusterPolicy(i))
 	}
 	return in
 }
@@ -299,10 +303,11 @@ func checkResultAgainstNaive(t *testing.T, data []byte, input Input, res *Result
 				for _, proto := range []maps.Proto{ProtoTCP, ProtoUDP, ProtoSCTP} {
 					for _, port := range fuzzProbePorts {
 						got, _ := res.Decide(epID, dir, ip, proto, port)
-						if stop := decideStopAtExcept(res, epID, dir, ip, proto, port); stop != got {
+						tiers := res.Endpoints[epID].Flags&(EndpointIngressTiers|EndpointEgressTiers) != 0
+						if stop := decideStopAtExcept(res, epID, dir, ip, proto, port); !tiers && stop != got {
 							t.Fatalf("input %q: an except entry that stops the CIDR lookups gives %v, falling through gives %v: %s dir %d peer %s proto %d port %d\nendpoint: %+v", data, stop, got, podRef, dir, ip, proto, port, res.Endpoints[epID])
 						}
-						want := naiveDecide(input, podRef, dir, ip, proto, port)
+						want := naiveDecideTiers(input, podRef, dir, ip, proto, port)
 						if got && !want {
 							t.Fatalf("input %q: compiled allows what the objects deny: %s dir %d peer %s proto %d port %d\nproblems: %v\nendpoint: %+v", data, podRef, dir, ip, proto, port, res.Problems, res.Endpoints[epID])
 						}
@@ -343,4 +348,104 @@ func decideStopAtExcept(r *Result, ep uint32, dir maps.Direction, ip netip.Addr,
 		}
 	}
 	return false
+}
+
+// cnpPeer draws a ClusterNetworkPolicy peer; egress peers also draw networks and nodes.
+func (g *gen) cnpPeer(egress bool) cnpv1beta1.ClusterNetworkPolicyEgressPeer {
+	kinds := 2
+	if egress {
+		kinds = 4
+	}
+	switch g.n(kinds) {
+	case 0:
+		return cnpv1beta1.ClusterNetworkPolicyEgressPeer{Namespaces: g.nonNilSelector("team", namespaceNameLabel)}
+	case 1:
+		return cnpv1beta1.ClusterNetworkPolicyEgressPeer{Pods: g.namespacedPod()}
+	case 2:
+		var nets []cnpv1beta1.CIDR
+		for range 1 + g.n(2) {
+			nets = append(nets, cnpv1beta1.CIDR(fuzzCIDRs[g.n(len(fuzzCIDRs))]))
+		}
+		return cnpv1beta1.ClusterNetworkPolicyEgressPeer{Networks: nets}
+	default:
+		return cnpv1beta1.ClusterNetworkPolicyEgressPeer{Nodes: g.nonNilSelector("role")}
+	}
+}
+
+func (g *gen) nonNilSelector(keys ...string) *metav1.LabelSelector {
+	if s := g.selector(keys...); s != nil {
+		return s
+	}
+	return &metav1.LabelSelector{}
+}
+
+func (g *gen) namespacedPod() *cnpv1beta1.NamespacedPod {
+	return &cnpv1beta1.NamespacedPod{NamespaceSelector: *g.nonNilSelector("team", namespaceNameLabel), PodSelector: *g.nonNilSelector("app", "tier")}
+}
+
+// cnpProtocols draws protocols: numbers, ranges (at most 256 wide: the CIDR map's limit for
+// networks peers), whole protocols and, without networks/nodes peers, named ports.
+func (g *gen) cnpProtocols(named bool) []cnpv1beta1.ClusterNetworkPolicyProtocol {
+	var out []cnpv1beta1.ClusterNetworkPolicyProtocol
+	for range g.n(3) {
+		if named && g.n(4) == 0 {
+			out = append(out, cnpv1beta1.ClusterNetworkPolicyProtocol{DestinationNamedPort: g.pick("http", "dns")})
+			continue
+		}
+		var port *cnpv1beta1.Port
+		switch g.n(4) {
+		case 0:
+		case 1:
+			lo := int32(fuzzPorts[g.n(len(fuzzPorts))])
+			port = &cnpv1beta1.Port{Range: &cnpv1beta1.PortRange{Start: lo, End: min(65535, lo+[]int32{0, 3, 255}[g.n(3)])}}
+		default:
+			port = &cnpv1beta1.Port{Number: int32(fuzzPorts[g.n(len(fuzzPorts))])}
+		}
+		var p cnpv1beta1.ClusterNetworkPolicyProtocol
+		switch g.n(3) {
+		case 0:
+			p.TCP = &cnpv1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: port}
+		case 1:
+			p.UDP = &cnpv1beta1.ClusterNetworkPolicyProtocolUDP{DestinationPort: port}
+		default:
+			p.SCTP = &cnpv1beta1.ClusterNetworkPolicyProtocolSCTP{DestinationPort: port}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// clusterPolicy draws a valid ClusterNetworkPolicy: tier, a priority from a small set (ties
+// happen), a subject and up to three rules per direction.
+func (g *gen) clusterPolicy(i int) *cnpv1beta1.ClusterNetworkPolicy {
+	p := &cnpv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cnp%d", i)}}
+	p.Spec.Tier = []cnpv1beta1.Tier{cnpv1beta1.AdminTier, cnpv1beta1.BaselineTier}[g.n(2)]
+	p.Spec.Priority = []int32{0, 5, 5, 1000}[g.n(4)]
+	if g.n(2) == 0 {
+		p.Spec.Subject.Namespaces = g.nonNilSelector("team", namespaceNameLabel)
+	} else {
+		p.Spec.Subject.Pods = g.namespacedPod()
+	}
+	actions := []cnpv1beta1.ClusterNetworkPolicyRuleAction{cnpv1beta1.ClusterNetworkPolicyRuleActionAccept, cnpv1beta1.ClusterNetworkPolicyRuleActionDeny, cnpv1beta1.ClusterNetworkPolicyRuleActionPass}
+	for range g.n(3) {
+		r := cnpv1beta1.ClusterNetworkPolicyIngressRule{Action: actions[g.n(3)]}
+		for range 1 + g.n(2) {
+			pr := g.cnpPeer(false)
+			r.From = append(r.From, cnpv1beta1.ClusterNetworkPolicyIngressPeer{Namespaces: pr.Namespaces, Pods: pr.Pods})
+		}
+		r.Protocols = g.cnpProtocols(true)
+		p.Spec.Ingress = append(p.Spec.Ingress, r)
+	}
+	for range g.n(3) {
+		r := cnpv1beta1.ClusterNetworkPolicyEgressRule{Action: actions[g.n(3)]}
+		named := true
+		for range 1 + g.n(2) {
+			pr := g.cnpPeer(true)
+			named = named && pr.Networks == nil && pr.Nodes == nil
+			r.To = append(r.To, pr)
+		}
+		r.Protocols = g.cnpProtocols(named)
+		p.Spec.Egress = append(p.Spec.Egress, r)
+	}
+	return p
 }

@@ -2,8 +2,10 @@ package policy
 
 import (
 	"net/netip"
+	"strconv"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/starlab-dev/starlab/datapath/maps"
 )
@@ -50,7 +52,47 @@ const (
 	// EndpointPolicyWriteFailed marks a deny-all (EndpointPolicyError) endpoint whose policy could
 	// not be written (FitCapacity, DenyAll): the datapath drops with POLICY_WRITE_FAILED.
 	EndpointPolicyWriteFailed = maps.EndpointPolicyWriteFailed
+	// EndpointIngressTiers and EndpointEgressTiers: ClusterNetworkPolicy rules apply to the
+	// direction; the datapath walks the tiers (Decide models it).
+	EndpointIngressTiers = maps.EndpointIngressTiers
+	EndpointEgressTiers  = maps.EndpointEgressTiers
 )
+
+// ClusterNetworkPolicy actions (sl_tier_hit.action).
+const (
+	CNPAccept = maps.CNPAccept
+	CNPDeny   = maps.CNPDeny
+	CNPPass   = maps.CNPPass
+)
+
+// PolicyKind is the kind of object a policy id names.
+type PolicyKind string
+
+// Policy kinds.
+const (
+	KindNetworkPolicy        PolicyKind = "NetworkPolicy"
+	KindClusterNetworkPolicy PolicyKind = "ClusterNetworkPolicy"
+)
+
+// Tier is where in the evaluation order a policy sits.
+type Tier uint8
+
+// Tiers, in evaluation order. TierNone: nothing decided (not enforced: default allow).
+const (
+	TierNone Tier = iota
+	TierAdmin
+	TierNetworkPolicy
+	TierBaseline
+)
+
+var tierNames = [...]string{TierNone: "", TierAdmin: "Admin", TierNetworkPolicy: "NetworkPolicy", TierBaseline: "Baseline"}
+
+func (t Tier) String() string {
+	if int(t) < len(tierNames) {
+		return tierNames[t]
+	}
+	return "tier(" + strconv.Itoa(int(t)) + ")"
+}
 
 // PodRef names a pod.
 type PodRef struct {
@@ -60,14 +102,26 @@ type PodRef struct {
 
 func (r PodRef) String() string { return r.Namespace + "/" + r.Name }
 
-// PolicyRef names a NetworkPolicy and carries its numeric id (>= 1).
+// PolicyRef names a NetworkPolicy or a ClusterNetworkPolicy and carries its numeric id (>= 1).
+// A zero Kind is a NetworkPolicy. ClusterNetworkPolicies have no Namespace; their Tier is
+// TierAdmin or TierBaseline, a NetworkPolicy's TierNetworkPolicy (or zero).
 type PolicyRef struct {
 	ID        uint32
 	Namespace string
 	Name      string
+	Kind      PolicyKind
+	Tier      Tier
 }
 
-func (r PolicyRef) String() string { return r.Namespace + "/" + r.Name }
+// IsCluster reports whether the ref names a ClusterNetworkPolicy.
+func (r PolicyRef) IsCluster() bool { return r.Kind == KindClusterNetworkPolicy }
+
+func (r PolicyRef) String() string {
+	if r.IsCluster() {
+		return "cnp/" + r.Name
+	}
+	return r.Namespace + "/" + r.Name
+}
 
 // ContainerPort is a port a pod's container declares (for named ports).
 type ContainerPort struct {
@@ -105,8 +159,9 @@ type Namespace struct {
 // Node is a cluster node and its addresses. The local node's addresses map to
 // IdentityHost, every other node's to IdentityRemoteNode.
 type Node struct {
-	Name string
-	IPs  []netip.Addr
+	Name   string
+	IPs    []netip.Addr
+	Labels map[string]string // for the ClusterNetworkPolicy nodes peer
 }
 
 // Input is everything Compile needs. Slices may be in any order; the result
@@ -116,6 +171,8 @@ type Input struct {
 	Namespaces []Namespace
 	Nodes      []Node
 	Policies   []*networkingv1.NetworkPolicy
+	// ClusterPolicies are the ClusterNetworkPolicies (Admin and Baseline tiers).
+	ClusterPolicies []*cnpv1beta1.ClusterNetworkPolicy
 	// LocalNode is the name of the node the agent runs on.
 	LocalNode string
 	// LocalEndpoints maps each pod on this node that has a datapath endpoint
@@ -152,14 +209,33 @@ type Endpoint struct {
 // Problem is something the compiler could not represent. When Policy is set,
 // every local endpoint the policy selects has EndpointPolicyError. When only
 // Endpoint is set, the problem concerns that endpoint alone.
+//
+// ClusterNetworkPolicy problems (Policy.Kind KindClusterNetworkPolicy) fail closed per rule as the
+// API defines instead: an Accept rule that cannot be represented matches nothing, a Deny or Pass
+// rule that cannot be represented denies all traffic at its precedence. Reason is a short,
+// bounded name for metrics (ProblemReason*).
 type Problem struct {
 	Policy   *PolicyRef
 	Endpoint *PodRef
 	Message  string
+	Reason   string
 }
+
+// Problem reasons of ClusterNetworkPolicies (bounded: metric label values).
+const (
+	ProblemReasonPriority        = "priority-out-of-range"
+	ProblemReasonTier            = "unknown-tier"
+	ProblemReasonAction          = "unknown-action"
+	ProblemReasonCIDR            = "bad-cidr"
+	ProblemReasonNamedPort       = "named-port-missing"
+	ProblemReasonSelector        = "bad-selector"
+	ProblemReasonUnrepresentable = "unrepresentable"
+)
 
 func (p Problem) String() string {
 	switch {
+	case p.Policy != nil && p.Policy.IsCluster():
+		return "clusternetworkpolicy " + p.Policy.Name + ": " + p.Message
 	case p.Policy != nil:
 		return "networkpolicy " + p.Policy.String() + ": " + p.Message
 	case p.Endpoint != nil:
@@ -181,4 +257,18 @@ type Result struct {
 	Identities map[uint32]Identity
 	// Problems lists what could not be represented (fail closed).
 	Problems []Problem
+	// ClusterRules names the rules of each ClusterNetworkPolicy per direction (by policy id;
+	// index = rule index; "" when the rule has no name), for attribution.
+	ClusterRules map[uint32][3][]string
+	// Overlaps lists pairs of ClusterNetworkPolicies of the same tier and priority whose
+	// subjects share a pod: allowed but ambiguous (this compiler orders them by name).
+	Overlaps []Overlap
+}
+
+// Overlap is two ClusterNetworkPolicies with the same tier and priority selecting a common pod.
+type Overlap struct {
+	Tier     Tier
+	Priority int32
+	A, B     PolicyRef // A.Name < B.Name; A takes precedence
+	Pod      PodRef    // one pod both select
 }

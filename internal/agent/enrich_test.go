@@ -39,7 +39,10 @@ var (
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.2.9"},
 	}
 	shopResult = &policy.Result{
-		Policies: map[uint32]policy.PolicyRef{7: {ID: 7, Namespace: "shop", Name: "allow-client"}},
+		Policies: map[uint32]policy.PolicyRef{7: {ID: 7, Namespace: "shop", Name: "allow-client"},
+			20: {ID: 20, Name: "admin-guard", Kind: policy.KindClusterNetworkPolicy, Tier: policy.TierAdmin},
+			21: {ID: 21, Name: "baseline-default", Kind: policy.KindClusterNetworkPolicy, Tier: policy.TierBaseline}},
+		ClusterRules: map[uint32][3][]string{20: {policy.DirIngress: {"", "deny-client"}}},
 		Endpoints: map[uint32]*policy.Endpoint{12: {EpID: 12, IngressPolicies: []policy.PolicyRef{
 			{ID: 9, Namespace: "shop", Name: "zz-deny"}, {ID: 7, Namespace: "shop", Name: "allow-client"}}}},
 	}
@@ -95,7 +98,8 @@ func TestEnrich(t *testing.T) {
 			assert.Equal(t, &flow.Workload{Kind: "Deployment", Name: "web"}, f.Destination.Workload)
 			assert.Equal(t, []string{"k8s:app=web", "k8s:io.kubernetes.pod.namespace=shop"}, f.Destination.Labels)
 			assert.Equal(t, "client", f.Source.PodName)
-			assert.Equal(t, []flow.Policy{{Kind: flow.PolicyKindNetworkPolicy, Namespace: "shop", Name: "allow-client"}}, f.AllowedBy)
+			assert.Equal(t, []flow.Policy{{Kind: flow.PolicyKindNetworkPolicy, Namespace: "shop", Name: "allow-client",
+				Tier: flow.TierNetworkPolicy, Rule: "0", Action: flow.ActionAllow}}, f.AllowedBy)
 			assert.Empty(t, f.DeniedBy)
 			assert.Equal(t, flow.DirectionIngress, f.TrafficDirection)
 			assert.Equal(t, flow.ObsToEndpoint, f.TraceObservationPoint)
@@ -111,10 +115,34 @@ func TestEnrich(t *testing.T) {
 			assert.Equal(t, flow.DropPolicyDenied, f.DropReasonDesc)
 			assert.Empty(t, f.AllowedBy)
 			assert.Equal(t, []flow.Policy{
-				{Kind: flow.PolicyKindDefaultDeny},
-				{Kind: flow.PolicyKindNetworkPolicy, Namespace: "shop", Name: "allow-client"},
-				{Kind: flow.PolicyKindNetworkPolicy, Namespace: "shop", Name: "zz-deny"},
+				{Kind: flow.PolicyKindDefaultDeny, Tier: flow.TierNetworkPolicy},
+				{Kind: flow.PolicyKindNetworkPolicy, Namespace: "shop", Name: "allow-client", Tier: flow.TierNetworkPolicy},
+				{Kind: flow.PolicyKindNetworkPolicy, Namespace: "shop", Name: "zz-deny", Tier: flow.TierNetworkPolicy},
 			}, f.DeniedBy)
+		}},
+		{"denied by an Admin ClusterNetworkPolicy rule", func(e *flowevent.Event) {
+			e.Verdict, e.Type, e.DropReason = flowevent.VerdictDropped, flowevent.TypeDrop, flowevent.DropPolicyDenied
+			e.PolicyID, e.Rule = 20, 1
+		}, func(t *testing.T, f *flow.Flow) {
+			assert.Empty(t, f.AllowedBy)
+			assert.Equal(t, []flow.Policy{{Kind: flow.PolicyKindClusterNetworkPolicy, Name: "admin-guard", Tier: flow.TierAdmin, Rule: "deny-client", Action: flow.ActionDeny}}, f.DeniedBy)
+			assert.Equal(t, "ClusterNetworkPolicy/admin-guard[rule deny-client Deny]", f.DeniedBy[0].String())
+		}},
+		{"Admin Pass then NetworkPolicy allow", func(e *flowevent.Event) {
+			e.Verdict, e.Type, e.PolicyID = flowevent.VerdictForwarded, flowevent.TypeNew, 7
+			e.PassPolicyID, e.PassRule = 20, 0
+		}, func(t *testing.T, f *flow.Flow) {
+			assert.Empty(t, f.DeniedBy)
+			assert.Equal(t, []flow.Policy{
+				{Kind: flow.PolicyKindClusterNetworkPolicy, Name: "admin-guard", Tier: flow.TierAdmin, Rule: "0", Action: flow.ActionPass},
+				{Kind: flow.PolicyKindNetworkPolicy, Namespace: "shop", Name: "allow-client", Tier: flow.TierNetworkPolicy, Rule: "0", Action: flow.ActionAllow},
+			}, f.AllowedBy)
+		}},
+		{"Baseline Deny", func(e *flowevent.Event) {
+			e.Verdict, e.Type, e.DropReason = flowevent.VerdictDropped, flowevent.TypeDrop, flowevent.DropPolicyDenied
+			e.PolicyID, e.Rule = 21, 0
+		}, func(t *testing.T, f *flow.Flow) {
+			assert.Equal(t, []flow.Policy{{Kind: flow.PolicyKindClusterNetworkPolicy, Name: "baseline-default", Tier: flow.TierBaseline, Rule: "0", Action: flow.ActionDeny}}, f.DeniedBy)
 		}},
 		{"world source, no service", func(e *flowevent.Event) {
 			e.Src, e.SrcIdentity, e.OrigDst, e.OrigDstPort = netip.MustParseAddr("8.8.8.8"), policy.IdentityWorld, netip.Addr{}, 0

@@ -192,22 +192,7 @@ func (e *enricher) enrich(ev *flowevent.Event, clock flowevent.Clock) *flow.Flow
 	f.Destination = e.endpointFor(ev.Dst, ev.DstIdentity)
 
 	if res := e.policies.PolicyResult(); res != nil {
-		if ev.PolicyID != 0 {
-			if ref, ok := res.Policies[ev.PolicyID]; ok {
-				f.AllowedBy = []flow.Policy{{Kind: flow.PolicyKindNetworkPolicy, Namespace: ref.Namespace, Name: ref.Name}}
-			}
-		}
-		if ev.Verdict == flowevent.VerdictDropped && (ev.DropReason == flowevent.DropPolicyDenied || ev.DropReason == flowevent.DropPolicyUnrepresentable || ev.DropReason == flowevent.DropPolicyWriteFailed) {
-			dir := policy.DirIngress
-			if ev.Direction == flowevent.DirectionEgress {
-				dir = policy.DirEgress
-			}
-			f.AllowedBy = nil
-			f.DeniedBy = []flow.Policy{{Kind: flow.PolicyKindDefaultDeny}}
-			for _, ref := range policiesSelecting(res, ev.Ifindex, dir) {
-				f.DeniedBy = append(f.DeniedBy, flow.Policy{Kind: flow.PolicyKindNetworkPolicy, Namespace: ref.Namespace, Name: ref.Name})
-			}
-		}
+		f.AllowedBy, f.DeniedBy = attribute(res, ev)
 	}
 	return f
 }

@@ -113,6 +113,9 @@ func ProtocolName(proto uint8) string {
 // Policy kinds in allowed_by / denied_by.
 const (
 	PolicyKindNetworkPolicy = "NetworkPolicy"
+	// PolicyKindClusterNetworkPolicy: a ClusterNetworkPolicy (policy.networking.k8s.io) rule of
+	// the Admin or Baseline tier.
+	PolicyKindClusterNetworkPolicy = "ClusterNetworkPolicy"
 	PolicyKindDefaultDeny   = "DefaultDeny"
 )
 
@@ -206,19 +209,52 @@ type Service struct {
 	Namespace string `json:"namespace"`
 }
 
-// Policy names the rule that decided a flow.
+// Policy names the rule that decided a flow. Tier is the evaluation tier (TierAdmin,
+// TierNetworkPolicy, TierBaseline); Rule the rule's name, or its index in the direction's list;
+// Action what the rule did (ActionAccept, ActionDeny, ActionPass; a NetworkPolicy rule allows).
+// An Admin Pass is listed before the rule that then decided.
 type Policy struct {
 	Kind      string `json:"kind"`
 	Namespace string `json:"namespace,omitempty"`
 	Name      string `json:"name,omitempty"`
+	Tier      string `json:"tier,omitempty"`
+	Rule      string `json:"rule,omitempty"`
+	Action    string `json:"action,omitempty"`
 }
 
-// String renders a policy as kind/namespace/name.
+// Policy tiers (Policy.Tier).
+const (
+	TierAdmin         = "Admin"
+	TierNetworkPolicy = "NetworkPolicy"
+	TierBaseline      = "Baseline"
+)
+
+// Rule actions (Policy.Action).
+const (
+	ActionAccept = "Accept"
+	ActionDeny   = "Deny"
+	ActionPass   = "Pass"
+	ActionAllow  = "Allow"
+)
+
+// String renders a policy as kind/namespace/name; a ClusterNetworkPolicy as kind/name with its
+// rule and action: "ClusterNetworkPolicy/deny-all[rule 0 Deny]".
 func (p Policy) String() string {
 	if p.Name == "" {
 		return p.Kind
 	}
-	return p.Kind + "/" + p.Namespace + "/" + p.Name
+	if p.Kind != PolicyKindClusterNetworkPolicy {
+		return p.Kind + "/" + p.Namespace + "/" + p.Name
+	}
+	s := p.Kind + "/" + p.Name
+	if p.Rule != "" || p.Action != "" {
+		s += "[rule " + p.Rule
+		if p.Action != "" {
+			s += " " + p.Action
+		}
+		s += "]"
+	}
+	return s
 }
 
 // String renders an endpoint as namespace/pod, or its IP when it is not a pod.

@@ -26,7 +26,7 @@ Feature: Cluster-wide admin rules and a baseline over the stars demo
       | client        | ignored | yes      | no      |
       | frontend      | no      | ignored  | yes     |
       | backend       | no      | no       | ignored |
-    And "client" connecting to "frontend" is FORWARDED by NetworkPolicy "stars/frontend-policy"
+    And "client" connecting to "frontend" is FORWARDED by NetworkPolicy "stars/frontend-policy" in the NetworkPolicy tier
 
     When I apply the cluster network policy "deny-client-to-stars"
     Then the stars reachability is:
@@ -36,7 +36,7 @@ Feature: Cluster-wide admin rules and a baseline over the stars demo
       | frontend      | no      | ignored  | yes     |
       | backend       | no      | no       | ignored |
     And the reachability matches the policies
-    And "client" connecting to "frontend" is DROPPED by ClusterNetworkPolicy "deny-client-to-stars"
+    And "client" connecting to "frontend" is DROPPED by ClusterNetworkPolicy "deny-client-to-stars" in the Admin tier
 
     When I apply the cluster network policy "pass-client-to-frontend"
     Then the stars reachability is:
@@ -46,8 +46,8 @@ Feature: Cluster-wide admin rules and a baseline over the stars demo
       | frontend      | no      | ignored  | yes     |
       | backend       | no      | no       | ignored |
     And the reachability matches the policies
-    And "client" connecting to "frontend" is FORWARDED by NetworkPolicy "stars/frontend-policy"
-    And "client" connecting to "backend" is DROPPED by ClusterNetworkPolicy "deny-client-to-stars"
+    And "client" connecting to "frontend" is FORWARDED by NetworkPolicy "stars/frontend-policy" in the NetworkPolicy tier after an Admin Pass by "pass-client-to-frontend"
+    And "client" connecting to "backend" is DROPPED by ClusterNetworkPolicy "deny-client-to-stars" in the Admin tier
 
   @wip
   Scenario: The baseline decides only where no NetworkPolicy selects the pod
@@ -59,7 +59,7 @@ Feature: Cluster-wide admin rules and a baseline over the stars demo
       | frontend      | yes     | ignored  | no      |
       | backend       | yes     | no       | ignored |
     And the reachability matches the policies
-    And "management-ui" connecting to "frontend" is DROPPED by ClusterNetworkPolicy "baseline-deny-stars"
+    And "management-ui" connecting to "frontend" is DROPPED by ClusterNetworkPolicy "baseline-deny-stars" in the Baseline tier
 
     When I apply the stars policy "allow-ui"
     Then the stars reachability is:
@@ -69,4 +69,4 @@ Feature: Cluster-wide admin rules and a baseline over the stars demo
       | frontend      | no      | ignored  | no      |
       | backend       | no      | no       | ignored |
     And the reachability matches the policies
-    And "management-ui" connecting to "frontend" is FORWARDED by NetworkPolicy "stars/allow-ui"
+    And "management-ui" connecting to "frontend" is FORWARDED by NetworkPolicy "stars/allow-ui" in the NetworkPolicy tier

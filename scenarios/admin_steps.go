@@ -20,9 +20,6 @@ import (
 //go:embed testdata/admin-policy/*.yaml
 var adminPolicies embed.FS
 
-// policyKindClusterNetworkPolicy is the kind flows name a ClusterNetworkPolicy with.
-const policyKindClusterNetworkPolicy = "ClusterNetworkPolicy"
-
 // adminSteps are the steps of features/admin-policy.feature, one value per scenario.
 type adminSteps struct {
 	w *World
@@ -36,7 +33,7 @@ func newAdminSteps(w *World) *adminSteps { return &adminSteps{w: w, e: w.Env} }
 func (s *adminSteps) steps() []step {
 	return []step{
 		{`^I apply the cluster network policy "([^"]*)"$`, s.applyClusterPolicy},
-		{`^"([^"]*)" connecting to "([^"]*)" is (FORWARDED|DROPPED) by (ClusterNetworkPolicy|NetworkPolicy) "([^"]*)"$`, s.connectionDecidedBy},
+		{`^"([^"]*)" connecting to "([^"]*)" is (FORWARDED|DROPPED) by (ClusterNetworkPolicy|NetworkPolicy) "([^"]*)" in the (Admin|NetworkPolicy|Baseline) tier( after an Admin Pass by "[^"]*")?$`, s.connectionDecidedBy},
 	}
 }
 
@@ -87,10 +84,10 @@ func (s *adminSteps) deleteApplied(ctx context.Context) error {
 }
 
 // connectionDecidedBy connects from a stars workload to another's Service once and finds the
-// connection's ingress flow at the observer: its verdict, and the policy that decided it among
-// allowed_by (FORWARDED) or denied_by (DROPPED). A ClusterNetworkPolicy is named by its name, a
-// NetworkPolicy by namespace/name.
-func (s *adminSteps) connectionDecidedBy(ctx context.Context, from, to, verdict, kind, policy string) error {
+// connection's ingress flow at the observer: its verdict, and the policy and tier that decided it among
+// allowed_by (FORWARDED) or denied_by (DROPPED), and the Admin Pass listed before it when one is named.
+// A ClusterNetworkPolicy is named by its name, a NetworkPolicy by namespace/name.
+func (s *adminSteps) connectionDecidedBy(ctx context.Context, from, to, verdict, kind, policy, tier, passClause string) error {
 	t := godog.T(ctx)
 	fw, err := lookupStarsWorkload(from)
 	require.NoError(t, err)
@@ -104,9 +101,14 @@ func (s *adminSteps) connectionDecidedBy(ctx context.Context, from, to, verdict,
 	require.NoError(t, err, "the probe reported no local address (%q)", res.LocalAddr)
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	require.NoError(t, err)
-	want := flow.Policy{Kind: kind, Name: policy}
+	want := flow.Policy{Kind: kind, Name: policy, Tier: tier}
 	if kind == flow.PolicyKindNetworkPolicy {
 		want.Namespace, want.Name, _ = strings.Cut(policy, "/")
+	}
+	pass := ""
+	if passClause != "" {
+		_, rest, _ := strings.Cut(passClause, `"`)
+		pass = strings.TrimSuffix(rest, `"`)
 	}
 	q := flow.Query{Since: start.Add(-time.Second), Allow: []flow.Filter{{SourceNamespace: []string{fw.Ref.Namespace}, SourcePort: []uint16{uint16(port)}}}}
 	var seen []string
@@ -125,11 +127,9 @@ func (s *adminSteps) connectionDecidedBy(ctx context.Context, from, to, verdict,
 			if verdict == "DROPPED" {
 				by = f.DeniedBy
 			}
-			for _, p := range by {
-				if p.Kind == want.Kind && p.Name == want.Name && (want.Namespace == "" || p.Namespace == want.Namespace) {
-					godog.Logf(ctx, "%s -> %s %s by %s %s: %s", from, to, verdict, kind, policy, FormatFlow(f))
-					return nil
-				}
+			if decidedBy(by, want, pass) {
+				godog.Logf(ctx, "%s -> %s %s by %s %s (%s tier): %s", from, to, verdict, kind, policy, tier, FormatFlow(f))
+				return nil
 			}
 		}
 		if time.Now().After(deadline) {
@@ -137,7 +137,23 @@ func (s *adminSteps) connectionDecidedBy(ctx context.Context, from, to, verdict,
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	require.Failf(t, "no deciding flow", "no %s INGRESS flow of the connection %s -> %s (source port %d) decided by %s %q; the observer has:\n%s",
-		verdict, from, to, port, kind, policy, strings.Join(seen, "\n"))
+	require.Failf(t, "no deciding flow", "no %s INGRESS flow of the connection %s -> %s (source port %d) decided by %s %q in the %s tier%s; the observer has:\n%s",
+		verdict, from, to, port, kind, policy, tier, passClause, strings.Join(seen, "\n"))
 	return nil
+}
+
+// decidedBy reports whether the flow's policies name want (kind, namespace, name, tier) as the deciding
+// one, not as a Pass, preceded by an Admin Pass of the ClusterNetworkPolicy pass when pass is not "".
+func decidedBy(by []flow.Policy, want flow.Policy, pass string) bool {
+	passed := pass == ""
+	for _, p := range by {
+		if p.Action == flow.ActionPass {
+			passed = passed || (p.Kind == flow.PolicyKindClusterNetworkPolicy && p.Name == pass && p.Tier == flow.TierAdmin)
+			continue
+		}
+		if p.Kind == want.Kind && p.Name == want.Name && p.Namespace == want.Namespace && p.Tier == want.Tier {
+			return passed
+		}
+	}
+	return false
 }

@@ -165,5 +165,7 @@ func TestJudgeCellNamesTheDecidingClusterPolicy(t *testing.T) {
 	allowed, err := o.Evaluate(oracle.PodEndpoint("z", "a"), oracle.PodEndpoint("x", "a"), 80, corev1.ProtocolTCP)
 	require.NoError(t, err)
 	assert.Empty(t, judgeCell(allowed, &Probe{Reachable: true}, &Observation{Verdict: ObservedAllowed, AllowedBy: []string{"x/allow-all-ingress"}}, true))
-	assert.Equal(t, []string{"cnp/x"}, policyRefs([]flow.Policy{{Kind: "ClusterNetworkPolicy", Name: "x"}, {Kind: flow.PolicyKindDefaultDeny}}))
+	assert.Equal(t, []string{"cnp/x"}, policyRefs([]flow.Policy{{Kind: flow.PolicyKindClusterNetworkPolicy, Name: "x", Tier: flow.TierAdmin, Action: flow.ActionDeny}, {Kind: flow.PolicyKindDefaultDeny}}))
+	assert.Equal(t, []string{"x/np"}, policyRefs([]flow.Policy{{Kind: flow.PolicyKindClusterNetworkPolicy, Name: "p", Tier: flow.TierAdmin, Action: flow.ActionPass},
+		{Kind: flow.PolicyKindNetworkPolicy, Namespace: "x", Name: "np", Tier: flow.TierNetworkPolicy, Action: flow.ActionAllow}}), "an Admin Pass did not decide")
 }

@@ -133,19 +133,17 @@ func judgeConnection(fl []*flow.Flow) Observation {
 	return ob
 }
 
-// policyKindClusterNetworkPolicy is the kind flows name a ClusterNetworkPolicy with.
-const policyKindClusterNetworkPolicy = "ClusterNetworkPolicy"
-
 // policyRefs returns namespace/name of the NetworkPolicies and cnp/NAME of the ClusterNetworkPolicies
-// in ps (the DefaultDeny marker left out), sorted: the oracle's names.
+// that decided (an Admin Pass listed before the deciding rule and the DefaultDeny marker left out),
+// sorted: the oracle's names.
 func policyRefs(ps []flow.Policy) []string {
 	var out []string
 	for _, p := range ps {
 		switch {
-		case p.Name == "":
+		case p.Name == "" || p.Action == flow.ActionPass:
 		case p.Kind == flow.PolicyKindNetworkPolicy:
 			out = append(out, p.Namespace+"/"+p.Name)
-		case p.Kind == policyKindClusterNetworkPolicy:
+		case p.Kind == flow.PolicyKindClusterNetworkPolicy:
 			out = append(out, "cnp/"+p.Name)
 		}
 	}

@@ -290,15 +290,7 @@ func (pe *cnpPeer) matches(other *Pod, ip netip.Addr, nsLabels func(string) labe
 // the destination is not a pod: a named port then matches nothing).
 func (pr *cnpProto) matches(dst *Pod, proto corev1.Protocol, port int32) bool {
 	if pr.namedPort != "" {
-		if dst == nil {
-			return false
-		}
-		for _, cp := range dst.Ports {
-			if cp.Name == pr.namedPort && protoOrTCP(cp.Protocol) == proto && cp.Port == port {
-				return true
-			}
-		}
-		return false
+		return namedPortIs(dst, pr.namedPort, proto, port)
 	}
 	if pr.proto != proto {
 		return false

@@ -306,3 +306,44 @@ func secretVolume(vols []corev1.Volume, name string) string {
 	}
 	return ""
 }
+
+// TestRenderClusterNetworkPolicyCRD: the chart installs the ClusterNetworkPolicy CRD of
+// network-policy-api v0.3.0, standard channel by default, experimental behind
+// clusterNetworkPolicy.experimental, none with installCRDs false; the agent may watch them and
+// write their status.
+func TestRenderClusterNetworkPolicyCRD(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		vals    map[string]any
+		channel string // "" = no CRD
+	}{
+		{name: "default", channel: "standard"},
+		{name: "experimental", vals: map[string]any{"clusterNetworkPolicy": map[string]any{"experimental": true}}, channel: "experimental"},
+		{name: "off", vals: map[string]any{"clusterNetworkPolicy": map[string]any{"installCRDs": false}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := render(t, tc.vals)
+			crd, ok := objs["CustomResourceDefinition/clusternetworkpolicies.policy.networking.k8s.io"]
+			if tc.channel == "" {
+				assert.False(t, ok)
+				return
+			}
+			require.True(t, ok, "rendered: %v", keysOf(objs))
+			assert.Contains(t, string(crd), "policy.networking.k8s.io/channel: "+tc.channel)
+			assert.Contains(t, string(crd), "policy.networking.k8s.io/bundle-version: v0.3.0")
+			assert.Contains(t, string(crd), "name: v1beta1")
+			assert.Contains(t, string(crd), "name: v1alpha2")
+		})
+	}
+	rbac := string(render(t, nil)["ClusterRole/starlab-agent"])
+	assert.Contains(t, rbac, "clusternetworkpolicies/status")
+	assert.Contains(t, rbac, "policy.networking.k8s.io")
+}
+
+func keysOf(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -54,7 +54,7 @@ func NamespaceFromK8s(ns *corev1.Namespace) Namespace {
 // NodeFromK8s converts a corev1.Node, keeping its IPv4 InternalIP and
 // ExternalIP addresses.
 func NodeFromK8s(n *corev1.Node) Node {
-	out := Node{Name: n.Name}
+	out := Node{Name: n.Name, Labels: n.Labels}
 	for _, a := range n.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 			continue

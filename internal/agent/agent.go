@@ -22,6 +22,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/starlab-dev/starlab/datapath/lb"
 	"github.com/starlab-dev/starlab/datapath/loader"
@@ -37,10 +38,12 @@ type Agent struct {
 	log     *slog.Logger
 	started time.Time
 
-	client   kubernetes.Interface
-	recorder record.EventRecorder
-	dp       *loader.Datapath
-	metrics  *metrics
+	client kubernetes.Interface
+	// cnpClient is the typed ClusterNetworkPolicy client (sigs.k8s.io/network-policy-api).
+	cnpClient cnpclient.Interface
+	recorder  record.EventRecorder
+	dp        *loader.Datapath
+	metrics   *metrics
 
 	ready  atomic.Bool // datapath loaded and endpoint API serving
 	synced atomic.Bool // informers synced
@@ -82,6 +85,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.flows.metrics = a.metrics
 	a.policy.observe = a.metrics.policyCompileSeconds.Observe
 	a.policy.applyFailures = func(reason string, n int) { a.metrics.policyApplyFailures.WithLabelValues(reason).Add(float64(n)) }
+	a.policy.cnpProblems = func(reason string) { a.metrics.clusterPolicyProblems.WithLabelValues(reason).Inc() }
 	return a, nil
 }
 
@@ -108,6 +112,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.client, err = kubernetes.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	if a.cnpClient, err = cnpclient.NewForConfig(rc); err != nil {
+		return fmt.Errorf("clusternetworkpolicy client: %w", err)
 	}
 	bc := record.NewBroadcaster(record.WithContext(ctx))
 	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
@@ -309,6 +316,11 @@ func (a *Agent) startInformers(ctx context.Context) error {
 	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), namespaces.Informer(), netpols.Informer()} {
 		if _, err := inf.AddEventHandler(polHandler); err != nil {
 			return fmt.Errorf("add policy handler: %w", err)
+		}
+	}
+	if a.cnpClient != nil {
+		if err := a.startClusterPolicies(ctx, a.client.Discovery(), a.cnpClient, polHandler); err != nil {
+			return err
 		}
 	}
 	syncNodes := func() {

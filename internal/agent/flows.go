@@ -250,6 +250,7 @@ func (f *flows) start(ctx context.Context, wg *sync.WaitGroup, events, counters 
 			fl := f.enrich(ev, clock)
 			f.store.Add(fl)
 			f.metrics.flows.WithLabelValues(string(fl.Verdict)).Inc()
+			f.metrics.countVerdict(fl)
 			if fl.Verdict == flow.VerdictDropped {
 				f.metrics.drops.WithLabelValues(fl.DropReasonDesc).Inc()
 			}

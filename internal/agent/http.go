@@ -29,6 +29,12 @@ type metrics struct {
 	drops                *prometheus.CounterVec
 	policyCompileSeconds prometheus.Histogram
 	policyApplyFailures  *prometheus.CounterVec
+	// clusterPolicyProblems: ClusterNetworkPolicy rules that failed closed, by reason (the
+	// policy.ProblemReason* set).
+	clusterPolicyProblems *prometheus.CounterVec
+	// verdicts: flow verdicts per deciding policy and rule (bounded, see verdictLabels).
+	verdicts      *prometheus.CounterVec
+	verdictLabels *boundedLabels
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -49,7 +55,16 @@ func newMetrics(a *Agent) *metrics {
 		Name: "starlab_policy_apply_failures_total",
 		Help: "Endpoints set deny-all because their policy could not be written (reason: capacity = the policy maps are full, write = a map write failed).",
 	}, []string{"reason"})
-	m.reg.MustRegister(m.flows, m.drops, m.policyCompileSeconds, m.policyApplyFailures,
+	m.clusterPolicyProblems = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "starlab_cluster_policy_problems_total",
+		Help: "ClusterNetworkPolicy rules that failed closed (an Accept matches nothing, a Deny or Pass denies all), by reason.",
+	}, []string{"reason"})
+	m.verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "starlab_policy_verdicts_total",
+		Help: "New-flow verdicts by the deciding policy rule: kind, tier, policy (namespace/name or name), rule, verdict. At most " + fmt.Sprint(maxVerdictSeries) + " policy/rule pairs; the rest count as policy=\"other\".",
+	}, []string{"kind", "tier", "policy", "rule", "verdict"})
+	m.verdictLabels = newBoundedLabels(maxVerdictSeries)
+	m.reg.MustRegister(m.flows, m.drops, m.policyCompileSeconds, m.policyApplyFailures, m.clusterPolicyProblems, m.verdicts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_flow_events_lost_total", Help: "Flow events lost (ring buffer full, malformed, or store overflow)."},
 			func() float64 { return float64(a.flows.lost()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_endpoints", Help: "Local endpoints."},

@@ -25,6 +25,8 @@ import (
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/record"
 
+	cnplisters "sigs.k8s.io/network-policy-api/pkg/client/listers/apis/v1beta1"
+
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/datapath/policy"
 )
@@ -47,6 +49,7 @@ type policySources struct {
 	namespaces corev1listers.NamespaceLister
 	nodes      corev1listers.NodeLister
 	netpols    networkinglisters.NetworkPolicyLister
+	cnps       cnplisters.ClusterNetworkPolicyLister // nil: the API server does not serve them
 }
 
 // localEndpoints lists the node's endpoints (the endpoint part).
@@ -73,11 +76,15 @@ type policies struct {
 	// true, endpoints are programmed without enforcement, so the conformance suite can show it
 	// catches a broken CNI. nil: never.
 	skipEnforcement func() bool
+	// cnpProblems counts ClusterNetworkPolicy rules that failed closed, by policy.Problem reason;
+	// may be nil.
+	cnpProblems func(reason string)
 	// Set by Run before the part is used, read-only afterwards.
-	maps     policyMaps
-	sources  policySources
-	nodes    typedcorev1.NodeInterface // revision annotation
-	recorder record.EventRecorder      // nil: no Events
+	maps      policyMaps
+	sources   policySources
+	nodes     typedcorev1.NodeInterface // revision annotation
+	recorder  record.EventRecorder      // nil: no Events
+	cnpStatus clusterPolicyStatus       // nil: ClusterNetworkPolicy status is not written
 
 	kick               chan struct{}
 	synced             *atomic.Bool // informers synced: compilations may run
@@ -91,6 +98,7 @@ type policies struct {
 	loaded     bool
 	savedIDs   policy.AllocatorState // what idsPath holds
 	problems   map[string]bool       // reported problems (an Event once per problem)
+	overlaps   map[string]bool       // reported ClusterNetworkPolicy overlaps
 	failed     map[uint32]bool       // endpoints (ifindex) deny-all because their policy could not be written
 }
 
@@ -224,6 +232,7 @@ func (p *policies) compileAndApply(ctx context.Context) error {
 	p.noteFailuresLocked("capacity", over, eps)
 	p.result.Store(res)
 	p.reportProblemsLocked(res)
+	p.reportOverlapsLocked(ctx, res)
 	p.programmedRevision.Store(rev)
 	if p.observe != nil {
 		p.observe(time.Since(start).Seconds())
@@ -429,6 +438,9 @@ func (p *policies) input(eps []*Endpoint) (policy.Input, error) {
 		return in, fmt.Errorf("list networkpolicies: %w", err)
 	}
 	in.Policies = append(in.Policies, nps...)
+	if in.ClusterPolicies, err = p.clusterPolicies(); err != nil {
+		return in, err
+	}
 	return in, nil
 }
 
@@ -532,6 +544,11 @@ func (p *policies) reportProblemsLocked(res *policy.Result) {
 		msg := pr.String()
 		now[msg] = true
 		if p.problems[msg] {
+			continue
+		}
+		if pr.Policy != nil && pr.Policy.IsCluster() {
+			p.log.Warn("clusternetworkpolicy rule fails closed", "problem", msg, "reason", pr.Reason)
+			p.reportClusterProblem(pr)
 			continue
 		}
 		p.log.Warn("policy problem (affected endpoints deny everything)", "problem", msg)

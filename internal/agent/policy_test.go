@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	cnplisters "sigs.k8s.io/network-policy-api/pkg/client/listers/apis/v1beta1"
+
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/datapath/policy"
 )
@@ -31,6 +33,7 @@ type policyFixture struct {
 	eps     *endpoints
 	maps    *fakePolicyMaps
 	netpols cache.Indexer
+	cnps    cache.Indexer
 	client  *fake.Clientset
 	events  *record.FakeRecorder
 }
@@ -57,7 +60,8 @@ func newPolicyFixtureIn(t *testing.T, stateDir string) *policyFixture {
 	cfg := DefaultConfig()
 	cfg.NodeName = "n1"
 	cfg.StateDir = stateDir
-	f := &policyFixture{pods: pods, maps: newFakePolicyMaps(), netpols: netpols, client: fake.NewClientset(n1), events: record.NewFakeRecorder(10)}
+	cnps := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	f := &policyFixture{pods: pods, maps: newFakePolicyMaps(), netpols: netpols, cnps: cnps, client: fake.NewClientset(n1), events: record.NewFakeRecorder(10)}
 	f.eps = newEndpoints(cfg, slog.Default(), nil)
 	f.p = newPolicies("n1", cfg.IdentitiesPath(), 0, slog.Default(), f.eps, &atomic.Bool{})
 	f.p.maps = f.maps
@@ -66,6 +70,7 @@ func newPolicyFixtureIn(t *testing.T, stateDir string) *policyFixture {
 	f.p.sources = policySources{
 		pods: corev1listers.NewPodLister(pods), namespaces: corev1listers.NewNamespaceLister(nss),
 		nodes: corev1listers.NewNodeLister(nodes), netpols: networkinglisters.NewNetworkPolicyLister(netpols),
+		cnps: cnplisters.NewClusterNetworkPolicyLister(cnps),
 	}
 	f.p.synced.Store(true)
 	return f

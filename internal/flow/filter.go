@@ -47,6 +47,11 @@ type Filter struct {
 	Workload             []string           `json:"workload,omitempty"`             // either side
 	TCPFlags             []string           `json:"tcp_flags,omitempty"`            // "SYN" or "SYN,ACK": all of them set
 	Reply                []bool             `json:"reply,omitempty"`                // is_reply true or false
+	// Policy: a policy in allowed_by or denied_by is this [namespace/]name (NetworkPolicy) or name
+	// (ClusterNetworkPolicy).
+	Policy []string `json:"policy,omitempty"`
+	// Tier: a policy in allowed_by or denied_by is of this tier (Admin, NetworkPolicy, Baseline).
+	Tier []string `json:"tier,omitempty"`
 }
 
 // IsEmpty reports whether the filter has no field set (it then matches every flow).
@@ -57,7 +62,7 @@ func (f Filter) IsEmpty() bool {
 		len(f.SourcePort)+len(f.DestinationPort)+len(f.Port)+len(f.SourceIdentity)+len(f.DestinationIdentity)+
 		len(f.Identity)+len(f.Protocol)+len(f.Verdict)+len(f.DropReason)+len(f.TrafficDirection)+
 		len(f.EventType)+len(f.NodeName)+len(f.SourceWorkload)+len(f.DestinationWorkload)+len(f.Workload)+
-		len(f.TCPFlags)+len(f.Reply) == 0
+		len(f.TCPFlags)+len(f.Reply)+len(f.Policy)+len(f.Tier) == 0
 }
 
 // predicate is one compiled field of a filter.
@@ -170,6 +175,10 @@ func (f Filter) compile() (compiledFilter, error) {
 		field(anyParsed(f.Workload, workloadRef("workload"), workloadMatch, srcEP, dstEP)),
 		field(anyParsed(f.TCPFlags, ParseTCPFlags, TCPFlags.setIn, tcpFlags)),
 		field(anyOf(f.Reply, isReply), nil),
+		field(anyPolicy(f.Policy, func(p Policy, v string) bool {
+			return p.Name != "" && (v == p.Name || v == p.Namespace+"/"+p.Name)
+		}), nil),
+		field(anyKnownPolicyTier(f.Tier)),
 	}
 	var c compiledFilter
 	for _, x := range fields {
@@ -181,6 +190,37 @@ func (f Filter) compile() (compiledFilter, error) {
 		}
 	}
 	return c, nil
+}
+
+// policyTiers are the values of Filter.Tier.
+var policyTiers = []string{TierAdmin, TierNetworkPolicy, TierBaseline}
+
+// anyPolicy matches a flow when one of its allowed_by/denied_by policies matches one of vals.
+func anyPolicy(vals []string, match func(Policy, string) bool) predicate {
+	if len(vals) == 0 {
+		return nil
+	}
+	return func(fl *Flow) bool {
+		for _, ps := range [][]Policy{fl.AllowedBy, fl.DeniedBy} {
+			for _, p := range ps {
+				for _, v := range vals {
+					if match(p, v) {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+}
+
+func anyKnownPolicyTier(vals []string) (predicate, error) {
+	for _, v := range vals {
+		if !slices.Contains(policyTiers, v) {
+			return nil, fmt.Errorf("tier %q: use one of %s", v, strings.Join(policyTiers, ", "))
+		}
+	}
+	return anyPolicy(vals, func(p Policy, v string) bool { return p.Tier == v }), nil
 }
 
 // compiledField is one filter field compiled (p is nil when the field is unset) or its error.

@@ -116,7 +116,7 @@ const (
 	// PolicyKindClusterNetworkPolicy: a ClusterNetworkPolicy (policy.networking.k8s.io) rule of
 	// the Admin or Baseline tier.
 	PolicyKindClusterNetworkPolicy = "ClusterNetworkPolicy"
-	PolicyKindDefaultDeny   = "DefaultDeny"
+	PolicyKindDefaultDeny          = "DefaultDeny"
 )
 
 // Flow is one observed network event.

@@ -601,3 +601,37 @@ func TestMergeOneSlowStream(t *testing.T) {
 	assert.Equal(t, "very-late", l.uuid)
 	assert.InDelta(t, 2*time.Second, l.behind, float64(time.Second))
 }
+
+// --policy and --tier match any policy a flow names (the Pass and the deciding rule alike).
+func TestFilterPolicyAndTier(t *testing.T) {
+	passed := &Flow{AllowedBy: []Policy{
+		{Kind: PolicyKindClusterNetworkPolicy, Name: "guard", Tier: TierAdmin, Rule: "0", Action: ActionPass},
+		{Kind: PolicyKindNetworkPolicy, Namespace: "stars", Name: "allow-client", Tier: TierNetworkPolicy},
+	}}
+	baseline := &Flow{DeniedBy: []Policy{{Kind: PolicyKindClusterNetworkPolicy, Name: "baseline-deny", Tier: TierBaseline, Action: ActionDeny}}}
+	for _, tc := range []struct {
+		filter Filter
+		flow   *Flow
+		want   bool
+	}{
+		{Filter{Policy: []string{"guard"}}, passed, true},
+		{Filter{Policy: []string{"stars/allow-client"}}, passed, true},
+		{Filter{Policy: []string{"allow-client"}}, passed, true},
+		{Filter{Policy: []string{"other/allow-client"}}, passed, false},
+		{Filter{Policy: []string{"guard"}}, baseline, false},
+		{Filter{Tier: []string{TierAdmin}}, passed, true},
+		{Filter{Tier: []string{TierBaseline}}, passed, false},
+		{Filter{Tier: []string{TierBaseline}}, baseline, true},
+		{Filter{Tier: []string{TierBaseline}, Policy: []string{"guard"}}, baseline, false},
+	} {
+		m, err := NewMatcher([]Filter{tc.filter}, nil)
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, m.Match(tc.flow), "%+v", tc.filter)
+	}
+	_, err := NewMatcher([]Filter{{Tier: []string{"admin"}}}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "use one of Admin, NetworkPolicy, Baseline")
+	q, err := ParseQuery(url.Values{"tier": {"Admin"}, "policy": {"guard"}}, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, []Filter{{Tier: []string{"Admin"}, Policy: []string{"guard"}}}, q.Allow)
+}

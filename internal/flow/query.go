@@ -98,6 +98,16 @@ var filterParams = map[string]struct {
 	"from-workload":     {"flows from a workload ([namespace/]name of its Deployment, StatefulSet, ...)", func(f *Filter, v string) error { return appendWorkload(&f.SourceWorkload, v) }},
 	"to-workload":       {"flows to a workload ([namespace/]name)", func(f *Filter, v string) error { return appendWorkload(&f.DestinationWorkload, v) }},
 	"workload":          {"flows from or to a workload ([namespace/]name)", func(f *Filter, v string) error { return appendWorkload(&f.Workload, v) }},
+	"policy": {"flows a policy decided or passed ([namespace/]name of a NetworkPolicy, name of a ClusterNetworkPolicy)", func(f *Filter, v string) error {
+		return appendName(&f.Policy, v, "policy")
+	}},
+	"tier": {"flows a policy tier decided or passed: " + strings.Join(policyTiers, ", "), func(f *Filter, v string) error {
+		if !slices.Contains(policyTiers, v) {
+			return fmt.Errorf("tier %q: use one of %s", v, strings.Join(policyTiers, ", "))
+		}
+		f.Tier = append(f.Tier, v)
+		return nil
+	}},
 	"tcp-flags": {"TCP flags that must all be set, e.g. SYN or SYN,ACK (repeat to OR)", func(f *Filter, v string) error {
 		if _, err := ParseTCPFlags(v); err != nil {
 			return err

@@ -114,10 +114,19 @@ func serviceProto(s *flow.Service) *flowpb.Service {
 	return &flowpb.Service{Name: s.Name, Namespace: s.Namespace}
 }
 
+// policiesProto maps the deciding rules to Hubble's Policy: Kind is NetworkPolicy,
+// ClusterNetworkPolicy or DefaultDeny; Hubble has no tier or rule fields, so they travel as
+// labels "tier=Admin", "rule=<name or index>", "action=Deny" (as Cilium puts its rule labels there).
 func policiesProto(ps []flow.Policy) []*flowpb.Policy {
 	var out []*flowpb.Policy
 	for _, p := range ps {
-		out = append(out, &flowpb.Policy{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name})
+		pp := &flowpb.Policy{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name}
+		for _, l := range [...]struct{ k, v string }{{"tier", p.Tier}, {"rule", p.Rule}, {"action", p.Action}} {
+			if l.v != "" {
+				pp.Labels = append(pp.Labels, l.k+"="+l.v)
+			}
+		}
+		out = append(out, pp)
 	}
 	return out
 }

@@ -73,7 +73,7 @@ E2E_LAB ?= starlab-e2e
 test-e2e: build hubble
 	@set -o pipefail; rc=0; \
 	$(BIN)/starlab down --name $(E2E_LAB) >/dev/null 2>&1 || true; \
-	$(BIN)/starlab up --name $(E2E_LAB) --test-images || rc=$$?; \
+	$(BIN)/starlab up --name $(E2E_LAB) --test-images --set clusterNetworkPolicy.experimental=true || rc=$$?; \
 	if [ $$rc = 0 ]; then \
 	  STARLAB_LAB=$(E2E_LAB) STARLAB_REPORT_DIR=$(CURDIR)/$(OUT)/e2e \
 	    $(GO) test -count=1 -p 1 -tags e2e -timeout 75m $(call tagged,e2e) || rc=$$?; \

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"helm.sh/helm/v3/pkg/strvals"
 
 	"github.com/starlab-dev/starlab/charts"
 	"github.com/starlab-dev/starlab/internal/hostprep"
@@ -26,6 +27,7 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 		output                    string
 		clusterOnly, skipHostPrep bool
 		noDemo, testImages        bool
+		sets                      []string
 		cpTimeout, readyTimeout   time.Duration
 	)
 	cmd := &cobra.Command{
@@ -68,6 +70,14 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 			if noDemo {
 				opts.Manifests = nil
 			}
+			if len(sets) > 0 {
+				opts.ChartValues = map[string]any{}
+				for _, kv := range sets {
+					if err := strvals.ParseInto(kv, opts.ChartValues); err != nil {
+						return fmt.Errorf("--set %q: %w (want key.path=value, e.g. clusterNetworkPolicy.experimental=true)", kv, err)
+					}
+				}
+			}
 			if testImages {
 				opts.TestImages = func(ctx context.Context) (string, []string, error) {
 					res, err := nodeimage.BuildAgnhost(ctx, nodeimage.Options{CacheDir: cacheDir, Progress: p, Logger: slog.Default()})
@@ -102,6 +112,7 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&cacheDir, "cache-dir", os.Getenv("STARLAB_CACHE"), "build cache directory (default $STARLAB_CACHE or /var/cache/starlab)")
 	f.BoolVar(&clusterOnly, "cluster-only", false, "stop after the cluster and its post-create step (no images, chart, demo)")
 	f.BoolVar(&noDemo, "no-demo", false, "do not deploy the demo apps")
+	f.StringArrayVar(&sets, "set", nil, "a chart value over the ones up computes, helm style key.path=value (repeatable), e.g. clusterNetworkPolicy.experimental=true")
 	f.BoolVar(&testImages, "test-images", false, "also build (cached) and load "+nodeimage.AgnhostImage+", the upstream network-policy-api conformance suite's image (make test-e2e does)")
 	f.BoolVar(&skipHostPrep, "skip-host-prep", false, "do not check/prepare docker first")
 	f.DurationVar(&cpTimeout, "control-plane-timeout", 3*time.Minute, "how long to wait for the control plane")

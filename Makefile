@@ -6,7 +6,7 @@ OUT := out
 export CGO_ENABLED := 0
 BINARIES := starlab starlab-agent starlab-cni starlab-observer starlab-demo
 # Debian packages the build, tests and benchmarks need (Docker and debootstrap are also ensured by `starlab up`).
-APT_PACKAGES := docker.io debootstrap clang-16 llvm-16 libbpf-dev iproute2 iptables jq iperf3 chromium tmux ca-certificates
+APT_PACKAGES := docker.io debootstrap bash-static clang-16 llvm-16 libbpf-dev iproute2 iptables jq iperf3 chromium tmux ca-certificates
 
 .PHONY: all deps build hubble lab down test test-unit fuzz test-datapath test-e2e bench generate check-generate vet fmt clean
 
@@ -73,7 +73,7 @@ E2E_LAB ?= starlab-e2e
 test-e2e: build hubble
 	@set -o pipefail; rc=0; \
 	$(BIN)/starlab down --name $(E2E_LAB) >/dev/null 2>&1 || true; \
-	$(BIN)/starlab up --name $(E2E_LAB) || rc=$$?; \
+	$(BIN)/starlab up --name $(E2E_LAB) --test-images --set clusterNetworkPolicy.experimental=true || rc=$$?; \
 	if [ $$rc = 0 ]; then \
 	  STARLAB_LAB=$(E2E_LAB) STARLAB_REPORT_DIR=$(CURDIR)/$(OUT)/e2e \
 	    $(GO) test -count=1 -p 1 -tags e2e -timeout 75m $(call tagged,e2e) || rc=$$?; \

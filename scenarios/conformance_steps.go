@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	npclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/starlab-dev/starlab/internal/agent"
 	"github.com/starlab-dev/starlab/internal/agentapi"
@@ -45,8 +46,12 @@ func (o observerFlows) Flows(ctx context.Context, q flow.Query, emit func(*flow.
 // (pod IPs and Service ClusterIPs, every declared TCP and UDP port) and the observer's flows of
 // exactly those connections. It returns the truth tables (wrong cells explained) and the result.
 func (e *Env) CheckReachability(ctx context.Context, namespaces []string) (string, *conformance.LiveResult, error) {
+	np, err := npclient.NewForConfig(e.RESTConfig)
+	if err != nil {
+		return "", nil, fmt.Errorf("clusternetworkpolicy client: %w", err)
+	}
 	c := &conformance.LiveCheck{
-		Client: e.Client, Namespaces: namespaces, Forward: conformance.PortForwarder(e.RESTConfig),
+		Client: e.Client, PolicyClient: np, Namespaces: namespaces, Forward: conformance.PortForwarder(e.RESTConfig),
 		Flows: observerFlows{e}, Timeout: ProbeTimeout, FlowWait: ReachabilityFlowWait,
 	}
 	res, err := c.Run(ctx)
@@ -133,7 +138,11 @@ func (s *conformanceSteps) podsRun(ctx context.Context) error {
 }
 
 func (s *conformanceSteps) applyState(ctx context.Context, u *conformance.Universe, prev *conformance.State, next conformance.State) error {
-	rv, changed, err := conformance.ApplyState(ctx, s.e.Client, u, prev, next)
+	np, err := npclient.NewForConfig(s.e.RESTConfig)
+	if err != nil {
+		return fmt.Errorf("clusternetworkpolicy client: %w", err)
+	}
+	rv, changed, err := conformance.ApplyState(ctx, s.e.Client, np, u, prev, next)
 	if err != nil || !changed {
 		return err
 	}

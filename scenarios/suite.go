@@ -24,6 +24,7 @@ func scenarioSteps(w *World) []step {
 		newObserverSteps(w).steps(),
 		newConformanceSteps(w).steps(),
 		newHardeningSteps(w).steps(),
+		newAdminSteps(w).steps(),
 	)
 }
 

@@ -110,7 +110,7 @@ func runConformance(cmd *cobra.Command, g *globalOptions, o *conformanceOptions)
 	if err != nil {
 		return err
 	}
-	runner := &conformance.Runner{Client: target.Client, Universe: u, Opts: conformance.Options{
+	runner := &conformance.Runner{Client: target.Client, Policies: target.Policies, Universe: u, Opts: conformance.Options{
 		Timeout: o.timeout, ProgramTimeout: o.programTimeout, FlowWait: o.flowWait, Modes: modes, Progress: prog, Log: slog.Default(),
 	}}
 	if runner.Opts.Wait, err = conformanceWait(ctx, target, o.wait); err != nil {

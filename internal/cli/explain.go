@@ -19,10 +19,12 @@ func newExplainCommand(g *globalOptions) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "explain --from NS/POD --to NS/POD|NS/SVC|IP --port N [--protocol TCP] [-f DIR]",
-		Short: "Explain whether NetworkPolicy allows a connection, and why (live lab, or offline from manifests with -f)",
-		Long: `explain evaluates NetworkPolicy v1 from the specification (internal/oracle) for one connection
-and prints the verdict per direction: the policies selecting each side, the rule that allowed it,
-or the default deny. --to accepts NS/POD, NS/SVC (a pod of that name wins; force with pod/NS/NAME or
+		Short: "Explain whether NetworkPolicy and ClusterNetworkPolicy allow a connection, and why (live lab, or offline from manifests with -f)",
+		Long: `explain evaluates NetworkPolicy v1 and ClusterNetworkPolicy from the specification (internal/oracle)
+for one connection and prints the verdict per direction: the policies selecting each side, the rule
+that allowed it, or the default deny; with ClusterNetworkPolicies, the tier walk ("Admin: pass by
+cnp/allow-monitoring ingress rule 0 → NetworkPolicy: no policy selects → Baseline: deny by
+cnp/baseline-deny ingress rule 0"). --to accepts NS/POD, NS/SVC (a pod of that name wins; force with pod/NS/NAME or
 svc/NS/NAME) or an IP. Without -f it reads the running lab; -f reads manifest files or directories
 (recursively; Deployments become their pods, named after the Deployment).`,
 		Args: cobra.NoArgs,
@@ -109,6 +111,9 @@ func writeDirections(w io.Writer, indent string, v oracle.Verdict) {
 		fmt.Fprintf(w, "%s%-7s %s: %s\n", indent, d.Direction, verdictWord(d.Allowed), d.Reason)
 		if len(d.SelectedBy) > 0 {
 			fmt.Fprintf(w, "%s        selected by: %s\n", indent, strings.Join(d.SelectedBy, ", "))
+		}
+		for _, a := range d.Ambiguous {
+			fmt.Fprintf(w, "%s        ambiguous: %s\n", indent, a)
 		}
 		if len(d.AllowedBy) > 1 {
 			refs := make([]string, len(d.AllowedBy))

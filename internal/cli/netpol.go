@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
+	npclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/starlab-dev/starlab/internal/conformance"
 	"github.com/starlab-dev/starlab/internal/lab"
@@ -52,10 +53,18 @@ func liveOracle(ctx context.Context, g *globalOptions) (*oracle.Oracle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (or explain offline with -f DIR)", err)
 	}
+	cfg, err := l.RESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("%w (or explain offline with -f DIR)", err)
+	}
+	np, err := npclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("clusternetworkpolicy client for lab %q: %w", g.clusterName, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	hint := fmt.Sprintf("is the lab up? `starlab status --name %s`, or explain offline with -f DIR", g.clusterName)
-	c, err := clusterFromAPI(ctx, cs)
+	c, err := clusterFromAPI(ctx, cs, np)
 	if err != nil {
 		return nil, fmt.Errorf("lab %q (%s): %w", g.clusterName, hint, err)
 	}
@@ -66,10 +75,10 @@ func liveOracle(ctx context.Context, g *globalOptions) (*oracle.Oracle, error) {
 	return o, nil
 }
 
-// clusterFromAPI reads namespaces, pods that have not finished, services and network policies
-// (conformance.ReadCluster, shared with the reachability check).
-func clusterFromAPI(ctx context.Context, cs kubernetes.Interface) (oracle.Cluster, error) {
-	return conformance.ReadCluster(ctx, cs)
+// clusterFromAPI reads namespaces, nodes, pods that have not finished, services, network policies and
+// cluster network policies (conformance.ReadCluster, shared with the reachability check).
+func clusterFromAPI(ctx context.Context, cs kubernetes.Interface, np npclient.Interface) (oracle.Cluster, error) {
+	return conformance.ReadCluster(ctx, cs, np)
 }
 
 // portFlags turns --port/--protocol into the truth-table columns; none means the ports the pods serve.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"helm.sh/helm/v3/pkg/strvals"
 
 	"github.com/starlab-dev/starlab/charts"
 	"github.com/starlab-dev/starlab/internal/hostprep"
@@ -25,13 +26,14 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 		version, binDir, cacheDir string
 		output                    string
 		clusterOnly, skipHostPrep bool
-		noDemo                    bool
+		noDemo, testImages        bool
+		sets                      []string
 		cpTimeout, readyTimeout   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Create (or upgrade) the lab: offline kind cluster, Starlab datapath and observer, demo apps",
-		Long: "Runs the steps host -> node image -> cluster -> post-create -> images -> chart -> demo -> wait.\n" +
+		Long: "Runs the steps host -> node image -> cluster -> post-create -> images [-> test images] -> chart -> demo -> wait.\n" +
 			"On an existing lab of the same shape the cluster is kept and the later steps run again as an upgrade.\n" +
 			"The kubeconfig is written to $HOME/.kube/starlab-<name>.yaml.\n" +
 			"Supported Kubernetes versions: " + strings.Join(nodeimage.SupportedVersions(), ", ") + ".",
@@ -68,6 +70,23 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 			if noDemo {
 				opts.Manifests = nil
 			}
+			if len(sets) > 0 {
+				opts.ChartValues = map[string]any{}
+				for _, kv := range sets {
+					if err := strvals.ParseInto(kv, opts.ChartValues); err != nil {
+						return fmt.Errorf("--set %q: %w (want key.path=value, e.g. clusterNetworkPolicy.experimental=true)", kv, err)
+					}
+				}
+			}
+			if testImages {
+				opts.TestImages = func(ctx context.Context) (string, []string, error) {
+					res, err := nodeimage.BuildAgnhost(ctx, nodeimage.Options{CacheDir: cacheDir, Progress: p, Logger: slog.Default()})
+					if err != nil {
+						return "", nil, err
+					}
+					return res.Archive, []string{res.Image}, nil
+				}
+			}
 			res, err := l.Up(cmd.Context(), opts)
 			if err != nil {
 				return err
@@ -93,6 +112,8 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&cacheDir, "cache-dir", os.Getenv("STARLAB_CACHE"), "build cache directory (default $STARLAB_CACHE or /var/cache/starlab)")
 	f.BoolVar(&clusterOnly, "cluster-only", false, "stop after the cluster and its post-create step (no images, chart, demo)")
 	f.BoolVar(&noDemo, "no-demo", false, "do not deploy the demo apps")
+	f.StringArrayVar(&sets, "set", nil, "a chart value over the ones up computes, helm style key.path=value (repeatable), e.g. clusterNetworkPolicy.experimental=true")
+	f.BoolVar(&testImages, "test-images", false, "also build (cached) and load "+nodeimage.AgnhostImage+", the upstream network-policy-api conformance suite's image (make test-e2e does)")
 	f.BoolVar(&skipHostPrep, "skip-host-prep", false, "do not check/prepare docker first")
 	f.DurationVar(&cpTimeout, "control-plane-timeout", 3*time.Minute, "how long to wait for the control plane")
 	f.DurationVar(&readyTimeout, "timeout", 5*time.Minute, "how long to wait for the chart and for every node and pod to be Ready")

@@ -134,21 +134,39 @@ func judgeCell(v oracle.Verdict, p *Probe, ob *Observation, flows bool) []string
 }
 
 // denyingSide returns the direction that denies (egress first, as the packet meets it first) and
-// the policies selecting that side, sorted.
+// the policies the flow must name, sorted: the ClusterNetworkPolicy (cnp/NAME) whose rule denied when
+// the Admin or Baseline tier decided, else the NetworkPolicies selecting that side.
 func denyingSide(v oracle.Verdict) (string, []string) {
 	d := v.Ingress
 	if !v.Egress.Allowed {
 		d = v.Egress
+	}
+	if p := clusterDecider(d); p != "" {
+		return d.Direction, []string{p}
 	}
 	want := slices.Clone(d.SelectedBy)
 	slices.Sort(want)
 	return d.Direction, want
 }
 
-// allowingPolicies are the policies with a rule allowing v, either direction.
+// clusterDecider is the ClusterNetworkPolicy (cnp/NAME) that decided d, or "" when another tier did.
+func clusterDecider(d oracle.DirVerdict) string {
+	if d.Tier != oracle.TierAdmin && d.Tier != oracle.TierBaseline || len(d.Walk) == 0 {
+		return ""
+	}
+	return d.Walk[len(d.Walk)-1].Policy
+}
+
+// allowingPolicies are the policies with a rule allowing v, either direction: the accepting
+// ClusterNetworkPolicy where the Admin or Baseline tier decided, the allowing NetworkPolicies where
+// that tier did.
 func allowingPolicies(v oracle.Verdict) []string {
 	var out []string
 	for _, d := range []oracle.DirVerdict{v.Egress, v.Ingress} {
+		if p := clusterDecider(d); p != "" {
+			out = append(out, p)
+			continue
+		}
 		for _, r := range d.AllowedBy {
 			out = append(out, r.Policy)
 		}

@@ -6,7 +6,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 
+	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/oracle"
 )
 
@@ -140,4 +142,30 @@ func TestLoopbackIgnored(t *testing.T) {
 	}
 	assert.Equal(t, 2*4*9, ignored)
 	assert.Equal(t, 2*4*72, wrong, "every non-loopback cell is wrong when nothing was probed")
+}
+
+// TestJudgeCellNamesTheDecidingClusterPolicy: a connection denied (or accepted) by a ClusterNetworkPolicy
+// must be attributed to it in the flows, not to the NetworkPolicies that select the pod.
+func TestJudgeCellNamesTheDecidingClusterPolicy(t *testing.T) {
+	u := NewUniverse()
+	var c Case
+	for _, g := range Generate(u) {
+		if g.Name == "cnp/admin-deny-over-np-allow" {
+			c = g
+		}
+	}
+	require.NotEmpty(t, c.Steps)
+	o, err := u.Oracle(u.StateOf(c.Steps[0]))
+	require.NoError(t, err)
+	denied, err := o.Evaluate(oracle.PodEndpoint("y", "a"), oracle.PodEndpoint("x", "a"), 80, corev1.ProtocolTCP)
+	require.NoError(t, err)
+	probe := &Probe{Reachable: false}
+	assert.Empty(t, judgeCell(denied, probe, &Observation{Verdict: ObservedDenied, Direction: "INGRESS", DeniedBy: []string{"cnp/admin-deny-from-y"}}, true))
+	assert.NotEmpty(t, judgeCell(denied, probe, &Observation{Verdict: ObservedDenied, Direction: "INGRESS", DeniedBy: []string{"x/allow-all-ingress"}}, true))
+	allowed, err := o.Evaluate(oracle.PodEndpoint("z", "a"), oracle.PodEndpoint("x", "a"), 80, corev1.ProtocolTCP)
+	require.NoError(t, err)
+	assert.Empty(t, judgeCell(allowed, &Probe{Reachable: true}, &Observation{Verdict: ObservedAllowed, AllowedBy: []string{"x/allow-all-ingress"}}, true))
+	assert.Equal(t, []string{"cnp/x"}, policyRefs([]flow.Policy{{Kind: flow.PolicyKindClusterNetworkPolicy, Name: "x", Tier: flow.TierAdmin, Action: flow.ActionDeny}, {Kind: flow.PolicyKindDefaultDeny}}))
+	assert.Equal(t, []string{"x/np"}, policyRefs([]flow.Policy{{Kind: flow.PolicyKindClusterNetworkPolicy, Name: "p", Tier: flow.TierAdmin, Action: flow.ActionPass},
+		{Kind: flow.PolicyKindNetworkPolicy, Namespace: "x", Name: "np", Tier: flow.TierNetworkPolicy, Action: flow.ActionAllow}}), "an Admin Pass did not decide")
 }

@@ -133,13 +133,18 @@ func judgeConnection(fl []*flow.Flow) Observation {
 	return ob
 }
 
-// policyRefs returns namespace/name of the NetworkPolicies in ps (the DefaultDeny marker left out),
-// sorted.
+// policyRefs returns namespace/name of the NetworkPolicies and cnp/NAME of the ClusterNetworkPolicies
+// that decided (an Admin Pass listed before the deciding rule and the DefaultDeny marker left out),
+// sorted: the oracle's names.
 func policyRefs(ps []flow.Policy) []string {
 	var out []string
 	for _, p := range ps {
-		if p.Kind == flow.PolicyKindNetworkPolicy && p.Name != "" {
+		switch {
+		case p.Name == "" || p.Action == flow.ActionPass:
+		case p.Kind == flow.PolicyKindNetworkPolicy:
 			out = append(out, p.Namespace+"/"+p.Name)
+		case p.Kind == flow.PolicyKindClusterNetworkPolicy:
+			out = append(out, "cnp/"+p.Name)
 		}
 	}
 	slices.Sort(out)

@@ -4,7 +4,7 @@ package conformance
 // use its pod IPs).
 func Generate(u *Universe) []Case {
 	var out []Case
-	for _, g := range []func(*Universe) []Case{genDefaults, genPeers, genPolicyTypes, genMultiple, genUpdates} {
+	for _, g := range []func(*Universe) []Case{genDefaults, genPeers, genPolicyTypes, genMultiple, genUpdates, genClusterPolicies} {
 		out = append(out, g(u)...)
 	}
 	return out

@@ -2,11 +2,15 @@ package conformance
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/starlab-dev/starlab/internal/oracle"
 )
 
 func TestGenerateCountNamesTags(t *testing.T) {
@@ -136,5 +140,53 @@ func TestSelect(t *testing.T) {
 			require.NoError(t, err)
 			tt.check(t, got)
 		})
+	}
+}
+
+// TestClusterPolicyCasesWalkTheTiers: the oracle's expectations for the cluster-network-policy cases.
+func TestClusterPolicyCasesWalkTheTiers(t *testing.T) {
+	u := NewUniverse()
+	byName := map[string]Case{}
+	for _, c := range Generate(u) {
+		byName[c.Name] = c
+	}
+	type cell struct {
+		from, to string
+		port     int32
+		proto    corev1.Protocol
+		allowed  bool
+		tier     string
+	}
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	for name, cells := range map[string][]cell{
+		"cnp/admin-deny-over-np-allow":               {{"y/a", "x/a", 80, tcp, false, oracle.TierAdmin}, {"z/a", "x/a", 80, tcp, true, oracle.TierNetworkPolicy}},
+		"cnp/admin-pass-then-np-deny":                {{"y/a", "x/a", 80, tcp, false, oracle.TierNetworkPolicy}},
+		"cnp/baseline-deny-without-np":               {{"y/a", "x/a", 80, tcp, false, oracle.TierBaseline}, {"x/b", "x/a", 81, udp, false, oracle.TierBaseline}, {"x/a", "y/a", 80, tcp, true, oracle.TierDefault}},
+		"cnp/baseline-not-consulted-when-np-selects": {{"y/a", "x/a", 80, tcp, true, oracle.TierNetworkPolicy}, {"z/a", "x/a", 80, tcp, false, oracle.TierNetworkPolicy}},
+		"cnp/admin-priority-over-name":               {{"y/a", "x/a", 80, tcp, true, oracle.TierAdmin}, {"z/a", "x/a", 80, tcp, false, oracle.TierNetworkPolicy}},
+		"cnp/admin-egress-deny-tcp-80":               {{"x/a", "z/a", 80, tcp, false, oracle.TierAdmin}, {"x/a", "z/a", 80, udp, true, oracle.TierDefault}, {"x/a", "z/a", 81, tcp, true, oracle.TierDefault}},
+	} {
+		c, ok := byName[name]
+		require.True(t, ok, name)
+		assert.True(t, c.HasTag(TagClusterNetworkPolicy), name)
+		o, err := u.Oracle(u.StateOf(c.Steps[0]))
+		require.NoError(t, err, name)
+		for _, ce := range cells {
+			fromNS, fromPod, _ := strings.Cut(ce.from, "/")
+			toNS, toPod, _ := strings.Cut(ce.to, "/")
+			v, err := o.Evaluate(oracle.PodEndpoint(fromNS, fromPod), oracle.PodEndpoint(toNS, toPod), ce.port, ce.proto)
+			require.NoError(t, err)
+			assert.Equal(t, ce.allowed, v.Allowed, "%s %s -> %s %s/%d: %s", name, ce.from, ce.to, ce.proto, ce.port, v.Reason)
+			decider := v.Ingress
+			if !v.Egress.Allowed || v.Egress.Tier == oracle.TierAdmin {
+				decider = v.Egress
+			}
+			assert.Equal(t, ce.tier, decider.Tier, "%s %s -> %s: %s", name, ce.from, ce.to, v.Reason)
+		}
+	}
+	sel, err := Select(Generate(u), Selection{Exclude: DefaultExcludes()})
+	require.NoError(t, err)
+	for _, c := range sel {
+		assert.False(t, c.HasTag(TagClusterNetworkPolicy), "%s runs only with --include cluster-network-policy", c.Name)
 	}
 }

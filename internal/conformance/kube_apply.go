@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	npclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/starlab-dev/starlab/internal/lab"
 )
@@ -23,7 +25,10 @@ import (
 // ApplyState moves the cluster from prev (nil: unknown, read it) to next: labels patched, policies
 // created, updated or deleted. It returns the highest resourceVersion written (deletions: of their
 // DELETED events), for WaitProgrammed, and whether anything changed.
-func ApplyState(ctx context.Context, cs kubernetes.Interface, u *Universe, prev *State, next State) (int64, bool, error) {
+//
+// np reads and writes the ClusterNetworkPolicies (labelled ManagedLabel); nil when the cluster has none
+// (a state with cluster policies is then an error).
+func ApplyState(ctx context.Context, cs kubernetes.Interface, np npclient.Interface, u *Universe, prev *State, next State) (int64, bool, error) {
 	var maxRV int64
 	changed := false
 	note := func(rv string, what string) error {
@@ -81,13 +86,14 @@ func ApplyState(ctx context.Context, cs kubernetes.Interface, u *Universe, prev 
 	if err != nil {
 		return 0, false, err
 	}
-	for _, name := range next.PolicyNames() {
-		np := next.Policies[name]
+	names := slices.Sorted(maps.Keys(next.Policies))
+	for _, name := range names {
+		pol := next.Policies[name]
 		old, ok := existing[name]
-		if ok && equality.Semantic.DeepEqual(old.Spec, np.Spec) {
+		if ok && equality.Semantic.DeepEqual(old.Spec, pol.Spec) {
 			continue
 		}
-		rv, err := putPolicy(ctx, cs, np, ok)
+		rv, err := putPolicy(ctx, cs, pol, ok)
 		if err != nil {
 			return 0, false, err
 		}
@@ -106,6 +112,9 @@ func ApplyState(ctx context.Context, cs kubernetes.Interface, u *Universe, prev 
 		if err := note(rv, "deleted networkpolicy "+name); err != nil {
 			return 0, false, err
 		}
+	}
+	if err := applyClusterPolicies(ctx, np, prev, next, note); err != nil {
+		return 0, false, err
 	}
 	return maxRV, changed, nil
 }

@@ -11,16 +11,30 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	npclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/starlab-dev/starlab/internal/oracle"
 )
 
-// ReadCluster reads the live cluster as the oracle's input: every namespace, the pods that have not
-// finished, the Services and the NetworkPolicies.
-func ReadCluster(ctx context.Context, cs kubernetes.Interface) (oracle.Cluster, error) {
+// ReadCluster reads the live cluster as the oracle's input: every namespace, the nodes, the pods that
+// have not finished, the Services, the NetworkPolicies and, when np is not nil, the
+// ClusterNetworkPolicies (none when their CRD is not installed).
+func ReadCluster(ctx context.Context, cs kubernetes.Interface, np npclient.Interface) (oracle.Cluster, error) {
 	var c oracle.Cluster
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return c, fmt.Errorf("list nodes: %w", err)
+	}
+	for i := range nodes.Items {
+		c.Nodes = append(c.Nodes, oracle.NodeFromK8s(&nodes.Items[i]))
+	}
+	if c.ClusterPolicies, err = ReadClusterPolicies(ctx, np); err != nil {
+		return c, err
+	}
 	nss, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return c, fmt.Errorf("list namespaces: %w", err)
@@ -54,6 +68,25 @@ func ReadCluster(ctx context.Context, cs kubernetes.Interface) (oracle.Cluster, 
 		c.Policies = append(c.Policies, &nps.Items[i])
 	}
 	return c, nil
+}
+
+// ReadClusterPolicies lists the ClusterNetworkPolicies; none when np is nil or the CRD is not installed.
+func ReadClusterPolicies(ctx context.Context, np npclient.Interface) ([]*policyv1beta1.ClusterNetworkPolicy, error) {
+	if np == nil {
+		return nil, nil
+	}
+	list, err := np.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, metav1.ListOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list clusternetworkpolicies: %w", err)
+	}
+	out := make([]*policyv1beta1.ClusterNetworkPolicy, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, nil
 }
 
 // DemoControlPort is the port of pod p where the demo serves POST /probe/batch: the container
@@ -231,9 +264,11 @@ func splitRef(ref string) (string, string) {
 // against the policies it holds: the oracle's expectation, real probes from inside the pods, and
 // (with Flows) the observer's flows of exactly those connections.
 type LiveCheck struct {
-	Client     kubernetes.Interface
-	Namespaces []string
-	Modes      []string // default pod-ip and service-ip
+	Client kubernetes.Interface
+	// PolicyClient reads ClusterNetworkPolicies (nil: the oracle sees NetworkPolicies only).
+	PolicyClient npclient.Interface
+	Namespaces   []string
+	Modes        []string // default pod-ip and service-ip
 	// Forward opens the port-forwards to the pods' demo control ports; Prober, when set, is used
 	// instead (tests).
 	Forward  Forwarder
@@ -256,7 +291,7 @@ type LiveResult struct {
 // Run reads the cluster, plans, probes, confirms every disagreeing probe once more, reads the flows
 // and compares.
 func (c *LiveCheck) Run(ctx context.Context) (*LiveResult, error) {
-	cl, err := ReadCluster(ctx, c.Client)
+	cl, err := ReadCluster(ctx, c.Client, c.PolicyClient)
 	if err != nil {
 		return nil, err
 	}

@@ -81,7 +81,7 @@ func (s serialProber) Batch(ctx context.Context, from string, targets []demo.Bat
 }
 
 func TestPlanLiveScopeAndPorts(t *testing.T) {
-	cl, err := ReadCluster(context.Background(), liveCluster())
+	cl, err := ReadCluster(context.Background(), liveCluster(), nil)
 	require.NoError(t, err)
 	o, err := oracle.New(cl)
 	require.NoError(t, err)

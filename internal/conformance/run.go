@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	npclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/starlab-dev/starlab/internal/oracle"
 )
@@ -33,7 +34,9 @@ type Options struct {
 
 // Runner runs cases against one cluster.
 type Runner struct {
-	Client   kubernetes.Interface
+	Client kubernetes.Interface
+	// Policies applies the cases' ClusterNetworkPolicies (nil: cases with some fail).
+	Policies npclient.Interface
 	Universe *Universe
 	Prober   Prober
 	Flows    FlowSource // nil: no flow comparison
@@ -122,7 +125,7 @@ func (r *Runner) runStep(ctx context.Context, s Step) (StepResult, error) {
 	if err != nil {
 		return sr, err
 	}
-	rv, changed, err := ApplyState(ctx, r.Client, u, r.state, st)
+	rv, changed, err := ApplyState(ctx, r.Client, r.Policies, u, r.state, st)
 	if err != nil {
 		return sr, err
 	}

@@ -28,6 +28,8 @@ const (
 	TagUpdatePodLabel    = "update-pod-label"
 	TagUpdateNsLabel     = "update-namespace-label"
 	TagDeletePolicy      = "delete-policy"
+	// TagClusterNetworkPolicy: the case has ClusterNetworkPolicies (Admin and Baseline tiers).
+	TagClusterNetworkPolicy = "cluster-network-policy"
 )
 
 // AllTags lists every tag a generator may use, for --help and input checks.
@@ -35,5 +37,5 @@ func AllTags() []string {
 	return []string{TagIngress, TagEgress, TagPodSelector, TagNamespaceSelector, TagNsAndPod, TagMatchExpressions,
 		TagIPBlock, TagIPBlockExcept, TagMultiPeer, TagAllPorts, TagPort, TagNamedPort, TagEndPort, TagProtocolOnly,
 		TagTCP, TagUDP, TagSCTP, TagPolicyTypes, TagMultiplePolicies, TagDenyAll, TagAllowAll, TagUpdate,
-		TagUpdatePolicy, TagUpdatePodLabel, TagUpdateNsLabel, TagDeletePolicy}
+		TagUpdatePolicy, TagUpdatePodLabel, TagUpdateNsLabel, TagDeletePolicy, TagClusterNetworkPolicy}
 }

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	npclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/starlab-dev/starlab/internal/portforward"
 )
@@ -19,6 +20,8 @@ type Target struct {
 	Description string // for reports: `lab "starlab"` or `kubeconfig /path`
 	REST        *rest.Config
 	Client      kubernetes.Interface
+	// Policies reads and writes ClusterNetworkPolicies.
+	Policies npclient.Interface
 }
 
 // Connect loads kubeconfig and checks the API server answers; errors name the file and the server
@@ -43,7 +46,11 @@ func Connect(ctx context.Context, kubeconfig, what string) (Target, error) {
 		return Target{}, fmt.Errorf("%s: the API server %s (kubeconfig %s) does not answer: %w; check that the cluster runs and the kubeconfig's current context points at it",
 			what, cfg.Host, kubeconfig, err)
 	}
-	return Target{Description: what, REST: cfg, Client: cs}, nil
+	np, err := npclient.NewForConfig(cfg)
+	if err != nil {
+		return Target{}, fmt.Errorf("%s: clusternetworkpolicy client for %s: %w", what, cfg.Host, err)
+	}
+	return Target{Description: what, REST: cfg, Client: cs, Policies: np}, nil
 }
 
 // DiscoverDemoImage returns the Starlab demo image the lab's own demos run (what `starlab up`

@@ -3,6 +3,7 @@ package conformance
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -97,8 +98,14 @@ func (u *Universe) Cluster(st State) oracle.Cluster {
 		c.Pods = append(c.Pods, oracle.Pod{Namespace: ns, Name: name, Labels: st.PodLabels[ref], IP: u.IPs[ref], Ports: containerPorts()})
 		c.Services = append(c.Services, u.service(ref))
 	}
-	for _, name := range st.PolicyNames() {
-		c.Policies = append(c.Policies, st.Policies[name])
+	for _, np := range st.Policies {
+		c.Policies = append(c.Policies, np)
+	}
+	sort.Slice(c.Policies, func(i, j int) bool {
+		return c.Policies[i].Namespace+"/"+c.Policies[i].Name < c.Policies[j].Namespace+"/"+c.Policies[j].Name
+	})
+	for _, name := range st.ClusterPolicyNames() {
+		c.ClusterPolicies = append(c.ClusterPolicies, st.ClusterPolicies[name])
 	}
 	return c
 }

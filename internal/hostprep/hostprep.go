@@ -171,7 +171,7 @@ func (h host) startDockerd(ctx context.Context) error {
 
 func (h host) ensureTools(ctx context.Context) error {
 	var missing []string
-	for _, tool := range []struct{ bin, pkg string }{{"debootstrap", "debootstrap"}, {"jq", "jq"}} {
+	for _, tool := range []struct{ bin, pkg string }{{"debootstrap", "debootstrap"}, {"jq", "jq"}, {"bash-static", "bash-static"}} {
 		if _, err := exec.LookPath(tool.bin); err != nil {
 			missing = append(missing, tool.pkg)
 		}

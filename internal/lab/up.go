@@ -52,6 +52,10 @@ type UpOptions struct {
 	ChartDir string
 	// ChartValues are merged over the values Up computes (images, API server address).
 	ChartValues map[string]any
+	// TestImages, when set, returns a docker-archive of test images and the references it holds (the
+	// upstream conformance suite's agnhost); the test-images step loads it into the nodes that lack one
+	// of them. nil skips the step.
+	TestImages func(ctx context.Context) (archive string, refs []string, err error)
 	// Manifests holds the demo manifests under ManifestDirs (manifests.FS, "stars" and "apis"); nil skips the demo.
 	Manifests    fs.FS
 	ManifestDirs []string
@@ -70,8 +74,9 @@ type UpResult struct {
 	Kubeconfig string            `json:"kubeconfig"`
 	APIServer  string            `json:"apiServer"`        // control-plane node address:6443
 	Images     map[string]string `json:"images,omitempty"` // agent, observer, demo -> reference
-	Chart      string            `json:"chart,omitempty"`  // "install" or "upgrade"
-	Applied    int               `json:"applied"`          // demo objects applied
+	TestImages []string          `json:"testImages,omitempty"`
+	Chart      string            `json:"chart,omitempty"` // "install" or "upgrade"
+	Applied    int               `json:"applied"`         // demo objects applied
 	Steps      []StepTime        `json:"steps"`
 }
 
@@ -88,6 +93,7 @@ const (
 	StepCluster      = "cluster"
 	StepPostCreate   = "post-create"
 	StepImages       = "images"
+	StepTestImages   = "test images"
 	StepChart        = "chart"
 	StepDemo         = "demo"
 	StepWait         = "wait"
@@ -133,6 +139,11 @@ func (l *Lab) Up(ctx context.Context, opts UpOptions) (*UpResult, error) {
 	if !opts.ClusterOnly {
 		steps = append(steps,
 			step{StepImages, l.stepImages},
+		)
+		if opts.TestImages != nil {
+			steps = append(steps, step{StepTestImages, l.stepTestImages})
+		}
+		steps = append(steps,
 			step{StepChart, l.stepChart},
 			step{StepDemo, l.stepDemo},
 			step{StepWait, l.stepWait},
@@ -285,6 +296,29 @@ func (l *Lab) stepImages(ctx context.Context, st *upState) error {
 		return err
 	}
 	st.result.Images = refs
+	return nil
+}
+
+// stepTestImages loads the test images archive into the nodes that lack one of its references.
+func (l *Lab) stepTestImages(ctx context.Context, st *upState) error {
+	archive, refs, err := st.opts.TestImages(ctx)
+	if err != nil {
+		return err
+	}
+	ns, err := l.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	missing, err := images.MissingOn(ctx, ns, refs)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		if err := images.LoadArchive(ctx, missing, archive); err != nil {
+			return err
+		}
+	}
+	st.result.TestImages = refs
 	return nil
 }
 

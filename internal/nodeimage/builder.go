@@ -50,6 +50,7 @@ type builder struct {
 	goVersion string
 
 	k8sKey, etcdKey, corednsKey, crictlKey, rootfsKey, nodeKey cache.Key
+	agnhostKey                                                 cache.Key // BuildAgnhost only
 
 	image string
 }
@@ -83,6 +84,8 @@ func (b *builder) keyFor(step string) cache.Key {
 		return b.corednsKey
 	case stepCrictl:
 		return b.crictlKey
+	case stepAgnhost:
+		return b.agnhostKey
 	}
 	panic("nodeimage: no key for step " + step)
 }

@@ -1,9 +1,6 @@
 package nodeimage
 
 import (
-	"archive/tar"
-	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
@@ -159,40 +155,15 @@ func TestWriteImageArchive(t *testing.T) {
 		{"registry.k8s.io/pause:3.10.2", pause, "/pause"},
 	}))
 
-	tag, err := name.NewTag("registry.k8s.io/etcd:" + EtcdTag)
-	require.NoError(t, err)
-	img, err := tarball.ImageFromPath(out, &tag)
-	require.NoError(t, err)
-	cf, err := img.ConfigFile()
-	require.NoError(t, err)
+	cf, files, modes := archiveImage(t, out, "registry.k8s.io/etcd:"+EtcdTag)
 	assert.Equal(t, []string{"/usr/local/bin/etcd"}, cf.Config.Entrypoint)
 	assert.Equal(t, "linux", cf.OS)
-	layers, err := img.Layers()
-	require.NoError(t, err)
-	require.Len(t, layers, 1)
-	rc, err := layers[0].Uncompressed()
-	require.NoError(t, err)
-	defer rc.Close()
-	files := map[string]string{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		data, err := io.ReadAll(tr)
-		require.NoError(t, err)
-		files[h.Name] = string(data)
-		if h.Name == "tmp/" {
-			assert.Equal(t, int64(0o1777), h.Mode)
-		}
-	}
+	assert.Equal(t, int64(0o1777), modes["tmp/"])
 	assert.Equal(t, "fake etcd binary", files["usr/local/bin/etcd"])
 	assert.Contains(t, files["etc/passwd"], "root:x:0:0")
 	assert.Contains(t, files, "tmp/")
 
-	_, err = name.NewTag("registry.k8s.io/pause:3.10.2")
+	_, err := name.NewTag("registry.k8s.io/pause:3.10.2")
 	require.NoError(t, err)
 	require.ErrorContains(t, writeImageArchive(out, []cpImage{{"registry.k8s.io/x:1", filepath.Join(dir, "missing"), "/x"}}), "missing")
 }

@@ -36,6 +36,26 @@ type DirVerdict struct {
 	// AllowedBy lists every rule that allows the traffic (sorted by policy, then rule).
 	AllowedBy []RuleRef `json:"allowedBy,omitempty"`
 	Reason    string    `json:"reason"`
+	// Tier is the tier that decided (Admin, NetworkPolicy, Baseline, Default) when the cluster has
+	// ClusterNetworkPolicies; Walk is each tier's part in order, up to the deciding one.
+	Tier string     `json:"tier,omitempty"`
+	Walk []TierStep `json:"walk,omitempty"`
+	// Ambiguous names policies of one tier and priority that both match with different actions.
+	Ambiguous []string `json:"ambiguous,omitempty"`
+}
+
+// TierStep is one tier's part in a direction's decision.
+type TierStep struct {
+	Tier string `json:"tier"`
+	// Decided: this tier made the final decision (Accept, Deny, or NetworkPolicy's allow/deny).
+	Decided bool `json:"decided"`
+	// Action is Accept, Deny or Pass (a ClusterNetworkPolicy rule), Allow or Deny (NetworkPolicy,
+	// Default); empty when the tier had nothing to say.
+	Action   string `json:"action,omitempty"`
+	Policy   string `json:"policy,omitempty"` // cnp/NAME or namespace/name
+	Rule     int    `json:"rule"`
+	RuleName string `json:"ruleName,omitempty"`
+	Text     string `json:"text"`
 }
 
 // Verdict is the answer for one connection.
@@ -215,7 +235,9 @@ func (o *Oracle) evaluatePair(from, to side, port int32, proto corev1.Protocol) 
 }
 
 // evalDirection decides one direction for self (the source for egress, the destination for ingress)
-// against the other side. dst is the destination pod, on which named ports resolve.
+// against the other side. dst is the destination pod, on which named ports resolve. With
+// ClusterNetworkPolicies in the cluster the decision walks the tiers: Admin, NetworkPolicy, Baseline,
+// default allow (Walk records each tier's part).
 func (o *Oracle) evalDirection(dir string, self, other side, dst *Pod, port int32, proto corev1.Protocol) DirVerdict {
 	d := DirVerdict{Direction: dir, Allowed: true}
 	switch {
@@ -228,8 +250,109 @@ func (o *Oracle) evalDirection(dir string, self, other side, dst *Pod, port int3
 		return d
 	}
 	d.Pod = self.pod.Ref()
+	if len(o.clusterPolicies) == 0 {
+		o.evalNetworkPolicies(&d, dir, other, dst, port, proto)
+		return d
+	}
+	if o.walkTier(&d, TierAdmin, dir, self, other, dst, port, proto) {
+		return d
+	}
+	o.evalNetworkPolicies(&d, dir, other, dst, port, proto)
+	step := TierStep{Tier: TierNetworkPolicy, Decided: d.Enforced}
+	switch {
+	case !d.Enforced:
+		step.Text = "no policy selects"
+	case d.Allowed:
+		step.Action, step.Policy, step.Rule = "Allow", d.AllowedBy[0].Policy, d.AllowedBy[0].Rule
+		step.Text = "allowed by " + d.AllowedBy[0].Policy + " " + dirRule(dir, d.AllowedBy[0].Rule)
+	default:
+		step.Action = "Deny"
+		step.Text = "deny: selected by " + strings.Join(d.SelectedBy, ", ") + ", no rule allows it"
+	}
+	d.Walk = append(d.Walk, step)
+	if d.Enforced {
+		d.Tier = TierNetworkPolicy
+		d.Reason = walkText(d.Walk)
+		return d
+	}
+	if o.walkTier(&d, TierBaseline, dir, self, other, dst, port, proto) {
+		return d
+	}
+	d.Walk = append(d.Walk, TierStep{Tier: TierDefault, Decided: true, Action: "Allow", Text: "allow"})
+	d.Tier, d.Allowed = TierDefault, true
+	d.Reason = walkText(d.Walk)
+	return d
+}
+
+// walkTier evaluates one ClusterNetworkPolicy tier for d's pod: the selecting policies in priority order,
+// each one's rules in order; the first matching rule's action counts. It appends the tier's step and
+// reports whether the tier decided (Accept or Deny; Pass and no match go on to the next tier).
+func (o *Oracle) walkTier(d *DirVerdict, tier, dir string, self, other side, dst *Pod, port int32, proto corev1.Protocol) bool {
+	step := TierStep{Tier: tier}
+	var selecting []string
+	var hit *clusterPolicy
+	for _, p := range o.clusterPolicies {
+		if p.tier != tier || !p.selects(self.pod, o.nsLabels(self.pod.Namespace)) {
+			continue
+		}
+		rules := p.inRules
+		if dir == Egress {
+			rules = p.egRules
+		}
+		if len(rules) == 0 {
+			continue // a policy without rules for this direction does not affect it
+		}
+		selecting = append(selecting, p.ref)
+		for i := range rules {
+			if !o.cnpRuleMatches(&rules[i], other, dst, port, proto) {
+				continue
+			}
+			if hit == nil {
+				hit = p
+				step.Action, step.Policy, step.Rule, step.RuleName = rules[i].action, p.ref, i, rules[i].name
+			} else if p.priority == hit.priority && rules[i].action != step.Action {
+				d.Ambiguous = append(d.Ambiguous, fmt.Sprintf("%s and %s have priority %d in the %s tier and both match (%s, %s): the API leaves the choice to the implementation",
+					hit.ref, p.ref, p.priority, tier, step.Action, rules[i].action))
+			}
+			break
+		}
+	}
+	switch {
+	case hit != nil:
+		step.Text = strings.ToLower(step.Action) + " by " + step.Policy + " " + dirRule(dir, step.Rule)
+		if step.RuleName != "" {
+			step.Text += " (" + step.RuleName + ")"
+		}
+		step.Decided = step.Action != ActionPass
+	case len(selecting) > 0:
+		step.Text = "no rule of " + strings.Join(selecting, ", ") + " matches"
+	default:
+		step.Text = "no policy selects"
+	}
+	d.Walk = append(d.Walk, step)
+	if !step.Decided {
+		return false
+	}
+	d.Tier, d.Allowed, d.Enforced = tier, step.Action == ActionAccept, true
+	d.Reason = walkText(d.Walk)
+	return true
+}
+
+// walkText joins a tier walk: "Admin: pass by cnp/x egress rule 0 → NetworkPolicy: no policy selects → ...".
+func walkText(walk []TierStep) string {
+	parts := make([]string, len(walk))
+	for i, s := range walk {
+		parts[i] = s.Tier + ": " + s.Text
+	}
+	return strings.Join(parts, " → ")
+}
+
+// evalNetworkPolicies decides d by NetworkPolicy v1 alone: isolated when a policy selects the pod for
+// the direction, then allowed by the union of their rules.
+func (o *Oracle) evalNetworkPolicies(d *DirVerdict, dir string, other side, dst *Pod, port int32, proto corev1.Protocol) {
+	self := o.pods[d.Pod]
 	for _, p := range o.policies {
-		if !p.selects(self.pod) || (dir == Ingress && !p.ingress) || (dir == Egress && !p.egress) {
+		if !p.selects(self) || (dir == Ingress && !p.ingress) || (dir == Egress && !p.egress) {
 			continue
 		}
 		d.SelectedBy = append(d.SelectedBy, p.ref)
@@ -258,7 +381,6 @@ func (o *Oracle) evalDirection(dir string, self, other side, dst *Pod, port int3
 		d.Reason = fmt.Sprintf("default deny: selected by %s, no %s rule allows %s on %s/%d",
 			strings.Join(d.SelectedBy, ", "), dir, peer, proto, port)
 	}
-	return d
 }
 
 func dirRule(dir string, i int) string { return fmt.Sprintf("%s rule %d", dir, i) }

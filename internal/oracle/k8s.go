@@ -44,3 +44,14 @@ func ServiceFromK8s(s *corev1.Service) Service {
 	}
 	return out
 }
+
+// NodeFromK8s converts a corev1.Node: labels and the addresses of status.addresses that parse as IPs.
+func NodeFromK8s(n *corev1.Node) Node {
+	out := Node{Name: n.Name, Labels: n.Labels}
+	for _, a := range n.Status.Addresses {
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			out.IPs = append(out.IPs, ip)
+		}
+	}
+	return out
+}

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -31,7 +32,10 @@ type Objects struct {
 	Services   []*corev1.Service
 	Workloads  []Workload
 	Policies   []*networkingv1.NetworkPolicy
-	seen       map[string]int
+	// ClusterPolicies are ClusterNetworkPolicies (policy.networking.k8s.io v1beta1 or v1alpha2).
+	ClusterPolicies []*policyv1beta1.ClusterNetworkPolicy
+	Nodes           []*corev1.Node
+	seen            map[string]int
 }
 
 // Workload is a pod template owner (Deployment, StatefulSet, DaemonSet, ReplicaSet) from manifests.
@@ -180,6 +184,23 @@ func (objs *Objects) addDoc(raw []byte) error {
 		}
 		defaultNS(&o.ObjectMeta)
 		put(objs, "NetworkPolicy/"+o.Namespace+"/"+o.Name, &objs.Policies, o)
+	case "ClusterNetworkPolicy":
+		switch meta.APIVersion {
+		case policyv1beta1.GroupVersion.String(), "policy.networking.k8s.io/v1alpha2":
+		default:
+			return fmt.Errorf("ClusterNetworkPolicy apiVersion %q: want policy.networking.k8s.io/v1beta1 (or v1alpha2)", meta.APIVersion)
+		}
+		o := &policyv1beta1.ClusterNetworkPolicy{}
+		if err := decode(o); err != nil {
+			return err
+		}
+		put(objs, "ClusterNetworkPolicy/"+o.Name, &objs.ClusterPolicies, o)
+	case "Node":
+		o := &corev1.Node{}
+		if err := decode(o); err != nil {
+			return err
+		}
+		put(objs, "Node/"+o.Name, &objs.Nodes, o)
 	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet":
 		w, err := workload(meta.Kind, raw, decode)
 		if err != nil {
@@ -303,6 +324,10 @@ func (objs *Objects) Cluster() (Cluster, error) {
 		c.Services = append(c.Services, ServiceFromK8s(s))
 	}
 	c.Policies = objs.Policies
+	c.ClusterPolicies = objs.ClusterPolicies
+	for _, n := range objs.Nodes {
+		c.Nodes = append(c.Nodes, NodeFromK8s(n))
+	}
 	assignPodIPs(c.Pods)
 	assignServiceIPs(c.Services)
 	return c, nil

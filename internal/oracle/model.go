@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // MetadataNameLabel is the label the API server puts on every namespace (its name).
@@ -66,11 +67,23 @@ type External struct {
 	IP   netip.Addr `json:"ip"`
 }
 
+// Node is a cluster node: its labels and addresses, for the nodes peer of ClusterNetworkPolicy egress
+// rules (hostNetwork pods have their node's IP).
+type Node struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	IPs    []netip.Addr      `json:"ips,omitempty"`
+}
+
 // Cluster is the whole input of the oracle. Slices may be in any order.
 type Cluster struct {
 	Namespaces []Namespace                   `json:"namespaces"`
 	Pods       []Pod                         `json:"pods"`
 	Services   []Service                     `json:"services,omitempty"`
 	Externals  []External                    `json:"externals,omitempty"`
+	Nodes      []Node                        `json:"nodes,omitempty"`
 	Policies   []*networkingv1.NetworkPolicy `json:"policies,omitempty"`
+	// ClusterPolicies are ClusterNetworkPolicies (policy.networking.k8s.io/v1beta1): the Admin tier before
+	// NetworkPolicy, the Baseline tier after it.
+	ClusterPolicies []*policyv1beta1.ClusterNetworkPolicy `json:"clusterPolicies,omitempty"`
 }

@@ -19,7 +19,9 @@ type Oracle struct {
 	svcByIP    map[netip.Addr]*Service
 	externals  map[netip.Addr]string
 	policies   []*policy // sorted by namespace/name
-	warnings   []string
+	// clusterPolicies are the ClusterNetworkPolicies, Admin tier first, each tier by priority then name.
+	clusterPolicies []*clusterPolicy
+	warnings        []string
 }
 
 // New checks the cluster and parses its policies. Errors name the object and what to fix: a pod or
@@ -88,6 +90,19 @@ func New(c Cluster) (*Oracle, error) {
 		o.warnings = append(o.warnings, w...)
 	}
 	sort.Slice(o.policies, func(i, j int) bool { return o.policies[i].ref < o.policies[j].ref })
+	seen := map[string]bool{}
+	for _, cnp := range c.ClusterPolicies {
+		if seen[cnp.Name] {
+			return nil, fmt.Errorf("clusternetworkpolicy %s is defined twice", cnp.Name)
+		}
+		seen[cnp.Name] = true
+		p, err := parseClusterPolicy(cnp)
+		if err != nil {
+			return nil, err
+		}
+		o.clusterPolicies = append(o.clusterPolicies, p)
+	}
+	sortClusterPolicies(o.clusterPolicies)
 	return o, nil
 }
 

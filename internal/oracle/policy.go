@@ -229,17 +229,23 @@ func (pr *portRule) matches(dst *Pod, proto corev1.Protocol, port int32) bool {
 	case pr.any:
 		return true
 	case pr.name != "":
-		if dst == nil {
-			return false
-		}
-		for _, cp := range dst.Ports {
-			if cp.Name == pr.name && protoOrTCP(cp.Protocol) == proto && cp.Port == port {
-				return true
-			}
-		}
-		return false
+		return namedPortIs(dst, pr.name, proto, port)
 	}
 	return port >= pr.lo && port <= pr.hi
+}
+
+// namedPortIs reports whether pod dst (nil: not a pod, never) declares a container port called name
+// with that protocol and number.
+func namedPortIs(dst *Pod, name string, proto corev1.Protocol, port int32) bool {
+	if dst == nil {
+		return false
+	}
+	for _, cp := range dst.Ports {
+		if cp.Name == name && protoOrTCP(cp.Protocol) == proto && cp.Port == port {
+			return true
+		}
+	}
+	return false
 }
 
 func protoOrTCP(p corev1.Protocol) corev1.Protocol {

@@ -20,6 +20,7 @@ import (
 	"github.com/starlab-dev/starlab/datapath/flowevent"
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/datapath/policy"
+	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 )
 
@@ -229,16 +230,20 @@ type flows struct {
 	early atomic.Uint64
 }
 
-// lost is the number of flow events lost: malformed, ring-buffer reserve failures, events before
-// the informers synced, and slow flow subscribers.
-func (f *flows) lost() uint64 {
-	var n uint64
+// stages counts the flow events at each stage: the ring buffer, the agent's own reading (malformed
+// events, events before the informers synced), the store and its follow streams.
+func (f *flows) stages() agentapi.FlowStages {
+	st := agentapi.FlowStages{QueueLost: f.early.Load(), Stored: f.store.Total(), SubscriberLost: f.store.Lost()}
 	if rd := f.reader.Load(); rd != nil {
-		st := rd.Stats()
-		n += st.Malformed + st.ReserveFailed
+		rs := rd.Stats()
+		st.RingbufRead, st.RingbufLost = rs.Read+rs.Malformed, rs.ReserveFailed
+		st.QueueLost += rs.Malformed
 	}
-	return n + f.store.Lost() + f.early.Load()
+	return st
 }
+
+// lost is the number of flow events lost at any stage.
+func (f *flows) lost() uint64 { return f.stages().Lost() }
 
 // start reads flow events from the ring buffer until ctx is done.
 func (f *flows) start(ctx context.Context, wg *sync.WaitGroup, events, counters *ebpf.Map) error {

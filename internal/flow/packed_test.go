@@ -12,14 +12,16 @@ func TestPackRoundTrip(t *testing.T) {
 	in := newInterner()
 	base := time.Now()
 	cases := map[string]func(*Flow){
-		"as built":          func(*Flow) {},
-		"reply, close":      func(f *Flow) { f.IsReply, f.EventType, f.Packets, f.Bytes = true, EventClose, 7, 900 },
-		"service nat":       func(f *Flow) { f.IP.OrigDestination, f.L4.OrigDestinationPort = "10.96.0.10", 80 },
-		"no endpoint ip":    func(f *Flow) { f.Source.IP, f.Destination.IP = "", "" },
-		"world":             func(f *Flow) { f.Source = Endpoint{Identity: IdentityWorld, Labels: []string{"reserved:world"}} },
-		"empty labels":      func(f *Flow) { f.Source.Labels = []string{} },
-		"udp no flags":      func(f *Flow) { f.L4 = L4{Protocol: ProtoUDP, SourcePort: 5, DestinationPort: 53} },
-		"all flags":         func(f *Flow) { f.L4.Flags = &TCPFlags{FIN: true, SYN: true, RST: true, PSH: true, ACK: true, URG: true, ECE: true, CWR: true} },
+		"as built":       func(*Flow) {},
+		"reply, close":   func(f *Flow) { f.IsReply, f.EventType, f.Packets, f.Bytes = true, EventClose, 7, 900 },
+		"service nat":    func(f *Flow) { f.IP.OrigDestination, f.L4.OrigDestinationPort = "10.96.0.10", 80 },
+		"no endpoint ip": func(f *Flow) { f.Source.IP, f.Destination.IP = "", "" },
+		"world":          func(f *Flow) { f.Source = Endpoint{Identity: IdentityWorld, Labels: []string{"reserved:world"}} },
+		"empty labels":   func(f *Flow) { f.Source.Labels = []string{} },
+		"udp no flags":   func(f *Flow) { f.L4 = L4{Protocol: ProtoUDP, SourcePort: 5, DestinationPort: 53} },
+		"all flags": func(f *Flow) {
+			f.L4.Flags = &TCPFlags{FIN: true, SYN: true, RST: true, PSH: true, ACK: true, URG: true, ECE: true, CWR: true}
+		},
 		"no uuid":           func(f *Flow) { f.UUID = "" },
 		"upper uuid":        func(f *Flow) { f.UUID = "8A3F2C10-0001-4E1B-9C7D-000000000001" },
 		"odd uuid":          func(f *Flow) { f.UUID = "not-a-uuid" },

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -58,6 +59,7 @@ func newMetrics(a *Agent) *metrics {
 		Help: "Endpoints set deny-all because their policy could not be written (reason: capacity = the policy maps are full, write = a map write failed).",
 	}, []string{"reason"})
 	m.reg.MustRegister(m.flows, m.drops, m.policyCompileSeconds, m.policyApplyFailures,
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_flow_events_lost_total", Help: "Flow events lost (ring buffer full, malformed, or store overflow)."},
 			func() float64 { return float64(a.flows.lost()) }),
 		stageGauge("ringbuf_lost", func(s agentapi.FlowStages) uint64 { return s.RingbufLost }),

@@ -13,10 +13,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/starlab-dev/starlab/internal/flow"
 )
 
 // LoadConfig configures the load mode: a UDP sink on SinkPorts and, on request, a generator of new
-// flows (POST /load), so the datapath emits one NEW flow event per packet at each hook it crosses.
+// flows (POST /load), so the datapath emits one NEW flow event per packet at each hook it crosses,
+// and a follow client of a flow stream that counts what it decodes (POST/GET/DELETE /follow).
 type LoadConfig struct {
 	Port      int // HTTP control port (/healthz, POST /load, GET /load/stats)
 	SinkFirst int // first UDP port the sink reads (and the generator's default target port)
@@ -57,6 +60,103 @@ type Loader struct {
 	log      *slog.Logger
 	received atomic.Uint64
 	busy     sync.Mutex // one generator run at a time
+
+	followMu sync.Mutex
+	follow   *follower
+}
+
+// FollowRequest is the body of POST /follow: follow the NDJSON flow stream at URL (an observer's or
+// agent's follow query) and count the flows decoded, until DELETE /follow or the next POST.
+type FollowRequest struct {
+	URL string `json:"url"`
+}
+
+// FollowStats is the answer of GET /follow.
+type FollowStats struct {
+	URL     string  `json:"url"`
+	Flows   uint64  `json:"flows"`
+	Seconds float64 `json:"seconds"`
+	Error   string  `json:"error,omitempty"`
+}
+
+type follower struct {
+	url    string
+	start  time.Time
+	flows  atomic.Uint64
+	cancel context.CancelFunc
+	errMu  sync.Mutex
+	err    error
+}
+
+func (f *follower) stats() FollowStats {
+	f.errMu.Lock()
+	defer f.errMu.Unlock()
+	st := FollowStats{URL: f.url, Flows: f.flows.Load(), Seconds: time.Since(f.start).Seconds()}
+	if f.err != nil {
+		st.Error = f.err.Error()
+	}
+	return st
+}
+
+// run reads the stream with the flow package's NDJSON decoder (the fast client side).
+func (f *follower) run(ctx context.Context) {
+	err := func() error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url, nil)
+		if err != nil {
+			return fmt.Errorf("follow %s: %w", f.url, err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("follow %s: %w", f.url, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("follow %s: %s", f.url, resp.Status)
+		}
+		dec := flow.NewDecoder(resp.Body)
+		for {
+			if _, err := dec.Decode(); err != nil {
+				return fmt.Errorf("follow %s: %w", f.url, err)
+			}
+			f.flows.Add(1)
+		}
+	}()
+	if ctx.Err() == nil {
+		f.errMu.Lock()
+		f.err = err
+		f.errMu.Unlock()
+	}
+}
+
+func (l *Loader) handleFollow(w http.ResponseWriter, r *http.Request) {
+	l.followMu.Lock()
+	defer l.followMu.Unlock()
+	switch r.Method {
+	case http.MethodPost:
+		var req FollowRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.URL == "" {
+			http.Error(w, "follow request: want {\"url\": \"http://...\"}", http.StatusBadRequest)
+			return
+		}
+		if l.follow != nil {
+			l.follow.cancel()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		l.follow = &follower{url: req.URL, start: time.Now(), cancel: cancel}
+		go l.follow.run(ctx)
+		writeJSON(w, http.StatusOK, l.follow.stats())
+	case http.MethodDelete:
+		if l.follow != nil {
+			l.follow.cancel()
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		if l.follow == nil {
+			http.Error(w, "no follower: POST /follow first", http.StatusNotFound)
+			return
+		}
+		writeJSON(w, http.StatusOK, l.follow.stats())
+	}
 }
 
 // NewLoader checks cfg.
@@ -83,6 +183,7 @@ func (l *Loader) Run(ctx context.Context) error {
 	}
 	mux := newCommonMux()
 	mux.HandleFunc("POST /load", l.handleLoad)
+	mux.HandleFunc("/follow", l.handleFollow)
 	mux.HandleFunc("GET /load/stats", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, LoadStats{Received: l.received.Load()})
 	})

@@ -2,13 +2,19 @@ package demo
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/starlab-dev/starlab/internal/flow"
 )
 
 func TestGenerateReachesTheSink(t *testing.T) {
@@ -36,4 +42,27 @@ func TestGenerateRefusesBadRequests(t *testing.T) {
 		_, err := Generate(context.Background(), req)
 		assert.Error(t, err, "%+v", req)
 	}
+}
+
+func TestFollowCountsTheStream(t *testing.T) {
+	store := flow.NewStore(100)
+	srv := httptest.NewServer(flow.Handler(store, nil))
+	defer srv.Close()
+	l := &Loader{log: slog.Default()}
+	post := httptest.NewRecorder()
+	l.handleFollow(post, httptest.NewRequest(http.MethodPost, "/follow", strings.NewReader(`{"url":"`+srv.URL+`?follow=true&no-history=true"}`)))
+	require.Equal(t, http.StatusOK, post.Code, post.Body.String())
+	require.Eventually(t, func() bool { return store.Subscribers() == 1 }, 2*time.Second, 10*time.Millisecond)
+	for i := range 50 {
+		store.Add(&flow.Flow{Time: time.Unix(int64(i), 0), Verdict: flow.VerdictForwarded})
+	}
+	require.Eventually(t, func() bool {
+		rec := httptest.NewRecorder()
+		l.handleFollow(rec, httptest.NewRequest(http.MethodGet, "/follow", nil))
+		var st FollowStats
+		return json.Unmarshal(rec.Body.Bytes(), &st) == nil && st.Flows == 50 && st.Error == ""
+	}, 2*time.Second, 10*time.Millisecond)
+	del := httptest.NewRecorder()
+	l.handleFollow(del, httptest.NewRequest(http.MethodDelete, "/follow", nil))
+	assert.Equal(t, http.StatusNoContent, del.Code)
 }

@@ -47,6 +47,9 @@ type Filter struct {
 	Workload             []string           `json:"workload,omitempty"`             // either side
 	TCPFlags             []string           `json:"tcp_flags,omitempty"`            // "SYN" or "SYN,ACK": all of them set
 	Reply                []bool             `json:"reply,omitempty"`                // is_reply true or false
+	// Policy matches flows a policy decided: [namespace/]name of a policy in allowed_by or denied_by
+	// (any kind; "namespace/" alone: every policy of that namespace).
+	Policy []string `json:"policy,omitempty"`
 }
 
 // IsEmpty reports whether the filter has no field set (it then matches every flow).
@@ -57,7 +60,7 @@ func (f Filter) IsEmpty() bool {
 		len(f.SourcePort)+len(f.DestinationPort)+len(f.Port)+len(f.SourceIdentity)+len(f.DestinationIdentity)+
 		len(f.Identity)+len(f.Protocol)+len(f.Verdict)+len(f.DropReason)+len(f.TrafficDirection)+
 		len(f.EventType)+len(f.NodeName)+len(f.SourceWorkload)+len(f.DestinationWorkload)+len(f.Workload)+
-		len(f.TCPFlags)+len(f.Reply) == 0
+		len(f.TCPFlags)+len(f.Reply)+len(f.Policy) == 0
 }
 
 // predicate is one compiled field of a filter.
@@ -170,6 +173,7 @@ func (f Filter) compile() (compiledFilter, error) {
 		field(anyParsed(f.Workload, workloadRef("workload"), workloadMatch, srcEP, dstEP)),
 		field(anyParsed(f.TCPFlags, ParseTCPFlags, TCPFlags.setIn, tcpFlags)),
 		field(anyOf(f.Reply, isReply), nil),
+		field(anyParsed(f.Policy, policyRef, svcRef.decided, decidingPolicies)),
 	}
 	var c compiledFilter
 	for _, x := range fields {
@@ -266,6 +270,29 @@ func workloadRef(name string) func(string) (svcRef, error) {
 		return r, nil
 	}
 }
+
+// policyRef parses a policy filter value: [namespace/]name or namespace/.
+func policyRef(v string) (svcRef, error) {
+	r, err := parseSvcRef(v)
+	if err != nil {
+		return svcRef{}, fmt.Errorf("policy %q: use [namespace/]policy-name or namespace/, e.g. stars/backend-policy or backend-policy", v)
+	}
+	return r, nil
+}
+
+// decided says whether one of the policies that allowed or denied the flow is r.
+func (r svcRef) decided(ps [2][]Policy) bool {
+	for _, list := range ps {
+		for _, p := range list {
+			if p.Name != "" && r.match(&Service{Name: p.Name, Namespace: p.Namespace}) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func decidingPolicies(f *Flow) [2][]Policy { return [2][]Policy{f.AllowedBy, f.DeniedBy} }
 
 func workloadMatch(r svcRef, e *Endpoint) bool {
 	return e.Workload != nil && r.match(&Service{Name: e.Workload.Name, Namespace: e.Namespace})

@@ -98,6 +98,13 @@ var filterParams = map[string]struct {
 	"from-workload":     {"flows from a workload ([namespace/]name of its Deployment, StatefulSet, ...)", func(f *Filter, v string) error { return appendWorkload(&f.SourceWorkload, v) }},
 	"to-workload":       {"flows to a workload ([namespace/]name)", func(f *Filter, v string) error { return appendWorkload(&f.DestinationWorkload, v) }},
 	"workload":          {"flows from or to a workload ([namespace/]name)", func(f *Filter, v string) error { return appendWorkload(&f.Workload, v) }},
+	"policy": {"flows a policy decided: [namespace/]name in allowed_by or denied_by", func(f *Filter, v string) error {
+		if _, err := policyRef(v); err != nil {
+			return err
+		}
+		f.Policy = append(f.Policy, v)
+		return nil
+	}},
 	"tcp-flags": {"TCP flags that must all be set, e.g. SYN or SYN,ACK (repeat to OR)", func(f *Filter, v string) error {
 		if _, err := ParseTCPFlags(v); err != nil {
 			return err

@@ -24,8 +24,8 @@ func connFlows() []*flow.Flow {
 	pol := []flow.Policy{{Kind: flow.PolicyKindNetworkPolicy, Namespace: "stars", Name: "backend-policy"}}
 	mk := func(i int, ev flow.EventType, reply bool, obs string) *flow.Flow {
 		f := &flow.Flow{Time: t0.Add(time.Duration(i) * time.Millisecond), Verdict: flow.VerdictForwarded, EventType: ev,
-			IP: flow.IP{Source: "10.244.1.5", Destination: "10.244.1.7"},
-			L4: flow.L4{Protocol: flow.ProtoTCP, SourcePort: 40000, DestinationPort: 6379},
+			IP:     flow.IP{Source: "10.244.1.5", Destination: "10.244.1.7"},
+			L4:     flow.L4{Protocol: flow.ProtoTCP, SourcePort: 40000, DestinationPort: 6379},
 			Source: client, Destination: server, TraceObservationPoint: obs, IsReply: reply, AllowedBy: pol}
 		if reply {
 			f.IP.Source, f.IP.Destination = f.IP.Destination, f.IP.Source

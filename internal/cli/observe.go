@@ -58,8 +58,8 @@ func (o *observerOptions) connect(ctx context.Context, g *globalOptions, localPo
 // newObserveCommand returns `starlab observe`.
 func newObserveCommand(g *globalOptions) *cobra.Command {
 	var (
-		flags     flow.Flags
-		oo        observerOptions
+		flags       flow.Flags
+		oo          observerOptions
 		output      string
 		inputFile   string
 		connections bool

@@ -103,7 +103,8 @@ func (in *interner) str(s string) *string {
 		return p
 	}
 	in.grow()
-	p := &s
+	p := new(string) // not &s: that would move s to the heap on every call, hits included
+	*p = s
 	in.strs[s] = p
 	return p
 }
@@ -219,26 +220,37 @@ func (in *interner) canonicalAddr(s string) bool {
 	return err == nil && a.String() == s
 }
 
-// canonicalUUID says whether s has the form uuid.UUID.String prints: 36 characters, dashes at 8,
-// 13, 18 and 23, lower-case hex elsewhere.
-func canonicalUUID(s string) bool {
-	if len(s) != 36 {
-		return false
+// parseCanonicalUUID parses s when it has the form uuid.UUID.String prints (36 characters, dashes at
+// 8, 13, 18 and 23, lower-case hex elsewhere), so that printing the bytes gives s back.
+func parseCanonicalUUID(s string) (u [16]byte, ok bool) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-				return false
-			}
+	j := 0
+	for i := 0; i < 36; i += 2 {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i--
+			continue
 		}
+		hi, ok1 := lowerHex(s[i])
+		lo, ok2 := lowerHex(s[i+1])
+		if !ok1 || !ok2 {
+			return u, false
+		}
+		u[j] = hi<<4 | lo
+		j++
 	}
-	return true
+	return u, j == 16
+}
+
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // pack returns f in its packed form; the flow is kept whole when some field does not pack exactly.
@@ -266,11 +278,8 @@ func (in *interner) tryPack(f *Flow) (packed, bool) {
 		}
 	}
 	if f.UUID != "" {
-		if !canonicalUUID(f.UUID) {
-			return p, false
-		}
-		u, err := uuid.Parse(f.UUID)
-		if err != nil {
+		u, ok := parseCanonicalUUID(f.UUID)
+		if !ok {
 			return p, false
 		}
 		p.uuid, p.bits = u, p.bits|bitUUID

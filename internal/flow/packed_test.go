@@ -5,6 +5,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 )
 
@@ -54,4 +55,18 @@ func TestPackShares(t *testing.T) {
 	require.Same(t, a.dst, b.dst, "flows of one pod share its metadata")
 	require.Same(t, a.allowed, b.allowed)
 	require.LessOrEqual(t, unsafe.Sizeof(packed{}), uintptr(200), "the packed entry's own size")
+}
+
+func TestParseCanonicalUUID(t *testing.T) {
+	for range 100 {
+		u := uuid.New()
+		got, ok := parseCanonicalUUID(u.String())
+		require.True(t, ok)
+		require.Equal(t, [16]byte(u), got)
+	}
+	for _, s := range []string{"", "8A3F2C10-0001-4E1B-9C7D-000000000001", "8a3f2c10000144e1b9c7d000000000001xxx",
+		"{8a3f2c10-0001-4e1b-9c7d-00000000000}", "8a3f2c10-0001-4e1b-9c7d-00000000000g"} {
+		_, ok := parseCanonicalUUID(s)
+		require.False(t, ok, s)
+	}
 }

@@ -124,7 +124,6 @@ func (e *loadEnv) close() {
 	e.gen.Close()
 	e.agent.Close()
 	e.observer.Close()
-	_ = e.cs.CoreV1().Namespaces().Delete(context.Background(), loadNamespace, metav1.DeleteOptions{})
 }
 
 // setupLoad creates the load namespace with a sink pod and a generator pod on the first worker node
@@ -154,6 +153,18 @@ func setupLoad(ctx context.Context, b *testing.B, cfg *rest.Config, cs kubernete
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: loadNamespace}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cs.CoreV1().Namespaces().Delete(context.Background(), loadNamespace, metav1.DeleteOptions{})
+	})
+	// Pods are refused until the controller manager has made the namespace's default service account.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		if _, err := cs.CoreV1().ServiceAccounts(loadNamespace).Get(ctx, "default", metav1.GetOptions{}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("namespace %s has no default service account after 1 min", loadNamespace)
+		}
 	}
 	pod := func(name string) *corev1.Pod {
 		return &corev1.Pod{

@@ -8,7 +8,7 @@ BINARIES := starlab starlab-agent starlab-cni starlab-observer starlab-demo
 # Debian packages the build, tests and benchmarks need (Docker and debootstrap are also ensured by `starlab up`).
 APT_PACKAGES := docker.io debootstrap bash-static clang-16 llvm-16 libbpf-dev iproute2 iptables jq iperf3 chromium tmux ca-certificates
 
-.PHONY: all deps build hubble lab down test test-unit fuzz test-datapath test-e2e bench generate check-generate vet fmt clean
+.PHONY: all deps build hubble lab down test test-unit fuzz test-datapath test-e2e bench bench-lab generate check-generate vet fmt clean
 
 all: build
 
@@ -83,8 +83,16 @@ test-e2e: build hubble
 
 test: deps vet check-generate test-unit fuzz test-datapath test-e2e
 
+# In-process benchmarks; with STARLAB_LAB set, also the flow pipeline on that lab (bench-lab).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -tags datapath ./datapath/... ./internal/flow/... ./internal/observer/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -tags datapath ./datapath/... ./internal/flow/... ./internal/hubbleapi/... ./internal/observer/...
+	@if [ -n "$(STARLAB_LAB)" ]; then $(MAKE) bench-lab; else echo "STARLAB_LAB unset: the lab flow-throughput benchmark (make bench-lab) was not run"; fi
+
+# The flow pipeline end to end on a running lab (docs/BENCHMARKS.md "Flow throughput"): 10k, 50k and
+# 100k flow events/s per node for STARLAB_FLOWBENCH_SECONDS (60) each; table in $(OUT)/bench/flow-throughput.md.
+bench-lab: build
+	@test -n "$(STARLAB_LAB)" || { echo "bench-lab: set STARLAB_LAB to a running lab (bin/starlab up --name X)"; exit 1; }
+	STARLAB_REPORT_DIR=$(CURDIR)/$(OUT)/bench $(GO) test -run '^$$' -bench BenchmarkFlowThroughput -benchtime 1x -timeout 30m -tags e2e ./internal/observer/
 
 clean:
 	rm -rf $(BIN) $(OUT)

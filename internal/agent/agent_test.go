@@ -138,4 +138,6 @@ func TestStatusJSONContract(t *testing.T) {
 	assert.Equal(t, float64(3), got["lost_events"], "the observer reads lost_events (ARCHITECTURE.md Agent)")
 	assert.Equal(t, "n1", got["node"])
 	assert.Contains(t, got, "policy_revision")
+	assert.Equal(t, map[string]any{"ringbuf_read": 0.0, "ringbuf_lost": 0.0, "queue_lost": 3.0, "stored": 0.0, "subscriber_lost": 0.0},
+		got["flow_stages"], "events before the informers synced are lost in the agent's queue stage")
 }

@@ -162,8 +162,7 @@ func TestEnrich(t *testing.T) {
 	}
 
 	t.Run("no compilation yet", func(t *testing.T) {
-		e := *e
-		e.policies = fakePolicies{}
+		e := &enricher{node: e.node, pods: e.pods, services: e.services, policies: fakePolicies{}}
 		ev := base
 		ev.Verdict, ev.Type, ev.DropReason = flowevent.VerdictDropped, flowevent.TypeDrop, flowevent.DropPolicyDenied
 		f := e.enrich(&ev, clock)
@@ -237,4 +236,22 @@ func BenchmarkEnrich(b *testing.B) {
 	for b.Loop() {
 		_ = e.enrich(&ev, clock)
 	}
+}
+
+func TestEnrichCachesPodMetadataPerPodObject(t *testing.T) {
+	ip := netip.MustParseAddr("10.244.1.5")
+	pods := fakePods{ip: webPod}
+	e := &enricher{node: "n1", pods: pods, services: fakeServices{}, policies: fakePolicies{}}
+	ev := flowevent.Event{Src: ip, Dst: netip.MustParseAddr("10.244.2.9"), Proto: flowevent.Proto(maps.ProtoTCP)}
+	clock := flowevent.Clock{}
+	a, b := e.enrich(&ev, clock), e.enrich(&ev, clock)
+	require.NotEmpty(t, a.Source.Labels)
+	assert.Same(t, &a.Source.Labels[0], &b.Source.Labels[0], "one pod object's labels are made once")
+	assert.NotEqual(t, a.UUID, b.UUID)
+	updated := webPod.DeepCopy() // the informer replaces the object on update
+	updated.Labels["tier"] = "front"
+	pods[ip] = updated
+	c := e.enrich(&ev, clock)
+	assert.Contains(t, c.Source.Labels, "k8s:tier=front", "an updated pod's labels are read again")
+	assert.Equal(t, &flow.Workload{Kind: "Deployment", Name: "web"}, c.Source.Workload)
 }

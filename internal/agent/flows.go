@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sort"
@@ -20,6 +23,7 @@ import (
 	"github.com/starlab-dev/starlab/datapath/flowevent"
 	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/datapath/policy"
+	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 )
 
@@ -48,6 +52,47 @@ type enricher struct {
 	pods     PodGetter
 	services ServiceGetter
 	policies PolicyGetter
+
+	// mu guards the caches below (the reader goroutine is their one user; the lock is uncontended).
+	mu sync.Mutex
+	// meta caches each pod object's flow labels and workload: informer objects are replaced, never
+	// modified, so the pointer is the key; forgotten whole past podMetaLimit entries (pod churn).
+	meta map[*corev1.Pod]podMeta
+	// ids is crypto/rand behind a buffer: one read per 256 flow UUIDs, not one per flow.
+	ids io.Reader
+}
+
+// podMeta is what every flow of one pod object repeats.
+type podMeta struct {
+	labels   []string
+	workload *flow.Workload
+}
+
+const podMetaLimit = 8192
+
+// podMetaOf returns the cached labels and workload of p (caller holds mu).
+func (e *enricher) podMetaOf(p *corev1.Pod) podMeta {
+	if m, ok := e.meta[p]; ok {
+		return m
+	}
+	if e.meta == nil || len(e.meta) >= podMetaLimit {
+		e.meta = map[*corev1.Pod]podMeta{}
+	}
+	m := podMeta{labels: podLabels(p), workload: workloadOf(p)}
+	e.meta[p] = m
+	return m
+}
+
+// newUUID is a random (version 4) flow UUID (caller holds mu).
+func (e *enricher) newUUID() string {
+	if e.ids == nil {
+		e.ids = bufio.NewReaderSize(rand.Reader, 16*256)
+	}
+	u, err := uuid.NewRandomFromReader(e.ids)
+	if err != nil { // crypto/rand does not fail on Linux; keep a flow identifiable anyway
+		return uuid.NewString()
+	}
+	return u.String()
 }
 
 const podIPIndex = "podIP"
@@ -124,7 +169,8 @@ func podLabels(p *corev1.Pod) []string {
 func (e *enricher) endpointFor(ip netip.Addr, identity uint32) flow.Endpoint {
 	fe := flow.Endpoint{Identity: identity, IP: ip.String()}
 	if p := e.pods.PodByIP(ip); p != nil {
-		fe.Namespace, fe.PodName, fe.Labels, fe.Workload = p.Namespace, p.Name, podLabels(p), workloadOf(p)
+		m := e.podMetaOf(p) // shared by the pod's flows: flows are read-only once made
+		fe.Namespace, fe.PodName, fe.Labels, fe.Workload = p.Namespace, p.Name, m.labels, m.workload
 		return fe
 	}
 	if name := flow.ReservedIdentityName(identity); name != "" {
@@ -135,9 +181,11 @@ func (e *enricher) endpointFor(ip netip.Addr, identity uint32) flow.Endpoint {
 
 // enrich turns a datapath event into a Flow.
 func (e *enricher) enrich(ev *flowevent.Event, clock flowevent.Clock) *flow.Flow {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	f := &flow.Flow{
 		Time:      clock.Wall(ev.TsNs),
-		UUID:      uuid.NewString(),
+		UUID:      e.newUUID(),
 		NodeName:  e.node,
 		IsReply:   ev.IsReply,
 		Packets:   ev.Packets,
@@ -216,16 +264,20 @@ type flows struct {
 	early atomic.Uint64
 }
 
-// lost is the number of flow events lost: malformed, ring-buffer reserve failures, events before
-// the informers synced, and slow flow subscribers.
-func (f *flows) lost() uint64 {
-	var n uint64
+// stages counts the flow events at each stage: the ring buffer, the agent's own reading (malformed
+// events, events before the informers synced), the store and its follow streams.
+func (f *flows) stages() agentapi.FlowStages {
+	st := agentapi.FlowStages{QueueLost: f.early.Load(), Stored: f.store.Total(), SubscriberLost: f.store.Lost()}
 	if rd := f.reader.Load(); rd != nil {
-		st := rd.Stats()
-		n += st.Malformed + st.ReserveFailed
+		rs := rd.Stats()
+		st.RingbufRead, st.RingbufLost = rs.Read+rs.Malformed, rs.ReserveFailed
+		st.QueueLost += rs.Malformed
 	}
-	return n + f.store.Lost() + f.early.Load()
+	return st
 }
+
+// lost is the number of flow events lost at any stage.
+func (f *flows) lost() uint64 { return f.stages().Lost() }
 
 // start reads flow events from the ring buffer until ctx is done.
 func (f *flows) start(ctx context.Context, wg *sync.WaitGroup, events, counters *ebpf.Map) error {

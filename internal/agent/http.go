@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -38,6 +39,14 @@ type metrics struct {
 }
 
 func newMetrics(a *Agent) *metrics {
+	// stageGauge is one stage of the flow pipeline (agentapi.FlowStages) as
+	// starlab_flow_events_stage{stage}: a cumulative count (passed on, or lost).
+	stageGauge := func(stage string, get func(agentapi.FlowStages) uint64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_flow_events_stage",
+			Help:        "Flow events at each stage of the agent since it started (agentapi.FlowStages): read, stored, or lost and where.",
+			ConstLabels: prometheus.Labels{"stage": stage}},
+			func() float64 { return float64(get(a.flows.stages())) })
+	}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -65,8 +74,14 @@ func newMetrics(a *Agent) *metrics {
 	}, []string{"kind", "tier", "policy", "rule", "verdict"})
 	m.verdictLabels = newBoundedLabels(maxVerdictSeries)
 	m.reg.MustRegister(m.flows, m.drops, m.policyCompileSeconds, m.policyApplyFailures, m.clusterPolicyProblems, m.verdicts,
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_flow_events_lost_total", Help: "Flow events lost (ring buffer full, malformed, or store overflow)."},
 			func() float64 { return float64(a.flows.lost()) }),
+		stageGauge("ringbuf_lost", func(s agentapi.FlowStages) uint64 { return s.RingbufLost }),
+		stageGauge("queue_lost", func(s agentapi.FlowStages) uint64 { return s.QueueLost }),
+		stageGauge("subscriber_lost", func(s agentapi.FlowStages) uint64 { return s.SubscriberLost }),
+		stageGauge("ringbuf_read", func(s agentapi.FlowStages) uint64 { return s.RingbufRead }),
+		stageGauge("stored", func(s agentapi.FlowStages) uint64 { return s.Stored }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_endpoints", Help: "Local endpoints."},
 			func() float64 { return float64(a.endpoints.count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_policy_revision", Help: "Programmed policy revision."},
@@ -102,7 +117,7 @@ func (a *Agent) status() agentapi.Status {
 	s := agentapi.Status{
 		Node: a.cfg.NodeName, Ready: a.ready.Load(), NodeDevice: a.nodes.dev.Name,
 		PolicyRevision: a.policy.programmedRevision.Load(), SeenRevision: a.policy.seenRevision.Load(),
-		FlowsSeen: a.flows.store.Total(), FlowsStored: a.flows.store.Len(), LostEvents: a.flows.lost(),
+		FlowsSeen: a.flows.store.Total(), FlowsStored: a.flows.store.Len(), LostEvents: a.flows.lost(), FlowStages: a.flows.stages(),
 		Uptime: time.Since(a.started).Round(time.Second).String(),
 	}
 	if a.endpoints.podCIDR.IsValid() {

@@ -40,9 +40,32 @@ type Status struct {
 	FlowsSeen        uint64           `json:"flows_seen"`
 	FlowsStored      int              `json:"flows_stored"`
 	LostEvents       uint64           `json:"lost_events"` // ring-buffer reserve failures, malformed events, slow flow subscribers
+	FlowStages       FlowStages       `json:"flow_stages"`
 	Uptime           string           `json:"uptime"`
 	DatapathCounters map[string]any   `json:"datapath_counters,omitempty"`
 }
+
+// FlowStages counts a node's flow events at each stage of the agent, cumulative since it started:
+// what each stage passed on and where events were lost. LostEvents is the sum of the three losses.
+type FlowStages struct {
+	// RingbufRead is how many events the agent read from the sl_events ring buffer.
+	RingbufRead uint64 `json:"ringbuf_read"`
+	// RingbufLost is how many events the datapath could not emit because the ring buffer was full
+	// (sl_counters reserve failures): the agent read too slowly.
+	RingbufLost uint64 `json:"ringbuf_lost"`
+	// QueueLost is how many events were read but never stored: malformed, or read before the
+	// informers synced (they could not be named).
+	QueueLost uint64 `json:"queue_lost"`
+	// Stored is how many flows entered the agent's flow store (offered to every follow stream).
+	Stored uint64 `json:"stored"`
+	// SubscriberLost is how many flows the agent's follow streams (the observer's among them) lost
+	// because they read too slowly. The observer's merge never drops: it holds its stream from an
+	// agent back, so a slow merge shows here, on the node it slows down.
+	SubscriberLost uint64 `json:"subscriber_lost"`
+}
+
+// Lost is the sum of the losses of every stage.
+func (s FlowStages) Lost() uint64 { return s.RingbufLost + s.QueueLost + s.SubscriberLost }
 
 // EndpointStatus is one local endpoint in the status.
 type EndpointStatus struct {

@@ -58,10 +58,11 @@ func (o *observerOptions) connect(ctx context.Context, g *globalOptions, localPo
 // newObserveCommand returns `starlab observe`.
 func newObserveCommand(g *globalOptions) *cobra.Command {
 	var (
-		flags     flow.Flags
-		oo        observerOptions
-		output    string
-		inputFile string
+		flags       flow.Flags
+		oo          observerOptions
+		output      string
+		inputFile   string
+		connections bool
 	)
 	cmd := &cobra.Command{
 		Use:   "observe",
@@ -86,6 +87,15 @@ Kubernetes selectors (k=v, k!=v, 'k in (a,b)').`,
 			}
 			p := newFlowPrinter(stdout(cmd), output, q.Follow)
 			defer p.flush()
+			if connections {
+				cp := newConnPrinter(stdout(cmd), output, q.Follow)
+				p = &flowPrinter{format: "connections", conn: cp}
+				defer func() {
+					if err := cp.done(); err != nil {
+						fmt.Fprintln(cmd.ErrOrStderr(), err)
+					}
+				}()
+			}
 			if inputFile != "" {
 				if q.Follow {
 					return fmt.Errorf("--follow cannot be combined with --input-file: a saved file has no new flows")
@@ -118,6 +128,7 @@ Kubernetes selectors (k=v, k!=v, 'k in (a,b)').`,
 	oo.register(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "compact", "output format: compact, table or json (NDJSON, one flow per line)")
 	cmd.Flags().StringVar(&inputFile, "input-file", "", "replay flows from a saved NDJSON file ('-' for stdin) instead of the lab")
+	cmd.Flags().BoolVar(&connections, "connections", false, "fold replies, both hooks and the close into their connection: one row per connection, not per event")
 	return cmd
 }
 
@@ -178,6 +189,7 @@ type flowPrinter struct {
 	tw     *tabwriter.Writer
 	enc    *flow.Encoder
 	header bool
+	conn   *connPrinter // --connections: flows go to the fold
 }
 
 // newFlowPrinter prints in format; a followed table uses fixed column widths (rows print as they come).
@@ -204,6 +216,8 @@ func (p *flowPrinter) flush() {
 
 func (p *flowPrinter) print(f *flow.Flow) error {
 	switch p.format {
+	case "connections":
+		return p.conn.add(f)
 	case "json":
 		return p.enc.Encode(f)
 	case "table":

@@ -50,10 +50,17 @@ func printObserver(out io.Writer, v statusView) error {
 	o := v.Observer
 	fmt.Fprintf(out, "\nobserver:   %d/%d nodes connected, %.1f flows/s, %d flows, %d lost events, %d late flows\n",
 		o.Connected, o.Connected+o.Unavailable, o.FlowsPerSecond, o.FlowsTotal, o.LostEvents, o.LateFlows)
+	if o.LostEvents > 0 {
+		fmt.Fprintf(out, "lost by stage: ring buffer %d, agent queue %d, agent subscribers %d, observer subscribers %d\n",
+			o.LostByStage[observer.StageRingbuf], o.LostByStage[observer.StageAgentQueue],
+			o.LostByStage[observer.StageAgentSubscriber], o.LostByStage[observer.StageObserverSubscriber])
+	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "AGENT NODE\tADDRESS\tSTATE\tFLOWS\tLOST\tRECONNECTS\tERROR")
+	fmt.Fprintln(tw, "AGENT NODE\tADDRESS\tSTATE\tFLOWS\tLOST (RINGBUF/QUEUE/SUBSCRIBER)\tRECONNECTS\tERROR")
 	for _, n := range o.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", n.Name, n.Address, n.State, n.Flows, n.LostEvents, n.Reconnects, n.Error)
+		s := n.AgentStages
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d (%d/%d/%d)\t%d\t%s\n", n.Name, n.Address, n.State, n.Flows, n.LostEvents,
+			s.RingbufLost, s.QueueLost, s.SubscriberLost, n.Reconnects, n.Error)
 	}
 	return tw.Flush()
 }

@@ -19,7 +19,7 @@ func NewCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newProbeCommand(), newUICommand(), newAPICommand(), newDBCommand())
+	root.AddCommand(newProbeCommand(), newUICommand(), newAPICommand(), newDBCommand(), newLoadCommand())
 	return root
 }
 
@@ -143,5 +143,27 @@ func newDBCommand() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&port, "port", 7000, "db protocol port")
 	cmd.Flags().IntVar(&httpPort, "http-port", 8080, "HTTP port for /probe and /healthz (0 = off)")
+	return cmd
+}
+
+func newLoadCommand() *cobra.Command {
+	var cfg LoadConfig
+	cmd := &cobra.Command{
+		Use:   "load",
+		Short: "Flow load: a UDP sink on --sink-port.. and, on POST /load, a generator of new UDP flows to a peer's sink",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := NewLoader(cfg, logger())
+			if err != nil {
+				return err
+			}
+			return l.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Port, "port", 8080, "HTTP control port (/healthz, POST /load, GET /load/stats)")
+	f.IntVar(&cfg.SinkFirst, "sink-port", 9000, "first UDP port of the sink")
+	f.IntVar(&cfg.SinkCount, "sink-ports", 64, "number of consecutive UDP sink ports")
+	f.StringVar(&cfg.Addr, "addr", "", "IP address to bind (default all)")
 	return cmd
 }

@@ -47,8 +47,8 @@ type Filter struct {
 	Workload             []string           `json:"workload,omitempty"`             // either side
 	TCPFlags             []string           `json:"tcp_flags,omitempty"`            // "SYN" or "SYN,ACK": all of them set
 	Reply                []bool             `json:"reply,omitempty"`                // is_reply true or false
-	// Policy: a policy in allowed_by or denied_by is this [namespace/]name (NetworkPolicy) or name
-	// (ClusterNetworkPolicy).
+	// Policy matches flows a policy decided: [namespace/]name of a policy in allowed_by or denied_by
+	// (any kind; "namespace/" alone: every policy of that namespace).
 	Policy []string `json:"policy,omitempty"`
 	// Tier: a policy in allowed_by or denied_by is of this tier (Admin, NetworkPolicy, Baseline).
 	Tier []string `json:"tier,omitempty"`
@@ -175,9 +175,7 @@ func (f Filter) compile() (compiledFilter, error) {
 		field(anyParsed(f.Workload, workloadRef("workload"), workloadMatch, srcEP, dstEP)),
 		field(anyParsed(f.TCPFlags, ParseTCPFlags, TCPFlags.setIn, tcpFlags)),
 		field(anyOf(f.Reply, isReply), nil),
-		field(anyPolicy(f.Policy, func(p Policy, v string) bool {
-			return p.Name != "" && (v == p.Name || v == p.Namespace+"/"+p.Name)
-		}), nil),
+		field(anyParsed(f.Policy, policyRef, svcRef.decided, decidingPolicies)),
 		field(anyKnownPolicyTier(f.Tier)),
 	}
 	var c compiledFilter
@@ -306,6 +304,29 @@ func workloadRef(name string) func(string) (svcRef, error) {
 		return r, nil
 	}
 }
+
+// policyRef parses a policy filter value: [namespace/]name or namespace/.
+func policyRef(v string) (svcRef, error) {
+	r, err := parseSvcRef(v)
+	if err != nil {
+		return svcRef{}, fmt.Errorf("policy %q: use [namespace/]policy-name or namespace/, e.g. stars/backend-policy or backend-policy", v)
+	}
+	return r, nil
+}
+
+// decided says whether one of the policies that allowed or denied the flow is r.
+func (r svcRef) decided(ps [2][]Policy) bool {
+	for _, list := range ps {
+		for _, p := range list {
+			if p.Name != "" && r.match(&Service{Name: p.Name, Namespace: p.Namespace}) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func decidingPolicies(f *Flow) [2][]Policy { return [2][]Policy{f.AllowedBy, f.DeniedBy} }
 
 func workloadMatch(r svcRef, e *Endpoint) bool {
 	return e.Workload != nil && r.match(&Service{Name: e.Workload.Name, Namespace: e.Namespace})

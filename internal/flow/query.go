@@ -98,8 +98,12 @@ var filterParams = map[string]struct {
 	"from-workload":     {"flows from a workload ([namespace/]name of its Deployment, StatefulSet, ...)", func(f *Filter, v string) error { return appendWorkload(&f.SourceWorkload, v) }},
 	"to-workload":       {"flows to a workload ([namespace/]name)", func(f *Filter, v string) error { return appendWorkload(&f.DestinationWorkload, v) }},
 	"workload":          {"flows from or to a workload ([namespace/]name)", func(f *Filter, v string) error { return appendWorkload(&f.Workload, v) }},
-	"policy": {"flows a policy decided or passed ([namespace/]name of a NetworkPolicy, name of a ClusterNetworkPolicy)", func(f *Filter, v string) error {
-		return appendName(&f.Policy, v, "policy")
+	"policy": {"flows a policy decided: [namespace/]name in allowed_by or denied_by", func(f *Filter, v string) error {
+		if _, err := policyRef(v); err != nil {
+			return err
+		}
+		f.Policy = append(f.Policy, v)
+		return nil
 	}},
 	"tier": {"flows a policy tier decided or passed: " + strings.Join(policyTiers, ", "), func(f *Filter, v string) error {
 		if !slices.Contains(policyTiers, v) {

@@ -10,7 +10,8 @@ import (
 // blocks: a subscriber whose channel is full loses the event, and the loss is counted.
 type Store struct {
 	mu    sync.RWMutex
-	ring  []*Flow
+	ring  []packed // the buffered flows, packed (packed.go)
+	in    *interner
 	next  int // index the next Add writes
 	full  bool
 	total uint64 // flows ever added
@@ -25,7 +26,7 @@ func NewStore(capacity int) *Store {
 	if capacity < 1 {
 		capacity = 1
 	}
-	return &Store{ring: make([]*Flow, capacity), subs: map[*Subscription]struct{}{}}
+	return &Store{ring: make([]packed, capacity), in: newInterner(), subs: map[*Subscription]struct{}{}}
 }
 
 // Capacity is the number of flows the store keeps.
@@ -51,7 +52,7 @@ func (s *Store) Total() uint64 {
 // Lost is the number of events subscribers lost because they read too slowly.
 func (s *Store) Lost() uint64 { return s.lost.Load() }
 
-// Add stores a flow (the store keeps the pointer: do not modify the flow afterwards) in time order
+// Add stores a flow (subscribers get the pointer: do not modify the flow afterwards) in time order
 // and offers it to every subscriber without blocking. Subscribers get flows in the order they are
 // added; the buffer stays sorted by time whatever the order of arrival, so history answers are in
 // time order and `last` means the newest by time.
@@ -87,7 +88,7 @@ func (s *Store) Backfill(f *Flow) {
 // insertLocked appends f, evicting the oldest flow when the ring is full, then moves it back past
 // every newer flow: O(1) for flows that arrive in time order, O(distance) for a late one.
 func (s *Store) insertLocked(f *Flow) {
-	s.ring[s.next] = f
+	s.ring[s.next] = s.in.pack(f)
 	s.next++
 	if s.next == len(s.ring) {
 		s.next, s.full = 0, true
@@ -100,7 +101,7 @@ func (s *Store) insertLocked(f *Flow) {
 	}
 	for i := n - 1; i > 0; i-- {
 		prev, cur := phys(i-1), phys(i)
-		if !s.ring[prev].Time.After(f.Time) {
+		if !s.ring[prev].time.After(f.Time) {
 			break
 		}
 		s.ring[prev], s.ring[cur] = s.ring[cur], s.ring[prev]
@@ -120,17 +121,19 @@ func (s *Store) snapshotLocked(m *Matcher, last int) []*Flow {
 	if s.full {
 		n = len(s.ring)
 	}
-	at := func(i int) *Flow { // i-th oldest
+	at := func(i int) *packed { // i-th oldest
 		if s.full {
-			return s.ring[(s.next+i)%len(s.ring)]
+			return &s.ring[(s.next+i)%len(s.ring)]
 		}
-		return s.ring[i]
+		return &s.ring[i]
 	}
+	var scratch Flow
+	var flags TCPFlags
 	if last > 0 {
 		out := make([]*Flow, 0, min(last, n))
 		for i := n - 1; i >= 0 && len(out) < last; i-- {
-			if f := at(i); m.Match(f) {
-				out = append(out, f)
+			if p := at(i); p.matches(m, &scratch, &flags) {
+				out = append(out, p.flow())
 			}
 		}
 		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
@@ -140,8 +143,8 @@ func (s *Store) snapshotLocked(m *Matcher, last int) []*Flow {
 	}
 	var out []*Flow
 	for i := 0; i < n; i++ {
-		if f := at(i); m.Match(f) {
-			out = append(out, f)
+		if p := at(i); p.matches(m, &scratch, &flags) {
+			out = append(out, p.flow())
 		}
 	}
 	return out

@@ -17,6 +17,7 @@ type Metrics struct {
 	drops          *prometheus.CounterVec
 	policyVerdicts *prometheus.CounterVec
 	lost           *prometheus.CounterVec
+	lostByStage    *prometheus.CounterVec
 	late           *prometheus.CounterVec
 }
 
@@ -43,11 +44,15 @@ func NewMetrics() (*Metrics, error) {
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "starlab_lost_events_total", Help: "Flow events lost (agent ring buffer, agent or observer slow readers), by node.",
 		}, []string{"node"}),
+		lostByStage: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "starlab_lost_events_by_stage_total",
+			Help: "Flow events lost, by node and stage: ringbuf (the datapath's ring buffer was full), agent_queue (malformed, or before the agent synced), agent_subscriber (an agent's follow stream, the observer's merge among them, read too slowly), observer_subscriber (a follower of the observer read too slowly; node \"observer\").",
+		}, []string{"node", "stage"}),
 		late: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "starlab_late_flows_total", Help: "Flows that reached the observer's merge later than its window (delivered out of time order), by node.",
 		}, []string{"node"}),
 	}
-	for _, c := range []prometheus.Collector{m.flows, m.drops, m.policyVerdicts, m.lost, m.late,
+	for _, c := range []prometheus.Collector{m.flows, m.drops, m.policyVerdicts, m.lost, m.lostByStage, m.late,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := m.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("register observer metric: %w", err)
@@ -69,10 +74,19 @@ func (m *Metrics) Observe(f *flow.Flow) {
 	}
 }
 
-// AddLost counts n lost events on a node.
-func (m *Metrics) AddLost(node string, n uint64) {
+// Loss stages (starlab_lost_events_by_stage_total{stage}, Status.LostByStage).
+const (
+	StageRingbuf            = "ringbuf"
+	StageAgentQueue         = "agent_queue"
+	StageAgentSubscriber    = "agent_subscriber"
+	StageObserverSubscriber = "observer_subscriber"
+)
+
+// AddLost counts n events lost on a node at a stage.
+func (m *Metrics) AddLost(node, stage string, n uint64) {
 	if n > 0 {
 		m.lost.WithLabelValues(node).Add(float64(n))
+		m.lostByStage.WithLabelValues(node, stage).Add(float64(n))
 	}
 }
 

@@ -164,7 +164,7 @@ func (o *Observer) Start(ctx context.Context) {
 				o.Ingest(f)
 			case <-tick.C:
 				if lost := o.store.Lost(); lost > lostSeen {
-					o.metrics.AddLost("observer", lost-lostSeen)
+					o.metrics.AddLost("observer", StageObserverSubscriber, lost-lostSeen)
 					lostSeen = lost
 				}
 			case <-ctx.Done():
@@ -227,9 +227,13 @@ type Status struct {
 	FlowsTotal     uint64       `json:"flows_total"`
 	FlowsPerSecond float64      `json:"flows_per_second"`
 	LostEvents     uint64       `json:"lost_events"` // agents' and the observer's own slow readers
-	Buffered       int          `json:"buffered"`
-	Capacity       int          `json:"capacity"`
-	Subscribers    int          `json:"subscribers"`
+	// LostByStage splits LostEvents by stage (StageRingbuf, StageAgentQueue, StageAgentSubscriber,
+	// StageObserverSubscriber). The merge itself never drops: it holds an agent's stream back, so a
+	// slow merge shows as that node's agent_subscriber losses.
+	LostByStage map[string]uint64 `json:"lost_by_stage"`
+	Buffered    int               `json:"buffered"`
+	Capacity    int               `json:"capacity"`
+	Subscribers int               `json:"subscribers"`
 	// LateFlows is how many flows reached the merge later than its window (MergeWindow) and were
 	// delivered to live followers out of time order; LateMaxSeconds is the most one lay behind.
 	LateFlows      uint64  `json:"late_flows"`
@@ -251,7 +255,8 @@ func (o *Observer) Status() Status {
 	o.lateMu.Unlock()
 	st := Status{Nodes: []NodeStatus{}, FlowsTotal: o.store.Total(), FlowsPerSecond: o.rate.perSecond(time.Now()),
 		LostEvents: o.store.Lost(), Buffered: o.store.Len(), Capacity: o.store.Capacity(), Subscribers: o.store.Subscribers(),
-		LateMaxSeconds: lateMax.Seconds(), MergeWindowMs: o.cfg.MergeWindow.Milliseconds()}
+		LateMaxSeconds: lateMax.Seconds(), MergeWindowMs: o.cfg.MergeWindow.Milliseconds(),
+		LostByStage: map[string]uint64{StageRingbuf: 0, StageAgentQueue: 0, StageAgentSubscriber: 0, StageObserverSubscriber: o.store.Lost()}}
 	for _, n := range late {
 		st.LateFlows += n
 	}
@@ -260,6 +265,9 @@ func (o *Observer) Status() Status {
 		ns.LateFlows = late[ns.Name]
 		st.Nodes = append(st.Nodes, ns)
 		st.LostEvents += ns.LostEvents
+		st.LostByStage[StageRingbuf] += ns.AgentStages.RingbufLost
+		st.LostByStage[StageAgentQueue] += ns.AgentStages.QueueLost
+		st.LostByStage[StageAgentSubscriber] += ns.AgentStages.SubscriberLost
 		if ns.State == StateConnected {
 			st.Connected++
 		} else {

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 )
 
@@ -34,7 +35,8 @@ func newAgentBuffer(t *testing.T, capacity int) *agent {
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/flows", flow.Handler(a.store, nil))
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(map[string]any{"lost_events": a.lost.Load()})
+		n := a.lost.Load() // lost in the ring buffer
+		_ = json.NewEncoder(w).Encode(agentapi.Status{LostEvents: n, FlowStages: agentapi.FlowStages{RingbufLost: n}})
 	})
 	a.srv = httptest.NewServer(mux)
 	t.Cleanup(a.srv.Close)
@@ -151,8 +153,12 @@ func TestObserverMergesAgentsAndSurvivesOneDown(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), `starlab_lost_events_total{node="node-1"} 7`)
+		return strings.Contains(string(b), `starlab_lost_events_total{node="node-1"} 7`) &&
+			strings.Contains(string(b), `starlab_lost_events_by_stage_total{node="node-1",stage="ringbuf"} 7`)
 	}, 10*time.Second, 100*time.Millisecond)
+	st = obs.Status()
+	assert.Equal(t, uint64(7), st.LostByStage[StageRingbuf], "status shows where the events were lost")
+	assert.Equal(t, uint64(7), st.LostEvents)
 }
 
 func TestObserverReconnectResumesWithoutDuplicates(t *testing.T) {

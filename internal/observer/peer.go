@@ -31,6 +31,9 @@ type NodeStatus struct {
 	ConnectedSince time.Time `json:"connected_since,omitzero"`
 	Reconnects     uint64    `json:"reconnects"`
 	LostEvents     uint64    `json:"lost_events"`
+	// AgentStages is the agent's own count of its flow events at each stage (its last status read;
+	// cumulative since the agent started).
+	AgentStages agentapi.FlowStages `json:"agent_stages"`
 	// LateFlows is how many of this node's flows reached the merge later than its window and were
 	// delivered out of time order to live followers (history answers stay in time order).
 	LateFlows uint64 `json:"late_flows"`
@@ -46,7 +49,7 @@ type peer struct {
 	backfill func(*flow.Flow)
 	agent    func(addr string) *agentapi.Client // a client of the agent at addr
 	log      *slog.Logger
-	onLost   func(node string, n uint64)
+	onLost   func(node, stage string, n uint64)
 	// initialLast is how many buffered flows to ask for on the first connection.
 	initialLast int
 	statusEvery time.Duration
@@ -56,7 +59,7 @@ type peer struct {
 	why      string // reason the node is unavailable without an address
 	status   NodeStatus
 	lastTime time.Time
-	lastLost uint64
+	lastLost agentapi.FlowStages
 	kick     chan struct{} // address changed: reconnect now
 }
 
@@ -65,7 +68,7 @@ type peer struct {
 const maxBackoff = time.Second
 
 func newPeer(node string, agent func(addr string) *agentapi.Client, log *slog.Logger, initialLast int, statusEvery time.Duration,
-	onLost func(string, uint64), backfill func(*flow.Flow)) *peer {
+	onLost func(node, stage string, n uint64), backfill func(*flow.Flow)) *peer {
 	return &peer{statusEvery: statusEvery, backfill: backfill,
 		node: node, out: make(chan *flow.Flow, 1024), agent: agent, log: log.With("node", node),
 		onLost: onLost, initialLast: initialLast, kick: make(chan struct{}, 1),
@@ -262,6 +265,15 @@ func (p *peer) seen(f *flow.Flow) {
 	p.mu.Unlock()
 }
 
+// increase is how much a cumulative counter grew from prev to now (all of now when it went back: the
+// agent restarted and its counters reset).
+func increase(prev, now uint64) uint64 {
+	if now >= prev {
+		return now - prev
+	}
+	return now
+}
+
 // pollStatus reads the agent's lost-event counter every few seconds and reports increases.
 func (p *peer) pollStatus(ctx context.Context) {
 	t := time.NewTicker(p.statusEvery)
@@ -286,15 +298,22 @@ func (p *peer) pollStatus(ctx context.Context) {
 			continue
 		}
 		p.mu.Lock()
-		delta := st.LostEvents
-		if st.LostEvents >= p.lastLost {
-			delta = st.LostEvents - p.lastLost // else: the agent restarted and its counter reset
+		prev := p.lastLost
+		p.lastLost = st.FlowStages
+		p.status.AgentStages = st.FlowStages
+		deltas := map[string]uint64{
+			StageRingbuf:         increase(prev.RingbufLost, st.FlowStages.RingbufLost),
+			StageAgentQueue:      increase(prev.QueueLost, st.FlowStages.QueueLost),
+			StageAgentSubscriber: increase(prev.SubscriberLost, st.FlowStages.SubscriberLost),
 		}
-		p.lastLost = st.LostEvents
-		p.status.LostEvents += delta
+		for _, d := range deltas {
+			p.status.LostEvents += d
+		}
 		p.mu.Unlock()
-		if delta > 0 && p.onLost != nil {
-			p.onLost(p.node, delta)
+		for stage, d := range deltas {
+			if d > 0 && p.onLost != nil {
+				p.onLost(p.node, stage, d)
+			}
 		}
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	gherkin "github.com/cucumber/gherkin/go/v42"
-	messages "github.com/cucumber/messages/go/v34"
 	"github.com/cucumber/godog"
+	messages "github.com/cucumber/messages/go/v34"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/starlab-dev/starlab/internal/bundle"

@@ -40,9 +40,9 @@ func conformanceFailure(ctx context.Context, u *conformance.Universe, cases []co
 	}
 	sr := cr.Steps[failed]
 	rec := &bundle.Record{
-		Kind: bundle.RecordConformance,
-		Case: &bundle.CaseRef{Name: c.Name, Tags: c.Tags, Modes: modes},
-		Step: bundle.StepRef{Text: sr.Name, Started: sr.Started, Ended: sr.Ended},
+		Kind:  bundle.RecordConformance,
+		Case:  &bundle.CaseRef{Name: c.Name, Tags: c.Tags, Modes: modes},
+		Step:  bundle.StepRef{Text: sr.Name, Started: sr.Started, Ended: sr.Ended},
 		Cells: conformance.TruthCells(sr.Cells),
 	}
 	for _, st := range c.Steps[:failed+1] {

@@ -104,27 +104,31 @@ func (r *Redactor) Object(obj map[string]any) {
 	r.walk(obj)
 }
 
-func (r *Redactor) walk(v any) {
+// named calls fn on every string value whose key is named: a map value under a key in keys, or
+// the value of an entry {name: KEY, value: ...}; fn returns the replacement.
+func (r *Redactor) named(v any, fn func(string) string) {
 	switch t := v.(type) {
 	case map[string]any:
 		if name, ok := t["name"].(string); ok && slices.Contains(r.keys, name) {
-			if _, ok := t["value"].(string); ok {
-				t["value"] = Redacted
+			if s, ok := t["value"].(string); ok {
+				t["value"] = fn(s)
 			}
 		}
 		for k, val := range t {
-			if _, ok := val.(string); ok && slices.Contains(r.keys, k) {
-				t[k] = Redacted
+			if s, ok := val.(string); ok && slices.Contains(r.keys, k) {
+				t[k] = fn(s)
 				continue
 			}
-			r.walk(val)
+			r.named(val, fn)
 		}
 	case []any:
 		for _, e := range t {
-			r.walk(e)
+			r.named(e, fn)
 		}
 	}
 }
+
+func (r *Redactor) walk(v any) { r.named(v, func(string) string { return Redacted }) }
 
 // collectValues adds the values of obj to redact everywhere: a Secret's decoded data and
 // stringData, and every string value whose key is named.
@@ -148,28 +152,10 @@ func (r *Redactor) collectValues(obj map[string]any) {
 			}
 		}
 	}
-	var walk func(v any)
-	walk = func(v any) {
-		switch t := v.(type) {
-		case map[string]any:
-			if name, ok := t["name"].(string); ok && slices.Contains(r.keys, name) {
-				if s, ok := t["value"].(string); ok {
-					r.addValue(s)
-				}
-			}
-			for k, val := range t {
-				if s, ok := val.(string); ok && slices.Contains(r.keys, k) {
-					r.addValue(s)
-				}
-				walk(val)
-			}
-		case []any:
-			for _, e := range t {
-				walk(e)
-			}
-		}
-	}
-	walk(obj)
+	r.named(obj, func(v string) string {
+		r.addValue(v)
+		return v
+	})
 }
 
 // redactionSources are the resources whose values a redactor learns before the bundle is written:

@@ -62,7 +62,7 @@ func BenchmarkFailureBundleOfStarsStep(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		rec := &Record{
 			Kind: RecordScenario, Scenario: &ScenarioRef{FeaturePath: "features/stars.feature", Name: "Policy by policy", Line: 16},
-			Step: StepRef{Text: "the stars reachability is:", Started: time.Now().Add(-10 * time.Second), Ended: time.Now()},
+			Step:  StepRef{Text: "the stars reachability is:", Started: time.Now().Add(-10 * time.Second), Ended: time.Now()},
 			Cells: cells, Objects: objs, Flows: flows, Tables: "expected | connections | flows\n", Feature: []byte("Feature: stars\n"),
 		}
 		res, err := Write(ctx, Options{Lab: name, Output: filepath.Join(dir, "b.tar.gz"), Since: DefaultSince, Record: rec})

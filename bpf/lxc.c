@@ -63,37 +63,57 @@ static __always_inline int sl_lxc_prologue(struct __sk_buff *skb, struct sl_pkt 
 }
 
 /*
- * A forward conntrack hit whose entry was allowed under another policy
- * revision of the endpoint (sl_endpoint.policy_rev): look the flow up in
- * policy again, with the peer's current identity and, for egress, the
- * post-DNAT destination. Allowed: the entry takes the endpoint's revision and
- * the allowing rule. Denied: the entry and its pair are deleted (the next
- * packet is a new flow, denied again) and the drop reason is returned, with
- * the packet and trace set up as for a denied new flow. Replies are never
- * looked up (policy allows the connection, not each direction).
+ * A conntrack hit whose flow may no longer be allowed. A forward entry allowed
+ * under another policy revision of the endpoint (sl_endpoint.policy_rev) is
+ * looked up in policy again, with the peer's current identity and, for egress,
+ * the post-DNAT destination. Allowed: the entry takes the endpoint's revision
+ * and the allowing rule (and a denied flow is live again). Denied: the entry
+ * and its pair become the flow's tombstone (SL_CT_DENIED): every packet of
+ * either direction is dropped with the drop reason, replies included, until a
+ * later revision allows the flow again or the entries expire. Deleting them
+ * instead would let the first packet the other end sends (a retransmission of
+ * data the cut connection never acknowledged) start the flow again as a new
+ * flow the other way round, whose reply entry would then let this side in.
+ * Replies of live flows are never looked up (policy allows the connection, not
+ * each direction).
  */
 static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg *cfg, struct sl_pkt *p,
-							      const struct sl_ct_key *k, struct sl_ct_entry *e,
-							      enum sl_ct_map m, const struct sl_endpoint *ep,
-							      enum sl_dir dir, struct sl_trace *t)
+							      struct sl_ct_entry *e, enum sl_ct_map m,
+							      const struct sl_endpoint *ep, enum sl_dir dir,
+							      struct sl_trace *t)
 {
 	enum sl_drop_reason reason;
+	struct sl_ct_entry *pair;
 	struct sl_ct_key pk;
 	__u32 peer_ip = p->saddr, peer_id;
 	__be16 port = p->dport;
 
-	if ((e->flags & SL_CT_REPLY) || e->policy_rev == ep->policy_rev)
+	if (!(e->flags & SL_CT_DENIED) && ((e->flags & SL_CT_REPLY) || e->policy_rev == ep->policy_rev))
 		return SL_DROP_NONE;
-	if (dir == SL_DIR_EGRESS) {
+	if (dir == SL_DIR_EGRESS && !(e->flags & SL_CT_REPLY)) {
 		peer_ip = p->daddr;
 		if (e->flags & SL_CT_DNAT) {
 			peer_ip = e->nat_addr;
 			port = e->nat_port;
 		}
 	}
+	if (e->flags & SL_CT_REPLY) {
+		/* the reply of a tombstoned flow: its forward entry decides */
+		t->is_reply = 1;
+		t->src_identity = e->src_identity;
+		t->dst_identity = e->dst_identity;
+		e->last_seen_ns = bpf_ktime_get_boot_ns();
+		return SL_DROP_POLICY_DENIED;
+	}
+	/* a forward entry of another revision, or a tombstone (looked up again: allowed again, or its drop reason now) */
 	peer_id = sl_peer_identity(cfg, peer_ip);
 	reason = sl_policy_check(ep, peer_id, peer_ip, dir, p->proto, port, t);
+	__builtin_memcpy(&pk, &e->pair, sizeof(pk));
+	pair = sl_ct_map_lookup(m, &pk);
 	if (reason == SL_DROP_NONE) {
+		e->flags &= ~SL_CT_DENIED;
+		if (pair)
+			pair->flags &= ~SL_CT_DENIED;
 		e->policy_rev = ep->policy_rev;
 		e->policy_id = t->policy_id;
 		e->rule = t->rule;
@@ -110,9 +130,11 @@ static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg
 	} else {
 		t->src_identity = peer_id;
 	}
-	__builtin_memcpy(&pk, &e->pair, sizeof(pk));
-	sl_ct_map_delete(m, &pk);
-	sl_ct_map_delete(m, k);
+	e->policy_rev = ep->policy_rev;
+	e->last_seen_ns = bpf_ktime_get_boot_ns();
+	e->flags |= SL_CT_DENIED;
+	if (pair)
+		pair->flags |= SL_CT_DENIED;
 	return reason;
 }
 
@@ -122,11 +144,11 @@ static __always_inline enum sl_drop_reason sl_lxc_ct_recheck(const struct sl_cfg
  * (lib/sl_conntrack.h).
  */
 static __always_inline int sl_lxc_ct_hit(struct __sk_buff *skb, const struct sl_cfg *cfg,
-					 struct sl_pkt *p, const struct sl_ct_key *k, struct sl_ct_entry *e,
+					 struct sl_pkt *p, struct sl_ct_entry *e,
 					 enum sl_ct_map m, const struct sl_endpoint *ep, enum sl_dir dir,
 					 struct sl_trace *t)
 {
-	enum sl_drop_reason reason = sl_lxc_ct_recheck(cfg, p, k, e, m, ep, dir, t);
+	enum sl_drop_reason reason = sl_lxc_ct_recheck(cfg, p, e, m, ep, dir, t);
 
 	if (reason != SL_DROP_NONE)
 		return sl_drop_code(reason);
@@ -265,7 +287,7 @@ int sl_from_container(struct __sk_buff *skb)
 	sl_ct_key_of(&k, &p, SL_CT_EGRESS);
 	e = sl_ct_lookup_pod_hook(&k, &p, &m);
 	if (e) {
-		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, m, ep, SL_DIR_EGRESS, &t);
+		r = sl_lxc_ct_hit(skb, cfg, &p, e, m, ep, SL_DIR_EGRESS, &t);
 		/* reply of a NodePort flow: source is now a node address */
 		if (r == TC_ACT_OK && (e->flags & SL_CT_FIB_REDIRECT))
 			r = sl_fib_redirect(skb, &p, ifindex);
@@ -322,7 +344,7 @@ int sl_to_container(struct __sk_buff *skb)
 	sl_ct_key_of(&k, &p, SL_CT_INGRESS);
 	e = sl_ct_lookup_pod_hook(&k, &p, &m);
 	if (e) {
-		r = sl_lxc_ct_hit(skb, cfg, &p, &k, e, m, ep, SL_DIR_INGRESS, &t);
+		r = sl_lxc_ct_hit(skb, cfg, &p, e, m, ep, SL_DIR_INGRESS, &t);
 		goto out;
 	}
 

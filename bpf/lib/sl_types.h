@@ -212,6 +212,10 @@ enum sl_ct_flags {
 	SL_CT_SEEN_NON_SYN = 64, /* a packet without SYN (the handshake is done) */
 	SL_CT_SEEN_FIN = 128,    /* a FIN */
 	SL_CT_SEEN_RST = 256,    /* an RST */
+	/* the connection was allowed, then denied by a policy change (sl_lxc_ct_recheck): both entries
+	 * stay as its tombstone and drop every packet of either direction with POLICY_DENIED, so neither
+	 * end's retransmissions can start it again as a new flow the other way round */
+	SL_CT_DENIED = 512,
 };
 
 struct sl_ct_key {
@@ -331,6 +335,7 @@ enum sl_obs_point {
 	SL_OBS_FROM_CONTAINER = 1,
 	SL_OBS_TO_CONTAINER = 2,
 	SL_OBS_FROM_NETDEV = 3,
+	SL_OBS_TO_NETDEV = 4, /* sl_to_netdev: replies of NodePort flows to a backend in the node's own network namespace */
 };
 
 struct sl_flow_event {

@@ -111,6 +111,7 @@ const (
 	SlSlCtFlagsSL_CT_SEEN_NON_SYN SlSlCtFlags = 64
 	SlSlCtFlagsSL_CT_SEEN_FIN     SlSlCtFlags = 128
 	SlSlCtFlagsSL_CT_SEEN_RST     SlSlCtFlags = 256
+	SlSlCtFlagsSL_CT_DENIED       SlSlCtFlags = 512
 )
 
 type SlSlCtKey struct {
@@ -274,6 +275,7 @@ const (
 	SlSlObsPointSL_OBS_FROM_CONTAINER SlSlObsPoint = 1
 	SlSlObsPointSL_OBS_TO_CONTAINER   SlSlObsPoint = 2
 	SlSlObsPointSL_OBS_FROM_NETDEV    SlSlObsPoint = 3
+	SlSlObsPointSL_OBS_TO_NETDEV      SlSlObsPoint = 4
 )
 
 type SlSlPolicyAction uint32

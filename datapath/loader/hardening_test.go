@@ -3,7 +3,9 @@
 package loader
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"syscall"
@@ -310,4 +312,74 @@ func TestNewDenyCutsEstablishedTCPFromAnotherNode(t *testing.T) {
 	l.setFlags(c, maps.EndpointIngressEnforced)
 	_, err = ask(conn, "two")
 	assert.Error(t, err, "the open TCP connection from another node must be cut by the new deny")
+}
+
+// Item 3, the server side: after a new ingress deny has cut a TCP connection, the server's own
+// retransmissions (data the client's dropped ACKs never acknowledged) must not open the flow again
+// in the other direction: without the cut connection's tombstone, the server's next packet is a new
+// egress flow of the server, its reply entry then lets the client's packets in as "replies".
+func TestDeniedConnectionStaysCutWhenTheServerSendsAgain(t *testing.T) {
+	l := newLab(t)
+	a, c := l.pods["a"], l.pods["c"]
+	var ln net.Listener
+	require.NoError(t, inNS(c.ns, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", ":8090")
+		return err
+	}))
+	t.Cleanup(func() { ln.Close() })
+	push := make(chan string, 4)
+	go func() {
+		sc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer sc.Close()
+		r := bufio.NewReader(sc)
+		go func() {
+			for m := range push {
+				_, _ = fmt.Fprintf(sc, "%s\n", m)
+			}
+		}()
+		for {
+			s, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			_, _ = fmt.Fprintf(sc, "echo %s", s)
+		}
+	}()
+	t.Cleanup(func() { close(push) })
+
+	conn, err := dial(a.ns, "tcp4", "10.244.2.10:8090", "", 3*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	got, err := ask(conn, "one")
+	require.NoError(t, err)
+	require.Equal(t, "echo one", got)
+
+	l.setFlags(c, maps.EndpointIngressEnforced)
+	// the server pushes: its data passes on the reply entry, the client's ACK is cut by the deny,
+	// the server retransmits for as long as the test looks
+	push <- "late"
+	r := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	late, err := r.ReadString('\n')
+	require.NoError(t, err, "the server's data passes on the reply entry")
+	require.Equal(t, "late\n", late)
+	time.Sleep(1500 * time.Millisecond)
+	_, err = ask(conn, "two")
+	assert.Error(t, err, "the cut connection must stay cut after the server sent again")
+	requireEvents(t, l.n2, func(e fe.Event) bool {
+		return e.Type == fe.TypeDrop && e.ObsPoint == fe.ObsToContainer
+	}, newEv(fe.ObsToContainer, tcp, "10.244.1.10", "10.244.2.10", 8090, 256, 258).drop(fe.DropPolicyDenied))
+
+	// a later policy that allows the flow again brings the cut connection back (the client's
+	// retransmission of "two" is looked up again)
+	allowIngress(t, c, a.identity, maps.ProtoTCP, 8090, 49)
+	l.setFlags(c, maps.EndpointIngressEnforced)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	back, err := bufio.NewReader(conn).ReadString('\n')
+	require.NoError(t, err, "the connection must work again once a policy allows it")
+	require.Equal(t, "echo two\n", back)
 }

@@ -37,6 +37,8 @@ const (
 	CTSeenNonSYN = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_NON_SYN)
 	CTSeenFIN    = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_FIN)
 	CTSeenRST    = CTFlags(bpfobj.SlSlCtFlagsSL_CT_SEEN_RST)
+	// CTDenied: a flow allowed, then denied by a policy change; both entries drop its packets.
+	CTDenied = CTFlags(bpfobj.SlSlCtFlagsSL_CT_DENIED)
 )
 
 // CTLifetimes are how long a conntrack entry may stay idle, by protocol and

@@ -174,26 +174,3 @@ func Build(ctx context.Context, opts Options) (Result, error) {
 		Duration:             time.Since(start),
 	}, nil
 }
-
-// Lookup is the node image this Starlab builds for opts.KubernetesVersion and whether it is at
-// hand, in docker or in the cache, so that a lab can run it offline. It builds nothing.
-func Lookup(ctx context.Context, opts Options) (image, key string, present bool, err error) {
-	version := opts.KubernetesVersion
-	if version == "" {
-		version = DefaultVersion
-	}
-	rel, err := lookupRelease(version)
-	if err != nil {
-		return "", "", false, err
-	}
-	c, err := cache.Open(opts.CacheDir)
-	if err != nil {
-		return "", "", false, err
-	}
-	b := &builder{rel: rel, cache: c, progress: opts.Progress, log: slog.Default()}
-	if err := b.computeKeys(ctx); err != nil {
-		return "", "", false, err
-	}
-	present = imageExists(ctx, b.image) || b.cache.Has(stepNode, b.nodeKey)
-	return b.image, string(b.nodeKey), present, nil
-}

@@ -236,7 +236,7 @@ func decodeFlows(t *testing.T, r io.Reader) []*flow.Flow {
 
 func observeInputFile(t *testing.T, ctx context.Context, bin, path string) []*flow.Flow {
 	t.Helper()
-	out, err := exec.CommandContext(ctx, bin, "observe", "--input-file", path, "-o", "json").Output()
+	out, err := exec.CommandContext(ctx, bin, "observe", "--input-file", path, "--last", "1000000", "-o", "json").Output()
 	require.NoError(t, err)
 	return decodeFlows(t, bytes.NewReader(out))
 }

@@ -50,6 +50,7 @@ func (e *Env) Apply(ctx context.Context, data []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	e.applied.add("apply", objs)
 	var maxRV int64
 	for _, got := range applied {
 		rv, err := strconv.ParseInt(got.GetResourceVersion(), 10, 64)
@@ -77,11 +78,13 @@ func (e *Env) Delete(ctx context.Context, data []byte) (int64, error) {
 			return 0, fmt.Errorf("get %s before delete: %w", what, err)
 		}
 		if u.GetKind() == "Namespace" {
+			e.applied.add("delete", []*unstructured.Unstructured{u})
 			if err := ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				return 0, fmt.Errorf("delete %s: %w", what, err)
 			}
 			return 0, nil
 		}
+		e.applied.add("delete", []*unstructured.Unstructured{u})
 		w, err := ri.Watch(ctx, metav1.ListOptions{
 			FieldSelector:   fields.OneTermEqualSelector("metadata.name", u.GetName()).String(),
 			ResourceVersion: cur.GetResourceVersion(),

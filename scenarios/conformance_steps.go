@@ -115,6 +115,7 @@ func (s *conformanceSteps) reachabilityMatchesPolicies(ctx context.Context) erro
 		if dir, derr := s.e.DumpState(ctx, "reachability "+strings.Join(s.w.scope, " "), map[string][]byte{"reachability.txt": []byte(report)}); derr == nil {
 			report += "state dump: " + dir + "\n"
 		}
+		report += s.w.writeFailureBundle(ctx, failingStep{cells: conformance.TruthCells(res.Cells), tables: report})
 	}
 	assert.Zero(t, res.Wrong, "the reachability does not match the policies:\n%s", report)
 	return nil

@@ -49,7 +49,12 @@
 //   - CheckMatrix(ctx, expected, lookup): a whole reachability table (MatrixFromTable of a Gherkin
 //     table, rows = sources, columns = targets, cells yes/no/ignored) checked by real TCP connections
 //     from inside the source pods and by the observer's flows of exactly those connections; returns
-//     the side-by-side report. lookup maps table names to Workload (pod selector + Service address).
+//     a MatrixCheck (the side-by-side report, OK, the truth cells). lookup maps table names to Workload
+//     (pod selector + Service address).
+//   - Failure bundles: a step that finds wrong cells (a reachability table, "the reachability matches
+//     the policies") writes a bundle with bundle.Record (feature file, scenario, step, truth cells,
+//     the step's flows, the objects Env.Apply/Delete applied in the scenario, in order) into
+//     <ReportDir>/bundles/ and names it in the failure (World.writeFailureBundle; Env.BundleFailures).
 //   - WaitDeploymentsAvailable, DumpState, AppendFlows, PortForward, Pod.
 //   - Env.ReportDir: where the report bundle (junit, cucumber json, flows NDJSON, object dumps) goes.
 //

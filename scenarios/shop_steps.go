@@ -129,9 +129,9 @@ func (s *shopSteps) reachabilityIs(ctx context.Context, table *godog.Table) erro
 	t := godog.T(ctx)
 	expected, err := MatrixFromTable(table)
 	require.NoError(t, err)
-	report, ok, err := s.e.CheckMatrix(ctx, expected, lookupShopWorkload)
+	res, err := s.e.CheckMatrix(ctx, expected, lookupShopWorkload)
 	require.NoError(t, err)
-	assert.True(t, ok, report)
+	assert.True(t, res.OK, s.w.matrixReport(ctx, res))
 	return nil
 }
 

@@ -94,9 +94,9 @@ func (s *starsSteps) reachabilityIs(ctx context.Context, table *godog.Table) err
 		require.NoError(t, err)
 	}
 	s.expected = expected
-	report, ok, err := s.e.CheckMatrix(ctx, expected, lookupStarsWorkload)
+	res, err := s.e.CheckMatrix(ctx, expected, lookupStarsWorkload)
 	require.NoError(t, err)
-	assert.True(t, ok, report)
+	assert.True(t, res.OK, s.w.matrixReport(ctx, res))
 	return nil
 }
 

@@ -53,6 +53,7 @@ func InitializeScenario(env *Env) func(*godog.ScenarioContext) {
 			}
 			return ctx, nil
 		})
+		scenarioHooks(sc, w)
 		registerSteps(sc, scenarioSteps(w))
 	}
 }
@@ -99,6 +100,7 @@ func RunSuite(ctx context.Context, env *Env, opts SuiteOptions) (int, error) {
 			return 1, fmt.Errorf("create directory for %s: %w", f, err)
 		}
 	}
+	env.featureFS = opts.FS
 	out := opts.Output
 	if out == nil {
 		out = os.Stdout

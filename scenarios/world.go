@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/cucumber/godog"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -35,6 +37,13 @@ type Env struct {
 	apply            *lab.Applier
 	latMu            sync.Mutex
 	programLatencies []time.Duration
+
+	// BundleFailures makes a step that finds wrong cells write a failure bundle (default true).
+	BundleFailures bool
+	applied        appliedLog
+	featureFS      fs.FS // where the suite read its features (nil: disk)
+	bundlesMu      sync.Mutex
+	bundles        []string
 }
 
 // NewEnv connects to the lab whose kubeconfig is at kubeconfig and writes reports under reportDir.
@@ -50,7 +59,7 @@ func NewEnv(labName, kubeconfig, reportDir string, log *slog.Logger) (*Env, erro
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Env{LabName: labName, Kubeconfig: kubeconfig, RESTConfig: cfg, Client: client, ReportDir: reportDir, Log: log}, nil
+	return &Env{LabName: labName, Kubeconfig: kubeconfig, RESTConfig: cfg, Client: client, ReportDir: reportDir, Log: log, BundleFailures: true}, nil
 }
 
 // World is one scenario: the shared Env and the cleanups to run after it. What a scenario's steps
@@ -62,6 +71,10 @@ type World struct {
 	// scope are the namespaces whose pods and Services "the reachability matches the policies"
 	// checks (set by the feature's Given step).
 	scope []string
+	// scenario, step and stepStart are the running scenario and step (a failure bundle names them).
+	scenario  *godog.Scenario
+	step      *godog.Step
+	stepStart time.Time
 }
 
 // SetScope sets the namespaces the reachability step checks.

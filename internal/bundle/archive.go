@@ -16,12 +16,14 @@ import (
 // ManifestName is the name of the manifest file at the root of every bundle.
 const ManifestName = "MANIFEST.json"
 
-// ManifestFormat is the version of the MANIFEST.json layout.
-const ManifestFormat = 1
+// SchemaVersion is the version of the bundle layout (MANIFEST.json's schemaVersion): 1 had no repro
+// section; 2 adds it (Manifest.Repro, the repro/ files). A reader refuses a newer schema.
+const SchemaVersion = 2
 
 // Manifest is MANIFEST.json: what the bundle holds and which collection steps failed.
 type Manifest struct {
-	Format            int          `json:"format"`
+	SchemaVersion     int          `json:"schemaVersion"`
+	Format            int          `json:"format,omitempty"` // schema 1's name of SchemaVersion (read only)
 	Lab               string       `json:"lab"`
 	CreatedAt         time.Time    `json:"createdAt"`
 	Since             string       `json:"since"` // the window of flows and journals, e.g. "15m0s"
@@ -31,6 +33,12 @@ type Manifest struct {
 	Files             []FileEntry  `json:"files"`    // every file but MANIFEST.json itself, in archive order
 	Steps             []StepRecord `json:"steps"`    // every collection step, in run order
 	Failures          []Failure    `json:"failures"` // every failed step (or item of a step) with its error
+	// Redacted says Secret data and the values of the named keys were replaced before anything was written.
+	Redacted   bool     `json:"redacted,omitempty"`
+	RedactKeys []string `json:"redactKeys,omitempty"`
+	// Repro indexes the failing test's record (bundles written by a failing `starlab test` or
+	// `starlab conformance`); nil for a plain `starlab bundle`.
+	Repro *ReproIndex `json:"repro,omitempty"`
 }
 
 // FileEntry is one file of the bundle (name relative to the bundle's root directory).
@@ -70,6 +78,14 @@ type Archive struct {
 	files   []FileEntry
 	names   map[string]bool
 	closed  bool
+	redact  *Redactor
+}
+
+// SetRedactor makes every later Add (and the manifest) pass through r before it is written.
+func (a *Archive) SetRedactor(r *Redactor) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.redact = r
 }
 
 // CreateArchive starts a bundle at path whose entries live under root/ (a single path element).
@@ -125,6 +141,7 @@ func (a *Archive) Add(step, name string, data []byte) error {
 	if a.names[name] {
 		return fmt.Errorf("add %s to bundle %s: a file of that name is already in it", name, a.path)
 	}
+	data = a.redact.Bytes(data)
 	if err := a.writeLocked(name, data); err != nil {
 		return err
 	}
@@ -167,7 +184,7 @@ func (a *Archive) Close(m *Manifest) (int64, error) {
 		return 0, fmt.Errorf("close bundle %s: already closed", a.path)
 	}
 	a.closed = true
-	m.Format = ManifestFormat
+	m.SchemaVersion, m.Format = SchemaVersion, 0
 	m.Files = append([]FileEntry(nil), a.files...)
 	if m.Steps == nil {
 		m.Steps = []StepRecord{}
@@ -180,7 +197,7 @@ func (a *Archive) Close(m *Manifest) (int64, error) {
 		a.abortLocked()
 		return 0, fmt.Errorf("encode bundle manifest: %w", err)
 	}
-	if err := a.writeLocked(ManifestName, append(data, '\n')); err != nil {
+	if err := a.writeLocked(ManifestName, append(a.redact.Bytes(data), '\n')); err != nil {
 		a.abortLocked()
 		return 0, err
 	}

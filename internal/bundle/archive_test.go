@@ -78,7 +78,7 @@ func TestArchiveWritesFilesThenManifest(t *testing.T) {
 
 	var got Manifest
 	require.NoError(t, json.Unmarshal(content["b/MANIFEST.json"], &got))
-	assert.Equal(t, ManifestFormat, got.Format)
+	assert.Equal(t, SchemaVersion, got.SchemaVersion)
 	assert.Equal(t, "lab1", got.Lab)
 	assert.Equal(t, []FileEntry{
 		{Name: "status.json", Size: 19, Step: "status"},

@@ -46,6 +46,13 @@ type Options struct {
 	StepTimeout  time.Duration      // bound of each collection step; 0 = DefaultStepTimeout
 	Progress     *progress.Reporter // per-step progress lines; nil = silent
 	Logger       *slog.Logger       // nil = slog.Default()
+	// Redact replaces Secret data, and every value of a key in RedactKeys, before anything is
+	// written (the values are learnt from the lab first; the bundle is not written when that fails).
+	Redact     bool
+	RedactKeys []string
+	// Record is the failing test's record (a failing `starlab test` or `starlab conformance`);
+	// Write completes its Inputs from the lab and writes it under repro/.
+	Record *Record
 }
 
 // Result describes a written bundle.
@@ -55,6 +62,7 @@ type Result struct {
 	Files             int           `json:"files"` // files in the bundle besides MANIFEST.json
 	Steps             int           `json:"steps"`
 	Failures          []Failure     `json:"failures"`
+	Repro             *ReproIndex   `json:"repro,omitempty"`
 	Duration          time.Duration `json:"-"`
 	DurationText      string        `json:"duration"`
 	StarlabVersion    string        `json:"starlabVersion"`
@@ -86,17 +94,25 @@ func Write(ctx context.Context, opts Options) (Result, error) {
 	if ex.State == lab.StateAbsent {
 		return Result{}, fmt.Errorf("lab %q does not exist: nothing to bundle (create it with `starlab up --name %s`, or pass the name of a running lab with --name)", opts.Lab, opts.Lab)
 	}
+	var red *Redactor
+	if opts.Redact || len(opts.RedactKeys) > 0 {
+		if red, err = learnRedactor(ctx, l, opts); err != nil {
+			return Result{}, err
+		}
+	}
 	a, err := CreateArchive(opts.Output, archiveRoot(opts.Output), start)
 	if err != nil {
 		return Result{}, err
 	}
-	r := &run{opts: opts, lab: l, archive: a, version: StarlabVersion(), start: start}
+	a.SetRedactor(red)
+	r := &run{opts: opts, lab: l, archive: a, version: StarlabVersion(), start: start, redact: red, existing: ex}
 	r.collect(ctx)
 
 	m := &Manifest{
 		Lab: opts.Lab, CreatedAt: start.UTC(), Since: opts.Since.String(),
 		StarlabVersion: r.version.String(), KubernetesVersion: r.kubeVersion,
-		Steps: r.steps, Failures: r.failures,
+		Steps: r.steps, Failures: r.failures, Repro: r.repro,
+		Redacted: red != nil, RedactKeys: opts.RedactKeys,
 	}
 	m.Duration = time.Since(start).Round(time.Millisecond).String()
 	size, err := a.Close(m)
@@ -104,7 +120,7 @@ func Write(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{
-		Path: opts.Output, Size: size, Files: len(m.Files), Steps: len(m.Steps), Failures: m.Failures,
+		Path: opts.Output, Size: size, Files: len(m.Files), Steps: len(m.Steps), Failures: m.Failures, Repro: m.Repro,
 		Duration: time.Since(start), StarlabVersion: m.StarlabVersion, KubernetesVersion: m.KubernetesVersion,
 	}
 	res.DurationText = res.Duration.Round(time.Millisecond).String()
@@ -165,11 +181,13 @@ func archiveRoot(output string) string {
 
 // run is one bundle collection in progress.
 type run struct {
-	opts    Options
-	lab     *lab.Lab
-	archive *Archive
-	version Version
-	start   time.Time
+	opts     Options
+	lab      *lab.Lab
+	archive  *Archive
+	version  Version
+	start    time.Time
+	redact   *Redactor    // nil: nothing redacted
+	existing lab.Existing // what docker holds for the lab
 
 	// set by the connect step; nil when the API server cannot be reached
 	cfg *rest.Config
@@ -180,11 +198,15 @@ type run struct {
 	steps       []StepRecord
 	failures    []Failure
 	kubeVersion string
+	repro       *ReproIndex
 }
 
 // collect runs every collection step in order.
 func (r *run) collect(ctx context.Context) {
 	r.step(ctx, "starlab and kubernetes versions", r.collectVersions)
+	if r.opts.Record != nil {
+		r.step(ctx, "repro: the failing test, its inputs, truth tables and flows", r.collectRecord)
+	}
 	r.step(ctx, "lab status", r.collectStatus)
 	r.step(ctx, "kubernetes objects", r.collectObjects)
 	r.step(ctx, "starlab pod logs", r.collectLogs)

@@ -144,7 +144,7 @@ func (r *run) collectObjects(ctx context.Context, s *stepCtx) error {
 		return err
 	}
 	for _, d := range r.objectDumps() {
-		data, err := dumpObjects(ctx, r.dyn, d.gvr, d.namespace)
+		data, err := dumpObjects(ctx, r.dyn, d.gvr, d.namespace, r.redact)
 		if err != nil {
 			s.fail(d.file, err)
 			continue
@@ -155,7 +155,7 @@ func (r *run) collectObjects(ctx context.Context, s *stepCtx) error {
 }
 
 // dumpObjects lists every object of gvr (paging) and renders them as kubectl's List YAML.
-func dumpObjects(ctx context.Context, dyn dynamic.Interface, gvr schema.GroupVersionResource, namespace string) ([]byte, error) {
+func dumpObjects(ctx context.Context, dyn dynamic.Interface, gvr schema.GroupVersionResource, namespace string, red *Redactor) ([]byte, error) {
 	items := []any{}
 	opts := metav1.ListOptions{Limit: 500}
 	for {
@@ -164,7 +164,9 @@ func dumpObjects(ctx context.Context, dyn dynamic.Interface, gvr schema.GroupVer
 			return nil, fmt.Errorf("list %s: %w", gvrName(gvr), err)
 		}
 		for i := range list.Items {
-			items = append(items, cleanObject(&list.Items[i]))
+			obj := cleanObject(&list.Items[i])
+			red.Object(obj)
+			items = append(items, obj)
 		}
 		if list.GetContinue() == "" {
 			break

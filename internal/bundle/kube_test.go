@@ -81,7 +81,7 @@ func TestDumpObjectsDropsManagedFields(t *testing.T) {
 	}}
 	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
 		map[schema.GroupVersionResource]string{gvr: "NetworkPolicyList"}, obj)
-	data, err := dumpObjects(context.Background(), dyn, gvr, "")
+	data, err := dumpObjects(context.Background(), dyn, gvr, "", nil)
 	require.NoError(t, err)
 
 	var list struct {

@@ -18,6 +18,8 @@ func newBundleCommand(g *globalOptions) *cobra.Command {
 		since     time.Duration
 		format    string
 		namespace string
+		redact    bool
+		redactKey []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bundle",
@@ -29,9 +31,11 @@ and recent flows (NDJSON), the observer's status, graph, metrics and merged flow
 bpffs pins and containerd/kubelet journals, and the starlab and Kubernetes versions.
 
 MANIFEST.json lists every file with its size and every collection step that failed with its error: a
-failing step never stops the bundle.`,
+failing step never stops the bundle. --redact learns every Secret's values from the lab first and
+replaces them (raw and base64) in every file; --redact-key K also replaces the values of keys named K.`,
 		Example: `  starlab bundle
   starlab bundle --output /tmp/lab.tar.gz --since 30m
+  starlab bundle --redact --redact-key API_TOKEN
   starlab bundle -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -47,6 +51,7 @@ failing step never stops the bundle.`,
 			res, err := bundle.Write(cmd.Context(), bundle.Options{
 				Lab: g.clusterName, Output: file, Since: since, Namespace: namespace,
 				Progress: progress.New(progressOut(cmd, format)),
+				Redact:   redact, RedactKeys: redactKey,
 			})
 			if err != nil && res.Path == "" {
 				return err
@@ -75,6 +80,8 @@ failing step never stops the bundle.`,
 	cmd.Flags().StringVar(&file, "output", "", "bundle file to write (*.tar.gz; default ./starlab-bundle-<lab>-<UTC time>.tar.gz)")
 	cmd.Flags().StringVarP(&format, "format", "o", "text", "what to print when done: text or json (the file name is --output)")
 	cmd.Flags().DurationVar(&since, "since", bundle.DefaultSince, "window of flows and node journals to include")
+	cmd.Flags().BoolVar(&redact, "redact", false, "replace every Secret's data (and its base64 form) wherever it appears, before anything is written")
+	cmd.Flags().StringSliceVar(&redactKey, "redact-key", nil, "also replace the value of every key (map key or env var name) of this name; implies --redact")
 	cmd.Flags().StringVar(&namespace, "starlab-namespace", bundle.DefaultNamespace, "namespace of the starlab agent and observer")
 	return cmd
 }

@@ -144,8 +144,13 @@ func runConformance(cmd *cobra.Command, g *globalOptions, o *conformanceOptions)
 	runErr := runner.Run(ctx, cases, report)
 	report.Duration = time.Since(report.Started)
 	report.Tally()
-	if err := writeConformanceReports(o, report, prog); err != nil {
+	dir, err := writeConformanceReports(o, report, prog)
+	if err != nil {
 		return err
+	}
+	var bundleLine string
+	if report.Failed > 0 && o.kubeconfig == "" {
+		bundleLine = conformanceBundleLine(ctx, g.clusterName, dir, u, cases, modes, report, runner.Flows)
 	}
 	switch o.output {
 	case "json":
@@ -161,7 +166,7 @@ func runConformance(cmd *cobra.Command, g *globalOptions, o *conformanceOptions)
 		return runErr
 	}
 	if report.Failed > 0 {
-		return fmt.Errorf("%d of %d conformance cases failed", report.Failed, len(report.Cases))
+		return fmt.Errorf("%d of %d conformance cases failed%s", report.Failed, len(report.Cases), bundleLine)
 	}
 	return nil
 }
@@ -200,14 +205,32 @@ func conformanceWait(ctx context.Context, t conformance.Target, mode string) (st
 	}
 }
 
-// writeConformanceReports writes junit.xml, summary.md and report.json into the report directory.
-func writeConformanceReports(o *conformanceOptions, r *conformance.Report, prog io.Writer) error {
+// conformanceBundleLine writes the failure bundle of the run's first failed case and returns how the
+// error names it (or why there is none).
+func conformanceBundleLine(ctx context.Context, labName, dir string, u *conformance.Universe, cases []conformance.Case, modes []string, report *conformance.Report, flows conformance.FlowSource) string {
+	rec, err := conformanceFailure(ctx, u, cases, modes, report, flows)
+	if rec == nil {
+		return fmt.Sprintf("; failure bundle not written: %v", err)
+	}
+	if err != nil {
+		slog.Warn("failure bundle without the step's flows", "err", err)
+	}
+	res, err := writeConformanceBundle(ctx, labName, dir, rec)
+	if err != nil && res.Path == "" {
+		return fmt.Sprintf("; failure bundle not written: %v", err)
+	}
+	return fmt.Sprintf("; failure bundle of case %s: %s (reproduce it with `starlab repro %s`)", rec.Case.Name, res.Path, res.Path)
+}
+
+// writeConformanceReports writes junit.xml, summary.md and report.json into the report directory
+// and returns it.
+func writeConformanceReports(o *conformanceOptions, r *conformance.Report, prog io.Writer) (string, error) {
 	dir := o.reportDir
 	if dir == "" {
 		dir = filepath.Join("out", "conformance", r.Started.Format("20060102-150405"))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("report directory %s: %w", dir, err)
+		return "", fmt.Errorf("report directory %s: %w", dir, err)
 	}
 	write := func(name string, fn func(io.Writer) error) error {
 		f, err := os.Create(filepath.Join(dir, name))
@@ -221,17 +244,17 @@ func writeConformanceReports(o *conformanceOptions, r *conformance.Report, prog 
 		return f.Close()
 	}
 	if err := write("junit.xml", func(w io.Writer) error { return conformance.WriteJUnit(w, r) }); err != nil {
-		return err
+		return "", err
 	}
 	if err := write("summary.md", func(w io.Writer) error { conformance.WriteMarkdown(w, r); return nil }); err != nil {
-		return err
+		return "", err
 	}
 	if err := write("truth-tables.txt", func(w io.Writer) error { conformance.WriteText(w, r, true); return nil }); err != nil {
-		return err
+		return "", err
 	}
 	if err := write("report.json", func(w io.Writer) error { return writeJSON(w, r) }); err != nil {
-		return err
+		return "", err
 	}
 	fmt.Fprintf(prog, "reports in %s (junit.xml, summary.md, truth-tables.txt, report.json)\n", dir)
-	return nil
+	return dir, nil
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/starlab-dev/starlab/internal/bundle"
 	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/internal/observer"
@@ -127,9 +129,14 @@ Kubernetes selectors (k=v, k!=v, 'k in (a,b)').`,
 	flags.Register(cmd.Flags())
 	oo.register(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "compact", "output format: compact, table or json (NDJSON, one flow per line)")
-	cmd.Flags().StringVar(&inputFile, "input-file", "", "replay flows from a saved NDJSON file ('-' for stdin) instead of the lab")
+	cmd.Flags().StringVar(&inputFile, "input-file", "", "replay flows from a saved NDJSON file ('-' for stdin) or a bundle (*.tar.gz: the failing step's flows, else the observer's) instead of the lab")
 	cmd.Flags().BoolVar(&connections, "connections", false, "fold replies, both hooks and the close into their connection: one row per connection, not per event")
 	return cmd
+}
+
+// isBundle says whether path names a bundle (a gzipped tar) rather than NDJSON.
+func isBundle(path string) bool {
+	return strings.HasSuffix(path, ".tar.gz") || strings.HasSuffix(path, ".tgz")
 }
 
 // replayFile applies q (filters, window, last) to the flows of an NDJSON file.
@@ -139,7 +146,24 @@ func replayFile(stdin io.Reader, path string, q flow.Query, emit func(*flow.Flow
 		return err
 	}
 	r := stdin
-	if path != "-" {
+	if isBundle(path) {
+		b, err := bundle.Open(path)
+		if err != nil {
+			return fmt.Errorf("--input-file: %w", err)
+		}
+		flows, err := b.Flows()
+		if err != nil {
+			return fmt.Errorf("--input-file: %w", err)
+		}
+		var buf bytes.Buffer
+		enc := flow.NewEncoder(&buf)
+		for _, f := range flows {
+			if err := enc.Encode(f); err != nil {
+				return fmt.Errorf("--input-file %s: %w", path, err)
+			}
+		}
+		r = &buf
+	} else if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
 			return fmt.Errorf("open --input-file: %w", err)

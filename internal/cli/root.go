@@ -41,7 +41,7 @@ func NewRootCommand() *cobra.Command {
 		newUpCommand(opts), newDownCommand(opts), newStatusCommand(opts),
 		newTestCommand(opts),
 		newObserveCommand(opts), newUICommand(opts),
-		newBundleCommand(opts),
+		newBundleCommand(opts), newReproCommand(opts), newReplayCommand(opts),
 		newExplainCommand(opts), newPredictCommand(opts), newDiffCommand(opts),
 		newConformanceCommand(opts),
 		newDemoCommand(opts),

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -101,7 +102,11 @@ func newTestCommand(g *globalOptions) *cobra.Command {
 				fmt.Fprintln(out, scenarios.SummarizeLatencies(lat))
 			}
 			if status != 0 {
-				return fmt.Errorf("scenarios failed (godog status %d): see %s", status, reportDir)
+				msg := fmt.Sprintf("scenarios failed (godog status %d): see %s", status, reportDir)
+				for _, b := range env.Bundles() {
+					msg += "\nfailure bundle: " + b + " (`starlab repro " + b + "` reproduces it, `starlab replay " + b + "` replays its flows)"
+				}
+				return errors.New(msg)
 			}
 			fmt.Fprintf(out, "all scenarios passed; reports in %s\n", reportDir)
 			return nil

@@ -69,8 +69,11 @@ type Cell struct {
 
 // StepResult is one applied state, probed.
 type StepResult struct {
-	Name        string        `json:"name"`
-	Policies    []string      `json:"policies"`
+	Name     string   `json:"name"`
+	Policies []string `json:"policies"`
+	// Started and Ended bound the step (its flows lie between them).
+	Started     time.Time     `json:"started"`
+	Ended       time.Time     `json:"ended"`
 	ProgramWait time.Duration `json:"programWaitNs"`
 	// Convergence is how long the probed matrix took to settle (clusters without the Starlab
 	// revision annotation).

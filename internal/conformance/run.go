@@ -95,7 +95,9 @@ func (r *Runner) runCase(ctx context.Context, c Case) CaseResult {
 	start := time.Now()
 	res := CaseResult{Name: c.Name, Tags: c.Tags, Passed: true}
 	for _, s := range c.Steps {
+		stepStart := time.Now()
 		sr, err := r.runStep(ctx, s)
+		sr.Started, sr.Ended = stepStart, time.Now()
 		if err != nil {
 			sr.Error = err.Error()
 			res.Error = fmt.Sprintf("step %q: %v", s.Name, err)

@@ -251,3 +251,25 @@ func Render(ctx context.Context, opts Options) (string, error) {
 	}
 	return rel.Manifest, nil
 }
+
+// Values returns the values the deployed release was installed or upgraded with (the user-supplied
+// ones, not the chart's defaults): what a fresh install needs to be the same release.
+func Values(opts Options) (map[string]any, error) {
+	o := opts.withDefaults()
+	if o.Kubeconfig == "" {
+		return nil, errors.New("helm release values: kubeconfig is required")
+	}
+	cfg, err := actionConfig(o)
+	if err != nil {
+		return nil, err
+	}
+	get := action.NewGetValues(cfg)
+	vals, err := get.Run(o.Release)
+	if err != nil {
+		return nil, fmt.Errorf("helm get values %s in %s: %w", o.Release, o.Namespace, err)
+	}
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	return vals, nil
+}

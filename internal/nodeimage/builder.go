@@ -285,3 +285,27 @@ func findGo() (string, error) {
 	}
 	return "", errors.New("the node image build needs the Go toolchain (go1.26+): install it from https://go.dev/dl/ and put `go` in PATH")
 }
+
+// Lookup is the node image this Starlab builds for opts.KubernetesVersion and whether it is at
+// hand, in docker or in the cache, so that a lab can run it offline. It builds nothing. (It lives
+// here, with the orchestration, so it is not part of builderSource and of the node image's key.)
+func Lookup(ctx context.Context, opts Options) (image, key string, present bool, err error) {
+	version := opts.KubernetesVersion
+	if version == "" {
+		version = DefaultVersion
+	}
+	rel, err := lookupRelease(version)
+	if err != nil {
+		return "", "", false, err
+	}
+	c, err := cache.Open(opts.CacheDir)
+	if err != nil {
+		return "", "", false, err
+	}
+	b := &builder{rel: rel, cache: c, progress: opts.Progress, log: slog.Default()}
+	if err := b.computeKeys(ctx); err != nil {
+		return "", "", false, err
+	}
+	present = imageExists(ctx, b.image) || b.cache.Has(stepNode, b.nodeKey)
+	return b.image, string(b.nodeKey), present, nil
+}

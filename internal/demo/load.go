@@ -21,12 +21,16 @@ import (
 //   - rr: one connection per worker, one byte written and read back per transaction (TCP_RR).
 //   - stream: one connection per worker, 64 KiB writes for the whole duration while the echo is read and
 //     counted (TCP_STREAM through an echo peer: the bytes cross the path both ways).
+//   - first: one worker dials the first target every millisecond until a connection succeeds (and its
+//     byte is echoed), then stops: FirstSuccessUnixNano is when (the benchmark's create -> first
+//     connection, against the wall clock the labs' nodes share with the host).
 
 // Load kinds.
 const (
 	LoadConnect = "connect"
 	LoadRR      = "rr"
 	LoadStream  = "stream"
+	LoadFirst   = "first"
 )
 
 // MaxLoadDuration bounds one POST /load.
@@ -58,9 +62,12 @@ type LoadResult struct {
 	MeanUs     float64  `json:"meanUs"`
 	// BitsPerSecond is the echoed payload read back per second (stream).
 	BitsPerSecond float64 `json:"bitsPerSecond,omitempty"`
+	// FirstSuccessUnixNano is when the first connection succeeded (first); 0 when none did.
+	FirstSuccessUnixNano int64 `json:"firstSuccessUnixNano,omitempty"`
 }
 
 type loadSpec struct {
+	end         time.Time // when the run ends (checked on the clock: a context's timer can fire late)
 	kind        string
 	targets     []string
 	duration    time.Duration
@@ -70,8 +77,8 @@ type loadSpec struct {
 
 func parseLoadRequest(req LoadRequest) (loadSpec, error) {
 	s := loadSpec{kind: req.Kind, targets: req.Targets, concurrency: req.Concurrency, timeout: time.Second}
-	if s.kind != LoadConnect && s.kind != LoadRR && s.kind != LoadStream {
-		return s, fmt.Errorf("kind %q: want %s, %s or %s", req.Kind, LoadConnect, LoadRR, LoadStream)
+	if s.kind != LoadConnect && s.kind != LoadRR && s.kind != LoadStream && s.kind != LoadFirst {
+		return s, fmt.Errorf("kind %q: want %s, %s, %s or %s", req.Kind, LoadConnect, LoadRR, LoadStream, LoadFirst)
 	}
 	if len(s.targets) == 0 {
 		return s, fmt.Errorf("no targets: give host:port of an echo port")
@@ -102,12 +109,16 @@ func parseLoadRequest(req LoadRequest) (loadSpec, error) {
 	return s, nil
 }
 
+// over reports whether the run has ended: an error then is the run being cut, not a failure.
+func (s loadSpec) over(ctx context.Context) bool { return ctx.Err() != nil || !time.Now().Before(s.end) }
+
 // loadWorker is what one worker recorded.
 type loadWorker struct {
 	lat       []time.Duration
 	attempts  int64
 	failures  int64
 	bytesRead int64
+	first     int64
 	errs      []string
 }
 
@@ -124,10 +135,11 @@ func RunLoad(ctx context.Context, req LoadRequest) (LoadResult, error) {
 	if err != nil {
 		return LoadResult{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.duration)
+	start := time.Now()
+	s.end = start.Add(s.duration)
+	ctx, cancel := context.WithDeadline(ctx, s.end)
 	defer cancel()
 	workers := make([]*loadWorker, s.concurrency)
-	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range workers {
 		w := &loadWorker{}
@@ -141,25 +153,58 @@ func RunLoad(ctx context.Context, req LoadRequest) (LoadResult, error) {
 				runRR(ctx, s, w, s.targets[target%len(s.targets)])
 			case LoadStream:
 				runStream(ctx, s, w, s.targets[target%len(s.targets)])
+			case LoadFirst:
+				runFirst(ctx, s, w, s.targets[0])
 			}
 		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	return summarize(s.kind, workers, elapsed), nil
+	r := summarize(s.kind, workers, elapsed)
+	if s.kind == LoadFirst {
+		r.FirstSuccessUnixNano = workers[0].first
+	}
+	return r, nil
+}
+
+func runFirst(ctx context.Context, s loadSpec, w *loadWorker, target string) {
+	buf := make([]byte, 1)
+	d := net.Dialer{Timeout: s.timeout}
+	for !s.over(ctx) {
+		w.attempts++
+		t0 := time.Now()
+		c, err := d.DialContext(ctx, "tcp", target)
+		if err == nil {
+			lat := time.Since(t0)
+			err = exchangeByte(c, buf, s.timeout)
+			_ = c.Close()
+			if err == nil {
+				w.first = time.Now().UnixNano()
+				w.lat = append(w.lat, lat)
+				return
+			}
+		}
+		if !s.over(ctx) {
+			w.failures++ // expected until the datapath has the Service: not listed as errors
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 func runConnect(ctx context.Context, s loadSpec, w *loadWorker, next int) {
 	buf := make([]byte, 1)
 	d := net.Dialer{Timeout: s.timeout}
-	for ctx.Err() == nil {
+	for !s.over(ctx) {
 		target := s.targets[next%len(s.targets)]
 		next++
 		w.attempts++
 		t0 := time.Now()
 		c, err := d.DialContext(ctx, "tcp", target)
 		if err != nil {
-			if ctx.Err() != nil {
+			if s.over(ctx) {
 				w.attempts-- // cut by the end of the run, not a failure
 				return
 			}
@@ -170,7 +215,7 @@ func runConnect(ctx context.Context, s loadSpec, w *loadWorker, next int) {
 		err = exchangeByte(c, buf, s.timeout)
 		_ = c.Close()
 		if err != nil {
-			if ctx.Err() != nil {
+			if s.over(ctx) {
 				w.attempts--
 				return
 			}
@@ -204,11 +249,11 @@ func runRR(ctx context.Context, s loadSpec, w *loadWorker, target string) {
 	}
 	defer c.Close()
 	buf := make([]byte, 1)
-	for ctx.Err() == nil {
+	for !s.over(ctx) {
 		w.attempts++
 		t0 := time.Now()
 		if err := exchangeByte(c, buf, s.timeout); err != nil {
-			if ctx.Err() != nil {
+			if s.over(ctx) {
 				w.attempts--
 				return
 			}
@@ -236,9 +281,9 @@ func runStream(ctx context.Context, s loadSpec, w *loadWorker, target string) {
 		done <- n
 	}()
 	chunk := make([]byte, 64<<10)
-	for ctx.Err() == nil {
+	for !s.over(ctx) {
 		if _, err := c.Write(chunk); err != nil {
-			if ctx.Err() == nil {
+			if !s.over(ctx) {
 				w.fail(err)
 			}
 			break
@@ -268,7 +313,7 @@ func summarize(kind string, workers []*loadWorker, elapsed time.Duration) LoadRe
 	}
 	r.Successes = int64(len(all))
 	secs := elapsed.Seconds()
-	if kind == LoadStream {
+	if kind == LoadStream || kind == LoadFirst {
 		r.BitsPerSecond = float64(bytes) * 8 / secs
 		return r
 	}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -24,7 +25,7 @@ func TestRunLoadKinds(t *testing.T) {
 	for _, kind := range []string{LoadConnect, LoadRR} {
 		r, err := RunLoad(t.Context(), LoadRequest{Kind: kind, Targets: []string{target}, Duration: "200ms", Concurrency: 2})
 		require.NoError(t, err, kind)
-		assert.Zero(t, r.Failures, kind)
+		assert.Zero(t, r.Failures, "%s: %v", kind, r.Errors)
 		assert.Positive(t, r.Successes, kind)
 		assert.Equal(t, r.Attempts, r.Successes, kind)
 		assert.Positive(t, r.P50Us, kind)
@@ -61,4 +62,14 @@ func TestRunLoadInvalid(t *testing.T) {
 		_, err := RunLoad(t.Context(), req)
 		assert.Error(t, err, name)
 	}
+}
+
+func TestRunLoadFirst(t *testing.T) {
+	target := echoTarget(t)
+	before := time.Now().UnixNano()
+	r, err := RunLoad(t.Context(), LoadRequest{Kind: LoadFirst, Targets: []string{target}, Duration: "2s"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), r.Successes)
+	assert.GreaterOrEqual(t, r.FirstSuccessUnixNano, before)
+	assert.Less(t, r.DurationMs, 1000.0) // it stops at the first success
 }

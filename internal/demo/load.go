@@ -110,7 +110,9 @@ func parseLoadRequest(req LoadRequest) (loadSpec, error) {
 }
 
 // over reports whether the run has ended: an error then is the run being cut, not a failure.
-func (s loadSpec) over(ctx context.Context) bool { return ctx.Err() != nil || !time.Now().Before(s.end) }
+func (s loadSpec) over(ctx context.Context) bool {
+	return ctx.Err() != nil || !time.Now().Before(s.end)
+}
 
 // loadWorker is what one worker recorded.
 type loadWorker struct {

@@ -23,7 +23,7 @@ func newBenchCommand(g *globalOptions) *cobra.Command {
 		Use:   "bench",
 		Short: "Measure Starlab's eBPF datapath against kube-proxy, side by side in two labs of this machine",
 	}
-	cmd.AddCommand(newBenchServicesCommand(g))
+	cmd.AddCommand(newBenchServicesCommand(g), newBenchPodsCommand(g))
 	return cmd
 }
 
@@ -201,4 +201,65 @@ func writeSVGFile(path string, rep *bench.ServicesReport) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+func newBenchPodsCommand(g *globalOptions) *cobra.Command {
+	var (
+		f        benchLabFlags
+		policies []int
+		duration time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "pods",
+		Short: "Pod-to-pod TCP_RR and TCP_STREAM across nodes, with 0, 10 and 1000 NetworkPolicies, against the reference lab",
+		Long: "From the client pod to a server pod on another node (pod IPs, no Service): one connection doing\n" +
+			"1-byte request/response transactions (TCP_RR), and one connection streaming 64 KiB writes through\n" +
+			"the server's echo (TCP_STREAM). On Starlab with each number of policies selecting the server (each\n" +
+			"allows the client, waited for on every node's policy revision); on the reference lab with none.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := outputFormat(f.output, "text", "json"); err != nil {
+				return err
+			}
+			p := progress.New(progressOut(cmd, f.output))
+			if len(f.modes) > 1 {
+				f.modes = f.modes[:1] // one reference lab: the pod path does not depend on kube-proxy's mode
+			}
+			dps, err := f.setup(cmd.Context(), g, p)
+			if err != nil {
+				return err
+			}
+			var rep *bench.PodsReport
+			runErr := p.Run("bench pods", func() error {
+				var err error
+				rep, err = bench.RunPods(cmd.Context(), dps, bench.PodsOptions{Policies: policies, Duration: duration, Workers: 16, Timeout: 5 * time.Minute, Log: slog.Default()})
+				return err
+			})
+			if rep == nil {
+				return runErr
+			}
+			jsonPath, err := f.outPath("pods.json")
+			if err != nil {
+				return err
+			}
+			if err := writeJSONFile(jsonPath, rep); err != nil {
+				return err
+			}
+			if runErr != nil {
+				return fmt.Errorf("%w (partial results in %s)", runErr, jsonPath)
+			}
+			if f.output == "json" {
+				return writeJSON(stdout(cmd), rep)
+			}
+			if err := bench.WritePodsTable(stdout(cmd), rep); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout(cmd), "results: %s\n", jsonPath)
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().IntSliceVar(&policies, "policies", []int{0, 10, 1000}, "numbers of NetworkPolicies selecting the server pod (Starlab)")
+	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "length of each TCP_RR and TCP_STREAM load")
+	return cmd
 }

@@ -134,7 +134,18 @@ func InstallNetwork(ctx context.Context, l *lab.Lab, binDir string) error {
 	if err != nil {
 		return fmt.Errorf("read the CNI plugin (run `make build`, or pass --bin-dir): %w", err)
 	}
-	ns, err := labNodes(ctx, l)
+	// A freshly created node gets its pod CIDR from the controller-manager a few seconds after it registers.
+	var ns []node
+	for deadline := time.Now().Add(time.Minute); ; {
+		if ns, err = labNodes(ctx, l); err == nil || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 	if err != nil {
 		return err
 	}

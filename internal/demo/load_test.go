@@ -12,10 +12,7 @@ import (
 
 func echoTarget(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
+	port := freePort(t)
 	require.NoError(t, ListenTCPEcho(t.Context(), "127.0.0.1", port))
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
@@ -40,10 +37,7 @@ func TestRunLoadKinds(t *testing.T) {
 }
 
 func TestRunLoadRefusedCounts(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	target := l.Addr().String()
-	require.NoError(t, l.Close()) // nothing listens: every connect is refused
+	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))) // nothing listens: every connect is refused
 	r, err := RunLoad(t.Context(), LoadRequest{Kind: LoadConnect, Targets: []string{target}, Duration: "100ms"})
 	require.NoError(t, err)
 	assert.Zero(t, r.Successes)

@@ -306,7 +306,7 @@ func (s *session) firstConnect(ctx context.Context, timeout time.Duration) (floa
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := s.client.run(ctx, demo.LoadRequest{Kind: demo.LoadFirst, Targets: []string{target(firstClusterIP)}, Duration: timeout.String(), Timeout: "100ms"})
+		r, err := s.client.run(ctx, demo.LoadRequest{Kind: demo.LoadFirst, Targets: []string{target(firstClusterIP)}, Duration: min(timeout, demo.MaxLoadDuration).String(), Timeout: "100ms"})
 		done <- result{r, err}
 	}()
 	time.Sleep(500 * time.Millisecond) // the load is dialing (and failing) before the Service exists

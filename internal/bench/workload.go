@@ -129,6 +129,22 @@ func deletePodAndWait(ctx context.Context, cs kubernetes.Interface, name string,
 	return fmt.Errorf("pod %s/%s still there after %s", Namespace, name, timeout)
 }
 
+// retryApply retries an apply the API server timed out or throttled (a loaded machine), up to 5 times.
+func retryApply(ctx context.Context, f func() error) error {
+	var err error
+	for i := range 5 {
+		if err = f(); err == nil || !(apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err)) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(i+1) * time.Second):
+		}
+	}
+	return err
+}
+
 // applyService applies one selectorless ClusterIP Service and its EndpointSlice (the server pods at the
 // echo port) with server-side apply, and returns the ClusterIP.
 func (w *workload) applyService(ctx context.Context, name, clusterIP string) (string, error) {
@@ -138,7 +154,11 @@ func (w *workload) applyService(ctx context.Context, name, clusterIP string) (st
 	if clusterIP != "" {
 		svc.Spec.WithClusterIP(clusterIP)
 	}
-	got, err := w.cs.CoreV1().Services(Namespace).Apply(ctx, svc, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
+	var got *corev1.Service
+	err := retryApply(ctx, func() (err error) {
+		got, err = w.cs.CoreV1().Services(Namespace).Apply(ctx, svc, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("apply service %s/%s: %w", Namespace, name, err)
 	}
@@ -152,7 +172,10 @@ func (w *workload) applyService(ctx context.Context, name, clusterIP string) (st
 		WithAddressType(discoveryv1.AddressTypeIPv4).
 		WithEndpoints(eps...).
 		WithPorts(discoveryv1ac.EndpointPort().WithName("echo").WithProtocol(corev1.ProtocolTCP).WithPort(echoPort))
-	if _, err := w.cs.DiscoveryV1().EndpointSlices(Namespace).Apply(ctx, slice, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+	if err := retryApply(ctx, func() error {
+		_, err := w.cs.DiscoveryV1().EndpointSlices(Namespace).Apply(ctx, slice, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
+		return err
+	}); err != nil {
 		return "", fmt.Errorf("apply endpointslice of %s/%s: %w", Namespace, name, err)
 	}
 	return got.Spec.ClusterIP, nil

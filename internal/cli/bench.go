@@ -156,8 +156,10 @@ func newBenchServicesCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			svgPath := filepath.Join(filepath.Dir(jsonPath), "services.svg")
-			if err := writeSVGFile(svgPath, rep); err != nil {
-				return err
+			if len(rep.Points) > 0 {
+				if err := writeSVGFile(svgPath, rep); err != nil {
+					return err
+				}
 			}
 			if runErr != nil {
 				return fmt.Errorf("%w (partial results in %s)", runErr, jsonPath)

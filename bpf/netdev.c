@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Node device program (eth0 in kind nodes):
+ * Node device programs (eth0 in kind nodes):
  *   sl_from_netdev - TCX ingress: anti-spoofing of local pod addresses, NodePort.
+ *   sl_to_netdev   - TCX egress: reverse NAT of the replies of NodePort flows
+ *                    whose backend is in the node's own network namespace
+ *                    (a hostNetwork pod on this node).
  * Path: parse -> source is a local pod? (drop) -> conntrack hit? (NAT, FIB
  *   redirect of SNATed flows) -> NodePort lookup -> backend -> ingress policy
  *   of a local backend -> conntrack (never over another flow's entries) ->
  *   DNAT (+SNAT and FIB redirect when the backend is on another node) ->
- *   event. Everything else passes untouched.
+ *   event. Everything else passes untouched. A backend at one of the node's
+ *   own addresses (hostNetwork) gets DNAT only; the stack delivers it, and its
+ *   reply leaves through this device, where sl_to_netdev reverses the NAT.
  * Handlers return a TC action, SL_CONTINUE, SL_FIB_FORWARD (forward it
  * ourselves: one sl_fib_redirect call site) or a drop code; the program ends
  * in sl_exit(), its one drop exit (lib/sl_drop.h).
@@ -103,6 +108,17 @@ static __always_inline void sl_nodeport_to_local(struct sl_ct_entry *rev, struct
 }
 
 /*
+ * Backend in the node's own network namespace (a hostNetwork pod here): DNAT
+ * only, the stack delivers it; the reply leaves through the node device from
+ * the backend address and is reverse-NATed there by sl_to_netdev.
+ */
+static __always_inline void sl_nodeport_to_host(struct sl_ct_key *rk, const struct sl_pkt *p,
+						const struct sl_backend *be)
+{
+	sl_ct_reply_key(rk, p, be->ip, be->port, p->saddr, p->sport, SL_CT_NETDEV);
+}
+
+/*
  * Remote backend: SNAT to the node address (p->daddr) so the reply comes back
  * here. Returns the SNAT port (network order), or 0 when none was free.
  */
@@ -136,7 +152,7 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 	__u32 *be_ifindex = 0;
 	__be16 snat_port = 0;
 	struct sl_ct_key rk;
-	int local, lb, r;
+	int local, host = 0, lb, r;
 
 	/* NodePort lookup: destination must be a local node address */
 	if (!sl_is_node_ip(cfg, p->daddr))
@@ -146,16 +162,18 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 		return TC_ACT_OK;
 	sl_count(SL_CNT_PACKETS);
 	t->src_identity = sl_identity_of(p->saddr);
-	if (lb == SL_LB_BACKEND)
+	if (lb == SL_LB_BACKEND) {
 		be_ifindex = bpf_map_lookup_elem(&sl_ep_by_ip, &be.ip);
-	local = be_ifindex != 0;
+		host = !be_ifindex && sl_is_node_ip(cfg, be.ip);
+	}
+	local = be_ifindex != 0 || host;
 	if (lb == SL_LB_BACKEND && !local && (svc.flags & SL_SVC_LOCAL))
 		lb = SL_LB_NO_BACKEND; /* externalTrafficPolicy: Local */
 	if (lb == SL_LB_NO_BACKEND) {
 		t->dst_identity = SL_ID_HOST;
 		return sl_refuse_no_backend(skb, cfg, p, t, SL_REFUSE_OUT_DEVICE);
 	}
-	t->dst_identity = sl_identity_of(be.ip);
+	t->dst_identity = host ? SL_ID_HOST : sl_identity_of(be.ip);
 
 	/* ingress policy of a local backend, before any conntrack state */
 	if (be_ifindex) {
@@ -177,7 +195,9 @@ static __always_inline int sl_nodeport_new(struct __sk_buff *skb, const struct s
 	rev.nat_addr = p->daddr;
 	rev.nat_port = p->dport;
 	rev.svc_id = svc.svc_id;
-	if (local) {
+	if (host) {
+		sl_nodeport_to_host(&rk, p, &be);
+	} else if (local) {
 		sl_nodeport_to_local(&rev, &rk, p, &be);
 	} else {
 		snat_port = sl_nodeport_to_remote(&fwd, &rev, &rk, p, &be);
@@ -242,6 +262,42 @@ int sl_from_netdev(struct __sk_buff *skb)
 		r = sl_nodeport_new(skb, cfg, &p, &k, &t);
 	if (r == SL_FIB_FORWARD)
 		r = sl_fib_redirect(skb, &p, t.ifindex);
+	return sl_exit(cfg, &p, &t, r);
+}
+
+/*
+ * Packets leaving the node: only a reply of a NodePort flow into the node's
+ * own network namespace (sl_nodeport_to_host) is touched, its source
+ * translated back to the address and port the client dialled. The lookup is
+ * made only for packets from one of the node's addresses, with ports.
+ */
+SEC("tcx/egress")
+int sl_to_netdev(struct __sk_buff *skb)
+{
+	struct sl_trace t = {
+		.obs_point = SL_OBS_TO_NETDEV,
+		.direction = SL_DIR_EGRESS,
+		.ifindex = skb->ifindex,
+	};
+	struct sl_pkt p = {};
+	struct sl_ct_entry *e;
+	struct sl_ct_key k;
+	struct sl_cfg *cfg;
+	int r;
+
+	r = sl_netdev_prologue(skb, &p, &t);
+	if (r != SL_CONTINUE)
+		return r;
+	if (!sl_has_ports(p.proto))
+		return TC_ACT_OK;
+	cfg = sl_get_config();
+	if (!cfg || !sl_is_node_ip(cfg, p.saddr))
+		return TC_ACT_OK;
+	sl_ct_key_of(&k, &p, SL_CT_NETDEV);
+	e = sl_ct_lookup(&k, &p, SL_CT_MAP_NODEPORT);
+	if (!e || !(e->flags & SL_CT_REPLY))
+		return TC_ACT_OK;
+	r = sl_netdev_ct_hit(skb, cfg, &p, e, &t);
 	return sl_exit(cfg, &p, &t, r);
 }
 

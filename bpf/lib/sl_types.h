@@ -335,6 +335,7 @@ enum sl_obs_point {
 	SL_OBS_FROM_CONTAINER = 1,
 	SL_OBS_TO_CONTAINER = 2,
 	SL_OBS_FROM_NETDEV = 3,
+	SL_OBS_TO_NETDEV = 4, /* sl_to_netdev: replies of NodePort flows to a backend in the node's own network namespace */
 };
 
 struct sl_flow_event {

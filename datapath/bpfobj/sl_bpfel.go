@@ -275,6 +275,7 @@ const (
 	SlSlObsPointSL_OBS_FROM_CONTAINER SlSlObsPoint = 1
 	SlSlObsPointSL_OBS_TO_CONTAINER   SlSlObsPoint = 2
 	SlSlObsPointSL_OBS_FROM_NETDEV    SlSlObsPoint = 3
+	SlSlObsPointSL_OBS_TO_NETDEV      SlSlObsPoint = 4
 )
 
 type SlSlPolicyAction uint32

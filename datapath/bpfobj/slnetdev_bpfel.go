@@ -33,6 +33,7 @@ const (
 	SlNetdevMapSlPolicy      = "sl_policy"
 	SlNetdevMapSlServices    = "sl_services"
 	SlNetdevProgSlFromNetdev = "sl_from_netdev"
+	SlNetdevProgSlToNetdev   = "sl_to_netdev"
 )
 
 // LoadSlNetdev returns the embedded CollectionSpec for SlNetdev.
@@ -78,6 +79,7 @@ type SlNetdevSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SlNetdevProgramSpecs struct {
 	SlFromNetdev *ebpf.ProgramSpec `ebpf:"sl_from_netdev"`
+	SlToNetdev   *ebpf.ProgramSpec `ebpf:"sl_to_netdev"`
 }
 
 // SlNetdevMapSpecs contains maps before they are loaded into the kernel.
@@ -178,11 +180,13 @@ type SlNetdevVariables struct {
 // It can be passed to LoadSlNetdevObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SlNetdevPrograms struct {
 	SlFromNetdev *ebpf.Program `ebpf:"sl_from_netdev"`
+	SlToNetdev   *ebpf.Program `ebpf:"sl_to_netdev"`
 }
 
 func (p *SlNetdevPrograms) Close() error {
 	return _SlNetdevClose(
 		p.SlFromNetdev,
+		p.SlToNetdev,
 	)
 }
 

@@ -162,9 +162,10 @@ const (
 	ObsFromContainer = ObsPoint(bpfobj.SlSlObsPointSL_OBS_FROM_CONTAINER)
 	ObsToContainer   = ObsPoint(bpfobj.SlSlObsPointSL_OBS_TO_CONTAINER)
 	ObsFromNetdev    = ObsPoint(bpfobj.SlSlObsPointSL_OBS_FROM_NETDEV)
+	ObsToNetdev      = ObsPoint(bpfobj.SlSlObsPointSL_OBS_TO_NETDEV)
 )
 
-var obsNames = [...]string{ObsFromContainer: "FROM_CONTAINER", ObsToContainer: "TO_CONTAINER", ObsFromNetdev: "FROM_NETDEV"}
+var obsNames = [...]string{ObsFromContainer: "FROM_CONTAINER", ObsToContainer: "TO_CONTAINER", ObsFromNetdev: "FROM_NETDEV", ObsToNetdev: "TO_NETDEV"}
 
 func (o ObsPoint) String() string { return maps.EnumName(obsNames[:], uint8(o), "OBS_%d") }
 

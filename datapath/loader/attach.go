@@ -24,6 +24,7 @@ var (
 	hookFromContainer = hook{"from-container", (*Datapath).FromContainer, ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS}
 	hookToContainer   = hook{"to-container", (*Datapath).ToContainer, ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS}
 	hookFromNetdev    = hook{"from-netdev", (*Datapath).FromNetdev, ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS}
+	hookToNetdev      = hook{"to-netdev", (*Datapath).ToNetdev, ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS}
 )
 
 // AttachEndpoint attaches sl_from_container (TCX ingress) and
@@ -43,11 +44,19 @@ func (d *Datapath) DetachEndpoint(ifindex int) error {
 	return errors.Join(d.detach(ifindex, hookFromContainer), d.detach(ifindex, hookToContainer))
 }
 
-// AttachNetdev attaches sl_from_netdev to TCX ingress of the node device.
-func (d *Datapath) AttachNetdev(ifindex int) error { return d.attach(ifindex, hookFromNetdev) }
+// AttachNetdev attaches sl_from_netdev to TCX ingress and sl_to_netdev to TCX
+// egress of the node device. Idempotent, as AttachEndpoint.
+func (d *Datapath) AttachNetdev(ifindex int) error {
+	if err := d.attach(ifindex, hookFromNetdev); err != nil {
+		return err
+	}
+	return d.attach(ifindex, hookToNetdev)
+}
 
-// DetachNetdev removes sl_from_netdev from the node device.
-func (d *Datapath) DetachNetdev(ifindex int) error { return d.detach(ifindex, hookFromNetdev) }
+// DetachNetdev removes sl_from_netdev and sl_to_netdev from the node device.
+func (d *Datapath) DetachNetdev(ifindex int) error {
+	return errors.Join(d.detach(ifindex, hookFromNetdev), d.detach(ifindex, hookToNetdev))
+}
 
 func (d *Datapath) linkPin(ifindex int, h hook) string {
 	return filepath.Join(d.pinDir, "links", fmt.Sprintf("%d-%s", ifindex, h.name))
@@ -163,7 +172,7 @@ type Attachment struct {
 }
 
 func hookByName(name string) (hook, bool) {
-	for _, h := range []hook{hookFromContainer, hookToContainer, hookFromNetdev} {
+	for _, h := range []hook{hookFromContainer, hookToContainer, hookFromNetdev, hookToNetdev} {
 		if h.name == name {
 			return h, true
 		}

@@ -603,3 +603,22 @@ func TestHairpin(t *testing.T) {
 	reply, _ := tcpRoundTrip(t, l.pods["a"].ns, "10.96.0.30:80")
 	require.Equal(t, "b 10.244.1.10 hello", reply)
 }
+
+// A NodePort whose backend is in the node's own network namespace (a hostNetwork pod on the node
+// the client dialled) answers: DNAT only at from-netdev, the stack delivers it, and sl_to_netdev
+// translates the reply's source back to the NodePort the client dialled.
+func TestNodePortToHostNetworkBackendOnTheSameNode(t *testing.T) {
+	l := newLab(t)
+	serveTCP(t, l.n1.ns, "h", node1IP+":9090")
+	require.NoError(t, l.n1.dp.Maps.UpsertService(maps.ServiceKey{Port: 30090, Proto: maps.ProtoTCP, Scope: maps.ScopeNodePort},
+		maps.Service{ID: 12}, []maps.Backend{{IP: l.n1.ip, Port: 9090}}))
+
+	for range 3 { // a new connection each time: every one is translated both ways
+		reply, remote := tcpRoundTrip(t, l.extNS, node1IP+":30090")
+		require.Equal(t, "h "+ext+" hello", reply)
+		require.Equal(t, node1IP+":30090", remote, "the reply comes from the NodePort the client dialled")
+	}
+	requireEvents(t, l.n1, func(e fe.Event) bool { return e.Type == fe.TypeNew && e.ObsPoint == fe.ObsFromNetdev },
+		ev{Type: fe.TypeNew, Verdict: fe.VerdictForwarded, Obs: fe.ObsFromNetdev, Dir: fe.DirectionIngress, Proto: tcp,
+			Src: ext, Dst: node1IP, DstPort: 9090, OrigDst: node1IP, OrigDstPort: 30090, SrcID: 2, DstID: 1})
+}

@@ -192,6 +192,9 @@ func (d *Datapath) ToContainer() *ebpf.Program { return d.lxc.SlToContainer }
 // FromNetdev is the program for TCX ingress of the node device.
 func (d *Datapath) FromNetdev() *ebpf.Program { return d.netdev.SlFromNetdev }
 
+// ToNetdev is the node device's TCX egress program (replies of NodePort flows to host backends).
+func (d *Datapath) ToNetdev() *ebpf.Program { return d.netdev.SlToNetdev }
+
 // Close releases file descriptors. Pinned maps and links stay, so programs
 // remain attached and state survives until the next Load.
 func (d *Datapath) Close() error {

@@ -171,6 +171,8 @@ func (e *enricher) enrich(ev *flowevent.Event, clock flowevent.Clock) *flow.Flow
 		f.TraceObservationPoint = flow.ObsToEndpoint
 	case flowevent.ObsFromNetdev:
 		f.TraceObservationPoint = flow.ObsFromNetwork
+	case flowevent.ObsToNetdev:
+		f.TraceObservationPoint = flow.ObsToNetwork
 	}
 	f.L4.Protocol = flow.ProtocolName(uint8(ev.Proto))
 	if maps.Proto(ev.Proto) == maps.ProtoTCP {

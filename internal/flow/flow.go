@@ -62,6 +62,7 @@ const (
 	ObsFromEndpoint = "FROM_ENDPOINT"
 	ObsToEndpoint   = "TO_ENDPOINT"
 	ObsFromNetwork  = "FROM_NETWORK"
+	ObsToNetwork    = "TO_NETWORK"
 )
 
 // Drop reasons (drop_reason_desc), ARCHITECTURE.md "Flow events": the names of enum sl_drop_reason

@@ -66,6 +66,35 @@ func newImageCommand(_ *globalOptions) *cobra.Command {
 	build.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	build.Flags().StringVar(&cacheDir, "cache-dir", os.Getenv("STARLAB_CACHE"), "build cache directory (default $STARLAB_CACHE or /var/cache/starlab)")
 	build.Flags().BoolVar(&skipHostPrep, "skip-host-prep", false, "do not check/prepare docker and debootstrap first")
-	image.AddCommand(build)
+	image.AddCommand(build, newKubeProxyImageCommand())
 	return image
+}
+
+// newKubeProxyImageCommand returns `starlab image kube-proxy`: the benchmark reference lab's kube-proxy.
+func newKubeProxyImageCommand() *cobra.Command {
+	var version, output, cacheDir string
+	cmd := &cobra.Command{
+		Use:   "kube-proxy",
+		Short: "Build kube-proxy offline from the node image's Kubernetes module (cached; for `starlab bench`)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := outputFormat(output, "text", "json"); err != nil {
+				return err
+			}
+			p := progress.New(progressOut(cmd, output))
+			res, err := nodeimage.BuildKubeProxy(cmd.Context(), nodeimage.Options{KubernetesVersion: version, CacheDir: cacheDir, Progress: p, Logger: slog.Default()})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(stdout(cmd), res)
+			}
+			fmt.Fprintf(stdout(cmd), "kube-proxy %s: %s\n", res.KubernetesVersion, res.Binary)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&version, "kubernetes-version", nodeimage.DefaultVersion, "Kubernetes version ("+strings.Join(nodeimage.SupportedVersions(), ", ")+")")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", os.Getenv("STARLAB_CACHE"), "build cache directory (default $STARLAB_CACHE or /var/cache/starlab)")
+	return cmd
 }

@@ -45,6 +45,7 @@ func NewRootCommand() *cobra.Command {
 		newExplainCommand(opts), newPredictCommand(opts), newDiffCommand(opts),
 		newConformanceCommand(opts),
 		newDemoCommand(opts),
+		newBenchCommand(opts),
 	)
 	return root
 }

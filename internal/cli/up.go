@@ -47,23 +47,9 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			p := progress.New(progressOut(cmd, output))
-			opts := lab.UpOptions{
-				Workers:             workers,
-				KubernetesVersion:   version,
-				SupportedVersions:   nodeimage.SupportedVersions(),
-				ClusterOnly:         clusterOnly,
-				BinDir:              binDir,
-				Chart:               charts.Starlab,
-				ChartDir:            "starlab",
-				Manifests:           manifests.FS,
-				ManifestDirs:        []string{manifests.StarsDir, manifests.APIsDir},
-				ControlPlaneTimeout: cpTimeout,
-				ReadyTimeout:        readyTimeout,
-				Progress:            p,
-				BuildNodeImage: func(ctx context.Context, v string) (lab.NodeImage, error) {
-					return buildNodeImage(ctx, v, cacheDir, p)
-				},
-			}
+			opts := starlabUpOptions(workers, version, binDir, cacheDir, p)
+			opts.ClusterOnly = clusterOnly
+			opts.ControlPlaneTimeout, opts.ReadyTimeout = cpTimeout, readyTimeout
 			if !skipHostPrep {
 				opts.PrepareHost = func(ctx context.Context) error { return hostprep.Ensure(ctx, slog.Default()) }
 			}
@@ -119,6 +105,24 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 	f.DurationVar(&readyTimeout, "timeout", 5*time.Minute, "how long to wait for the chart and for every node and pod to be Ready")
 	f.StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
+}
+
+// starlabUpOptions are the options of `starlab up`: the chart and the demo apps on the node image.
+func starlabUpOptions(workers int, version, binDir, cacheDir string, p *progress.Reporter) lab.UpOptions {
+	return lab.UpOptions{
+		Workers:           workers,
+		KubernetesVersion: version,
+		SupportedVersions: nodeimage.SupportedVersions(),
+		BinDir:            binDir,
+		Chart:             charts.Starlab,
+		ChartDir:          "starlab",
+		Manifests:         manifests.FS,
+		ManifestDirs:      []string{manifests.StarsDir, manifests.APIsDir},
+		Progress:          p,
+		BuildNodeImage: func(ctx context.Context, v string) (lab.NodeImage, error) {
+			return buildNodeImage(ctx, v, cacheDir, p)
+		},
+	}
 }
 
 // buildNodeImage runs internal/nodeimage and keeps what the cluster config needs.

@@ -27,6 +27,8 @@ func TestParseConf(t *testing.T) {
 		{"missing cidr", `{"cniVersion":"1.0.0","name":"starlab","type":"starlab-cni"}`, "podCIDR"},
 		{"v6 cidr", `{"cniVersion":"1.0.0","name":"starlab","type":"starlab-cni","podCIDR":"fd00::/64"}`, "podCIDR"},
 		{"bad json", `{`, "parse network config"},
+		{"routed", `{"cniVersion":"1.0.0","name":"s","type":"starlab-cni","podCIDR":"10.244.1.0/24","mode":"routed"}`, ""},
+		{"bad mode", `{"cniVersion":"1.0.0","name":"s","type":"starlab-cni","podCIDR":"10.244.1.0/24","mode":"bridge"}`, "mode"},
 		{"bad mtu", `{"cniVersion":"1.0.0","name":"s","type":"starlab-cni","podCIDR":"10.244.1.0/24","mtu":-1}`, "mtu"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,8 @@ const (
 	DefaultAgentSocket = "/var/run/starlab/agent.sock"
 	DefaultIPAMDir     = "/var/lib/starlab/ipam"
 	GatewayIP          = "169.254.1.1"
+	// ModeRouted is NetConf.Mode for plain routed pod networking without the agent.
+	ModeRouted = "routed"
 )
 
 // Where the agent installs the plugin on a node: the conflist ConflistName in DefaultConfDir, the
@@ -31,6 +33,10 @@ type NetConf struct {
 	AgentSocket string `json:"agentSocket,omitempty"`
 	IPAMDir     string `json:"ipamDir,omitempty"`
 	MTU         int    `json:"mtu,omitempty"`
+	// Mode is "" (the agent datapath: every endpoint is registered with the agent, which attaches the BPF
+	// programs) or ModeRouted: plain routed pod networking, the veth and routes only, no agent and no BPF
+	// (the benchmark's kube-proxy reference lab).
+	Mode string `json:"mode,omitempty"`
 
 	prefix netip.Prefix
 }
@@ -52,11 +58,17 @@ func ParseConf(stdin []byte) (*NetConf, error) {
 	if c.IPAMDir == "" {
 		c.IPAMDir = DefaultIPAMDir
 	}
+	if c.Mode != "" && c.Mode != ModeRouted {
+		return nil, fmt.Errorf("starlab-cni: mode %q in the network config: use \"\" (agent) or %q", c.Mode, ModeRouted)
+	}
 	if c.MTU < 0 || c.MTU > 65535 {
 		return nil, fmt.Errorf("starlab-cni: mtu %d out of range", c.MTU)
 	}
 	return c, nil
 }
+
+// Routed reports whether the plugin runs without the agent (ModeRouted).
+func (c *NetConf) Routed() bool { return c.Mode == ModeRouted }
 
 // Prefix returns the parsed pod CIDR.
 func (c *NetConf) Prefix() netip.Prefix { return c.prefix }

@@ -96,7 +96,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		IP: ip.String(), MAC: podMAC.String(), HostMAC: hostLink.Attrs().HardwareAddr.String(),
 		PodName: string(k8s.K8S_POD_NAME), PodNamespace: string(k8s.K8S_POD_NAMESPACE),
 	}
-	if err := NewAgentClient(conf.AgentSocket, 20*time.Second).AddEndpoint(ctx, req); err != nil {
+	if conf.Routed() {
+		p.log().Debug("routed mode: endpoint not registered with an agent", "container", args.ContainerID, "ip", ip)
+	} else if err := NewAgentClient(conf.AgentSocket, 20*time.Second).AddEndpoint(ctx, req); err != nil {
 		return fmt.Errorf("starlab-cni: register endpoint %s (%s) with the agent (is the starlab-agent pod running on this node?): %w", args.ContainerID, ip, err)
 	}
 	ok = true
@@ -199,7 +201,9 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := NewAgentClient(conf.AgentSocket, 10*time.Second).DeleteEndpoint(ctx, args.ContainerID); err != nil {
+	if conf.Routed() {
+		p.log().Debug("routed mode: no agent to tell", "container", args.ContainerID)
+	} else if err := NewAgentClient(conf.AgentSocket, 10*time.Second).DeleteEndpoint(ctx, args.ContainerID); err != nil {
 		if !errors.Is(err, ErrAgentUnreachable) {
 			return fmt.Errorf("starlab-cni: DEL %s: %w", args.ContainerID, err)
 		}
@@ -333,6 +337,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		if l, err := netlink.LinkByName(HostIfName(f.ContainerID)); err == nil {
 			_ = netlink.LinkDel(l)
 		}
+		if conf.Routed() {
+			continue
+		}
 		if err := client.DeleteEndpoint(ctx, f.ContainerID); err != nil && !errors.Is(err, ErrAgentUnreachable) {
 			p.log().Warn("GC: agent delete", "container", f.ContainerID, "err", err)
 		}
@@ -347,6 +354,9 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	conf, err := ParseConf(args.StdinData)
 	if err != nil {
 		return err
+	}
+	if conf.Routed() {
+		return nil // nothing to wait for: the veth and routes are all there is
 	}
 	if err := NewAgentClient(conf.AgentSocket, 5*time.Second).Health(ctx); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "starlab agent not ready", err.Error())

@@ -3,282 +3,348 @@ package demo
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"net"
 	"net/http"
-	"net/netip"
-	"strconv"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/starlab-dev/starlab/internal/flow"
 )
 
-// LoadConfig configures the load mode: a UDP sink on SinkPorts and, on request, a generator of new
-// flows (POST /load), so the datapath emits one NEW flow event per packet at each hook it crosses,
-// and a follow client of a flow stream that counts what it decodes (POST/GET/DELETE /follow).
-type LoadConfig struct {
-	Port      int // HTTP control port (/healthz, POST /load, GET /load/stats)
-	SinkFirst int // first UDP port the sink reads (and the generator's default target port)
-	SinkCount int // how many consecutive UDP ports
-	Addr      string
-}
+// Load generation from inside a pod, for `starlab bench`: POST /load on the probe's HTTP port runs one
+// bounded load and answers with its numbers. Kinds:
+//
+//   - connect: short-lived connections, closed loop: dial (the TCP handshake is the latency), write one
+//     byte, read the echoed byte (the peer is an --echo port), close. Connections are spread over the
+//     targets in turn.
+//   - rr: one connection per worker, one byte written and read back per transaction (TCP_RR).
+//   - stream: one connection per worker, 64 KiB writes for the whole duration while the echo is read and
+//     counted (TCP_STREAM through an echo peer: the bytes cross the path both ways).
+//   - first: one worker dials the first target every millisecond until a connection succeeds (and its
+//     byte is echoed), then stops: FirstSuccessUnixNano is when (the benchmark's create -> first
+//     connection, against the wall clock the labs' nodes share with the host).
 
-// LoadRequest is the body of POST /load: send Rate datagrams per second for Duration to Target on
-// ports [Port, Port+Ports) from Sockets sockets (each its own source port). Every (socket, port)
-// pair is one 5-tuple, used in turn: with more tuples than conntrack keeps, each datagram is a new
-// flow to the datapath.
+// Load kinds.
+const (
+	LoadConnect = "connect"
+	LoadRR      = "rr"
+	LoadStream  = "stream"
+	LoadFirst   = "first"
+)
+
+// MaxLoadDuration bounds one POST /load.
+const MaxLoadDuration = 2 * time.Minute
+
+// LoadRequest is the body of POST /load.
 type LoadRequest struct {
-	Target   string `json:"target"`
-	Port     int    `json:"port"`
-	Ports    int    `json:"ports"`
-	Sockets  int    `json:"sockets"`
-	Rate     int    `json:"rate"`
-	Duration string `json:"duration"`
+	Kind        string   `json:"kind"`
+	Targets     []string `json:"targets"`               // host:port, an echo port
+	Duration    string   `json:"duration"`              // e.g. "5s", at most MaxLoadDuration
+	Concurrency int      `json:"concurrency,omitempty"` // workers, default 1, at most 64
+	Timeout     string   `json:"timeout,omitempty"`     // per dial and per transaction, default 1s
 }
 
-// LoadResult is the answer of POST /load.
+// LoadResult is what one load measured. Latencies are in microseconds: of the TCP handshake (connect)
+// or of one transaction (rr).
 type LoadResult struct {
-	Sent    uint64  `json:"sent"`
-	Errors  uint64  `json:"errors"`
-	Seconds float64 `json:"seconds"`
-	Rate    float64 `json:"rate"` // datagrams sent per second
-	Tuples  int     `json:"tuples"`
+	Kind       string   `json:"kind"`
+	Attempts   int64    `json:"attempts"`
+	Successes  int64    `json:"successes"`
+	Failures   int64    `json:"failures"`
+	Errors     []string `json:"errors,omitempty"` // the first few distinct errors
+	DurationMs float64  `json:"durationMs"`
+	PerSecond  float64  `json:"perSecond"` // successful connections (connect) or transactions (rr)
+	P50Us      float64  `json:"p50Us"`
+	P90Us      float64  `json:"p90Us"`
+	P99Us      float64  `json:"p99Us"`
+	MaxUs      float64  `json:"maxUs"`
+	MeanUs     float64  `json:"meanUs"`
+	// BitsPerSecond is the echoed payload read back per second (stream).
+	BitsPerSecond float64 `json:"bitsPerSecond,omitempty"`
+	// FirstSuccessUnixNano is when the first connection succeeded (first); 0 when none did.
+	FirstSuccessUnixNano int64 `json:"firstSuccessUnixNano,omitempty"`
 }
 
-// LoadStats is the answer of GET /load/stats: datagrams the sink received since it started.
-type LoadStats struct {
-	Received uint64 `json:"received"`
+type loadSpec struct {
+	end         time.Time // when the run ends (checked on the clock: a context's timer can fire late)
+	kind        string
+	targets     []string
+	duration    time.Duration
+	concurrency int
+	timeout     time.Duration
 }
 
-// Loader is the load mode.
-type Loader struct {
-	cfg      LoadConfig
-	log      *slog.Logger
-	received atomic.Uint64
-	busy     sync.Mutex // one generator run at a time
-
-	followMu sync.Mutex
-	follow   *follower
-}
-
-// FollowRequest is the body of POST /follow: follow the NDJSON flow stream at URL (an observer's or
-// agent's follow query) and count the flows decoded, until DELETE /follow or the next POST.
-type FollowRequest struct {
-	URL string `json:"url"`
-}
-
-// FollowStats is the answer of GET /follow.
-type FollowStats struct {
-	URL     string  `json:"url"`
-	Flows   uint64  `json:"flows"`
-	Seconds float64 `json:"seconds"`
-	Error   string  `json:"error,omitempty"`
-}
-
-type follower struct {
-	url    string
-	start  time.Time
-	flows  atomic.Uint64
-	cancel context.CancelFunc
-	errMu  sync.Mutex
-	err    error
-}
-
-func (f *follower) stats() FollowStats {
-	f.errMu.Lock()
-	defer f.errMu.Unlock()
-	st := FollowStats{URL: f.url, Flows: f.flows.Load(), Seconds: time.Since(f.start).Seconds()}
-	if f.err != nil {
-		st.Error = f.err.Error()
+func parseLoadRequest(req LoadRequest) (loadSpec, error) {
+	s := loadSpec{kind: req.Kind, targets: req.Targets, concurrency: req.Concurrency, timeout: time.Second}
+	if s.kind != LoadConnect && s.kind != LoadRR && s.kind != LoadStream && s.kind != LoadFirst {
+		return s, fmt.Errorf("kind %q: want %s, %s, %s or %s", req.Kind, LoadConnect, LoadRR, LoadStream, LoadFirst)
 	}
-	return st
-}
-
-// run reads the stream with the flow package's NDJSON decoder (the fast client side).
-func (f *follower) run(ctx context.Context) {
-	err := func() error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url, nil)
-		if err != nil {
-			return fmt.Errorf("follow %s: %w", f.url, err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return fmt.Errorf("follow %s: %w", f.url, err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("follow %s: %s", f.url, resp.Status)
-		}
-		dec := flow.NewDecoder(resp.Body)
-		for {
-			if _, err := dec.Decode(); err != nil {
-				return fmt.Errorf("follow %s: %w", f.url, err)
-			}
-			f.flows.Add(1)
-		}
-	}()
-	if ctx.Err() == nil {
-		f.errMu.Lock()
-		f.err = err
-		f.errMu.Unlock()
+	if len(s.targets) == 0 {
+		return s, fmt.Errorf("no targets: give host:port of an echo port")
 	}
-}
-
-func (l *Loader) handleFollow(w http.ResponseWriter, r *http.Request) {
-	l.followMu.Lock()
-	defer l.followMu.Unlock()
-	switch r.Method {
-	case http.MethodPost:
-		var req FollowRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.URL == "" {
-			http.Error(w, "follow request: want {\"url\": \"http://...\"}", http.StatusBadRequest)
-			return
+	for _, t := range s.targets {
+		if _, _, err := net.SplitHostPort(t); err != nil {
+			return s, fmt.Errorf("target %q: want host:port", t)
 		}
-		if l.follow != nil {
-			l.follow.cancel()
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		l.follow = &follower{url: req.URL, start: time.Now(), cancel: cancel}
-		go l.follow.run(ctx)
-		writeJSON(w, http.StatusOK, l.follow.stats())
-	case http.MethodDelete:
-		if l.follow != nil {
-			l.follow.cancel()
-		}
-		w.WriteHeader(http.StatusNoContent)
-	default:
-		if l.follow == nil {
-			http.Error(w, "no follower: POST /follow first", http.StatusNotFound)
-			return
-		}
-		writeJSON(w, http.StatusOK, l.follow.stats())
-	}
-}
-
-// NewLoader checks cfg.
-func NewLoader(cfg LoadConfig, log *slog.Logger) (*Loader, error) {
-	if cfg.Port <= 0 || cfg.Port > 65535 {
-		return nil, fmt.Errorf("load: --port %d: use 1-65535", cfg.Port)
-	}
-	if cfg.SinkFirst <= 0 || cfg.SinkCount < 0 || cfg.SinkFirst+cfg.SinkCount > 65536 {
-		return nil, fmt.Errorf("load: sink ports %d+%d: use a range within 1-65535", cfg.SinkFirst, cfg.SinkCount)
-	}
-	return &Loader{cfg: cfg, log: log}, nil
-}
-
-// Run serves the sink and the control API until ctx ends.
-func (l *Loader) Run(ctx context.Context) error {
-	for i := range l.cfg.SinkCount {
-		port := l.cfg.SinkFirst + i
-		pc, err := net.ListenPacket("udp4", net.JoinHostPort(l.cfg.Addr, strconv.Itoa(port)))
-		if err != nil {
-			return fmt.Errorf("load sink: listen on udp port %d: %w", port, err)
-		}
-		go func() { <-ctx.Done(); _ = pc.Close() }()
-		go l.sink(pc)
-	}
-	mux := newCommonMux()
-	mux.HandleFunc("POST /load", l.handleLoad)
-	mux.HandleFunc("/follow", l.handleFollow)
-	mux.HandleFunc("GET /load/stats", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, LoadStats{Received: l.received.Load()})
-	})
-	l.log.Info("load serving", "port", l.cfg.Port, "sink", fmt.Sprintf("%d+%d", l.cfg.SinkFirst, l.cfg.SinkCount))
-	return Serve(ctx, net.JoinHostPort(l.cfg.Addr, strconv.Itoa(l.cfg.Port)), mux)
-}
-
-func (l *Loader) sink(pc net.PacketConn) {
-	buf := make([]byte, 2048)
-	for {
-		if _, _, err := pc.ReadFrom(buf); err != nil {
-			return
-		}
-		l.received.Add(1)
-	}
-}
-
-func (l *Loader) handleLoad(w http.ResponseWriter, r *http.Request) {
-	var req LoadRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		http.Error(w, "load request: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	if !l.busy.TryLock() {
-		http.Error(w, "load: a run is in progress; wait for its answer", http.StatusConflict)
-		return
-	}
-	defer l.busy.Unlock()
-	res, err := Generate(r.Context(), req)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
-}
-
-// Generate sends the datagrams of req, paced every millisecond (a late tick sends what it owes).
-func Generate(ctx context.Context, req LoadRequest) (LoadResult, error) {
-	addr, err := netip.ParseAddr(req.Target)
-	if err != nil || !addr.Is4() {
-		return LoadResult{}, fmt.Errorf("load target %q: want an IPv4 address", req.Target)
 	}
 	d, err := time.ParseDuration(req.Duration)
-	if err != nil || d <= 0 {
-		return LoadResult{}, fmt.Errorf("load duration %q: want a positive Go duration such as 60s", req.Duration)
+	if err != nil || d <= 0 || d > MaxLoadDuration {
+		return s, fmt.Errorf("duration %q: want a duration up to %s such as 5s", req.Duration, MaxLoadDuration)
 	}
-	if req.Rate <= 0 || req.Port <= 0 || req.Ports <= 0 || req.Port+req.Ports > 65536 || req.Sockets <= 0 || req.Sockets > 16384 {
-		return LoadResult{}, fmt.Errorf("load: rate %d, ports %d+%d, sockets %d: want rate > 0, a port range within 1-65535, 1-16384 sockets",
-			req.Rate, req.Port, req.Ports, req.Sockets)
+	s.duration = d
+	if s.concurrency == 0 {
+		s.concurrency = 1
 	}
-	conns := make([]*net.UDPConn, 0, req.Sockets)
-	defer func() {
-		for _, c := range conns {
-			_ = c.Close()
+	if s.concurrency < 1 || s.concurrency > 64 {
+		return s, fmt.Errorf("concurrency %d: want 1..64", req.Concurrency)
+	}
+	if req.Timeout != "" {
+		t, err := time.ParseDuration(req.Timeout)
+		if err != nil || t <= 0 || t > time.Minute {
+			return s, fmt.Errorf("timeout %q: want a duration up to 1m such as 1s", req.Timeout)
 		}
-	}()
-	for range req.Sockets {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{})
-		if err != nil {
-			return LoadResult{}, fmt.Errorf("load: open socket %d of %d: %w (raise the open-file limit or ask for fewer sockets)", len(conns)+1, req.Sockets, err)
-		}
-		conns = append(conns, c)
+		s.timeout = t
 	}
-	dsts := make([]netip.AddrPort, req.Ports)
-	for i := range dsts {
-		dsts[i] = netip.AddrPortFrom(addr, uint16(req.Port+i))
+	return s, nil
+}
+
+// over reports whether the run has ended: an error then is the run being cut, not a failure.
+func (s loadSpec) over(ctx context.Context) bool {
+	return ctx.Err() != nil || !time.Now().Before(s.end)
+}
+
+// loadWorker is what one worker recorded.
+type loadWorker struct {
+	lat       []time.Duration
+	attempts  int64
+	failures  int64
+	bytesRead int64
+	first     int64
+	errs      []string
+}
+
+func (w *loadWorker) fail(err error) {
+	w.failures++
+	if len(w.errs) < 4 && !slices.Contains(w.errs, err.Error()) {
+		w.errs = append(w.errs, err.Error())
 	}
-	payload := []byte("starlab-load")
-	res := LoadResult{Tuples: req.Sockets * req.Ports}
+}
+
+// RunLoad runs one load until its duration ends (or ctx does).
+func RunLoad(ctx context.Context, req LoadRequest) (LoadResult, error) {
+	s, err := parseLoadRequest(req)
+	if err != nil {
+		return LoadResult{}, err
+	}
 	start := time.Now()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	next := 0 // tuple index: socket-major over the ports, so consecutive datagrams differ in both
-	for {
-		elapsed := time.Since(start)
-		if elapsed >= d {
-			break
-		}
-		owed := uint64(elapsed.Seconds()*float64(req.Rate)) - res.Sent - res.Errors
-		for ; owed > 0; owed-- {
-			c, dst := conns[next%req.Sockets], dsts[(next/req.Sockets)%req.Ports]
-			next = (next + 1) % res.Tuples
-			if _, err := c.WriteToUDPAddrPort(payload, dst); err != nil {
-				res.Errors++
-				continue
+	s.end = start.Add(s.duration)
+	ctx, cancel := context.WithDeadline(ctx, s.end)
+	defer cancel()
+	workers := make([]*loadWorker, s.concurrency)
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &loadWorker{}
+		workers[i] = w
+		target := i // each worker starts at another target
+		wg.Go(func() {
+			switch s.kind {
+			case LoadConnect:
+				runConnect(ctx, s, w, target)
+			case LoadRR:
+				runRR(ctx, s, w, s.targets[target%len(s.targets)])
+			case LoadStream:
+				runStream(ctx, s, w, s.targets[target%len(s.targets)])
+			case LoadFirst:
+				runFirst(ctx, s, w, s.targets[0])
 			}
-			res.Sent++
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	r := summarize(s.kind, workers, elapsed)
+	if s.kind == LoadFirst {
+		r.FirstSuccessUnixNano = workers[0].first
+	}
+	return r, nil
+}
+
+func runFirst(ctx context.Context, s loadSpec, w *loadWorker, target string) {
+	buf := make([]byte, 1)
+	d := net.Dialer{Timeout: s.timeout}
+	for !s.over(ctx) {
+		w.attempts++
+		t0 := time.Now()
+		c, err := d.DialContext(ctx, "tcp", target)
+		if err == nil {
+			lat := time.Since(t0)
+			err = exchangeByte(c, buf, s.timeout)
+			_ = c.Close()
+			if err == nil {
+				w.first = time.Now().UnixNano()
+				w.lat = append(w.lat, lat)
+				return
+			}
+		}
+		if !s.over(ctx) {
+			w.failures++ // expected until the datapath has the Service: not listed as errors
 		}
 		select {
 		case <-ctx.Done():
-			return res, errors.Join(errors.New("load: canceled"), ctx.Err())
-		case <-tick.C:
+		case <-time.After(time.Millisecond):
 		}
 	}
-	res.Seconds = time.Since(start).Seconds()
-	res.Rate = float64(res.Sent) / res.Seconds
-	return res, nil
+}
+
+func runConnect(ctx context.Context, s loadSpec, w *loadWorker, next int) {
+	buf := make([]byte, 1)
+	d := net.Dialer{Timeout: s.timeout}
+	for !s.over(ctx) {
+		target := s.targets[next%len(s.targets)]
+		next++
+		w.attempts++
+		t0 := time.Now()
+		c, err := d.DialContext(ctx, "tcp", target)
+		if err != nil {
+			if s.over(ctx) {
+				w.attempts-- // cut by the end of the run, not a failure
+				return
+			}
+			w.fail(err)
+			continue
+		}
+		lat := time.Since(t0)
+		err = exchangeByte(c, buf, s.timeout)
+		_ = c.Close()
+		if err != nil {
+			if s.over(ctx) {
+				w.attempts--
+				return
+			}
+			w.fail(fmt.Errorf("%s: %w", target, err))
+			continue
+		}
+		w.lat = append(w.lat, lat)
+	}
+}
+
+// exchangeByte writes one byte and reads the echo.
+func exchangeByte(c net.Conn, buf []byte, timeout time.Duration) error {
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	buf[0] = 'x'
+	if _, err := c.Write(buf); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(c, buf)
+	return err
+}
+
+func runRR(ctx context.Context, s loadSpec, w *loadWorker, target string) {
+	d := net.Dialer{Timeout: s.timeout}
+	c, err := d.DialContext(ctx, "tcp", target)
+	if err != nil {
+		w.attempts++
+		w.fail(err)
+		return
+	}
+	defer c.Close()
+	buf := make([]byte, 1)
+	for !s.over(ctx) {
+		w.attempts++
+		t0 := time.Now()
+		if err := exchangeByte(c, buf, s.timeout); err != nil {
+			if s.over(ctx) {
+				w.attempts--
+				return
+			}
+			w.fail(err)
+			return // the connection is unusable
+		}
+		w.lat = append(w.lat, time.Since(t0))
+	}
+}
+
+func runStream(ctx context.Context, s loadSpec, w *loadWorker, target string) {
+	d := net.Dialer{Timeout: s.timeout}
+	w.attempts++
+	c, err := d.DialContext(ctx, "tcp", target)
+	if err != nil {
+		w.fail(err)
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
+	defer stop()
+	defer c.Close()
+	done := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, c)
+		done <- n
+	}()
+	chunk := make([]byte, 64<<10)
+	for !s.over(ctx) {
+		if _, err := c.Write(chunk); err != nil {
+			if !s.over(ctx) {
+				w.fail(err)
+			}
+			break
+		}
+	}
+	_ = c.SetDeadline(time.Now())
+	w.bytesRead = <-done
+	if w.failures == 0 {
+		w.lat = append(w.lat, 0) // one successful stream
+	}
+}
+
+func summarize(kind string, workers []*loadWorker, elapsed time.Duration) LoadResult {
+	r := LoadResult{Kind: kind, DurationMs: float64(elapsed) / float64(time.Millisecond)}
+	var all []time.Duration
+	var bytes int64
+	for _, w := range workers {
+		r.Attempts += w.attempts
+		r.Failures += w.failures
+		bytes += w.bytesRead
+		all = append(all, w.lat...)
+		for _, e := range w.errs {
+			if len(r.Errors) < 8 && !slices.Contains(r.Errors, e) {
+				r.Errors = append(r.Errors, e)
+			}
+		}
+	}
+	r.Successes = int64(len(all))
+	secs := elapsed.Seconds()
+	if kind == LoadStream || kind == LoadFirst {
+		r.BitsPerSecond = float64(bytes) * 8 / secs
+		return r
+	}
+	if len(all) == 0 {
+		return r
+	}
+	r.PerSecond = float64(len(all)) / secs
+	slices.Sort(all)
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	pct := func(p float64) float64 { return us(all[min(len(all)-1, int(p*float64(len(all))))]) }
+	r.P50Us, r.P90Us, r.P99Us, r.MaxUs = pct(0.50), pct(0.90), pct(0.99), us(all[len(all)-1])
+	var sum time.Duration
+	for _, d := range all {
+		sum += d
+	}
+	r.MeanUs = us(sum) / float64(len(all))
+	return r
+}
+
+func handleLoad(w http.ResponseWriter, r *http.Request) {
+	var req LoadRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("decode load request: %v", err)})
+		return
+	}
+	res, err := RunLoad(r.Context(), req)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }

@@ -1,68 +1,69 @@
 package demo
 
 import (
-	"context"
-	"encoding/json"
-	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"strings"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/starlab-dev/starlab/internal/flow"
 )
 
-func TestGenerateReachesTheSink(t *testing.T) {
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer pc.Close()
-	l := &Loader{log: slog.Default()}
-	go l.sink(pc)
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	res, err := Generate(context.Background(), LoadRequest{Target: "127.0.0.1", Port: port, Ports: 1, Sockets: 4, Rate: 2000, Duration: "500ms"})
-	require.NoError(t, err)
-	assert.Equal(t, 4, res.Tuples)
-	assert.InDelta(t, 1000, float64(res.Sent), 150, "rate x duration, paced")
-	assert.Zero(t, res.Errors)
-	require.Eventually(t, func() bool { return l.received.Load() == res.Sent }, 2*time.Second, 10*time.Millisecond)
+func echoTarget(t *testing.T) string {
+	t.Helper()
+	port := freePort(t)
+	require.NoError(t, ListenTCPEcho(t.Context(), "127.0.0.1", port))
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
-func TestGenerateRefusesBadRequests(t *testing.T) {
-	for _, req := range []LoadRequest{
-		{Target: "::1", Port: 9000, Ports: 1, Sockets: 1, Rate: 1, Duration: "1s"},
-		{Target: "10.0.0.1", Port: 9000, Ports: 1, Sockets: 1, Rate: 1, Duration: "soon"},
-		{Target: "10.0.0.1", Port: 65535, Ports: 2, Sockets: 1, Rate: 1, Duration: "1s"},
-		{Target: "10.0.0.1", Port: 9000, Ports: 1, Sockets: 0, Rate: 1, Duration: "1s"},
+func TestRunLoadKinds(t *testing.T) {
+	target := echoTarget(t)
+	for _, kind := range []string{LoadConnect, LoadRR} {
+		r, err := RunLoad(t.Context(), LoadRequest{Kind: kind, Targets: []string{target}, Duration: "200ms", Concurrency: 2})
+		require.NoError(t, err, kind)
+		assert.Zero(t, r.Failures, "%s: %v", kind, r.Errors)
+		assert.Positive(t, r.Successes, kind)
+		assert.Equal(t, r.Attempts, r.Successes, kind)
+		assert.Positive(t, r.P50Us, kind)
+		assert.GreaterOrEqual(t, r.P99Us, r.P50Us, kind)
+		assert.GreaterOrEqual(t, r.MaxUs, r.P99Us, kind)
+		assert.Positive(t, r.PerSecond, kind)
+	}
+	r, err := RunLoad(t.Context(), LoadRequest{Kind: LoadStream, Targets: []string{target}, Duration: "200ms"})
+	require.NoError(t, err)
+	assert.Zero(t, r.Failures)
+	assert.Positive(t, r.BitsPerSecond)
+}
+
+func TestRunLoadRefusedCounts(t *testing.T) {
+	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))) // nothing listens: every connect is refused
+	r, err := RunLoad(t.Context(), LoadRequest{Kind: LoadConnect, Targets: []string{target}, Duration: "100ms"})
+	require.NoError(t, err)
+	assert.Zero(t, r.Successes)
+	assert.Positive(t, r.Failures)
+	assert.NotEmpty(t, r.Errors)
+}
+
+func TestRunLoadInvalid(t *testing.T) {
+	for name, req := range map[string]LoadRequest{
+		"kind":        {Kind: "x", Targets: []string{"a:1"}, Duration: "1s"},
+		"no targets":  {Kind: LoadConnect, Duration: "1s"},
+		"target":      {Kind: LoadConnect, Targets: []string{"a"}, Duration: "1s"},
+		"duration":    {Kind: LoadConnect, Targets: []string{"a:1"}, Duration: "1h"},
+		"concurrency": {Kind: LoadConnect, Targets: []string{"a:1"}, Duration: "1s", Concurrency: 100},
 	} {
-		_, err := Generate(context.Background(), req)
-		assert.Error(t, err, "%+v", req)
+		_, err := RunLoad(t.Context(), req)
+		assert.Error(t, err, name)
 	}
 }
 
-func TestFollowCountsTheStream(t *testing.T) {
-	store := flow.NewStore(100)
-	srv := httptest.NewServer(flow.Handler(store, nil))
-	defer srv.Close()
-	l := &Loader{log: slog.Default()}
-	post := httptest.NewRecorder()
-	l.handleFollow(post, httptest.NewRequest(http.MethodPost, "/follow", strings.NewReader(`{"url":"`+srv.URL+`?follow=true&no-history=true"}`)))
-	require.Equal(t, http.StatusOK, post.Code, post.Body.String())
-	require.Eventually(t, func() bool { return store.Subscribers() == 1 }, 2*time.Second, 10*time.Millisecond)
-	for i := range 50 {
-		store.Add(&flow.Flow{Time: time.Unix(int64(i), 0), Verdict: flow.VerdictForwarded})
-	}
-	require.Eventually(t, func() bool {
-		rec := httptest.NewRecorder()
-		l.handleFollow(rec, httptest.NewRequest(http.MethodGet, "/follow", nil))
-		var st FollowStats
-		return json.Unmarshal(rec.Body.Bytes(), &st) == nil && st.Flows == 50 && st.Error == ""
-	}, 2*time.Second, 10*time.Millisecond)
-	del := httptest.NewRecorder()
-	l.handleFollow(del, httptest.NewRequest(http.MethodDelete, "/follow", nil))
-	assert.Equal(t, http.StatusNoContent, del.Code)
+func TestRunLoadFirst(t *testing.T) {
+	target := echoTarget(t)
+	before := time.Now().UnixNano()
+	r, err := RunLoad(t.Context(), LoadRequest{Kind: LoadFirst, Targets: []string{target}, Duration: "2s"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), r.Successes)
+	assert.GreaterOrEqual(t, r.FirstSuccessUnixNano, before)
+	assert.Less(t, r.DurationMs, 1000.0) // it stops at the first success
 }

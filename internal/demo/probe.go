@@ -291,13 +291,14 @@ func DialFrom(ctx context.Context, ports *SourcePorts, protocol, target string) 
 	}
 }
 
-// RegisterCommon adds GET /healthz, GET /probe and POST /probe/batch to mux. The probes take
+// RegisterCommon adds GET /healthz, GET /probe, POST /probe/batch and POST /load (load.go) to mux. The probes take
 // their source ports in turn from one SourcePorts, so no 5-tuple is reused soon.
 func RegisterCommon(mux *http.ServeMux) {
 	ports := NewEphemeralSourcePorts()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /probe", func(w http.ResponseWriter, r *http.Request) { handleProbe(w, r, ports) })
 	mux.HandleFunc("POST /probe/batch", func(w http.ResponseWriter, r *http.Request) { handleProbeBatch(w, r, ports) })
+	mux.HandleFunc("POST /load", handleLoad)
 }
 
 func handleProbe(w http.ResponseWriter, r *http.Request, ports *SourcePorts) {

@@ -46,6 +46,9 @@ type Spec struct {
 	Binaries []string
 	// Entrypoint is the image's entrypoint (absolute paths inside the image).
 	Entrypoint []string
+	// Dir is where the binaries go inside the image; "" is /usr/local/bin. (The kube-proxy image mounts the
+	// node's /usr for iptables and nft, so its binary lives elsewhere.)
+	Dir string
 }
 
 // Image names of Starlab's images.
@@ -90,6 +93,10 @@ func Build(ctx context.Context, binDir string, spec Spec) (Built, error) {
 	if len(spec.Binaries) == 0 || len(spec.Entrypoint) == 0 || spec.Name == "" {
 		return Built{}, fmt.Errorf("image spec %q: name, binaries and entrypoint are required", spec.Name)
 	}
+	dir := spec.Dir
+	if dir == "" {
+		dir = binDirInImage
+	}
 	var files []layerFile
 	for _, b := range spec.Binaries {
 		if err := ctx.Err(); err != nil {
@@ -99,7 +106,7 @@ func Build(ctx context.Context, binDir string, spec Spec) (Built, error) {
 		if err := checkStaticBinary(src); err != nil {
 			return Built{}, fmt.Errorf("image %s: %w", spec.Name, err)
 		}
-		files = append(files, layerFile{src: src, dest: binDirInImage + "/" + b})
+		files = append(files, layerFile{src: src, dest: dir + "/" + b})
 	}
 	layerTar, err := buildLayerTar(files)
 	if err != nil {
@@ -123,6 +130,9 @@ func Build(ctx context.Context, binDir string, spec Spec) (Built, error) {
 	cf.Architecture, cf.OS = "amd64", "linux"
 	cf.Config.Entrypoint = spec.Entrypoint
 	cf.Config.Env = []string{"PATH=" + binDirInImage + ":/usr/bin:/bin"}
+	if dir != binDirInImage {
+		cf.Config.Env = []string{"PATH=" + dir + ":/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	}
 	cf.Config.Labels = map[string]string{"dev.starlab.image": spec.Name}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {

@@ -324,8 +324,8 @@ func (e *loadEnv) run(ctx context.Context, b *testing.B, rate, seconds int) stri
 	}
 	time.Sleep(2 * time.Second) // the follower subscribed
 	before := e.sample(ctx, b)
-	var res demo.LoadResult
-	req := demo.LoadRequest{Target: e.sinkIP, Port: loadSinkPort, Ports: loadSinkPorts, Sockets: loadSockets,
+	var res demo.FlowLoadResult
+	req := demo.FlowLoadRequest{Target: e.sinkIP, Port: loadSinkPort, Ports: loadSinkPorts, Sockets: loadSockets,
 		Rate: rate / 2, Duration: fmt.Sprintf("%ds", seconds)}
 	peak := before
 	done := make(chan error, 1)

@@ -1,0 +1,284 @@
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/starlab-dev/starlab/internal/flow"
+)
+
+// LoadConfig configures the load mode: a UDP sink on SinkPorts and, on request, a generator of new
+// flows (POST /load), so the datapath emits one NEW flow event per packet at each hook it crosses,
+// and a follow client of a flow stream that counts what it decodes (POST/GET/DELETE /follow).
+type LoadConfig struct {
+	Port      int // HTTP control port (/healthz, POST /load, GET /load/stats)
+	SinkFirst int // first UDP port the sink reads (and the generator's default target port)
+	SinkCount int // how many consecutive UDP ports
+	Addr      string
+}
+
+// FlowLoadRequest is the body of POST /load: send Rate datagrams per second for Duration to Target on
+// ports [Port, Port+Ports) from Sockets sockets (each its own source port). Every (socket, port)
+// pair is one 5-tuple, used in turn: with more tuples than conntrack keeps, each datagram is a new
+// flow to the datapath.
+type FlowLoadRequest struct {
+	Target   string `json:"target"`
+	Port     int    `json:"port"`
+	Ports    int    `json:"ports"`
+	Sockets  int    `json:"sockets"`
+	Rate     int    `json:"rate"`
+	Duration string `json:"duration"`
+}
+
+// FlowLoadResult is the answer of POST /load.
+type FlowLoadResult struct {
+	Sent    uint64  `json:"sent"`
+	Errors  uint64  `json:"errors"`
+	Seconds float64 `json:"seconds"`
+	Rate    float64 `json:"rate"` // datagrams sent per second
+	Tuples  int     `json:"tuples"`
+}
+
+// LoadStats is the answer of GET /load/stats: datagrams the sink received since it started.
+type LoadStats struct {
+	Received uint64 `json:"received"`
+}
+
+// Loader is the load mode.
+type Loader struct {
+	cfg      LoadConfig
+	log      *slog.Logger
+	received atomic.Uint64
+	busy     sync.Mutex // one generator run at a time
+
+	followMu sync.Mutex
+	follow   *follower
+}
+
+// FollowRequest is the body of POST /follow: follow the NDJSON flow stream at URL (an observer's or
+// agent's follow query) and count the flows decoded, until DELETE /follow or the next POST.
+type FollowRequest struct {
+	URL string `json:"url"`
+}
+
+// FollowStats is the answer of GET /follow.
+type FollowStats struct {
+	URL     string  `json:"url"`
+	Flows   uint64  `json:"flows"`
+	Seconds float64 `json:"seconds"`
+	Error   string  `json:"error,omitempty"`
+}
+
+type follower struct {
+	url    string
+	start  time.Time
+	flows  atomic.Uint64
+	cancel context.CancelFunc
+	errMu  sync.Mutex
+	err    error
+}
+
+func (f *follower) stats() FollowStats {
+	f.errMu.Lock()
+	defer f.errMu.Unlock()
+	st := FollowStats{URL: f.url, Flows: f.flows.Load(), Seconds: time.Since(f.start).Seconds()}
+	if f.err != nil {
+		st.Error = f.err.Error()
+	}
+	return st
+}
+
+// run reads the stream with the flow package's NDJSON decoder (the fast client side).
+func (f *follower) run(ctx context.Context) {
+	err := func() error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url, nil)
+		if err != nil {
+			return fmt.Errorf("follow %s: %w", f.url, err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("follow %s: %w", f.url, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("follow %s: %s", f.url, resp.Status)
+		}
+		dec := flow.NewDecoder(resp.Body)
+		for {
+			if _, err := dec.Decode(); err != nil {
+				return fmt.Errorf("follow %s: %w", f.url, err)
+			}
+			f.flows.Add(1)
+		}
+	}()
+	if ctx.Err() == nil {
+		f.errMu.Lock()
+		f.err = err
+		f.errMu.Unlock()
+	}
+}
+
+func (l *Loader) handleFollow(w http.ResponseWriter, r *http.Request) {
+	l.followMu.Lock()
+	defer l.followMu.Unlock()
+	switch r.Method {
+	case http.MethodPost:
+		var req FollowRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.URL == "" {
+			http.Error(w, "follow request: want {\"url\": \"http://...\"}", http.StatusBadRequest)
+			return
+		}
+		if l.follow != nil {
+			l.follow.cancel()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		l.follow = &follower{url: req.URL, start: time.Now(), cancel: cancel}
+		go l.follow.run(ctx)
+		writeJSON(w, http.StatusOK, l.follow.stats())
+	case http.MethodDelete:
+		if l.follow != nil {
+			l.follow.cancel()
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		if l.follow == nil {
+			http.Error(w, "no follower: POST /follow first", http.StatusNotFound)
+			return
+		}
+		writeJSON(w, http.StatusOK, l.follow.stats())
+	}
+}
+
+// NewLoader checks cfg.
+func NewLoader(cfg LoadConfig, log *slog.Logger) (*Loader, error) {
+	if cfg.Port <= 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("load: --port %d: use 1-65535", cfg.Port)
+	}
+	if cfg.SinkFirst <= 0 || cfg.SinkCount < 0 || cfg.SinkFirst+cfg.SinkCount > 65536 {
+		return nil, fmt.Errorf("load: sink ports %d+%d: use a range within 1-65535", cfg.SinkFirst, cfg.SinkCount)
+	}
+	return &Loader{cfg: cfg, log: log}, nil
+}
+
+// Run serves the sink and the control API until ctx ends.
+func (l *Loader) Run(ctx context.Context) error {
+	for i := range l.cfg.SinkCount {
+		port := l.cfg.SinkFirst + i
+		pc, err := net.ListenPacket("udp4", net.JoinHostPort(l.cfg.Addr, strconv.Itoa(port)))
+		if err != nil {
+			return fmt.Errorf("load sink: listen on udp port %d: %w", port, err)
+		}
+		go func() { <-ctx.Done(); _ = pc.Close() }()
+		go l.sink(pc)
+	}
+	mux := newCommonMux()
+	mux.HandleFunc("POST /load", l.handleLoad)
+	mux.HandleFunc("/follow", l.handleFollow)
+	mux.HandleFunc("GET /load/stats", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, LoadStats{Received: l.received.Load()})
+	})
+	l.log.Info("load serving", "port", l.cfg.Port, "sink", fmt.Sprintf("%d+%d", l.cfg.SinkFirst, l.cfg.SinkCount))
+	return Serve(ctx, net.JoinHostPort(l.cfg.Addr, strconv.Itoa(l.cfg.Port)), mux)
+}
+
+func (l *Loader) sink(pc net.PacketConn) {
+	buf := make([]byte, 2048)
+	for {
+		if _, _, err := pc.ReadFrom(buf); err != nil {
+			return
+		}
+		l.received.Add(1)
+	}
+}
+
+func (l *Loader) handleLoad(w http.ResponseWriter, r *http.Request) {
+	var req FlowLoadRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, "load request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if !l.busy.TryLock() {
+		http.Error(w, "load: a run is in progress; wait for its answer", http.StatusConflict)
+		return
+	}
+	defer l.busy.Unlock()
+	res, err := Generate(r.Context(), req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// Generate sends the datagrams of req, paced every millisecond (a late tick sends what it owes).
+func Generate(ctx context.Context, req FlowLoadRequest) (FlowLoadResult, error) {
+	addr, err := netip.ParseAddr(req.Target)
+	if err != nil || !addr.Is4() {
+		return FlowLoadResult{}, fmt.Errorf("load target %q: want an IPv4 address", req.Target)
+	}
+	d, err := time.ParseDuration(req.Duration)
+	if err != nil || d <= 0 {
+		return FlowLoadResult{}, fmt.Errorf("load duration %q: want a positive Go duration such as 60s", req.Duration)
+	}
+	if req.Rate <= 0 || req.Port <= 0 || req.Ports <= 0 || req.Port+req.Ports > 65536 || req.Sockets <= 0 || req.Sockets > 16384 {
+		return FlowLoadResult{}, fmt.Errorf("load: rate %d, ports %d+%d, sockets %d: want rate > 0, a port range within 1-65535, 1-16384 sockets",
+			req.Rate, req.Port, req.Ports, req.Sockets)
+	}
+	conns := make([]*net.UDPConn, 0, req.Sockets)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for range req.Sockets {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+		if err != nil {
+			return FlowLoadResult{}, fmt.Errorf("load: open socket %d of %d: %w (raise the open-file limit or ask for fewer sockets)", len(conns)+1, req.Sockets, err)
+		}
+		conns = append(conns, c)
+	}
+	dsts := make([]netip.AddrPort, req.Ports)
+	for i := range dsts {
+		dsts[i] = netip.AddrPortFrom(addr, uint16(req.Port+i))
+	}
+	payload := []byte("starlab-load")
+	res := FlowLoadResult{Tuples: req.Sockets * req.Ports}
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	next := 0 // tuple index: socket-major over the ports, so consecutive datagrams differ in both
+	for {
+		elapsed := time.Since(start)
+		if elapsed >= d {
+			break
+		}
+		owed := uint64(elapsed.Seconds()*float64(req.Rate)) - res.Sent - res.Errors
+		for ; owed > 0; owed-- {
+			c, dst := conns[next%req.Sockets], dsts[(next/req.Sockets)%req.Ports]
+			next = (next + 1) % res.Tuples
+			if _, err := c.WriteToUDPAddrPort(payload, dst); err != nil {
+				res.Errors++
+				continue
+			}
+			res.Sent++
+		}
+		select {
+		case <-ctx.Done():
+			return res, errors.Join(errors.New("load: canceled"), ctx.Err())
+		case <-tick.C:
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Rate = float64(res.Sent) / res.Seconds
+	return res, nil
+}

@@ -1,0 +1,68 @@
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/starlab-dev/starlab/internal/flow"
+)
+
+func TestGenerateReachesTheSink(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer pc.Close()
+	l := &Loader{log: slog.Default()}
+	go l.sink(pc)
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	res, err := Generate(context.Background(), FlowLoadRequest{Target: "127.0.0.1", Port: port, Ports: 1, Sockets: 4, Rate: 2000, Duration: "500ms"})
+	require.NoError(t, err)
+	assert.Equal(t, 4, res.Tuples)
+	assert.InDelta(t, 1000, float64(res.Sent), 150, "rate x duration, paced")
+	assert.Zero(t, res.Errors)
+	require.Eventually(t, func() bool { return l.received.Load() == res.Sent }, 2*time.Second, 10*time.Millisecond)
+}
+
+func TestGenerateRefusesBadRequests(t *testing.T) {
+	for _, req := range []FlowLoadRequest{
+		{Target: "::1", Port: 9000, Ports: 1, Sockets: 1, Rate: 1, Duration: "1s"},
+		{Target: "10.0.0.1", Port: 9000, Ports: 1, Sockets: 1, Rate: 1, Duration: "soon"},
+		{Target: "10.0.0.1", Port: 65535, Ports: 2, Sockets: 1, Rate: 1, Duration: "1s"},
+		{Target: "10.0.0.1", Port: 9000, Ports: 1, Sockets: 0, Rate: 1, Duration: "1s"},
+	} {
+		_, err := Generate(context.Background(), req)
+		assert.Error(t, err, "%+v", req)
+	}
+}
+
+func TestFollowCountsTheStream(t *testing.T) {
+	store := flow.NewStore(100)
+	srv := httptest.NewServer(flow.Handler(store, nil))
+	defer srv.Close()
+	l := &Loader{log: slog.Default()}
+	post := httptest.NewRecorder()
+	l.handleFollow(post, httptest.NewRequest(http.MethodPost, "/follow", strings.NewReader(`{"url":"`+srv.URL+`?follow=true&no-history=true"}`)))
+	require.Equal(t, http.StatusOK, post.Code, post.Body.String())
+	require.Eventually(t, func() bool { return store.Subscribers() == 1 }, 2*time.Second, 10*time.Millisecond)
+	for i := range 50 {
+		store.Add(&flow.Flow{Time: time.Unix(int64(i), 0), Verdict: flow.VerdictForwarded})
+	}
+	require.Eventually(t, func() bool {
+		rec := httptest.NewRecorder()
+		l.handleFollow(rec, httptest.NewRequest(http.MethodGet, "/follow", nil))
+		var st FollowStats
+		return json.Unmarshal(rec.Body.Bytes(), &st) == nil && st.Flows == 50 && st.Error == ""
+	}, 2*time.Second, 10*time.Millisecond)
+	del := httptest.NewRecorder()
+	l.handleFollow(del, httptest.NewRequest(http.MethodDelete, "/follow", nil))
+	assert.Equal(t, http.StatusNoContent, del.Code)
+}

@@ -8,7 +8,7 @@ BINARIES := starlab starlab-agent starlab-cni starlab-observer starlab-demo
 # Debian packages the build, tests and benchmarks need (Docker and debootstrap are also ensured by `starlab up`).
 APT_PACKAGES := docker.io debootstrap bash-static clang-16 llvm-16 libbpf-dev iproute2 iptables jq iperf3 chromium tmux ca-certificates
 
-.PHONY: all deps build hubble lab down test test-unit fuzz test-datapath test-e2e bench bench-lab generate check-generate vet fmt clean
+.PHONY: all deps build hubble lab down test test-unit fuzz test-datapath test-e2e test-e2e-extra bench bench-lab generate check-generate vet fmt clean
 
 all: build
 
@@ -70,16 +70,27 @@ test-datapath:
 # running lab; the lifecycle tests create and delete their own uniquely named clusters. The lab is removed
 # at the end whatever the result; the node image stays in the content-keyed cache (/var/cache/starlab).
 E2E_LAB ?= starlab-e2e
-test-e2e: build hubble
+# Not yet in make test: end-to-end tests written in this round that have not run green on a lab yet
+# (each needs minutes of lab time of its own): the upstream ClusterNetworkPolicy conformance profile,
+# a failure bundle reproduced on a fresh lab, the kube-proxy reference benchmark. `make test-e2e-extra`
+# runs them on a lab of their own.
+E2E_EXTRA = TestConformanceProfiles|TestFailureBundleReproAndReplay|TestBenchServicesQuick
+define e2e_run
 	@set -o pipefail; rc=0; \
-	$(BIN)/starlab down --name $(E2E_LAB) >/dev/null 2>&1 || true; \
-	$(BIN)/starlab up --name $(E2E_LAB) --test-images --set clusterNetworkPolicy.experimental=true || rc=$$?; \
+	$(BIN)/starlab down --name $(1) >/dev/null 2>&1 || true; \
+	$(BIN)/starlab up --name $(1) $(2) --set clusterNetworkPolicy.experimental=true || rc=$$?; \
 	if [ $$rc = 0 ]; then \
-	  STARLAB_LAB=$(E2E_LAB) STARLAB_REPORT_DIR=$(CURDIR)/$(OUT)/e2e \
-	    $(GO) test -count=1 -p 1 -tags e2e -timeout 75m $(call tagged,e2e) || rc=$$?; \
+	  STARLAB_LAB=$(1) STARLAB_REPORT_DIR=$(CURDIR)/$(OUT)/$(4) \
+	    $(GO) test -count=1 -p 1 -tags e2e -timeout 75m $(3) $(call tagged,e2e) || rc=$$?; \
 	fi; \
-	$(BIN)/starlab down --name $(E2E_LAB) || true; \
+	$(BIN)/starlab down --name $(1) || true; \
 	exit $$rc
+endef
+test-e2e: build hubble
+	$(call e2e_run,$(E2E_LAB),,-skip '^($(E2E_EXTRA))$$',e2e)
+
+test-e2e-extra: build hubble
+	$(call e2e_run,$(E2E_LAB)-extra,--test-images,-run '^($(E2E_EXTRA))$$',e2e-extra)
 
 test: deps vet check-generate test-unit fuzz test-datapath test-e2e
 

@@ -22,7 +22,7 @@ func encode(t testing.TB, e bpfobj.SlSlFlowEvent) []byte {
 // own, so the in-memory copy in Decode and the wire encoding agree.
 func TestSizeMatchesC(t *testing.T) {
 	require.Equal(t, Size, binary.Size(bpfobj.SlSlFlowEvent{}))
-	require.Equal(t, 72, Size, "sl_flow_event changed size: fields may only be appended (docs/ARCHITECTURE.md)")
+	require.Equal(t, 80, Size, "sl_flow_event changed size: fields may only be appended (docs/ARCHITECTURE.md)")
 }
 
 // TestDecodeEveryField gives every field of the generated struct a distinct
@@ -55,6 +55,7 @@ func TestDecodeEveryField(t *testing.T) {
 		ObsPoint: ObsPoint(field("ObsPoint")), IsReply: field("IsReply") != 0, Rule: uint16(field("Rule")),
 		Ifindex: uint32(field("Ifindex")), SrcIdentity: uint32(field("SrcIdentity")), DstIdentity: uint32(field("DstIdentity")),
 		PolicyID: uint32(field("PolicyId")), Packets: field("Packets"), Bytes: field("Bytes"),
+		PassPolicyID: uint32(field("PassPolicyId")), PassRule: uint16(field("PassRule")),
 	}, e)
 }
 

@@ -12,9 +12,6 @@ Feature: Cluster-wide admin rules and a baseline over the stars demo
   Background:
     Given the stars demo is running without policies
 
-  # @wip until issue 15's enforcement (datapath tiers, the agent's ClusterNetworkPolicy watch and its
-  # programmed revision, flow attribution) is merged: today the agent ignores ClusterNetworkPolicies.
-  @wip
   Scenario: An admin Deny beats a namespace's allow, and a Pass hands the decision back
     When I apply the stars policy "default-deny"
     And I apply the stars policy "allow-ui"
@@ -49,7 +46,6 @@ Feature: Cluster-wide admin rules and a baseline over the stars demo
     And "client" connecting to "frontend" is FORWARDED by NetworkPolicy "stars/frontend-policy" in the NetworkPolicy tier after an Admin Pass by "pass-client-to-frontend"
     And "client" connecting to "backend" is DROPPED by ClusterNetworkPolicy "deny-client-to-stars" in the Admin tier
 
-  @wip
   Scenario: The baseline decides only where no NetworkPolicy selects the pod
     When I apply the cluster network policy "baseline-deny-stars"
     Then the stars reachability is:

@@ -82,9 +82,9 @@ Feature: Pod networking and Services without kube-proxy
     Then the parity pod "lbclient" reaches "unready.kpr-e2e:8080"
     And the parity pod "lbclient" is refused by "unready-plain.kpr-e2e:8080"
 
-  # Known failing in the merged suite (issue 12, open): the scenario before leaves a terminating but
-  # serving "slow" pod on another node, which internalTrafficPolicy Local then rightly uses there.
-  @kpr @wip
+  # Isolated from the scenario before (its terminating but serving "slow" pod is force-deleted and
+  # waited for): internalTrafficPolicy Local would rightly use it on its node.
+  @kpr
   Scenario: internalTrafficPolicy Local keeps a pod's Service traffic on its node
     Given the kube-proxy parity workloads are running
     Then the "lbclient" pod on the node of the "slow" pod reaches "slow-local.kpr-e2e:8080"
@@ -125,24 +125,23 @@ Feature: Pod networking and Services without kube-proxy
     Then the parity pod "slow" reaches "slow.kpr-e2e:8080"
     And the parity pod "slow" reaches "slow-local.kpr-e2e:8080"
 
-  # Known failing (issue 12, open): 2 of 1383 connections hung right after a scale to 0 (a terminating
-  # backend used after its pod exited). @wip scenarios are left out of `make test` until they pass.
-  @kpr @soak @wip
+  # A connection to a backend whose pod is gone is refused at once (ENDPOINT_GONE), never routed out
+  # of the node to hang (TestStaleConntrackToGonePodRefused).
+  @kpr @soak
   Scenario: Scaling a Service 0, 5, 0, 3 under continuous connections: each succeeds or is refused at once
     Given the kube-proxy parity workloads are running
     When while the parity pod "lbclient" connects to "web.kpr-e2e:8080" continuously, I scale Deployment "web" through 0, 5, 0, 3 replicas
 
   # The node's own clients (socket LB, bpf/sock.c): processes in the node's network namespace, as
   # hostNetwork pods are, run through `docker exec` in the kind node container (its cgroup).
-  # @wip until run on a lab (written with the socket LB; the datapath test passes).
-  @kpr @wip
+  @kpr
   Scenario: The node itself reaches ClusterIPs and its own NodePort
     Given the kube-proxy parity workloads are running
     Then every node reaches the ClusterIP of Service "web" on port 8080
     And every node reaches NodePort 30083 on its own address
     And every node is refused by the ClusterIP of Service "empty-kpr" on port 8080
 
-  @kpr @wip
+  @kpr
   Scenario: internalTrafficPolicy Local from the node itself
     Given the kube-proxy parity workloads are running
     Then the node of the "slow" pod reaches the ClusterIP of Service "slow-local" on port 8080

@@ -148,6 +148,12 @@ func judge(c Connection, fl []*flow.Flow) (Cell, []string) {
 			problems = append(problems, "a forwarded reply (SYN-ACK) for a denied connection")
 		}
 		for _, f := range drop {
+			// a drop decided in a ClusterNetworkPolicy tier (Admin or Baseline Deny) names that policy,
+			// not the NetworkPolicies selecting the pod: which tier and policy is asserted by the admin
+			// policy steps ("... is DROPPED by ClusterNetworkPolicy ... in the Admin tier")
+			if slices.ContainsFunc(f.DeniedBy, func(p flow.Policy) bool { return p.Kind == flow.PolicyKindClusterNetworkPolicy }) {
+				continue
+			}
 			var got []string
 			for _, p := range f.DeniedBy {
 				if p.Name != "" {

@@ -9,10 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -66,22 +64,15 @@ func BuildAgnhost(ctx context.Context, opts Options) (AgnhostResult, error) {
 		log = slog.Default()
 	}
 	b := &builder{cache: c, progress: opts.Progress, log: log}
-	if b.goBin, err = findGo(); err != nil {
+	if err := b.useGo(ctx); err != nil {
 		return AgnhostResult{}, err
 	}
-	out, err := exec.CommandContext(ctx, b.goBin, "env", "GOVERSION").Output()
-	if err != nil {
-		return AgnhostResult{}, fmt.Errorf("go env GOVERSION: %w", err)
-	}
-	b.goVersion = strings.TrimSpace(string(out))
 	bash, err := os.ReadFile(BashStatic)
 	if err != nil {
 		return AgnhostResult{}, fmt.Errorf("the agnhost image needs a static bash: %w (install Debian's bash-static: `apt-get install bash-static`, or `make deps`)", err)
 	}
 	gb := goBinary{step: stepAgnhost, module: "agnhost", pkgs: []string{AgnhostPackage}, out: "agnhost", ldflags: "-s -w"}
-	kb := cache.NewKey().String("step", gb.step).String("go", b.goVersion).String("goarch", runtime.GOARCH).
-		Strings("packages", gb.pkgs).String("out", gb.out).String("ldflags", gb.ldflags)
-	binKey, err := addModule(kb, gb.module).Sum()
+	binKey, err := addModule(b.binaryKey(gb), gb.module).Sum()
 	if err != nil {
 		return AgnhostResult{}, err
 	}

@@ -90,8 +90,8 @@ func (b *builder) keyFor(step string) cache.Key {
 	panic("nodeimage: no key for step " + step)
 }
 
-// computeKeys derives every cache key from the inputs alone, before anything is built.
-func (b *builder) computeKeys(ctx context.Context) error {
+// useGo finds the go command and its version (part of every binary's cache key).
+func (b *builder) useGo(ctx context.Context) error {
 	goBin, err := findGo()
 	if err != nil {
 		return err
@@ -102,17 +102,31 @@ func (b *builder) computeKeys(ctx context.Context) error {
 		return fmt.Errorf("go env GOVERSION: %w", err)
 	}
 	b.goVersion = strings.TrimSpace(string(out))
+	return nil
+}
+
+// binaryKey starts the cache key of the Go binaries gb builds (useGo first); the caller adds what
+// else they depend on, then the module (addModule).
+func (b *builder) binaryKey(gb goBinary) *cache.KeyBuilder {
+	return cache.NewKey().String("step", gb.step).String("go", b.goVersion).String("goarch", runtime.GOARCH).
+		Strings("packages", gb.pkgs).String("out", gb.out).String("ldflags", gb.ldflags)
+}
+
+// computeKeys derives every cache key from the inputs alone, before anything is built.
+func (b *builder) computeKeys(ctx context.Context) error {
+	if err := b.useGo(ctx); err != nil {
+		return err
+	}
 
 	keys := map[string]*cache.Key{stepK8s: &b.k8sKey, stepEtcd: &b.etcdKey, stepCoreDNS: &b.corednsKey, stepCrictl: &b.crictlKey}
 	for _, gb := range b.binaries() {
-		kb := cache.NewKey().String("step", gb.step).String("go", b.goVersion).String("goarch", runtime.GOARCH).
-			Strings("packages", gb.pkgs).String("out", gb.out).String("ldflags", gb.ldflags)
-		k, err := addModule(kb, gb.module).Sum()
+		k, err := addModule(b.binaryKey(gb), gb.module).Sum()
 		if err != nil {
 			return err
 		}
 		*keys[gb.step] = k
 	}
+	var err error
 	b.rootfsKey, err = cache.NewKey().String("step", stepRootfs).String("suite", debianSuite).String("mirror", debianMirror).
 		String("variant", "minbase").String("arch", runtime.GOARCH).Strings("packages", rootfsPackages).Sum()
 	if err != nil {

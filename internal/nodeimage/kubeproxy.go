@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/starlab-dev/starlab/internal/cache"
@@ -81,17 +80,11 @@ func BuildKubeProxy(ctx context.Context, opts Options) (KubeProxyResult, error) 
 		log = slog.Default()
 	}
 	b := &builder{rel: rel, cache: c, progress: opts.Progress, log: log}
-	if b.goBin, err = findGo(); err != nil {
+	if err := b.useGo(ctx); err != nil {
 		return KubeProxyResult{}, err
 	}
-	goVersion, err := exec.CommandContext(ctx, b.goBin, "env", "GOVERSION").Output()
-	if err != nil {
-		return KubeProxyResult{}, fmt.Errorf("go env GOVERSION: %w", err)
-	}
 	gb := goBinary{step: stepKubeProxy, module: "k8s-" + version, pkgs: []string{kubeProxyPackage}, out: "kube-proxy", ldflags: k8sLDFlags(version)}
-	kb := cache.NewKey().String("step", gb.step).String("go", strings.TrimSpace(string(goVersion))).String("goarch", runtime.GOARCH).
-		Strings("packages", gb.pkgs).String("out", gb.out).String("ldflags", gb.ldflags).Strings("extra go.sum", sums)
-	key, err := addModule(kb, gb.module).Sum()
+	key, err := addModule(b.binaryKey(gb).Strings("extra go.sum", sums), gb.module).Sum()
 	if err != nil {
 		return KubeProxyResult{}, err
 	}

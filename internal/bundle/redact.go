@@ -3,6 +3,7 @@ package bundle
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -43,11 +44,34 @@ func NewRedactor(keys []string, values []string) *Redactor {
 	return r
 }
 
+// replacedEverywhere reports whether the literal value v is replaced wherever it appears: not when
+// it is shorter than minLiteral, nor when it is a JSON scalar (true, false, null, a number, as in
+// kubeadm's bootstrap token Secret: usage-bootstrap-signing "true"), which stands in the structure of
+// every JSON and YAML file the bundle holds (MANIFEST.json's "redacted": true). Such values are
+// still replaced where they are named (Object) and in their base64 forms.
+func replacedEverywhere(v string) bool {
+	if len(v) < minLiteral {
+		return false
+	}
+	var x any
+	if json.Unmarshal([]byte(v), &x) == nil {
+		switch x.(type) {
+		case bool, float64, nil:
+			return false
+		}
+	}
+	return true
+}
+
 func (r *Redactor) addValue(v string) {
 	if len(v) < minLiteral {
 		return
 	}
-	for _, form := range []string{v, base64.StdEncoding.EncodeToString([]byte(v)), base64.RawStdEncoding.EncodeToString([]byte(v))} {
+	forms := []string{base64.StdEncoding.EncodeToString([]byte(v)), base64.RawStdEncoding.EncodeToString([]byte(v))}
+	if replacedEverywhere(v) {
+		forms = append(forms, v)
+	}
+	for _, form := range forms {
 		if !slices.Contains(r.values, form) {
 			r.values = append(r.values, form)
 		}

@@ -151,7 +151,7 @@ func decidedBy(by []flow.Policy, want flow.Policy, pass string) bool {
 			passed = passed || (p.Kind == flow.PolicyKindClusterNetworkPolicy && p.Name == pass && p.Tier == flow.TierAdmin)
 			continue
 		}
-		if p.Kind == want.Kind && p.Name == want.Name && p.Namespace == want.Namespace && p.Tier == want.Tier {
+		if want.SamePolicy(p) && p.Tier == want.Tier {
 			return passed
 		}
 	}

@@ -241,7 +241,7 @@ func (s *hardeningSteps) observerShowsStreamsDenied(ctx context.Context, policy 
 			got = fl
 			for _, f := range fl {
 				if f.Verdict == flow.VerdictDropped && f.DropReasonDesc == "POLICY_DENIED" && f.TrafficDirection == flow.DirectionIngress &&
-					!f.IsReply && slices.Contains(f.DeniedBy, want) {
+					!f.IsReply && slices.ContainsFunc(f.DeniedBy, want.SamePolicy) {
 					found = f
 					return true, "", nil
 				}

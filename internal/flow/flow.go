@@ -224,6 +224,12 @@ type Policy struct {
 	Action    string `json:"action,omitempty"`
 }
 
+// SamePolicy reports whether o names the same policy as p (kind, namespace, name), whatever the
+// tier, rule and action each carries.
+func (p Policy) SamePolicy(o Policy) bool {
+	return p.Kind == o.Kind && p.Namespace == o.Namespace && p.Name == o.Name
+}
+
 // Policy tiers (Policy.Tier).
 const (
 	TierAdmin         = "Admin"

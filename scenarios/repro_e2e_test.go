@@ -45,6 +45,19 @@ Feature: A flipped cell (temporary, written by TestFailureBundleReproAndReplay)
       | backend       | no      | no       | ignored |
 `
 
+// failingStepFeature fails at a step that checks no truth table: after default-deny, frontend
+// cannot reach backend, yet the step says it can.
+const failingStepFeature = `@stars
+Feature: A failing step without a truth table (temporary, written by TestFailureBundleReproAndReplay)
+
+  Background:
+    Given the stars demo is running without policies
+
+  Scenario: Default deny, and a port check that says frontend still reaches backend
+    When I apply the stars policy "default-deny"
+    Then "frontend" can reach the "backend" pod on TCP 6379
+`
+
 // flippedCell is the wrong cell the feature above produces.
 const flippedCell = "management-ui -> client: expected yes, probed no, observed no"
 
@@ -113,6 +126,33 @@ func TestFailureBundleReproAndReplay(t *testing.T) {
 		_, ok := b.File(f)
 		assert.True(t, ok, "the bundle still holds %s", f)
 	}
+
+	// 1b. A step that fails without a truth table writes a bundle too (the step hook), named in the
+	// failure, with the step's error and the objects applied.
+	stepFeature := filepath.Join(dir, "failing-step.feature")
+	require.NoError(t, os.WriteFile(stepFeature, []byte(failingStepFeature), 0o644))
+	before = e2e.env.Bundles()
+	out.Reset()
+	status, err = RunSuite(ctx, e2e.env, SuiteOptions{Paths: []string{stepFeature}, Output: &out})
+	require.NoError(t, err)
+	require.NotZero(t, status, "the port check must fail:\n%s", out.String())
+	stepBundles := slices.DeleteFunc(e2e.env.Bundles(), func(b string) bool { return slices.Contains(before, b) })
+	require.Len(t, stepBundles, 1, "one failing step, one bundle:\n%s", out.String())
+	assert.Contains(t, out.String(), "failure bundle: "+stepBundles[0], "the failure output names the bundle")
+	sb, err := bundle.Open(stepBundles[0])
+	require.NoError(t, err)
+	srec, err := sb.Record()
+	require.NoError(t, err)
+	assert.Equal(t, `"frontend" can reach the "backend" pod on TCP 6379`, srec.Step.Text)
+	assert.Empty(t, srec.Cells)
+	assert.NotEmpty(t, srec.Error, "the step's error")
+	assert.Equal(t, []string{`step "\"frontend\" can reach the \"backend\" pod on TCP 6379" failed`}, srec.Failure())
+	var stepApplied []string
+	for _, o := range srec.Objects {
+		md, _ := o.Object["metadata"].(map[string]any)
+		stepApplied = append(stepApplied, fmt.Sprintf("%s %v %v/%v", o.Op, o.Object["kind"], md["namespace"], md["name"]))
+	}
+	assert.Contains(t, stepApplied, "apply NetworkPolicy stars/default-deny")
 
 	// 2. starlab replay serves the same flows (API, UI) and observe --input-file prints them.
 	recorded := flowIDs(rec.Flows)
@@ -247,12 +287,4 @@ func getJSON(t *testing.T, url string, v any) {
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

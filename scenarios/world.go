@@ -71,10 +71,12 @@ type World struct {
 	// scope are the namespaces whose pods and Services "the reachability matches the policies"
 	// checks (set by the feature's Given step).
 	scope []string
-	// scenario, step and stepStart are the running scenario and step (a failure bundle names them).
-	scenario  *godog.Scenario
-	step      *godog.Step
-	stepStart time.Time
+	// scenario, step and stepStart are the running scenario and step (a failure bundle names them);
+	// stepBundled is set once the running step wrote its failure bundle.
+	scenario    *godog.Scenario
+	step        *godog.Step
+	stepStart   time.Time
+	stepBundled bool
 }
 
 // SetScope sets the namespaces the reachability step checks.

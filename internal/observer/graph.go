@@ -1,6 +1,7 @@
 package observer
 
 import (
+	"maps"
 	"net/url"
 	"slices"
 	"sort"
@@ -30,11 +31,79 @@ type GraphNode struct {
 	Pods      []string `json:"pods,omitempty"`
 }
 
-// GraphPolicy is a policy that decided flows on an edge.
+// GraphPolicy is a policy named by flows on an edge: the rule that decided them, an Admin Pass they
+// went through, or (for a NetworkPolicy default deny) a policy selecting the endpoint.
 type GraphPolicy struct {
 	flow.Policy
 	Decision string `json:"decision"` // "allowed" or "denied"
 	Flows    uint64 `json:"flows"`
+	Deciding uint64 `json:"deciding,omitempty"` // of them, decided by this rule (not passed or merely selecting)
+}
+
+// Deciding tiers of an edge (GraphEdge.Tiers, GraphEdge.Tier) beyond the policy tiers flow.TierAdmin,
+// flow.TierNetworkPolicy and flow.TierBaseline.
+const (
+	// TierPass: an Admin-tier Pass handed the decision down and no NetworkPolicy or Baseline rule
+	// decided (default allow after the Pass).
+	TierPass = "Pass"
+	// TierDefault: no policy selects the endpoints; allowed by default.
+	TierDefault = "Default"
+)
+
+// tierOrder is the precedence that breaks ties between tiers deciding as many flows of an edge.
+var tierOrder = []string{flow.TierAdmin, flow.TierNetworkPolicy, flow.TierBaseline, TierPass, TierDefault}
+
+// Decision is how one flow was decided: the deciding tier, the deciding rule (nil for TierPass and
+// TierDefault) and whether an Admin Pass came first.
+type Decision struct {
+	Tier    string
+	Decider *flow.Policy
+	Passed  bool
+}
+
+// DecisionOf says which tier decided a flow. ok is false for flows that are not a policy decision:
+// replies, CLOSE events, established traffic and drops for other reasons than policy.
+func DecisionOf(f *flow.Flow) (d Decision, ok bool) {
+	if f.IsReply {
+		return Decision{}, false
+	}
+	var ps []flow.Policy
+	switch {
+	case f.Verdict == flow.VerdictDropped && len(f.DeniedBy) > 0:
+		ps = f.DeniedBy
+	case f.Verdict == flow.VerdictForwarded && f.EventType == flow.EventNew:
+		ps = f.AllowedBy
+	default:
+		return Decision{}, false
+	}
+	for i := range ps {
+		p := &ps[i]
+		if p.Action == flow.ActionPass {
+			d.Passed = true
+			continue
+		}
+		d.Decider = p
+		d.Tier = policyTier(p)
+		return d, true
+	}
+	if d.Passed {
+		d.Tier = TierPass
+	} else {
+		d.Tier = TierDefault
+	}
+	return d, true
+}
+
+// policyTier is a policy's tier; flows from before tiers were attributed name none, and every kind
+// but ClusterNetworkPolicy is then of the NetworkPolicy tier.
+func policyTier(p *flow.Policy) string {
+	if p.Tier != "" {
+		return p.Tier
+	}
+	if p.Kind == flow.PolicyKindClusterNetworkPolicy {
+		return flow.TierAdmin
+	}
+	return flow.TierNetworkPolicy
 }
 
 // GraphEdge aggregates the flows from one node to another.
@@ -51,8 +120,14 @@ type GraphEdge struct {
 	Service     string            `json:"service,omitempty"`
 	DropReasons map[string]uint64 `json:"drop_reasons,omitempty"`
 	Policies    []GraphPolicy     `json:"policies,omitempty"`
-	LastSeen    time.Time         `json:"last_seen"`
-	Recent      []*flow.Flow      `json:"recent,omitempty"` // newest last
+	// Tiers counts the edge's policy decisions (new connections and policy drops) by the tier that
+	// decided them: Admin, NetworkPolicy, Baseline, Pass or Default. Tier is the one that decided
+	// most (ties: in that order), Passed how many went through an Admin Pass first.
+	Tiers    map[string]uint64 `json:"tiers,omitempty"`
+	Tier     string            `json:"tier,omitempty"`
+	Passed   uint64            `json:"passed,omitempty"`
+	LastSeen time.Time         `json:"last_seen"`
+	Recent   []*flow.Flow      `json:"recent,omitempty"` // newest last
 }
 
 // GraphView is the service map the graph API returns.
@@ -130,6 +205,15 @@ func countsConnection(f *flow.Flow) bool {
 	return f.Destination.PodName == ""
 }
 
+// EdgeID is the id of the edge a flow belongs to: "<client node>-><server node>". A reply belongs to
+// the edge of its connection (its destination is the client).
+func EdgeID(f *flow.Flow) string {
+	if f.IsReply {
+		return nodeFor(&f.Destination, f.DestinationService).ID + "->" + nodeFor(&f.Source, f.SourceService).ID
+	}
+	return nodeFor(&f.Source, f.SourceService).ID + "->" + nodeFor(&f.Destination, f.DestinationService).ID
+}
+
 // Add folds one flow into the graph. Reply flows are skipped: an edge points from client to server.
 func (g *Graph) Add(f *flow.Flow) {
 	if f.IsReply {
@@ -188,11 +272,21 @@ func (g *Graph) Add(f *flow.Flow) {
 	if f.DestinationService != nil {
 		e.Service = f.DestinationService.Namespace + "/" + f.DestinationService.Name
 	}
-	for _, p := range f.AllowedBy {
-		e.policy(p, "allowed")
+	d, decided := DecisionOf(f)
+	for i := range f.AllowedBy {
+		e.policy(&f.AllowedBy[i], "allowed", decided && d.Decider == &f.AllowedBy[i])
 	}
-	for _, p := range f.DeniedBy {
-		e.policy(p, "denied")
+	for i := range f.DeniedBy {
+		e.policy(&f.DeniedBy[i], "denied", decided && d.Decider == &f.DeniedBy[i])
+	}
+	if decided {
+		if e.Tiers == nil {
+			e.Tiers = map[string]uint64{}
+		}
+		e.Tiers[d.Tier]++
+		if d.Passed {
+			e.Passed++
+		}
 	}
 	if len(e.recent) < g.opts.Recent {
 		e.recent = append(e.recent, f)
@@ -202,14 +296,28 @@ func (g *Graph) Add(f *flow.Flow) {
 	}
 }
 
-func (e *edgeState) policy(p flow.Policy, decision string) {
+func (e *edgeState) policy(p *flow.Policy, decision string, deciding bool) {
 	key := decision + "|" + p.String()
 	gp, ok := e.policies[key]
 	if !ok {
-		gp = &GraphPolicy{Policy: p, Decision: decision}
+		gp = &GraphPolicy{Policy: *p, Decision: decision}
 		e.policies[key] = gp
 	}
 	gp.Flows++
+	if deciding {
+		gp.Deciding++
+	}
+}
+
+// mainTier is the tier that decided most of tiers' flows ("" when none).
+func mainTier(tiers map[string]uint64) string {
+	best, n := "", uint64(0)
+	for _, t := range tierOrder {
+		if tiers[t] > n {
+			best, n = t, tiers[t]
+		}
+	}
+	return best
 }
 
 func (g *Graph) addNode(n GraphNode, pod, svc string) {
@@ -234,6 +342,7 @@ type GraphQuery struct {
 	Namespaces []string  // edges touching any of these namespaces (empty: all)
 	Since      time.Time // edges seen at or after (zero: all)
 	Recent     bool      // include each edge's recent flows
+	Edge       string    // only this edge (its id), e.g. to read its recent flows
 }
 
 // ParseGraphQuery reads namespace (repeatable), since (RFC 3339 or duration ago) and recent.
@@ -256,6 +365,8 @@ func ParseGraphQuery(v url.Values, now time.Time) (GraphQuery, error) {
 				return GraphQuery{}, errorf("query parameter since: %w", err)
 			}
 			q.Since = t
+		case "edge":
+			q.Edge = last
 		case "recent":
 			b, err := strconv.ParseBool(last)
 			if err != nil {
@@ -263,7 +374,7 @@ func ParseGraphQuery(v url.Values, now time.Time) (GraphQuery, error) {
 			}
 			q.Recent = b
 		default:
-			return GraphQuery{}, errorf("unknown query parameter %q for the graph: use namespace, since, recent", k)
+			return GraphQuery{}, errorf("unknown query parameter %q for the graph: use namespace, since, recent, edge", k)
 		}
 	}
 	return q, nil
@@ -283,6 +394,9 @@ func (g *Graph) View(q GraphQuery, now time.Time) GraphView {
 		return n != nil && slices.Contains(q.Namespaces, n.Namespace)
 	}
 	for _, e := range g.edges {
+		if q.Edge != "" && e.ID != q.Edge {
+			continue
+		}
 		if !q.Since.IsZero() && e.LastSeen.Before(q.Since) {
 			continue
 		}
@@ -295,6 +409,10 @@ func (g *Graph) View(q GraphQuery, now time.Time) GraphView {
 			out.Ports = append(out.Ports, p)
 		}
 		sort.Strings(out.Ports)
+		if e.Tiers != nil {
+			out.Tiers = maps.Clone(e.Tiers)
+			out.Tier = mainTier(e.Tiers)
+		}
 		if e.DropReasons != nil {
 			out.DropReasons = make(map[string]uint64, len(e.DropReasons))
 			for k, c := range e.DropReasons {

@@ -292,7 +292,7 @@ func (o *Observer) HubbleServer(version string) *hubbleapi.Server {
 	return hubbleapi.NewServer(o.store, nodes, func() float64 { return o.rate.perSecond(time.Now()) }, version)
 }
 
-// Handler serves /api/v1/flows, /api/v1/graph, /api/v1/status, /metrics, /healthz and the UI at /.
+// Handler serves /api/v1/flows, /api/v1/graph, /api/v1/connections, /api/v1/status, /metrics, /healthz and the UI at /.
 func (o *Observer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/v1/flows", flow.Handler(o.store, o.log))
@@ -303,6 +303,14 @@ func (o *Observer) Handler() http.Handler {
 			return
 		}
 		writeJSON(w, o.graph.View(q, time.Now()))
+	})
+	mux.HandleFunc("GET /api/v1/connections", func(w http.ResponseWriter, r *http.Request) {
+		q, err := ParseConnectionsQuery(r.URL.Query())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, o.Connections(q))
 	})
 	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, o.Status())

@@ -169,9 +169,15 @@ func newObserveCommand(g *globalOptions) *cobra.Command {
 
 Filters: repeating a flag ORs its values, different flags are ANDed, --not turns the next filter
 flag into an exclusion. Pods are [namespace/]name-prefix, services [namespace/]name, labels are
-Kubernetes selectors (k=v, k!=v, 'k in (a,b)').`,
+Kubernetes selectors (k=v, k!=v, 'k in (a,b)').
+
+Flows come from the observer's HTTP API as NDJSON (--transport ndjson, the default: it measured
+faster, docs/BENCHMARKS.md) or from its Hubble gRPC API (--transport grpc or --grpc; --server
+host:port names a Hubble server instead of port-forwarding). Both print the same: over gRPC the
+filters Hubble's API cannot express (--policy, --tier, ...) are matched here.`,
 		Example: `  starlab observe --last 50
   starlab observe -f --to-namespace stars --verdict DROPPED
+  starlab observe --grpc --last 20 --not --verdict FORWARDED
   starlab observe --from-label role=client --to-port 6379 -o json > flows.ndjson
   starlab observe --input-file flows.ndjson --not --verdict FORWARDED -o table`,
 		Args: cobra.NoArgs,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -142,7 +143,7 @@ func (w *World) failureRecord(ctx context.Context, fs failingStep) (*bundle.Reco
 	}
 	rec := &bundle.Record{
 		Kind:     bundle.RecordScenario,
-		Scenario: &bundle.ScenarioRef{FeaturePath: w.scenario.Uri, Name: w.scenario.Name, Line: line, Tags: tags},
+		Scenario: &bundle.ScenarioRef{FeaturePath: featureFilePath(w.scenario.Uri), Name: w.scenario.Name, Line: line, Tags: tags},
 		Step:     step, Cells: fs.cells, Tables: fs.tables,
 		Objects: e.AppliedObjects(), Flows: flows, Feature: feature,
 	}
@@ -158,8 +159,10 @@ func (w *World) failureRecord(ctx context.Context, fs failingStep) (*bundle.Reco
 	return rec, nil
 }
 
-// readFeature reads a feature file as the suite was given it (the embedded features or disk).
+// readFeature reads a feature file as the suite was given it (the embedded features or disk); a
+// run filtered to a line (path:line, as `starlab repro` runs one scenario) names the file with it.
 func (e *Env) readFeature(uri string) ([]byte, error) {
+	uri = featureFilePath(uri)
 	if e.featureFS != nil {
 		if data, err := fs.ReadFile(e.featureFS, uri); err == nil {
 			return data, nil
@@ -170,6 +173,20 @@ func (e *Env) readFeature(uri string) ([]byte, error) {
 		return nil, fmt.Errorf("read the feature file %s: %w", uri, err)
 	}
 	return data, nil
+}
+
+// featureFilePath is uri without a godog line filter (":7", ":7:12").
+func featureFilePath(uri string) string {
+	for {
+		i := strings.LastIndexByte(uri, ':')
+		if i < 0 || i == len(uri)-1 {
+			return uri
+		}
+		if _, err := strconv.Atoi(uri[i+1:]); err != nil {
+			return uri
+		}
+		uri = uri[:i]
+	}
 }
 
 // scenarioLine is the line of the Scenario (or Scenario Outline) named name in a feature file.

@@ -239,15 +239,30 @@ func startReplay(t *testing.T, ctx context.Context, bin, path string) (string, f
 		t.Fatalf("starlab replay printed no URL:\n%s", strings.Join(seen, "\n"))
 	}
 	assert.Contains(t, strings.Join(seen, "\n"), "WRONG "+flippedCell, "replay prints the truth tables and the wrong cell")
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	// Wait until every flow is in (--speed 0: at once).
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
+	// Wait until every flow is in: replay prints "replayed N flows" once the last one is ingested
+	// (--speed 0: at once, but the server answers before that).
+	doneRE := regexp.MustCompile(`^replayed (\d+) flows`)
+	done := make(chan string, 1)
+	go func() {
+		for lines.Scan() {
+			if m := doneRE.FindStringSubmatch(lines.Text()); m != nil {
+				done <- m[1]
+				break
+			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		close(done)
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case n, ok := <-done:
+		if !ok {
+			stop()
+			t.Fatalf("starlab replay ended before it said it replayed every flow")
+		}
+		t.Logf("starlab replay: %s flows replayed", n)
+	case <-time.After(time.Minute):
+		stop()
+		t.Fatalf("starlab replay did not finish replaying within a minute")
 	}
 	return url, stop
 }

@@ -72,9 +72,9 @@ test-datapath:
 E2E_LAB ?= starlab-e2e
 # Not yet in make test: end-to-end tests written in this round that have not run green on a lab yet
 # (each needs minutes of lab time of its own): the upstream ClusterNetworkPolicy conformance profile,
-# a failure bundle reproduced on a fresh lab, the kube-proxy reference benchmark. `make test-e2e-extra`
+# the kube-proxy reference benchmark. `make test-e2e-extra`
 # runs them on a lab of their own.
-E2E_EXTRA = TestConformanceProfiles|TestFailureBundleReproAndReplay|TestBenchServicesQuick
+E2E_EXTRA = TestConformanceProfiles|TestBenchServicesQuick
 define e2e_run
 	@set -o pipefail; rc=0; \
 	$(BIN)/starlab down --name $(1) >/dev/null 2>&1 || true; \

@@ -177,7 +177,16 @@ func TestFailureBundleReproAndReplay(t *testing.T) {
 	assert.Contains(t, dom, `data-namespace="client"`, "the UI draws the namespace of the flipped cell")
 
 	// 3. starlab repro on a fresh lab reproduces the same wrong cell and deletes the lab.
-	name := "repro-2"
+	// The name belongs to this test: a lab left by an earlier, interrupted run of it (a killed CI job) is
+	// deleted first, and this run's lab is deleted even when an assertion below fails.
+	name := "starlab-e2e-repro"
+	deleteReproLab := func() {
+		l, err := lab.Open(name)
+		require.NoError(t, err)
+		require.NoError(t, l.Delete(context.WithoutCancel(ctx)), "delete lab %s left by the repro test", name)
+	}
+	deleteReproLab()
+	t.Cleanup(deleteReproLab)
 	reproStart := time.Now()
 	cmd := exec.CommandContext(ctx, bin, "repro", path, "--lab", name, "-o", "json", "--report-dir", filepath.Join(e2e.env.ReportDir, "repro"))
 	var stdout, stderr bytes.Buffer

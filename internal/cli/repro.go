@@ -37,12 +37,6 @@ The lab is deleted afterwards unless --keep. Exit status 0 only when the failure
 			opts.Bundle, opts.Log = args[0], slog.Default()
 			opts.Out = progressOut(cmd, output)
 			out := stdout(cmd)
-			if output == "json" {
-				// godog prints step logs (godog.Logf) to os.Stdout outside go test: keep them off
-				// the JSON answer while the rerun runs.
-				restore := stdoutToStderr()
-				defer restore()
-			}
 			res, err := repro.Run(cmd.Context(), opts)
 			if output == "json" && res != nil {
 				if encErr := writeJSON(out, res); encErr != nil {
@@ -98,11 +92,4 @@ func printRepro(w io.Writer, r *repro.Result) {
 	if r.RerunBundle != "" {
 		fmt.Fprintf(w, "rerun bundle: %s\n", r.RerunBundle)
 	}
-}
-
-// stdoutToStderr points os.Stdout at os.Stderr until the returned func restores it.
-func stdoutToStderr() func() {
-	saved := os.Stdout
-	os.Stdout = os.Stderr
-	return func() { os.Stdout = saved }
 }

@@ -18,8 +18,7 @@ import (
 const WithoutSCTPSuffix = "WithoutSCTPProbes"
 
 // WithoutSCTPProbesEnv, set to any value, makes TestConformanceProfiles also run the rewritten tests
-// (`make test-e2e-extra` sets it). Not in `make test`: CNPAdminTierEgressNodePeersWithoutSCTPProbes
-// fails there, since the datapath always allows a pod's egress to its own node (issue 15, open).
+// (`make test-e2e` sets it), in a second report.
 const WithoutSCTPProbesEnv = "STARLAB_CONFORMANCE_WITHOUT_SCTP_PROBES"
 
 // NoSCTPTestsPackage is the package StripSCTPProbes writes.

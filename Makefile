@@ -62,9 +62,10 @@ fuzz:
 # Packages holding tests of a layer, found by their build tag.
 tagged = $(shell grep -rl --include='*_test.go' '^//go:build $(1)' . | xargs -rn1 dirname | sort -u)
 
-# Layer 2: datapath tests: root, network namespaces, real BPF programs, real packets.
+# Layer 2: datapath tests: root, network namespaces, real BPF programs, real packets. Under load the
+# verifier alone takes minutes per package, hence the timeout over go test's 10 min default.
 test-datapath:
-	$(GO) test -count=1 -p 1 -tags datapath $(call tagged,datapath)
+	$(GO) test -count=1 -p 1 -tags datapath -timeout 30m $(call tagged,datapath)
 
 # Layer 3: end-to-end on real kind clusters. One shared lab ($(E2E_LAB)) serves every package that needs a
 # running lab; the lifecycle tests create and delete their own uniquely named clusters. The lab is removed

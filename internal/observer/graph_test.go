@@ -98,8 +98,8 @@ func TestGraphEdgeCarriesDecidingTiersAndPolicies(t *testing.T) {
 		"allowed ClusterNetworkPolicy/pass-monitoring[rule pass Pass]": 0, // passed, did not decide
 		"allowed NetworkPolicy/stars/allow-client":                     1,
 		"denied ClusterNetworkPolicy/deny-redis[rule 0 Deny]":          2,
-		"denied DefaultDeny":                                           1,
-		"denied NetworkPolicy/stars/default-deny":                      0, // selects the endpoint, the default deny decided
+		"denied DefaultDeny":                      1,
+		"denied NetworkPolicy/stars/default-deny": 0, // selects the endpoint, the default deny decided
 	}, deciding)
 
 	g.Add(tierFlow(flow.VerdictDropped, defDeny, npSelects))

@@ -105,7 +105,8 @@ func TestUIInChromium(t *testing.T) {
 		`class="edge mixed" data-id="management-ui/management-ui-&gt;stars/frontend"`,
 		`marker-end="url(#arrow-dropped)"`,
 		// the panel of the selected edge: deciding policies and recent flows
-		`NetworkPolicy stars/default-deny`, `DefaultDeny`, `DROPPED POLICY_DENIED DROP`, `client/client-1:41000`,
+		`NetworkPolicy stars/default-deny`, `DefaultDeny`, `DROPPED POLICY_DENIED`, `client/client-1:41000`, `2 (0 replies)`,
+		`data-tier="NetworkPolicy"`, `deciding tier`,
 		`0/0 nodes connected`, `6 flows`,
 	} {
 		assert.Contains(t, dom, want)

@@ -70,11 +70,11 @@ test-datapath:
 # running lab; the lifecycle tests create and delete their own uniquely named clusters. The lab is removed
 # at the end whatever the result; the node image stays in the content-keyed cache (/var/cache/starlab).
 E2E_LAB ?= starlab-e2e
-# Not yet in make test: end-to-end tests written in this round that have not run green on a lab yet
-# (each needs minutes of lab time of its own): the upstream ClusterNetworkPolicy conformance profile,
-# a failure bundle reproduced on a fresh lab, the kube-proxy reference benchmark. `make test-e2e-extra`
-# runs them on a lab of their own.
-E2E_EXTRA = TestConformanceProfiles|TestFailureBundleReproAndReplay|TestBenchServicesQuick
+# Not in make test: the kube-proxy reference benchmark (a second lab, minutes of its own), and the upstream
+# conformance suite's SCTP tests rewritten without their SCTP probes (npconformance/nosctptests: one of
+# them fails, see issue 15). `make test-e2e-extra` runs them on a lab of their own. The upstream
+# ClusterNetworkPolicy conformance profile itself runs in make test (its workloads need --test-images).
+E2E_EXTRA = TestBenchServicesQuick
 define e2e_run
 	@set -o pipefail; rc=0; \
 	$(BIN)/starlab down --name $(1) >/dev/null 2>&1 || true; \
@@ -87,10 +87,11 @@ define e2e_run
 	exit $$rc
 endef
 test-e2e: build hubble
-	$(call e2e_run,$(E2E_LAB),,-skip '^($(E2E_EXTRA))$$',e2e)
+	$(call e2e_run,$(E2E_LAB),--test-images,-skip '^($(E2E_EXTRA))$$',e2e)
 
+test-e2e-extra: export STARLAB_CONFORMANCE_WITHOUT_SCTP_PROBES = 1
 test-e2e-extra: build hubble
-	$(call e2e_run,$(E2E_LAB)-extra,--test-images,-run '^($(E2E_EXTRA))$$',e2e-extra)
+	$(call e2e_run,$(E2E_LAB)-extra,--test-images,-run '^($(E2E_EXTRA)|TestConformanceProfiles)$$',e2e-extra)
 
 test: deps vet check-generate test-unit fuzz test-datapath test-e2e
 

@@ -27,6 +27,7 @@ Feature: NetworkPolicy conformance: computed, probed and observed
     And the agent on the node of pod "x/a" skips enforcement
     When I run starlab conformance with the "quick" profile, keeping the pods
     Then starlab conformance failed, naming every wrong cell, each decided on that node
+    And its failure names the failure bundle of its first failed case, with that case's wrong cells, objects and flows
 
   Scenario: The quick generated set passes, and its JUnit report lists every case (last: it deletes x, y and z)
     When I run starlab conformance with the "quick" profile

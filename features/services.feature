@@ -65,7 +65,8 @@ Feature: Pod networking and Services without kube-proxy
   # told to stop, behind Services "slow" (Cluster), "slow-local" (internal and external traffic
   # policy Local, NodePort 30082) and "slow-pna" (publishNotReadyAddresses); "unready", a server
   # that never gets ready, behind "unready" (publishNotReadyAddresses) and "unready-plain"; "web"
-  # (also behind "web-np", NodePort 30083).
+  # (also behind "web-np", NodePort 30083). "slow-np" (NodePort 30084) is "slow" with
+  # externalTrafficPolicy Cluster: every node forwards to it.
   @kpr
   Scenario: A Service whose only endpoint is terminating but serving still answers
     Given the kube-proxy parity workloads are running
@@ -74,6 +75,8 @@ Feature: Pod networking and Services without kube-proxy
     And the parity pod "lbclient" reaches "slow-pna.kpr-e2e:8080"
     And the "lbclient" pod on the node of the "slow" pod reaches "slow-local.kpr-e2e:8080"
     And NodePort 30082 answers from this host on the node of the "slow" pod
+    And NodePort 30084 answers from this host on the node of the "slow" pod
+    And NodePort 30084 answers from this host on a node other than that of the "slow" pod
     And the health check port of Service "slow-lb" answers 503 with 0 local endpoints on the node of the "slow" pod
 
   @kpr
@@ -146,3 +149,48 @@ Feature: Pod networking and Services without kube-proxy
     Given the kube-proxy parity workloads are running
     Then the node of the "slow" pod reaches the ClusterIP of Service "slow-local" on port 8080
     And a node other than that of the "slow" pod is refused by the ClusterIP of Service "slow-local" on port 8080
+
+  # Session affinity (issue 12): "web-affinity" (sessionAffinity ClientIP, timeoutSeconds 5, also
+  # NodePort 30085) over the "web" pods, scaled to 4 so that a new choice shows. A client keeps its
+  # backend while its connections come less than the timeout apart; after the timeout its next
+  # connection is load balanced anew (kube-proxy's `recent` match, Cilium's lb4_affinity).
+  @kpr
+  Scenario: Session affinity with timeoutSeconds, for ClusterIP and NodePort
+    Given the kube-proxy parity workloads are running
+    When I scale the parity Deployment "web" to 4 replicas
+    Then connections from the parity pod "lbclient" to the ClusterIP of Service "web-affinity" within its affinity timeout reach one backend
+    And connections from the parity pod "lbclient" to the ClusterIP of Service "web-affinity" each after its affinity timeout reach more than one backend
+    And connections from this host to the NodePort of Service "web-affinity" within its affinity timeout reach one backend
+    And connections from this host to the NodePort of Service "web-affinity" each after its affinity timeout reach more than one backend
+
+  # hostNetwork pods (issue 12): "hostnet", a probe server in the node's own network namespace on
+  # each worker (port 18090), behind "hostnet-local" (internalTrafficPolicy Local). Their
+  # connections are the node's own (socket LB), their DNS the cluster's (ClusterFirstWithHostNet).
+  @kpr
+  Scenario: internalTrafficPolicy Local from and to hostNetwork pods
+    Given the kube-proxy parity workloads are running
+    Then the "hostnet" pod on the node of the "slow" pod reaches "slow-local.kpr-e2e:8080"
+    And the "hostnet" pod on another node than the "slow" pod is refused by "slow-local.kpr-e2e:8080"
+    And the "hostnet" pod on another node than the "slow" pod reaches "slow.kpr-e2e:8080"
+    And connections from each "lbclient" pod to "hostnet-local.kpr-e2e:8080" reach only the "hostnet" pod on its own node
+
+  # From outside the nodes (issue 12): client containers of this test on the kind network route a
+  # Service's external address through one node after the other, as a router in front of the
+  # cluster would. "web-ext" gets an externalIP; "web-lb" (type LoadBalancer) an ingress IP in its
+  # status, as a LoadBalancer controller on kind (cloud-provider-kind style) sets it, then
+  # loadBalancerSourceRanges that admit "outside-a" only: "outside-b" is dropped (kube-proxy's
+  # firewall chain), and the observer says why.
+  @kpr
+  Scenario: externalIPs and LoadBalancer ingress IPs from outside the nodes, loadBalancerSourceRanges
+    Given the kube-proxy parity workloads are running
+    And a client container "outside-a" on the kind network
+    And a client container "outside-b" on the kind network
+    When I set an external IP of the kind network on the Service "web-ext"
+    Then the client container "outside-a" reaches the external address of Service "web-ext" on port 8080 through every node
+    When a LoadBalancer controller gives the Service "web-lb" an ingress IP of the kind network
+    Then the client container "outside-a" reaches the external address of Service "web-lb" on port 8080 through every node
+    And the client container "outside-b" reaches the external address of Service "web-lb" on port 8080 through every node
+    When I set loadBalancerSourceRanges of the Service "web-lb" to the address of the client container "outside-a"
+    Then the client container "outside-b" cannot reach the external address of Service "web-lb" on port 8080 through every node
+    And the client container "outside-a" reaches the external address of Service "web-lb" on port 8080 through every node
+    And the observer shows a DROPPED flow from the client container "outside-b" to the external address of Service "web-lb" with drop reason LB_SOURCE_RANGE_DENIED

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 
 	"github.com/starlab-dev/starlab/internal/agent"
 	"github.com/starlab-dev/starlab/internal/agentapi"
+	"github.com/starlab-dev/starlab/internal/bundle"
 	"github.com/starlab-dev/starlab/internal/conformance"
 	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/helmrelease"
@@ -102,6 +104,7 @@ func (s *conformanceSteps) steps() []step {
 		{`^the agent on the node of pod "([^"]*)" skips enforcement$`, s.agentSkipsEnforcement},
 		{`^I run starlab conformance with the "([^"]*)" profile, keeping the pods$`, s.runProfileKeep},
 		{`^starlab conformance failed, naming every wrong cell, each decided on that node$`, s.failedOnThatNode},
+		{`^its failure names the failure bundle of its first failed case, with that case's wrong cells, objects and flows$`, s.failureNamesBundle},
 	}
 }
 
@@ -110,7 +113,7 @@ func (s *conformanceSteps) reachabilityMatchesPolicies(ctx context.Context) erro
 	require.NotEmpty(t, s.w.scope, "no namespaces to check: the feature's Given step sets them (World.SetScope)")
 	report, res, err := s.e.CheckReachability(ctx, s.w.scope)
 	require.NoError(t, err)
-	godog.Logf(ctx, "%d connections checked against policies %v", res.Probes, res.Policies)
+	s.e.logf(ctx, "%d connections checked against policies %v", res.Probes, res.Policies)
 	if res.Wrong > 0 {
 		if dir, derr := s.e.DumpState(ctx, "reachability "+strings.Join(s.w.scope, " "), map[string][]byte{"reachability.txt": []byte(report)}); derr == nil {
 			report += "state dump: " + dir + "\n"
@@ -166,7 +169,7 @@ func (s *conformanceSteps) applyCase(ctx context.Context, name string) error {
 		next := s.u.StateOf(st)
 		require.NoError(t, s.applyState(ctx, s.u, s.state, next), "case %s step %s", name, st.Name)
 		s.state = &next
-		godog.Logf(ctx, "applied %s step %q: policies %v", name, st.Name, next.PolicyNames())
+		s.e.logf(ctx, "applied %s step %q: policies %v", name, st.Name, next.PolicyNames())
 	}
 	return nil
 }
@@ -202,7 +205,7 @@ func (s *conformanceSteps) runConformance(ctx context.Context, profile string, e
 	require.NoError(t, err, "starlab conformance wrote no junit.xml")
 	r.junitIDs, err = junitCaseNames(junit)
 	require.NoError(t, err)
-	godog.Logf(ctx, "starlab conformance --profile %s: %d passed, %d failed in %s (reports in %s)", profile, r.report.Passed, r.report.Failed, r.report.Duration.Round(time.Second), dir)
+	s.e.logf(ctx, "starlab conformance --profile %s: %d passed, %d failed in %s (reports in %s)", profile, r.report.Passed, r.report.Failed, r.report.Duration.Round(time.Second), dir)
 	s.run = r
 	return nil
 }
@@ -273,7 +276,7 @@ func (s *conformanceSteps) agentSkipsEnforcement(ctx context.Context, ref string
 	require.NoError(t, err)
 	require.NoError(t, s.e.waitAgentLog(ctx, node, since, "skip_enforcement=true"))
 	s.skipNode = node
-	godog.Logf(ctx, "the agent on %s enforces nothing now (%s)", node, path)
+	s.e.logf(ctx, "the agent on %s enforces nothing now (%s)", node, path)
 	return nil
 }
 
@@ -341,6 +344,70 @@ func (s *conformanceSteps) failedOnThatNode(ctx context.Context) error {
 		}
 	}
 	assert.Positive(t, probed, "connections the policies deny got through")
-	godog.Logf(ctx, "%d cases failed with %d wrong cells (%d got through), each denied on %s", r.report.Failed, wrong, probed, s.skipNode)
+	s.e.logf(ctx, "%d cases failed with %d wrong cells (%d got through), each denied on %s", r.report.Failed, wrong, probed, s.skipNode)
 	return nil
+}
+
+// conformanceBundleRE is how a failing `starlab conformance` names its failure bundle.
+var conformanceBundleRE = regexp.MustCompile("failure bundle of case (\\S+): (\\S+\\.tar\\.gz)")
+
+// failureNamesBundle: the failed run wrote a failure bundle by itself, in its report directory,
+// and named it in its error; the bundle holds the first failed case, its first failing step with
+// the same wrong cells as the report, the objects applied and the step's flows.
+func (s *conformanceSteps) failureNamesBundle(ctx context.Context) error {
+	t := godog.T(ctx)
+	r := s.run
+	require.NotNil(t, r, "run starlab conformance first")
+	require.Error(t, r.err, "the run must have failed")
+	m := conformanceBundleRE.FindStringSubmatch(r.stderr)
+	require.NotNil(t, m, "the failure names its bundle:\n%s", tail(r.stderr, 20))
+	caseName, path := m[1], m[2]
+	assert.Equal(t, r.dir, filepath.Dir(path), "the bundle is in the run's report directory")
+	var first *conformance.CaseResult
+	for i := range r.report.Cases {
+		if !r.report.Cases[i].Passed {
+			first = &r.report.Cases[i]
+			break
+		}
+	}
+	require.NotNil(t, first)
+	assert.Equal(t, first.Name, caseName, "the bundle is the first failed case's")
+
+	b, err := bundle.Open(path)
+	require.NoError(t, err)
+	rec, err := b.Record()
+	require.NoError(t, err)
+	assert.Equal(t, bundle.RecordConformance, rec.Kind)
+	require.NotNil(t, rec.Case)
+	assert.Equal(t, first.Name, rec.Case.Name)
+	assert.NotEmpty(t, rec.Inputs.KubernetesVersion)
+	assert.NotEmpty(t, rec.Inputs.NodeImageKey)
+	assert.NotEmpty(t, rec.Inputs.ChartValues)
+	var want []string
+	for _, st := range first.Steps {
+		if st.Name != rec.Step.Text {
+			continue
+		}
+		for _, c := range conformance.TruthCells(st.Cells) {
+			if c.Wrong {
+				want = append(want, c.String())
+			}
+		}
+	}
+	require.NotEmpty(t, want, "step %q of case %s has wrong cells in report.json", rec.Step.Text, first.Name)
+	assert.ElementsMatch(t, want, rec.Failure(), "the bundle's wrong cells are the report's")
+	assert.NotEmpty(t, rec.Objects, "the objects of the case's states")
+	assert.NotEmpty(t, rec.Flows, "the failing step's flows")
+	assert.Contains(t, rec.Tables, first.Name)
+	s.e.logf(ctx, "failure bundle %s: case %s, step %q, %d wrong cells, %d objects, %d flows", path, rec.Case.Name, rec.Step.Text, len(want), len(rec.Objects), len(rec.Flows))
+	return nil
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

@@ -55,6 +55,8 @@
 //     the policies") writes a bundle with bundle.Record (feature file, scenario, step, truth cells,
 //     the step's flows, the objects Env.Apply/Delete applied in the scenario, in order) into
 //     <ReportDir>/bundles/ and names it in the failure (World.writeFailureBundle; Env.BundleFailures).
+//     Any other failing step gets one too, from the step hook (World.afterStep): the record holds the
+//     step's error instead of cells, and `starlab repro` compares the failing step.
 //   - WaitDeploymentsAvailable, DumpState, AppendFlows, PortForward, Pod.
 //   - Env.ReportDir: where the report bundle (junit, cucumber json, flows NDJSON, object dumps) goes.
 //

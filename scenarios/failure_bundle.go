@@ -3,11 +3,13 @@ package scenarios
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,11 +66,16 @@ func StripServerFields(u *unstructured.Unstructured) map[string]any {
 // AppliedObjects are the objects the running scenario applied and deleted so far, in order.
 func (e *Env) AppliedObjects() []bundle.AppliedObject { return e.applied.list() }
 
-// failingStep is what a step that found wrong cells hands to the bundle.
+// failingStep is what a failing step hands to the bundle: the truth tables of a step that found
+// wrong cells, or the error of any other failing step.
 type failingStep struct {
 	cells  []bundle.TruthCell
 	tables string
+	err    error
 }
+
+// maxFailureText bounds the step error a bundle records (an assertion can print whole dumps).
+const maxFailureText = 64 << 10
 
 // writeFailureBundle writes the bundle of the running scenario's failing step (its truth tables,
 // the flows the observer has from the step's start until now, the objects applied, the feature file)
@@ -79,6 +86,7 @@ func (w *World) writeFailureBundle(ctx context.Context, fs failingStep) string {
 	if !e.BundleFailures {
 		return ""
 	}
+	w.stepBundled = true
 	rec, err := w.failureRecord(ctx, fs)
 	if err != nil {
 		return fmt.Sprintf("failure bundle: not written: %v\n", err)
@@ -99,8 +107,12 @@ func (w *World) writeFailureBundle(ctx context.Context, fs failingStep) string {
 		return fmt.Sprintf("failure bundle: not written: %v\n", err)
 	}
 	e.recordBundle(res.Path)
-	return fmt.Sprintf("failure bundle: %s (%d wrong cells; replay it with `starlab replay %s`, reproduce it with `starlab repro %s`)\n",
-		res.Path, len(rec.WrongCells()), res.Path, res.Path)
+	what := fmt.Sprintf("%d wrong cells", len(rec.WrongCells()))
+	if len(rec.Cells) == 0 {
+		what = "the step's error, objects and flows"
+	}
+	return fmt.Sprintf("failure bundle: %s (%s; replay it with `starlab replay %s`, reproduce it with `starlab repro %s`)\n",
+		res.Path, what, res.Path, res.Path)
 }
 
 // failureRecord is the record of the running scenario's failing step.
@@ -129,16 +141,28 @@ func (w *World) failureRecord(ctx context.Context, fs failingStep) (*bundle.Reco
 	if err != nil {
 		e.Log.Warn("failure bundle: the step's flows", "err", err)
 	}
-	return &bundle.Record{
+	rec := &bundle.Record{
 		Kind:     bundle.RecordScenario,
-		Scenario: &bundle.ScenarioRef{FeaturePath: w.scenario.Uri, Name: w.scenario.Name, Line: line, Tags: tags},
+		Scenario: &bundle.ScenarioRef{FeaturePath: featureFilePath(w.scenario.Uri), Name: w.scenario.Name, Line: line, Tags: tags},
 		Step:     step, Cells: fs.cells, Tables: fs.tables,
 		Objects: e.AppliedObjects(), Flows: flows, Feature: feature,
-	}, nil
+	}
+	if fs.err != nil {
+		rec.Error = fs.err.Error()
+		if len(rec.Error) > maxFailureText {
+			rec.Error = rec.Error[:maxFailureText] + "\n[cut at 64 KiB]"
+		}
+		if rec.Tables == "" {
+			rec.Tables = "step failed without a truth table: " + step.Text + "\n" + rec.Error + "\n"
+		}
+	}
+	return rec, nil
 }
 
-// readFeature reads a feature file as the suite was given it (the embedded features or disk).
+// readFeature reads a feature file as the suite was given it (the embedded features or disk); a
+// run filtered to a line (path:line, as `starlab repro` runs one scenario) names the file with it.
 func (e *Env) readFeature(uri string) ([]byte, error) {
+	uri = featureFilePath(uri)
 	if e.featureFS != nil {
 		if data, err := fs.ReadFile(e.featureFS, uri); err == nil {
 			return data, nil
@@ -149,6 +173,20 @@ func (e *Env) readFeature(uri string) ([]byte, error) {
 		return nil, fmt.Errorf("read the feature file %s: %w", uri, err)
 	}
 	return data, nil
+}
+
+// featureFilePath is uri without a godog line filter (":7", ":7:12").
+func featureFilePath(uri string) string {
+	for {
+		i := strings.LastIndexByte(uri, ':')
+		if i < 0 || i == len(uri)-1 {
+			return uri
+		}
+		if _, err := strconv.Atoi(uri[i+1:]); err != nil {
+			return uri
+		}
+		uri = uri[:i]
+	}
 }
 
 // scenarioLine is the line of the Scenario (or Scenario Outline) named name in a feature file.
@@ -230,8 +268,10 @@ func matrixTruthCells(expected, probes, byFlows *Matrix, why map[[2]string][]str
 	return out
 }
 
-// scenarioHooks tracks the running scenario and step in w (what a failure bundle names) and
-// starts each scenario's applied-objects log afresh.
+// scenarioHooks tracks the running scenario and step in w (what a failure bundle names), starts
+// each scenario's applied-objects log afresh, and makes every failing step write a failure bundle:
+// a step that checks a truth table writes its own (with the cells); any other failing step gets
+// one with its error, named in the step's failure.
 func scenarioHooks(sc *godog.ScenarioContext, w *World) {
 	sc.Before(func(ctx context.Context, s *godog.Scenario) (context.Context, error) {
 		w.scenario = s
@@ -239,9 +279,25 @@ func scenarioHooks(sc *godog.ScenarioContext, w *World) {
 		return ctx, nil
 	})
 	sc.StepContext().Before(func(ctx context.Context, st *godog.Step) (context.Context, error) {
-		w.step, w.stepStart = st, time.Now()
+		w.step, w.stepStart, w.stepBundled = st, time.Now(), false
 		return ctx, nil
 	})
+	sc.StepContext().After(func(ctx context.Context, st *godog.Step, status godog.StepResultStatus, err error) (context.Context, error) {
+		return ctx, w.afterStep(ctx, status, err)
+	})
+}
+
+// afterStep writes the failure bundle of a failed step that wrote none itself; the returned error
+// (joined to the step's by godog) names it.
+func (w *World) afterStep(ctx context.Context, status godog.StepResultStatus, err error) error {
+	if status != godog.StepFailed || err == nil || w.stepBundled {
+		return nil
+	}
+	line := strings.TrimSpace(w.writeFailureBundle(ctx, failingStep{err: err}))
+	if line == "" {
+		return nil
+	}
+	return errors.New(line)
 }
 
 // matrixReport is the report of a checked matrix, with the failure bundle's line when it failed.

@@ -49,3 +49,10 @@ func TestStripServerFields(t *testing.T) {
 	assert.Equal(t, map[string]any{"kind": "NetworkPolicy", "metadata": map[string]any{"name": "p", "labels": map[string]any{"a": "b"}}}, got)
 	assert.Contains(t, u.Object["metadata"], "uid", "the original is left alone")
 }
+
+func TestFeatureFilePath(t *testing.T) {
+	assert.Equal(t, "/tmp/x/flipped.feature", featureFilePath("/tmp/x/flipped.feature:7"))
+	assert.Equal(t, "features/stars.feature", featureFilePath("features/stars.feature:7:12"))
+	assert.Equal(t, "features/stars.feature", featureFilePath("features/stars.feature"))
+	assert.Equal(t, `C:\f.feature`, featureFilePath(`C:\f.feature`))
+}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,7 +40,7 @@ func (s *servicesSteps) kprSteps() []step {
 		{`^the parity pod "([^"]*)" (reaches|cannot reach|is refused by) "([^"]*)"$`, s.kprPodConnects},
 		{`^the "([^"]*)" pod on the node of the "([^"]*)" pod (reaches|is refused by) "([^"]*)"$`, s.kprPodOnNodeOf},
 		{`^the "([^"]*)" pod on another node than the "([^"]*)" pod (reaches|is refused by) "([^"]*)"$`, s.kprPodOnOtherNode},
-		{`^NodePort (\d+) answers from this host on the node of the "([^"]*)" pod$`, s.kprNodePortOnNodeOf},
+		{`^NodePort (\d+) answers from this host on (the node of|a node other than that of) the "([^"]*)" pod$`, s.kprNodePortOnNodeOf},
 		{`^I set the label "([^"]*)" on the Service "([^"]*)"$`, s.kprLabelService},
 		{`^I remove the label "([^"]*)" from the Service "([^"]*)"$`, s.kprUnlabelService},
 		{`^I recreate the Service "([^"]*)" with a new ClusterIP$`, s.kprRecreateService},
@@ -57,7 +59,7 @@ func (s *servicesSteps) kprWorkloadsRunning(ctx context.Context) error {
 	t := godog.T(ctx)
 	_, err := s.e.applyWorkloads(ctx, "kpr.yaml")
 	require.NoError(t, err)
-	for d, n := range map[string]int{"lbclient": 2, "slow": 1, "unready": 1, "web": 2} {
+	for d, n := range map[string]int{"lbclient": 2, "slow": 1, "unready": 1, "web": 2, "hostnet": 2} {
 		require.NoError(t, s.e.scaleDeployment(ctx, kprNamespace, d, n))
 	}
 	// A pod that is never Ready would hold up the suite's lab readiness check on the next run.
@@ -67,7 +69,7 @@ func (s *servicesSteps) kprWorkloadsRunning(ctx context.Context) error {
 	// pod is a valid fallback endpoint, and would answer where this scenario expects none).
 	require.NoError(t, poll(ctx, 3*time.Minute, 500*time.Millisecond, "kpr-e2e pods up, none terminating", func(ctx context.Context) (bool, string, error) {
 		var waiting []string
-		for d, n := range map[string]int{"lbclient": 2, "slow": 1, "web": 2} {
+		for d, n := range map[string]int{"lbclient": 2, "slow": 1, "web": 2, "hostnet": 2} {
 			if got := s.kprPods(ctx, d, true); len(got) != n {
 				waiting = append(waiting, fmt.Sprintf("%s %d/%d ready", d, len(got), n))
 			}
@@ -234,11 +236,19 @@ func (s *servicesSteps) kprPodOnOtherNode(ctx context.Context, app, of, outcome,
 	return nil
 }
 
-func (s *servicesSteps) kprNodePortOnNodeOf(ctx context.Context, port int, of string) error {
+func (s *servicesSteps) kprNodePortOnNodeOf(ctx context.Context, port int, which, of string) error {
 	t := godog.T(ctx)
-	node := s.kprNodeOf(ctx, of)
+	pinned := s.kprNodeOf(ctx, of)
 	ips, err := s.e.nodeIPs(ctx)
 	require.NoError(t, err)
+	node := ""
+	for _, n := range slices.Sorted(maps.Keys(ips)) {
+		if (which == "the node of") == (n == pinned) {
+			node = n
+			break
+		}
+	}
+	require.NotEmpty(t, node, "no node for %q %s", which, pinned)
 	u := fmt.Sprintf("http://%s/healthz", net.JoinHostPort(ips[node], strconv.Itoa(port)))
 	var last string
 	assert.NoError(t, poll(ctx, kprConverge, 250*time.Millisecond, "GET "+u, func(ctx context.Context) (bool, string, error) {

@@ -43,6 +43,11 @@ func (e *Env) Probe(ctx context.Context, from PodRef, target, protocol string) (
 
 // probeFromPod makes one connection from inside pod to target (its demo /probe endpoint).
 func (e *Env) probeFromPod(ctx context.Context, pod *corev1.Pod, target string) (demo.ProbeResult, error) {
+	return e.probeFromPodWithin(ctx, pod, target, ProbeTimeout)
+}
+
+// probeFromPodWithin is probeFromPod with a connect timeout of its own.
+func (e *Env) probeFromPodWithin(ctx context.Context, pod *corev1.Pod, target string, timeout time.Duration) (demo.ProbeResult, error) {
 	port, err := containerPort(pod)
 	if err != nil {
 		return demo.ProbeResult{}, err
@@ -51,7 +56,7 @@ func (e *Env) probeFromPod(ctx context.Context, pod *corev1.Pod, target string) 
 	if err != nil {
 		return demo.ProbeResult{}, err
 	}
-	res, err := demo.RequestProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d", local), target, "tcp", ProbeTimeout)
+	res, err := demo.RequestProbe(ctx, fmt.Sprintf("http://127.0.0.1:%d", local), target, "tcp", timeout)
 	if err != nil {
 		e.dropForward(pod, port)
 	}

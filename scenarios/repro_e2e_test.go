@@ -45,6 +45,19 @@ Feature: A flipped cell (temporary, written by TestFailureBundleReproAndReplay)
       | backend       | no      | no       | ignored |
 `
 
+// failingStepFeature fails at a step that checks no truth table: after default-deny, frontend
+// cannot reach backend, yet the step says it can.
+const failingStepFeature = `@stars
+Feature: A failing step without a truth table (temporary, written by TestFailureBundleReproAndReplay)
+
+  Background:
+    Given the stars demo is running without policies
+
+  Scenario: Default deny, and a port check that says frontend still reaches backend
+    When I apply the stars policy "default-deny"
+    Then "frontend" can reach the "backend" pod on TCP 6379
+`
+
 // flippedCell is the wrong cell the feature above produces.
 const flippedCell = "management-ui -> client: expected yes, probed no, observed no"
 
@@ -114,6 +127,33 @@ func TestFailureBundleReproAndReplay(t *testing.T) {
 		assert.True(t, ok, "the bundle still holds %s", f)
 	}
 
+	// 1b. A step that fails without a truth table writes a bundle too (the step hook), named in the
+	// failure, with the step's error and the objects applied.
+	stepFeature := filepath.Join(dir, "failing-step.feature")
+	require.NoError(t, os.WriteFile(stepFeature, []byte(failingStepFeature), 0o644))
+	before = e2e.env.Bundles()
+	out.Reset()
+	status, err = RunSuite(ctx, e2e.env, SuiteOptions{Paths: []string{stepFeature}, Output: &out})
+	require.NoError(t, err)
+	require.NotZero(t, status, "the port check must fail:\n%s", out.String())
+	stepBundles := slices.DeleteFunc(e2e.env.Bundles(), func(b string) bool { return slices.Contains(before, b) })
+	require.Len(t, stepBundles, 1, "one failing step, one bundle:\n%s", out.String())
+	assert.Contains(t, out.String(), "failure bundle: "+stepBundles[0], "the failure output names the bundle")
+	sb, err := bundle.Open(stepBundles[0])
+	require.NoError(t, err)
+	srec, err := sb.Record()
+	require.NoError(t, err)
+	assert.Equal(t, `"frontend" can reach the "backend" pod on TCP 6379`, srec.Step.Text)
+	assert.Empty(t, srec.Cells)
+	assert.NotEmpty(t, srec.Error, "the step's error")
+	assert.Equal(t, []string{`step "\"frontend\" can reach the \"backend\" pod on TCP 6379" failed`}, srec.Failure())
+	var stepApplied []string
+	for _, o := range srec.Objects {
+		md, _ := o.Object["metadata"].(map[string]any)
+		stepApplied = append(stepApplied, fmt.Sprintf("%s %v %v/%v", o.Op, o.Object["kind"], md["namespace"], md["name"]))
+	}
+	assert.Contains(t, stepApplied, "apply NetworkPolicy stars/default-deny")
+
 	// 2. starlab replay serves the same flows (API, UI) and observe --input-file prints them.
 	recorded := flowIDs(rec.Flows)
 	replayURL, stopReplay := startReplay(t, ctx, bin, path)
@@ -137,7 +177,16 @@ func TestFailureBundleReproAndReplay(t *testing.T) {
 	assert.Contains(t, dom, `data-namespace="client"`, "the UI draws the namespace of the flipped cell")
 
 	// 3. starlab repro on a fresh lab reproduces the same wrong cell and deletes the lab.
-	name := "repro-2"
+	// The name belongs to this test: a lab left by an earlier, interrupted run of it (a killed CI job) is
+	// deleted first, and this run's lab is deleted even when an assertion below fails.
+	name := "starlab-e2e-repro"
+	deleteReproLab := func() {
+		l, err := lab.Open(name)
+		require.NoError(t, err)
+		require.NoError(t, l.Delete(context.WithoutCancel(ctx)), "delete lab %s left by the repro test", name)
+	}
+	deleteReproLab()
+	t.Cleanup(deleteReproLab)
 	reproStart := time.Now()
 	cmd := exec.CommandContext(ctx, bin, "repro", path, "--lab", name, "-o", "json", "--report-dir", filepath.Join(e2e.env.ReportDir, "repro"))
 	var stdout, stderr bytes.Buffer
@@ -199,15 +248,30 @@ func startReplay(t *testing.T, ctx context.Context, bin, path string) (string, f
 		t.Fatalf("starlab replay printed no URL:\n%s", strings.Join(seen, "\n"))
 	}
 	assert.Contains(t, strings.Join(seen, "\n"), "WRONG "+flippedCell, "replay prints the truth tables and the wrong cell")
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	// Wait until every flow is in (--speed 0: at once).
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
+	// Wait until every flow is in: replay prints "replayed N flows" once the last one is ingested
+	// (--speed 0: at once, but the server answers before that).
+	doneRE := regexp.MustCompile(`^replayed (\d+) flows`)
+	done := make(chan string, 1)
+	go func() {
+		for lines.Scan() {
+			if m := doneRE.FindStringSubmatch(lines.Text()); m != nil {
+				done <- m[1]
+				break
+			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		close(done)
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case n, ok := <-done:
+		if !ok {
+			stop()
+			t.Fatalf("starlab replay ended before it said it replayed every flow")
+		}
+		t.Logf("starlab replay: %s flows replayed", n)
+	case <-time.After(time.Minute):
+		stop()
+		t.Fatalf("starlab replay did not finish replaying within a minute")
 	}
 	return url, stop
 }
@@ -247,12 +311,4 @@ func getJSON(t *testing.T, url string, v any) {
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

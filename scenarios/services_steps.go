@@ -38,6 +38,11 @@ type servicesSteps struct {
 	chartValues map[string]any
 	// kprPinned is the pod a kube-proxy parity step scaled away while it keeps serving.
 	kprPinned *corev1.Pod
+	// kprOutside are the client containers outside the nodes started in this scenario, by name.
+	kprOutside map[string]*kprOutside
+	// kprExternal are the external addresses (externalIPs, LoadBalancer ingress) given to Services
+	// in this scenario, by Service name.
+	kprExternal map[string]string
 }
 
 // newServicesSteps returns the steps of features/services.feature for the scenario of w.
@@ -69,7 +74,7 @@ func (s *servicesSteps) steps() []step {
 		{`^I uninstall the starlab chart$`, s.uninstallChart},
 		{`^no node has the starlab CNI config, CNI plugin or pinned datapath$`, s.nodesHaveNoStarlabFiles},
 		{`^I reinstall the starlab chart$`, s.reinstallChart},
-	}, s.kprSteps()...)
+	}, append(s.kprSteps(), s.kprOutsideSteps()...)...)
 }
 
 func (s *servicesSteps) workloadsRunning(ctx context.Context) error {

@@ -105,6 +105,10 @@ func RunSuite(ctx context.Context, env *Env, opts SuiteOptions) (int, error) {
 	if out == nil {
 		out = os.Stdout
 	}
+	env.stepOut = out
+	if opts.TestingT != nil {
+		env.stepOut = nil // godog.Logf logs through the step's testing.T
+	}
 	suite := godog.TestSuite{
 		Name:                "starlab",
 		ScenarioInitializer: InitializeScenario(env),

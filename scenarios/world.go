@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"sync"
@@ -41,7 +42,8 @@ type Env struct {
 	// BundleFailures makes a step that finds wrong cells write a failure bundle (default true).
 	BundleFailures bool
 	applied        appliedLog
-	featureFS      fs.FS // where the suite read its features (nil: disk)
+	featureFS      fs.FS     // where the suite read its features (nil: disk)
+	stepOut        io.Writer // where step logs go outside go test (the suite's output); nil under go test
 	bundlesMu      sync.Mutex
 	bundles        []string
 }
@@ -71,10 +73,12 @@ type World struct {
 	// scope are the namespaces whose pods and Services "the reachability matches the policies"
 	// checks (set by the feature's Given step).
 	scope []string
-	// scenario, step and stepStart are the running scenario and step (a failure bundle names them).
-	scenario  *godog.Scenario
-	step      *godog.Step
-	stepStart time.Time
+	// scenario, step and stepStart are the running scenario and step (a failure bundle names them);
+	// stepBundled is set once the running step wrote its failure bundle.
+	scenario    *godog.Scenario
+	step        *godog.Step
+	stepStart   time.Time
+	stepBundled bool
 }
 
 // SetScope sets the namespaces the reachability step checks.
@@ -126,4 +130,14 @@ func (e *Env) ProgramLatencies() []time.Duration {
 	e.latMu.Lock()
 	defer e.latMu.Unlock()
 	return append([]time.Duration(nil), e.programLatencies...)
+}
+
+// logf logs a step's line: through the step's testing.T under go test (godog.Logf), otherwise to the
+// suite's output, never to os.Stdout behind the caller's back (`starlab repro -o json` owns stdout).
+func (e *Env) logf(ctx context.Context, format string, args ...any) {
+	if e.stepOut == nil {
+		godog.Logf(ctx, format, args...)
+		return
+	}
+	fmt.Fprintf(e.stepOut, format+"\n", args...)
 }

@@ -162,7 +162,10 @@ static __noinline int sl_tier_check(__u32 ep_id, __u32 peer_id, __u32 peer_ip, _
 		t->pass_policy_id = acc.admin->policy_id;
 		t->pass_rule = acc.admin->rule;
 	}
-	if (q >> 32) {
+	if ((q >> 32) & 1) {
+		/* NetworkPolicy always allows the pod's own node (bit 33, see sl_policy_check) */
+		if (q >> 33)
+			return SL_DROP_NONE;
 		if (!acc.np)
 			return SL_DROP_POLICY_DENIED;
 		t->policy_id = acc.np->policy_id;
@@ -197,14 +200,17 @@ static __always_inline enum sl_drop_reason sl_policy_check(const struct sl_endpo
 							      : SL_DROP_POLICY_UNREPRESENTABLE;
 	if (!(ep->flags & (enforced | tiers)))
 		return SL_DROP_NONE;
-	/* traffic from and to the pod's own node (kubelet probes) is always allowed; peer_id is the
-	 * host only for the node's own addresses (sl_peer_identity) */
-	if (peer_id == SL_ID_HOST)
+	/* NetworkPolicy always allows traffic from and to the pod's own node (kubelet probes); peer_id
+	 * is the host only for the node's own addresses (sl_peer_identity). ClusterNetworkPolicy's
+	 * egress peers (nodes, networks) can name the own node too: egress to it goes through the
+	 * Admin and Baseline tiers, with the NetworkPolicy tier allowing it. Ingress has no such peer. */
+	if (peer_id == SL_ID_HOST && (dir == SL_DIR_INGRESS || !(ep->flags & tiers)))
 		return SL_DROP_NONE;
 	if (ep->flags & tiers)
 		return sl_tier_check(ep->ep_id, peer_id, peer_ip,
 				     (__u64)dir | (__u64)proto << 8 | (__u64)port << 16 |
-					     (__u64)!!(ep->flags & enforced) << 32,
+					     (__u64)!!(ep->flags & enforced) << 32 |
+					     (__u64)(peer_id == SL_ID_HOST) << 33,
 				     t);
 
 	v = sl_policy_lookup_wildcards(ep->ep_id, peer_id, dir, proto, port);

@@ -201,6 +201,11 @@ func Translate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nodeNam
 	}
 	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
 		for _, in := range svc.Status.LoadBalancer.Ingress {
+			// ipMode Proxy: the load balancer delivers to the nodes with its own address as the
+			// destination, so the address is not the proxy's to take (as kube-proxy)
+			if in.IPMode != nil && *in.IPMode == corev1.LoadBalancerIPModeProxy {
+				continue
+			}
 			if a, err := netip.ParseAddr(in.IP); err == nil && a.Is4() {
 				vips = append(vips, vip{addr: a, lbIngress: true})
 			}

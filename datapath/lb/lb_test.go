@@ -991,6 +991,23 @@ func TestTranslateExternalAddresses(t *testing.T) {
 		}
 	}
 
+	// ipMode Proxy (the load balancer proxies, the packets arrive with a node as destination): not
+	// programmed, as kube-proxy; ipMode VIP is as unset
+	modes := svc.DeepCopy()
+	modes.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{
+		{IP: "198.51.100.9", IPMode: ptr(corev1.LoadBalancerIPModeProxy)},
+		{IP: "198.51.100.10", IPMode: ptr(corev1.LoadBalancerIPModeVIP)},
+	}
+	fs, err = lb.Translate(modes, []*discoveryv1.EndpointSlice{sl}, "n1")
+	require.NoError(t, err)
+	var vips []string
+	for _, f := range fs {
+		if f.LBIngress {
+			vips = append(vips, f.Key.VIP.String())
+		}
+	}
+	require.Equal(t, []string{"198.51.100.10"}, vips, "only the ipMode VIP ingress IP")
+
 	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 	fs, err = lb.Translate(svc, []*discoveryv1.EndpointSlice{sl}, "n2")
 	require.NoError(t, err)

@@ -346,3 +346,54 @@ func TestNodePortFloodDoesNotEvictPodFlows(t *testing.T) {
 	require.NoError(t, err, "the established pod flow still passes")
 	require.Equal(t, "b 10.244.1.10 after", got)
 }
+
+// Egress to the pod's own node under ClusterNetworkPolicy: NetworkPolicy always allows the own
+// node, but the Admin and Baseline tiers decide it like any other peer (the upstream
+// CNP{Admin,Baseline}TierEgressNodePeers tests deny egress to a hostNetwork pod on the pod's own
+// node). Ingress from the node stays allowed: ClusterNetworkPolicy has no ingress node peer.
+func TestTiersDecideEgressToTheOwnNode(t *testing.T) {
+	l := newLab(t)
+	a := l.pods["a"]
+	toNode := udpRecorder(t, l.n1.ns, node1IP+":6012")
+	nodeCIDR := func(h maps.TierHit, baseline bool) {
+		v := maps.PolicyValue{Admin: h}
+		if baseline {
+			v = maps.PolicyValue{Baseline: h}
+		}
+		require.NoError(t, l.n1.dp.Maps.UpsertCIDRPolicies([]maps.CIDRPolicyEntry{{
+			Key:   maps.CIDRPolicyKey{EpID: uint32(a.ifindex), Dir: maps.Egress, Prefix: netip.MustParsePrefix(node1IP + "/32")},
+			Value: v,
+		}}))
+	}
+	send := func(payload string) bool {
+		sendUDP(t, a.ns, nil, node1IP+":6012", payload, 0)
+		return received(toNode, payload, 2*time.Second)
+	}
+
+	// Admin Deny to the node: final, even though a NetworkPolicy selects the pod
+	l.setFlags(a, maps.EndpointEgressEnforced|maps.EndpointEgressTiers)
+	nodeCIDR(maps.TierHit{Prec: 5, PolicyID: 70, Action: maps.CNPDeny}, false)
+	assert.False(t, send("admin-deny"), "an Admin Deny of the own node is final")
+
+	// Admin Pass: the NetworkPolicy tier allows the own node, as without tiers
+	nodeCIDR(maps.TierHit{Prec: 5, PolicyID: 71, Action: maps.CNPPass}, false)
+	assert.True(t, send("admin-pass"), "after a Pass, NetworkPolicy allows the own node")
+
+	// Baseline Deny while a NetworkPolicy selects the pod: the baseline is not consulted
+	nodeCIDR(maps.TierHit{Prec: 5, PolicyID: 72, Action: maps.CNPDeny}, true)
+	assert.True(t, send("baseline-np"), "the Baseline is not consulted where a NetworkPolicy selects the pod")
+
+	// Baseline Deny where no NetworkPolicy selects the pod: denied
+	l.setFlags(a, maps.EndpointEgressTiers)
+	assert.False(t, send("baseline-deny"), "a Baseline Deny of the own node applies where no NetworkPolicy selects")
+
+	// from the node into the pod: allowed whatever the tiers say
+	got := udpRecorder(t, a.ns, ":6013")
+	l.setFlags(a, maps.EndpointIngressEnforced|maps.EndpointIngressTiers|maps.EndpointEgressTiers)
+	sendUDP(t, l.n1.ns, &net.UDPAddr{IP: net.ParseIP(node1IP)}, a.ip.String()+":6013", "from-node", 0)
+	assert.True(t, received(got, "from-node", 2*time.Second), "the node's own traffic into the pod is always allowed")
+
+	requireEvents(t, l.n1, func(e fe.Event) bool { return e.Type == fe.TypeDrop && e.DstPort == 6012 },
+		newEv(fe.ObsFromContainer, udp, "10.244.1.10", node1IP, 6012, 256, maps.IdentityHost).drop(fe.DropPolicyDenied).policy(70),
+		newEv(fe.ObsFromContainer, udp, "10.244.1.10", node1IP, 6012, 256, maps.IdentityHost).drop(fe.DropPolicyDenied).policy(72))
+}

@@ -49,6 +49,9 @@ type Record struct {
 	Step     StepRef      `json:"step"`
 	// Cells are the failing step's truth tables: every cell with its expected, probed and observed value.
 	Cells []TruthCell `json:"cells"`
+	// Error is how the step failed, as the failure output printed it (a step that checks no truth
+	// table fails with an error only; "" when the wrong cells say it all).
+	Error string `json:"error,omitempty"`
 
 	// Objects are the workload and policy objects as applied, in order (repro/objects.json).
 	Objects []AppliedObject `json:"-"`
@@ -139,6 +142,27 @@ func (c TruthCell) Key() string {
 // String is the cell as the reports print a wrong one.
 func (c TruthCell) String() string {
 	return fmt.Sprintf("%s: expected %s, probed %s, observed %s", c.Key(), c.Expected, c.Probed, c.Observed)
+}
+
+// Failure names what failed for a comparison across runs: each wrong cell, or, for a step that
+// failed without wrong cells, the step itself.
+func (r *Record) Failure() []string {
+	var out []string
+	for _, c := range r.WrongCells() {
+		out = append(out, c.String())
+	}
+	if len(out) == 0 && (r.Error != "" || r.Step.Text != "") {
+		out = append(out, StepFailure(r.Step.Text))
+	}
+	return out
+}
+
+// StepFailure is how Failure names a step that failed without wrong cells.
+func StepFailure(step string) string {
+	if step == "" {
+		return "failed outside its steps"
+	}
+	return fmt.Sprintf("step %q failed", step)
 }
 
 // WrongCells are the cells that did not match.

@@ -163,7 +163,7 @@ func runConformance(cmd *cobra.Command, g *globalOptions, o *conformanceOptions)
 		conformance.WriteText(out, report, o.all)
 	}
 	if runErr != nil {
-		return runErr
+		return fmt.Errorf("%w%s", runErr, bundleLine)
 	}
 	if report.Failed > 0 {
 		return fmt.Errorf("%d of %d conformance cases failed%s", report.Failed, len(report.Cases), bundleLine)

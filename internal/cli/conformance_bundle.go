@@ -31,19 +31,29 @@ func conformanceFailure(ctx context.Context, u *conformance.Universe, cases []co
 		return nil, fmt.Errorf("case %s is not among the generated cases", cr.Name)
 	}
 	c := cases[i]
+	rec := &bundle.Record{
+		Kind:  bundle.RecordConformance,
+		Case:  &bundle.CaseRef{Name: c.Name, Tags: c.Tags, Modes: modes},
+		Error: cr.Error,
+	}
 	failed := slices.IndexFunc(cr.Steps, func(s conformance.StepResult) bool { return s.Wrong > 0 || s.Error != "" })
 	if failed < 0 {
 		failed = len(cr.Steps) - 1
 	}
-	if failed < 0 || failed >= len(c.Steps) {
-		return nil, fmt.Errorf("case %s failed before its first step: %s", c.Name, cr.Error)
+	if failed >= len(c.Steps) {
+		return nil, fmt.Errorf("case %s reports step %d of %d", c.Name, failed+1, len(c.Steps))
+	}
+	if failed < 0 {
+		// The case failed before its first step ran (no state applied): the record names the case
+		// and its error, with no objects, cells or flows.
+		rec.Tables = fmt.Sprintf("case %s failed before its first step: %s\n", c.Name, cr.Error)
+		return rec, nil
 	}
 	sr := cr.Steps[failed]
-	rec := &bundle.Record{
-		Kind:  bundle.RecordConformance,
-		Case:  &bundle.CaseRef{Name: c.Name, Tags: c.Tags, Modes: modes},
-		Step:  bundle.StepRef{Text: sr.Name, Started: sr.Started, Ended: sr.Ended},
-		Cells: conformance.TruthCells(sr.Cells),
+	rec.Step = bundle.StepRef{Text: sr.Name, Started: sr.Started, Ended: sr.Ended}
+	rec.Cells = conformance.TruthCells(sr.Cells)
+	if sr.Error != "" {
+		rec.Error = sr.Error
 	}
 	for _, st := range c.Steps[:failed+1] {
 		state := u.StateOf(st)

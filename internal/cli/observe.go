@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 
 	"github.com/starlab-dev/starlab/internal/bundle"
 	"github.com/starlab-dev/starlab/internal/flow"
+	"github.com/starlab-dev/starlab/internal/hubbleapi"
 	"github.com/starlab-dev/starlab/internal/lab"
 	"github.com/starlab-dev/starlab/internal/observer"
 )
@@ -38,15 +40,7 @@ func (o *observerOptions) connect(ctx context.Context, g *globalOptions, localPo
 	if o.url != "" {
 		return strings.TrimSuffix(o.url, "/"), func() {}, nil, nil
 	}
-	var opts []lab.Option
-	if o.kubeconfig != "" {
-		opts = append(opts, lab.WithKubeconfigPath(o.kubeconfig))
-	}
-	l, err := lab.Open(g.clusterName, opts...)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	cfg, err := l.RESTConfig()
+	cfg, err := o.restConfig(g)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -57,11 +51,113 @@ func (o *observerOptions) connect(ctx context.Context, g *globalOptions, localPo
 	return fw.URL(), fw.Close, fw, nil
 }
 
+// The transports `starlab observe` reads flows over.
+const (
+	transportGRPC   = "grpc"   // Hubble's GetFlows (protobuf over gRPC), the observer's Hubble port
+	transportNDJSON = "ndjson" // the observer's HTTP API, /api/v1/flows
+)
+
+// defaultTransport is what `starlab observe` uses unless told otherwise (docs/BENCHMARKS.md,
+// "Client side: a follow client over gRPC vs NDJSON").
+const defaultTransport = transportNDJSON
+
+// transportOptions say which API `starlab observe` reads flows from.
+type transportOptions struct {
+	transport string
+	grpc      bool
+	server    string
+}
+
+func (t *transportOptions) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&t.transport, "transport", "", "how to read flows: grpc (Hubble's API, the observer's port "+observer.HubblePortName+") or ndjson (its HTTP API) (default "+defaultTransport+"; --server implies grpc, --observer-url ndjson)")
+	cmd.Flags().BoolVar(&t.grpc, "grpc", false, "read flows over Hubble's gRPC API: --transport grpc")
+	cmd.Flags().StringVar(&t.server, "server", "", "Hubble API address (host:port) to read flows from instead of port-forwarding to the lab's observer, as hubble's --server (implies --transport grpc)")
+}
+
+// resolve is the transport the flags ask for, or an error naming the flags that disagree.
+func (t *transportOptions) resolve(oo *observerOptions) (string, error) {
+	tr := t.transport
+	switch tr {
+	case "", transportGRPC, transportNDJSON:
+	default:
+		return "", fmt.Errorf("--transport %q: use grpc or ndjson", tr)
+	}
+	if t.grpc {
+		if tr == transportNDJSON {
+			return "", fmt.Errorf("--grpc and --transport ndjson disagree: drop one")
+		}
+		tr = transportGRPC
+	}
+	if t.server != "" {
+		if tr == transportNDJSON {
+			return "", fmt.Errorf("--server is a Hubble gRPC address and cannot be read with --transport ndjson: use --observer-url for the HTTP API")
+		}
+		tr = transportGRPC
+	}
+	if oo.url != "" {
+		if tr == transportGRPC {
+			return "", fmt.Errorf("--observer-url is the observer's HTTP API and cannot be read over gRPC: use --server host:port for its Hubble port, or --transport ndjson")
+		}
+		tr = transportNDJSON
+	}
+	if tr == "" {
+		tr = defaultTransport
+	}
+	return tr, nil
+}
+
+// flowSource opens the flow stream the options name: the query function and a closer.
+func flowSource(ctx context.Context, g *globalOptions, oo *observerOptions, to *transportOptions) (func(context.Context, flow.Query, func(*flow.Flow) error) error, func(), error) {
+	tr, err := to.resolve(oo)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tr == transportNDJSON {
+		base, closeFn, _, err := oo.connect(ctx, g, 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		return (&observer.Client{Base: base}).Flows, closeFn, nil
+	}
+	addr, closeFw := to.server, func() {}
+	if addr == "" {
+		cfg, err := oo.restConfig(g)
+		if err != nil {
+			return nil, nil, err
+		}
+		fw, err := observer.PortForwardHubble(ctx, cfg, oo.namespace, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reach the Hubble API of the observer of lab %q: %w", g.clusterName, err)
+		}
+		addr, closeFw = fmt.Sprintf("127.0.0.1:%d", fw.LocalPort()), fw.Close
+	}
+	conn, err := hubbleapi.Dial(addr)
+	if err != nil {
+		closeFw()
+		return nil, nil, err
+	}
+	return (&hubbleapi.Client{Conn: conn}).Flows, func() { conn.Close(); closeFw() }, nil
+}
+
+// restConfig is the REST config of the lab (its kubeconfig, or --kubeconfig).
+func (o *observerOptions) restConfig(g *globalOptions) (*rest.Config, error) {
+	var opts []lab.Option
+	if o.kubeconfig != "" {
+		opts = append(opts, lab.WithKubeconfigPath(o.kubeconfig))
+	}
+	l, err := lab.Open(g.clusterName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return l.RESTConfig()
+}
+
 // newObserveCommand returns `starlab observe`.
 func newObserveCommand(g *globalOptions) *cobra.Command {
 	var (
 		flags       flow.Flags
 		oo          observerOptions
+		to          transportOptions
 		output      string
 		inputFile   string
 		connections bool
@@ -73,9 +169,15 @@ func newObserveCommand(g *globalOptions) *cobra.Command {
 
 Filters: repeating a flag ORs its values, different flags are ANDed, --not turns the next filter
 flag into an exclusion. Pods are [namespace/]name-prefix, services [namespace/]name, labels are
-Kubernetes selectors (k=v, k!=v, 'k in (a,b)').`,
+Kubernetes selectors (k=v, k!=v, 'k in (a,b)').
+
+Flows come from the observer's HTTP API as NDJSON (--transport ndjson, the default: it measured
+faster, docs/BENCHMARKS.md) or from its Hubble gRPC API (--transport grpc or --grpc; --server
+host:port names a Hubble server instead of port-forwarding). Both print the same: over gRPC the
+filters Hubble's API cannot express (--policy, --tier, ...) are matched here.`,
 		Example: `  starlab observe --last 50
   starlab observe -f --to-namespace stars --verdict DROPPED
+  starlab observe --grpc --last 20 --not --verdict FORWARDED
   starlab observe --from-label role=client --to-port 6379 -o json > flows.ndjson
   starlab observe --input-file flows.ndjson --not --verdict FORWARDED -o table`,
 		Args: cobra.NoArgs,
@@ -102,16 +204,18 @@ Kubernetes selectors (k=v, k!=v, 'k in (a,b)').`,
 				if q.Follow {
 					return fmt.Errorf("--follow cannot be combined with --input-file: a saved file has no new flows")
 				}
+				if to.grpc || to.server != "" || to.transport != "" {
+					return fmt.Errorf("--input-file reads a saved file, not the observer: drop --grpc, --server and --transport")
+				}
 				return replayFile(cmd.InOrStdin(), inputFile, q, p.print)
 			}
 			ctx := cmd.Context()
-			base, closeFn, _, err := oo.connect(ctx, g, 0)
+			flows, closeFn, err := flowSource(ctx, g, &oo, &to)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			c := &observer.Client{Base: base}
-			err = c.Flows(ctx, q, func(f *flow.Flow) error {
+			err = flows(ctx, q, func(f *flow.Flow) error {
 				if err := p.print(f); err != nil {
 					return err
 				}
@@ -128,6 +232,7 @@ Kubernetes selectors (k=v, k!=v, 'k in (a,b)').`,
 	}
 	flags.Register(cmd.Flags())
 	oo.register(cmd)
+	to.register(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "compact", "output format: compact, table or json (NDJSON, one flow per line)")
 	cmd.Flags().StringVar(&inputFile, "input-file", "", "replay flows from a saved NDJSON file ('-' for stdin) or a bundle (*.tar.gz: the failing step's flows, else the observer's) instead of the lab")
 	cmd.Flags().BoolVar(&connections, "connections", false, "fold replies, both hooks and the close into their connection: one row per connection, not per event")

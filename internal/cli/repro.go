@@ -36,8 +36,8 @@ The lab is deleted afterwards unless --keep. Exit status 0 only when the failure
 			}
 			opts.Bundle, opts.Log = args[0], slog.Default()
 			opts.Out = progressOut(cmd, output)
-			res, err := repro.Run(cmd.Context(), opts)
 			out := stdout(cmd)
+			res, err := repro.Run(cmd.Context(), opts)
 			if output == "json" && res != nil {
 				if encErr := writeJSON(out, res); encErr != nil {
 					return encErr
@@ -75,11 +75,11 @@ func printRepro(w io.Writer, r *repro.Result) {
 	fmt.Fprintf(w, "lab:     %s (made in %s)\n", r.Lab, r.LabDuration.Round(1e9))
 	switch r.Outcome {
 	case repro.Reproduced:
-		fmt.Fprintf(w, "REPRODUCED: the same %d wrong cell(s)\n", len(r.Same))
+		fmt.Fprintf(w, "REPRODUCED: the same %d failure(s) (wrong cells, or the failing step)\n", len(r.Same))
 	case repro.Different:
-		fmt.Fprintf(w, "DIFFERENT: %d wrong cell(s) recorded, %d in the rerun, %d the same\n", len(r.Recorded), len(r.Rerun), len(r.Same))
+		fmt.Fprintf(w, "DIFFERENT: %d failure(s) recorded, %d in the rerun, %d the same\n", len(r.Recorded), len(r.Rerun), len(r.Same))
 	default:
-		fmt.Fprintf(w, "NOT REPRODUCED: the rerun has no wrong cell (%d recorded)\n", len(r.Recorded))
+		fmt.Fprintf(w, "NOT REPRODUCED: the rerun passed (%d failure(s) recorded)\n", len(r.Recorded))
 	}
 	for _, l := range []struct {
 		title string

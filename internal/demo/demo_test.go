@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -185,6 +186,20 @@ func TestProbeEndpoint(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestHostnameEndpoint(t *testing.T) {
+	srv := httptest.NewServer(newCommonMux())
+	t.Cleanup(srv.Close)
+	want, err := os.Hostname()
+	require.NoError(t, err)
+	resp, err := http.Get(srv.URL + "/hostname")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, want+"\n", string(body))
 }
 
 func TestUIRefreshBuildsGraph(t *testing.T) {

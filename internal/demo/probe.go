@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -291,14 +293,26 @@ func DialFrom(ctx context.Context, ports *SourcePorts, protocol, target string) 
 	}
 }
 
-// RegisterCommon adds GET /healthz, GET /probe, POST /probe/batch and POST /load (load.go) to mux. The probes take
-// their source ports in turn from one SourcePorts, so no 5-tuple is reused soon.
+// RegisterCommon adds GET /healthz, GET /hostname, GET /probe, POST /probe/batch and POST /load (load.go) to
+// mux. The probes take their source ports in turn from one SourcePorts, so no 5-tuple is reused soon.
 func RegisterCommon(mux *http.ServeMux) {
 	ports := NewEphemeralSourcePorts()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /hostname", handleHostname)
 	mux.HandleFunc("GET /probe", func(w http.ResponseWriter, r *http.Request) { handleProbe(w, r, ports) })
 	mux.HandleFunc("POST /probe/batch", func(w http.ResponseWriter, r *http.Request) { handleProbeBatch(w, r, ports) })
 	mux.HandleFunc("POST /load", handleLoad)
+}
+
+// handleHostname answers the server's host name (a pod's name; a hostNetwork pod's node), as agnhost
+// netexec's /hostname does: a client outside the cluster learns which backend a Service sent it to.
+func handleHostname(w http.ResponseWriter, _ *http.Request) {
+	name, err := os.Hostname()
+	if err != nil {
+		http.Error(w, fmt.Sprintf("host name: %v", err), http.StatusInternalServerError)
+		return
+	}
+	_, _ = io.WriteString(w, name+"\n")
 }
 
 func handleProbe(w http.ResponseWriter, r *http.Request, ports *SourcePorts) {

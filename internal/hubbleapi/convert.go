@@ -28,7 +28,11 @@ const (
 // EmitterName names Starlab in Flow.emitter.
 const EmitterName = "Starlab"
 
-// ToProto is f as Hubble's Flow message.
+// ToProto is f as Hubble's Flow message. What Hubble's fields cannot hold (the address and port
+// dialled before service translation, a CLOSE event's packet and byte counts, a drop reason Hubble has
+// no number for, an endpoint address other than the flow's) travels in Flow.extensions as a
+// google.protobuf.Struct (a well-known type, so `hubble observe -o json` prints it), only when there is
+// one: FromProto reads it back, so FromProto(ToProto(f)) is f.
 func ToProto(f *flow.Flow, version string) *flowpb.Flow {
 	out := &flowpb.Flow{
 		Time:                  timestamppb.New(f.Time),
@@ -76,6 +80,9 @@ func ToProto(f *flow.Flow, version string) *flowpb.Flow {
 		out.EgressAllowedBy, out.EgressDeniedBy = allowed, denied
 	} else {
 		out.IngressAllowedBy, out.IngressDeniedBy = allowed, denied
+	}
+	if ext := extensions(f, out); ext != nil {
+		out.Extensions = ext
 	}
 	return out
 }

@@ -127,6 +127,9 @@ func Query(req *observerpb.GetFlowsRequest) (flow.Query, error) {
 	if !req.GetFirst() {
 		q.Last = int(min(req.GetNumber(), uint64(1<<31-1)))
 	}
+	// Hubble's rule: a follow without a number and without since sends only new flows
+	// (`hubble observe --follow`), no history.
+	q.NoHistory = q.Follow && req.GetNumber() == 0 && req.GetSince() == nil && !req.GetFirst()
 	// A field mask (hubble sends one for some outputs) narrows nothing: the whole flow is always sent.
 	return q, q.Validate()
 }

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/starlab-dev/starlab/internal/lab"
+	"github.com/starlab-dev/starlab/internal/npconformance/nosctptests"
 )
 
 // crdName is the ClusterNetworkPolicy CRD; the chart installs it (the harness applies the module's
@@ -108,6 +109,26 @@ func TestConformanceProfiles(t *testing.T) {
 		require.NoError(t, os.WriteFile(out, raw, 0o644))
 	}
 	t.Logf("Conformance report:\n%s", raw)
+	logReport(t, report)
+	if opts.FS == nil || os.Getenv(WithoutSCTPProbesEnv) == "" {
+		return
+	}
+	// The SCTP tests' TCP and UDP probes, on the same base workloads: the tests rewritten with only their
+	// SCTP probes removed (nosctptests), reported on their own so the upstream report stays upstream's.
+	require.NoError(t, cSuite.Run(t, rebase(nosctptests.ConformanceTests)))
+	extra, err := cSuite.Report()
+	require.NoError(t, err)
+	extra.Implementation.AdditionalInformation += "; the suite's tests that probe SCTP, with only their SCTP probes removed (this kernel has no SCTP)"
+	raw, err = yaml.Marshal(extra)
+	require.NoError(t, err)
+	if out := *flags.ReportOutput; out != "" {
+		require.NoError(t, os.WriteFile(strings.TrimSuffix(out, ".yaml")+"-without-sctp-probes.yaml", raw, 0o644))
+	}
+	t.Logf("Report of the SCTP tests without their SCTP probes:\n%s", raw)
+	logReport(t, extra)
+}
+
+func logReport(t *testing.T, report *confv1a1.ConformanceReport) {
 	for _, p := range report.ProfileReports {
 		logStatus(t, p.Name+" standard", &p.Standard)
 		if p.Experimental != nil {
@@ -124,15 +145,21 @@ func logStatus(t *testing.T, what string, st *confv1a1.Status) {
 // testsFor returns the suite's tests; with the no-SCTP manifests every manifest path is rebased under
 // nosctp/ (that FS's root).
 func testsFor(noSCTP bool) []suite.ConformanceTest {
-	out := make([]suite.ConformanceTest, len(tests.ConformanceTests))
-	for i, ct := range tests.ConformanceTests {
-		if noSCTP {
-			ms := make([]string, len(ct.Manifests))
-			for j, m := range ct.Manifests {
-				ms[j] = "nosctp/" + m
-			}
-			ct.Manifests = ms
+	if noSCTP {
+		return rebase(tests.ConformanceTests)
+	}
+	return tests.ConformanceTests
+}
+
+// rebase returns cts with every manifest path under nosctp/.
+func rebase(cts []suite.ConformanceTest) []suite.ConformanceTest {
+	out := make([]suite.ConformanceTest, len(cts))
+	for i, ct := range cts {
+		ms := make([]string, len(ct.Manifests))
+		for j, m := range ct.Manifests {
+			ms[j] = "nosctp/" + m
 		}
+		ct.Manifests = ms
 		out[i] = ct
 	}
 	return out

@@ -1,7 +1,10 @@
 //go:build ignore
 
-// gen_nosctp writes nosctp/base: the conformance manifests of sigs.k8s.io/network-policy-api (the
-// version go.mod requires) with the SCTP server containers removed (StripSCTPServers).
+// gen_nosctp writes, from sigs.k8s.io/network-policy-api (the version go.mod requires):
+//   - nosctp/base: the conformance manifests with the SCTP server containers removed (StripSCTPServers);
+//   - nosctptests: the suite's tests that probe SCTP, with only their SCTP probes removed
+//     (StripSCTPProbes), so their TCP and UDP probes run on a kernel without SCTP.
+//
 // Run: go generate ./internal/npconformance
 package main
 
@@ -10,6 +13,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"sigs.k8s.io/network-policy-api/conformance"
 
@@ -39,5 +43,20 @@ func main() {
 	})
 	if err != nil {
 		log.Fatal(err)
+	}
+	files, err := npconformance.NoSCTPTestSources()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := os.RemoveAll(npconformance.NoSCTPTestsPackage); err != nil {
+		log.Fatal(err)
+	}
+	if err := os.MkdirAll(npconformance.NoSCTPTestsPackage, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	for name, src := range files {
+		if err := os.WriteFile(filepath.Join(npconformance.NoSCTPTestsPackage, strings.ReplaceAll(name, "-", "_")), src, 0o644); err != nil {
+			log.Fatal(err)
+		}
 	}
 }

@@ -44,39 +44,77 @@ type Forward struct {
 
 // FindPod returns the name of a running, ready observer pod in namespace.
 func FindPod(ctx context.Context, cs kubernetes.Interface, namespace string) (string, error) {
+	p, err := findPod(ctx, cs, namespace)
+	if err != nil {
+		return "", err
+	}
+	return p.Name, nil
+}
+
+func findPod(ctx context.Context, cs kubernetes.Interface, namespace string) (*corev1.Pod, error) {
 	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: PodSelector})
 	if err != nil {
-		return "", fmt.Errorf("list observer pods (%s) in namespace %s: %w", PodSelector, namespace, err)
+		return nil, fmt.Errorf("list observer pods (%s) in namespace %s: %w", PodSelector, namespace, err)
 	}
 	var seen []string
-	for _, p := range pods.Items {
+	for i := range pods.Items {
+		p := &pods.Items[i]
 		seen = append(seen, p.Name+" ("+string(p.Status.Phase)+")")
-		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && kubeready.Pod(&p) {
-			return p.Name, nil
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && kubeready.Pod(p) {
+			return p, nil
 		}
 	}
 	if len(seen) == 0 {
-		return "", fmt.Errorf("no observer pod (%s) in namespace %s: is the lab up? (starlab up, then starlab status)", PodSelector, namespace)
+		return nil, fmt.Errorf("no observer pod (%s) in namespace %s: is the lab up? (starlab up, then starlab status)", PodSelector, namespace)
 	}
-	return "", fmt.Errorf("no ready observer pod in namespace %s: %s", namespace, strings.Join(seen, ", "))
+	return nil, fmt.Errorf("no ready observer pod in namespace %s: %s", namespace, strings.Join(seen, ", "))
 }
 
 // PortForward forwards 127.0.0.1:localPort (0: any free port) to Port of a ready observer pod,
 // through the API server. ctx bounds the setup only. Close it when done.
 func PortForward(ctx context.Context, cfg *rest.Config, namespace string, localPort int) (*Forward, error) {
+	return portForward(ctx, cfg, namespace, localPort, func(*corev1.Pod) (int, error) { return Port, nil })
+}
+
+// HubblePortName names the observer container's port of Hubble's gRPC API (chart
+// observer.hubblePort).
+const HubblePortName = "hubble-grpc"
+
+// PortForwardHubble forwards 127.0.0.1:localPort (0: any free port) to the Hubble gRPC port of a
+// ready observer pod (its container port named HubblePortName); Forward.LocalPort is then the
+// address's port. ctx bounds the setup only. Close it when done.
+func PortForwardHubble(ctx context.Context, cfg *rest.Config, namespace string, localPort int) (*Forward, error) {
+	return portForward(ctx, cfg, namespace, localPort, func(p *corev1.Pod) (int, error) {
+		for _, c := range p.Spec.Containers {
+			for _, cp := range c.Ports {
+				if cp.Name == HubblePortName {
+					return int(cp.ContainerPort), nil
+				}
+			}
+		}
+		return 0, fmt.Errorf("observer pod %s/%s has no %s port: the chart serves Hubble's API only with observer.hubblePort set (default 4244); upgrade the lab (starlab up) or use --transport ndjson",
+			p.Namespace, p.Name, HubblePortName)
+	})
+}
+
+func portForward(ctx context.Context, cfg *rest.Config, namespace string, localPort int, remote func(*corev1.Pod) (int, error)) (*Forward, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	pod, err := FindPod(ctx, cs, namespace)
+	pod, err := findPod(ctx, cs, namespace)
 	if err != nil {
 		return nil, err
 	}
-	f, err := portforward.Open(ctx, cfg, namespace, pod, Port, localPort)
+	port, err := remote(pod)
 	if err != nil {
 		return nil, err
 	}
-	return &Forward{Forward: f, Pod: pod}, nil
+	f, err := portforward.Open(ctx, cfg, namespace, pod.Name, port, localPort)
+	if err != nil {
+		return nil, err
+	}
+	return &Forward{Forward: f, Pod: pod.Name}, nil
 }
 
 // Client talks to an observer's HTTP API (directly or through a Forward).

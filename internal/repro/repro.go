@@ -110,20 +110,22 @@ func Blocking(diffs []Difference) []Difference {
 	return out
 }
 
-// Comparison is the recorded wrong cells against the rerun's.
+// Comparison is the recorded failure against the rerun's: wrong cells (bundle.TruthCell.String),
+// or, for a step that failed without wrong cells, the step (bundle.StepFailure).
 type Comparison struct {
 	Outcome  string   `json:"outcome"`
-	Recorded []string `json:"recorded"` // wrong cells of the bundle
-	Rerun    []string `json:"rerun"`    // wrong cells of the rerun
+	Recorded []string `json:"recorded"` // what failed in the bundle
+	Rerun    []string `json:"rerun"`    // what failed in the rerun
 	Same     []string `json:"same"`
-	Gone     []string `json:"gone"` // wrong in the bundle, right in the rerun
-	New      []string `json:"new"`  // right in the bundle, wrong in the rerun
+	Gone     []string `json:"gone"` // failed in the bundle, right in the rerun
+	New      []string `json:"new"`  // right in the bundle, failed in the rerun
 }
 
-// Compare compares the wrong cells (by bundle.TruthCell.Key and the three values) of the
-// recorded and the rerun step.
-func Compare(recorded, rerun []bundle.TruthCell) Comparison {
-	c := Comparison{Recorded: wrongKeys(recorded), Rerun: wrongKeys(rerun)}
+// Compare compares what failed in the recorded step with what failed in the rerun (nil: the rerun
+// passed): the wrong cells by their key and three values, or the failing step when it had no
+// wrong cells.
+func Compare(recorded, rerun *bundle.Record) Comparison {
+	c := Comparison{Recorded: failureKeys(recorded), Rerun: failureKeys(rerun)}
 	for _, k := range c.Recorded {
 		if slices.Contains(c.Rerun, k) {
 			c.Same = append(c.Same, k)
@@ -147,13 +149,12 @@ func Compare(recorded, rerun []bundle.TruthCell) Comparison {
 	return c
 }
 
-func wrongKeys(cells []bundle.TruthCell) []string {
+func failureKeys(r *bundle.Record) []string {
 	out := []string{}
-	for _, c := range cells {
-		if c.Wrong {
-			out = append(out, c.String())
-		}
+	if r == nil {
+		return out
 	}
+	out = append(out, r.Failure()...)
 	slices.Sort(out)
 	return slices.Compact(out)
 }

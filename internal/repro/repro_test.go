@@ -18,7 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/starlab-dev/starlab/internal/bundle"
+	"github.com/starlab-dev/starlab/internal/conformance"
 	"github.com/starlab-dev/starlab/internal/flow"
+	"github.com/starlab-dev/starlab/internal/lab"
 )
 
 func cells(wrong ...string) []bundle.TruthCell {
@@ -37,24 +39,74 @@ func cells(wrong ...string) []bundle.TruthCell {
 	return all
 }
 
+func failed(c []bundle.TruthCell) *bundle.Record {
+	return &bundle.Record{Kind: bundle.RecordScenario, Step: bundle.StepRef{Text: "the stars reachability is:"}, Cells: c}
+}
+
 func TestCompare(t *testing.T) {
-	c := Compare(cells("management-ui"), cells("management-ui"))
+	c := Compare(failed(cells("management-ui")), failed(cells("management-ui")))
 	assert.Equal(t, Reproduced, c.Outcome)
 	assert.Equal(t, []string{"management-ui -> client: expected yes, probed no, observed no"}, c.Same)
 
-	c = Compare(cells("management-ui"), cells("frontend"))
+	c = Compare(failed(cells("management-ui")), failed(cells("frontend")))
 	assert.Equal(t, Different, c.Outcome)
 	assert.Len(t, c.Gone, 1)
 	assert.Len(t, c.New, 1)
 
-	c = Compare(cells("management-ui"), nil)
+	c = Compare(failed(cells("management-ui")), nil)
 	assert.Equal(t, NotReproduced, c.Outcome)
 	assert.Len(t, c.Recorded, 1)
 
 	// the same cell wrong another way is a different failure
 	other := cells("management-ui")
 	other[0].Observed = "yes"
-	assert.Equal(t, Different, Compare(cells("management-ui"), other).Outcome)
+	assert.Equal(t, Different, Compare(failed(cells("management-ui")), failed(other)).Outcome)
+
+	// the same step failing with wrong cells is not the same failure as the step failing with an error
+	errored := &bundle.Record{Kind: bundle.RecordScenario, Step: bundle.StepRef{Text: "the stars reachability is:"}, Error: "probe: timeout"}
+	c = Compare(failed(cells("management-ui")), errored)
+	assert.Equal(t, Different, c.Outcome)
+	assert.Equal(t, []string{`step "the stars reachability is:" failed`}, c.New)
+}
+
+// A step that failed without a truth table reproduces when the rerun fails at the same step.
+func TestCompareStepFailures(t *testing.T) {
+	rec := func(step string) *bundle.Record {
+		return &bundle.Record{Kind: bundle.RecordScenario, Step: bundle.StepRef{Text: step}, Error: "Error Trace: ..."}
+	}
+	c := Compare(rec(`"client" connecting to "frontend" is DROPPED`), rec(`"client" connecting to "frontend" is DROPPED`))
+	assert.Equal(t, Reproduced, c.Outcome)
+	assert.Equal(t, []string{`step "\"client\" connecting to \"frontend\" is DROPPED" failed`}, c.Same)
+
+	c = Compare(rec("I apply the stars policy \"allow-ui\""), rec("the stars reachability is:"))
+	assert.Equal(t, Different, c.Outcome)
+
+	assert.Equal(t, NotReproduced, Compare(rec("x"), nil).Outcome)
+}
+
+// caseFailure reads the rerun's failing step of the recorded case (the first failing one).
+func TestCaseFailure(t *testing.T) {
+	recorded := &bundle.Record{Kind: bundle.RecordConformance, Case: &bundle.CaseRef{Name: "deny-all-ingress"}, Step: bundle.StepRef{Text: "step 1"}}
+	wrong := conformance.Cell{Mode: conformance.ModePodIP, From: "x/a", To: "x/b", Protocol: "TCP", Port: 80, Expected: false, Probe: &conformance.Probe{Reachable: true}, Wrong: true}
+	report := &conformance.Report{Cases: []conformance.CaseResult{{
+		Name: "deny-all-ingress", Passed: false,
+		Steps: []conformance.StepResult{{Name: "step 0"}, {Name: "step 1", Cells: []conformance.Cell{wrong}, Wrong: 1}},
+	}}}
+	got, err := caseFailure(recorded, report)
+	require.NoError(t, err)
+	require.NotNil(t, got)
+	assert.Equal(t, "step 1", got.Step.Text)
+	require.Len(t, got.WrongCells(), 1)
+	assert.Equal(t, "pod-ip x/a -> x/b TCP/80", got.WrongCells()[0].Key())
+
+	report.Cases[0].Passed = true
+	got, err = caseFailure(recorded, report)
+	require.NoError(t, err)
+	assert.Nil(t, got, "a passing rerun")
+
+	report.Cases = nil
+	_, err = caseFailure(recorded, report)
+	require.Error(t, err)
 }
 
 func here(ref string, present bool) Here {
@@ -166,26 +218,39 @@ func TestRunRefusesBeforeCreatingAnything(t *testing.T) {
 	truncated := filepath.Join(dir, "truncated.tar.gz")
 	require.NoError(t, os.WriteFile(truncated, data[:len(data)-40], 0o644))
 
+	// Temporary files go to tmp, and the default report directory (out/repro/<time>) would be made
+	// under work: both must stay empty. The lab's kubeconfig must not appear.
+	tmp, work := t.TempDir(), t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	t.Chdir(work)
+	kubeconfig, err := lab.DefaultKubeconfigPath("repro-unit")
+	require.NoError(t, err)
+
 	for _, tc := range []struct {
 		bundle string
 		want   []string
 	}{
-		{newer, []string{"schema version 3, newer than this Starlab reads", "v9.9.9 cafe"}},
+		{newer, []string{"schema version 3, newer than this Starlab reads", "v9.9.9 cafe", "use that Starlab or a newer one"}},
 		{truncated, []string{"truncated", "copy it again"}},
-		{good, []string{"node image in the cache", "starlab image build --kubernetes-version v1.34.4", "nothing was created"}},
+		{good, []string{"node image in the cache", "starlab image build --kubernetes-version v1.34.4", "then run starlab repro again", "nothing was created"}},
 	} {
 		t.Run(filepath.Base(tc.bundle), func(t *testing.T) {
-			reports := filepath.Join(dir, "reports-"+filepath.Base(tc.bundle))
-			res, err := Run(context.Background(), Options{Bundle: tc.bundle, Name: "repro-unit", CacheDir: filepath.Join(dir, "cache"), ReportDir: reports})
+			res, err := Run(context.Background(), Options{Bundle: tc.bundle, Name: "repro-unit", CacheDir: filepath.Join(dir, "cache")})
 			require.Error(t, err)
 			for _, w := range tc.want {
 				assert.Contains(t, err.Error(), w)
 			}
 			if res != nil {
 				assert.Empty(t, res.Lab, "no lab was made")
+				assert.Empty(t, res.ReportDir, "no report directory was chosen")
 			}
-			_, statErr := os.Stat(reports)
-			assert.True(t, os.IsNotExist(statErr), "no report directory was made")
+			for _, d := range []string{tmp, work} {
+				left, err := os.ReadDir(d)
+				require.NoError(t, err)
+				assert.Empty(t, left, "nothing left in %s", d)
+			}
+			_, statErr := os.Stat(kubeconfig)
+			assert.True(t, os.IsNotExist(statErr), "no kubeconfig of the lab was written")
 		})
 	}
 }

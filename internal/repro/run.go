@@ -3,7 +3,6 @@ package repro
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -135,7 +134,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("fresh lab %q for the repro: %w", opts.Name, err)
 	}
-	var rerun []bundle.TruthCell
+	var rerun *bundle.Record
 	switch rec.Kind {
 	case bundle.RecordScenario:
 		rerun, res.RerunBundle, err = rerunScenario(ctx, rec, up, opts)
@@ -145,7 +144,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
-	res.Comparison = Compare(rec.Cells, rerun)
+	res.Comparison = Compare(rec, rerun)
 	res.Duration = time.Since(start)
 	return res, nil
 }
@@ -196,9 +195,9 @@ func userChartValues(vals map[string]any) map[string]any {
 }
 
 // rerunScenario applies the recorded objects in order, then runs the recorded scenario (its feature
-// file, filtered to the scenario's line) and returns the cells of its failing step, read back from
-// the failure bundle the rerun wrote (none: the scenario passed).
-func rerunScenario(ctx context.Context, rec *bundle.Record, up *lab.UpResult, opts Options) ([]bundle.TruthCell, string, error) {
+// file, filtered to the scenario's line) and returns the record of its failing step, read back from
+// the failure bundle the rerun wrote (nil: the scenario passed).
+func rerunScenario(ctx context.Context, rec *bundle.Record, up *lab.UpResult, opts Options) (*bundle.Record, string, error) {
 	env, err := scenarios.NewEnv(up.Name, up.Kubeconfig, opts.ReportDir, opts.Log)
 	if err != nil {
 		return nil, "", err
@@ -222,22 +221,27 @@ func rerunScenario(ctx context.Context, rec *bundle.Record, up *lab.UpResult, op
 		return nil, "", err
 	}
 	bundles := env.Bundles()
-	if status == 0 || len(bundles) == 0 {
-		if status != 0 {
-			return nil, "", fmt.Errorf("the rerun of %q failed without wrong cells (see %s): not the recorded failure", rec.Scenario.Name, opts.ReportDir)
-		}
+	if status == 0 {
 		return nil, "", nil
 	}
+	if len(bundles) == 0 {
+		return nil, "", fmt.Errorf("the rerun of %q failed but wrote no failure bundle (see %s)", rec.Scenario.Name, opts.ReportDir)
+	}
+	// A scenario stops at its first failing step: one bundle, unless a cleanup failed too.
+	var first *bundle.Record
 	for _, p := range bundles {
 		_, got, err := Open(p)
 		if err != nil {
 			return nil, p, err
 		}
-		if got.Step.Text == rec.Step.Text || p == bundles[len(bundles)-1] {
-			return got.Cells, p, nil
+		if got.Step.Text == rec.Step.Text {
+			return got, p, nil
+		}
+		if first == nil {
+			first = got
 		}
 	}
-	return nil, "", errors.New("unreachable")
+	return first, bundles[0], nil
 }
 
 // ApplyObjects applies (or deletes) the recorded objects in order, with this lab's images.
@@ -264,8 +268,8 @@ func ApplyObjects(ctx context.Context, env *scenarios.Env, objs []bundle.Applied
 }
 
 // rerunCase runs the recorded conformance case alone on the lab (its states applied in order by
-// the runner, as in the recorded run) and returns the cells of the recorded step.
-func rerunCase(ctx context.Context, rec *bundle.Record, kubeconfig string, opts Options) ([]bundle.TruthCell, error) {
+// the runner, as in the recorded run) and returns the record of its failure (nil: it passed).
+func rerunCase(ctx context.Context, rec *bundle.Record, kubeconfig string, opts Options) (*bundle.Record, error) {
 	target, err := conformance.Connect(ctx, kubeconfig, "repro lab "+opts.Name)
 	if err != nil {
 		return nil, err
@@ -304,12 +308,30 @@ func rerunCase(ctx context.Context, rec *bundle.Record, kubeconfig string, opts 
 	if err := runner.Run(ctx, cases[i:i+1], report); err != nil {
 		return nil, err
 	}
-	for _, cr := range report.Cases {
-		for _, st := range cr.Steps {
-			if st.Name == rec.Step.Text {
-				return conformance.TruthCells(st.Cells), nil
-			}
-		}
+	return caseFailure(rec, report)
+}
+
+// caseFailure is the rerun's record of the recorded step of the recorded case (nil: it passed).
+func caseFailure(rec *bundle.Record, report *conformance.Report) (*bundle.Record, error) {
+	if len(report.Cases) != 1 {
+		return nil, fmt.Errorf("the rerun of case %s reported %d cases, want 1", rec.Case.Name, len(report.Cases))
 	}
-	return nil, fmt.Errorf("the rerun of case %s has no step %q", rec.Case.Name, rec.Step.Text)
+	cr := report.Cases[0]
+	if cr.Passed {
+		return nil, nil
+	}
+	got := &bundle.Record{Kind: bundle.RecordConformance, Case: rec.Case, Error: cr.Error}
+	for _, st := range cr.Steps {
+		if st.Wrong == 0 && st.Error == "" {
+			continue
+		}
+		// The case stops at its first failing step: the recorded one, or another.
+		got.Step = bundle.StepRef{Text: st.Name, Started: st.Started, Ended: st.Ended}
+		got.Cells = conformance.TruthCells(st.Cells)
+		if st.Error != "" {
+			got.Error = st.Error
+		}
+		return got, nil
+	}
+	return got, nil
 }

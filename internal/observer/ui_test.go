@@ -56,7 +56,7 @@ func ingestFixture(o *Observer) {
 }
 
 // serveLoopback serves the observer on 127.0.0.1 (a real listener, as in the pod).
-func serveLoopback(t *testing.T, o *Observer) string {
+func serveLoopback(t testing.TB, o *Observer) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	srv := &http.Server{Handler: o.Handler(), ReadHeaderTimeout: 5 * time.Second}

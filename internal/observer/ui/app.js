@@ -148,10 +148,11 @@
       if (e.dropped) { dropsInto.add(e.target); groups.get(nsOf(e.target)).drops = true; }
       const s = endpoint(e.source), t = endpoint(e.target);
       if (s === t && s.startsWith("ns:")) { groups.get(nsOf(e.source)).internal++; continue; }
-      if (s === e.source && t === e.target) { vis.set(e.id, { id: e.id, source: s, target: t, raw: e, members: [e] }); continue; }
+      const ends = { source: s, target: t, fromNs: nsOf(e.source), toNs: nsOf(e.target) };
+      if (s === e.source && t === e.target) { vis.set(e.id, { id: e.id, ...ends, raw: e, members: [e] }); continue; }
       const id = "agg:" + s + "->" + t;
       let a = vis.get(id);
-      if (!a) { a = { id, source: s, target: t, agg: true, members: [] }; vis.set(id, a); }
+      if (!a) { a = { id, ...ends, agg: true, members: [] }; vis.set(id, a); }
       a.members.push(e);
     }
     for (const v of vis.values()) {
@@ -253,7 +254,7 @@
       if (!a || !b) continue;
       const d = route(L, a, b, e);
       const cls = "edge " + e.verdict + (e.agg ? " agg" : "") + (selected === e.id ? " selected" : "");
-      ed.push(`<g class="${cls}" data-id="${esc(e.id)}" data-tier="${esc(e.tier)}" data-verdict="${e.verdict}">` +
+      ed.push(`<g class="${cls}" data-id="${esc(e.id)}" data-tier="${esc(e.tier)}" data-verdict="${e.verdict}" data-source="${esc(e.source)}" data-target="${esc(e.target)}" data-from-ns="${esc(e.fromNs)}" data-to-ns="${esc(e.toNs)}">` +
         `<path class="line" d="${d}" marker-end="url(#arrow-${e.verdict})"/><path class="hit" d="${d}"/></g>`);
     }
     for (const [id, p] of L.anchor) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -506,6 +507,24 @@ func TestUIMapAtScale(t *testing.T) {
 	assert.Equal(t, 5000, g.Edges, "expand all draws every edge")
 	assert.Equal(t, 500, g.Nodes, "expand all draws every workload")
 	screenshot(t, ctx, "scale-expanded.png")
+
+	// A link to one edge (?select=) opens its two namespaces, draws the edge selected and shows it in
+	// the panel, though the other 48 namespaces start collapsed.
+	var link *GraphEdge
+	for _, e := range v.Edges {
+		if strings.HasPrefix(e.Source, "team-03/") && strings.HasPrefix(e.Target, "team-04/") {
+			link = e
+			break
+		}
+	}
+	require.NotNil(t, link, "an edge from team-03 to team-04")
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(base+"/?select="+url.QueryEscape(link.ID))))
+	waitJS(t, ctx, `document.getElementById("edge-facts") !== null`, 60*time.Second)
+	assert.Equal(t, []string{link.ID}, eval[[]string](t, ctx, `[...document.querySelectorAll("#map .edge.selected")].map((e) => e.getAttribute("data-id"))`))
+	assert.Equal(t, []string{"team-03", "team-04"}, eval[[]string](t, ctx, `[...document.querySelectorAll("#map g.ns:not(.collapsed)")].map((g) => g.getAttribute("data-namespace"))`))
+	assert.Contains(t, eval[string](t, ctx, `document.getElementById("panel").textContent`), link.Source+" → "+link.Target)
+	assertLegible(t, ctx, "?select="+link.ID)
+	screenshot(t, ctx, "scale-select-link.png")
 }
 
 // BenchmarkUIMapAtScale measures the map of TestUIMapAtScale's graph (50 namespaces, 500 pods, 5,000

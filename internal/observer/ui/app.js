@@ -139,8 +139,11 @@
       grp.nodes.push(n);
       if (match.has(n.id)) grp.match = true;
     }
-    // A search opens the namespaces it found something in, unless the user closed them.
-    const closed = (ns) => (f.search && groups.get(ns) && groups.get(ns).match && !collapsed.has(ns)) ? false : isCollapsed(ns);
+    // A search opens the namespaces it found something in, and a selected edge (?select= links) its
+    // endpoints' namespaces, unless the user closed them.
+    const sel = selected && !selected.startsWith("agg:") ? g.edges.find((e) => e.id === selected) : null;
+    const selNs = new Set(sel ? [nsOf(sel.source), nsOf(sel.target)] : []);
+    const closed = (ns) => !collapsed.has(ns) && (selNs.has(ns) || (f.search && groups.get(ns) && groups.get(ns).match)) ? false : isCollapsed(ns);
     const endpoint = (id) => (closed(nsOf(id)) ? "ns:" + nsOf(id) : id);
     const vis = new Map();
     const dropsInto = new Set();

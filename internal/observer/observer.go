@@ -302,7 +302,7 @@ func (o *Observer) Handler() http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		writeJSON(w, o.graph.View(q, time.Now()))
+		writeCompactJSON(w, o.graph.View(q, time.Now())) // large at scale (5,000 edges): no indentation
 	})
 	mux.HandleFunc("GET /api/v1/connections", func(w http.ResponseWriter, r *http.Request) {
 		q, err := ParseConnectionsQuery(r.URL.Query())
@@ -321,6 +321,14 @@ func (o *Observer) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.Handle("GET /", uiHandler())
 	return mux
+}
+
+func writeCompactJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		slog.Debug("write json", "err", err)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

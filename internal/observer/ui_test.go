@@ -56,7 +56,7 @@ func ingestFixture(o *Observer) {
 }
 
 // serveLoopback serves the observer on 127.0.0.1 (a real listener, as in the pod).
-func serveLoopback(t *testing.T, o *Observer) string {
+func serveLoopback(t testing.TB, o *Observer) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	srv := &http.Server{Handler: o.Handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -105,7 +105,8 @@ func TestUIInChromium(t *testing.T) {
 		`class="edge mixed" data-id="management-ui/management-ui-&gt;stars/frontend"`,
 		`marker-end="url(#arrow-dropped)"`,
 		// the panel of the selected edge: deciding policies and recent flows
-		`NetworkPolicy stars/default-deny`, `DefaultDeny`, `DROPPED POLICY_DENIED DROP`, `client/client-1:41000`,
+		`NetworkPolicy stars/default-deny`, `DefaultDeny`, `DROPPED POLICY_DENIED`, `client/client-1:41000`, `2 (0 replies)`,
+		`data-tier="NetworkPolicy"`, `deciding tier`,
 		`0/0 nodes connected`, `6 flows`,
 	} {
 		assert.Contains(t, dom, want)

@@ -1,7 +1,9 @@
 package workshop
 
 import (
+	"bytes"
 	"embed"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,7 +18,7 @@ import (
 
 // DefaultParts holds the talk's three parts (parts/*.yaml) and the objects only they use.
 //
-//go:embed parts/*.yaml
+//go:embed parts/*.yaml parts/*.svg
 var DefaultParts embed.FS
 
 // Pictures a part can show.
@@ -63,6 +65,11 @@ type Step struct {
 	Apply     []string `json:"apply,omitempty"`   // manifest files applied (and deleted by back)
 	Check     string   `json:"check,omitempty"`   // a lab check instead of objects (see Checks)
 	Command   string   `json:"command,omitempty"` // the shell line a check stands for
+	// Figure is an SVG file of the parts directory the page shows in place of the part's picture
+	// while this step is current (part 1's closing slide: the recorded `starlab bench services`
+	// chart); FigureSVG is its content, filled by LoadParts and served at PathFigure.
+	Figure    string `json:"figure,omitempty"`
+	FigureSVG []byte `json:"-"`
 	// Objects is the YAML of Apply, filled by LoadParts.
 	Objects []File `json:"objects,omitempty"`
 }
@@ -201,6 +208,13 @@ func (p *Part) resolve(partsFS, manifestsFS fs.FS) error {
 		if s.Check != "" && !knownCheck(s.Check) {
 			return fmt.Errorf("step %s: unknown check %q: use one of %v", s.Name, s.Check, Checks())
 		}
+		if s.Figure != "" {
+			svg, err := readFigure(partsFS, s.Figure)
+			if err != nil {
+				return fmt.Errorf("step %s: %w", s.Name, err)
+			}
+			s.FigureSVG = svg
+		}
 		for _, f := range s.Apply {
 			data, err := fs.ReadFile(partsFS, f)
 			if errors.Is(err, fs.ErrNotExist) {
@@ -214,6 +228,32 @@ func (p *Part) resolve(partsFS, manifestsFS fs.FS) error {
 	}
 	return nil
 }
+
+// readFigure reads a step's figure from the parts directory and checks that it is an SVG document.
+func readFigure(partsFS fs.FS, name string) ([]byte, error) {
+	if path.Ext(name) != ".svg" {
+		return nil, fmt.Errorf("figure %s: want an .svg file of the parts directory (such as a `starlab bench services` chart)", name)
+	}
+	data, err := fs.ReadFile(partsFS, name)
+	if err != nil {
+		return nil, fmt.Errorf("figure %s: %w (a path in the parts directory)", name, err)
+	}
+	d := xml.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return nil, fmt.Errorf("figure %s: not an SVG document (no <svg> root element): %v", name, err)
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			if se.Name.Local != "svg" || se.Name.Space != svgNamespace {
+				return nil, fmt.Errorf("figure %s: root element <%s> (namespace %q): want <svg xmlns=%q>", name, se.Name.Local, se.Name.Space, svgNamespace)
+			}
+			return data, nil
+		}
+	}
+}
+
+const svgNamespace = "http://www.w3.org/2000/svg"
 
 // Workload returns the workload called name.
 func (p *Part) Workload(name string) (Workload, bool) {

@@ -2,6 +2,8 @@ package workshop
 
 import (
 	"bufio"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -24,7 +26,7 @@ func TestDefaultPartsInOrder(t *testing.T) {
 		got = append(got, names)
 	}
 	assert.Equal(t, [][]string{
-		{"datapath", "no-kube-proxy", "no-kube-svc", "observer"},
+		{"datapath", "no-kube-proxy", "no-kube-svc", "observer", "bench"},
 		{"shop", "who-talks-to-whom", "stranger", "db-only-apis"},
 		{"stars", "no-policy", "default-deny", "allow-ui", "backend-policy", "frontend-policy"},
 	}, got)
@@ -135,6 +137,10 @@ func TestLoadPartsBadInput(t *testing.T) {
 		{"duplicate step", part("steps:\n  - {name: a}\n  - {name: a}\n"), "unique name"},
 		{"unknown field", part("steps:\n  - {name: a, aply: [x]}\n"), "unknown field"},
 		{"matrix without workload", part("rows: [ghost]\nsteps:\n  - {name: a}\n"), `workload "ghost"`},
+		{"figure not svg", part("steps:\n  - {name: a, figure: chart.png}\n"), "figure chart.png: want an .svg file"},
+		{"figure missing", part("steps:\n  - {name: a, figure: chart.svg}\n"), "figure chart.svg: open chart.svg: file does not exist"},
+		{"figure not an svg document", withFile(part("steps:\n  - {name: a, figure: chart.svg}\n"), "chart.svg", "<html><body>chart</body></html>"), "figure chart.svg: root element <html>"},
+		{"figure not xml", withFile(part("steps:\n  - {name: a, figure: chart.svg}\n"), "chart.svg", "PNG"), "figure chart.svg: not an SVG document"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,6 +150,42 @@ func TestLoadPartsBadInput(t *testing.T) {
 		})
 	}
 }
+
+func withFile(fsys fstest.MapFS, name, data string) fstest.MapFS {
+	fsys[name] = &fstest.MapFile{Data: []byte(data)}
+	return fsys
+}
+
+func TestLoadPartsFigure(t *testing.T) {
+	svg := `<?xml version="1.0"?><!-- a chart --><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>`
+	fsys := fstest.MapFS{
+		"p.yaml":    {Data: []byte("name: x\ntitle: X\nsteps:\n  - {name: a}\n  - {name: chart, figure: chart.svg}\n")},
+		"chart.svg": {Data: []byte(svg)},
+	}
+	parts, err := LoadParts(fsys, manifests.FS)
+	require.NoError(t, err)
+	assert.Empty(t, parts[0].Steps[0].FigureSVG)
+	assert.Equal(t, svg, string(parts[0].Steps[1].FigureSVG))
+	assert.Empty(t, parts[0].Steps[1].Kubectl(), "a figure step runs nothing")
+	var b strings.Builder
+	require.NoError(t, WriteList(&b, parts))
+	assert.Contains(t, b.String(), "(figure chart.svg)")
+}
+
+// Part 1 closes on the chart of the recorded `starlab bench services` run, the same file as the one
+// docs/BENCHMARKS.md shows (re-recording the run replaces both).
+func TestPartOneClosesWithTheRecordedBenchChart(t *testing.T) {
+	p := defaultParts(t)[0]
+	last := p.Steps[len(p.Steps)-1]
+	assert.Equal(t, "bench-services.svg", last.Figure)
+	docs, err := os.ReadFile(filepath.Join("..", "..", "docs", benchChart))
+	require.NoError(t, err)
+	assert.Equal(t, string(docs), string(last.FigureSVG), "internal/workshop/parts/bench-services.svg differs from docs/%s: copy the recorded chart", benchChart)
+	assert.Contains(t, string(last.FigureSVG), "kube-proxy-iptables", "the chart compares with kube-proxy")
+}
+
+// benchChart is the recorded chart in docs/.
+const benchChart = "bench-services-2026-12-02.svg"
 
 func TestLoadPartsOwnStepFromManifests(t *testing.T) {
 	fsys := fstest.MapFS{"9-mine.yaml": {Data: []byte("name: mine\ntitle: Mine\nsteps:\n  - {name: deny, apply: [stars/policies/1-default-deny.yaml]}\n")}}

@@ -34,7 +34,7 @@ func TestRunnerWalksEveryStepInOrder(t *testing.T) {
 		got = append(got, res.PartName+"/"+res.StepName)
 	}
 	assert.Equal(t, []string{
-		"datapath/no-kube-proxy", "datapath/no-kube-svc", "datapath/observer",
+		"datapath/no-kube-proxy", "datapath/no-kube-svc", "datapath/observer", "datapath/bench",
 		"shop/who-talks-to-whom", "shop/stranger", "shop/db-only-apis",
 		"stars/no-policy", "stars/default-deny", "stars/allow-ui", "stars/backend-policy", "stars/frontend-policy",
 	}, got)
@@ -89,13 +89,13 @@ func TestRunnerBackAcrossParts(t *testing.T) {
 	require.NoError(t, err)
 	_, err = r.Back(ctx)
 	require.ErrorIs(t, err, ErrStart)
-	for range 3 {
+	for range 4 {
 		_, err = r.Next(ctx)
 		require.NoError(t, err)
 	}
 	res, err := r.Back(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, "datapath/observer", res.PartName+"/"+res.StepName)
+	assert.Equal(t, "datapath/bench", res.PartName+"/"+res.StepName)
 }
 
 func TestRunnerShowsWhatDiffers(t *testing.T) {
@@ -123,7 +123,7 @@ func TestRunnerRefusesWhileProgramming(t *testing.T) {
 	ctx := context.Background()
 	_, err := r.Start(ctx)
 	require.NoError(t, err)
-	for range 6 { // to stars/no-policy
+	for range 7 { // to stars/no-policy
 		_, err = r.Next(ctx)
 		require.NoError(t, err)
 	}

@@ -14,7 +14,9 @@ func WriteList(w io.Writer, parts []Part) error {
 		}
 		for si, s := range p.Steps {
 			line := s.Kubectl()
-			if line == "" {
+			if line == "" && s.Figure != "" {
+				line = "(figure " + s.Figure + ")"
+			} else if line == "" {
 				line = "(the lab as it is)"
 			}
 			if _, err := fmt.Fprintf(w, "  %d.%d %-40s %s\n", pi+1, si+1, s.Title, line); err != nil {

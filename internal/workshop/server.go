@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,6 +23,7 @@ const (
 	PathReset  = "/api/reset"  // POST: r
 	PathGraph  = "/api/graph"  // GET: the observer's map of the current part
 	PathFlows  = "/api/flows"  // GET: the flows since the last key press
+	PathFigure = "/api/figure" // GET /api/figure/{part}/{step}: the step's figure (image/svg+xml)
 )
 
 // StateView is GET /api/state.
@@ -75,6 +78,7 @@ func NewServer(ctx context.Context, r *Runner, c Cluster, log *slog.Logger) *Ser
 	s.mux.HandleFunc("POST "+PathReset, s.key(r.Reset))
 	s.mux.HandleFunc("GET "+PathGraph, s.graph)
 	s.mux.HandleFunc("GET "+PathFlows, s.flows)
+	s.mux.HandleFunc("GET "+PathFigure+"/{part}/{step}", s.figure)
 	return s
 }
 
@@ -179,6 +183,27 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 		out = []FlowView{}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// figure serves a step's figure, for the page's <img> (an SVG shown as an image runs no script; the
+// policy keeps it so when it is opened directly).
+func (s *Server) figure(w http.ResponseWriter, r *http.Request) {
+	parts := s.runner.Parts()
+	p, errP := strconv.Atoi(r.PathValue("part"))
+	st, errS := strconv.Atoi(r.PathValue("step"))
+	if errP != nil || errS != nil || p < 0 || p >= len(parts) || st < 0 || st >= len(parts[p].Steps) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no step %s/%s: want /api/figure/<part index>/<step index> of %s", r.PathValue("part"), r.PathValue("step"), PathScript)})
+		return
+	}
+	step := parts[p].Steps[st]
+	if len(step.FigureSVG) == 0 {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("step %s/%s has no figure", parts[p].Name, step.Name)})
+		return
+	}
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(step.FigureSVG)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

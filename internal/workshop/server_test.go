@@ -53,6 +53,10 @@ func TestServerPages(t *testing.T) {
 		{"GET", PathState, 200, `"stepName":"no-kube-proxy"`},
 		{"GET", PathGraph, 200, `"stranger/stranger"`},
 		{"GET", PathFlows, 200, `"dropReason":"POLICY_DENIED"`},
+		{"GET", PathFigure + "/0/3", 200, `<svg xmlns="http://www.w3.org/2000/svg"`},
+		{"GET", PathFigure + "/0/0", 404, "step datapath/no-kube-proxy has no figure"},
+		{"GET", PathFigure + "/7/0", 404, "no step 7/0"},
+		{"GET", PathFigure + "/0/x", 404, "no step 0/x"},
 		{"GET", PathNext, 404, ""},
 		{"POST", PathState, 405, ""},
 		{"GET", "/nope.js", 404, ""},
@@ -69,6 +73,27 @@ func TestServerPages(t *testing.T) {
 			assert.Contains(t, string(body), tt.has)
 		})
 	}
+}
+
+func TestServerFigureIsTheStepsSVG(t *testing.T) {
+	srv, r := newTestServer(t, newFake())
+	resp, err := http.Get(srv.URL + PathFigure + "/0/3")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "image/svg+xml", resp.Header.Get("Content-Type"))
+	assert.Contains(t, resp.Header.Get("Content-Security-Policy"), "default-src 'none'", "a figure opened directly runs no script")
+	assert.Equal(t, r.Parts()[0].Steps[3].FigureSVG, body)
+
+	var sv ScriptView
+	sresp, err := http.Get(srv.URL + PathScript)
+	require.NoError(t, err)
+	defer sresp.Body.Close()
+	require.NoError(t, json.NewDecoder(sresp.Body).Decode(&sv))
+	assert.Equal(t, "bench-services.svg", sv.Parts[0].Steps[3].Figure, "the page learns which step has a figure")
+	assert.Empty(t, sv.Parts[0].Steps[2].Figure)
 }
 
 func TestServerKeys(t *testing.T) {
@@ -96,7 +121,7 @@ func TestServerKeys(t *testing.T) {
 	v = idle()
 	assert.Contains(t, v.Error, "first step", "the refusal is shown on the page")
 
-	for range 3 { // to shop/who-talks-to-whom
+	for range 4 { // to shop/who-talks-to-whom
 		require.Equal(t, http.StatusAccepted, post(PathNext))
 		idle()
 	}

@@ -46,10 +46,11 @@ func TestPageInChromium(t *testing.T) {
 		query string
 		has   []string
 	}{
-		{"stars-backend-policy", 9, "", []string{"The frontend may reach the backend", "kubectl apply -f manifests/stars/policies/3-backend-policy.yaml",
+		{"stars-backend-policy", 10, "", []string{"The frontend may reach the backend", "kubectl apply -f manifests/stars/policies/3-backend-policy.yaml",
 			"client → backend: no", "≠ client -&gt; backend: expected no, probed yes", "the stars", `class="k">podSelector`}},
 		{"datapath-map", 2, "", []string{"No KUBE-SVC rules on any node", "fine", "service map"}},
-		{"shop-stranger-flows", 4, "?flows=1", []string{"A connection from a stranger", "service map", "POLICY_DENIED", "stars/default-deny", "stranger → db: yes"}},
+		{"datapath-bench-chart", 3, "", []string{"recorded: bench-services.svg", `id="figure" class="" alt="bench-services.svg" src="/api/figure/0/3"`, `id="picture" viewBox="0 0 560 330" preserveAspectRatio="xMidYMid meet" class="hidden"`}},
+		{"shop-stranger-flows", 5, "?flows=1", []string{"A connection from a stranger", "service map", "POLICY_DENIED", "stars/default-deny", "stranger → db: yes"}},
 	}
 	dir := os.Getenv("STARLAB_SCREENSHOT_DIR")
 	if dir == "" {

@@ -189,11 +189,19 @@ func TestPresenterPageWalksTheTalk(t *testing.T) {
 			_, _, _, res := r.Position()
 			assert.Contains(t, status, "✓", "step %s/%s", p.Name, st.Name)
 
-			pictureNodes, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.getElementById("picture").childElementCount`))
-			require.NoError(t, err)
 			matrixHTML, err := chromedp.Run(bctx, chromedp.InnerHTML(chromedp.ID("matrix")))
 			require.NoError(t, err)
-			assert.Positive(t, pictureNodes, "step %s/%s draws a live picture", p.Name, st.Name)
+			if st.Figure != "" {
+				// The step's figure (part 1's closing slide) is shown, loaded, in place of the picture.
+				js := `(() => { const f = document.getElementById("figure"); return !f.classList.contains("hidden") && f.complete && f.naturalWidth > 0 &&
+					document.getElementById("picture").classList.contains("hidden"); })()`
+				_, err := chromedp.Run(bctx, chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(10*time.Second)))
+				require.NoError(t, err, "step %s/%s shows its figure %s", p.Name, st.Name, st.Figure)
+			} else {
+				pictureNodes, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.getElementById("picture").childElementCount`))
+				require.NoError(t, err)
+				assert.Positive(t, pictureNodes, "step %s/%s draws a live picture", p.Name, st.Name)
+			}
 			if res.Expected != nil {
 				assert.Contains(t, matrixHTML, "<caption>expected</caption>", "step %s/%s", p.Name, st.Name)
 				assert.Contains(t, matrixHTML, "<caption>probed</caption>", "step %s/%s", p.Name, st.Name)
@@ -280,6 +288,9 @@ func TestTUIWalksTheTalk(t *testing.T) {
 			require.NoError(t, os.WriteFile(filepath.Join(screens, fmt.Sprintf("%02d-%s-%s.txt", n, p.Name, st.Name)), []byte(screen), 0o644))
 			assert.NotContains(t, screen, "differs", "step %s/%s:\n%s", p.Name, st.Name, screen)
 			assert.NotContains(t, screen, "DIFF", "step %s/%s", p.Name, st.Name)
+			if st.Figure != "" {
+				assert.Contains(t, screen, "figure: "+st.Figure, "step %s/%s names its figure", p.Name, st.Name)
+			}
 			if len(p.Rows) > 0 {
 				assert.Contains(t, screen, "expected (oracle)", "step %s/%s shows the matrices", p.Name, st.Name)
 				for _, row := range p.Rows {

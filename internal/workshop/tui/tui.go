@@ -154,6 +154,9 @@ func Render(parts []workshop.Part, s Screen) string {
 	if line := st.Kubectl(); line != "" {
 		b.WriteString(cmdStyle.Render("$ "+line) + "\n")
 	}
+	if st.Figure != "" {
+		b.WriteString(dimStyle.Render("figure: "+st.Figure+" (drawn on the presenter page: starlab demo without --tui)") + "\n")
+	}
 	b.WriteString("\n" + phaseLine(s) + "\n")
 	res := s.Result
 	if !s.Busy {

@@ -203,8 +203,23 @@
     nodes.forEach((n) => node(svg, n, n.color, 14, true));
   }
 
+  // drawFigure: a step with a figure (part 1's closing slide: the recorded bench chart) shows it, served
+  // by /api/figure, in place of the part's picture. Returns whether it did.
+  function drawFigure(svg) {
+    const fig = $("figure"), st = script.parts[state.part].steps[state.step];
+    const has = !!(st && st.figure);
+    fig.classList.toggle("hidden", !has);
+    svg.classList.toggle("hidden", has);
+    if (!has) return false;
+    const src = "/api/figure/" + state.part + "/" + state.step;
+    if (fig.getAttribute("src") !== src) { fig.setAttribute("src", src); fig.alt = st.figure; }
+    $("picture-title").textContent = "recorded: " + st.figure;
+    return true;
+  }
+
   function drawPicture() {
     const svg = $("picture");
+    if (drawFigure(svg)) return;
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     arrowDefs(svg);
     const p = script.parts[state.part];

@@ -59,7 +59,7 @@ func (s *adminSteps) applyClusterPolicy(ctx context.Context, name string) error 
 	require.NoError(t, err, "apply ClusterNetworkPolicy %s (is the CRD installed? the chart installs it)", name)
 	waited, err := s.e.WaitProgrammed(ctx, rv)
 	require.NoError(t, err, "ClusterNetworkPolicy %s (resourceVersion %d) not programmed on every node", name, rv)
-	s.e.logf(ctx, "cluster network policy %s (resourceVersion %d) programmed on every node %s after apply", name, rv, waited.Round(time.Millisecond))
+	godog.Logf(ctx, "cluster network policy %s (resourceVersion %d) programmed on every node %s after apply", name, rv, waited.Round(time.Millisecond))
 	return nil
 }
 
@@ -128,7 +128,7 @@ func (s *adminSteps) connectionDecidedBy(ctx context.Context, from, to, verdict,
 				by = f.DeniedBy
 			}
 			if decidedBy(by, want, pass) {
-				s.e.logf(ctx, "%s -> %s %s by %s %s (%s tier): %s", from, to, verdict, kind, policy, tier, FormatFlow(f))
+				godog.Logf(ctx, "%s -> %s %s by %s %s (%s tier): %s", from, to, verdict, kind, policy, tier, FormatFlow(f))
 				return nil
 			}
 		}

@@ -113,7 +113,7 @@ func (s *conformanceSteps) reachabilityMatchesPolicies(ctx context.Context) erro
 	require.NotEmpty(t, s.w.scope, "no namespaces to check: the feature's Given step sets them (World.SetScope)")
 	report, res, err := s.e.CheckReachability(ctx, s.w.scope)
 	require.NoError(t, err)
-	s.e.logf(ctx, "%d connections checked against policies %v", res.Probes, res.Policies)
+	godog.Logf(ctx, "%d connections checked against policies %v", res.Probes, res.Policies)
 	if res.Wrong > 0 {
 		if dir, derr := s.e.DumpState(ctx, "reachability "+strings.Join(s.w.scope, " "), map[string][]byte{"reachability.txt": []byte(report)}); derr == nil {
 			report += "state dump: " + dir + "\n"
@@ -169,7 +169,7 @@ func (s *conformanceSteps) applyCase(ctx context.Context, name string) error {
 		next := s.u.StateOf(st)
 		require.NoError(t, s.applyState(ctx, s.u, s.state, next), "case %s step %s", name, st.Name)
 		s.state = &next
-		s.e.logf(ctx, "applied %s step %q: policies %v", name, st.Name, next.PolicyNames())
+		godog.Logf(ctx, "applied %s step %q: policies %v", name, st.Name, next.PolicyNames())
 	}
 	return nil
 }
@@ -205,7 +205,7 @@ func (s *conformanceSteps) runConformance(ctx context.Context, profile string, e
 	require.NoError(t, err, "starlab conformance wrote no junit.xml")
 	r.junitIDs, err = junitCaseNames(junit)
 	require.NoError(t, err)
-	s.e.logf(ctx, "starlab conformance --profile %s: %d passed, %d failed in %s (reports in %s)", profile, r.report.Passed, r.report.Failed, r.report.Duration.Round(time.Second), dir)
+	godog.Logf(ctx, "starlab conformance --profile %s: %d passed, %d failed in %s (reports in %s)", profile, r.report.Passed, r.report.Failed, r.report.Duration.Round(time.Second), dir)
 	s.run = r
 	return nil
 }
@@ -276,7 +276,7 @@ func (s *conformanceSteps) agentSkipsEnforcement(ctx context.Context, ref string
 	require.NoError(t, err)
 	require.NoError(t, s.e.waitAgentLog(ctx, node, since, "skip_enforcement=true"))
 	s.skipNode = node
-	s.e.logf(ctx, "the agent on %s enforces nothing now (%s)", node, path)
+	godog.Logf(ctx, "the agent on %s enforces nothing now (%s)", node, path)
 	return nil
 }
 
@@ -344,7 +344,7 @@ func (s *conformanceSteps) failedOnThatNode(ctx context.Context) error {
 		}
 	}
 	assert.Positive(t, probed, "connections the policies deny got through")
-	s.e.logf(ctx, "%d cases failed with %d wrong cells (%d got through), each denied on %s", r.report.Failed, wrong, probed, s.skipNode)
+	godog.Logf(ctx, "%d cases failed with %d wrong cells (%d got through), each denied on %s", r.report.Failed, wrong, probed, s.skipNode)
 	return nil
 }
 
@@ -399,7 +399,7 @@ func (s *conformanceSteps) failureNamesBundle(ctx context.Context) error {
 	assert.NotEmpty(t, rec.Objects, "the objects of the case's states")
 	assert.NotEmpty(t, rec.Flows, "the failing step's flows")
 	assert.Contains(t, rec.Tables, first.Name)
-	s.e.logf(ctx, "failure bundle %s: case %s, step %q, %d wrong cells, %d objects, %d flows", path, rec.Case.Name, rec.Step.Text, len(want), len(rec.Objects), len(rec.Flows))
+	godog.Logf(ctx, "failure bundle %s: case %s, step %q, %d wrong cells, %d objects, %d flows", path, rec.Case.Name, rec.Step.Text, len(want), len(rec.Objects), len(rec.Flows))
 	return nil
 }
 

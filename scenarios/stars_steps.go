@@ -76,7 +76,7 @@ func (s *starsSteps) applyPolicy(ctx context.Context, name string) error {
 	require.NoError(t, err)
 	rv, waited, err := s.e.applyPolicyFile(ctx, file)
 	require.NoError(t, err, "stars policy %s", name)
-	s.e.logf(ctx, "policy %s (resourceVersion %d) programmed on every node %s after apply", name, rv, waited.Round(time.Millisecond))
+	godog.Logf(ctx, "policy %s (resourceVersion %d) programmed on every node %s after apply", name, rv, waited.Round(time.Millisecond))
 	return nil
 }
 

@@ -105,10 +105,6 @@ func RunSuite(ctx context.Context, env *Env, opts SuiteOptions) (int, error) {
 	if out == nil {
 		out = os.Stdout
 	}
-	env.stepOut = out
-	if opts.TestingT != nil {
-		env.stepOut = nil // godog.Logf logs through the step's testing.T
-	}
 	suite := godog.TestSuite{
 		Name:                "starlab",
 		ScenarioInitializer: InitializeScenario(env),
@@ -124,7 +120,42 @@ func RunSuite(ctx context.Context, env *Env, opts SuiteOptions) (int, error) {
 			Format:         "pretty,junit:" + junit + ",cucumber:" + cucumber,
 		},
 	}
-	status := suite.Run()
+	status := runPrintingTo(out, opts.TestingT == nil, suite.Run)
 	env.Log.Info("scenario reports written", "junit", junit, "cucumber", cucumber, "bundle", env.ReportDir)
 	return status, nil
+}
+
+// runPrintingTo runs the suite with os.Stdout pointing at out when outside go test: there godog prints
+// what a step logs through godog.T(ctx) or godog.Logf, failed assertions among them, with fmt.Printf
+// (godog's testingt.go). `starlab repro -o json` owns its stdout for the JSON answer, and those lines
+// belong with the rest of the scenario's report.
+func runPrintingTo(out io.Writer, outsideGoTest bool, run func() int) int {
+	if !outsideGoTest || out == io.Writer(os.Stdout) {
+		return run()
+	}
+	f, ok := out.(*os.File)
+	var copied chan struct{}
+	if !ok {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return run() // no pipe: godog's lines go to stdout, as godog does by itself
+		}
+		copied = make(chan struct{})
+		go func() {
+			defer close(copied)
+			_, _ = io.Copy(out, r)
+			_ = r.Close()
+		}()
+		f = w
+	}
+	saved := os.Stdout
+	os.Stdout = f
+	defer func() {
+		os.Stdout = saved
+		if copied != nil {
+			_ = f.Close()
+			<-copied
+		}
+	}()
+	return run()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"sync"
@@ -42,8 +41,7 @@ type Env struct {
 	// BundleFailures makes a step that finds wrong cells write a failure bundle (default true).
 	BundleFailures bool
 	applied        appliedLog
-	featureFS      fs.FS     // where the suite read its features (nil: disk)
-	stepOut        io.Writer // where step logs go outside go test (the suite's output); nil under go test
+	featureFS      fs.FS // where the suite read its features (nil: disk)
 	bundlesMu      sync.Mutex
 	bundles        []string
 }
@@ -130,14 +128,4 @@ func (e *Env) ProgramLatencies() []time.Duration {
 	e.latMu.Lock()
 	defer e.latMu.Unlock()
 	return append([]time.Duration(nil), e.programLatencies...)
-}
-
-// logf logs a step's line: through the step's testing.T under go test (godog.Logf), otherwise to the
-// suite's output, never to os.Stdout behind the caller's back (`starlab repro -o json` owns stdout).
-func (e *Env) logf(ctx context.Context, format string, args ...any) {
-	if e.stepOut == nil {
-		godog.Logf(ctx, format, args...)
-		return
-	}
-	fmt.Fprintf(e.stepOut, format+"\n", args...)
 }

@@ -105,6 +105,10 @@ func RunSuite(ctx context.Context, env *Env, opts SuiteOptions) (int, error) {
 	if out == nil {
 		out = os.Stdout
 	}
+	out, restore, err := suiteOutput(out, opts.TestingT == nil)
+	if err != nil {
+		return 1, err
+	}
 	suite := godog.TestSuite{
 		Name:                "starlab",
 		ScenarioInitializer: InitializeScenario(env),
@@ -120,42 +124,40 @@ func RunSuite(ctx context.Context, env *Env, opts SuiteOptions) (int, error) {
 			Format:         "pretty,junit:" + junit + ",cucumber:" + cucumber,
 		},
 	}
-	status := runPrintingTo(out, opts.TestingT == nil, suite.Run)
+	status := suite.Run()
+	restore()
 	env.Log.Info("scenario reports written", "junit", junit, "cucumber", cucumber, "bundle", env.ReportDir)
 	return status, nil
 }
 
-// runPrintingTo runs the suite with os.Stdout pointing at out when outside go test: there godog prints
-// what a step logs through godog.T(ctx) or godog.Logf, failed assertions among them, with fmt.Printf
-// (godog's testingt.go). `starlab repro -o json` owns its stdout for the JSON answer, and those lines
-// belong with the rest of the scenario's report.
-func runPrintingTo(out io.Writer, outsideGoTest bool, run func() int) int {
+// suiteOutput returns the writer the suite prints to, outside go test also os.Stdout until restore:
+// there godog prints what a step logs through godog.T(ctx) or godog.Logf, failed assertions among them,
+// with fmt.Printf (godog's testingt.go). `starlab repro -o json` owns its stdout for the JSON answer,
+// and those lines belong with the rest of the scenario's report, in order. A writer that is not a file
+// gets one pipe that godog's formatter and fmt.Printf share, copied to it by one goroutine.
+func suiteOutput(out io.Writer, outsideGoTest bool) (suiteOut io.Writer, restore func(), err error) {
 	if !outsideGoTest || out == io.Writer(os.Stdout) {
-		return run()
-	}
-	f, ok := out.(*os.File)
-	var copied chan struct{}
-	if !ok {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return run() // no pipe: godog's lines go to stdout, as godog does by itself
-		}
-		copied = make(chan struct{})
-		go func() {
-			defer close(copied)
-			_, _ = io.Copy(out, r)
-			_ = r.Close()
-		}()
-		f = w
+		return out, func() {}, nil
 	}
 	saved := os.Stdout
-	os.Stdout = f
-	defer func() {
-		os.Stdout = saved
-		if copied != nil {
-			_ = f.Close()
-			<-copied
-		}
+	if f, ok := out.(*os.File); ok {
+		os.Stdout = f
+		return f, func() { os.Stdout = saved }, nil
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pipe for the suite's output: %w", err)
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = io.Copy(out, r)
+		_ = r.Close()
 	}()
-	return run()
+	os.Stdout = w
+	return w, func() {
+		os.Stdout = saved
+		_ = w.Close()
+		<-copied
+	}, nil
 }

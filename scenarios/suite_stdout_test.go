@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -13,8 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Outside go test godog prints a step's failed assertion and its logs with fmt.Printf; runPrintingTo
-// must send them to the suite's output and leave the process's stdout (`starlab repro -o json`) alone.
+// Outside go test godog prints a step's failed assertion and its logs with fmt.Printf; suiteOutput
+// must send them to the suite's output, in order with the formatter's report, and leave the process's
+// stdout (`starlab repro -o json`) alone.
 func TestSuiteLinesGoToTheSuiteOutputNotStdout(t *testing.T) {
 	realStdout := os.Stdout
 	r, w, err := os.Pipe()
@@ -23,6 +25,8 @@ func TestSuiteLinesGoToTheSuiteOutputNotStdout(t *testing.T) {
 	defer func() { os.Stdout = realStdout }()
 
 	var out bytes.Buffer
+	suiteOut, restore, err := suiteOutput(&out, true)
+	require.NoError(t, err)
 	feature := fstest.MapFS{"x.feature": {Data: []byte("Feature: x\n  Scenario: y\n    Then a check fails\n")}}
 	suite := godog.TestSuite{
 		ScenarioInitializer: func(sc *godog.ScenarioContext) {
@@ -32,9 +36,10 @@ func TestSuiteLinesGoToTheSuiteOutputNotStdout(t *testing.T) {
 				return nil
 			})
 		},
-		Options: &godog.Options{Paths: []string{"x.feature"}, FS: feature, Format: "pretty", Output: &out, Strict: true},
+		Options: &godog.Options{Paths: []string{"x.feature"}, FS: feature, Format: "pretty", Output: suiteOut, Strict: true},
 	}
-	status := runPrintingTo(&out, true, suite.Run)
+	status := suite.Run()
+	restore()
 
 	require.NoError(t, w.Close())
 	os.Stdout = realStdout
@@ -44,5 +49,8 @@ func TestSuiteLinesGoToTheSuiteOutputNotStdout(t *testing.T) {
 	assert.Empty(t, string(leaked), "nothing reaches the process's stdout")
 	assert.Contains(t, out.String(), "step log line")
 	assert.Contains(t, out.String(), "the assertion text")
+	report := out.String()
+	assert.Less(t, strings.Index(report, "step log line"), strings.Index(report, "1 scenarios"), "in order with the report")
+	assert.Contains(t, report, "Failed steps:", "the formatter's report is whole:\n%s", report)
 	assert.Same(t, realStdout, os.Stdout)
 }

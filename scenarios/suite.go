@@ -109,6 +109,7 @@ func RunSuite(ctx context.Context, env *Env, opts SuiteOptions) (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	defer restore()
 	suite := godog.TestSuite{
 		Name:                "starlab",
 		ScenarioInitializer: InitializeScenario(env),
@@ -125,7 +126,6 @@ func RunSuite(ctx context.Context, env *Env, opts SuiteOptions) (int, error) {
 		},
 	}
 	status := suite.Run()
-	restore()
 	env.Log.Info("scenario reports written", "junit", junit, "cucumber", cucumber, "bundle", env.ReportDir)
 	return status, nil
 }

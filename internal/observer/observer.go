@@ -323,19 +323,16 @@ func (o *Observer) Handler() http.Handler {
 	return mux
 }
 
-func writeCompactJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	if err := json.NewEncoder(w).Encode(v); err != nil {
-		slog.Debug("write json", "err", err)
-	}
-}
+// writeCompactJSON writes v without indentation, for answers that are large at scale.
+func writeCompactJSON(w http.ResponseWriter, v any) { encodeJSON(w, v, "") }
 
-func writeJSON(w http.ResponseWriter, v any) {
+func writeJSON(w http.ResponseWriter, v any) { encodeJSON(w, v, "  ") }
+
+func encodeJSON(w http.ResponseWriter, v any, indent string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	enc.SetIndent("", indent)
 	if err := enc.Encode(v); err != nil {
 		slog.Debug("write json", "err", err)
 	}

@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -172,6 +173,11 @@ func setupLoad(ctx context.Context, b *testing.B, cfg *rest.Config, cs kubernete
 			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
 				Name: "load", Image: image, ImagePullPolicy: corev1.PullNever,
 				Args: []string{"load", "--port", "8080", "--sink-port", strconv.Itoa(loadSinkPort), "--sink-ports", strconv.Itoa(loadSinkPorts)},
+				// Running is not listening: the port-forward to the control port needs it open.
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}},
+					PeriodSeconds: 1,
+				},
 			}}},
 		}
 	}
@@ -189,7 +195,7 @@ func setupLoad(ctx context.Context, b *testing.B, cfg *rest.Config, cs kubernete
 		}
 		ready := 0
 		for _, p := range pods.Items {
-			if kubeready.Pod(&p) || p.Status.Phase == corev1.PodRunning {
+			if kubeready.Pod(&p) {
 				ready++
 				if p.Name == "sink" {
 					sinkIP = p.Status.PodIP
@@ -202,7 +208,7 @@ func setupLoad(ctx context.Context, b *testing.B, cfg *rest.Config, cs kubernete
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("load pods not running on %s after 2 min", node)
+			b.Fatalf("load pods not ready (control port 8080 open) on %s after 2 min", node)
 		}
 		time.Sleep(time.Second)
 	}

@@ -150,7 +150,7 @@ func newLoadCommand() *cobra.Command {
 	var cfg LoadConfig
 	cmd := &cobra.Command{
 		Use:   "load",
-		Short: "Flow load: a UDP sink on --sink-port.. and, on POST /load, a generator of new UDP flows to a peer's sink",
+		Short: "Flow load: a UDP sink on --sink-port.. and, on POST /flowload, a generator of new UDP flows to a peer's sink",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := NewLoader(cfg, logger())
@@ -161,7 +161,7 @@ func newLoadCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&cfg.Port, "port", 8080, "HTTP control port (/healthz, POST /load, GET /load/stats)")
+	f.IntVar(&cfg.Port, "port", 8080, "HTTP control port (/healthz, POST /flowload, GET /flowload/stats)")
 	f.IntVar(&cfg.SinkFirst, "sink-port", 9000, "first UDP port of the sink")
 	f.IntVar(&cfg.SinkCount, "sink-ports", 64, "number of consecutive UDP sink ports")
 	f.StringVar(&cfg.Addr, "addr", "", "IP address to bind (default all)")

@@ -18,16 +18,16 @@ import (
 )
 
 // LoadConfig configures the load mode: a UDP sink on SinkPorts and, on request, a generator of new
-// flows (POST /load), so the datapath emits one NEW flow event per packet at each hook it crosses,
+// flows (POST /flowload), so the datapath emits one NEW flow event per packet at each hook it crosses,
 // and a follow client of a flow stream that counts what it decodes (POST/GET/DELETE /follow).
 type LoadConfig struct {
-	Port      int // HTTP control port (/healthz, POST /load, GET /load/stats)
+	Port      int // HTTP control port (/healthz, POST /flowload, GET /flowload/stats)
 	SinkFirst int // first UDP port the sink reads (and the generator's default target port)
 	SinkCount int // how many consecutive UDP ports
 	Addr      string
 }
 
-// FlowLoadRequest is the body of POST /load: send Rate datagrams per second for Duration to Target on
+// FlowLoadRequest is the body of POST /flowload: send Rate datagrams per second for Duration to Target on
 // ports [Port, Port+Ports) from Sockets sockets (each its own source port). Every (socket, port)
 // pair is one 5-tuple, used in turn: with more tuples than conntrack keeps, each datagram is a new
 // flow to the datapath.
@@ -40,7 +40,7 @@ type FlowLoadRequest struct {
 	Duration string `json:"duration"`
 }
 
-// FlowLoadResult is the answer of POST /load.
+// FlowLoadResult is the answer of POST /flowload.
 type FlowLoadResult struct {
 	Sent    uint64  `json:"sent"`
 	Errors  uint64  `json:"errors"`
@@ -49,7 +49,7 @@ type FlowLoadResult struct {
 	Tuples  int     `json:"tuples"`
 }
 
-// LoadStats is the answer of GET /load/stats: datagrams the sink received since it started.
+// LoadStats is the answer of GET /flowload/stats: datagrams the sink received since it started.
 type LoadStats struct {
 	Received uint64 `json:"received"`
 }
@@ -181,14 +181,20 @@ func (l *Loader) Run(ctx context.Context) error {
 		go func() { <-ctx.Done(); _ = pc.Close() }()
 		go l.sink(pc)
 	}
+	l.log.Info("load serving", "port", l.cfg.Port, "sink", fmt.Sprintf("%d+%d", l.cfg.SinkFirst, l.cfg.SinkCount))
+	return Serve(ctx, net.JoinHostPort(l.cfg.Addr, strconv.Itoa(l.cfg.Port)), l.mux())
+}
+
+// mux is the control API: the common endpoints (RegisterCommon, whose POST /load is the connection
+// load of starlab bench) plus POST /flowload, /follow and GET /flowload/stats.
+func (l *Loader) mux() *http.ServeMux {
 	mux := newCommonMux()
-	mux.HandleFunc("POST /load", l.handleLoad)
+	mux.HandleFunc("POST /flowload", l.handleLoad)
 	mux.HandleFunc("/follow", l.handleFollow)
-	mux.HandleFunc("GET /load/stats", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /flowload/stats", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, LoadStats{Received: l.received.Load()})
 	})
-	l.log.Info("load serving", "port", l.cfg.Port, "sink", fmt.Sprintf("%d+%d", l.cfg.SinkFirst, l.cfg.SinkCount))
-	return Serve(ctx, net.JoinHostPort(l.cfg.Addr, strconv.Itoa(l.cfg.Port)), mux)
+	return mux
 }
 
 func (l *Loader) sink(pc net.PacketConn) {

@@ -66,3 +66,20 @@ func TestFollowCountsTheStream(t *testing.T) {
 	l.handleFollow(del, httptest.NewRequest(http.MethodDelete, "/follow", nil))
 	assert.Equal(t, http.StatusNoContent, del.Code)
 }
+
+func TestLoaderControlAPIServesBothLoads(t *testing.T) {
+	l, err := NewLoader(LoadConfig{Port: 8080, SinkFirst: 9000, SinkCount: 1}, slog.Default())
+	require.NoError(t, err)
+	srv := httptest.NewServer(l.mux()) // panicked before: the common POST /load and the flow load's were one pattern
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/flowload/stats")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var st LoadStats
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&st))
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+	bad, err := http.Post(srv.URL+"/flowload", "application/json", strings.NewReader(`{"target":"::1"}`))
+	require.NoError(t, err)
+	bad.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, bad.StatusCode, "the flow load answers its own endpoint")
+}

@@ -335,7 +335,7 @@ func (e *loadEnv) run(ctx context.Context, b *testing.B, rate, seconds int) stri
 		Rate: rate / 2, Duration: fmt.Sprintf("%ds", seconds)}
 	peak := before
 	done := make(chan error, 1)
-	go func() { done <- e.call(ctx, http.MethodPost, "/load", req, &res) }()
+	go func() { done <- e.call(ctx, http.MethodPost, "/flowload", req, &res) }()
 	tick := time.NewTicker(5 * time.Second)
 	var loadErr error
 wait:

@@ -193,8 +193,10 @@ func (s *Store) Subscribers() int {
 	return len(s.subs)
 }
 
-// SubscriberBuffer is the channel size of the subscriptions Query opens.
-const SubscriberBuffer = 4096
+// SubscriberBuffer is the channel size of the subscriptions Query opens: 32,768 flows, ~0.8 s of a node
+// at 40,000 flows/s (with 4,096 the observer's stream from a node lost 137k of 2.5M flows at 42k/s on the
+// lab, docs/BENCHMARKS.md "On the lab"); a full queue holds its flows alive, ~1 KiB each.
+const SubscriberBuffer = 32768
 
 // Query answers q: the matching buffered flows (per Last/Since/Until), then, when q.Follow, every new
 // matching flow until ctx ends. emit is called from this goroutine only; flush (optional) is called

@@ -197,7 +197,7 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 	struct sl_backend be = {};
 	enum sl_drop_reason reason;
 	__u32 dst = p->daddr;
-	__be16 dport = p->dport;
+	__be16 dport = p->dport, clash_sport = 0;
 	int lb, hairpin = 0;
 
 	/* service lookup */
@@ -259,6 +259,21 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 			sl_ct_reply_key(&rk, p, dst, dport, SL_HAIRPIN_ADDR, p->sport, SL_CT_EGRESS);
 		}
 	}
+	/* the client port clashes with another live flow to the same server tuple: another source port */
+	if (!hairpin && sl_has_ports(p->proto)) {
+		clash_sport = sl_ct_clash_free_sport(p, &fk, &rk);
+		if (!clash_sport)
+			return sl_drop_code(SL_DROP_CT_TUPLE_IN_USE);
+		if (clash_sport != p->sport) {
+			fwd.flags |= SL_CT_SNAT;
+			fwd.snat_addr = p->saddr;
+			fwd.snat_port = clash_sport;
+			rev.flags |= SL_CT_SNAT;
+			rev.snat_addr = p->saddr;
+			rev.snat_port = p->sport;
+			sl_count(SL_CNT_CT_PORT_CLASH);
+		}
+	}
 	if (sl_ct_create(&fk, &fwd, &rk, &rev, SL_CT_CREATE_REPLACE) < 0)
 		return sl_drop_code(SL_DROP_CT_MAP_INSERTION_FAILED);
 
@@ -266,6 +281,8 @@ static __always_inline int sl_from_container_new(struct __sk_buff *skb, const st
 	if (lb == SL_LB_BACKEND && sl_rewrite(skb, p, SL_NAT_DST, dst, dport) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
 	if (hairpin && sl_rewrite(skb, p, SL_NAT_SRC, SL_HAIRPIN_ADDR, p->sport) < 0)
+		return sl_drop_code(SL_DROP_INVALID_PACKET);
+	if (clash_sport && clash_sport != p->sport && sl_rewrite(skb, p, SL_NAT_SRC, p->saddr, clash_sport) < 0)
 		return sl_drop_code(SL_DROP_INVALID_PACKET);
 
 	sl_count(SL_CNT_FORWARDED);

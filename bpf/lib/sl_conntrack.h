@@ -247,6 +247,40 @@ static __always_inline int sl_ct_reply_is_stale(const struct sl_ct_entry *old, c
 	       bpf_ktime_get_boot_ns() - old->last_seen_ns > SL_CT_SYN_REUSE_NS;
 }
 
+/* Source ports a clashing pod flow is moved to (nf_nat picks from 1024-65535 too). */
+#define SL_CT_CLASH_PORT_MIN 1024
+#define SL_CT_CLASH_PORT_SPAN (65536 - SL_CT_CLASH_PORT_MIN)
+#define SL_CT_CLASH_TRIES 8
+
+/*
+ * Source port clash resolution of a new pod flow (nf_nat's get_unique_tuple):
+ * rk, the reply key of the new flow fk, may already hold the entry of another
+ * live flow of the same client port towards the same server tuple: the port
+ * reused towards another ClusterIP of the same backend, or once directly and
+ * once through a Service. The pod's kernel saw two 4-tuples, the server would
+ * see one, and the reply entry can reverse-NAT for only one of them. Then the
+ * new flow gets another source port whose reply key is free: rk is updated to
+ * it. Returns the source port (network order): p->sport when there is no
+ * clash, 0 when no free port was found in SL_CT_CLASH_TRIES tries, or the
+ * protocol's port cannot be rewritten (SCTP: CRC32c).
+ */
+static __always_inline __be16 sl_ct_clash_free_sport(const struct sl_pkt *p, const struct sl_ct_key *fk,
+						     struct sl_ct_key *rk)
+{
+	struct sl_ct_entry *old = bpf_map_lookup_elem(&sl_ct, rk);
+
+	if (!old || sl_ct_reply_is_stale(old, fk))
+		return p->sport;
+	if (p->proto != SL_PROTO_TCP && p->proto != SL_PROTO_UDP)
+		return 0;
+	for (int i = 0; i < SL_CT_CLASH_TRIES; i++) {
+		rk->dport = bpf_htons(SL_CT_CLASH_PORT_MIN + bpf_get_prandom_u32() % SL_CT_CLASH_PORT_SPAN);
+		if (rk->dport != p->sport && !bpf_map_lookup_elem(&sl_ct, rk))
+			return rk->dport;
+	}
+	return 0;
+}
+
 /*
  * Create the forward entry and the reply entry. SL_CT_CREATE_REPLACE and
  * SL_CT_CREATE_KEEP_NODEPORT replace stale ones in sl_ct (port reuse; pod

@@ -341,6 +341,7 @@ enum sl_counter {
 	SL_CNT_NON_IPV4 = 5,
 	SL_CNT_DROP_EVENTS_SUPPRESSED = 6, /* DROP events over the global limit (the drops are still counted) */
 	SL_CNT_SOCK_XLATE = 7,             /* connects and sends the socket LB translated (bpf/sock.c) */
+	SL_CNT_CT_PORT_CLASH = 8,          /* new pod flows moved to another source port (their reply tuple was taken) */
 	SL_CNT_DROP_BASE = 16, /* + enum sl_drop_reason */
 	SL_CNT_MAX = 32,
 };
@@ -387,7 +388,7 @@ enum sl_drop_reason {
 	SL_DROP_INVALID_PACKET = 7,
 	SL_DROP_FIB_LOOKUP_FAILED = 8, /* no route for a packet the datapath forwards itself */
 	SL_DROP_POLICY_WRITE_FAILED = 9, /* the endpoint's policy could not be written: deny-all */
-	SL_DROP_CT_TUPLE_IN_USE = 10,    /* a NodePort flow's conntrack tuple belongs to another flow */
+	SL_DROP_CT_TUPLE_IN_USE = 10,    /* a NodePort flow's tuple belongs to another flow; a pod flow's found no free source port */
 	SL_DROP_FRAG_NOT_FOUND = 11,     /* a non-first IPv4 fragment whose first fragment was never seen */
 	SL_DROP_ENDPOINT_GONE = 12,      /* to an address of this node's pod CIDR without an endpoint (pod gone) */
 	SL_DROP_LB_SOURCE_RANGE = 13,    /* a LoadBalancer Service's loadBalancerSourceRanges exclude the client */

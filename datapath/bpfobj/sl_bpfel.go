@@ -83,6 +83,7 @@ const (
 	SlSlCounterSL_CNT_NON_IPV4               SlSlCounter = 5
 	SlSlCounterSL_CNT_DROP_EVENTS_SUPPRESSED SlSlCounter = 6
 	SlSlCounterSL_CNT_SOCK_XLATE             SlSlCounter = 7
+	SlSlCounterSL_CNT_CT_PORT_CLASH          SlSlCounter = 8
 	SlSlCounterSL_CNT_DROP_BASE              SlSlCounter = 16
 	SlSlCounterSL_CNT_MAX                    SlSlCounter = 32
 )

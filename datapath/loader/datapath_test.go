@@ -488,6 +488,44 @@ func TestPortReuseDirectAndViaService(t *testing.T) {
 	}
 }
 
+// One client port open at once towards two ClusterIPs of the same backend and
+// to the backend directly: the pod's kernel sees three 4-tuples, the server
+// would see one. The later flows get another source port (nf_nat's clash
+// resolution), so all three connections work side by side, each with the
+// right reverse NAT; before, the second flow took over the first one's reply
+// entry and one of them stalled (starlab bench: `read: i/o timeout` after the
+// handshake).
+func TestClientPortClashAcrossServices(t *testing.T) {
+	l := newLab(t)
+	a, b := l.pods["a"], l.pods["b"]
+	serveTCP(t, b.ns, "b", ":8080")
+	for i, vip := range []string{"10.96.0.10", "10.96.0.11"} {
+		require.NoError(t, l.n1.dp.Maps.UpsertService(
+			maps.ServiceKey{VIP: netip.MustParseAddr(vip), Port: 80, Proto: maps.ProtoTCP},
+			maps.Service{ID: uint32(i + 1)}, []maps.Backend{{IP: b.ip, Port: 8080}}))
+	}
+	const lport = 40200
+	addrs := []string{"10.96.0.10:80", "10.96.0.11:80", "10.244.1.11:8080"}
+	conns := make([]net.Conn, len(addrs))
+	for i, addr := range addrs {
+		c, err := dialFromPort(a.ns, addr, lport)
+		require.NoError(t, err, "dial %s from port %d", addr, lport)
+		t.Cleanup(func() { _ = c.Close() })
+		conns[i] = c
+	}
+	for round := range 2 {
+		for i, c := range conns {
+			got, err := ask(c, fmt.Sprintf("r%d", round))
+			require.NoError(t, err, "round %d on the connection to %s", round, addrs[i])
+			require.Equal(t, fmt.Sprintf("b 10.244.1.10 r%d", round), got, "connection to %s", addrs[i])
+			require.Equal(t, addrs[i], c.RemoteAddr().String())
+		}
+	}
+	cnt, err := l.n1.dp.Maps.ReadCounters()
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), cnt.CTPortClash, "the second and the third flow get another source port")
+}
+
 // externalTrafficPolicy: Local with only a remote backend, and a NodePort
 // without backends: the external client is refused at once (RST out of the
 // node device) and the drop is reported at from-netdev.

@@ -120,8 +120,11 @@ const (
 	CounterDropEventsSuppressed = uint32(bpfobj.SlSlCounterSL_CNT_DROP_EVENTS_SUPPRESSED)
 	// CounterSockTranslated counts the connects and sends the socket LB translated.
 	CounterSockTranslated = uint32(bpfobj.SlSlCounterSL_CNT_SOCK_XLATE)
-	CounterDropBase       = uint32(bpfobj.SlSlCounterSL_CNT_DROP_BASE) // + drop reason
-	counterMax            = uint32(bpfobj.SlSlCounterSL_CNT_MAX)
+	// CounterCTPortClash counts new pod flows moved to another source port: their reply tuple
+	// was another live flow's (one client port towards two ClusterIPs of the same backend).
+	CounterCTPortClash = uint32(bpfobj.SlSlCounterSL_CNT_CT_PORT_CLASH)
+	CounterDropBase    = uint32(bpfobj.SlSlCounterSL_CNT_DROP_BASE) // + drop reason
+	counterMax         = uint32(bpfobj.SlSlCounterSL_CNT_MAX)
 )
 
 // Counters are the summed per-CPU datapath counters.
@@ -131,6 +134,8 @@ type Counters struct {
 	DropEventsSuppressed uint64
 	// SockTranslated: connects and sends the socket LB (bpf/sock.c) translated.
 	SockTranslated uint64
+	// CTPortClash: new pod flows given another source port (their reply tuple was taken).
+	CTPortClash uint64
 	// Drops by drop reason (enum sl_drop_reason, see flowevent.DropReason).
 	Drops map[uint8]uint64
 }
@@ -164,6 +169,8 @@ func (m *Maps) ReadCounters() (Counters, error) {
 			c.DropEventsSuppressed = s
 		case i == CounterSockTranslated:
 			c.SockTranslated = s
+		case i == CounterCTPortClash:
+			c.CTPortClash = s
 		case i > CounterDropBase && s > 0:
 			c.Drops[uint8(i-CounterDropBase)] = s
 		}

@@ -96,6 +96,14 @@ func newMetrics(a *Agent) *metrics {
 				}
 				return float64(c.DropEventsSuppressed)
 			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_datapath_ct_port_clash_total", Help: "New pod flows the datapath moved to another source port: the reply tuple was another live flow's (nf_nat's clash resolution)."},
+			func() float64 {
+				c, err := a.dp.Maps.ReadCounters()
+				if err != nil {
+					return 0
+				}
+				return float64(c.CTPortClash)
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_datapath_drops_total", Help: "Packets dropped by the datapath (all reasons, from sl_counters)."},
 			func() float64 {
 				c, err := a.dp.Maps.ReadCounters()
@@ -145,7 +153,7 @@ func (a *Agent) status() agentapi.Status {
 		}
 		s.DatapathCounters = map[string]any{"packets": c.Packets, "forwarded": c.Forwarded, "ringbuf_reserve_failed": c.RingbufReserveFailed,
 			"ct_new": c.CTNew, "fib_failed": c.FIBFailed, "drops": drops,
-			"drop_events_suppressed": c.DropEventsSuppressed}
+			"drop_events_suppressed": c.DropEventsSuppressed, "ct_port_clash": c.CTPortClash}
 	}
 	return s
 }

@@ -98,10 +98,10 @@ func ratios(pts []ServicePoint) []Ratio {
 // WriteTable prints the points and the ratios.
 func WriteTable(w io.Writer, r *ServicesReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "datapath\tservices\tp50 µs\tp99 µs\tconn/s\tfailed\tfirst conn ms\tprogrammed s\tCPU s\tRSS MiB\t")
+	fmt.Fprintln(tw, "datapath\tservices\tp50 µs\tp99 µs\tconn/s\tfailed\tfirst conn ms\tprogrammed s\tCPU s\tRSS MiB\tCPUs busy\t")
 	for _, p := range r.Points {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%d\t%.0f\t%.1f\t%.2f\t%.0f\t\n", p.Datapath, p.Services, p.Latency.P50Us, p.Latency.P99Us,
-			p.Throughput.PerSecond, p.Latency.Failures+p.Throughput.Failures, p.FirstConnectMs, p.ProgrammedSeconds, p.CPUSeconds, p.RSSMiB)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%d\t%.0f\t%.1f\t%.2f\t%.0f\t%s\t\n", p.Datapath, p.Services, p.Latency.P50Us, p.Latency.P99Us,
+			p.Throughput.PerSecond, p.Latency.Failures+p.Throughput.Failures, p.FirstConnectMs, p.ProgrammedSeconds, p.CPUSeconds, p.RSSMiB, p.Quiet)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

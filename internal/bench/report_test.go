@@ -12,7 +12,7 @@ import (
 )
 
 func pt(dp string, n int, p50, p99, rps float64) ServicePoint {
-	return ServicePoint{Datapath: dp, Services: n, FirstConnectMs: 5, RSSMiB: 30,
+	return ServicePoint{Datapath: dp, Services: n, FirstConnectMs: 5, RSSMiB: 30, Quiet: Quiet{Busy: 0.12, Reached: true},
 		Latency:    demo.LoadResult{Successes: 100, P50Us: p50, P99Us: p99},
 		Throughput: demo.LoadResult{Successes: 100, PerSecond: rps}}
 }
@@ -70,6 +70,8 @@ func TestWriteSVGAndTable(t *testing.T) {
 	require.NoError(t, WriteTable(&b, r))
 	assert.Contains(t, b.String(), "kube-proxy-iptables")
 	assert.Contains(t, b.String(), "goal >= 2 (Starlab twice as fast): met")
+	assert.Contains(t, b.String(), " 12%")
+	assert.NotContains(t, b.String(), "not quiet")
 }
 
 func TestSpread(t *testing.T) {

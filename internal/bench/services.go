@@ -59,17 +59,21 @@ type ServicesOptions struct {
 	Workers int
 	// ProgramTimeout bounds the wait for a count's Services to connect.
 	ProgramTimeout time.Duration
-	Log            *slog.Logger
+	// Quiet is the wait for a quiet machine before each latency load.
+	Quiet QuietOptions
+	Log   *slog.Logger
 }
 
 // QuickServicesOptions and FullServicesOptions are `--quick` and the default.
 func QuickServicesOptions(counts []int) ServicesOptions {
-	return ServicesOptions{Counts: counts, Duration: 2 * time.Second, Samples: 16, Concurrency: 4, Workers: 16, ProgramTimeout: 5 * time.Minute}
+	return ServicesOptions{Counts: counts, Duration: 2 * time.Second, Samples: 16, Concurrency: 4, Workers: 16, ProgramTimeout: 5 * time.Minute,
+		Quiet: QuietOptions{MaxBusy: 0.3, Windows: 2, Timeout: 10 * time.Second}}
 }
 
 // FullServicesOptions are the options of a full run.
 func FullServicesOptions(counts []int) ServicesOptions {
-	return ServicesOptions{Counts: counts, Duration: 10 * time.Second, Samples: 64, Concurrency: 4, Workers: 24, ProgramTimeout: 15 * time.Minute}
+	return ServicesOptions{Counts: counts, Duration: 10 * time.Second, Samples: 64, Concurrency: 4, Workers: 24, ProgramTimeout: 15 * time.Minute,
+		Quiet: QuietOptions{MaxBusy: 0.25, Windows: 3, Timeout: 2 * time.Minute}}
 }
 
 // ServicePoint is one datapath at one number of Services.
@@ -82,6 +86,8 @@ type ServicePoint struct {
 	ProgrammedSeconds float64 `json:"programmedSeconds"`
 	// FirstConnectMs is from applying one more Service (then its slice) to its first successful connection.
 	FirstConnectMs float64 `json:"firstConnectMs"`
+	// Quiet is the machine's state when the latency load started (after the wait for a quiet machine).
+	Quiet Quiet `json:"quiet"`
 	// Latency is the connect load with one worker; Throughput with Concurrency workers.
 	Latency    demo.LoadResult `json:"latency"`
 	Throughput demo.LoadResult `json:"throughput"`
@@ -242,6 +248,13 @@ func (s *session) measureCount(ctx context.Context, have []string, n int, o Serv
 	targets := make([]string, len(samples))
 	for i, ip := range samples {
 		targets[i] = target(ip)
+	}
+	if p.Quiet, err = waitQuiet(ctx, o.Quiet); err != nil {
+		return p, nil, err
+	}
+	if !p.Quiet.Reached {
+		o.Log.Warn("bench services: the machine did not get quiet, measuring anyway", "datapath", s.dp.Name, "services", n,
+			"busy", fmt.Sprintf("%.0f%%", 100*p.Quiet.Busy), "waited", o.Quiet.Timeout)
 	}
 	d := o.Duration.String()
 	if p.Latency, err = s.client.run(ctx, demo.LoadRequest{Kind: demo.LoadConnect, Targets: targets, Duration: d, Concurrency: 1}); err != nil {

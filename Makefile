@@ -102,7 +102,8 @@ bench:
 	@if [ -n "$(STARLAB_LAB)" ]; then $(MAKE) bench-lab; else echo "STARLAB_LAB unset: the lab flow-throughput benchmark (make bench-lab) was not run"; fi
 
 # The flow pipeline end to end on a running lab (docs/BENCHMARKS.md "Flow throughput"): 10k, 50k and
-# 100k flow events/s per node for STARLAB_FLOWBENCH_SECONDS (60) each; table in $(OUT)/bench/flow-throughput.md.
+# 100k flow events/s per node for STARLAB_FLOWBENCH_SECONDS (60) each, sent by STARLAB_FLOWBENCH_SENDERS (2)
+# goroutines of one generator pod; table in $(OUT)/bench/flow-throughput.md.
 bench-lab: build
 	@test -n "$(STARLAB_LAB)" || { echo "bench-lab: set STARLAB_LAB to a running lab (bin/starlab up --name X)"; exit 1; }
 	STARLAB_REPORT_DIR=$(CURDIR)/$(OUT)/bench $(GO) test -run '^$$' -bench BenchmarkFlowThroughput -benchtime 1x -timeout 30m -tags e2e ./internal/observer/

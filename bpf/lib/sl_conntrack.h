@@ -247,6 +247,52 @@ static __always_inline int sl_ct_reply_is_stale(const struct sl_ct_entry *old, c
 	       bpf_ktime_get_boot_ns() - old->last_seen_ns > SL_CT_SYN_REUSE_NS;
 }
 
+/*
+ * A flow closed both ways (FIN each way, or a RST) gives its tuple up this
+ * long after its last packet: the passive closer's LAST_ACK is over, and
+ * the active closer's TIME_WAIT only absorbs duplicates (nf_nat likewise
+ * lets a new SYN take the tuple of a TIME_WAIT conntrack).
+ */
+#define SL_CT_CLOSED_REUSE_NS (1ULL * 1000000000ULL)
+
+/*
+ * May a new pod flow fk take rk, its reply key, whose entry old is there
+ * already? Yes when old is fk's own leftover (its pair is fk: the same
+ * tuple again), when old's flow is closed both ways and idle for
+ * SL_CT_CLOSED_REUSE_NS, or closed one way and idle for SL_CT_SYN_REUSE_NS.
+ * The closed flow's forward entry is deleted (its pair is about to be the
+ * new flow's entry); a later stray packet of it is a new flow, clash
+ * checked like any.
+ */
+static __always_inline int sl_ct_reply_reusable(const struct sl_ct_entry *old, const struct sl_ct_key *fk,
+						const struct sl_ct_key *rk)
+{
+	__u64 last = old->last_seen_ns, now;
+	struct sl_ct_entry *pe;
+	__u16 f = old->flags;
+	int closed;
+
+	if (sl_ct_key_eq(&old->pair, fk))
+		return 1;
+	/* the pair key is read in place (a map value): no stack copy, the program's stack is near its limit */
+	pe = bpf_map_lookup_elem(&sl_ct, &old->pair);
+	if (pe && !sl_ct_key_eq(&pe->pair, rk))
+		pe = 0; /* that key holds another flow now */
+	if (pe) {
+		f |= pe->flags;
+		if (pe->last_seen_ns > last)
+			last = pe->last_seen_ns;
+	}
+	now = bpf_ktime_get_boot_ns();
+	closed = (f & SL_CT_SEEN_RST) || ((old->flags & SL_CT_SEEN_FIN) && pe && (pe->flags & SL_CT_SEEN_FIN));
+	if (!(closed && now - last > SL_CT_CLOSED_REUSE_NS) &&
+	    !((f & SL_CT_SEEN_CLOSE) && now - last > SL_CT_SYN_REUSE_NS))
+		return 0;
+	if (pe)
+		bpf_map_delete_elem(&sl_ct, &old->pair);
+	return 1;
+}
+
 /* Source ports a clashing pod flow is moved to (nf_nat picks from 1024-65535 too). */
 #define SL_CT_CLASH_PORT_MIN 1024
 #define SL_CT_CLASH_PORT_SPAN (65536 - SL_CT_CLASH_PORT_MIN)
@@ -254,14 +300,15 @@ static __always_inline int sl_ct_reply_is_stale(const struct sl_ct_entry *old, c
 
 /*
  * Source port clash resolution of a new pod flow (nf_nat's get_unique_tuple):
- * rk, the reply key of the new flow fk, may already hold the entry of another
- * live flow of the same client port towards the same server tuple: the port
- * reused towards another ClusterIP of the same backend, or once directly and
- * once through a Service. The pod's kernel saw two 4-tuples, the server would
- * see one, and the reply entry can reverse-NAT for only one of them. Then the
- * new flow gets another source port whose reply key is free: rk is updated to
- * it. Returns the source port (network order): p->sport when there is no
- * clash, 0 when no free port was found in SL_CT_CLASH_TRIES tries, or the
+ * rk, the reply key of the new flow fk, may hold the entry of another flow
+ * of the same client port towards the same server tuple that is not done
+ * yet (sl_ct_reply_reusable): the port reused towards another ClusterIP of
+ * the same backend, or once directly and once through a Service. The pod's
+ * kernel saw two 4-tuples, the server would see one, and the reply entry
+ * can reverse-NAT for only one of them. Then the new flow gets another
+ * source port whose reply key is free (or reusable): rk is updated to it.
+ * Returns the source port (network order): p->sport when there is no
+ * clash, 0 when no port was found in SL_CT_CLASH_TRIES tries, or the
  * protocol's port cannot be rewritten (SCTP: CRC32c).
  */
 static __always_inline __be16 sl_ct_clash_free_sport(const struct sl_pkt *p, const struct sl_ct_key *fk,
@@ -269,13 +316,16 @@ static __always_inline __be16 sl_ct_clash_free_sport(const struct sl_pkt *p, con
 {
 	struct sl_ct_entry *old = bpf_map_lookup_elem(&sl_ct, rk);
 
-	if (!old || sl_ct_reply_is_stale(old, fk))
+	if (!old || sl_ct_reply_reusable(old, fk, rk))
 		return p->sport;
 	if (p->proto != SL_PROTO_TCP && p->proto != SL_PROTO_UDP)
 		return 0;
 	for (int i = 0; i < SL_CT_CLASH_TRIES; i++) {
 		rk->dport = bpf_htons(SL_CT_CLASH_PORT_MIN + bpf_get_prandom_u32() % SL_CT_CLASH_PORT_SPAN);
-		if (rk->dport != p->sport && !bpf_map_lookup_elem(&sl_ct, rk))
+		if (rk->dport == p->sport)
+			continue;
+		old = bpf_map_lookup_elem(&sl_ct, rk);
+		if (!old || sl_ct_reply_reusable(old, fk, rk))
 			return rk->dport;
 	}
 	return 0;

@@ -149,9 +149,10 @@ func (s *session) peer(ctx context.Context, image string, timeout time.Duration)
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: peerPod, Namespace: Namespace, Labels: map[string]string{"app": peerPod}},
 		Spec: corev1.PodSpec{NodeName: other, Containers: []corev1.Container{probeContainer(image)},
-			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}, TerminationGracePeriodSeconds: new(int64)},
+			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}, TerminationGracePeriodSeconds: new(int64),
+			EnableServiceLinks: new(false)},
 	}
-	if old, err := s.cs.CoreV1().Pods(Namespace).Get(ctx, peerPod, metav1.GetOptions{}); err == nil && (old.Spec.Containers[0].Image != image || old.Spec.NodeName != other) {
+	if old, err := s.cs.CoreV1().Pods(Namespace).Get(ctx, peerPod, metav1.GetOptions{}); err == nil && (!sameProbe(old, p) || old.Spec.NodeName != other) {
 		if err := deletePodAndWait(ctx, s.cs, peerPod, timeout); err != nil {
 			return "", err
 		}

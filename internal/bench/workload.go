@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -52,9 +53,18 @@ type workload struct {
 	serverIPs []string
 }
 
+// benchCPURequest is each benchmark pod's CPU request. Without one a pod is BestEffort, whose CPU weight
+// (cgroup cpu.shares 2) loses to every pod with a request whenever the CPUs are contended: on Starlab to the
+// agent and the observer (50m and 20m: weights 51 and 20) recording the benchmark's own flows, so the tail
+// of the latency measured would be the CPU scheduler's ordering, not the datapath. With 250m each (weight
+// 256; four pods, 1 CPU of the 2) the workload is scheduled like a real one on both labs.
+const benchCPURequest = "250m"
+
 func probeContainer(image string) corev1.Container {
 	return corev1.Container{
 		Name: "probe", Image: image, ImagePullPolicy: corev1.PullNever,
+		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse(benchCPURequest), corev1.ResourceMemory: resource.MustParse("32Mi")}},
 		Args: []string{"probe", "--port", strconv.Itoa(httpPort), "--echo", strconv.Itoa(echoPort), "--interval", "1h"},
 		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(httpPort)}},
 			PeriodSeconds: 1},
@@ -72,9 +82,10 @@ func setupWorkload(ctx context.Context, cs kubernetes.Interface, demoImage strin
 	for _, name := range pods {
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace, Labels: map[string]string{"app": name}},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{probeContainer(demoImage)}, TerminationGracePeriodSeconds: new(int64)},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{probeContainer(demoImage)}, TerminationGracePeriodSeconds: new(int64),
+				EnableServiceLinks: new(false)},
 		}
-		if old, err := cs.CoreV1().Pods(Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil && old.Spec.Containers[0].Image != demoImage {
+		if old, err := cs.CoreV1().Pods(Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil && !sameProbe(old, p) {
 			if err := deletePodAndWait(ctx, cs, name, timeout); err != nil {
 				return nil, err
 			}
@@ -109,6 +120,17 @@ func setupWorkload(ctx context.Context, cs kubernetes.Interface, demoImage strin
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// sameProbe reports whether the existing pod old runs the probe container of want (image, requests, no
+// Service links): a pod of an earlier version is replaced. Benchmark pods get no Service environment
+// variables (EnableServiceLinks false): with 10,000 Services in their namespace those alone overflow the
+// kernel's limit on a process's arguments and environment, and the container does not start ("argument
+// list too long" from the runtime's hook).
+func sameProbe(old, want *corev1.Pod) bool {
+	o, w := old.Spec.Containers[0], want.Spec.Containers[0]
+	links := func(p *corev1.Pod) bool { return p.Spec.EnableServiceLinks == nil || *p.Spec.EnableServiceLinks }
+	return o.Image == w.Image && o.Resources.Requests.Cpu().Equal(*w.Resources.Requests.Cpu()) && links(old) == links(want)
 }
 
 func deletePodAndWait(ctx context.Context, cs kubernetes.Interface, name string, timeout time.Duration) error {

@@ -38,6 +38,8 @@ type FlowLoadRequest struct {
 	Sockets  int    `json:"sockets"`
 	Rate     int    `json:"rate"`
 	Duration string `json:"duration"`
+	// Senders is how many goroutines send (default 1): more than one where one CPU cannot send Rate.
+	Senders int `json:"senders,omitempty"`
 }
 
 // FlowLoadResult is the answer of POST /flowload.
@@ -226,7 +228,11 @@ func (l *Loader) handleLoad(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// Generate sends the datagrams of req, paced every millisecond (a late tick sends what it owes).
+// MaxFlowLoadSenders bounds FlowLoadRequest.Senders.
+const MaxFlowLoadSenders = 16
+
+// Generate sends the datagrams of req, paced every millisecond (a late tick sends what it owes), from
+// req.Senders goroutines (default 1), each with its share of the sockets and of the rate.
 func Generate(ctx context.Context, req FlowLoadRequest) (FlowLoadResult, error) {
 	addr, err := netip.ParseAddr(req.Target)
 	if err != nil || !addr.Is4() {
@@ -239,6 +245,11 @@ func Generate(ctx context.Context, req FlowLoadRequest) (FlowLoadResult, error) 
 	if req.Rate <= 0 || req.Port <= 0 || req.Ports <= 0 || req.Port+req.Ports > 65536 || req.Sockets <= 0 || req.Sockets > 16384 {
 		return FlowLoadResult{}, fmt.Errorf("load: rate %d, ports %d+%d, sockets %d: want rate > 0, a port range within 1-65535, 1-16384 sockets",
 			req.Rate, req.Port, req.Ports, req.Sockets)
+	}
+	senders := max(req.Senders, 1)
+	if senders > MaxFlowLoadSenders || senders > req.Sockets || senders > req.Rate {
+		return FlowLoadResult{}, fmt.Errorf("load: senders %d: want 1-%d, at most the sockets (%d) and the rate (%d)",
+			req.Senders, MaxFlowLoadSenders, req.Sockets, req.Rate)
 	}
 	conns := make([]*net.UDPConn, 0, req.Sockets)
 	defer func() {
@@ -257,34 +268,73 @@ func Generate(ctx context.Context, req FlowLoadRequest) (FlowLoadResult, error) 
 	for i := range dsts {
 		dsts[i] = netip.AddrPortFrom(addr, uint16(req.Port+i))
 	}
-	payload := []byte("starlab-load")
 	res := FlowLoadResult{Tuples: req.Sockets * req.Ports}
+	parts := make([]flowSender, senders)
 	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range parts {
+		// sender i: sockets i, i+senders, ...; the rate split so the shares add up to req.Rate
+		part := &parts[i]
+		for j := i; j < len(conns); j += senders {
+			part.conns = append(part.conns, conns[j])
+		}
+		part.rate = req.Rate/senders + btoi(i < req.Rate%senders)
+		wg.Go(func() { part.run(ctx, dsts, start, d) })
+	}
+	wg.Wait()
+	res.Seconds = time.Since(start).Seconds()
+	for _, part := range parts {
+		res.Sent += part.sent
+		res.Errors += part.errors
+	}
+	res.Rate = float64(res.Sent) / res.Seconds
+	if ctx.Err() != nil {
+		return res, errors.Join(errors.New("load: canceled"), ctx.Err())
+	}
+	return res, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// flowSender is one goroutine of Generate: its sockets, its rate and what it sent.
+type flowSender struct {
+	conns        []*net.UDPConn
+	rate         int
+	sent, errors uint64
+}
+
+// run sends s.rate datagrams/s from start until d has passed (or ctx ends), every (socket, port)
+// tuple in turn, socket-major over the ports, so consecutive datagrams differ in both.
+func (s *flowSender) run(ctx context.Context, dsts []netip.AddrPort, start time.Time, d time.Duration) {
+	payload := []byte("starlab-load")
+	tuples := len(s.conns) * len(dsts)
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
-	next := 0 // tuple index: socket-major over the ports, so consecutive datagrams differ in both
+	next := 0
 	for {
 		elapsed := time.Since(start)
 		if elapsed >= d {
-			break
+			return
 		}
-		owed := uint64(elapsed.Seconds()*float64(req.Rate)) - res.Sent - res.Errors
+		owed := uint64(elapsed.Seconds()*float64(s.rate)) - s.sent - s.errors
 		for ; owed > 0; owed-- {
-			c, dst := conns[next%req.Sockets], dsts[(next/req.Sockets)%req.Ports]
-			next = (next + 1) % res.Tuples
+			c, dst := s.conns[next%len(s.conns)], dsts[(next/len(s.conns))%len(dsts)]
+			next = (next + 1) % tuples
 			if _, err := c.WriteToUDPAddrPort(payload, dst); err != nil {
-				res.Errors++
+				s.errors++
 				continue
 			}
-			res.Sent++
+			s.sent++
 		}
 		select {
 		case <-ctx.Done():
-			return res, errors.Join(errors.New("load: canceled"), ctx.Err())
+			return
 		case <-tick.C:
 		}
 	}
-	res.Seconds = time.Since(start).Seconds()
-	res.Rate = float64(res.Sent) / res.Seconds
-	return res, nil
 }

@@ -24,12 +24,16 @@ func TestGenerateReachesTheSink(t *testing.T) {
 	l := &Loader{log: slog.Default()}
 	go l.sink(pc)
 	port := pc.LocalAddr().(*net.UDPAddr).Port
-	res, err := Generate(context.Background(), FlowLoadRequest{Target: "127.0.0.1", Port: port, Ports: 1, Sockets: 4, Rate: 2000, Duration: "500ms"})
-	require.NoError(t, err)
-	assert.Equal(t, 4, res.Tuples)
-	assert.InDelta(t, 1000, float64(res.Sent), 150, "rate x duration, paced")
-	assert.Zero(t, res.Errors)
-	require.Eventually(t, func() bool { return l.received.Load() == res.Sent }, 2*time.Second, 10*time.Millisecond)
+	var total uint64
+	for _, senders := range []int{0, 3} { // one sender (the default), and the rate split over three
+		res, err := Generate(context.Background(), FlowLoadRequest{Target: "127.0.0.1", Port: port, Ports: 1, Sockets: 4, Rate: 2000, Duration: "500ms", Senders: senders})
+		require.NoError(t, err)
+		assert.Equal(t, 4, res.Tuples)
+		assert.InDelta(t, 1000, float64(res.Sent), 150, "senders %d: rate x duration, paced", senders)
+		assert.Zero(t, res.Errors)
+		total += res.Sent
+		require.Eventually(t, func() bool { return l.received.Load() == total }, 2*time.Second, 10*time.Millisecond)
+	}
 }
 
 func TestGenerateRefusesBadRequests(t *testing.T) {
@@ -38,6 +42,8 @@ func TestGenerateRefusesBadRequests(t *testing.T) {
 		{Target: "10.0.0.1", Port: 9000, Ports: 1, Sockets: 1, Rate: 1, Duration: "soon"},
 		{Target: "10.0.0.1", Port: 65535, Ports: 2, Sockets: 1, Rate: 1, Duration: "1s"},
 		{Target: "10.0.0.1", Port: 9000, Ports: 1, Sockets: 0, Rate: 1, Duration: "1s"},
+		{Target: "10.0.0.1", Port: 9000, Ports: 1, Sockets: 64, Rate: 1000, Duration: "1s", Senders: MaxFlowLoadSenders + 1},
+		{Target: "10.0.0.1", Port: 9000, Ports: 1, Sockets: 2, Rate: 1000, Duration: "1s", Senders: 3},
 	} {
 		_, err := Generate(context.Background(), req)
 		assert.Error(t, err, "%+v", req)

@@ -62,6 +62,14 @@ func BenchmarkFlowThroughput(b *testing.B) {
 		}
 		seconds = n
 	}
+	senders := 2 // sending goroutines in the generator pod: one CPU sends ~21k datagrams/s (42k events/s)
+	if s := os.Getenv("STARLAB_FLOWBENCH_SENDERS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 || n > demo.MaxFlowLoadSenders {
+			b.Fatalf("STARLAB_FLOWBENCH_SENDERS=%q: want 1-%d sending goroutines", s, demo.MaxFlowLoadSenders)
+		}
+		senders = n
+	}
 	rates := []int{10000, 50000, 100000}
 	if s := os.Getenv("STARLAB_FLOWBENCH_RATES"); s != "" {
 		rates = nil
@@ -88,10 +96,11 @@ func BenchmarkFlowThroughput(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(rates)*(seconds+60)+300)*time.Second)
 	defer cancel()
 	env := setupLoad(ctx, b, cfg, cs)
+	env.senders = senders
 	defer env.close()
 
 	report := []string{
-		fmt.Sprintf("lab %s, node %s, %d s per rate, load: %d sockets x %d ports (UDP, new flows), two NEW events per datagram on the node", name, env.node, seconds, loadSockets, loadSinkPorts),
+		fmt.Sprintf("lab %s, node %s, %d s per rate, load: %d sockets x %d ports (UDP, new flows) from %d sending goroutines, two NEW events per datagram on the node", name, env.node, seconds, loadSockets, loadSinkPorts, senders),
 		"",
 		"| target events/s | datapath events/s | agent read/s | agent stored/s | observer from node/s | client/s | lost ringbuf | lost agent queue | lost agent subscriber | lost observer subscriber | agent CPU | agent RSS | observer CPU | observer RSS |",
 		"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -118,6 +127,7 @@ type loadEnv struct {
 	agent    *portforward.Forward
 	observer *observer.Forward
 	obsURL   string // the observer's flow stream as the follow client in the lab dials it
+	senders  int    // sending goroutines of the generator
 	cs       kubernetes.Interface
 }
 
@@ -332,7 +342,7 @@ func (e *loadEnv) run(ctx context.Context, b *testing.B, rate, seconds int) stri
 	before := e.sample(ctx, b)
 	var res demo.FlowLoadResult
 	req := demo.FlowLoadRequest{Target: e.sinkIP, Port: loadSinkPort, Ports: loadSinkPorts, Sockets: loadSockets,
-		Rate: rate / 2, Duration: fmt.Sprintf("%ds", seconds)}
+		Rate: rate / 2, Duration: fmt.Sprintf("%ds", seconds), Senders: e.senders}
 	peak := before
 	done := make(chan error, 1)
 	go func() { done <- e.call(ctx, http.MethodPost, "/flowload", req, &res) }()

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/starlab-dev/starlab/datapath/flowevent"
+	"github.com/starlab-dev/starlab/datapath/maps"
 	"github.com/starlab-dev/starlab/internal/agentapi"
 	"github.com/starlab-dev/starlab/internal/flow"
 	"github.com/starlab-dev/starlab/internal/hubbleapi"
@@ -46,6 +47,16 @@ func newMetrics(a *Agent) *metrics {
 			Help:        "Flow events at each stage of the agent since it started (agentapi.FlowStages): read, stored, or lost and where.",
 			ConstLabels: prometheus.Labels{"stage": stage}},
 			func() float64 { return float64(get(a.flows.stages())) })
+	}
+	// counterGauge reads one value of the datapath's sl_counters (0 when they cannot be read).
+	counterGauge := func(name, help string, get func(maps.Counters) uint64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			c, err := a.dp.Maps.ReadCounters()
+			if err != nil {
+				return 0
+			}
+			return float64(get(c))
+		})
 	}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
@@ -88,33 +99,17 @@ func newMetrics(a *Agent) *metrics {
 			func() float64 { return float64(a.policy.programmedRevision.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_services", Help: "Programmed service frontends."},
 			func() float64 { return float64(a.services.len()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_datapath_drop_events_suppressed_total", Help: "DROP flow events the node-wide limit suppressed (--drop-events-per-second; the drops are in starlab_datapath_drops_total)."},
-			func() float64 {
-				c, err := a.dp.Maps.ReadCounters()
-				if err != nil {
-					return 0
-				}
-				return float64(c.DropEventsSuppressed)
-			}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_datapath_ct_port_clash_total", Help: "New pod flows the datapath moved to another source port: the reply tuple was another live flow's (nf_nat's clash resolution)."},
-			func() float64 {
-				c, err := a.dp.Maps.ReadCounters()
-				if err != nil {
-					return 0
-				}
-				return float64(c.CTPortClash)
-			}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "starlab_datapath_drops_total", Help: "Packets dropped by the datapath (all reasons, from sl_counters)."},
-			func() float64 {
-				c, err := a.dp.Maps.ReadCounters()
-				if err != nil {
-					return 0
-				}
+		counterGauge("starlab_datapath_drop_events_suppressed_total", "DROP flow events the node-wide limit suppressed (--drop-events-per-second; the drops are in starlab_datapath_drops_total).",
+			func(c maps.Counters) uint64 { return c.DropEventsSuppressed }),
+		counterGauge("starlab_datapath_ct_port_clash_total", "New pod flows the datapath moved to another source port: the reply tuple was another live flow's (nf_nat's clash resolution).",
+			func(c maps.Counters) uint64 { return c.CTPortClash }),
+		counterGauge("starlab_datapath_drops_total", "Packets dropped by the datapath (all reasons, from sl_counters).",
+			func(c maps.Counters) uint64 {
 				var s uint64
 				for _, v := range c.Drops {
 					s += v
 				}
-				return float64(s)
+				return s
 			}),
 	)
 	return m

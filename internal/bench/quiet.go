@@ -39,6 +39,11 @@ type QuietOptions struct {
 	Timeout time.Duration
 }
 
+// FullQuietOptions is the wait of a full run: 3 one-second windows at most 25 % busy, at most 2 minutes.
+func FullQuietOptions() QuietOptions {
+	return QuietOptions{MaxBusy: 0.25, Windows: 3, Timeout: 2 * time.Minute}
+}
+
 // cpuTimes are the aggregate "cpu" line of /proc/stat, in clock ticks.
 type cpuTimes struct{ busy, total uint64 }
 

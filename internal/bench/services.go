@@ -73,7 +73,7 @@ func QuickServicesOptions(counts []int) ServicesOptions {
 // FullServicesOptions are the options of a full run.
 func FullServicesOptions(counts []int) ServicesOptions {
 	return ServicesOptions{Counts: counts, Duration: 10 * time.Second, Samples: 64, Concurrency: 4, Workers: 24, ProgramTimeout: 15 * time.Minute,
-		Quiet: QuietOptions{MaxBusy: 0.25, Windows: 3, Timeout: 2 * time.Minute}}
+		Quiet: FullQuietOptions()}
 }
 
 // ServicePoint is one datapath at one number of Services.

@@ -235,7 +235,7 @@ func newBenchPodsCommand(g *globalOptions) *cobra.Command {
 			runErr := p.Run("bench pods", func() error {
 				var err error
 				rep, err = bench.RunPods(cmd.Context(), dps, bench.PodsOptions{Policies: policies, Duration: duration, Workers: 16, Timeout: 5 * time.Minute,
-					Quiet: bench.QuietOptions{MaxBusy: 0.25, Windows: 3, Timeout: 2 * time.Minute}, Log: slog.Default()})
+					Quiet: bench.FullQuietOptions(), Log: slog.Default()})
 				return err
 			})
 			if rep == nil {

@@ -273,12 +273,12 @@ func Generate(ctx context.Context, req FlowLoadRequest) (FlowLoadResult, error) 
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range parts {
-		// sender i: sockets i, i+senders, ...; the rate split so the shares add up to req.Rate
+		// sender i: sockets i, i+senders, ...; its rate floor((Rate+i)/senders), the shares add up to Rate
 		part := &parts[i]
 		for j := i; j < len(conns); j += senders {
 			part.conns = append(part.conns, conns[j])
 		}
-		part.rate = req.Rate/senders + btoi(i < req.Rate%senders)
+		part.rate = (req.Rate + i) / senders
 		wg.Go(func() { part.run(ctx, dsts, start, d) })
 	}
 	wg.Wait()
@@ -292,13 +292,6 @@ func Generate(ctx context.Context, req FlowLoadRequest) (FlowLoadResult, error) 
 		return res, errors.Join(errors.New("load: canceled"), ctx.Err())
 	}
 	return res, nil
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // flowSender is one goroutine of Generate: its sockets, its rate and what it sent.

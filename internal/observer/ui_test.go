@@ -1,25 +1,21 @@
 package observer
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/starlab-dev/starlab/internal/flow"
 )
-
-// chromium is the headless browser the UI tests drive (make deps installs it).
-const chromium = "/usr/bin/chromium"
 
 // ingestFixture fills the observer with a small three-namespace map: an allowed edge, a denied edge
 // (POLICY_DENIED by default deny), a mixed edge and traffic to the world.
@@ -65,24 +61,6 @@ func serveLoopback(t testing.TB, o *Observer) string {
 	return "http://" + ln.Addr().String()
 }
 
-// runChromium runs headless Chromium with the flags that keep it off the network except for url.
-func runChromium(t *testing.T, args ...string) string {
-	t.Helper()
-	_, err := os.Stat(chromium)
-	require.NoError(t, err, "the UI test needs Chromium: apt-get install -y chromium (or make deps)")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-		"--user-data-dir=" + t.TempDir(), "--virtual-time-budget=6000", "--window-size=1500,900"}
-	cmd := exec.CommandContext(ctx, chromium, append(base, args...)...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "chromium %v: %s", args, stderr.String())
-	return string(out)
-}
-
 // TestUIInChromium loads the real UI from a real observer in real headless Chromium and checks that
 // every namespace box, the workloads and a red dashed dropped edge are drawn, and that selecting the
 // dropped edge shows the deciding policy and its recent flows. The screenshot lands in out/.
@@ -93,7 +71,12 @@ func TestUIInChromium(t *testing.T) {
 	base := serveLoopback(t, o)
 	dropped := "client/client->stars/backend"
 
-	dom := runChromium(t, "--dump-dom", base+"/?select="+url.QueryEscape(dropped))
+	ctx := browser(t)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(base+"/?select="+url.QueryEscape(dropped))))
+	// the map is drawn from the worker's view and the panel from the edge's own answers
+	waitJS(t, ctx, `document.querySelectorAll("#map .edge").length > 0 && document.getElementById("edge-connections") !== null &&
+		document.getElementById("status").textContent.includes("nodes connected")`, 60*time.Second)
+	dom := eval[string](t, ctx, `document.documentElement.outerHTML`)
 	for _, want := range []string{
 		`data-namespace="client"`, `data-namespace="stars"`, `data-namespace="management-ui"`, `data-namespace="(outside the cluster)"`,
 		`class="node kind-Deployment" data-id="client/client"`,
@@ -113,14 +96,12 @@ func TestUIInChromium(t *testing.T) {
 	}
 	assert.Equal(t, 4, strings.Count(dom, `<g class="edge `), "edges drawn")
 
-	shot := filepath.Join("..", "..", "out", "observer-ui.png")
-	require.NoError(t, os.MkdirAll(filepath.Dir(shot), 0o755))
-	abs, err := filepath.Abs(shot)
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, err)
-	_ = os.Remove(abs)
-	runChromium(t, "--screenshot="+abs, base+"/?select="+url.QueryEscape(dropped))
-	st, err := os.Stat(abs)
-	require.NoError(t, err, "screenshot written")
-	assert.Greater(t, st.Size(), int64(10_000), "a real rendering, not a blank page")
-	t.Logf("screenshot: %s (%d bytes)", abs, st.Size())
+	assert.Greater(t, len(png), 10_000, "a real rendering, not a blank page")
+	shot, err := filepath.Abs(filepath.Join("..", "..", "out", "observer-ui.png"))
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(filepath.Dir(shot), 0o755))
+	require.NoError(t, os.WriteFile(shot, png, 0o644))
+	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
 }

@@ -1,4 +1,6 @@
-// Starlab service map: polls /api/v1/graph and draws it as SVG (no framework, no build step).
+// Starlab service map: polls /api/v1/graph and draws it as SVG (no framework, no build step). The
+// graph is fetched, parsed and reduced to what is drawn in a worker (view-worker.js); this thread
+// lays out and draws that view only when it changed.
 //
 // Layout (docs/BENCHMARKS.md "Service map at scale" says why it is not a general graph layout
 // library): namespaces are boxes on a grid with free gutters between columns and rows; a box is
@@ -12,14 +14,12 @@
 (function () {
   const POLL_MS = 2000;
   const TOP = 36, GAP = 64, ROW_GAP = 44, BOX_W = 210, HEAD = 40, NODE_H = 34, NODE_GAP = 8, PAD = 10;
-  const AUTO_COLLAPSE = 80; // more workloads than this: namespaces start collapsed
-  const EXTERNAL = "(outside the cluster)";
-  const TIERS = ["Admin", "NetworkPolicy", "Baseline", "Pass", "Default"];
-  let graph = null, view = null, signature = "", scale = 1;
-  let selected = null, detail = null;
+  let view = null, scale = 1;
+  let selected = null;
   const collapsed = new Map(); // namespace -> true/false the user chose
-  let autoCollapsed = null; // the default once the first graph arrived
-  const perf = { renders: [] };
+  const worker = new Worker("view-worker.js");
+  let stateVersion = 0, pending = null; // pending: the user action waiting for its redraw
+  const perf = { renders: [], interactions: [] };
   window.starlabMap = perf; // read by the Chromium tests
 
   const $ = (id) => document.getElementById(id);
@@ -43,30 +43,10 @@
     return p.toString();
   }
 
+  // poll asks the worker for the graph (it fetches, parses and builds the view off this thread and
+  // posts a view only when what is drawn changed), then reads the status line.
   async function poll() {
-    try {
-      const t0 = performance.now();
-      const r = await fetch("api/v1/graph?" + query(), { cache: "no-store" });
-      if (!r.ok) throw new Error(await r.text());
-      const text = await r.text();
-      const t1 = performance.now();
-      graph = JSON.parse(text);
-      const t2 = performance.now();
-      const drawn = render(false);
-      if (drawn) {
-        drawn.fetchMs = t1 - t0; drawn.parseMs = t2 - t1;
-        perf.renders.push(drawn);
-        if (perf.renders.length === 1) {
-          performance.mark("map-first-render");
-          // the frame after the first render is painted: when the map is first on screen
-          requestAnimationFrame(() => setTimeout(() => { perf.firstPaintMs = performance.now(); performance.mark("map-first-paint"); }, 0));
-        }
-      }
-      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
-      if (selected) loadDetail(selected);
-    } catch (e) {
-      setStatus("graph: " + e.message, true);
-    }
+    worker.postMessage({ type: "poll", query: query() });
     try {
       const r = await fetch("api/v1/status", { cache: "no-store" });
       if (r.ok) {
@@ -80,6 +60,43 @@
       setStatus("status: " + e.message, true);
     }
   }
+  // sendState tells the worker what the user chose; kind names a user action whose time until the
+  // map is redrawn lands in perf.interactions.
+  function sendState(kind) {
+    stateVersion++;
+    if (kind) pending = { version: stateVersion, kind, since: performance.now() };
+    worker.postMessage({ type: "state", version: stateVersion, state: { filters: filters(), collapsed: [...collapsed], selected } });
+  }
+  function received(ev) {
+    const m = ev.data;
+    if (m.type === "error") { setStatus(m.message, true); return; }
+    if (m.version !== stateVersion) return; // built for an older state: the view for the newest is on its way
+    const c = m.counts;
+    $("counts").textContent = `${c.namespaces} namespaces · ${c.nodes} workloads · ${c.passing}/${c.total} edges shown` +
+      (c.truncated ? ` · ${c.truncated} flows of untracked edges` : "");
+    $("empty").hidden = c.total > 0;
+    if (m.timings.fetchMs !== undefined) {
+      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+      if (selected) loadDetail(selected);
+    }
+    if (!m.view) return;
+    view = m.view;
+    view.dropsInto = new Set(view.dropsInto);
+    view.match = new Set(view.match);
+    const drawn = render();
+    Object.assign(drawn, m.timings);
+    perf.renders.push(drawn);
+    const painted = (f) => requestAnimationFrame(() => setTimeout(f, 0)); // the frame after a render is on screen
+    if (perf.renders.length === 1) {
+      performance.mark("map-first-render");
+      painted(() => { perf.firstPaintMs = performance.now(); performance.mark("map-first-paint"); });
+    }
+    if (pending && pending.version === m.version) {
+      const p = pending;
+      pending = null;
+      painted(() => perf.interactions.push({ kind: p.kind, ms: performance.now() - p.since }));
+    }
+  }
   function setStatus(text, bad) {
     const s = $("status");
     s.textContent = text;
@@ -87,11 +104,6 @@
   }
 
   // ---- filters -------------------------------------------------------------------------------
-  function policyText(p) {
-    if (!p.name) return p.kind;
-    if (p.kind === "ClusterNetworkPolicy") return `${p.kind} ${p.name}` + (p.rule || p.action ? ` [rule ${p.rule || ""}${p.action ? " " + p.action : ""}]` : "");
-    return `${p.kind} ${p.namespace}/${p.name}`;
-  }
   function filters() {
     return {
       search: $("search").value.trim().toLowerCase(),
@@ -100,80 +112,6 @@
       tier: $("tier").value,
     };
   }
-  function nodeMatches(n, s) {
-    if (!s) return false;
-    if (n.id.toLowerCase().includes(s) || n.name.toLowerCase().includes(s)) return true;
-    return (n.pods || []).some((p) => p.toLowerCase().includes(s));
-  }
-  function edgePasses(e, f, match) {
-    if (f.verdict === "drops" && !e.dropped) return false;
-    if (f.verdict === "dropped" && e.verdict !== "dropped") return false;
-    if (f.verdict === "forwarded" && e.verdict !== "forwarded") return false;
-    if (f.tier && !(e.tiers && e.tiers[f.tier])) return false;
-    if (f.policy && !(e.policies || []).some((p) => (p.namespace ? p.namespace + "/" : "") + (p.name || p.kind).toLowerCase() === f.policy ||
-      policyText(p).toLowerCase().includes(f.policy))) return false;
-    if (f.search && !match.has(e.source) && !match.has(e.target)) return false;
-    return true;
-  }
-
-  // ---- the visible graph: collapsed namespaces bundle their workloads' edges ---------------
-  function isCollapsed(ns) {
-    if (collapsed.has(ns)) return collapsed.get(ns);
-    return autoCollapsed;
-  }
-  function build(g) {
-    const f = filters();
-    const byId = new Map(g.nodes.map((n) => [n.id, n]));
-    const match = new Set(f.search ? g.nodes.filter((n) => nodeMatches(n, f.search)).map((n) => n.id) : []);
-    const filtering = !!(f.search || f.verdict || f.policy || f.tier);
-    const edges = g.edges.filter((e) => edgePasses(e, f, match));
-    const nsOf = (id) => { const n = byId.get(id); return (n && n.namespace) || EXTERNAL; };
-    const shown = new Set();
-    if (filtering) for (const e of edges) { shown.add(e.source); shown.add(e.target); }
-    const groups = new Map();
-    for (const n of g.nodes) {
-      if (filtering && !shown.has(n.id)) continue;
-      const key = n.namespace || EXTERNAL;
-      if (!groups.has(key)) groups.set(key, { key, nodes: [], internal: 0, drops: false, match: false, agg: 0 });
-      const grp = groups.get(key);
-      grp.nodes.push(n);
-      if (match.has(n.id)) grp.match = true;
-    }
-    // A search opens the namespaces it found something in, and a selected edge (?select= links) its
-    // endpoints' namespaces, unless the user closed them.
-    const sel = selected && !selected.startsWith("agg:") ? g.edges.find((e) => e.id === selected) : null;
-    const selNs = new Set(sel ? [nsOf(sel.source), nsOf(sel.target)] : []);
-    const closed = (ns) => !collapsed.has(ns) && (selNs.has(ns) || (f.search && groups.get(ns) && groups.get(ns).match)) ? false : isCollapsed(ns);
-    const endpoint = (id) => (closed(nsOf(id)) ? "ns:" + nsOf(id) : id);
-    const vis = new Map();
-    const dropsInto = new Set();
-    for (const e of edges) {
-      if (e.dropped) { dropsInto.add(e.target); groups.get(nsOf(e.target)).drops = true; }
-      const s = endpoint(e.source), t = endpoint(e.target);
-      if (s === t && s.startsWith("ns:")) { groups.get(nsOf(e.source)).internal++; continue; }
-      const ends = { source: s, target: t, fromNs: nsOf(e.source), toNs: nsOf(e.target) };
-      if (s === e.source && t === e.target) { vis.set(e.id, { id: e.id, ...ends, raw: e, members: [e] }); continue; }
-      const id = "agg:" + s + "->" + t;
-      let a = vis.get(id);
-      if (!a) { a = { id, ...ends, agg: true, members: [] }; vis.set(id, a); }
-      a.members.push(e);
-    }
-    for (const v of vis.values()) {
-      let fwd = 0, drop = 0, flows = 0;
-      const tiers = {};
-      for (const m of v.members) {
-        fwd += m.forwarded; drop += m.dropped; flows += m.flows;
-        for (const t in m.tiers || {}) tiers[t] = (tiers[t] || 0) + m.tiers[t];
-      }
-      let tier = "", best = 0;
-      for (const t of TIERS) if ((tiers[t] || 0) > best) { tier = t; best = tiers[t]; }
-      Object.assign(v, { forwarded: fwd, dropped: drop, flows, tiers, tier: v.raw ? v.raw.tier || "" : tier,
-        verdict: v.raw ? v.raw.verdict : drop && fwd ? "mixed" : drop ? "dropped" : "forwarded" });
-    }
-    const keys = [...groups.keys()].sort((a, b) => (a === EXTERNAL) - (b === EXTERNAL) || a.localeCompare(b));
-    return { groups: keys.map((k) => groups.get(k)), edges: [...vis.values()], closed, dropsInto, match, total: g.edges.length, passing: edges.length };
-  }
-
   // ---- layout ----------------------------------------------------------------------------------
   function layout(v) {
     const width = Math.max(($("map-wrap").clientWidth || 1200) / scale - 10, BOX_W + 2 * GAP);
@@ -181,8 +119,8 @@
     const boxes = [], anchor = new Map(), rows = [];
     let y = TOP, rowH = 0, col = 0, row = 0;
     for (const g of v.groups) {
-      const shut = v.closed(g.key);
-      const nodes = shut ? [] : g.nodes.slice().sort((a, b) => a.name.localeCompare(b.name));
+      const shut = g.shut;
+      const nodes = shut ? [] : g.nodes; // sorted by name in the worker
       const hgt = shut ? HEAD : HEAD + nodes.length * (NODE_H + NODE_GAP) + PAD - NODE_GAP + 2;
       if (col === cols) { rows.push({ y: y, h: rowH }); col = 0; y += rowH + ROW_GAP; rowH = 0; row++; }
       const x = GAP + col * (BOX_W + GAP);
@@ -218,34 +156,23 @@
     return `M${a.x2},${a.y}H${gxA}V${top}H${gxB}V${b.y}H${b.x1}`;
   }
 
-  // render draws the map; it skips the drawing when nothing that is drawn changed (force: always).
-  function render(force) {
-    const g = graph;
-    if (!g) return null;
+  // render lays out and draws the current view.
+  function render() {
+    if (!view) return null;
     const t0 = performance.now();
-    if (autoCollapsed === null) autoCollapsed = g.nodes.length > AUTO_COLLAPSE; // the first graph decides
-    view = build(g);
-    const sig = JSON.stringify([scale, selected, $("colour").value, ($("map-wrap").clientWidth || 0), view.groups.map((x) => [x.key, view.closed(x.key), x.nodes.length, x.drops, x.match]),
-      view.edges.map((e) => e.id + e.verdict + e.tier)]);
-    $("counts").textContent = `${g.namespaces.length} namespaces · ${g.nodes.length} workloads · ${view.passing}/${view.total} edges shown` +
-      (g.truncated ? ` · ${g.truncated} flows of untracked edges` : "");
-    if (!force && sig === signature) return null;
-    signature = sig;
-    const t1 = performance.now();
     const L = layout(view);
     const svg = $("map");
     svg.setAttribute("width", Math.ceil(L.width * scale));
     svg.setAttribute("height", Math.ceil(L.height * scale));
     svg.setAttribute("viewBox", `0 0 ${L.width} ${L.height}`);
     svg.classList.toggle("by-tier", $("colour").value === "tier");
-    $("empty").hidden = g.edges.length > 0;
     const ns = [], ed = [], no = [];
     for (const b of L.boxes) {
       const gr = b.g;
       const cls = "ns" + (b.shut ? " collapsed" : "") + (gr.drops ? " has-drops" : "") + (gr.match ? " match" : "");
-      const title = b.key === EXTERNAL ? b.key : "namespace " + b.key;
+      const title = gr.external ? b.key : "namespace " + b.key;
       const sub = `${gr.nodes.length} workload${gr.nodes.length === 1 ? "" : "s"}` + (gr.internal ? ` · ${gr.internal} edges inside` : "");
-      ns.push(`<g class="${cls}" data-namespace="${esc(b.key)}"><rect class="ns-box${b.key === EXTERNAL ? " external" : ""}" x="${b.x}" y="${b.y}" width="${b.w}" height="${b.h}" rx="8"/>` +
+      ns.push(`<g class="${cls}" data-namespace="${esc(b.key)}"><rect class="ns-box${gr.external ? " external" : ""}" x="${b.x}" y="${b.y}" width="${b.w}" height="${b.h}" rx="8"/>` +
         `<g class="ns-head" data-toggle="${esc(b.key)}"><rect x="${b.x}" y="${b.y}" width="${b.w}" height="${HEAD - 6}" fill="transparent"/>` +
         `<text class="ns-toggle" x="${b.x + 8}" y="${b.y + 16}">${b.shut ? "▸" : "▾"}</text>` +
         `<text class="ns-title" x="${b.x + 22}" y="${b.y + 16}">${esc(fit(title, 25))}</text>` +
@@ -269,13 +196,13 @@
         `<text x="${p.x1 + 8}" y="${p.ny + 14}">${esc(fit(n.name, 26))}</text><text class="kind" x="${p.x1 + 8}" y="${p.ny + 27}">${esc(fit(sub, 34))}</text>` +
         `<title>${esc(id + (n.pods ? "\npods: " + n.pods.join(", ") : ""))}</title></g>`);
     }
-    const t2 = performance.now();
+    const t1 = performance.now();
     $("layer-ns").innerHTML = ns.join("");
     $("layer-edges").innerHTML = ed.join("");
     $("layer-nodes").innerHTML = no.join("");
     svg.getBoundingClientRect(); // style and layout now, inside the measured render
-    const t3 = performance.now();
-    return { buildMs: t1 - t0, layoutMs: t2 - t1, domMs: t3 - t2, renderMs: t3 - t0, boxes: L.boxes.length, edges: ed.length, nodes: no.length };
+    const t2 = performance.now();
+    return { layoutMs: t1 - t0, domMs: t2 - t1, renderMs: t2 - t0, boxes: L.boxes.length, edges: ed.length, nodes: no.length };
   }
 
   // ---- hover and selection ---------------------------------------------------------------------
@@ -287,10 +214,10 @@
   function showHover(ev, e) {
     const box = $("hover");
     clear(box);
-    box.appendChild(h("b", {}, e.agg ? `${e.source.replace(/^ns:/, "namespace ")} → ${e.target.replace(/^ns:/, "namespace ")} (${e.members.length} edges)` : `${e.source} → ${e.target}`));
+    box.appendChild(h("b", {}, e.agg ? `${e.source.replace(/^ns:/, "namespace ")} → ${e.target.replace(/^ns:/, "namespace ")} (${e.memberCount} edges)` : `${e.source} → ${e.target}`));
     box.appendChild(h("span", { class: "tier-" + (e.tier || "Default") }, tierLine(e)));
     box.appendChild(h("br"));
-    const ports = e.raw ? (e.raw.ports || []).join(", ") : "";
+    const ports = e.ports.join(", ");
     box.appendChild(h("span", {}, `✓${e.forwarded} connections · ✗${e.dropped} drops · ${e.flows} flows` + (ports ? " · " + ports : "")));
     const wrap = $("map-wrap").getBoundingClientRect();
     box.style.left = Math.min(ev.clientX - wrap.left + $("map-wrap").scrollLeft + 14, $("map-wrap").scrollWidth - 370) + "px";
@@ -303,14 +230,14 @@
     $("map").querySelectorAll(".edge.selected").forEach((x) => x.classList.remove("selected"));
     const g = [...$("map").querySelectorAll(".edge")].find((x) => x.getAttribute("data-id") === id);
     if (g) g.classList.add("selected");
-    signature = ""; // the selection is part of what is drawn
     history.replaceState(null, "", "?select=" + encodeURIComponent(id));
+    sendState("select"); // the selection opens its namespaces
     loadDetail(id);
   }
 
   async function loadDetail(id) {
     const e = findEdge(id);
-    if (e && e.agg) { detail = null; showAggregate(e); return; }
+    if (e && e.agg) { showAggregate(e); return; }
     try {
       const [gr, cr] = await Promise.all([
         fetch("api/v1/graph?" + new URLSearchParams({ edge: id, recent: "true" }), { cache: "no-store" }),
@@ -333,18 +260,16 @@
     clear(panel);
     panel.appendChild(h("h2", {}, `${e.source.replace(/^ns:/, "namespace ")} → ${e.target.replace(/^ns:/, "namespace ")}`));
     panel.appendChild(h("p", { class: "tier-" + (e.tier || "Default") }, tierLine(e)));
-    panel.appendChild(h("p", {}, `${e.members.length} edges · ✓${e.forwarded} connections · ✗${e.dropped} drops · ${e.flows} flows. Click one to open its namespaces.`));
+    panel.appendChild(h("p", {}, `${e.memberCount} edges · ✓${e.forwarded} connections · ✗${e.dropped} drops · ${e.flows} flows. Click one to open its namespaces.`));
     const t = h("table", { id: "agg-members" });
-    for (const m of e.members.slice().sort((x, y) => y.flows - x.flows).slice(0, 100)) {
+    for (const m of e.members) { // the busiest 100, sorted by the worker
       const tr = h("tr");
       const a = h("a", { "data-member": m.id }, `${m.source} → ${m.target}`);
       a.addEventListener("click", () => {
-        for (const id of [m.source, m.target]) {
-          const n = graph.nodes.find((x) => x.id === id);
-          collapsed.set((n && n.namespace) || EXTERNAL, false);
-        }
+        collapsed.set(m.fromNs, false);
+        collapsed.set(m.toNs, false);
         selected = m.id;
-        render(true);
+        sendState("open-edge");
         loadDetail(m.id);
       });
       tr.appendChild(h("td", {})).appendChild(a);
@@ -355,6 +280,11 @@
     panel.appendChild(t);
   }
 
+  function policyText(p) {
+    if (!p.name) return p.kind;
+    if (p.kind === "ClusterNetworkPolicy") return `${p.kind} ${p.name}` + (p.rule || p.action ? ` [rule ${p.rule || ""}${p.action ? " " + p.action : ""}]` : "");
+    return `${p.kind} ${p.namespace}/${p.name}`;
+  }
   function showEdge(e, conns) {
     const panel = $("panel");
     clear(panel);
@@ -407,8 +337,10 @@
     panel.appendChild(ft);
   }
 
-  function exportJSON() {
-    const blob = new Blob([JSON.stringify(graph || {}, null, 2)], { type: "application/json" });
+  async function exportJSON() {
+    const r = await fetch("api/v1/graph?" + query(), { cache: "no-store" });
+    if (!r.ok) { setStatus("export: " + (await r.text()), true); return; }
+    const blob = new Blob([await r.text()], { type: "application/json" });
     const a = h("a", { href: URL.createObjectURL(blob), download: "starlab-graph-" + new Date().toISOString().replace(/[:.]/g, "-") + ".json" });
     document.body.appendChild(a);
     a.click();
@@ -421,8 +353,9 @@
     const t = ev.target.closest("[data-toggle]");
     if (t) {
       const ns = t.getAttribute("data-toggle");
-      collapsed.set(ns, !view.closed(ns));
-      render(true);
+      const g = view.groups.find((x) => x.key === ns);
+      collapsed.set(ns, !(g && g.shut));
+      sendState("toggle-namespace");
       return;
     }
     const e = ev.target.closest(".edge");
@@ -434,32 +367,31 @@
     if (e) showHover(ev, e); else $("hover").hidden = true;
   });
   svg.addEventListener("mouseleave", () => { $("hover").hidden = true; });
-  const setAll = (v) => { for (const g of view ? view.groups : []) collapsed.set(g.key, v); render(true); };
-  $("expand-all").addEventListener("click", () => {
-    const t0 = performance.now();
-    setAll(false);
-    perf.expandAllMs = performance.now() - t0;
-    requestAnimationFrame(() => setTimeout(() => { perf.expandAllPaintMs = performance.now() - t0; }, 0));
-  });
-  $("collapse-all").addEventListener("click", () => setAll(true));
-  $("zoom-in").addEventListener("click", () => { scale = Math.min(2, scale * 1.25); render(true); });
-  $("zoom-out").addEventListener("click", () => { scale = Math.max(0.2, scale / 1.25); render(true); });
+  const setAll = (v, kind) => { for (const g of view ? view.groups : []) collapsed.set(g.key, v); sendState(kind); };
+  $("expand-all").addEventListener("click", () => setAll(false, "expand-all"));
+  $("collapse-all").addEventListener("click", () => setAll(true, "collapse-all"));
+  $("zoom-in").addEventListener("click", () => { scale = Math.min(2, scale * 1.25); render(); });
+  $("zoom-out").addEventListener("click", () => { scale = Math.max(0.2, scale / 1.25); render(); });
   $("zoom-fit").addEventListener("click", () => {
     const wrap = $("map-wrap"), vb = svg.viewBox.baseVal;
     if (vb && vb.width) scale = Math.max(0.2, Math.min(1, wrap.clientWidth / vb.width, wrap.clientHeight / vb.height));
-    render(true);
+    render();
   });
   $("export").addEventListener("click", exportJSON);
   $("ns").addEventListener("change", poll);
   $("since").addEventListener("change", poll);
   let typing = 0;
-  for (const id of ["search", "policy"]) $(id).addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => render(true), 120); });
-  for (const id of ["verdict", "tier", "colour"]) $(id).addEventListener("change", () => render(true));
-  window.addEventListener("resize", () => graph && render(false));
+  for (const id of ["search", "policy"]) $(id).addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => sendState(id), 120); });
+  for (const id of ["verdict", "tier"]) $(id).addEventListener("change", () => sendState(id));
+  $("colour").addEventListener("change", () => render());
+  window.addEventListener("resize", () => render());
   // ?select=<edge id> preselects an edge (links, tests); ?search=, ?verdict=, ?policy=, ?tier=, ?colour= set the filters.
   const params = new URLSearchParams(location.search);
   selected = params.get("select");
   for (const k of ["search", "verdict", "policy", "tier", "colour", "ns"]) if (params.get(k)) $(k).value = params.get(k);
+  worker.onmessage = received;
+  worker.onerror = (e) => setStatus("map worker: " + (e.message || "failed to start"), true);
+  sendState();
   poll();
   setInterval(poll, POLL_MS);
 })();

@@ -185,7 +185,7 @@ func TestPartOneClosesWithTheRecordedBenchChart(t *testing.T) {
 }
 
 // benchChart is the recorded chart in docs/.
-const benchChart = "bench-services-2026-12-03.svg"
+const benchChart = "bench-services-2026-12-03-1638.svg"
 
 func TestLoadPartsOwnStepFromManifests(t *testing.T) {
 	fsys := fstest.MapFS{"9-mine.yaml": {Data: []byte("name: mine\ntitle: Mine\nsteps:\n  - {name: deny, apply: [stars/policies/1-default-deny.yaml]}\n")}}

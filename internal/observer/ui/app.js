@@ -22,6 +22,7 @@
   const perf = { renders: [], interactions: [] };
   window.starlabMap = perf; // read by the Chromium tests
 
+  const policyText = self.starlabPolicyText; // policy-text.js
   const $ = (id) => document.getElementById(id);
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
   function h(tag, attrs, text) {
@@ -280,11 +281,6 @@
     panel.appendChild(t);
   }
 
-  function policyText(p) {
-    if (!p.name) return p.kind;
-    if (p.kind === "ClusterNetworkPolicy") return `${p.kind} ${p.name}` + (p.rule || p.action ? ` [rule ${p.rule || ""}${p.action ? " " + p.action : ""}]` : "");
-    return `${p.kind} ${p.namespace}/${p.name}`;
-  }
   function showEdge(e, conns) {
     const panel = $("panel");
     clear(panel);

@@ -15,11 +15,8 @@ const AUTO_COLLAPSE = 80; // more workloads than this: namespaces start collapse
 const MEMBERS_POSTED = 100; // an aggregate edge's panel lists its busiest members
 let graph = null, state = null, version = 0, autoCollapsed = null, posted = "";
 
-function policyText(p) {
-  if (!p.name) return p.kind;
-  if (p.kind === "ClusterNetworkPolicy") return `${p.kind} ${p.name}` + (p.rule || p.action ? ` [rule ${p.rule || ""}${p.action ? " " + p.action : ""}]` : "");
-  return `${p.kind} ${p.namespace}/${p.name}`;
-}
+importScripts("policy-text.js");
+const policyText = self.starlabPolicyText;
 function nodeMatches(n, s) {
   if (!s) return false;
   if (n.id.toLowerCase().includes(s) || n.name.toLowerCase().includes(s)) return true;

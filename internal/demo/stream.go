@@ -60,6 +60,9 @@ type StreamStatus struct {
 	// MaxGapMs is the longest time without an answer while the stream ran: between the start and
 	// the first answer, between two answers, and from the last answer to now (or to the close).
 	MaxGapMs float64 `json:"maxGapMs"`
+	// MaxGapFrom is when that longest gap began (the answer before it, or the start): a stall
+	// read next to the other events of its time (an agent restart, a program re-attach).
+	MaxGapFrom time.Time `json:"maxGapFrom,omitzero"`
 	// Errors counts failed sends and receives that did not end the stream (UDP: an ICMP error).
 	Errors    uint64 `json:"errors"`
 	LastError string `json:"lastError,omitempty"`
@@ -202,7 +205,7 @@ func (s *Stream) receive(ctx context.Context) {
 // answerLocked records one echoed line (mu held).
 func (s *Stream) answerLocked(line string) {
 	now := time.Now().UTC()
-	s.st.MaxGapMs = max(s.st.MaxGapMs, s.gapLocked(now))
+	s.noteGapLocked(&s.st, now)
 	s.st.Answered++
 	s.st.LastAnswerAt = now
 	if _, ns, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
@@ -212,13 +215,15 @@ func (s *Stream) answerLocked(line string) {
 	}
 }
 
-// gapLocked is the time in ms from the last answer (or the start) to now.
-func (s *Stream) gapLocked(now time.Time) float64 {
+// noteGapLocked counts the time from the last answer (or the start) to now in st's longest gap.
+func (s *Stream) noteGapLocked(st *StreamStatus, now time.Time) {
 	from := s.st.LastAnswerAt
 	if from.IsZero() {
 		from = s.st.StartedAt
 	}
-	return float64(now.Sub(from).Microseconds()) / 1000
+	if gap := float64(now.Sub(from).Microseconds()) / 1000; gap > st.MaxGapMs {
+		st.MaxGapMs, st.MaxGapFrom = gap, from
+	}
 }
 
 // failLocked records a send or receive error: it ends a TCP stream, a UDP stream counts it.
@@ -227,7 +232,7 @@ func (s *Stream) failLocked(err error) {
 	s.st.LastError = err.Error()
 	if s.st.Protocol == "tcp" && !s.st.Broken && !s.st.Closed {
 		now := time.Now().UTC()
-		s.st.MaxGapMs = max(s.st.MaxGapMs, s.gapLocked(now))
+		s.noteGapLocked(&s.st, now)
 		s.st.Broken, s.st.BrokenAt, s.st.Error = true, now, err.Error()
 	}
 }
@@ -239,7 +244,7 @@ func (s *Stream) Status() StreamStatus {
 	defer s.mu.Unlock()
 	st := s.st
 	if !st.Closed && !st.Broken {
-		st.MaxGapMs = max(st.MaxGapMs, s.gapLocked(time.Now().UTC()))
+		s.noteGapLocked(&st, time.Now().UTC())
 	}
 	return st
 }
@@ -248,7 +253,7 @@ func (s *Stream) Status() StreamStatus {
 func (s *Stream) Close() StreamStatus {
 	s.mu.Lock()
 	if !s.st.Closed && !s.st.Broken {
-		s.st.MaxGapMs = max(s.st.MaxGapMs, s.gapLocked(time.Now().UTC()))
+		s.noteGapLocked(&s.st, time.Now().UTC())
 	}
 	s.st.Closed = true
 	s.mu.Unlock()

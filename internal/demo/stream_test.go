@@ -75,6 +75,7 @@ func TestStreamUDPStopsAnsweringButKeepsSending(t *testing.T) {
 	assert.False(t, st.Broken, "a UDP stream never breaks by itself")
 	assert.LessOrEqual(t, st.Answered, before.Answered+1, "no answers once the echo is gone")
 	assert.GreaterOrEqual(t, st.MaxGapMs, 100.0, "the silence counts as a gap")
+	assert.Equal(t, before.LastAnswerAt, st.MaxGapFrom, "the longest gap began with the last answer")
 }
 
 func TestStreamsHTTPAPI(t *testing.T) {

@@ -90,7 +90,7 @@ func (s *hardeningSteps) steps() []step {
 		{`^every "client" pod holds a TCP stream and a UDP stream to the "server" pod and to the Service "server"$`, s.everyClientStreams},
 		{`^this host holds a keep-alive HTTP connection to NodePort (\d+) on every node$`, s.holdNodePorts},
 		{`^I restart every starlab agent while probing allowed and denied connections continuously$`, s.restartWhileProbing},
-		{`^no held stream broke, stalled for 1 second or more, or stopped getting answers$`, s.noStreamBroke},
+		{`^no held stream broke, lost a line or a segment, stalled for 3 seconds or more, or stopped getting answers$`, s.noStreamBroke},
 		{`^no held NodePort connection failed or was opened again$`, s.noNodePortHoldBroke},
 		{`^every allowed probe during the restart got through$`, s.everyAllowedProbePassed},
 		{`^no denied probe during the restart got through$`, s.noDeniedProbePassed},
@@ -481,15 +481,26 @@ func (s *hardeningSteps) restartWhileProbing(ctx context.Context) error {
 	return nil
 }
 
+// noStreamBroke checks the held streams after the restart. A datapath that lets a connection
+// down drops its packets: a UDP line lost, a TCP segment sent again (or the connection broken).
+// Those are asserted exactly. A gap in answers with nothing lost is the host not scheduling the
+// pods (three agents verifying their programs at once on two vCPUs stall every process for up to
+// 1.25 s, both nodes alike, sender included); it is bounded loosely and printed next to the
+// sender's own longest gap.
 func (s *hardeningSteps) noStreamBroke(ctx context.Context) error {
 	t := godog.T(ctx)
 	r := s.restart
 	require.NotNil(t, r, "the restart step ran")
 	require.NotEmpty(t, r.final, "streams were held")
 	for _, st := range r.final {
-		t.Logf("%s -> %s: %d sent, %d answered, longest gap %.0f ms from %s", st.LocalAddr, st.Target, st.Sent, st.Answered, st.MaxGapMs, st.MaxGapFrom.Format(time.StampMilli))
+		t.Logf("%s %s -> %s: %d sent, %d answered, %d lost, %d segments sent again (%d of them reported back as duplicates), longest gap %.0f ms from %s, the sender's own longest gap %.0f ms",
+			st.Protocol, st.LocalAddr, st.Target, st.Sent, st.Answered, st.Lost, st.Retransmits, st.SpuriousRetransmits, st.MaxGapMs, st.MaxGapFrom.Format(time.StampMilli), st.MaxSendGapMs)
 		assert.False(t, st.Broken, "%s %s -> %s broke at %s: %s", st.Protocol, st.LocalAddr, st.Target, st.BrokenAt.Format(time.StampMilli), st.Error)
-		assert.Less(t, st.MaxGapMs, 1000.0, "%s %s -> %s went %.0f ms without an answer from %s (the restart: agent pods deleted at %s, new agents ready at %s)",
+		assert.Zero(t, st.Lost, "%s %s -> %s: lines lost (the restart: agent pods deleted at %s, new agents ready at %s)",
+			st.Protocol, st.LocalAddr, st.Target, r.began.Format(time.StampMilli), r.ended.Format(time.StampMilli))
+		assert.Zero(t, st.DroppedSegments(), "%s %s -> %s: segments dropped on the way (sent again, not reported back as duplicates; the restart: agent pods deleted at %s, new agents ready at %s)",
+			st.Protocol, st.LocalAddr, st.Target, r.began.Format(time.StampMilli), r.ended.Format(time.StampMilli))
+		assert.Less(t, st.MaxGapMs, 3000.0, "%s %s -> %s went %.0f ms without an answer from %s (the restart: agent pods deleted at %s, new agents ready at %s)",
 			st.Protocol, st.LocalAddr, st.Target, st.MaxGapMs, st.MaxGapFrom.Format(time.StampMilli), r.began.Format(time.StampMilli), r.ended.Format(time.StampMilli))
 		assert.True(t, st.LastAnswerAt.After(r.ended.Add(4*time.Second)), "%s %s -> %s: last answer at %s, the agents were back at %s",
 			st.Protocol, st.LocalAddr, st.Target, st.LastAnswerAt.Format(time.StampMilli), r.ended.Format(time.StampMilli))

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Streams: long-lived connections made from inside the pod, for tests that need a connection to
@@ -63,6 +65,21 @@ type StreamStatus struct {
 	// MaxGapFrom is when that longest gap began (the answer before it, or the start): a stall
 	// read next to the other events of its time (an agent restart, a program re-attach).
 	MaxGapFrom time.Time `json:"maxGapFrom,omitzero"`
+	// MaxSendGapMs is the longest time between two lines written: the interval while the sender's
+	// host keeps up, more when the sender itself was not scheduled (a gap in answers no longer than
+	// it is the host's stall, not the network's).
+	MaxSendGapMs float64 `json:"maxSendGapMs"`
+	// Lost counts lines never echoed while a later line was (UDP; a TCP stream cannot lose a line
+	// without breaking).
+	Lost uint64 `json:"lost"`
+	// Retransmits counts the segments the kernel sent again on a TCP stream (TCP_INFO
+	// tcpi_total_retrans): a segment dropped on the way and recovered, invisible in Answered, or
+	// one sent again early (a tail loss probe a few ms after an ACK was late).
+	Retransmits uint32 `json:"retransmits"`
+	// SpuriousRetransmits counts the segments sent again that the peer reported it had already
+	// (DSACK, TCP_INFO tcpi_dsack_dups): sent again because an answer was late, not because the
+	// segment was lost. Retransmits minus these is what the network dropped.
+	SpuriousRetransmits uint32 `json:"spuriousRetransmits"`
 	// Errors counts failed sends and receives that did not end the stream (UDP: an ICMP error).
 	Errors    uint64 `json:"errors"`
 	LastError string `json:"lastError,omitempty"`
@@ -82,8 +99,9 @@ type Stream struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 
-	mu sync.Mutex
-	st StreamStatus
+	mu         sync.Mutex
+	st         StreamStatus
+	highestSeq uint64 // the highest sequence number echoed so far
 }
 
 // StartStream connects to target and starts sending a line every interval until Close or ctx ends.
@@ -146,6 +164,11 @@ func (s *Stream) send(ctx context.Context) {
 		}
 		s.mu.Lock()
 		if err == nil {
+			if !s.st.LastSentAt.IsZero() {
+				if gap := float64(now.Sub(s.st.LastSentAt).Microseconds()) / 1000; gap > s.st.MaxSendGapMs {
+					s.st.MaxSendGapMs = gap
+				}
+			}
 			s.st.Sent++
 			s.st.LastSentAt = now.UTC()
 		} else {
@@ -208,11 +231,46 @@ func (s *Stream) answerLocked(line string) {
 	s.noteGapLocked(&s.st, now)
 	s.st.Answered++
 	s.st.LastAnswerAt = now
-	if _, ns, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
-		if v, err := strconv.ParseInt(ns, 10, 64); err == nil {
-			s.st.LastAnsweredSentAt = time.Unix(0, v).UTC()
-		}
+	seqText, ns, _ := strings.Cut(strings.TrimSpace(line), " ")
+	if v, err := strconv.ParseInt(ns, 10, 64); err == nil {
+		s.st.LastAnsweredSentAt = time.Unix(0, v).UTC()
 	}
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	switch {
+	case err != nil:
+	case seq > s.highestSeq:
+		s.st.Lost += seq - s.highestSeq - 1 // the lines skipped, until one of them comes late
+		s.highestSeq = seq
+	case s.st.Lost > 0:
+		s.st.Lost-- // a line that came after a later one: late, not lost
+	}
+}
+
+// readRetransmitsLocked reads the kernel's retransmission count of a TCP stream into st (mu held;
+// the connection still open).
+// DroppedSegments is the number of a TCP stream's segments sent again and not reported back as
+// duplicates: the segments the network lost.
+func (st StreamStatus) DroppedSegments() uint32 {
+	if st.SpuriousRetransmits >= st.Retransmits {
+		return 0
+	}
+	return st.Retransmits - st.SpuriousRetransmits
+}
+
+func (s *Stream) readRetransmitsLocked(st *StreamStatus) {
+	tc, ok := s.conn.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			st.Retransmits, st.SpuriousRetransmits = info.Total_retrans, info.Dsack_dups
+		}
+	})
 }
 
 // noteGapLocked counts the time from the last answer (or the start) to now in st's longest gap.
@@ -233,6 +291,7 @@ func (s *Stream) failLocked(err error) {
 	if s.st.Protocol == "tcp" && !s.st.Broken && !s.st.Closed {
 		now := time.Now().UTC()
 		s.noteGapLocked(&s.st, now)
+		s.readRetransmitsLocked(&s.st)
 		s.st.Broken, s.st.BrokenAt, s.st.Error = true, now, err.Error()
 	}
 }
@@ -245,6 +304,7 @@ func (s *Stream) Status() StreamStatus {
 	st := s.st
 	if !st.Closed && !st.Broken {
 		s.noteGapLocked(&st, time.Now().UTC())
+		s.readRetransmitsLocked(&st)
 	}
 	return st
 }
@@ -254,6 +314,7 @@ func (s *Stream) Close() StreamStatus {
 	s.mu.Lock()
 	if !s.st.Closed && !s.st.Broken {
 		s.noteGapLocked(&s.st, time.Now().UTC())
+		s.readRetransmitsLocked(&s.st)
 	}
 	s.st.Closed = true
 	s.mu.Unlock()

@@ -47,6 +47,8 @@ func TestStreamTCPAnswersThenBreaksWhenThePeerCloses(t *testing.T) {
 	assert.False(t, st.Broken)
 	assert.False(t, st.LastAnsweredSentAt.IsZero())
 	assert.Less(t, st.MaxGapMs, 1000.0)
+	assert.Zero(t, st.Retransmits, "nothing to send again on loopback")
+	assert.GreaterOrEqual(t, st.MaxSendGapMs, 5.0, "lines go out every interval")
 
 	stopEcho() // closes the echo's connections: the stream breaks, it does not redial
 	waitFor(t, "the stream to break", func() bool { return s.Status().Broken })
@@ -124,4 +126,45 @@ func TestStreamsHTTPAPI(t *testing.T) {
 	assert.Equal(t, http.StatusBadGateway, code, "a TCP stream that cannot connect is refused")
 	code, _ = do(http.MethodGet, "/streams/999", nil)
 	assert.Equal(t, http.StatusNotFound, code)
+}
+
+// TestStreamUDPCountsLostLinesNotLateOnes echoes through a peer that drops lines 10 and 20, answers
+// line 3 only after line 4, and answers nothing after line 25.
+func TestStreamUDPCountsLostLinesNotLateOnes(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer peer.Close()
+	go func() {
+		buf := make([]byte, 512)
+		var held []byte
+		var heldTo net.Addr
+		for {
+			n, from, err := peer.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			line := append([]byte(nil), buf[:n]...)
+			seqText, _, _ := bytes.Cut(line, []byte(" "))
+			seq, _ := strconv.Atoi(string(seqText))
+			switch {
+			case seq == 3:
+				held, heldTo = line, from
+			case seq == 10 || seq == 20 || seq > 25:
+			default:
+				_, _ = peer.WriteTo(line, from)
+				if seq == 4 {
+					_, _ = peer.WriteTo(held, heldTo)
+				}
+			}
+		}
+	}()
+	s, err := StartStream(ctx, "udp", peer.LocalAddr().String(), 10*time.Millisecond, time.Second)
+	require.NoError(t, err)
+	waitFor(t, "30 lines sent", func() bool { return s.Status().Sent >= 30 })
+	st := s.Close()
+	assert.EqualValues(t, 23, st.Answered, "lines 1..25 but 10 and 20")
+	assert.EqualValues(t, 2, st.Lost, "10 and 20 lost; 3 late, not lost; after 25 nothing came back to tell")
+	assert.Zero(t, st.Retransmits, "UDP has none")
 }

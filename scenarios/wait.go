@@ -88,7 +88,8 @@ func (e *Env) WaitProgrammed(ctx context.Context, rv int64) (time.Duration, erro
 	return time.Since(start), err
 }
 
-// WaitDeploymentsAvailable waits until every Deployment in namespaces has all its replicas available.
+// WaitDeploymentsAvailable waits until every Deployment in namespaces has all its replicas available
+// and no replica of an older revision left (a rollout finished, as `kubectl rollout status` waits).
 func (e *Env) WaitDeploymentsAvailable(ctx context.Context, timeout time.Duration, namespaces ...string) error {
 	return poll(ctx, timeout, 250*time.Millisecond, "demo deployments available in "+strings.Join(namespaces, ", "), func(ctx context.Context) (bool, string, error) {
 		var waiting []string
@@ -105,8 +106,11 @@ func (e *Env) WaitDeploymentsAvailable(ctx context.Context, timeout time.Duratio
 				if d.Spec.Replicas != nil {
 					want = *d.Spec.Replicas
 				}
-				if d.Status.AvailableReplicas < want || d.Status.UpdatedReplicas < want || d.Status.ObservedGeneration < d.Generation {
+				switch {
+				case d.Status.AvailableReplicas < want || d.Status.UpdatedReplicas < want || d.Status.ObservedGeneration < d.Generation:
 					waiting = append(waiting, fmt.Sprintf("%s/%s %d/%d available", ns, d.Name, d.Status.AvailableReplicas, want))
+				case d.Status.Replicas > d.Status.UpdatedReplicas: // as kubectl rollout status: old pods still there
+					waiting = append(waiting, fmt.Sprintf("%s/%s %d old replicas pending termination", ns, d.Name, d.Status.Replicas-d.Status.UpdatedReplicas))
 				}
 			}
 		}

@@ -54,10 +54,14 @@ test-unit:
 	$(GO) test -count=1 ./...
 
 # Fuzzing: the policy compiler's FuzzCompile (random clusters and policies against the naive
-# evaluator, over-eager fail-closed included) for FUZZTIME beyond its seeds.
+# evaluator, over-eager fail-closed included) for FUZZTIME beyond its seeds. Each new interesting
+# input is minimized for at most FUZZMINIMIZETIME: with go's default (60s) the first one or two
+# minimizations took the whole minute (5,785 executions, then 0/s for 55 s); with 3s the same minute
+# runs ~40,000 executions and finds ~6x the new inputs.
 FUZZTIME ?= 60s
+FUZZMINIMIZETIME ?= 3s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) ./datapath/policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./datapath/policy/
 
 # Packages holding tests of a layer, found by their build tag.
 tagged = $(shell grep -rl --include='*_test.go' '^//go:build $(1)' . | xargs -rn1 dirname | sort -u)

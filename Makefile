@@ -56,8 +56,8 @@ test-unit:
 # Fuzzing: the policy compiler's FuzzCompile (random clusters and policies against the naive
 # evaluator, over-eager fail-closed included) for FUZZTIME beyond its seeds. Each new interesting
 # input is minimized for at most FUZZMINIMIZETIME: with go's default (60s) the first one or two
-# minimizations took the whole minute (5,785 executions, then 0/s for 55 s); with 3s the same minute
-# runs ~40,000 executions and finds ~6x the new inputs.
+# minimizations took the whole minute (5,785 executions, then 0/s for 55 s; 6 new inputs); with 3s
+# one worker ran 20,261 executions in 30 s and found 37.
 FUZZTIME ?= 60s
 FUZZMINIMIZETIME ?= 3s
 fuzz:

@@ -179,6 +179,10 @@ func TestProbeEndpoint(t *testing.T) {
 			assert.Equal(t, tt.reachable, res.Reachable, res.Error)
 			assert.Contains(t, res.Error, tt.errHas)
 			assert.Positive(t, res.ElapsedMs)
+			if res.Protocol == "tcp" {
+				assert.Positive(t, res.ConnectMs, "a TCP probe times its connect")
+				assert.LessOrEqual(t, res.ConnectMs, res.ElapsedMs, "the connect is part of the probe")
+			}
 			if tt.reachable || res.Protocol == "tcp" {
 				_, port, err := net.SplitHostPort(res.LocalAddr)
 				require.NoError(t, err, "local address %q", res.LocalAddr)

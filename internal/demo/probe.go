@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -32,6 +34,10 @@ type ProbeResult struct {
 	Reachable bool    `json:"reachable"`
 	Error     string  `json:"error,omitempty"`
 	ElapsedMs float64 `json:"elapsedMs"`
+	// ConnectMs is the TCP connect alone, from the socket's creation to the handshake's end or its
+	// failure: ElapsedMs without the name's resolution (a Service name under cluster DNS's search
+	// path can take several lookups). 0 when no socket was made.
+	ConnectMs float64 `json:"connectMs,omitempty"`
 	// LocalAddr is the pod's own address:port of the connection (its source port identifies the
 	// connection in flows). When a TCP connect fails the address is 0.0.0.0 with the source port the
 	// attempt used. Empty when no socket was bound.
@@ -248,8 +254,16 @@ func DialFrom(ctx context.Context, ports *SourcePorts, protocol, target string) 
 	case "tcp", "":
 		res.Protocol = "tcp"
 		var srcPort int
-		d.Control = ports.bind(&srcPort)
+		var connectStart atomic.Int64 // unix ns; the dialer may race two address families
+		bind := ports.bind(&srcPort)
+		d.Control = func(network, address string, c syscall.RawConn) error {
+			connectStart.Store(time.Now().UnixNano())
+			return bind(network, address, c)
+		}
 		c, err := d.DialContext(ctx, "tcp", target)
+		if at := connectStart.Load(); at != 0 {
+			res.ConnectMs = float64(time.Since(time.Unix(0, at)).Microseconds()) / 1000
+		}
 		if err != nil {
 			if srcPort != 0 {
 				// The source IP is chosen at connect time; the port identifies the attempt.

@@ -1,6 +1,7 @@
 package observer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -406,4 +407,44 @@ func TestObserverOrdersSlowNodeAndCountsLateFlows(t *testing.T) {
 			assert.Equal(t, 400+len(live)+1, n, "history %q holds every flow", q)
 		}
 	}
+}
+
+// TestObserverRereadsACutHistory serves the first history read cut in the middle of its third
+// line: the observer stores the two whole flows, reads the rest as history again (not as late live
+// flows) and counts all of them as backfilled.
+func TestObserverRereadsACutHistory(t *testing.T) {
+	store := flow.NewStore(1000)
+	start := time.Now().Add(-time.Minute)
+	for i := range 10 {
+		f := podFlow("node-1", fmt.Sprintf("hist-%d", i), flow.VerdictForwarded, flow.DirectionIngress)
+		f.Time = start.Add(time.Duration(i) * time.Millisecond)
+		store.Add(f)
+	}
+	handler := flow.Handler(store, nil)
+	var cut atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/flows", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("follow") == "" && cut.CompareAndSwap(false, true) {
+			rec := httptest.NewRecorder()
+			handler.ServeHTTP(rec, r)
+			lines := bytes.SplitAfter(rec.Body.Bytes(), []byte("\n"))
+			_, _ = w.Write(bytes.Join(lines[:2], nil))
+			_, _ = w.Write(lines[2][:len(lines[2])/2]) // the third line, cut
+			return
+		}
+		handler.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(agentapi.Status{})
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	obs, _ := startObserver(t)
+	require.NoError(t, obs.SetAgent("node-1", strings.TrimPrefix(srv.URL, "http://"), ""))
+	require.Eventually(t, func() bool { return obs.Status().Connected == 1 && obs.Store().Total() == 10 }, 5*time.Second, 10*time.Millisecond)
+	require.True(t, cut.Load(), "the first history read was cut")
+	st := obs.Status()
+	require.Len(t, st.Nodes, 1)
+	assert.Equal(t, uint64(10), st.Nodes[0].Backfilled, "2 flows of the cut read and 8 of the second")
+	assert.Zero(t, st.LateFlows, "history read again is history, not late live flows")
 }

@@ -59,8 +59,10 @@ type peer struct {
 	why      string // reason the node is unavailable without an address
 	status   NodeStatus
 	lastTime time.Time
-	lastLost agentapi.FlowStages
-	kick     chan struct{} // address changed: reconnect now
+	// historyDone is set once a read of the agent's buffered flows completed (mu).
+	historyDone bool
+	lastLost    agentapi.FlowStages
+	kick        chan struct{} // address changed: reconnect now
 }
 
 // maxBackoff bounds the wait before reconnecting to an agent: flows of the gap are replayed (late),
@@ -184,10 +186,10 @@ func (p *peer) stream(ctx context.Context, addr string) error {
 	p.mu.Lock()
 	p.status.Address = addr
 	p.status.State = StateConnecting
-	since := p.lastTime
+	since, history := p.lastTime, !p.historyDone
 	p.mu.Unlock()
-	if since.IsZero() && p.backfill != nil {
-		if err := p.readHistory(ctx, addr); err != nil {
+	if history && p.backfill != nil {
+		if err := p.readHistory(ctx, addr, since); err != nil {
 			return err
 		}
 		p.mu.Lock()
@@ -224,28 +226,39 @@ func (p *peer) stream(ctx context.Context, addr string) error {
 	}
 }
 
-// readHistory stores the agent's newest initialLast buffered flows through backfill.
-func (p *peer) readHistory(ctx context.Context, addr string) error {
-	flows, err := p.agent(addr).Flows(ctx, flow.Query{Last: p.initialLast})
+// readHistory stores the agent's newest initialLast buffered flows (newer than since, where an
+// earlier read was cut) through backfill; every flow stored counts as backfilled, a cut read's too.
+// Until one read completes, a reconnect reads history again rather than following.
+func (p *peer) readHistory(ctx context.Context, addr string, since time.Time) error {
+	q := flow.Query{Last: p.initialLast}
+	if !since.IsZero() {
+		q.Since = since.Add(time.Nanosecond)
+	}
+	flows, err := p.agent(addr).Flows(ctx, q)
 	if err != nil {
 		return err
 	}
 	defer flows.Close()
 	n := uint64(0)
+	defer func() {
+		p.mu.Lock()
+		p.status.Backfilled += n
+		p.mu.Unlock()
+	}()
 	for {
 		f, err := flows.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("read buffered flows: %w", err)
+			return fmt.Errorf("read buffered flows (%d stored): %w", n, err)
 		}
 		p.seen(f)
 		p.backfill(f)
 		n++
 	}
 	p.mu.Lock()
-	p.status.Backfilled += n
+	p.historyDone = true
 	p.mu.Unlock()
 	p.log.Info("read buffered flows from agent", "addr", addr, "flows", n)
 	return nil

@@ -246,8 +246,6 @@ func (s *Stream) answerLocked(line string) {
 	}
 }
 
-// readRetransmitsLocked reads the kernel's retransmission count of a TCP stream into st (mu held;
-// the connection still open).
 // DroppedSegments is the number of a TCP stream's segments sent again and not reported back as
 // duplicates: the segments the network lost.
 func (st StreamStatus) DroppedSegments() uint32 {
@@ -257,6 +255,8 @@ func (st StreamStatus) DroppedSegments() uint32 {
 	return st.Retransmits - st.SpuriousRetransmits
 }
 
+// readRetransmitsLocked reads the kernel's retransmission count of a TCP stream into st (mu held;
+// the connection still open).
 func (s *Stream) readRetransmitsLocked(st *StreamStatus) {
 	tc, ok := s.conn.(*net.TCPConn)
 	if !ok {

@@ -73,7 +73,7 @@ func DefaultConfig() Config {
 		CNIConfDir:       cni.DefaultConfDir,
 		ClusterPodCIDR:   netip.MustParsePrefix("10.244.0.0/16"),
 		PolicyDebounce:   30 * time.Millisecond,
-		FlowBuffer:       16384,
+		FlowBuffer:       131072,
 		CTGCInterval:     30 * time.Second,
 		CTLifetimes:      maps.DefaultCTLifetimes(),
 		ExternalIPs:      lb.ExternalIPsAllow.String(),

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -353,35 +354,163 @@ func TestStoreBackfillDoesNotReachFollowers(t *testing.T) {
 	defer sub.Close()
 	s.Add(at(5, "n"))
 	s.Backfill(at(1, "n"))
-	assert.Len(t, sub.C(), 1, "only the live flow is offered to the follower")
+	assert.Equal(t, []int{5}, readSecs(t, sub, 1), "only the live flow is offered to the follower")
+	assert.False(t, sub.Pending())
 	assert.Equal(t, t0.Add(time.Second), s.Snapshot(nil, 0)[0].Time, "backfilled history is in time order")
 }
 
-func TestStoreSlowSubscriber(t *testing.T) {
-	s := NewStore(100)
-	slow := s.Subscribe(nil, 2)
-	defer slow.Close()
-	fast := s.Subscribe(nil, 100)
-	defer fast.Close()
-	done := make(chan struct{})
-	go func() {
-		for range 10 {
-			s.Add(sample()) // must not block on the slow subscriber
-		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Add blocked on a slow subscriber")
+// readSecs reads n flows of sub (failing after 5 s) and returns their times in seconds after t0.
+func readSecs(t *testing.T, sub *Subscription, n int) []int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out []int
+	for range n {
+		f, err := sub.Next(ctx)
+		require.NoError(t, err, "after %d flows", len(out))
+		out = append(out, int(f.Time.Sub(t0)/time.Second))
 	}
-	assert.Equal(t, uint64(8), slow.Lost())
-	assert.Equal(t, uint64(0), fast.Lost())
-	assert.Equal(t, uint64(8), s.Lost())
-	assert.Len(t, slow.C(), 2)
-	assert.Len(t, fast.C(), 10)
-	slow.Close()
-	assert.Equal(t, 1, s.Subscribers())
+	return out
+}
+
+func mustMatcher(t *testing.T, allow ...Filter) *Matcher {
+	t.Helper()
+	m, err := NewMatcher(allow, nil)
+	require.NoError(t, err)
+	return m
+}
+
+func seqSecs(from, to int) []int {
+	var out []int
+	for i := from; i <= to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// A subscriber whose channel is full goes on from the ring: it loses only what the ring overwrote,
+// gets the rest in the order added (late flows and backfilled history included or left out as live
+// followers get them), and never blocks Add.
+func TestStoreSlowSubscriberReadsTheRing(t *testing.T) {
+	tests := []struct {
+		name     string
+		capacity int
+		add      func(s *Store)
+		match    *Matcher
+		want     []int
+		fastWant []int // nil: want
+		lost     uint64
+	}{
+		{name: "ring holds the backlog", capacity: 100, add: func(s *Store) {
+			for i := 1; i <= 10; i++ {
+				s.Add(at(i, "n"))
+			}
+		}, want: seqSecs(1, 10)},
+		{name: "ring overwrote 3", capacity: 5, add: func(s *Store) {
+			for i := 1; i <= 10; i++ {
+				s.Add(at(i, "n"))
+			}
+		}, want: append([]int{1, 2}, seqSecs(6, 10)...), fastWant: seqSecs(1, 10), lost: 3},
+		{name: "late flows and backfill", capacity: 100, add: func(s *Store) {
+			for _, sec := range []int{10, 11, 3, 12, 4, 13} {
+				s.Add(at(sec, "n"))
+				s.Backfill(at(sec-1, "old"))
+			}
+		}, want: []int{10, 11, 3, 12, 4, 13}},
+		{name: "filtered", capacity: 100, match: mustMatcher(t, Filter{SourcePort: []uint16{1}}), add: func(s *Store) {
+			for i := 1; i <= 20; i++ {
+				f := at(i, "n")
+				if i%3 == 0 {
+					f.L4.SourcePort = 1
+				}
+				s.Add(f)
+			}
+		}, want: []int{3, 6, 9, 12, 15, 18}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewStore(tt.capacity)
+			slow := s.Subscribe(tt.match, 2)
+			defer slow.Close()
+			fast := s.Subscribe(tt.match, 100)
+			defer fast.Close()
+			done := make(chan struct{})
+			go func() {
+				tt.add(s) // must not block on the slow subscriber
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Add blocked on a slow subscriber")
+			}
+			assert.True(t, slow.Pending())
+			assert.Equal(t, tt.want, readSecs(t, slow, len(tt.want)))
+			fastWant := tt.fastWant
+			if fastWant == nil {
+				fastWant = tt.want
+			}
+			assert.Equal(t, fastWant, readSecs(t, fast, len(fastWant)))
+			assert.False(t, slow.Pending(), "caught up")
+			assert.Equal(t, tt.lost, slow.Lost())
+			assert.Equal(t, uint64(0), fast.Lost())
+			assert.Equal(t, tt.lost, s.Lost())
+			late := at(100, "n")
+			late.L4.SourcePort = 1
+			s.Add(late)
+			assert.Equal(t, []int{100}, readSecs(t, slow, 1), "after catching up, new flows come through the channel")
+			slow.Close()
+			assert.Equal(t, 1, s.Subscribers())
+		})
+	}
+}
+
+// A reader far slower than Add, concurrently: every flow is read once, in order, or counted lost, and
+// none is lost while the ring still holds it.
+func TestStoreSlowSubscriberConcurrent(t *testing.T) {
+	for _, capacity := range []int{50_000, 200_000} {
+		t.Run(fmt.Sprint(capacity), func(t *testing.T) { testSlowSubscriberConcurrent(t, capacity) })
+	}
+}
+
+func testSlowSubscriberConcurrent(t *testing.T, capacity int) {
+	const flows = 200_000
+	s := NewStore(capacity)
+	sub := s.Subscribe(nil, 64)
+	defer sub.Close()
+	go func() {
+		for i := 1; i <= flows; i++ {
+			f := at(0, "n")
+			f.Time = t0.Add(time.Duration(i) * time.Microsecond)
+			if i%1000 == 0 {
+				f.Time = f.Time.Add(-600_001 * time.Nanosecond) // a late flow now and then, 600 flows late
+			}
+			s.Add(f)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	read, prev := 0, 0
+	for read+int(sub.Lost()) < flows {
+		f, err := sub.Next(ctx)
+		require.NoError(t, err, "read %d, lost %d of %d", read, sub.Lost(), flows)
+		ns := f.Time.Sub(t0).Nanoseconds()
+		if ns%1000 != 0 {
+			ns += 600_001
+		}
+		i := int(ns / 1000)
+		require.Greater(t, i, prev, "flows in the order added")
+		prev = i
+		read++
+		if read%10_000 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	assert.Equal(t, flows, read+int(sub.Lost()))
+	if capacity >= flows {
+		assert.Zero(t, sub.Lost(), "the ring held every flow")
+	}
+	t.Logf("read %d, lost %d (ring %d)", read, sub.Lost(), s.Capacity())
 }
 
 func TestStoreQueryFollowNoGap(t *testing.T) {

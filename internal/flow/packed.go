@@ -15,7 +15,8 @@ import (
 // the known enums) is kept whole in full. BenchmarkStoreMemory measures the bytes per buffered flow.
 type packed struct {
 	time           time.Time
-	full           *Flow // non-nil: the flow as given (it did not pack)
+	seq            uint64 // Store: order of the live Add that stored it, from 1 (0: backfilled)
+	full           *Flow  // non-nil: the flow as given (it did not pack)
 	uuid           [16]byte
 	src, dst       *endpointMeta
 	srcSvc, dstSvc *Service

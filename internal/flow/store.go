@@ -1,20 +1,26 @@
 package flow
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
 
 // Store is a bounded ring of the most recent flows with follow subscriptions. Add is O(1) and never
-// blocks: a subscriber whose channel is full loses the event, and the loss is counted.
+// blocks. A subscriber gets new flows through a channel; one that falls behind until its channel is full
+// goes on reading from the ring itself (as Hubble's ring readers do), so it loses a flow only when the
+// ring has overwritten it before it was read, and that loss is counted.
 type Store struct {
-	mu    sync.RWMutex
-	ring  []packed // the buffered flows, packed (packed.go)
-	in    *interner
-	next  int // index the next Add writes
-	full  bool
-	total uint64 // flows ever added
+	mu       sync.RWMutex
+	ring     []packed // the buffered flows, packed (packed.go)
+	in       *interner
+	next     int // index the next insert writes
+	full     bool
+	total    uint64 // flows ever inserted (added or backfilled)
+	seq      uint64 // flows ever added live: the seq of the newest
+	maxShift int    // the farthest any insert moved back past newer flows (late flows)
 
 	subMu sync.Mutex
 	subs  map[*Subscription]struct{}
@@ -36,10 +42,22 @@ func (s *Store) Capacity() int { return len(s.ring) }
 func (s *Store) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.lenLocked()
+}
+
+func (s *Store) lenLocked() int {
 	if s.full {
 		return len(s.ring)
 	}
 	return s.next
+}
+
+// at is the i-th oldest (by time) buffered flow.
+func (s *Store) at(i int) *packed {
+	if s.full {
+		return &s.ring[(s.next+i)%len(s.ring)]
+	}
+	return &s.ring[i]
 }
 
 // Total is the number of flows ever added.
@@ -49,7 +67,7 @@ func (s *Store) Total() uint64 {
 	return s.total
 }
 
-// Lost is the number of events subscribers lost because they read too slowly.
+// Lost is the number of flows subscribers lost: the ring overwrote them before they were read.
 func (s *Store) Lost() uint64 { return s.lost.Load() }
 
 // Add stores a flow (subscribers get the pointer: do not modify the flow afterwards) in time order
@@ -58,21 +76,25 @@ func (s *Store) Lost() uint64 { return s.lost.Load() }
 // time order and `last` means the newest by time.
 func (s *Store) Add(f *Flow) {
 	s.mu.Lock()
-	s.insertLocked(f)
+	s.seq++
+	s.insertLocked(f, s.seq)
 	// Deliver under the ring lock so a Query that snapshots and subscribes atomically sees each flow
-	// exactly once.
+	// exactly once, and a subscriber reading the ring sees a flow either there or in its channel.
 	s.subMu.Lock()
 	defer s.mu.Unlock()
 	defer s.subMu.Unlock()
 	for sub := range s.subs {
+		if sub.behind {
+			continue // it reads this flow from the ring
+		}
 		if sub.match != nil && !sub.match.Match(f) {
 			continue
 		}
 		select {
 		case sub.ch <- f:
 		default:
-			sub.lost.Add(1)
-			s.lost.Add(1)
+			sub.behind, sub.cursor, sub.mark = true, s.seq, s.total-1
+			sub.behindHint.Store(true)
 		}
 	}
 }
@@ -82,30 +104,30 @@ func (s *Store) Add(f *Flow) {
 func (s *Store) Backfill(f *Flow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.insertLocked(f)
+	s.insertLocked(f, 0)
 }
 
 // insertLocked appends f, evicting the oldest flow when the ring is full, then moves it back past
 // every newer flow: O(1) for flows that arrive in time order, O(distance) for a late one.
-func (s *Store) insertLocked(f *Flow) {
+func (s *Store) insertLocked(f *Flow, seq uint64) {
 	s.ring[s.next] = s.in.pack(f)
+	s.ring[s.next].seq = seq
 	s.next++
 	if s.next == len(s.ring) {
 		s.next, s.full = 0, true
 	}
 	s.total++
-	n, phys := s.next, func(i int) int { return i }
-	if s.full {
-		n = len(s.ring)
-		phys = func(i int) int { return (s.next + i) % len(s.ring) }
-	}
+	n := s.lenLocked()
+	shift := 0
 	for i := n - 1; i > 0; i-- {
-		prev, cur := phys(i-1), phys(i)
-		if !s.ring[prev].time.After(f.Time) {
+		prev, cur := s.at(i-1), s.at(i)
+		if !prev.time.After(f.Time) {
 			break
 		}
-		s.ring[prev], s.ring[cur] = s.ring[cur], s.ring[prev]
+		*prev, *cur = *cur, *prev
+		shift++
 	}
+	s.maxShift = max(s.maxShift, shift)
 }
 
 // Snapshot returns the buffered flows, oldest first (by time), that match m (nil: all); last > 0 keeps only the
@@ -117,16 +139,7 @@ func (s *Store) Snapshot(m *Matcher, last int) []*Flow {
 }
 
 func (s *Store) snapshotLocked(m *Matcher, last int) []*Flow {
-	n := s.next
-	if s.full {
-		n = len(s.ring)
-	}
-	at := func(i int) *packed { // i-th oldest
-		if s.full {
-			return &s.ring[(s.next+i)%len(s.ring)]
-		}
-		return &s.ring[i]
-	}
+	n, at := s.lenLocked(), s.at
 	var scratch Flow
 	var flags TCPFlags
 	if last > 0 {
@@ -150,20 +163,110 @@ func (s *Store) snapshotLocked(m *Matcher, last int) []*Flow {
 	return out
 }
 
-// Subscription receives flows added after it was created.
+// Subscription receives flows added after it was created, in the order they were added: from its
+// channel while it keeps up, from the store's ring once it fell behind.
 type Subscription struct {
 	ch    chan *Flow
 	match *Matcher
-	lost  atomic.Uint64
 	store *Store
 	once  sync.Once
+	lost  atomic.Uint64
+
+	// read from the ring (under store.mu and store.subMu): set when the channel was full
+	behind     bool
+	cursor     uint64 // seq of the next flow to read from the ring
+	mark       uint64 // store.total before the flow at cursor was inserted: bounds where it can be
+	behindHint atomic.Bool
+	backlog    []*Flow // read from the ring, not yet returned (reader's goroutine only)
 }
 
-// C is the channel of new flows. It is never closed; stop reading after Close.
-func (sub *Subscription) C() <-chan *Flow { return sub.ch }
+// RingReadChunk is how many flows a subscriber that fell behind reads from the ring at a time.
+const RingReadChunk = 4096
 
-// Lost is how many flows this subscriber lost because its channel was full.
+// Lost is how many flows this subscriber lost: the ring overwrote them before it read them.
 func (sub *Subscription) Lost() uint64 { return sub.lost.Load() }
+
+// Pending reports whether Next has a flow without waiting (a streaming writer flushes when not).
+func (sub *Subscription) Pending() bool {
+	return len(sub.backlog) > 0 || len(sub.ch) > 0 || sub.behindHint.Load()
+}
+
+// Next returns the next flow, waiting until one is added or ctx ends (then it returns ctx's error).
+// One goroutine at a time reads a subscription.
+func (sub *Subscription) Next(ctx context.Context) (*Flow, error) {
+	for {
+		if len(sub.backlog) > 0 {
+			f := sub.backlog[0]
+			sub.backlog[0] = nil
+			sub.backlog = sub.backlog[1:]
+			return f, nil
+		}
+		select {
+		case f := <-sub.ch:
+			return f, nil
+		default:
+		}
+		// The channel is empty: every flow it held came before the first one the subscriber missed.
+		if sub.behindHint.Load() && sub.readRing() {
+			continue
+		}
+		select {
+		case f := <-sub.ch:
+			return f, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// readRing moves the next flows of a subscriber that fell behind (up to RingReadChunk, in the order
+// they were added) from the ring into its backlog, counts those the ring overwrote as lost, and once
+// it has caught up sends it new flows through its channel again. It reports whether the subscriber
+// was behind (then the caller reads on, whether this chunk matched any flow or not).
+func (sub *Subscription) readRing() bool {
+	s := sub.store
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if !sub.behind {
+		sub.behindHint.Store(false)
+		return false
+	}
+	lo, hi := sub.cursor, min(sub.cursor+RingReadChunk, s.seq+1)
+	// A flow inserted after `mark` other inserts sits at most maxShift places back from where it was
+	// appended, and every later insert lands before or after it, never removing one behind it.
+	n := s.lenLocked()
+	from := max(0, n-s.maxShift-int(min(s.total-sub.mark, uint64(n))))
+	var scratch Flow
+	var flags TCPFlags
+	var got []*packed
+	found := 0
+	for i := from; i < n; i++ {
+		p := s.at(i)
+		if p.seq < lo || p.seq >= hi {
+			continue
+		}
+		found++
+		if p.matches(sub.match, &scratch, &flags) {
+			got = append(got, p)
+		}
+	}
+	slices.SortFunc(got, func(a, b *packed) int { return cmp.Compare(a.seq, b.seq) })
+	for _, p := range got {
+		sub.backlog = append(sub.backlog, p.flow())
+	}
+	if missed := hi - lo - uint64(found); missed > 0 {
+		sub.lost.Add(missed)
+		s.lost.Add(missed)
+	}
+	sub.cursor = hi
+	if hi > s.seq { // caught up: later flows come through the channel again
+		sub.behind = false
+		sub.behindHint.Store(false)
+	}
+	return true
+}
 
 // Close stops the subscription.
 func (sub *Subscription) Close() {
@@ -193,10 +296,10 @@ func (s *Store) Subscribers() int {
 	return len(s.subs)
 }
 
-// SubscriberBuffer is the channel size of the subscriptions Query opens: 32,768 flows, ~0.8 s of a node
-// at 40,000 flows/s (with 4,096 the observer's stream from a node lost 137k of 2.5M flows at 42k/s on the
-// lab, docs/BENCHMARKS.md "On the lab"); a full queue holds its flows alive, ~1 KiB each.
-const SubscriberBuffer = 32768
+// SubscriberBuffer is the channel size of the subscriptions Query opens: 8,192 flows (~0.16 s of a
+// node at 50,000 flows/s); a subscriber that falls further behind reads from the ring (the store's
+// capacity) instead, so its lag costs no memory of its own.
+const SubscriberBuffer = 8192
 
 // Query answers q: the matching buffered flows (per Last/Since/Until), then, when q.Follow, every new
 // matching flow until ctx ends. emit is called from this goroutine only; flush (optional) is called
@@ -231,16 +334,15 @@ func (s *Store) Query(ctx context.Context, q Query, emit func(*Flow) error, flus
 		return nil
 	}
 	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case f := <-sub.ch:
-			if err := emit(f); err != nil {
-				return err
-			}
-			if flush != nil && len(sub.ch) == 0 {
-				flush()
-			}
+		f, err := sub.Next(ctx)
+		if err != nil {
+			return err
+		}
+		if err := emit(f); err != nil {
+			return err
+		}
+		if flush != nil && !sub.Pending() {
+			flush()
 		}
 	}
 }

@@ -59,7 +59,8 @@ type FlowStages struct {
 	// Stored is how many flows entered the agent's flow store (offered to every follow stream).
 	Stored uint64 `json:"stored"`
 	// SubscriberLost is how many flows the agent's follow streams (the observer's among them) lost
-	// because they read too slowly. The observer's merge never drops: it holds its stream from an
+	// because they read too slowly: a stream that falls behind reads on from the agent's flow ring
+	// (--flow-buffer), and loses what the ring overwrote before it was read. The observer's merge never drops: it holds its stream from an
 	// agent back, so a slow merge shows here, on the node it slows down.
 	SubscriberLost uint64 `json:"subscriber_lost"`
 }

@@ -259,3 +259,32 @@ func BenchmarkStoreAddTimeOrder(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSubscriberReadsRing: a follower that fell a whole ring (131,072 flows, the agent's default)
+// behind reads it back: the cost per flow of reading from the ring instead of its channel.
+func BenchmarkSubscriberReadsRing(b *testing.B) {
+	const ring = 131072
+	flows := make([]*Flow, ring)
+	for i := range flows {
+		flows[i] = benchFlow(i, t0.Add(time.Duration(i)*time.Microsecond))
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		s := NewStore(ring)
+		sub := s.Subscribe(nil, 1)
+		for _, f := range flows {
+			s.Add(f)
+		}
+		b.StartTimer()
+		for range ring {
+			if _, err := sub.Next(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		sub.Close()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*ring), "ns/flow")
+}

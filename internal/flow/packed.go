@@ -15,7 +15,7 @@ import (
 // the known enums) is kept whole in full. BenchmarkStoreMemory measures the bytes per buffered flow.
 type packed struct {
 	time           time.Time
-	seq            uint64 // Store: order of the live Add that stored it, from 1 (0: backfilled)
+	seq            uint64 // Store: order of the insert that stored it, from 1
 	full           *Flow  // non-nil: the flow as given (it did not pack)
 	uuid           [16]byte
 	src, dst       *endpointMeta
@@ -36,6 +36,7 @@ type packed struct {
 	obsPoint       uint8 // index in obsPoints + 1
 	tcpFlags       uint8 // bit per flag (tcpFlagBits)
 	bits           uint8 // packedBit*
+	backfilled     bool  // Store: stored by Backfill (not offered to subscribers)
 }
 
 const (

@@ -18,8 +18,7 @@ type Store struct {
 	in       *interner
 	next     int // index the next insert writes
 	full     bool
-	total    uint64 // flows ever inserted (added or backfilled)
-	seq      uint64 // flows ever added live: the seq of the newest
+	total    uint64 // flows ever inserted (added or backfilled): the seq of the newest
 	maxShift int    // the farthest any insert moved back past newer flows (late flows)
 
 	subMu sync.Mutex
@@ -76,8 +75,7 @@ func (s *Store) Lost() uint64 { return s.lost.Load() }
 // time order and `last` means the newest by time.
 func (s *Store) Add(f *Flow) {
 	s.mu.Lock()
-	s.seq++
-	s.insertLocked(f, s.seq)
+	s.insertLocked(f, false)
 	// Deliver under the ring lock so a Query that snapshots and subscribes atomically sees each flow
 	// exactly once, and a subscriber reading the ring sees a flow either there or in its channel.
 	s.subMu.Lock()
@@ -93,7 +91,7 @@ func (s *Store) Add(f *Flow) {
 		select {
 		case sub.ch <- f:
 		default:
-			sub.behind, sub.cursor, sub.mark = true, s.seq, s.total-1
+			sub.behind, sub.cursor = true, s.total
 			sub.behindHint.Store(true)
 		}
 	}
@@ -104,19 +102,19 @@ func (s *Store) Add(f *Flow) {
 func (s *Store) Backfill(f *Flow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.insertLocked(f, 0)
+	s.insertLocked(f, true)
 }
 
 // insertLocked appends f, evicting the oldest flow when the ring is full, then moves it back past
 // every newer flow: O(1) for flows that arrive in time order, O(distance) for a late one.
-func (s *Store) insertLocked(f *Flow, seq uint64) {
+func (s *Store) insertLocked(f *Flow, backfilled bool) {
+	s.total++
 	s.ring[s.next] = s.in.pack(f)
-	s.ring[s.next].seq = seq
+	s.ring[s.next].seq, s.ring[s.next].backfilled = s.total, backfilled
 	s.next++
 	if s.next == len(s.ring) {
 		s.next, s.full = 0, true
 	}
-	s.total++
 	n := s.lenLocked()
 	shift := 0
 	for i := n - 1; i > 0; i-- {
@@ -174,8 +172,7 @@ type Subscription struct {
 
 	// read from the ring (under store.mu and store.subMu): set when the channel was full
 	behind     bool
-	cursor     uint64 // seq of the next flow to read from the ring
-	mark       uint64 // store.total before the flow at cursor was inserted: bounds where it can be
+	cursor     uint64 // seq of the next insert to read from the ring
 	behindHint atomic.Bool
 	backlog    []*Flow // read from the ring, not yet returned (reader's goroutine only)
 }
@@ -224,6 +221,21 @@ func (sub *Subscription) Next(ctx context.Context) (*Flow, error) {
 // it has caught up sends it new flows through its channel again. It reports whether the subscriber
 // was behind (then the caller reads on, whether this chunk matched any flow or not).
 func (sub *Subscription) readRing() bool {
+	got, ok := sub.takeFromRing()
+	if !ok {
+		return false
+	}
+	// Unpacked without the locks (Add waits for none of it): packed flows point only at interned
+	// values, which never change.
+	for i := range got {
+		sub.backlog = append(sub.backlog, got[i].flow())
+	}
+	return true
+}
+
+// takeFromRing copies the packed flows of readRing's next chunk, in the order they were added, and
+// moves the subscriber's cursor past them. ok is false when the subscriber was not behind.
+func (sub *Subscription) takeFromRing() (got []packed, ok bool) {
 	s := sub.store
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -231,16 +243,15 @@ func (sub *Subscription) readRing() bool {
 	defer s.subMu.Unlock()
 	if !sub.behind {
 		sub.behindHint.Store(false)
-		return false
+		return nil, false
 	}
-	lo, hi := sub.cursor, min(sub.cursor+RingReadChunk, s.seq+1)
-	// A flow inserted after `mark` other inserts sits at most maxShift places back from where it was
-	// appended, and every later insert lands before or after it, never removing one behind it.
+	lo, hi := sub.cursor, min(sub.cursor+RingReadChunk, s.total+1)
+	// Insert lo went at most maxShift places back from the end, and each of the total-lo inserts
+	// after it moved it at most one place further from the end.
 	n := s.lenLocked()
-	from := max(0, n-s.maxShift-int(min(s.total-sub.mark, uint64(n))))
+	from := max(0, n-1-s.maxShift-int(min(s.total-lo, uint64(n))))
 	var scratch Flow
 	var flags TCPFlags
-	var got []*packed
 	found := 0
 	for i := from; i < n; i++ {
 		p := s.at(i)
@@ -248,24 +259,21 @@ func (sub *Subscription) readRing() bool {
 			continue
 		}
 		found++
-		if p.matches(sub.match, &scratch, &flags) {
-			got = append(got, p)
+		if !p.backfilled && p.matches(sub.match, &scratch, &flags) {
+			got = append(got, *p)
 		}
 	}
-	slices.SortFunc(got, func(a, b *packed) int { return cmp.Compare(a.seq, b.seq) })
-	for _, p := range got {
-		sub.backlog = append(sub.backlog, p.flow())
-	}
+	slices.SortFunc(got, func(a, b packed) int { return cmp.Compare(a.seq, b.seq) })
 	if missed := hi - lo - uint64(found); missed > 0 {
 		sub.lost.Add(missed)
 		s.lost.Add(missed)
 	}
 	sub.cursor = hi
-	if hi > s.seq { // caught up: later flows come through the channel again
+	if hi > s.total { // caught up: later flows come through the channel again
 		sub.behind = false
 		sub.behindHint.Store(false)
 	}
-	return true
+	return got, true
 }
 
 // Close stops the subscription.

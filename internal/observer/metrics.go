@@ -46,7 +46,7 @@ func NewMetrics() (*Metrics, error) {
 		}, []string{"node"}),
 		lostByStage: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "starlab_lost_events_by_stage_total",
-			Help: "Flow events lost, by node and stage: ringbuf (the datapath's ring buffer was full), agent_queue (malformed, or before the agent synced), agent_subscriber (an agent's follow stream, the observer's merge among them, read too slowly), observer_subscriber (a follower of the observer read too slowly; node \"observer\").",
+			Help: "Flow events lost, by node and stage: ringbuf (the datapath's ring buffer was full), agent_queue (malformed, or before the agent synced), agent_subscriber (an agent's follow stream, the observer's merge among them, fell further behind than the agent's flow ring), observer_subscriber (a follower of the observer fell further behind than the observer's ring; node \"observer\").",
 		}, []string{"node", "stage"}),
 		late: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "starlab_late_flows_total", Help: "Flows that reached the observer's merge later than its window (delivered out of time order), by node.",

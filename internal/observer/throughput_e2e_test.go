@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -70,6 +71,17 @@ func BenchmarkFlowThroughput(b *testing.B) {
 		}
 		senders = n
 	}
+	// The load pods are BestEffort (cgroup v1 cpu.shares 2: the agent and observer under test get the
+	// CPU they ask for first, the load what is left); STARLAB_FLOWBENCH_LOAD_CPU=500m makes them Burstable
+	// with that CPU request for the generator and half of it for the sink.
+	var loadCPU *resource.Quantity
+	if s := os.Getenv("STARLAB_FLOWBENCH_LOAD_CPU"); s != "" {
+		q, err := resource.ParseQuantity(s)
+		if err != nil || q.Sign() <= 0 {
+			b.Fatalf("STARLAB_FLOWBENCH_LOAD_CPU=%q: want a CPU quantity such as 500m", s)
+		}
+		loadCPU = &q
+	}
 	rates := []int{10000, 50000, 100000}
 	if s := os.Getenv("STARLAB_FLOWBENCH_RATES"); s != "" {
 		rates = nil
@@ -95,12 +107,12 @@ func BenchmarkFlowThroughput(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(rates)*(seconds+60)+300)*time.Second)
 	defer cancel()
-	env := setupLoad(ctx, b, cfg, cs)
+	env := setupLoad(ctx, b, cfg, cs, loadCPU)
 	env.senders = senders
 	defer env.close()
 
 	report := []string{
-		fmt.Sprintf("lab %s, node %s, %d s per rate, load: %d sockets x %d ports (UDP, new flows) from %d sending goroutines, two NEW events per datagram on the node", name, env.node, seconds, loadSockets, loadSinkPorts, senders),
+		fmt.Sprintf("lab %s, node %s, %d s per rate, load: %d sockets x %d ports (UDP, new flows) from %d sending goroutines, two NEW events per datagram on the node, load CPU request %s", name, env.node, seconds, loadSockets, loadSinkPorts, senders, loadCPUText(loadCPU)),
 		"",
 		"| target events/s | datapath events/s | agent read/s | agent stored/s | observer from node/s | client/s | lost ringbuf | lost agent queue | lost agent subscriber | lost observer subscriber | agent CPU | agent RSS | observer CPU | observer RSS |",
 		"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -118,6 +130,13 @@ func BenchmarkFlowThroughput(b *testing.B) {
 			_ = os.WriteFile(filepath.Join(dir, "flow-throughput.md"), []byte(out), 0o644)
 		}
 	}
+}
+
+func loadCPUText(q *resource.Quantity) string {
+	if q == nil {
+		return "none (BestEffort)"
+	}
+	return q.String() + " (sink half)"
 }
 
 type loadEnv struct {
@@ -139,7 +158,7 @@ func (e *loadEnv) close() {
 
 // setupLoad creates the load namespace with a sink pod and a generator pod on the first worker node
 // (the demo image of the stars pods), and port-forwards to the generator, that node's agent and the observer.
-func setupLoad(ctx context.Context, b *testing.B, cfg *rest.Config, cs kubernetes.Interface) *loadEnv {
+func setupLoad(ctx context.Context, b *testing.B, cfg *rest.Config, cs kubernetes.Interface, loadCPU *resource.Quantity) *loadEnv {
 	b.Helper()
 	stars, err := cs.CoreV1().Pods("stars").List(ctx, metav1.ListOptions{})
 	if err != nil || len(stars.Items) == 0 {
@@ -178,11 +197,20 @@ func setupLoad(ctx context.Context, b *testing.B, cfg *rest.Config, cs kubernete
 		}
 	}
 	pod := func(name string) *corev1.Pod {
+		var res corev1.ResourceRequirements
+		if loadCPU != nil {
+			cpu := loadCPU.DeepCopy()
+			if name == "sink" {
+				cpu = *resource.NewMilliQuantity(cpu.MilliValue()/2, resource.DecimalSI)
+			}
+			res.Requests = corev1.ResourceList{corev1.ResourceCPU: cpu}
+		}
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: loadNamespace, Labels: map[string]string{"app": name}},
 			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
 				Name: "load", Image: image, ImagePullPolicy: corev1.PullNever,
-				Args: []string{"load", "--port", "8080", "--sink-port", strconv.Itoa(loadSinkPort), "--sink-ports", strconv.Itoa(loadSinkPorts)},
+				Args:      []string{"load", "--port", "8080", "--sink-port", strconv.Itoa(loadSinkPort), "--sink-ports", strconv.Itoa(loadSinkPorts)},
+				Resources: res,
 				// Running is not listening: the port-forward to the control port needs it open.
 				ReadinessProbe: &corev1.Probe{
 					ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}},

@@ -180,7 +180,8 @@ type Subscription struct {
 // RingReadChunk is how many flows a subscriber that fell behind reads from the ring at a time.
 const RingReadChunk = 4096
 
-// Lost is how many flows this subscriber lost: the ring overwrote them before it read them.
+// Lost is how many flows this subscriber lost: the ring overwrote them before it read them (for a
+// filtered subscriber, every flow overwritten counts: whether it would have matched is gone with it).
 func (sub *Subscription) Lost() uint64 { return sub.lost.Load() }
 
 // Pending reports whether Next has a flow without waiting (a streaming writer flushes when not).

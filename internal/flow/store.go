@@ -82,7 +82,7 @@ func (s *Store) Add(f *Flow) {
 	defer s.mu.Unlock()
 	defer s.subMu.Unlock()
 	for sub := range s.subs {
-		if sub.behind {
+		if sub.behind.Load() {
 			continue // it reads this flow from the ring
 		}
 		if sub.match != nil && !sub.match.Match(f) {
@@ -91,8 +91,8 @@ func (s *Store) Add(f *Flow) {
 		select {
 		case sub.ch <- f:
 		default:
-			sub.behind, sub.cursor = true, s.total
-			sub.behindHint.Store(true)
+			sub.cursor = s.total
+			sub.behind.Store(true)
 		}
 	}
 }
@@ -170,11 +170,12 @@ type Subscription struct {
 	once  sync.Once
 	lost  atomic.Uint64
 
-	// read from the ring (under store.mu and store.subMu): set when the channel was full
-	behind     bool
-	cursor     uint64 // seq of the next insert to read from the ring
-	behindHint atomic.Bool
-	backlog    []*Flow // read from the ring, not yet returned (reader's goroutine only)
+	// Reading from the ring: behind is set when the channel was full and cleared once caught up, both
+	// under store.mu and store.subMu (read anywhere); cursor is guarded by the same locks.
+	behind  atomic.Bool
+	cursor  uint64  // seq of the next insert to read from the ring
+	backlog []*Flow // read from the ring (reader's goroutine only); next to return: backlog[taken]
+	taken   int
 }
 
 // RingReadChunk is how many flows a subscriber that fell behind reads from the ring at a time.
@@ -186,17 +187,17 @@ func (sub *Subscription) Lost() uint64 { return sub.lost.Load() }
 
 // Pending reports whether Next has a flow without waiting (a streaming writer flushes when not).
 func (sub *Subscription) Pending() bool {
-	return len(sub.backlog) > 0 || len(sub.ch) > 0 || sub.behindHint.Load()
+	return sub.taken < len(sub.backlog) || len(sub.ch) > 0 || sub.behind.Load()
 }
 
 // Next returns the next flow, waiting until one is added or ctx ends (then it returns ctx's error).
 // One goroutine at a time reads a subscription.
 func (sub *Subscription) Next(ctx context.Context) (*Flow, error) {
 	for {
-		if len(sub.backlog) > 0 {
-			f := sub.backlog[0]
-			sub.backlog[0] = nil
-			sub.backlog = sub.backlog[1:]
+		if sub.taken < len(sub.backlog) {
+			f := sub.backlog[sub.taken]
+			sub.backlog[sub.taken] = nil
+			sub.taken++
 			return f, nil
 		}
 		select {
@@ -205,7 +206,7 @@ func (sub *Subscription) Next(ctx context.Context) (*Flow, error) {
 		default:
 		}
 		// The channel is empty: every flow it held came before the first one the subscriber missed.
-		if sub.behindHint.Load() && sub.readRing() {
+		if sub.behind.Load() && sub.readRing() {
 			continue
 		}
 		select {
@@ -227,7 +228,8 @@ func (sub *Subscription) readRing() bool {
 		return false
 	}
 	// Unpacked without the locks (Add waits for none of it): packed flows point only at interned
-	// values, which never change.
+	// values, which never change. The backlog was all taken: its array is reused.
+	sub.backlog, sub.taken = sub.backlog[:0], 0
 	for i := range got {
 		sub.backlog = append(sub.backlog, got[i].flow())
 	}
@@ -242,8 +244,7 @@ func (sub *Subscription) takeFromRing() (got []packed, ok bool) {
 	defer s.mu.RUnlock()
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
-	if !sub.behind {
-		sub.behindHint.Store(false)
+	if !sub.behind.Load() {
 		return nil, false
 	}
 	lo, hi := sub.cursor, min(sub.cursor+RingReadChunk, s.total+1)
@@ -271,8 +272,7 @@ func (sub *Subscription) takeFromRing() (got []packed, ok bool) {
 	}
 	sub.cursor = hi
 	if hi > s.total { // caught up: later flows come through the channel again
-		sub.behind = false
-		sub.behindHint.Store(false)
+		sub.behind.Store(false)
 	}
 	return got, true
 }

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -763,4 +764,42 @@ func TestFilterPolicyAndTier(t *testing.T) {
 	q, err := ParseQuery(url.Values{"tier": {"Admin"}, "policy": {"guard"}}, time.Now())
 	require.NoError(t, err)
 	assert.Equal(t, []Filter{{Tier: []string{"Admin"}, Policy: []string{"guard"}}}, q.Allow)
+}
+
+// A followed burst costs few flushes, and a lone flow is still flushed soon after it arrives.
+func TestStoreQueryFollowBatchesFlushes(t *testing.T) {
+	s := NewStore(10000)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var emitted, flushes atomic.Int64
+	flushed := make(chan int64, 10000)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.Query(ctx, Query{Follow: true, NoHistory: true}, func(*Flow) error { emitted.Add(1); return nil },
+			func() { flushes.Add(1); flushed <- emitted.Load() })
+	}()
+	require.Eventually(t, func() bool { return s.Subscribers() == 1 }, 2*time.Second, time.Millisecond)
+	const burst = 5000
+	for range burst {
+		s.Add(sample())
+	}
+	require.Eventually(t, func() bool { return emitted.Load() == burst && flushes.Load() > 0 }, 5*time.Second, time.Millisecond)
+	for n := range flushed {
+		if n == burst {
+			break
+		}
+	}
+	assert.Less(t, flushes.Load(), int64(burst/10), "a burst of %d flows should be flushed in batches", burst)
+
+	start := time.Now()
+	s.Add(sample())
+	select {
+	case n := <-flushed:
+		assert.Equal(t, int64(burst+1), n)
+		assert.Less(t, time.Since(start), time.Second, "a lone flow waits about FlushDelay (%s)", FlushDelay)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a lone followed flow was never flushed")
+	}
+	cancel()
+	require.ErrorIs(t, <-errc, context.Canceled)
 }

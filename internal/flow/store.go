@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Store is a bounded ring of the most recent flows with follow subscriptions. Add is O(1) and never
@@ -192,7 +193,10 @@ func (sub *Subscription) Pending() bool {
 
 // Next returns the next flow, waiting until one is added or ctx ends (then it returns ctx's error).
 // One goroutine at a time reads a subscription.
-func (sub *Subscription) Next(ctx context.Context) (*Flow, error) {
+func (sub *Subscription) Next(ctx context.Context) (*Flow, error) { return sub.NextBefore(ctx, nil) }
+
+// NextBefore is Next that also stops waiting when timeout fires: then it returns nil, nil.
+func (sub *Subscription) NextBefore(ctx context.Context, timeout <-chan time.Time) (*Flow, error) {
 	for {
 		if sub.taken < len(sub.backlog) {
 			f := sub.backlog[sub.taken]
@@ -214,6 +218,8 @@ func (sub *Subscription) Next(ctx context.Context) (*Flow, error) {
 			return f, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-timeout:
+			return nil, nil
 		}
 	}
 }
@@ -342,16 +348,52 @@ func (s *Store) Query(ctx context.Context, q Query, emit func(*Flow) error, flus
 	if sub == nil {
 		return nil
 	}
+	if flush == nil {
+		for {
+			f, err := sub.Next(ctx)
+			if err != nil {
+				return err
+			}
+			if err := emit(f); err != nil {
+				return err
+			}
+		}
+	}
+	// Flushed when idle, but no sooner than FlushDelay after the first flow not yet flushed: a flow
+	// a few microseconds behind another must not cost a write (and a read) of its own.
+	timer := time.NewTimer(FlushDelay)
+	defer timer.Stop()
+	unflushed := false
+	var due time.Time
 	for {
-		f, err := sub.Next(ctx)
+		var f *Flow
+		var err error
+		if unflushed && !sub.Pending() {
+			if wait := time.Until(due); wait > 0 {
+				timer.Reset(wait)
+				f, err = sub.NextBefore(ctx, timer.C)
+				timer.Stop()
+			}
+			if f == nil && err == nil {
+				flush()
+				unflushed = false
+				continue
+			}
+		} else {
+			f, err = sub.Next(ctx)
+		}
 		if err != nil {
 			return err
 		}
 		if err := emit(f); err != nil {
 			return err
 		}
-		if flush != nil && !sub.Pending() {
-			flush()
+		if !unflushed {
+			unflushed, due = true, time.Now().Add(FlushDelay)
 		}
 	}
 }
+
+// FlushDelay is the longest a followed flow waits in Query's stream before flush, when the stream
+// is idle after it.
+const FlushDelay = 5 * time.Millisecond

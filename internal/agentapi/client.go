@@ -46,6 +46,15 @@ func (c *Client) Addr() string { return c.addr }
 // Get starts GET path?q and returns the body of a 200 answer; the caller closes it. Any other
 // answer is an error carrying the status and the start of the body.
 func (c *Client) Get(ctx context.Context, path string, q url.Values) (io.ReadCloser, error) {
+	resp, err := c.get(ctx, path, q, "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// get starts GET path?q, with an Accept header when accept is set, and returns a 200 answer.
+func (c *Client) get(ctx context.Context, path string, q url.Values, accept string) (*http.Response, error) {
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -53,6 +62,9 @@ func (c *Client) Get(ctx context.Context, path string, q url.Values) (io.ReadClo
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("agent %s request %s: %w", c.addr, path, err)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -63,24 +75,24 @@ func (c *Client) Get(ctx context.Context, path string, q url.Values) (io.ReadClo
 		resp.Body.Close()
 		return nil, fmt.Errorf("agent %s GET %s answered %s: %s", c.addr, path, resp.Status, strings.TrimSpace(string(b)))
 	}
-	return resp.Body, nil
+	return resp, nil
 }
 
-// FlowStream is an open GET /v1/flows answer: Next decodes it flow by flow, Read gives the raw
-// NDJSON. Close it when done.
+// FlowStream is an open GET /v1/flows answer: Next decodes it flow by flow. Close it when done.
 type FlowStream struct {
 	body io.ReadCloser
-	dec  *flow.Decoder
+	dec  flow.StreamDecoder
 	addr string
 }
 
-// Flows opens the flows answering q (q.Follow keeps the stream open for new flows until ctx ends).
+// Flows opens the flows answering q (q.Follow keeps the stream open for new flows until ctx ends),
+// asking for the binary wire form (an agent that answers NDJSON is read as NDJSON).
 func (c *Client) Flows(ctx context.Context, q flow.Query) (*FlowStream, error) {
-	body, err := c.Get(ctx, PathFlows, q.Values())
+	resp, err := c.get(ctx, PathFlows, q.Values(), flow.WireContentType)
 	if err != nil {
 		return nil, err
 	}
-	return &FlowStream{body: body, dec: flow.NewDecoder(body), addr: c.addr}, nil
+	return &FlowStream{body: resp.Body, dec: flow.NewStreamDecoder(resp.Header.Get("Content-Type"), resp.Body), addr: c.addr}, nil
 }
 
 // Next returns the next flow, or io.EOF at the end of the answer.
@@ -94,9 +106,6 @@ func (s *FlowStream) Next() (*flow.Flow, error) {
 	}
 	return f, nil
 }
-
-// Read reads the raw NDJSON answer (do not mix with Next).
-func (s *FlowStream) Read(p []byte) (int, error) { return s.body.Read(p) }
 
 // Close ends the answer.
 func (s *FlowStream) Close() error { return s.body.Close() }

@@ -18,6 +18,7 @@ import (
 )
 
 // fakeAgent serves the agent API paths from fixed answers and records the last flow query.
+// fakeAgent answers flows in NDJSON whatever the client accepts, as agents before the wire form did.
 func fakeAgent(t *testing.T, flows []*flow.Flow) (*httptest.Server, *flow.Query) {
 	t.Helper()
 	var lastQuery flow.Query
@@ -26,6 +27,10 @@ func fakeAgent(t *testing.T, flows []*flow.Flow) (*httptest.Server, *flow.Query)
 		q, err := flow.ParseQuery(r.URL.Query(), time.Now())
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if !flow.AcceptsWire(r.Header.Get("Accept")) {
+			http.Error(w, "the client did not ask for "+flow.WireContentType, http.StatusNotAcceptable)
 			return
 		}
 		lastQuery = q
@@ -71,12 +76,27 @@ func TestClientFlows(t *testing.T) {
 	assert.Equal(t, 5000, last.Last, "the query reaches the agent")
 	assert.Equal(t, []string{"10.244.1.5"}, last.Allow[0].SourceIP)
 
-	s, err := c.Flows(context.Background(), flow.Query{})
+}
+
+// Against a real agent handler the stream is the wire form, and reads back every field.
+func TestClientFlowsWire(t *testing.T) {
+	st := flow.NewStore(10)
+	f := &flow.Flow{UUID: "8a3f2c10-0001-4e1b-9c7d-000000000001", Time: time.Now().UTC(), Verdict: flow.VerdictDropped,
+		Source: flow.Endpoint{Namespace: "client", Labels: []string{"role=client"}}, NodeName: "w1"}
+	st.Add(f)
+	mux := http.NewServeMux()
+	var contentType string
+	mux.Handle("GET "+PathFlows, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		flow.Handler(st, nil).ServeHTTP(w, r)
+		contentType = w.Header().Get("Content-Type")
+	}))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	got, err := NewClientURL(srv.URL, nil).AllFlows(context.Background(), flow.Query{})
 	require.NoError(t, err)
-	raw, err := io.ReadAll(s)
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
-	assert.Equal(t, 2, strings.Count(string(raw), "\n"), "raw NDJSON, one flow a line")
+	assert.Equal(t, flow.WireContentType, contentType)
+	require.Len(t, got, 1)
+	assert.Equal(t, f, got[0])
 }
 
 func TestClientMetrics(t *testing.T) {

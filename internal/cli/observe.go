@@ -54,12 +54,13 @@ func (o *observerOptions) connect(ctx context.Context, g *globalOptions, localPo
 // The transports `starlab observe` reads flows over.
 const (
 	transportGRPC   = "grpc"   // Hubble's GetFlows (protobuf over gRPC), the observer's Hubble port
-	transportNDJSON = "ndjson" // the observer's HTTP API, /api/v1/flows
+	transportHTTP   = "http"   // the observer's HTTP API, /api/v1/flows, in the binary wire form
+	transportNDJSON = "ndjson" // the same API as NDJSON, as curl reads it
 )
 
 // defaultTransport is what `starlab observe` uses unless told otherwise (docs/BENCHMARKS.md,
-// "Client side: a follow client over gRPC vs NDJSON").
-const defaultTransport = transportNDJSON
+// "Client side: a follow client over gRPC vs NDJSON vs the wire form").
+const defaultTransport = transportHTTP
 
 // transportOptions say which API `starlab observe` reads flows from.
 type transportOptions struct {
@@ -69,7 +70,7 @@ type transportOptions struct {
 }
 
 func (t *transportOptions) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&t.transport, "transport", "", "how to read flows: grpc (Hubble's API, the observer's port "+observer.HubblePortName+") or ndjson (its HTTP API) (default "+defaultTransport+"; --server implies grpc, --observer-url ndjson)")
+	cmd.Flags().StringVar(&t.transport, "transport", "", "how to read flows: grpc (Hubble's API, the observer's port "+observer.HubblePortName+"), http (its HTTP API in Starlab's binary wire form) or ndjson (the HTTP API as NDJSON) (default "+defaultTransport+"; --server implies grpc, --observer-url http)")
 	cmd.Flags().BoolVar(&t.grpc, "grpc", false, "read flows over Hubble's gRPC API: --transport grpc")
 	cmd.Flags().StringVar(&t.server, "server", "", "Hubble API address (host:port) to read flows from instead of port-forwarding to the lab's observer, as hubble's --server (implies --transport grpc)")
 }
@@ -78,27 +79,29 @@ func (t *transportOptions) register(cmd *cobra.Command) {
 func (t *transportOptions) resolve(oo *observerOptions) (string, error) {
 	tr := t.transport
 	switch tr {
-	case "", transportGRPC, transportNDJSON:
+	case "", transportGRPC, transportHTTP, transportNDJSON:
 	default:
-		return "", fmt.Errorf("--transport %q: use grpc or ndjson", tr)
+		return "", fmt.Errorf("--transport %q: use grpc, http or ndjson", tr)
 	}
 	if t.grpc {
-		if tr == transportNDJSON {
-			return "", fmt.Errorf("--grpc and --transport ndjson disagree: drop one")
+		if tr != "" && tr != transportGRPC {
+			return "", fmt.Errorf("--grpc and --transport %s disagree: drop one", tr)
 		}
 		tr = transportGRPC
 	}
 	if t.server != "" {
-		if tr == transportNDJSON {
-			return "", fmt.Errorf("--server is a Hubble gRPC address and cannot be read with --transport ndjson: use --observer-url for the HTTP API")
+		if tr != "" && tr != transportGRPC {
+			return "", fmt.Errorf("--server is a Hubble gRPC address and cannot be read with --transport %s: use --observer-url for the HTTP API", tr)
 		}
 		tr = transportGRPC
 	}
 	if oo.url != "" {
 		if tr == transportGRPC {
-			return "", fmt.Errorf("--observer-url is the observer's HTTP API and cannot be read over gRPC: use --server host:port for its Hubble port, or --transport ndjson")
+			return "", fmt.Errorf("--observer-url is the observer's HTTP API and cannot be read over gRPC: use --server host:port for its Hubble port, or --transport http")
 		}
-		tr = transportNDJSON
+		if tr == "" {
+			tr = transportHTTP
+		}
 	}
 	if tr == "" {
 		tr = defaultTransport
@@ -112,12 +115,12 @@ func flowSource(ctx context.Context, g *globalOptions, oo *observerOptions, to *
 	if err != nil {
 		return nil, nil, err
 	}
-	if tr == transportNDJSON {
+	if tr == transportHTTP || tr == transportNDJSON {
 		base, closeFn, _, err := oo.connect(ctx, g, 0)
 		if err != nil {
 			return nil, nil, err
 		}
-		return (&observer.Client{Base: base}).Flows, closeFn, nil
+		return (&observer.Client{Base: base, NDJSON: tr == transportNDJSON}).Flows, closeFn, nil
 	}
 	addr, closeFw := to.server, func() {}
 	if addr == "" {

@@ -112,7 +112,7 @@ func bothAPIs(t *testing.T, flows []*flow.Flow) (*observer.Observer, string, str
 	return o, srv.URL, ln.Addr().String()
 }
 
-// Every filter and output format gives the same lines over gRPC as over NDJSON, from one store.
+// Every filter and output format gives the same lines over gRPC, NDJSON and the wire form, from one store.
 func TestObserveSameOverGRPCAndNDJSON(t *testing.T) {
 	flows := transportFlows()
 	_, url, addr := bothAPIs(t, flows)
@@ -140,12 +140,15 @@ func TestObserveSameOverGRPCAndNDJSON(t *testing.T) {
 		for _, output := range [][]string{{"-o", "json"}, {"-o", "compact"}, {"-o", "table"}, {"--connections", "-o", "json"}, {"--connections", "-o", "table"}} {
 			a := append(append([]string{}, args...), output...)
 			t.Run(strings.Join(a, " "), func(t *testing.T) {
-				ndjson, err := run(t, append([]string{"observe", "--observer-url", url}, a...)...)
+				wire, err := run(t, append([]string{"observe", "--observer-url", url}, a...)...)
+				require.NoError(t, err)
+				ndjson, err := run(t, append([]string{"observe", "--observer-url", url, "--transport", "ndjson"}, a...)...)
 				require.NoError(t, err)
 				grpcOut, err := run(t, append([]string{"observe", "--server", addr}, a...)...)
 				require.NoError(t, err)
 				require.NotEmpty(t, strings.TrimSpace(ndjson), "the case selects some flows")
 				assert.Equal(t, ndjson, grpcOut)
+				assert.Equal(t, ndjson, wire)
 			})
 		}
 	}
@@ -198,7 +201,7 @@ func TestObserveTransportFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--transport", "udp"}, `--transport "udp": use grpc or ndjson`},
+		{[]string{"--transport", "udp"}, `--transport "udp": use grpc, http or ndjson`},
 		{[]string{"--grpc", "--transport", "ndjson"}, "disagree"},
 		{[]string{"--server", "127.0.0.1:1", "--transport", "ndjson"}, "--server is a Hubble gRPC address"},
 		{[]string{"--observer-url", "http://127.0.0.1:1", "--grpc"}, "--observer-url is the observer's HTTP API"},

@@ -69,7 +69,7 @@ type Loader struct {
 	follow   *follower
 }
 
-// FollowRequest is the body of POST /follow: follow the NDJSON flow stream at URL (an observer's or
+// FollowRequest is the body of POST /follow: follow the flow stream at URL (an observer's or
 // agent's follow query) and count the flows decoded, until DELETE /follow or the next POST.
 type FollowRequest struct {
 	URL string `json:"url"`
@@ -102,13 +102,15 @@ func (f *follower) stats() FollowStats {
 	return st
 }
 
-// run reads the stream with the flow package's NDJSON decoder (the fast client side).
+// run reads the stream as starlab observe does: in the binary wire form, or NDJSON from an observer
+// that answers that.
 func (f *follower) run(ctx context.Context) {
 	err := func() error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url, nil)
 		if err != nil {
 			return fmt.Errorf("follow %s: %w", f.url, err)
 		}
+		req.Header.Set("Accept", flow.WireContentType)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return fmt.Errorf("follow %s: %w", f.url, err)
@@ -117,7 +119,7 @@ func (f *follower) run(ctx context.Context) {
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("follow %s: %s", f.url, resp.Status)
 		}
-		dec := flow.NewDecoder(resp.Body)
+		dec := flow.NewStreamDecoder(resp.Header.Get("Content-Type"), resp.Body)
 		for {
 			if _, err := dec.Decode(); err != nil {
 				return fmt.Errorf("follow %s: %w", f.url, err)

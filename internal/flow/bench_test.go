@@ -223,6 +223,34 @@ func BenchmarkNDJSONDecode(b *testing.B) {
 	}
 }
 
+// BenchmarkWireEncode: encoding one flow in the binary wire form (its strings already in the dictionary).
+func BenchmarkWireEncode(b *testing.B) {
+	f := benchFlow(1, time.Now())
+	enc := NewWireEncoder(io.Discard)
+	for b.Loop() {
+		if err := enc.Encode(f); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWireDecode: decoding one flow of a wire stream of distinct flows (as BenchmarkNDJSONDecode).
+func BenchmarkWireDecode(b *testing.B) {
+	var buf bytes.Buffer
+	enc := NewWireEncoder(&buf)
+	for i := range b.N {
+		_ = enc.Encode(benchFlow(i, time.Now()))
+	}
+	b.SetBytes(int64(buf.Len() / b.N))
+	dec := NewWireDecoder(&buf)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := dec.Decode(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkStoreAddTimeOrder measures Store.Add into a full 100k store that keeps time order: flows in
 // time order (O(1)), and a stream where every 100th flow is 5 s late at 1,000 flows/s (it moves back
 // past 5,000 newer flows), as after an agent reconnect.

@@ -121,6 +121,8 @@ func portForward(ctx context.Context, cfg *rest.Config, namespace string, localP
 type Client struct {
 	Base string // e.g. http://127.0.0.1:4245
 	HTTP *http.Client
+	// NDJSON reads flows as NDJSON, as curl does, instead of asking for the binary wire form.
+	NDJSON bool
 }
 
 func (c *Client) http() *http.Client {
@@ -132,14 +134,15 @@ func (c *Client) http() *http.Client {
 
 // Get starts GET path?q and returns the body of a 200 answer; the caller closes it.
 func (c *Client) Get(ctx context.Context, path string, q url.Values) (io.ReadCloser, error) {
-	resp, err := c.get(ctx, path, q)
+	resp, err := c.get(ctx, path, q, "")
 	if err != nil {
 		return nil, err
 	}
 	return resp.Body, nil
 }
 
-func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {
+// get starts GET path?q, with an Accept header when accept is set, and returns a 200 answer.
+func (c *Client) get(ctx context.Context, path string, q url.Values, accept string) (*http.Response, error) {
 	u := strings.TrimSuffix(c.Base, "/") + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -147,6 +150,9 @@ func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Resp
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("observer request %s: %w", path, err)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
 	}
 	resp, err := c.http().Do(req)
 	if err != nil {
@@ -161,13 +167,18 @@ func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Resp
 }
 
 // Flows streams the flows answering q to emit until the answer ends (or, when following, ctx ends).
+// It asks for the binary wire form (unless c.NDJSON) and reads NDJSON from an observer that answers that.
 func (c *Client) Flows(ctx context.Context, q flow.Query, emit func(*flow.Flow) error) error {
-	resp, err := c.get(ctx, PathFlows, q.Values())
+	accept := flow.WireContentType
+	if c.NDJSON {
+		accept = flow.ContentType
+	}
+	resp, err := c.get(ctx, PathFlows, q.Values(), accept)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	dec := flow.NewDecoder(resp.Body)
+	dec := flow.NewStreamDecoder(resp.Header.Get("Content-Type"), resp.Body)
 	for {
 		f, err := dec.Decode()
 		if errors.Is(err, io.EOF) {
@@ -199,7 +210,7 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 
 // Metrics fetches the Prometheus text exposition.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
-	resp, err := c.get(ctx, PathMetrics, nil)
+	resp, err := c.get(ctx, PathMetrics, nil, "")
 	if err != nil {
 		return "", err
 	}
@@ -212,7 +223,7 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) error {
-	resp, err := c.get(ctx, path, q)
+	resp, err := c.get(ctx, path, q, "")
 	if err != nil {
 		return err
 	}

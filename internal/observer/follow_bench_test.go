@@ -88,19 +88,21 @@ func benchFollowFlow(i int) *flow.Flow {
 }
 
 // BenchmarkFollowClient: one follow client consuming N flows from one store, over the observer's
-// HTTP API (NDJSON, goccy decoder: observer.Client) and over Hubble's gRPC API (protobuf, FromProto:
-// hubbleapi.Client), the query `starlab observe --follow --since <before the buffer>` makes. The
+// HTTP API (the binary wire form, and NDJSON with the goccy decoder: observer.Client) and over
+// Hubble's gRPC API (protobuf, FromProto: hubbleapi.Client), the query `starlab observe --follow --since <before the buffer>` makes. The
 // server is this test binary in another process, so the process CPU and allocations measured here are
 // the client's alone; the server's CPU per flow is read from its rusage at exit. One op is N flows.
 func BenchmarkFollowClient(b *testing.B) {
 	const n = 100000
-	for _, transport := range []string{"ndjson", "grpc"} {
+	for _, transport := range []string{"wire", "ndjson", "grpc"} {
 		b.Run(transport, func(b *testing.B) {
 			httpAddr, grpcAddr, stop := startFollowServer(b, n)
 			var follow func(ctx context.Context, q flow.Query, emit func(*flow.Flow) error) error
 			switch transport {
-			case "ndjson":
+			case "wire":
 				follow = (&Client{Base: "http://" + httpAddr}).Flows
+			case "ndjson":
+				follow = (&Client{Base: "http://" + httpAddr, NDJSON: true}).Flows
 			case "grpc":
 				conn, err := hubbleapi.Dial(grpcAddr)
 				if err != nil {

@@ -45,7 +45,7 @@ const (
 // BenchmarkFlowThroughput measures the flow pipeline on a running lab (STARLAB_LAB), end to end: the
 // demo image's load mode sends new UDP flows pod to pod on one node at 10k, 50k and 100k flow
 // events/s (STARLAB_FLOWBENCH_RATES, comma-separated; each for STARLAB_FLOWBENCH_SECONDS, default 60)
-// and a follow client in the lab (the load pod, NDJSON from the observer's /api/v1/flows) counts what
+// and a follow client in the lab (the load pod, wire form from the observer's /api/v1/flows) counts what
 // arrives. Per rate it reports the events/s at each stage (datapath -> agent ring buffer read -> agent
 // store -> observer -> follow client), the loss at each stage (agent flow_stages, observer
 // lost_by_stage), and CPU and peak RSS of the node's agent and of the observer (their process

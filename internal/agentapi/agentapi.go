@@ -20,7 +20,7 @@ const (
 
 // API paths.
 const (
-	PathFlows   = "/v1/flows"  // NDJSON flows answering a flow.Query (flow.Query.Values)
+	PathFlows   = "/v1/flows"  // flows answering a flow.Query (flow.Query.Values): NDJSON, or the wire form when asked
 	PathStatus  = "/v1/status" // Status as JSON
 	PathMetrics = "/metrics"   // Prometheus text exposition
 	PathHealth  = "/healthz"   // 200 once the agent is ready

@@ -29,7 +29,7 @@ const (
 
 // API paths of the observer.
 const (
-	PathFlows   = "/api/v1/flows"  // NDJSON flows answering a flow.Query (flow.Query.Values)
+	PathFlows   = "/api/v1/flows"  // flows answering a flow.Query (flow.Query.Values): NDJSON, or the wire form when asked
 	PathGraph   = "/api/v1/graph"  // GraphView as JSON
 	PathStatus  = "/api/v1/status" // Status as JSON
 	PathMetrics = "/metrics"       // Prometheus text exposition

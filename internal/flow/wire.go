@@ -286,8 +286,13 @@ func (r *wireReader) fail(err error) {
 	r.b = nil
 }
 
-func (r *wireReader) uvarint() uint64 {
-	x, n := binary.Uvarint(r.b)
+func (r *wireReader) uvarint() uint64 { return wireNumber(r, binary.Uvarint) }
+
+func (r *wireReader) varint() int64 { return wireNumber(r, binary.Varint) }
+
+// wireNumber reads one varint with read (binary.Uvarint or binary.Varint).
+func wireNumber[T uint64 | int64](r *wireReader, read func([]byte) (T, int)) T {
+	x, n := read(r.b)
 	if n <= 0 {
 		r.fail(errWireTruncated)
 		return 0
@@ -396,7 +401,7 @@ func (d *WireDecoder) record(b []byte) (*Flow, error) {
 	}
 	f := &Flow{}
 	if flags&wireZeroTime == 0 {
-		sec := r.uvarintSigned()
+		sec := r.varint()
 		nsec := r.uvarint()
 		if nsec >= 1e9 {
 			r.fail(fmt.Errorf("time: %d nanoseconds is over a second", nsec))
@@ -450,14 +455,4 @@ func (d *WireDecoder) record(b []byte) (*Flow, error) {
 		return nil, fmt.Errorf("%d bytes after the last field", len(r.b))
 	}
 	return f, nil
-}
-
-func (r *wireReader) uvarintSigned() int64 {
-	x, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail(errWireTruncated)
-		return 0
-	}
-	r.b = r.b[n:]
-	return x
 }
